@@ -1,0 +1,1 @@
+"""The `luna-plugins` command line: one entry point, one sub-command per component."""

@@ -1,0 +1,46 @@
+"""Entry point of the `luna-plugins` console script.
+
+Each component registers a sub-command in ``COMMANDS``. A command module provides
+``add_arguments(parser)`` and ``run(args) -> int``; it keeps its heavy imports inside ``run`` so
+that building the parser stays cheap (`luna-plugins sidecar` never loads the operator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: sub-command -> (module implementing it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sidecar": ("luna_sidecar.cli", "run the plugin runtime next to a service"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every registered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="luna-plugins",
+        description="Run Python plugins for LUNA-style services on Kubernetes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_module=module_name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen sub-command; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    code: int = module.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
