@@ -1,0 +1,348 @@
+"""Build (or reuse) the control-plane binaries from the Go modules under ``tools/``.
+
+Each Go module (``tools/kube``, ``tools/etcd``, ``tools/helm``) pins one upstream release in its
+``go.mod``/``go.sum``. The binaries are built once per machine into the user's cache directory,
+in a folder keyed by the upstream version and a hash of everything that affects the result
+(go.mod, go.sum, ldflags, Go version, platform), so later runs only check that folder exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+#: where the Go modules live (``tools/`` of the repository, next to this package)
+TOOLS_DIR = Path(os.environ.get("LUNA_TOOLS_DIR", Path(__file__).resolve().parent.parent))
+
+COMPLETE_MARKER = ".complete"
+
+
+class BuildError(RuntimeError):
+    """A Go toolchain problem or a failed ``go build``; the message carries the output tail."""
+
+
+@dataclass(frozen=True)
+class ToolModule:
+    """One Go module of ours and the binaries built from it in a single ``go build``."""
+
+    name: str
+    #: module path of the upstream release whose version names the cache folder
+    upstream: str
+    #: binary name -> Go package path
+    packages: dict[str, str]
+    #: ldflags, with ``{version}``, ``{major}`` and ``{minor}`` filled from the upstream version
+    ldflags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def directory(self) -> Path:
+        return TOOLS_DIR / self.name
+
+
+def _k8s_version_flags(package: str) -> tuple[str, ...]:
+    return (
+        f"-X {package}.gitVersion={{version}}",
+        f"-X {package}.gitMajor={{major}}",
+        f"-X {package}.gitMinor={{minor}}",
+        f"-X {package}.gitTreeState=clean",
+    )
+
+
+MODULES: tuple[ToolModule, ...] = (
+    ToolModule(
+        name="kube",
+        upstream="k8s.io/kubernetes",
+        packages={
+            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+            "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+        },
+        ldflags=_k8s_version_flags("k8s.io/component-base/version")
+        + _k8s_version_flags("k8s.io/client-go/pkg/version"),
+    ),
+    ToolModule(
+        name="etcd",
+        upstream="go.etcd.io/etcd/server/v3",
+        packages={"etcd": "go.etcd.io/etcd/server/v3"},
+    ),
+    ToolModule(
+        name="helm",
+        upstream="helm.sh/helm/v4",
+        packages={"helm": "helm.sh/helm/v4/cmd/helm"},
+        ldflags=("-X helm.sh/helm/v4/internal/version.version={version}",),
+    ),
+)
+
+#: binary name -> module that builds it
+BINARIES: dict[str, ToolModule] = {binary: module for module in MODULES for binary in module.packages}
+
+
+def cache_root() -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/luna-plugins``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "luna-plugins"
+
+
+def required_version(go_mod: str, module_path: str) -> str:
+    """The version ``go_mod`` (the text of a go.mod) requires of ``module_path``."""
+    pattern = re.compile(rf"^\s*(?:require\s+)?{re.escape(module_path)}\s+(v\S+)", re.MULTILINE)
+    found = pattern.search(go_mod)
+    if found is None:
+        raise BuildError(f"go.mod does not require {module_path}")
+    return found.group(1)
+
+
+def expand_ldflags(module: ToolModule, version: str) -> list[str]:
+    """``-s -w`` plus the module's version flags for ``version`` (``v1.36.3`` -> major 1, minor 36)."""
+    numbers = re.match(r"v(\d+)\.(\d+)", version)
+    major, minor = (numbers.group(1), numbers.group(2)) if numbers else ("0", "0")
+    flags = ["-s", "-w"]
+    for flag in module.ldflags:
+        flags.extend(flag.format(version=version, major=major, minor=minor).split(" ", 1))
+    return flags
+
+
+def cache_key(module: ToolModule, go_mod: bytes, go_sum: bytes, go_env: str, version: str) -> str:
+    """Hash of every input that changes the binaries; names the cache folder."""
+    digest = hashlib.sha256()
+    for part in (
+        module.name.encode(),
+        go_mod,
+        go_sum,
+        go_env.encode(),
+        json.dumps(sorted(module.packages.items())).encode(),
+        " ".join(expand_ldflags(module, version)).encode(),
+    ):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+def build_env() -> dict[str, str]:
+    """Environment of every go command: static binaries, the installed toolchain only."""
+    env = dict(os.environ)
+    env.update(CGO_ENABLED="0", GOTOOLCHAIN="local")
+    flags = env.get("GOFLAGS", "").split()
+    for flag in ("-trimpath", "-buildvcs=false", "-mod=readonly"):
+        if flag not in flags:
+            flags.append(flag)
+    env["GOFLAGS"] = " ".join(flags)
+    return env
+
+
+def go_binary() -> str:
+    found = shutil.which("go")
+    if found is None:
+        raise BuildError(
+            "the Go toolchain is needed to build the local cluster binaries: `go` is not on PATH "
+            "(install Go >= 1.26 from your distribution or https://go.dev/dl/)"
+        )
+    return found
+
+
+def go_environment() -> str:
+    """``GOVERSION GOOS GOARCH`` of the local toolchain (part of the cache key)."""
+    result = subprocess.run(
+        [go_binary(), "env", "GOVERSION", "GOOS", "GOARCH"],
+        env=build_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(f"`go env` failed:\n{result.stderr.strip()}")
+    return " ".join(result.stdout.split())
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    module: ToolModule
+    version: str
+    key: str
+    output: Path
+
+    @property
+    def ready(self) -> bool:
+        return (self.output / COMPLETE_MARKER).is_file() and all(
+            (self.output / binary).is_file() for binary in self.module.packages
+        )
+
+    def binary(self, name: str) -> Path:
+        return self.output / name
+
+
+def plan(module: ToolModule, go_env: str | None = None) -> BuildPlan:
+    """Where ``module``'s binaries are (or will be) cached."""
+    go_mod_path = module.directory / "go.mod"
+    try:
+        go_mod = go_mod_path.read_bytes()
+        go_sum = (module.directory / "go.sum").read_bytes()
+    except FileNotFoundError as exc:
+        raise BuildError(f"missing Go module file {exc.filename} (is LUNA_TOOLS_DIR right?)") from exc
+    version = required_version(go_mod.decode(), module.upstream)
+    env_text = go_env if go_env is not None else go_environment()
+    key = cache_key(module, go_mod, go_sum, env_text, version)
+    return BuildPlan(module, version, key, cache_root() / "bin" / f"{module.name}-{version}-{key}")
+
+
+def tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialize builds of one cache folder across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _format_elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class _Progress:
+    """Prints what is building and the elapsed time, every ``interval`` seconds."""
+
+    def __init__(self, label: str, out: TextIO, interval: float, counter: Callable[[], int]) -> None:
+        self._label = label
+        self._out = out
+        self._interval = interval
+        self._counter = counter
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started = time.monotonic()
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            elapsed = _format_elapsed(time.monotonic() - self.started)
+            print(
+                f"  ... {self._label}: {elapsed} elapsed, {self._counter()} packages compiled",
+                file=self._out,
+                flush=True,
+            )
+
+
+def build(plan_: BuildPlan, out: TextIO = sys.stderr, interval: float = 15.0) -> BuildPlan:
+    """Build ``plan_`` unless it is cached; returns it once its binaries exist."""
+    if plan_.ready:
+        return plan_
+    module = plan_.module
+    lock = cache_root() / "bin" / f".{module.name}.lock"
+    with _locked(lock):
+        if plan_.ready:  # another process built it while we waited
+            return plan_
+        log_dir = cache_root() / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"build-{module.name}-{plan_.version}.log"
+        staging = Path(tempfile.mkdtemp(prefix=f".{module.name}-", dir=plan_.output.parent))
+        command = [
+            go_binary(),
+            "build",
+            "-v",
+            "-p",
+            str(max(1, os.cpu_count() or 1)),
+            "-ldflags",
+            " ".join(expand_ldflags(module, plan_.version)),
+            "-o",
+            f"{staging}{os.sep}",
+            *module.packages.values(),
+        ]
+        names = ", ".join(module.packages)
+        print(f"building {names} ({module.upstream} {plan_.version}) -> {plan_.output}", file=out, flush=True)
+        compiled = 0
+
+        def count() -> int:
+            return compiled
+
+        with (
+            log_path.open("w") as log,
+            _Progress(f"{module.name} {plan_.version}", out, interval, count) as bar,
+        ):
+            log.write(f"$ {' '.join(command)}\n")
+            log.flush()
+            process = subprocess.Popen(
+                command,
+                cwd=module.directory,
+                env=build_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                if not line.startswith((" ", "#", "go:")):
+                    compiled += 1
+            code = process.wait()
+        elapsed = _format_elapsed(time.monotonic() - bar.started)
+        if code != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise BuildError(
+                f"building {names} failed (exit {code}) after {elapsed}; full log: {log_path}\n"
+                f"{tail(log_path.read_text())}"
+            )
+        for binary in module.packages:
+            if not (staging / binary).is_file():
+                shutil.rmtree(staging, ignore_errors=True)
+                raise BuildError(f"`go build` produced no {binary} binary; full log: {log_path}")
+        (staging / COMPLETE_MARKER).write_text(
+            json.dumps({"version": plan_.version, "key": plan_.key, "built": time.time()})
+        )
+        if plan_.output.exists():
+            shutil.rmtree(plan_.output)
+        staging.rename(plan_.output)
+        print(f"built {names} in {elapsed}", file=out, flush=True)
+    return plan_
+
+
+def ensure_all(out: TextIO = sys.stderr) -> dict[str, Path]:
+    """Build or reuse every module; returns binary name -> path."""
+    go_env = go_environment()
+    binaries: dict[str, Path] = {}
+    for module in MODULES:
+        ready = plan(module, go_env)
+        if ready.ready:
+            print(f"reusing {', '.join(module.packages)} {ready.version} from {ready.output}", file=out)
+        build(ready, out)
+        for binary in module.packages:
+            binaries[binary] = ready.binary(binary)
+    return binaries
+
+
+def cached_binaries() -> dict[str, Path] | None:
+    """Binary name -> path when every module is already built, else ``None`` (never builds)."""
+    go_env = go_environment()
+    binaries: dict[str, Path] = {}
+    for module in MODULES:
+        ready = plan(module, go_env)
+        if not ready.ready:
+            return None
+        binaries.update({binary: ready.binary(binary) for binary in module.packages})
+    return binaries
