@@ -1,0 +1,39 @@
+"""The luna-plugins SDK: what a plugin file may import.
+
+The original service's import paths work as they are
+(``luna_plugins.base.plugins_meta.base_plugins``, ``luna_plugins.handler_event.base_plugin``,
+``log``); this module re-exports the whole public surface in one place.
+"""
+
+from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication
+from luna_plugins.base.plugins_meta.base_plugins import (
+    EVENT_NAMES,
+    BaseBackgroundHandler,
+    BaseBackgroundPlugin,
+    BaseEventPlugin,
+    BasePlugin,
+    RouteSpec,
+)
+from luna_plugins.handler_event.base_plugin import BaseEventSendingPlugin, Event, RawEvent
+from luna_plugins.http import PluginRequest, RequestParameters, pluginHTTPResponse
+from luna_plugins.log import Logger
+from luna_plugins.monitoring import MonitoringPoint
+
+__all__ = [
+    "EVENT_NAMES",
+    "T_LUNA_APPLICATION",
+    "BaseBackgroundHandler",
+    "BaseBackgroundPlugin",
+    "BaseEventPlugin",
+    "BaseEventSendingPlugin",
+    "BasePlugin",
+    "Event",
+    "Logger",
+    "LunaApplication",
+    "MonitoringPoint",
+    "PluginRequest",
+    "RawEvent",
+    "RequestParameters",
+    "RouteSpec",
+    "pluginHTTPResponse",
+]

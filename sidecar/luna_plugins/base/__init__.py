@@ -1,0 +1,1 @@
+"""Plugin base classes, at the import paths of the original service."""

@@ -1,0 +1,190 @@
+"""Base classes of LUNA plugins, importable as in the original service.
+
+A plugin module defines concrete subclasses of :class:`BaseEventPlugin` or
+:class:`BaseBackgroundPlugin`; the runtime makes exactly one instance of each with ``cls(app)``,
+awaits ``initialize()`` (then ``start()`` for background plugins), calls the plugin while it
+runs, and awaits ``close()`` when it is unloaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from luna_plugins import settings as _settings
+from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication
+from luna_plugins.http import HTTP_VERBS, PluginRequest, normalize_methods, pluginHTTPResponse
+
+__all__ = [
+    "T_LUNA_APPLICATION",
+    "BaseBackgroundHandler",
+    "BaseBackgroundPlugin",
+    "BaseEventPlugin",
+    "BasePlugin",
+    "LunaApplication",
+    "PluginRequest",
+    "RouteSpec",
+    "pluginHTTPResponse",
+]
+
+#: event names the service generates; an event plugin's ``eventName`` must be one of them
+EVENT_NAMES = frozenset({"monitoring_event", "sending_event"})
+
+RouteEndpoint = Callable[[PluginRequest], Awaitable[web.StreamResponse] | web.StreamResponse]
+
+
+class BasePlugin(ABC):  # noqa: B024 - abstract by role; subclasses add the abstract methods
+    """What every plugin has: ``self.app`` (the service application) and ``self.settings``
+    (its per-plugin settings, a read-only mapping, empty when none were given)."""
+
+    def __init__(self, app: T_LUNA_APPLICATION) -> None:
+        self.app = app
+        self.settings: Mapping[str, Any] = _settings.current()
+
+    async def initialize(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Prepare the plugin (open sessions, register routes). Runs under a timeout."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release what ``initialize``/``start`` acquired. Runs under a timeout."""
+
+
+class BaseEventPlugin(BasePlugin):
+    """A plugin called for every event named by its class attribute ``eventName``.
+
+    For ``monitoring_event`` the runtime awaits ``handleEvent(points, logger)``; for
+    ``sending_event`` see :class:`luna_plugins.handler_event.base_plugin.BaseEventSendingPlugin`.
+    Each call runs under a timeout, in this plugin's own queue, one batch at a time.
+    """
+
+    eventName: ClassVar[str]
+
+    @abstractmethod
+    async def handleEvent(self, *args: Any, **kwargs: Any) -> None:
+        """Handle one event (see the class docstring for the arguments)."""
+
+
+class BaseBackgroundHandler:
+    """A class-based route handler: its ``get``, ``post``, ``put``, ``patch``, ``delete``...
+    methods (sync or async, taking the request) are the verbs it serves.
+
+    A fresh instance serves each request; ``self.plugin`` and ``self.app`` are the plugin that
+    registered the route and its application.
+    """
+
+    def __init__(self, plugin: BaseBackgroundPlugin) -> None:
+        self.plugin = plugin
+        self.app = plugin.app
+
+    @staticmethod
+    def response(
+        body: str | bytes | dict[str, Any] | list[Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        statusCode: int = 200,
+    ) -> web.Response:
+        """Build the reply; see :func:`pluginHTTPResponse` for how the body is encoded."""
+        return pluginHTTPResponse(statusCode=statusCode, body=body, headers=headers)
+
+    @classmethod
+    def implementedVerbs(cls) -> frozenset[str]:
+        """The verbs this handler class implements (methods defined below this base)."""
+        return frozenset(
+            verb
+            for verb in HTTP_VERBS
+            if callable(getattr(cls, verb, None)) and not hasattr(BaseBackgroundHandler, verb)
+        )
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """A route a background plugin asked for: ``path`` (``{name}`` segments are variables),
+    the lower-case ``methods`` it serves and the ``endpoint`` called per request."""
+
+    path: str
+    methods: frozenset[str]
+    endpoint: RouteEndpoint
+    plugin: BaseBackgroundPlugin
+
+
+class BaseBackgroundPlugin(BasePlugin):
+    """A plugin that runs background work and may serve HTTP routes.
+
+    ``start()`` must only start the work (create tasks) and return; ``close()`` stops it.
+    """
+
+    def __init__(self, app: T_LUNA_APPLICATION) -> None:
+        super().__init__(app)
+        self._lunaRoutes: list[RouteSpec] = []
+        self._lunaRouteSink: Callable[[RouteSpec], None] | None = None
+
+    async def start(self) -> None:
+        """Start background work without awaiting its end. Runs under a timeout."""
+
+    def addRoute(
+        self,
+        path: str,
+        handler: type[BaseBackgroundHandler] | Callable[..., Any],
+        methods: Iterable[str] | None = None,
+    ) -> None:
+        """Serve ``handler`` at ``path`` (from the service root, e.g. ``/teapot``).
+
+        ``handler`` is a :class:`BaseBackgroundHandler` subclass (its verb methods are the
+        allowed methods) or a plain function, sync or async, taking the request and returning
+        :func:`pluginHTTPResponse`; ``methods`` defaults to the class's verbs or ``{"get"}``.
+        Routes added during ``initialize()`` go live together once the plugin has started;
+        raises ``ValueError`` for a bad path or method.
+        """
+        spec = RouteSpec(
+            path=_check_path(path),
+            methods=_route_methods(handler, methods),
+            endpoint=_make_endpoint(self, handler),
+            plugin=self,
+        )
+        # Plugins that skipped super().__init__ still get routes (the attributes appear lazily).
+        routes: list[RouteSpec] = self.__dict__.setdefault("_lunaRoutes", [])
+        sink = self.__dict__.get("_lunaRouteSink")
+        if sink is not None:
+            sink(spec)  # a live plugin: register now (may raise on a conflict)
+        routes.append(spec)
+
+
+def _check_path(path: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"route path must be a string starting with '/', got {path!r}")
+    return path
+
+
+def _route_methods(handler: Any, methods: Iterable[str] | None) -> frozenset[str]:
+    if inspect.isclass(handler) and issubclass(handler, BaseBackgroundHandler):
+        implemented = handler.implementedVerbs()
+        if methods is None:
+            if not implemented:
+                raise ValueError(f"handler class {handler.__name__} implements no HTTP verb method")
+            return implemented
+        wanted = normalize_methods(methods)
+        missing = wanted - implemented
+        if missing:
+            raise ValueError(f"handler class {handler.__name__} has no method(s) {sorted(missing)}")
+        return wanted
+    if not callable(handler):
+        raise ValueError(
+            f"route handler must be a BaseBackgroundHandler subclass or a function, got {handler!r}"
+        )
+    return normalize_methods(methods if methods is not None else ("get",))
+
+
+def _make_endpoint(plugin: BaseBackgroundPlugin, handler: Any) -> RouteEndpoint:
+    if inspect.isclass(handler) and issubclass(handler, BaseBackgroundHandler):
+        handler_class: type[BaseBackgroundHandler] = handler
+
+        def class_endpoint(request: PluginRequest) -> Any:
+            instance = handler_class(plugin)
+            return getattr(instance, request.method.lower())(request)
+
+        return class_endpoint
+    function: RouteEndpoint = handler
+    return function

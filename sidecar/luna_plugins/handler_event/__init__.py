@@ -1,0 +1,1 @@
+"""Event-sending plugins: handler-generated events forwarded to third parties."""

@@ -1,0 +1,113 @@
+"""The HTTP side of background plugins: the request handed to route handlers and the reply."""
+
+from __future__ import annotations
+
+import json as _json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+#: HTTP verbs a handler class may implement, as lower-case method names
+HTTP_VERBS = frozenset({"get", "post", "put", "patch", "delete", "head", "options"})
+
+
+class RequestParameters(dict[str, list[str]]):
+    """Query parameters: every name maps to all its values; ``get`` returns the first one."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        values = super().get(name)
+        return values[0] if values else default
+
+    def getlist(self, name: str, default: list[str] | None = None) -> list[str]:
+        """All values given for ``name`` (``default`` or an empty list when absent)."""
+        return list(super().get(name) or (default if default is not None else []))
+
+
+class PluginRequest:
+    """The request a route handler receives.
+
+    Offers what the original service's handlers used: ``method`` (upper case), ``path``,
+    ``headers`` (case-insensitive), ``args`` (query parameters), ``match_info`` (path
+    variables), ``body`` (bytes, already read) and ``json`` (the parsed body; a property).
+    ``raw`` is the underlying aiohttp request for anything else.
+    """
+
+    __slots__ = ("_json", "args", "body", "headers", "match_info", "method", "path", "query_string", "raw")
+
+    def __init__(self, raw: web.Request, body: bytes, match_info: Mapping[str, str]) -> None:
+        self.raw = raw
+        self.method: str = raw.method
+        self.path: str = raw.path
+        self.headers: CIMultiDictProxy[str] = raw.headers
+        self.query_string: str = raw.query_string
+        args = RequestParameters()
+        for key, value in raw.query.items():
+            args.setdefault(key, []).append(value)
+        self.args = args
+        self.match_info: dict[str, str] = dict(match_info)
+        self.body = body
+        self._json: Any = _UNPARSED
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON (``None`` for an empty body).
+
+        Invalid JSON raises ``aiohttp.web.HTTPBadRequest``, which the runtime turns into a 400
+        reply with a JSON error, as the original service did.
+        """
+        if self._json is _UNPARSED:
+            if not self.body:
+                self._json = None
+            else:
+                try:
+                    self._json = _json.loads(self.body)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise web.HTTPBadRequest(
+                        text=_json.dumps({"error": f"request body is not valid JSON: {exc}"}),
+                        content_type="application/json",
+                    ) from exc
+        return self._json
+
+
+_UNPARSED = object()
+
+
+def pluginHTTPResponse(
+    statusCode: int = 200,
+    body: str | bytes | dict[str, Any] | list[Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Build a route reply: a ``str`` body is text, ``bytes`` are sent as they are, a ``dict``
+    or ``list`` is JSON. ``headers`` are sent as given (a ``Content-Type`` there wins)."""
+    header_map = dict(headers or {})
+    has_type = any(name.lower() == "content-type" for name in header_map)
+    if isinstance(body, dict | list):
+        payload: bytes = _json.dumps(body).encode()
+        if not has_type:
+            header_map["Content-Type"] = "application/json"
+    elif isinstance(body, str):
+        payload = body.encode()
+        if not has_type:
+            header_map["Content-Type"] = "text/plain; charset=utf-8"
+    elif isinstance(body, bytes | bytearray | memoryview):
+        payload = bytes(body)
+        if not has_type:
+            header_map["Content-Type"] = "application/octet-stream"
+    elif body is None:
+        payload = b""
+    else:
+        raise TypeError(f"response body must be str, bytes, dict, list or None, not {type(body).__name__}")
+    return web.Response(status=statusCode, body=payload, headers=header_map)
+
+
+def normalize_methods(methods: Iterable[str]) -> frozenset[str]:
+    """Lower-case verbs, each checked against :data:`HTTP_VERBS`; raises ``ValueError`` otherwise."""
+    normalized = frozenset(method.lower() for method in methods)
+    unknown = normalized - HTTP_VERBS
+    if unknown:
+        raise ValueError(f"unknown HTTP method(s) {sorted(unknown)}; allowed: {sorted(HTTP_VERBS)}")
+    if not normalized:
+        raise ValueError("a route needs at least one HTTP method")
+    return normalized

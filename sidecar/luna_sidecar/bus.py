@@ -1,0 +1,94 @@
+"""Fan-out of accepted events to the event plugins that asked for them.
+
+Monitoring points also feed the point metrics on the way. Nothing here waits on a plugin:
+``publish`` only offers batches to the plugins' own queues (:mod:`luna_sidecar.queues`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from luna_plugins.monitoring import MonitoringPoint
+from luna_sidecar.mapping import PointMetrics
+from luna_sidecar.queues import EventWorker
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What happened to one published batch: plugins it was queued for, and dropped for."""
+
+    queued: int
+    dropped: int
+
+
+class EventBus:
+    """Routes each event name to the workers of the running plugins subscribed to it."""
+
+    def __init__(self, point_metrics: PointMetrics) -> None:
+        self.point_metrics = point_metrics
+        self._subscribers: dict[str, tuple[EventWorker, ...]] = {}
+
+    def subscribe(self, worker: EventWorker) -> None:
+        """Start delivering ``worker.event_name`` batches to ``worker``."""
+        current = self._subscribers.get(worker.event_name, ())
+        if worker not in current:
+            self._subscribers[worker.event_name] = (*current, worker)
+
+    def unsubscribe(self, worker: EventWorker) -> None:
+        """Stop delivering to ``worker``; batches already queued stay queued."""
+        current = self._subscribers.get(worker.event_name, ())
+        self._subscribers[worker.event_name] = tuple(w for w in current if w is not worker)
+
+    def publish(self, event_name: str, payload: tuple[Any, ...]) -> Delivery:
+        """Offer ``payload`` (the callback's positional arguments, without the logger) to
+        every subscriber of ``event_name``."""
+        queued = dropped = 0
+        for worker in self._subscribers.get(event_name, ()):
+            if worker.offer(payload):
+                queued += 1
+            else:
+                dropped += 1
+        return Delivery(queued, dropped)
+
+    def publish_points(self, points: list[MonitoringPoint]) -> Delivery:
+        """Record ``points`` in the metrics, then offer them to ``monitoring_event`` plugins;
+        each plugin gets its own list, so one plugin changing it cannot affect another."""
+        self.point_metrics.observe(points)
+        queued = dropped = 0
+        for worker in self._subscribers.get("monitoring_event", ()):
+            if worker.offer((list(points),)):
+                queued += 1
+            else:
+                dropped += 1
+        return Delivery(queued, dropped)
+
+
+class PointBuffer:
+    """Collects the runtime's own points (one per plugin-route request) and publishes them in
+    batches, at the latest ``delay`` seconds after the first one or at ``max_points``."""
+
+    def __init__(self, bus: EventBus, *, delay: float = 0.05, max_points: int = 500) -> None:
+        self._bus = bus
+        self._delay = delay
+        self._max_points = max_points
+        self._points: list[MonitoringPoint] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, point: MonitoringPoint) -> None:
+        """Buffer one point; never blocks."""
+        self._points.append(point)
+        if len(self._points) >= self._max_points:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        """Publish what is buffered now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._points:
+            points, self._points = self._points, []
+            self._bus.publish_points(points)

@@ -1,0 +1,38 @@
+"""`luna-plugins sidecar`: run the plugin runtime next to a service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from luna_sidecar import config as sidecar_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every setting as a flag (see ``luna_sidecar.config`` and the README's settings table)."""
+    parser.epilog = (
+        "Each flag can also be set by its environment variable; the active list also by "
+        "LUNA_<SERVICE>_ACTIVE_PLUGINS as in the original service (e.g. LUNA_HANDLERS_ACTIVE_PLUGINS)."
+    )
+    sidecar_config.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the settings and serve until SIGTERM; exit 2 on a configuration error."""
+    from luna_sidecar.server import StartupError, serve
+
+    try:
+        config = sidecar_config.resolve(vars(args))
+    except sidecar_config.ConfigError as exc:
+        print(f"luna-plugins sidecar: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return asyncio.run(serve(config))
+    except StartupError as exc:
+        print(f"luna-plugins sidecar: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,255 @@
+"""Sidecar settings: one table drives the command-line flags, the environment variables and the
+README's settings table, so the three never disagree.
+
+Precedence: command-line flag, then environment variable, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "LUNA_SIDECAR_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the flag or variable."""
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    """Everything the sidecar runtime needs to start. Each field maps to a flag and a variable."""
+
+    plugins_dir: Path | None = None
+    """Directory holding the plugin files (``NAME.py``); standalone mode."""
+    active: tuple[str, ...] | None = None
+    """Active plugins in load order; when unset, ``--active-file`` or ``LUNA_<SERVICE>_ACTIVE_PLUGINS``."""
+    active_file: Path | None = None
+    """A file holding the active list (JSON list or comma-separated), watched like the plugins."""
+    service: str = "handlers"
+    """Name of the service the plugins extend (metric label, ``app.serviceName``)."""
+    namespace: str | None = None
+    """Kubernetes namespace to watch for the service's plugins (cluster mode; later release)."""
+    host: str = "0.0.0.0"
+    """Address of the plugin-route listener."""
+    port: int = 8080
+    """Port of the plugin-route listener."""
+    admin_host: str = "127.0.0.1"
+    """Address of event intake and ``GET /plugins``; loopback so only the service's pod reaches it."""
+    admin_port: int = 8081
+    """Port of event intake and ``GET /plugins``."""
+    metrics_host: str = "0.0.0.0"
+    """Address of ``/metrics``, ``/healthz`` and ``/readyz``."""
+    metrics_port: int = 9100
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz``."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest event-intake or route request body accepted; larger gets 413."""
+    max_batch_items: int = 10_000
+    """Most points or events in one intake request; more gets 413."""
+    queue_size: int = 1_000
+    """Batches each event plugin may have waiting; when full, new batches for it are dropped and counted."""
+    callback_timeout: float = 10.0
+    """Seconds one event callback may run before it is cancelled and counted as failed."""
+    lifecycle_timeout: float = 30.0
+    """Seconds each of a plugin's import, initialize, start and close may take."""
+    route_timeout: float = 30.0
+    """Seconds a plugin route handler may take before the client gets 504."""
+    shutdown_timeout: float = 20.0
+    """Seconds allowed on SIGTERM to drain queued events before plugins are closed."""
+    reload_debounce: float = 0.5
+    """Seconds of quiet after a file change before plugins are reloaded (bursts become one reload)."""
+    poll_interval: float = 1.0
+    """Seconds between checks of the plugins directory and active-list file for changes."""
+    metrics_mapping: Path | None = None
+    """YAML or JSON file mapping more monitoring series and fields to metrics (docs/metrics.md)."""
+    max_label_sets: int = 2_000
+    """Label combinations each point-derived metric keeps; further ones are counted as overflow."""
+    log_level: str = "INFO"
+    """Log level of the runtime and plugins (DEBUG, INFO, WARNING, ERROR)."""
+
+
+def _path(value: str) -> Path:
+    return Path(value)
+
+
+def parse_active_list(text: str) -> tuple[str, ...]:
+    """Parse an active list: a JSON list, ``[a, b]`` as in the original docs, or ``a,b``.
+
+    Raises :class:`ConfigError` for names that are not Python module names.
+    """
+    text = text.strip()
+    names: list[str]
+    if not text:
+        return ()
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        loaded = None
+    if isinstance(loaded, list):
+        names = [str(item).strip() for item in loaded]
+    else:
+        names = [part.strip().strip("'\"") for part in text.strip("[]").split(",")]
+    names = [name.removesuffix(".py") for name in names if name]
+    bad = [name for name in names if not name.isidentifier()]
+    if bad:
+        raise ConfigError(f"active plugin names must be Python module names (file name without .py): {bad}")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"active list names a plugin twice: {duplicates}")
+    return tuple(names)
+
+
+def _active(value: str) -> tuple[str, ...]:
+    return parse_active_list(value)
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError(f"unknown log level {value!r}")
+    return level
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(value: str) -> Any:
+        converted = kind(value)
+        if converted <= 0:
+            raise ConfigError(f"must be positive, got {value!r}")
+        return converted
+
+    return convert
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port out of range: {value!r}")
+    return port
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "plugins_dir": _path,
+    "active": _active,
+    "active_file": _path,
+    "metrics_mapping": _path,
+    "port": _port,
+    "admin_port": _port,
+    "metrics_port": _port,
+    "max_body_bytes": _positive(int),
+    "max_batch_items": _positive(int),
+    "queue_size": _positive(int),
+    "max_label_sets": _positive(int),
+    "callback_timeout": _positive(float),
+    "lifecycle_timeout": _positive(float),
+    "route_timeout": _positive(float),
+    "shutdown_timeout": _positive(float),
+    "reload_debounce": _positive(float),
+    "poll_interval": _positive(float),
+    "log_level": _log_level,
+}
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag of a setting (``plugins_dir`` -> ``--plugins-dir``)."""
+    return "--" + field_name.replace("_", "-")
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a setting (``plugins_dir`` -> ``LUNA_SIDECAR_PLUGINS_DIR``)."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def setting_docs() -> list[tuple[str, str, str, str]]:
+    """(flag, variable, default, description) for every setting, in declaration order."""
+    return [
+        (flag_name(field.name), env_name(field.name), _shown_default(field.default), _field_doc(field.name))
+        for field in fields(SidecarConfig)
+    ]
+
+
+def _shown_default(default: Any) -> str:
+    return "unset" if default is None else str(default)
+
+
+def _field_doc(name: str) -> str:
+    return _FIELD_DOCS.get(name, "")
+
+
+def _collect_field_docs() -> dict[str, str]:
+    """Read the attribute docstrings of :class:`SidecarConfig` from its source."""
+    import ast
+    import inspect
+    import itertools
+
+    tree = ast.parse(inspect.getsource(SidecarConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = following.value.value
+    return docs
+
+
+_FIELD_DOCS = _collect_field_docs()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; every flag defaults to ``None`` so that the environment and
+    the defaults can be applied afterwards by :func:`resolve`."""
+    for field in fields(SidecarConfig):
+        parser.add_argument(
+            flag_name(field.name),
+            dest=field.name,
+            default=None,
+            metavar=field.name.upper(),
+            help=f"{_field_doc(field.name)} [env {env_name(field.name)}; "
+            f"default: {_shown_default(field.default)}]",
+        )
+
+
+def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> SidecarConfig:
+    """Build the configuration from flag values (strings or ``None``) and the environment.
+
+    Raises :class:`ConfigError` naming the flag or variable whose value is unusable.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in fields(SidecarConfig):
+        raw = flags.get(field.name)
+        origin = flag_name(field.name)
+        if raw is None:
+            raw = environ.get(env_name(field.name))
+            origin = env_name(field.name)
+        if raw is None or raw == "":
+            continue
+        convert = _CONVERTERS.get(field.name, str)
+        try:
+            values[field.name] = convert(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{origin}={raw!r}: {exc}") from None
+    config = SidecarConfig(**values)
+    if config.active is None and config.active_file is None:
+        service_env = service_active_env(config.service)
+        if environ.get(service_env):
+            try:
+                values["active"] = parse_active_list(environ[service_env])
+            except ConfigError as exc:
+                raise ConfigError(f"{service_env}: {exc}") from None
+            config = SidecarConfig(**values)
+    return config
+
+
+def service_active_env(service: str) -> str:
+    """The original service's active-list variable, e.g. ``LUNA_HANDLERS_ACTIVE_PLUGINS``."""
+    return f"LUNA_{service.upper().replace('-', '_')}_ACTIVE_PLUGINS"

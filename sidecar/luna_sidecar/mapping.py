@@ -1,0 +1,348 @@
+"""Monitoring points -> Prometheus metrics.
+
+The default mapping understands the original service's series:
+
+- ``requests`` -> ``luna_requests_total{service,route,status_code}`` and
+  ``luna_request_duration_seconds{service,route}`` (histogram of the ``execution_time`` field);
+- ``errors`` -> ``luna_errors_total{service,route,error_code}``;
+- any other series -> ``luna_monitoring_points_total{series}``.
+
+A user mapping file adds metrics for other series and fields (see :func:`load_rules`). Every
+metric keeps at most ``max_label_sets`` label combinations; points past that are counted in
+``luna_metric_label_overflow_total{metric}``. ``request_id`` is never a label.
+
+The metrics are plain dicts read at scrape time: the hot path (a batch of points from intake)
+costs a dict lookup and an add per point, with no locks (everything runs on the event loop).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from luna_plugins.monitoring import MonitoringPoint
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FORBIDDEN_LABELS = frozenset({"request_id"})
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_KINDS = ("counter", "gauge", "histogram")
+
+
+class MappingError(ValueError):
+    """The mapping file is unusable; the message names the rule and the field."""
+
+
+class _Overflow:
+    """Counts points refused by a full metric (shared ``luna_metric_label_overflow_total``)."""
+
+    def __init__(self, counter: Counter, errors: Counter) -> None:
+        self._counter = counter
+        self._errors = errors
+
+    def overflow(self, metric: str) -> None:
+        self._counter.labels(metric).inc()
+
+    def bad_value(self, metric: str) -> None:
+        self._errors.labels(metric).inc()
+
+
+class PointMetric:
+    """One metric family fed from points: a counter, gauge or histogram over label tuples."""
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str],
+        *,
+        max_label_sets: int,
+        overflow: _Overflow,
+        buckets: Sequence[float] = DURATION_BUCKETS,
+    ) -> None:
+        self.kind = kind
+        self.name = name.removesuffix("_total") if kind == "counter" else name
+        self.help = help_text
+        self.labelnames = tuple(labelnames)
+        self.max_label_sets = max_label_sets
+        self.buckets = tuple(sorted(float(bound) for bound in buckets))
+        self._overflow = overflow
+        self._values: dict[tuple[str, ...], float] = {}
+        self._histograms: dict[tuple[str, ...], list[float]] = {}
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        """Add ``amount`` to the counter for ``key`` (a tuple of label values)."""
+        values = self._values
+        if key in values:
+            values[key] += amount
+        elif len(values) < self.max_label_sets:
+            values[key] = amount
+        else:
+            self._overflow.overflow(self.name)
+
+    def set(self, key: tuple[str, ...], value: float) -> None:
+        """Set the gauge for ``key``."""
+        values = self._values
+        if key in values or len(values) < self.max_label_sets:
+            values[key] = value
+        else:
+            self._overflow.overflow(self.name)
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        """Record ``value`` in the histogram for ``key``."""
+        state = self._histograms.get(key)
+        if state is None:
+            if len(self._histograms) >= self.max_label_sets:
+                self._overflow.overflow(self.name)
+                return
+            # one count per bucket, then +Inf, then the sum
+            state = self._histograms[key] = [0.0] * (len(self.buckets) + 2)
+        state[bisect_left(self.buckets, value)] += 1
+        state[-1] += value
+
+    def family(self) -> Metric:
+        """The metric as it is now, for the exposition."""
+        labels = list(self.labelnames)
+        if self.kind == "counter":
+            counter = CounterMetricFamily(self.name, self.help, labels=labels)
+            for key, value in self._values.items():
+                counter.add_metric(list(key), value)
+            return counter
+        if self.kind == "gauge":
+            gauge = GaugeMetricFamily(self.name, self.help, labels=labels)
+            for key, value in self._values.items():
+                gauge.add_metric(list(key), value)
+            return gauge
+        histogram = HistogramMetricFamily(self.name, self.help, labels=labels)
+        bounds = [*(_bound_text(bound) for bound in self.buckets), "+Inf"]
+        for key, state in self._histograms.items():
+            cumulative, running = [], 0.0
+            for bound, count in zip(bounds, state, strict=False):
+                running += count
+                cumulative.append((bound, running))
+            histogram.add_metric(list(key), cumulative, sum_value=state[-1])
+        return histogram
+
+
+def _bound_text(bound: float) -> str:
+    return str(int(bound)) + ".0" if bound.is_integer() else repr(bound)
+
+
+@dataclass(frozen=True)
+class MappingRule:
+    """A user mapping: points of ``series`` feed ``metric``; labels come from the named tags
+    (or fields), the value from ``value_field`` (a counter without one counts points)."""
+
+    series: str
+    metric: PointMetric
+    label_sources: tuple[str, ...]
+    value_field: str | None
+
+    def apply(self, point: MonitoringPoint) -> None:
+        tags, fields = point.tags, point.fields
+        key = tuple(
+            str(tags[name]) if name in tags else str(fields.get(name, "")) for name in self.label_sources
+        )
+        metric = self.metric
+        if self.value_field is None:
+            metric.inc(key)
+            return
+        raw = fields.get(self.value_field, tags.get(self.value_field))
+        if raw is None:
+            return  # the point does not carry this field: nothing to record
+        value = _number(raw)
+        if value is None:
+            metric._overflow.bad_value(metric.name)
+        elif metric.kind == "counter":
+            metric.inc(key, value)
+        elif metric.kind == "gauge":
+            metric.set(key, value)
+        else:
+            metric.observe(key, value)
+
+
+def _number(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, int | float):
+        return float(raw) if math.isfinite(raw) else None
+    if isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+    return None
+
+
+class PointMetrics(Collector):
+    """The default mapping plus user rules; register it in the sidecar's registry."""
+
+    def __init__(
+        self,
+        *,
+        overflow_counter: Counter,
+        error_counter: Counter,
+        max_label_sets: int,
+        rules: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        self._overflow = _Overflow(overflow_counter, error_counter)
+        self.max_label_sets = max_label_sets
+        self.requests = self._metric(
+            "counter",
+            "luna_requests_total",
+            "Requests served, from the service's requests points.",
+            ("service", "route", "status_code"),
+        )
+        self.duration = self._metric(
+            "histogram",
+            "luna_request_duration_seconds",
+            "Request execution time, from requests points.",
+            ("service", "route"),
+        )
+        self.errors = self._metric(
+            "counter",
+            "luna_errors_total",
+            "Failed requests, from the service's errors points.",
+            ("service", "route", "error_code"),
+        )
+        self.other_points = self._metric(
+            "counter",
+            "luna_monitoring_points_total",
+            "Monitoring points of series without a built-in mapping.",
+            ("series",),
+        )
+        self.rules: dict[str, list[MappingRule]] = {}
+        self._families = [self.requests, self.duration, self.errors, self.other_points]
+        taken = {family.name for family in self._families}
+        for index, rule in enumerate(rules):
+            built = self._rule(index, rule, taken)
+            self.rules.setdefault(built.series, []).append(built)
+            if built.metric not in self._families:
+                self._families.append(built.metric)
+
+    def _metric(self, kind: str, name: str, help_text: str, labels: Sequence[str], **kw: Any) -> PointMetric:
+        return PointMetric(
+            kind, name, help_text, labels, max_label_sets=self.max_label_sets, overflow=self._overflow, **kw
+        )
+
+    def _rule(self, index: int, rule: Mapping[str, Any], taken: set[str]) -> MappingRule:
+        where = f"metrics[{index}]"
+        if not isinstance(rule, Mapping):
+            raise MappingError(f"{where}: expected a mapping with series, name, type")
+        unknown = set(rule) - {"series", "name", "type", "help", "labels", "value", "buckets"}
+        if unknown:
+            raise MappingError(f"{where}: unknown key(s) {sorted(unknown)}")
+        series, name, kind = rule.get("series"), rule.get("name"), rule.get("type", "counter")
+        if not isinstance(series, str) or not series:
+            raise MappingError(f"{where}.series: required, the series name of the points to map")
+        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+            raise MappingError(f"{where}.name: required, a Prometheus metric name (got {name!r})")
+        if kind not in _KINDS:
+            raise MappingError(f"{where}.type: one of {list(_KINDS)} (got {kind!r})")
+        labels = rule.get("labels", [])
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise MappingError(f"{where}.labels: a list of tag or field names")
+        for label in labels:
+            if label in FORBIDDEN_LABELS:
+                raise MappingError(
+                    f"{where}.labels: {label!r} is unique per request and would explode the metric"
+                )
+            if not _LABEL_NAME.match(label) or label.startswith("__"):
+                raise MappingError(f"{where}.labels: {label!r} is not a valid Prometheus label name")
+        value = rule.get("value")
+        if value is not None and not isinstance(value, str):
+            raise MappingError(f"{where}.value: the name of a numeric field")
+        if kind != "counter" and value is None:
+            raise MappingError(f"{where}.value: a {kind} needs the field that holds its value")
+        buckets = rule.get("buckets", DURATION_BUCKETS)
+        if (
+            not isinstance(buckets, list | tuple)
+            or not buckets
+            or not all(isinstance(bound, int | float) and not isinstance(bound, bool) for bound in buckets)
+        ):
+            raise MappingError(f"{where}.buckets: a non-empty list of numbers")
+        family_name = name.removesuffix("_total") if kind == "counter" else name
+        if family_name in taken:
+            raise MappingError(f"{where}.name: metric {name!r} is defined twice")
+        taken.add(family_name)
+        help_text = rule.get("help") or f"Mapped from {series} points."
+        metric = self._metric(kind, name, str(help_text), labels, buckets=buckets)
+        return MappingRule(series, metric, tuple(labels), value)
+
+    def observe(self, points: Iterable[MonitoringPoint]) -> None:
+        """Record a batch of (already validated) points in every metric they map to."""
+        requests, duration, errors, others, rules = (
+            self.requests,
+            self.duration,
+            self.errors,
+            self.other_points,
+            self.rules,
+        )
+        for point in points:
+            series = point.series
+            tags = point.tags
+            if series == "requests":
+                service, route = str(tags.get("service", "")), str(tags.get("route", ""))
+                requests.inc((service, route, str(tags.get("status_code", ""))))
+                elapsed = point.fields.get("execution_time")
+                if elapsed.__class__ is float or elapsed.__class__ is int:
+                    duration.observe((service, route), elapsed)
+                elif elapsed is not None:
+                    self._overflow.bad_value(duration.name)
+            elif series == "errors":
+                errors.inc(
+                    (
+                        str(tags.get("service", "")),
+                        str(tags.get("route", "")),
+                        str(tags.get("error_code", "")),
+                    )
+                )
+            else:
+                others.inc((series,))
+            if rules:
+                for rule in rules.get(series, ()):
+                    rule.apply(point)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.family()
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+def load_rules(path: Path) -> list[Mapping[str, Any]]:
+    """Read a mapping file: YAML (or JSON) with a top-level ``metrics`` list of rules::
+
+        metrics:
+          - series: temperature         # points of this series
+            name: boiler_temperature_celsius
+            type: gauge                 # counter (default) | gauge | histogram
+            labels: [boiler]            # tag (or field) names
+            value: celsius              # the field holding the value (counters: optional)
+            buckets: [10, 50, 90, 100]  # histograms only
+
+    Raises :class:`MappingError` with the file name when it cannot be read or has no such list.
+    """
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise MappingError(f"cannot read metrics mapping {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise MappingError(f"metrics mapping {path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("metrics"), list):
+        raise MappingError(f"metrics mapping {path}: expected a top-level 'metrics' list")
+    rules: list[Mapping[str, Any]] = loaded["metrics"]
+    return rules

@@ -1,0 +1,137 @@
+"""Validation of event-intake bodies. Everything that reaches a plugin passed through here.
+
+``parse_points`` and ``parse_sending`` raise :class:`PayloadError` with an HTTP status and a
+message naming the offending element (``points[3].tags.route: ...``).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from luna_plugins.handler_event.base_plugin import Event, RawEvent
+from luna_plugins.monitoring import MonitoringPoint
+
+_TAG_TYPES = (str, int, float)
+_FIELD_TYPES = (str, int, float, bool)
+
+
+class PayloadError(ValueError):
+    """A body the intake refuses: ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _bad(message: str) -> PayloadError:
+    return PayloadError(422, message)
+
+
+def _check_values(where: str, values: Any, allowed: tuple[type, ...], what: str) -> dict[str, Any]:
+    if values is None:
+        return {}
+    if values.__class__ is not dict:
+        raise _bad(f"{where}: must be an object of {what}")
+    for key, value in values.items():
+        kind = value.__class__
+        if kind not in allowed:
+            raise _bad(f"{where}.{key}: must be {what}, got {_json_type(value)}")
+        if kind is float and not math.isfinite(value):
+            raise _bad(f"{where}.{key}: must be a finite number")
+    return values
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
+
+
+def _object(body: Any, key: str) -> dict[str, Any]:
+    if body.__class__ is not dict:
+        raise _bad(f"body must be a JSON object with a {key!r} list, got {_json_type(body)}")
+    return body
+
+
+def _items(body: dict[str, Any], key: str, max_items: int) -> list[Any]:
+    items = body.get(key)
+    if items.__class__ is not list:
+        raise _bad(f"{key}: required, must be an array, got {_json_type(items)}")
+    if len(items) > max_items:
+        raise PayloadError(
+            413, f"{key}: {len(items)} items is more than the limit of {max_items} per request"
+        )
+    return items
+
+
+def parse_points(body: Any, *, max_items: int) -> list[MonitoringPoint]:
+    """``{"points": [{"series", "eventTime", "tags", "fields"}, ...]}`` -> monitoring points.
+
+    ``series`` (non-empty string) and ``eventTime`` (UNIX seconds) are required; ``tags`` values
+    are strings or numbers, ``fields`` values strings, numbers or booleans; other keys are ignored.
+    """
+    items = _items(_object(body, "points"), "points", max_items)
+    points = []
+    for index, item in enumerate(items):
+        if item.__class__ is not dict:
+            raise _bad(f"points[{index}]: must be an object, got {_json_type(item)}")
+        series = item.get("series")
+        if series.__class__ is not str or not series:
+            raise _bad(f"points[{index}].series: required, a non-empty string")
+        event_time = item.get("eventTime")
+        if not isinstance(event_time, int | float) or isinstance(event_time, bool):
+            raise _bad(
+                f"points[{index}].eventTime: required, UNIX seconds as a number, got {_json_type(event_time)}"
+            )
+        if not math.isfinite(event_time):
+            raise _bad(f"points[{index}].eventTime: must be a finite number")
+        tags = _check_values(f"points[{index}].tags", item.get("tags"), _TAG_TYPES, "strings or numbers")
+        fields = _check_values(
+            f"points[{index}].fields", item.get("fields"), _FIELD_TYPES, "strings, numbers or booleans"
+        )
+        points.append(MonitoringPoint(series, float(event_time), tags, fields))
+    return points
+
+
+def parse_sending(body: Any, *, max_items: int) -> tuple[list[Event | RawEvent], str, str, str, str, str]:
+    """``{"events": [...], "handlerId", "accountId", "requestId", "createEventTime",
+    "endEventTime"}`` -> the positional arguments of ``sending_event`` callbacks.
+
+    ``events`` (objects; ``"kind": "raw"`` makes a :class:`RawEvent`), ``handlerId`` and
+    ``accountId`` are required; a missing ``requestId`` is generated and missing times are now.
+    """
+    data = _object(body, "events")
+    items = _items(data, "events", max_items)
+    events: list[Event | RawEvent] = []
+    for index, item in enumerate(items):
+        if item.__class__ is not dict:
+            raise _bad(f"events[{index}]: must be an object, got {_json_type(item)}")
+        events.append(RawEvent(item) if item.get("kind") == "raw" else Event(item))
+    now = datetime.now(UTC).isoformat()
+    defaults = {"createEventTime": now, "endEventTime": now}
+    values: list[str] = []
+    for key in ("handlerId", "accountId", "requestId", "createEventTime", "endEventTime"):
+        value = data.get(key)
+        if value is None:
+            if key == "requestId":
+                value = str(uuid.uuid4())
+            elif key in defaults:
+                value = defaults[key]
+            else:
+                raise _bad(f"{key}: required, a string")
+        elif not isinstance(value, str):
+            raise _bad(f"{key}: must be a string, got {_json_type(value)}")
+        values.append(value)
+    handler_id, account_id, request_id, created, ended = values
+    return events, handler_id, account_id, request_id, created, ended

@@ -1,0 +1,281 @@
+"""The runtime: converges the loaded plugins on a desired list, one module at a time.
+
+For each module of the desired list, in order: unchanged code and settings -> nothing to do;
+new or changed -> load the new version completely (initialize, start), then swap its routes and
+event queues in, then close the old version. A version that fails to load is reported and the
+old one, if any, keeps serving. Modules no longer desired are unloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from luna_plugins.application import LunaApplication
+from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
+from luna_sidecar.bus import EventBus
+from luna_sidecar.lifecycle import PluginVersion, close_instances, load_version
+from luna_sidecar.loader import PluginLoadError, forget_module, publish_module
+from luna_sidecar.metrics import RuntimeMetrics
+from luna_sidecar.queues import EventWorker
+from luna_sidecar.routing import RouteConflictError, RouteTable
+from luna_sidecar.sources import DesiredPlugin, PluginSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeLimits:
+    """Timeouts and sizes the runtime applies to every plugin."""
+
+    queue_size: int = 1_000
+    callback_timeout: float = 10.0
+    lifecycle_timeout: float = 30.0
+
+
+@dataclass
+class PluginSlot:
+    """Everything known about one module of the active list."""
+
+    module: str
+    current: PluginVersion | None = None
+    workers: list[EventWorker] = field(default_factory=list)
+    state: str = "loading"
+    failed_hash: str | None = None
+    error: str | None = None
+    changed_at: float = field(default_factory=time.time)
+
+    def describe(self, routes: RouteTable) -> dict[str, Any]:
+        """The slot as ``GET /plugins`` shows it."""
+        current = self.current
+        return {
+            "name": self.module,
+            "state": self.state,
+            "codeHash": current.source.code_hash if current else None,
+            "origin": current.source.origin if current else None,
+            "loadedAt": current.loaded_at if current else None,
+            "error": self.error,
+            # a newer version that failed while this one keeps running
+            "failedCodeHash": self.failed_hash,
+            "classes": [
+                {"name": type(instance).__name__, "kind": _kind(instance)}
+                | _queue_info(self.workers, instance)
+                for instance in (current.instances if current else [])
+            ],
+            "routes": [entry.label.replace(":", " ", 1) for entry in routes.routes_of(self.module)],
+            "changedAt": self.changed_at,
+        }
+
+
+def _kind(instance: object) -> str:
+    return "background" if isinstance(instance, BaseBackgroundPlugin) else "event"
+
+
+def _queue_info(workers: list[EventWorker], instance: object) -> dict[str, Any]:
+    for worker in workers:
+        if worker.instance is instance:
+            return {
+                "eventName": worker.event_name,
+                "queue": {"depth": worker.depth, "capacity": worker.capacity},
+                "handled": worker.handled,
+                "failed": worker.failed,
+                "dropped": worker.dropped,
+                "lastError": worker.last_error,
+            }
+    return {}
+
+
+def _settings_key(source: PluginSource) -> str:
+    return json.dumps(source.settings, sort_keys=True, default=str)
+
+
+class Runtime:
+    """Owns the loaded plugins. ``apply`` calls are serialized; everything runs on one loop."""
+
+    def __init__(
+        self,
+        *,
+        app: LunaApplication,
+        bus: EventBus,
+        routes: RouteTable,
+        metrics: RuntimeMetrics,
+        limits: RuntimeLimits,
+    ) -> None:
+        self.app = app
+        self.bus = bus
+        self.routes = routes
+        self.metrics = metrics
+        self.limits = limits
+        self._slots: dict[str, PluginSlot] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def slots(self) -> list[PluginSlot]:
+        """The slots in load order."""
+        return list(self._slots.values())
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every plugin's state, in load order."""
+        return [slot.describe(self.routes) for slot in self._slots.values()]
+
+    def snapshot(self) -> list[tuple[str, str, str, list[tuple[str, int]]]]:
+        """(module, code hash, state, [(class, queue depth)]) per plugin, for the metrics."""
+        return [
+            (
+                slot.module,
+                slot.current.source.code_hash if slot.current else (slot.failed_hash or ""),
+                slot.state,
+                [(worker.class_name, worker.depth) for worker in slot.workers],
+            )
+            for slot in self._slots.values()
+        ]
+
+    async def apply(self, desired: list[DesiredPlugin], *, retry_failed: bool = False) -> None:
+        """Converge on ``desired`` (in load order). A version that already failed is not tried
+        again unless ``retry_failed`` (a SIGHUP) asks for it. Never raises for plugin faults."""
+        async with self._lock:
+            wanted = {entry.module for entry in desired}
+            for module in [name for name in self._slots if name not in wanted]:
+                await self._unload(self._slots[module])
+            ordered: dict[str, PluginSlot] = {}
+            for entry in desired:
+                slot = self._slots.get(entry.module) or PluginSlot(entry.module)
+                ordered[entry.module] = slot
+                self._slots[entry.module] = slot
+                await self._converge(slot, entry, retry_failed=retry_failed)
+            self._slots = ordered
+
+    async def _converge(self, slot: PluginSlot, entry: DesiredPlugin, *, retry_failed: bool) -> None:
+        source = entry.source
+        if source is None:
+            self._failed(slot, None, entry.error or "plugin source unavailable")
+            return
+        current = slot.current
+        if (
+            current is not None
+            and current.source.code_hash == source.code_hash
+            and _settings_key(current.source) == _settings_key(source)
+        ):
+            if slot.failed_hash is not None:  # the desired version is the running one again
+                slot.failed_hash = slot.error = None
+                slot.changed_at = time.time()
+            return
+        if slot.failed_hash == source.code_hash and not retry_failed:
+            return  # this exact version already failed; a SIGHUP retries it
+        verb = "reloading" if current else "loading"
+        log.info("%s plugin %s (code %s)", verb, slot.module, source.code_hash[:12])
+        try:
+            version = await load_version(source, app=self.app, timeout=self.limits.lifecycle_timeout)
+        except PluginLoadError as exc:
+            self._failed(slot, source.code_hash, str(exc))
+            return
+        try:
+            self.routes.replace(slot.module, version.routes())
+        except RouteConflictError as exc:
+            await close_instances(
+                version.instances, timeout=self.limits.lifecycle_timeout, logger=version.logger
+            )
+            self._failed(slot, source.code_hash, f"routes: {exc}")
+            return
+        await self._swap_in(slot, version)
+
+    async def _swap_in(self, slot: PluginSlot, version: PluginVersion) -> None:
+        """Route table already holds the new routes: move events over, then retire the old."""
+        old_version, old_workers = slot.current, slot.workers
+        publish_module(version.module)
+        workers = [self._worker(slot.module, instance, version) for instance in version.event_plugins]
+        for worker in workers:
+            worker.start()
+            self.bus.subscribe(worker)
+        for worker in old_workers:
+            self.bus.unsubscribe(worker)
+        for plugin in version.background_plugins:
+            plugin.__dict__["_lunaRouteSink"] = self._route_sink(slot.module)
+        slot.current, slot.workers = version, workers
+        slot.state, slot.failed_hash, slot.error, slot.changed_at = "running", None, None, time.time()
+        self.metrics.reloads.labels(slot.module, "success").inc()
+        log.info("plugin %s running (code %s)", slot.module, version.source.code_hash[:12])
+        if old_version is not None:
+            await self._retire(old_version, old_workers)
+
+    def _route_sink(self, module: str) -> Any:
+        def sink(spec: Any) -> None:
+            self.routes.add(module, spec)
+
+        return sink
+
+    def _worker(self, module: str, instance: Any, version: PluginVersion) -> EventWorker:
+        return EventWorker(
+            module,
+            instance,
+            capacity=self.limits.queue_size,
+            timeout=self.limits.callback_timeout,
+            metrics=self.metrics,
+            logger=version.logger,
+        )
+
+    async def _retire(self, version: PluginVersion, workers: list[EventWorker]) -> None:
+        """Let the old version finish what it had queued (bounded), then close it."""
+        for plugin in version.background_plugins:
+            plugin.__dict__["_lunaRouteSink"] = None
+        deadline = time.monotonic() + self.limits.callback_timeout
+        for worker in workers:
+            await worker.drain(deadline)
+            lost = await worker.stop()
+            if lost:
+                version.logger.warning("%d queued batch(es) of the old version were not delivered", lost)
+        await close_instances(version.instances, timeout=self.limits.lifecycle_timeout, logger=version.logger)
+
+    def _failed(self, slot: PluginSlot, code_hash: str | None, error: str) -> None:
+        if slot.current is None:
+            slot.state = "failed"
+            log.error("plugin %s failed: %s", slot.module, error)
+        else:
+            log.error(
+                "plugin %s: new version failed, version %s keeps running: %s",
+                slot.module,
+                slot.current.source.code_hash[:12],
+                error,
+            )
+        if (slot.failed_hash, slot.error) != (code_hash, error):
+            self.metrics.reloads.labels(slot.module, "failure").inc()
+            slot.changed_at = time.time()
+        slot.failed_hash, slot.error = code_hash, error
+
+    async def _unload(self, slot: PluginSlot) -> None:
+        log.info("unloading plugin %s", slot.module)
+        slot.state = "stopping"
+        self.routes.replace(slot.module, [])
+        for worker in slot.workers:
+            self.bus.unsubscribe(worker)
+        if slot.current is not None:
+            await self._retire(slot.current, slot.workers)
+        forget_module(slot.module)
+        self._slots.pop(slot.module, None)
+
+    async def shutdown(self, deadline: float) -> int:
+        """Drain every queue until ``deadline`` (monotonic), then close all plugins in reverse
+        load order. Returns the number of batches that could not be delivered."""
+        async with self._lock:
+            for slot in self._slots.values():
+                for worker in slot.workers:
+                    self.bus.unsubscribe(worker)
+            workers = [worker for slot in self._slots.values() for worker in slot.workers]
+            await asyncio.gather(*(worker.drain(deadline) for worker in workers))
+            lost = 0
+            for worker in workers:
+                lost += await worker.stop()
+            for slot in reversed(list(self._slots.values())):
+                slot.state = "stopping"
+                self.routes.replace(slot.module, [])
+                if slot.current is not None:
+                    await close_instances(
+                        slot.current.instances,
+                        timeout=self.limits.lifecycle_timeout,
+                        logger=slot.current.logger,
+                    )
+            return lost

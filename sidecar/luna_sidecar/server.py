@@ -1,0 +1,213 @@
+"""The sidecar process: three listeners, the runtime, change detection and signals.
+
+Start-up: metrics listener first (so probes answer), then admin and routes, then the first
+sync; ready once that sync is done. SIGTERM/SIGINT: not ready, stop intake and routes, drain the
+queues up to the shutdown deadline, close every plugin, exit 0. SIGHUP: re-read and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from luna_plugins.application import LunaApplication
+from luna_plugins.compat import install_log_alias
+from luna_sidecar.admin_http import EventIntake, build_admin_app
+from luna_sidecar.bus import EventBus, PointBuffer
+from luna_sidecar.config import SidecarConfig
+from luna_sidecar.health_http import build_metrics_app
+from luna_sidecar.mapping import MappingError, PointMetrics, load_rules
+from luna_sidecar.metrics import PluginStateCollector, RuntimeMetrics, watch_loop_lag
+from luna_sidecar.public_http import RouteDispatcher
+from luna_sidecar.routing import RouteTable
+from luna_sidecar.runtime import Runtime, RuntimeLimits
+from luna_sidecar.sources import DirectorySource
+from luna_sidecar.watcher import DirectoryWatcher
+
+log = logging.getLogger("luna.sidecar")
+
+
+class StartupError(RuntimeError):
+    """The sidecar cannot start; the message says what to change."""
+
+
+@dataclass
+class Sidecar:
+    """The wired-up components of one sidecar (also what tests poke at in-process)."""
+
+    config: SidecarConfig
+    registry: CollectorRegistry
+    metrics: RuntimeMetrics
+    runtime: Runtime
+    intake: EventIntake
+    dispatcher: RouteDispatcher
+    points: PointBuffer
+    ready: bool = False
+    stopping: bool = False
+
+    def describe(self) -> dict[str, object]:
+        return {"service": self.config.service, "ready": self.ready, "plugins": self.runtime.describe()}
+
+
+def build_sidecar(config: SidecarConfig) -> Sidecar:
+    """Create every component from ``config``; raises :class:`StartupError` for a bad mapping file."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only double the scrape
+    registry = CollectorRegistry(auto_describe=False)
+    metrics = RuntimeMetrics(registry)
+    try:
+        rules = load_rules(config.metrics_mapping) if config.metrics_mapping is not None else []
+        point_metrics = PointMetrics(
+            overflow_counter=metrics.label_overflow,
+            error_counter=metrics.point_errors,
+            max_label_sets=config.max_label_sets,
+            rules=rules,
+        )
+    except MappingError as exc:
+        raise StartupError(str(exc)) from None
+    registry.register(point_metrics)
+    bus = EventBus(point_metrics)
+    routes = RouteTable()
+    app = LunaApplication(config.service, logger=logging.getLogger("luna.plugins"))
+    limits = RuntimeLimits(
+        queue_size=config.queue_size,
+        callback_timeout=config.callback_timeout,
+        lifecycle_timeout=config.lifecycle_timeout,
+    )
+    runtime = Runtime(app=app, bus=bus, routes=routes, metrics=metrics, limits=limits)
+    registry.register(PluginStateCollector(runtime.snapshot))
+    points = PointBuffer(bus)
+    dispatcher = RouteDispatcher(
+        routes=routes, points=points, metrics=metrics, service=config.service, timeout=config.route_timeout
+    )
+    intake = EventIntake(
+        bus=bus, metrics=metrics, max_body_bytes=config.max_body_bytes, max_items=config.max_batch_items
+    )
+    return Sidecar(config, registry, metrics, runtime, intake, dispatcher, points)
+
+
+@contextlib.asynccontextmanager
+async def _listening(runner: web.BaseRunner, host: str, port: int, what: str) -> AsyncIterator[None]:
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from None
+        log.info("listening for %s on http://%s:%d", what, host, port)
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def _public_runner(sidecar: Sidecar) -> web.ServerRunner:
+    max_size = sidecar.config.max_body_bytes
+
+    def request_factory(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        loop = asyncio.get_running_loop()
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_size)
+
+    server = web.Server(sidecar.dispatcher, request_factory=request_factory, access_log=None)
+    return web.ServerRunner(server, handle_signals=False)
+
+
+async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> int:
+    """Run the sidecar until ``stop`` is set or SIGTERM/SIGINT arrives; returns the exit code."""
+    if config.plugins_dir is None:
+        raise StartupError(
+            "no plugin source: give --plugins-dir DIR (standalone mode); "
+            "Kubernetes mode (--namespace) is not available in this release"
+        )
+    if not config.plugins_dir.is_dir():
+        raise StartupError(f"--plugins-dir {config.plugins_dir}: no such directory")
+    install_log_alias()
+    plugins_dir = str(config.plugins_dir.resolve())
+    if plugins_dir not in sys.path:
+        sys.path.append(plugins_dir)  # helper modules beside the plugins are importable
+    sidecar = build_sidecar(config)
+    source = DirectorySource(config.plugins_dir, active=config.active, active_file=config.active_file)
+    watcher = DirectoryWatcher(
+        source, _apply(sidecar), poll_interval=config.poll_interval, debounce=config.reload_debounce
+    )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, watcher.request_reload)
+
+    def live() -> tuple[bool, str]:
+        return True, "ok"
+
+    def ready() -> tuple[bool, str]:
+        if sidecar.stopping:
+            return False, "shutting down"
+        return (True, "ready") if sidecar.ready else (False, "first sync of the plugins not done yet")
+
+    metrics_runner = web.AppRunner(
+        build_metrics_app(sidecar.registry, live=live, ready=ready), handle_signals=False, access_log=None
+    )
+    admin_runner = web.AppRunner(
+        build_admin_app(sidecar.intake, sidecar.describe, max_body_bytes=config.max_body_bytes),
+        handle_signals=False,
+        access_log=None,
+    )
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(
+                _listening(metrics_runner, config.metrics_host, config.metrics_port, "metrics and probes")
+            )
+            await stack.enter_async_context(
+                _listening(admin_runner, config.admin_host, config.admin_port, "event intake and /plugins")
+            )
+            public = _public_runner(sidecar)
+            await stack.enter_async_context(_listening(public, config.host, config.port, "plugin routes"))
+            tasks.append(asyncio.create_task(watch_loop_lag(sidecar.metrics.loop_lag), name="luna-loop-lag"))
+            await watcher.sync()
+            sidecar.ready = True
+            log.info("ready: %d plugin(s) active", len(sidecar.runtime.slots))
+            tasks.append(asyncio.create_task(watcher.run(), name="luna-watcher"))
+            await stop.wait()
+            log.info("shutting down: intake closed, draining event queues")
+            sidecar.stopping = True
+            sidecar.intake.accepting = False
+            sidecar.dispatcher.accepting = False
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            sidecar.points.flush()
+            deadline = time.monotonic() + config.shutdown_timeout
+            lost = await sidecar.runtime.shutdown(deadline)
+            if lost:
+                log.warning("shutdown deadline passed: %d queued event batch(es) were not delivered", lost)
+            log.info("all plugins closed; bye")
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+def _apply(sidecar: Sidecar):  # type: ignore[no-untyped-def]
+    async def apply(desired, retry_failed):  # type: ignore[no-untyped-def]
+        await sidecar.runtime.apply(desired, retry_failed=retry_failed)
+
+    return apply
