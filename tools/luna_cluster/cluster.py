@@ -41,6 +41,22 @@ SERVICE_IP = "10.0.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 CLUSTER_NAME = "luna-local"
 
+#: every default controller except those that only act on nodes, volumes attached to nodes or a cloud
+#: (there is no kubelet, scheduler or cloud here); fewer controllers also start faster
+CONTROLLERS = (
+    "*",
+    "-node-lifecycle-controller",
+    "-node-ipam-controller",
+    "-taint-eviction-controller",
+    "-device-taint-eviction-controller",
+    "-persistentvolume-attach-detach-controller",
+    "-persistentvolume-expander-controller",
+    "-ttl-controller",
+    "-cloud-node-lifecycle-controller",
+    "-service-lb-controller",
+    "-node-route-controller",
+)
+
 #: start order; ``down`` stops them in reverse
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
 #: what ``DIR/bin`` links to
@@ -258,6 +274,15 @@ def _apiserver_args(state: StateDir, binary: Path, etcd_client: int, port: int) 
         f"--service-account-signing-key-file={pki.sa_key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--allow-privileged=true",
+        # front-proxy settings: delegated authentication (controller-manager, aggregated API servers)
+        # reads this CA from kube-system/extension-apiserver-authentication
+        f"--requestheader-client-ca-file={pki.ca_cert}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki.path('front-proxy-client.crt')}",
+        f"--proxy-client-key-file={pki.path('front-proxy-client.key')}",
         # the `kubernetes` Service may not point at a loopback address; nothing in-cluster needs it
         "--endpoint-reconciler-type=none",
         "--profiling=false",
@@ -283,7 +308,7 @@ def _kcm_args(state: StateDir, binary: Path, port: int) -> list[str]:
         f"--cluster-signing-key-file={pki.ca_key}",
         f"--cluster-name={CLUSTER_NAME}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--controllers=*",
+        f"--controllers={','.join(CONTROLLERS)}",
         "--use-service-account-credentials=true",
         "--leader-elect=false",
         "--profiling=false",
@@ -308,6 +333,7 @@ def _issue_certificates(state: StateDir) -> None:
         ips=(procs.LOOPBACK, SERVICE_IP),
     )
     pki_mod.issue(pki, "admin", "luna-admin", organization="system:masters", client=True)
+    pki_mod.issue(pki, "front-proxy-client", "front-proxy-client", client=True)
     pki_mod.issue(pki, "kube-controller-manager", "system:kube-controller-manager", client=True)
     pki_mod.issue(
         pki,

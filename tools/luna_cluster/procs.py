@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import socket
 import time
@@ -123,8 +124,17 @@ def _reap(pid: int) -> None:
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines the latest run wrote (after the last ``=== `` header of ``_spawn``).
+
+    A fatal ``Error:``/``F0000`` line is put first: on a bad flag the components print their
+    whole usage after it, which would push it out of the tail.
+    """
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return "(no log)"
-    return "\n".join(text.rstrip().splitlines()[-lines:]) or "(empty log)"
+    run = text.rsplit("\n=== ", 1)[-1].splitlines()[1:] if "\n=== " in text else text.splitlines()
+    fatal = [line for line in run if line.startswith("Error:") or re.match(r"F\d{4} ", line)]
+    shown = run[-lines:]
+    head = [line for line in fatal[:3] if line not in shown]
+    return "\n".join([*head, *(["..."] if head else []), *shown]).strip() or "(empty log)"

@@ -131,6 +131,14 @@ def cache_key(module: ToolModule, go_mod: bytes, go_sum: bytes, go_env: str, ver
     return digest.hexdigest()[:16]
 
 
+def go_output_name(package: str) -> str:
+    """The file name ``go build -o DIR/`` gives the command ``package`` (a /vN suffix is skipped)."""
+    parts = package.rstrip("/").split("/")
+    if len(parts) > 1 and re.fullmatch(r"v\d+", parts[-1]):
+        return parts[-2]
+    return parts[-1]
+
+
 def build_env() -> dict[str, str]:
     """Environment of every go command: static binaries, the installed toolchain only."""
     env = dict(os.environ)
@@ -308,7 +316,10 @@ def build(plan_: BuildPlan, out: TextIO = sys.stderr, interval: float = 15.0) ->
                 f"building {names} failed (exit {code}) after {elapsed}; full log: {log_path}\n"
                 f"{tail(log_path.read_text())}"
             )
-        for binary in module.packages:
+        for binary, package in module.packages.items():
+            default = staging / go_output_name(package)
+            if default != staging / binary and default.is_file():
+                default.rename(staging / binary)
             if not (staging / binary).is_file():
                 shutil.rmtree(staging, ignore_errors=True)
                 raise BuildError(f"`go build` produced no {binary} binary; full log: {log_path}")

@@ -1,0 +1,157 @@
+"""Pure logic of the local cluster harness: ports, pids, cache keys, certificates (no cluster needed)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from luna_cluster import cluster, pki, procs, tools
+
+
+def test_free_ports_are_distinct_and_bindable_on_loopback() -> None:
+    ports = procs.pick_ports(4)
+    assert len(set(ports)) == 4
+    for port in ports:
+        assert procs.port_is_free(port)
+
+
+def test_a_taken_port_is_reported_clearly() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not procs.port_is_free(port)
+        with pytest.raises(procs.PortInUseError, match=f"127.0.0.1:{port} is already in use"):
+            procs.pick_ports(3, {1: port})
+
+
+def test_requested_port_keeps_its_slot() -> None:
+    wanted = procs.free_port()
+    ports = procs.pick_ports(3, {2: wanted})
+    assert ports[2] == wanted
+    assert wanted not in ports[:2]
+
+
+def test_pid_file_parsing(tmp_path: Path) -> None:
+    assert procs.read_pid(tmp_path / "missing.pid") is None
+    (tmp_path / "bad.pid").write_text("nope\n")
+    assert procs.read_pid(tmp_path / "bad.pid") is None
+    (tmp_path / "ok.pid").write_text("1234\n")
+    assert procs.read_pid(tmp_path / "ok.pid") == 1234
+
+
+def test_is_ours_checks_binary_and_state_dir(tmp_path: Path) -> None:
+    marker = str(tmp_path / "state")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    try:
+        assert procs.is_ours(child.pid, Path(sys.executable), marker)
+        assert not procs.is_ours(child.pid, Path(sys.executable), str(tmp_path / "other"))
+        assert not procs.is_ours(child.pid, Path("/bin/sh"), marker)
+        assert procs.stop(child.pid, timeout=5)
+        assert not procs.is_ours(child.pid, Path(sys.executable), marker)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_stopped_or_unknown_pid_is_not_ours() -> None:
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    assert procs.cmdline(done.pid) is None
+    assert not procs.is_ours(done.pid, Path(sys.executable), "")
+    assert procs.cmdline(os.getpid()) is not None
+
+
+def test_required_version_is_read_from_go_mod() -> None:
+    text = "module x\n\nrequire (\n\tk8s.io/kubernetes v1.36.3\n\tk8s.io/api v0.36.3 // indirect\n)\n"
+    assert tools.required_version(text, "k8s.io/kubernetes") == "v1.36.3"
+    assert tools.required_version("require helm.sh/helm/v4 v4.3.1\n", "helm.sh/helm/v4") == "v4.3.1"
+    with pytest.raises(tools.BuildError):
+        tools.required_version(text, "go.etcd.io/etcd/server/v3")
+
+
+def test_version_ldflags_carry_major_and_minor() -> None:
+    kube = tools.MODULES[0]
+    flags = " ".join(tools.expand_ldflags(kube, "v1.36.3"))
+    assert "-X k8s.io/component-base/version.gitVersion=v1.36.3" in flags
+    assert "-X k8s.io/client-go/pkg/version.gitMinor=36" in flags
+    assert "-X k8s.io/component-base/version.gitMajor=1" in flags
+
+
+def test_cache_key_changes_with_every_input() -> None:
+    module = tools.MODULES[0]
+    base = tools.cache_key(module, b"mod", b"sum", "go1.26 linux amd64", "v1.36.3")
+    assert base == tools.cache_key(module, b"mod", b"sum", "go1.26 linux amd64", "v1.36.3")
+    assert base != tools.cache_key(module, b"mod", b"sum2", "go1.26 linux amd64", "v1.36.3")
+    assert base != tools.cache_key(module, b"mod2", b"sum", "go1.26 linux amd64", "v1.36.3")
+    assert base != tools.cache_key(module, b"mod", b"sum", "go1.27 linux amd64", "v1.36.3")
+    assert base != tools.cache_key(module, b"mod", b"sum", "go1.26 linux amd64", "v1.36.4")
+    assert base != tools.cache_key(tools.MODULES[1], b"mod", b"sum", "go1.26 linux amd64", "v1.36.3")
+
+
+def test_cache_lives_under_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert tools.cache_root() == tmp_path / "luna-plugins"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert tools.cache_root() == Path.home() / ".cache" / "luna-plugins"
+
+
+def test_plan_names_the_cache_folder_by_version_and_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    plan = tools.plan(tools.BINARIES["helm"], go_env="go1.26 linux amd64")
+    assert plan.output.parent == tmp_path / "luna-plugins" / "bin"
+    assert plan.output.name == f"helm-{plan.version}-{plan.key}"
+    assert not plan.ready
+
+
+def test_certificate_extensions() -> None:
+    text = pki.extensions(server=True, client=False, dns=("localhost",), ips=("127.0.0.1",))
+    assert "extendedKeyUsage=serverAuth\n" in text
+    assert "subjectAltName=DNS:localhost,IP:127.0.0.1" in text
+    assert pki.subject("luna-admin", "system:masters") == "/O=system:masters/CN=luna-admin"
+
+
+def test_status_and_down_without_a_cluster(tmp_path: Path) -> None:
+    state = cluster.StateDir.at(tmp_path / "none")
+    assert not cluster.status(state, io.StringIO())
+    assert cluster.down(state, io.StringIO())
+
+
+def test_every_server_listens_on_loopback_only(tmp_path: Path) -> None:
+    state = cluster.StateDir.at(tmp_path)
+    argv = (
+        cluster._etcd_args(state, Path("etcd"), 1, 2)
+        + cluster._apiserver_args(state, Path("kube-apiserver"), 1, 3)
+        + cluster._kcm_args(state, Path("kube-controller-manager"), 4)
+    )
+    addresses = [
+        arg for arg in argv if "address=" in arg or "urls=" in arg or arg.startswith("--etcd-servers")
+    ]
+    assert addresses
+    for arg in addresses:
+        assert "127.0.0.1" in arg and "0.0.0.0" not in arg, arg
+
+
+def test_go_output_name_skips_major_version_suffix() -> None:
+    assert tools.go_output_name("go.etcd.io/etcd/server/v3") == "server"
+    assert tools.go_output_name("helm.sh/helm/v4/cmd/helm") == "helm"
+    assert tools.go_output_name("k8s.io/kubernetes/cmd/kubectl") == "kubectl"
+
+
+def test_log_tail_shows_the_latest_run_and_its_fatal_line(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    usage = "\n".join(f"      --flag-{i} string   help" for i in range(50))
+    log.write_text(f"\n=== old run\nold output\n\n=== new run\nError: unknown flag: --nope\n{usage}\n")
+    tail = procs.log_tail(log, lines=5)
+    assert tail.startswith("Error: unknown flag: --nope\n...")
+    assert "old output" not in tail
+    assert tail.endswith("--flag-49 string   help")
+    assert procs.log_tail(tmp_path / "missing.log") == "(no log)"
