@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit bench clean
+.PHONY: venv demo test lint typecheck unit bench clean cluster-tools
 
 venv: $(STAMP)
 
@@ -19,7 +19,7 @@ demo: venv
 	$(BIN)/python examples/demo.py
 
 ## test: lint, type-check and run every test
-test: venv lint typecheck
+test: venv lint typecheck cluster-tools
 	$(BIN)/python -m pytest -q -ra
 
 lint: venv
@@ -28,6 +28,10 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+## cluster-tools: build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm (needs Go)
+cluster-tools: venv
+	$(BIN)/luna-plugins cluster build
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
