@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -187,3 +189,26 @@ def test_helm_installs_a_chart_with_a_kube_version_constraint(
     ).stdout
     assert version.startswith("v1.")
     kube.helm("uninstall", "demo", "-n", namespace)
+
+
+def _cluster_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "luna_cli.main", "cluster", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_second_up_reuses_the_running_cluster_and_status_reports_it(kube: Kube) -> None:
+    if kube.state_dir is None:
+        pytest.skip("the cluster was not started by this session")
+    before = json.loads((kube.state_dir / "cluster.json").read_text())
+    started = time.monotonic()
+    again = _cluster_cli("up", "--state-dir", str(kube.state_dir))
+    assert again.returncode == 0, again.stderr
+    assert time.monotonic() - started < 10
+    assert "already running" in again.stderr
+    assert json.loads((kube.state_dir / "cluster.json").read_text()) == before
+    status = _cluster_cli("status", "--state-dir", str(kube.state_dir))
+    assert status.returncode == 0, status.stdout + status.stderr
+    for component in ("etcd", "kube-apiserver", "kube-controller-manager"):
+        line = next(line for line in status.stdout.splitlines() if line.strip().startswith(component + " "))
+        assert "running" in line and "127.0.0.1:" in line

@@ -155,3 +155,29 @@ def test_log_tail_shows_the_latest_run_and_its_fatal_line(tmp_path: Path) -> Non
     assert "old output" not in tail
     assert tail.endswith("--flag-49 string   help")
     assert procs.log_tail(tmp_path / "missing.log") == "(no log)"
+
+
+def _fake_binaries(tmp_path: Path, script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "fake-component"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(tools, "ensure_all", lambda out: dict.fromkeys(cluster.LINKED_BINARIES, fake))
+
+
+def test_a_component_that_dies_fails_up_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_binaries(tmp_path, "echo 'Error: data dir is broken' >&2; exit 3", monkeypatch)
+    state = cluster.StateDir.at(tmp_path / "state")
+    with pytest.raises(cluster.ClusterError, match="etcd exited with code 3") as failure:
+        cluster.up(state, io.StringIO(), timeout=10)
+    assert "Error: data dir is broken" in str(failure.value)
+    assert not cluster.status(state, io.StringIO())
+
+
+def test_lost_port_race_is_retried_then_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_binaries(
+        tmp_path, "echo 'listen tcp 127.0.0.1:1: bind: address already in use' >&2; exit 1", monkeypatch
+    )
+    out = io.StringIO()
+    with pytest.raises(cluster.ClusterError, match="address already in use"):
+        cluster.up(cluster.StateDir.at(tmp_path / "state"), out, timeout=10)
+    assert out.getvalue().count("retrying with other ports") == 2

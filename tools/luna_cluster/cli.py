@@ -49,11 +49,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
             return 0
         if args.action == "up":
-            cluster.up(state, sys.stderr, apiserver_port=args.port, timeout=args.timeout)
+            with cluster.locked(state):
+                cluster.up(state, sys.stderr, apiserver_port=args.port, timeout=args.timeout)
             print(state.kubeconfig)
             return 0
         if args.action == "down":
-            return 0 if cluster.down(state, sys.stderr, purge=args.purge) else 1
+            with cluster.locked(state):
+                return 0 if cluster.down(state, sys.stderr, purge=args.purge) else 1
         return 0 if cluster.status(state, sys.stdout) else 1
     except (tools.BuildError, cluster.ClusterError, PkiError, PortInUseError) as exc:
         print(f"luna-plugins cluster {args.action}: error: {exc}", file=sys.stderr)

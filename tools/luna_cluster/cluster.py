@@ -16,6 +16,8 @@ it outlives ``luna-plugins cluster up``) and writes its log to ``DIR/logs``. The
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -25,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -389,6 +391,34 @@ def up(
     binaries = tools.ensure_all(out)
     _link_binaries(state, binaries)
     _issue_certificates(state)
+    for attempt in range(3):
+        try:
+            data = _start(state, binaries, apiserver_port, timeout, out)
+            break
+        except PortRaceError as exc:
+            # a free port we picked was taken before the component bound it: pick others
+            if attempt == 2 or apiserver_port:
+                raise ClusterError(str(exc)) from None
+            print(f"{exc.component} lost its port to another process; retrying with other ports", file=out)
+    print(
+        f"cluster up in {time.monotonic() - started:.1f}s: {data['server']}\n"
+        f"  export KUBECONFIG={state.kubeconfig}\n"
+        f"  {state.bin / 'kubectl'} get namespaces",
+        file=out,
+    )
+    return data
+
+
+class PortRaceError(ClusterError):
+    def __init__(self, message: str, component: str) -> None:
+        super().__init__(message)
+        self.component = component
+
+
+def _start(
+    state: StateDir, binaries: dict[str, Path], apiserver_port: int, timeout: float, out: TextIO
+) -> dict[str, Any]:
+    """Start the three processes on fresh ports and wait until they are ready."""
     etcd_client, etcd_peer, apiserver, kcm = procs.pick_ports(4, {2: apiserver_port})
     server = f"https://{procs.LOOPBACK}:{apiserver}"
     pki = state.pki
@@ -414,7 +444,7 @@ def up(
             "kube-controller-manager": kcm,
         },
         "binaries": {name: str(binaries[name]) for name in COMPONENTS},
-        "versions": {module.name: tools.plan(module).version for module in tools.MODULES},
+        "versions": {module.name: tools.module_version(module) for module in tools.MODULES},
         "kubeconfig": str(state.kubeconfig),
         "started": time.time(),
     }
@@ -465,16 +495,29 @@ def up(
             manager,
             timeout,
         )
+    except ClusterError as exc:
+        _stop_all(state, out, quiet=True)
+        component = next((c for c in COMPONENTS if str(exc).startswith(c)), "")
+        if component and "address already in use" in procs.log_tail(state.log(component), 200):
+            raise PortRaceError(str(exc), component) from None
+        raise
     except BaseException:
         _stop_all(state, out, quiet=True)
         raise
-    print(
-        f"cluster up in {time.monotonic() - started:.1f}s: {server}\n"
-        f"  export KUBECONFIG={state.kubeconfig}\n"
-        f"  {state.bin / 'kubectl'} get namespaces",
-        file=out,
-    )
     return data
+
+
+@contextlib.contextmanager
+def locked(state: StateDir) -> Iterator[None]:
+    """Serialize ``up`` and ``down`` of one state directory (the lock file lives next to it)."""
+    lock = state.root.parent / f".{state.root.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _stop_all(state: StateDir, out: TextIO, quiet: bool = False) -> bool:

@@ -192,6 +192,11 @@ class BuildPlan:
         return self.output / name
 
 
+def module_version(module: ToolModule) -> str:
+    """The upstream version ``module``'s go.mod pins (no toolchain needed)."""
+    return required_version((module.directory / "go.mod").read_text(), module.upstream)
+
+
 def plan(module: ToolModule, go_env: str | None = None) -> BuildPlan:
     """Where ``module``'s binaries are (or will be) cached."""
     go_mod_path = module.directory / "go.mod"
