@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit bench clean cluster-tools
+.PHONY: venv demo test lint typecheck unit bench clean cluster-tools system-deps
 
 venv: $(STAMP)
 
@@ -19,8 +19,22 @@ demo: venv
 	$(BIN)/python examples/demo.py
 
 ## test: lint, type-check and run every test
-test: venv lint typecheck cluster-tools
+test: venv system-deps lint typecheck cluster-tools
 	$(BIN)/python -m pytest -q -ra
+
+## system-deps: Debian tools the tests and benchmarks use (promtool from prometheus, wrk)
+system-deps:
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "please install:$$missing (tests that need them will be skipped)"; \
+	  fi; \
+	fi
 
 lint: venv
 	$(BIN)/ruff check .
@@ -37,7 +51,7 @@ unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
 ## bench: intake and route throughput against bare aiohttp (needs wrk)
-bench: venv
+bench: venv system-deps
 	$(BIN)/python bench/run.py
 
 clean:

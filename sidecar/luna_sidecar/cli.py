@@ -31,8 +31,27 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    loop = asyncio.new_event_loop()
     try:
-        return asyncio.run(serve(config))
+        return loop.run_until_complete(serve(config))
     except StartupError as exc:
         print(f"luna-plugins sidecar: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _close_loop(loop)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop, grace: float = 2.0) -> None:
+    """Cancel what plugins left running and close the loop, waiting at most ``grace`` seconds:
+    unlike ``asyncio.run``, a plugin task that ignores cancellation cannot keep the process alive."""
+    leftovers = asyncio.all_tasks(loop)
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        _, stuck = loop.run_until_complete(asyncio.wait(leftovers, timeout=grace))
+        if stuck:
+            logging.getLogger("luna.sidecar").warning(
+                "%d plugin task(s) ignored cancellation and were abandoned at exit", len(stuck)
+            )
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()

@@ -33,8 +33,6 @@ class SidecarConfig:
     """A file holding the active list (JSON list or comma-separated), watched like the plugins."""
     service: str = "handlers"
     """Name of the service the plugins extend (metric label, ``app.serviceName``)."""
-    namespace: str | None = None
-    """Kubernetes namespace to watch for the service's plugins (cluster mode; later release)."""
     host: str = "0.0.0.0"
     """Address of the plugin-route listener."""
     port: int = 8080
@@ -253,3 +251,15 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str] | None =
 def service_active_env(service: str) -> str:
     """The original service's active-list variable, e.g. ``LUNA_HANDLERS_ACTIVE_PLUGINS``."""
     return f"LUNA_{service.upper().replace('-', '_')}_ACTIVE_PLUGINS"
+
+
+def settings_table() -> str:
+    """The README's settings table, in Markdown (``python -m luna_sidecar.config`` prints it)."""
+    lines = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]
+    for flag, variable, default, doc in setting_docs():
+        lines.append(f"| `{flag}` | `{variable}` | `{default}` | {doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(settings_table())

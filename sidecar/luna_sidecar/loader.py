@@ -36,9 +36,11 @@ class PluginLoadError(Exception):
 
 def describe_exception(exc: BaseException, origin: str | None = None) -> str:
     """``Type: message`` plus the innermost line of ``origin`` that was running, if any."""
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     if isinstance(exc, SyntaxError):
-        return text.replace("\n", " ")
+        source_line = (exc.text or "").strip()
+        shown = f": {source_line}" if source_line else ""
+        return f"{type(exc).__name__}: {exc.msg} (at {exc.filename}:{exc.lineno}:{exc.offset}{shown})"
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     if origin is not None:
         frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == origin]
         if frames:

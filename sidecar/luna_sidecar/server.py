@@ -133,10 +133,7 @@ def _public_runner(sidecar: Sidecar) -> web.ServerRunner:
 async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> int:
     """Run the sidecar until ``stop`` is set or SIGTERM/SIGINT arrives; returns the exit code."""
     if config.plugins_dir is None:
-        raise StartupError(
-            "no plugin source: give --plugins-dir DIR (standalone mode); "
-            "Kubernetes mode (--namespace) is not available in this release"
-        )
+        raise StartupError("no plugin source: give --plugins-dir DIR (or LUNA_SIDECAR_PLUGINS_DIR)")
     if not config.plugins_dir.is_dir():
         raise StartupError(f"--plugins-dir {config.plugins_dir}: no such directory")
     install_log_alias()
