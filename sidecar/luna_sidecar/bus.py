@@ -45,8 +45,11 @@ class EventBus:
         """Offer ``payload`` (the callback's positional arguments, without the logger) to
         every subscriber of ``event_name``."""
         queued = dropped = 0
+        first, *rest = payload
         for worker in self._subscribers.get(event_name, ()):
-            if worker.offer(payload):
+            # like points: every plugin gets its own list, so one cannot change another's
+            own = (list(first), *rest) if isinstance(first, list) else payload
+            if worker.offer(own):
                 queued += 1
             else:
                 dropped += 1

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import keyword
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -75,6 +77,34 @@ def _path(value: str) -> Path:
     return Path(value)
 
 
+#: module names a plugin may not take: the runtime registers plugins in ``sys.modules``, so a
+#: plugin called ``json`` would replace the standard library's for everyone in the process
+RESERVED_MODULES = frozenset(sys.stdlib_module_names) | {
+    "luna_plugins",
+    "luna_sidecar",
+    "luna_cli",
+    "luna_operator",
+    "luna_cluster",
+    "log",
+    "aiohttp",
+    "multidict",
+    "yarl",
+    "prometheus_client",
+    "yaml",
+    "kopf",
+    "kubernetes_asyncio",
+}
+
+
+def check_module_name(name: str) -> str | None:
+    """Why ``name`` cannot be a plugin module name, or ``None`` when it can."""
+    if not name.isidentifier() or keyword.iskeyword(name):
+        return f"{name!r} is not a Python module name (letters, digits and _; not starting with a digit)"
+    if name in RESERVED_MODULES:
+        return f"{name!r} would shadow the module of that name used by the runtime or the standard library"
+    return None
+
+
 def parse_active_list(text: str) -> tuple[str, ...]:
     """Parse an active list: a JSON list, ``[a, b]`` as in the original docs, or ``a,b``.
 
@@ -93,9 +123,11 @@ def parse_active_list(text: str) -> tuple[str, ...]:
     else:
         names = [part.strip().strip("'\"") for part in text.strip("[]").split(",")]
     names = [name.removesuffix(".py") for name in names if name]
-    bad = [name for name in names if not name.isidentifier()]
-    if bad:
-        raise ConfigError(f"active plugin names must be Python module names (file name without .py): {bad}")
+    problems = [problem for name in names if (problem := check_module_name(name))]
+    if problems:
+        raise ConfigError(
+            "active plugin names must be Python module names (file name without .py): " + "; ".join(problems)
+        )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ConfigError(f"active list names a plugin twice: {duplicates}")

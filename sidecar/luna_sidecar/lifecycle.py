@@ -8,6 +8,7 @@ never reaches the route table or the event queues.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import types
@@ -67,7 +68,7 @@ async def load_version(source: PluginSource, *, app: LunaApplication, timeout: f
             try:
                 with constructing_with(settings):
                     instances.append(cls(app))
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError, SystemExit) as exc:
                 raise PluginLoadError(
                     "construct", f"{cls.__name__}(app): {describe_exception(exc, source.origin)}"
                 ) from exc

@@ -101,8 +101,8 @@ def plugin_classes(module: types.ModuleType) -> list[type[BasePlugin]]:
     for value in vars(module).values():
         if not (inspect.isclass(value) and issubclass(value, BaseEventPlugin | BaseBackgroundPlugin)):
             continue
-        if value.__module__ != module.__name__ or inspect.isabstract(value):
-            continue
+        if value.__module__ != module.__name__ or inspect.isabstract(value) or value in found:
+            continue  # imported from elsewhere, abstract, or a second name (``Alias = Plugin``)
         if issubclass(value, BaseEventPlugin):
             event_name = getattr(value, "eventName", None)
             if event_name not in EVENT_NAMES:

@@ -34,6 +34,8 @@ from luna_plugins.monitoring import MonitoringPoint
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FORBIDDEN_LABELS = frozenset({"request_id"})
+#: labels Prometheus gives a meaning of its own (histogram buckets, summary quantiles)
+RESERVED_LABELS = frozenset({"le", "quantile"})
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _KINDS = ("counter", "gauge", "histogram")
@@ -135,6 +137,16 @@ class PointMetric:
         return histogram
 
 
+def exposed_names(kind: str, name: str) -> set[str]:
+    """The sample names a metric of ``kind`` called ``name`` puts in the exposition."""
+    if kind == "counter":
+        base = name.removesuffix("_total")
+        return {base, f"{base}_total", f"{base}_created"}
+    if kind == "histogram":
+        return {name, f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name}_created"}
+    return {name}
+
+
 def _bound_text(bound: float) -> str:
     return str(int(bound)) + ".0" if bound.is_integer() else repr(bound)
 
@@ -162,7 +174,7 @@ class MappingRule:
         if raw is None:
             return  # the point does not carry this field: nothing to record
         value = _number(raw)
-        if value is None:
+        if value is None or (metric.kind == "counter" and value < 0):  # counters never go down
             metric._overflow.bad_value(metric.name)
         elif metric.kind == "counter":
             metric.inc(key, value)
@@ -175,15 +187,13 @@ class MappingRule:
 def _number(raw: Any) -> float | None:
     if isinstance(raw, bool):
         return float(raw)
-    if isinstance(raw, int | float):
-        return float(raw) if math.isfinite(raw) else None
-    if isinstance(raw, str):
-        try:
-            value = float(raw)
-        except ValueError:
-            return None
-        return value if math.isfinite(value) else None
-    return None
+    if not isinstance(raw, int | float | str):
+        return None
+    try:
+        value = float(raw)
+    except (ValueError, OverflowError):  # not a number, or an int too large for a float
+        return None
+    return value if math.isfinite(value) else None
 
 
 class PointMetrics(Collector):
@@ -225,7 +235,7 @@ class PointMetrics(Collector):
         )
         self.rules: dict[str, list[MappingRule]] = {}
         self._families = [self.requests, self.duration, self.errors, self.other_points]
-        taken = {family.name for family in self._families}
+        taken = {exposed for family in self._families for exposed in exposed_names(family.kind, family.name)}
         for index, rule in enumerate(rules):
             built = self._rule(index, rule, taken)
             self.rules.setdefault(built.series, []).append(built)
@@ -254,7 +264,11 @@ class PointMetrics(Collector):
         labels = rule.get("labels", [])
         if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
             raise MappingError(f"{where}.labels: a list of tag or field names")
+        if len(set(labels)) != len(labels):
+            raise MappingError(f"{where}.labels: a label is listed twice in {labels}")
         for label in labels:
+            if label in RESERVED_LABELS:
+                raise MappingError(f"{where}.labels: {label!r} is reserved by Prometheus")
             if label in FORBIDDEN_LABELS:
                 raise MappingError(
                     f"{where}.labels: {label!r} is unique per request and would explode the metric"
@@ -273,10 +287,10 @@ class PointMetrics(Collector):
             or not all(isinstance(bound, int | float) and not isinstance(bound, bool) for bound in buckets)
         ):
             raise MappingError(f"{where}.buckets: a non-empty list of numbers")
-        family_name = name.removesuffix("_total") if kind == "counter" else name
-        if family_name in taken:
+        exposed = exposed_names(kind, name)
+        if exposed & taken:
             raise MappingError(f"{where}.name: metric {name!r} is defined twice")
-        taken.add(family_name)
+        taken |= exposed
         help_text = rule.get("help") or f"Mapped from {series} points."
         metric = self._metric(kind, name, str(help_text), labels, buckets=buckets)
         return MappingRule(series, metric, tuple(labels), value)
@@ -297,10 +311,14 @@ class PointMetrics(Collector):
                 service, route = str(tags.get("service", "")), str(tags.get("route", ""))
                 requests.inc((service, route, str(tags.get("status_code", ""))))
                 elapsed = point.fields.get("execution_time")
-                if elapsed.__class__ is float or elapsed.__class__ is int:
+                if elapsed.__class__ is float:  # the intake already refused non-finite floats
                     duration.observe((service, route), elapsed)
                 elif elapsed is not None:
-                    self._overflow.bad_value(duration.name)
+                    seconds = _number(elapsed) if elapsed.__class__ is int else None
+                    if seconds is None:
+                        self._overflow.bad_value(duration.name)
+                    else:
+                        duration.observe((service, route), seconds)
             elif series == "errors":
                 errors.inc(
                     (

@@ -94,13 +94,17 @@ def parse_points(body: Any, *, max_items: int) -> list[MonitoringPoint]:
             raise _bad(
                 f"points[{index}].eventTime: required, UNIX seconds as a number, got {_json_type(event_time)}"
             )
-        if not math.isfinite(event_time):
+        try:
+            event_seconds = float(event_time)
+        except OverflowError:
+            event_seconds = math.inf
+        if not math.isfinite(event_seconds):
             raise _bad(f"points[{index}].eventTime: must be a finite number")
         tags = _check_values(f"points[{index}].tags", item.get("tags"), _TAG_TYPES, "strings or numbers")
         fields = _check_values(
             f"points[{index}].fields", item.get("fields"), _FIELD_TYPES, "strings, numbers or booleans"
         )
-        points.append(MonitoringPoint(series, float(event_time), tags, fields))
+        points.append(MonitoringPoint(series, event_seconds, tags, fields))
     return points
 
 

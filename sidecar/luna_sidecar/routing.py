@@ -134,9 +134,12 @@ class RouteTable:
         No entry with a non-empty verb set means 405; no entry and no verbs means 404.
         """
         exact = self._exact.get(path)
-        if exact is not None:
-            return self._pick(exact, method), {}, frozenset(exact)
         allowed: set[str] = set()
+        if exact is not None:
+            entry = self._pick(exact, method)
+            if entry is not None:
+                return entry, {}, frozenset(exact)
+            allowed.update(exact)  # a variable route may still serve this verb
         for pattern in self._patterns:
             found = pattern.regex.match(path)
             if found is None:

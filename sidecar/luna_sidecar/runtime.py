@@ -46,6 +46,8 @@ class PluginSlot:
     workers: list[EventWorker] = field(default_factory=list)
     state: str = "loading"
     failed_hash: str | None = None
+    failed_key: str | None = None
+    """code hash + settings of the version that failed (a settings change is a new version)"""
     error: str | None = None
     changed_at: float = field(default_factory=time.time)
 
@@ -91,6 +93,10 @@ def _queue_info(workers: list[EventWorker], instance: object) -> dict[str, Any]:
 
 def _settings_key(source: PluginSource) -> str:
     return json.dumps(source.settings, sort_keys=True, default=str)
+
+
+def _version_key(source: PluginSource) -> str:
+    return f"{source.code_hash}:{_settings_key(source)}"
 
 
 class Runtime:
@@ -152,7 +158,7 @@ class Runtime:
     async def _converge(self, slot: PluginSlot, entry: DesiredPlugin, *, retry_failed: bool) -> None:
         source = entry.source
         if source is None:
-            self._failed(slot, None, entry.error or "plugin source unavailable")
+            self._failed(slot, None, entry.error or "plugin source unavailable", None)
             return
         current = slot.current
         if (
@@ -161,17 +167,17 @@ class Runtime:
             and _settings_key(current.source) == _settings_key(source)
         ):
             if slot.failed_hash is not None:  # the desired version is the running one again
-                slot.failed_hash = slot.error = None
+                slot.failed_hash = slot.failed_key = slot.error = None
                 slot.changed_at = time.time()
             return
-        if slot.failed_hash == source.code_hash and not retry_failed:
+        if slot.failed_key == _version_key(source) and not retry_failed:
             return  # this exact version already failed; a SIGHUP retries it
         verb = "reloading" if current else "loading"
         log.info("%s plugin %s (code %s)", verb, slot.module, source.code_hash[:12])
         try:
             version = await load_version(source, app=self.app, timeout=self.limits.lifecycle_timeout)
         except PluginLoadError as exc:
-            self._failed(slot, source.code_hash, str(exc))
+            self._failed(slot, source.code_hash, str(exc), _version_key(source))
             return
         try:
             self.routes.replace(slot.module, version.routes())
@@ -179,7 +185,7 @@ class Runtime:
             await close_instances(
                 version.instances, timeout=self.limits.lifecycle_timeout, logger=version.logger
             )
-            self._failed(slot, source.code_hash, f"routes: {exc}")
+            self._failed(slot, source.code_hash, f"routes: {exc}", _version_key(source))
             return
         await self._swap_in(slot, version)
 
@@ -196,7 +202,8 @@ class Runtime:
         for plugin in version.background_plugins:
             plugin.__dict__["_lunaRouteSink"] = self._route_sink(slot.module)
         slot.current, slot.workers = version, workers
-        slot.state, slot.failed_hash, slot.error, slot.changed_at = "running", None, None, time.time()
+        slot.state, slot.failed_hash, slot.failed_key, slot.error = "running", None, None, None
+        slot.changed_at = time.time()
         self.metrics.reloads.labels(slot.module, "success").inc()
         log.info("plugin %s running (code %s)", slot.module, version.source.code_hash[:12])
         if old_version is not None:
@@ -230,7 +237,7 @@ class Runtime:
                 version.logger.warning("%d queued batch(es) of the old version were not delivered", lost)
         await close_instances(version.instances, timeout=self.limits.lifecycle_timeout, logger=version.logger)
 
-    def _failed(self, slot: PluginSlot, code_hash: str | None, error: str) -> None:
+    def _failed(self, slot: PluginSlot, code_hash: str | None, error: str, key: str | None) -> None:
         if slot.current is None:
             slot.state = "failed"
             log.error("plugin %s failed: %s", slot.module, error)
@@ -244,7 +251,7 @@ class Runtime:
         if (slot.failed_hash, slot.error) != (code_hash, error):
             self.metrics.reloads.labels(slot.module, "failure").inc()
             slot.changed_at = time.time()
-        slot.failed_hash, slot.error = code_hash, error
+        slot.failed_hash, slot.failed_key, slot.error = code_hash, key, error
 
     async def _unload(self, slot: PluginSlot) -> None:
         log.info("unloading plugin %s", slot.module)

@@ -27,4 +27,12 @@ async def call_with_timeout(func: Callable[..., Any], *args: Any, timeout: float
     if not done:
         task.cancel()
         raise TimeoutError(f"did not finish within {timeout:g} s")
+    if task.cancelled():
+        # The plugin raised CancelledError itself (we did not cancel it): that is its failure,
+        # not a cancellation of the caller, so it must not end the caller's task.
+        raise PluginCancelledError("the plugin's coroutine raised CancelledError")
     return task.result()
+
+
+class PluginCancelledError(Exception):
+    """Plugin code raised ``asyncio.CancelledError`` without being cancelled."""

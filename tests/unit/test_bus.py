@@ -148,11 +148,6 @@ async def test_unsubscribe_stops_delivery(
     assert worker.depth == 0
 
 
-@pytest.mark.xfail(
-    reason="BUG: EventBus.publish hands the same events list to every sending_event plugin "
-    "(publish_points copies the list per plugin), so one plugin changing it changes what the others get",
-    strict=True,
-)
 async def test_sending_plugins_get_their_own_events_list(
     app: LunaApplication, bus: EventBus, worker_for: Callable[..., EventWorker]
 ) -> None:

@@ -171,11 +171,6 @@ def test_event_plugin_needs_a_known_event_name(module_name: Callable[[str], str]
     assert caught.value.stage == "classes"
 
 
-@pytest.mark.xfail(
-    reason="BUG: plugin_classes() lists a class once per module-level name bound to it "
-    "(`Alias = Plugin`), so the runtime makes two instances of one class",
-    strict=True,
-)
 def test_a_class_bound_to_two_names_is_listed_once(module_name: Callable[[str], str]) -> None:
     code = _code(
         """

@@ -401,42 +401,21 @@ def test_duplicate_name_between_rules_names_the_later_rule(build: Build) -> None
         build(rules=rules)
 
 
-@pytest.mark.xfail(
-    reason="BUG: the duplicate-name check compares counter names without '_total' against gauge/histogram "
-    "names as given, so a gauge named 'luna_requests_total' is accepted and the exposition has two "
-    "luna_requests_total families (promtool: 'second HELP line')",
-    strict=True,
-)
 def test_gauge_named_like_an_exposed_counter_is_refused(build: Build) -> None:
     with pytest.raises(MappingError, match="defined twice"):
         build(rules=[{"series": "s", "name": "luna_requests_total", "type": "gauge", "value": "v"}])
 
 
-@pytest.mark.xfail(
-    reason="BUG: a histogram rule may use the label 'le', which collides with the bucket label and makes "
-    "the whole /metrics exposition unparsable",
-    strict=True,
-)
 def test_histogram_rule_with_le_label_is_refused(build: Build) -> None:
     with pytest.raises(MappingError, match="le"):
         build(rules=[{"series": "s", "name": "h", "type": "histogram", "value": "v", "labels": ["le"]}])
 
 
-@pytest.mark.xfail(
-    reason="BUG: a rule may name the same label twice (labels: [door, door]); it is accepted and "
-    "silently collapsed instead of being a MappingError",
-    strict=True,
-)
 def test_duplicate_label_in_rule_is_refused(build: Build) -> None:
     with pytest.raises(MappingError, match="door"):
         build(rules=[{"series": "s", "name": "n", "labels": ["door", "door"]}])
 
 
-@pytest.mark.xfail(
-    reason="BUG: a counter rule with a value field adds negative values, so the counter goes down "
-    "(breaks rate()); a negative amount should be counted as a point error",
-    strict=True,
-)
 def test_counter_rule_never_decreases(registry: CollectorRegistry, build: Build) -> None:
     build(rules=[{"series": "s", "name": "amount", "value": "v"}]).observe(
         [MonitoringPoint("s", 1.0, {}, {"v": 5}), MonitoringPoint("s", 1.0, {}, {"v": -3})]
@@ -445,12 +424,6 @@ def test_counter_rule_never_decreases(registry: CollectorRegistry, build: Build)
     assert metric_value(registry, "luna_metric_point_errors_total", {"metric": "amount"}) == 1
 
 
-@pytest.mark.xfail(
-    reason="BUG: PointMetrics.observe raises OverflowError for an integer execution_time too large for a "
-    "float (payload validation lets big ints through); the batch is aborted half-way and the histogram "
-    "keeps a bucket count without its sum",
-    strict=True,
-)
 def test_huge_integer_execution_time_does_not_abort_the_batch(
     registry: CollectorRegistry, build: Build
 ) -> None:

@@ -95,11 +95,6 @@ def test_too_many_points_is_413() -> None:
     assert message == "points: 3 items is more than the limit of 2 per request"
 
 
-@pytest.mark.xfail(
-    reason="BUG: parse_points lets OverflowError escape for an integer eventTime too large for a "
-    "float (math.isfinite/float() on a huge int) instead of answering 422",
-    strict=True,
-)
 def test_huge_integer_event_time_is_refused() -> None:
     assert "eventTime" in _refused({"points": [_point(eventTime=10**400)]})
 

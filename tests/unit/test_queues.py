@@ -205,12 +205,6 @@ async def test_stop_cancels_the_worker(plugin: Recorder, make_worker: Callable[.
     assert plugin.batches == ["one"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: EventWorker._run catches only Exception; a callback that raises CancelledError "
-    "(e.g. awaiting a task that was cancelled) ends the worker task, and every later batch is "
-    "silently never delivered",
-    strict=True,
-)
 async def test_callback_raising_cancelled_error_does_not_stop_the_worker(
     plugin: Recorder, make_worker: Callable[..., EventWorker]
 ) -> None:

@@ -105,11 +105,6 @@ def test_patterns_are_tried_in_order_and_collect_allowed_verbs(table: RouteTable
     assert allowed == frozenset({"GET", "POST"})
 
 
-@pytest.mark.xfail(
-    reason="BUG: RouteTable.resolve returns 405 as soon as an exact path matches, without trying "
-    "the {variable} routes that serve the method (patterns do fall through to each other)",
-    strict=True,
-)
 def test_exact_path_without_the_method_falls_through_to_variable_routes(table: RouteTable) -> None:
     table.replace("a", [spec("/items/{id}", ("get",))])
     table.replace("b", [spec("/items/new", ("post",))])

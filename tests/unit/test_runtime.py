@@ -439,11 +439,6 @@ async def test_shutdown_drains_then_closes_in_reverse_order(
     assert {entry["state"] for entry in kit.runtime.describe()} == {"stopping"}
 
 
-@pytest.mark.xfail(
-    reason="BUG: a version that failed is remembered by code hash only, so changing just the settings of a "
-    "failed plugin (e.g. adding a missing key) is not tried until a SIGHUP",
-    strict=True,
-)
 async def test_changed_settings_retry_a_failed_plugin(
     make_runtime: MakeRuntime, recorder: types.ModuleType, module_name: Callable[[str], str]
 ) -> None:
@@ -456,11 +451,6 @@ async def test_changed_settings_retry_a_failed_plugin(
     assert kit.slot(name)["state"] == "running"
 
 
-@pytest.mark.xfail(
-    reason="BUG: lifecycle._step catches Exception only; a plugin whose initialize() raises CancelledError "
-    "makes Runtime.apply itself raise instead of marking the plugin failed",
-    strict=True,
-)
 async def test_initialize_raising_cancelled_error_marks_the_plugin_failed(
     make_runtime: MakeRuntime, recorder: types.ModuleType, module_name: Callable[[str], str]
 ) -> None:

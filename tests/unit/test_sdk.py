@@ -337,11 +337,6 @@ def test_raw_event_dicts_are_copies() -> None:
     assert "RawEvent" in repr(raw)
 
 
-@pytest.mark.xfail(
-    reason="BUG: Event.asDict()/RawEvent.asHandlerEventDict() return a shallow copy; changing a nested "
-    "object of the returned dict changes the event (which other plugins share)",
-    strict=True,
-)
 def test_event_as_dict_nested_values_are_copies_too() -> None:
     event = Event({"faces": [{"score": 0.9}], "meta": {"source": "cam1"}})
     as_dict = event.asDict()
