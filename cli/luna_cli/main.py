@@ -15,6 +15,7 @@ from collections.abc import Sequence
 #: sub-command -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "sidecar": ("luna_sidecar.cli", "run the plugin runtime next to a service"),
+    "operator": ("luna_operator.cli", "run the operator turning LunaPlugin resources into ConfigMaps"),
     "cluster": ("luna_cluster.cli", "run a local Kubernetes control plane for tests and the demo"),
 }
 

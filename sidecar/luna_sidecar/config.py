@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import keyword
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from luna_plugins.naming import check_module_name
 
 ENV_PREFIX = "LUNA_SIDECAR_"
 
@@ -75,34 +75,6 @@ class SidecarConfig:
 
 def _path(value: str) -> Path:
     return Path(value)
-
-
-#: module names a plugin may not take: the runtime registers plugins in ``sys.modules``, so a
-#: plugin called ``json`` would replace the standard library's for everyone in the process
-RESERVED_MODULES = frozenset(sys.stdlib_module_names) | {
-    "luna_plugins",
-    "luna_sidecar",
-    "luna_cli",
-    "luna_operator",
-    "luna_cluster",
-    "log",
-    "aiohttp",
-    "multidict",
-    "yarl",
-    "prometheus_client",
-    "yaml",
-    "kopf",
-    "kubernetes_asyncio",
-}
-
-
-def check_module_name(name: str) -> str | None:
-    """Why ``name`` cannot be a plugin module name, or ``None`` when it can."""
-    if not name.isidentifier() or keyword.iskeyword(name):
-        return f"{name!r} is not a Python module name (letters, digits and _; not starting with a digit)"
-    if name in RESERVED_MODULES:
-        return f"{name!r} would shadow the module of that name used by the runtime or the standard library"
-    return None
 
 
 def parse_active_list(text: str) -> tuple[str, ...]:

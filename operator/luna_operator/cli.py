@@ -1,0 +1,48 @@
+"""`luna-plugins operator`: run the LunaPlugin operator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from luna_operator import config as operator_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    operator_config.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT; exit 2 on a configuration error."""
+    try:
+        options = operator_config.resolve(vars(args))
+    except ValueError as exc:
+        print(f"luna-plugins operator: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=options.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # kopf logs every handler run at INFO; ours are frequent and say more themselves
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
+    import kopf
+
+    from luna_operator.handlers import OperatorState, build_registry
+
+    state = OperatorState(options)
+    registry = build_registry(state)
+    host, _, port = options.liveness.rpartition(":")
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=not options.namespaces,
+            namespaces=list(options.namespaces),
+            standalone=options.peering is None,
+            peering_name=options.peering,
+            liveness_endpoint=f"http://{host or '127.0.0.1'}:{port}/healthz",
+        )
+    )
+    return 0

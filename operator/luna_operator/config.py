@@ -1,0 +1,125 @@
+"""Operator settings: each a flag and a ``LUNA_OPERATOR_*`` environment variable (flag wins)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What `luna-plugins operator` needs; see the README's operator table."""
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty watches all namespaces."""
+    peering: str | None = None
+    """kopf peering name: run several replicas with one active; unset runs standalone."""
+    liveness: str = "127.0.0.1:8090"
+    """host:port of the liveness endpoint (GET /healthz)."""
+    webhook: bool = False
+    """Serve the validating admission webhook and register it (kopf-managed configuration)."""
+    webhook_host: str = "127.0.0.1"
+    """Address the webhook listens on and the API server calls."""
+    webhook_port: int = 9443
+    """Port of the webhook."""
+    webhook_cert: str | None = None
+    """PEM certificate of the webhook; a self-signed one is made when unset."""
+    webhook_key: str | None = None
+    """PEM private key of the webhook certificate."""
+    webhook_certs_dir: str = ".luna/operator-webhook"
+    """Where the self-signed webhook certificate is kept."""
+    log_level: str = "INFO"
+    """Log level."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+_FLAGS = {
+    "namespaces": ("--namespace", "LUNA_OPERATOR_NAMESPACES"),
+    "peering": ("--peering", "LUNA_OPERATOR_PEERING"),
+    "liveness": ("--liveness", "LUNA_OPERATOR_LIVENESS"),
+    "webhook": ("--webhook", "LUNA_OPERATOR_WEBHOOK"),
+    "webhook_host": ("--webhook-host", "LUNA_OPERATOR_WEBHOOK_HOST"),
+    "webhook_port": ("--webhook-port", "LUNA_OPERATOR_WEBHOOK_PORT"),
+    "webhook_cert": ("--webhook-cert", "LUNA_OPERATOR_WEBHOOK_CERT"),
+    "webhook_key": ("--webhook-key", "LUNA_OPERATOR_WEBHOOK_KEY"),
+    "webhook_certs_dir": ("--webhook-certs-dir", "LUNA_OPERATOR_WEBHOOK_CERTS_DIR"),
+    "log_level": ("--log-level", "LUNA_OPERATOR_LOG_LEVEL"),
+}
+
+
+def settings_table() -> list[tuple[str, str, str, str]]:
+    """(flag, variable, default, meaning) per setting, for the README."""
+    defaults = OperatorConfig()
+    docs = _docs()
+    return [
+        (flag, env, str(getattr(defaults, name)), docs.get(name, "")) for name, (flag, env) in _FLAGS.items()
+    ]
+
+
+def _docs() -> dict[str, str]:
+    import ast
+    import inspect
+    import itertools
+
+    body = ast.parse(inspect.getsource(OperatorConfig)).body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(following, ast.Expr)
+            and isinstance(node.target, ast.Name)
+        ):
+            docs[node.target.id] = str(getattr(following.value, "value", ""))
+    return docs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    docs = _docs()
+    for name, (flag, env) in _FLAGS.items():
+        if name == "webhook":
+            parser.add_argument(
+                flag,
+                dest=name,
+                action="store_const",
+                const="true",
+                default=None,
+                help=f"{docs[name]} [env {env}]",
+            )
+        elif name == "namespaces":
+            parser.add_argument(
+                flag,
+                dest=name,
+                action="append",
+                default=None,
+                help=f"{docs[name]} Repeat for several. [env {env}, comma-separated]",
+            )
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=f"{docs[name]} [env {env}]")
+
+
+def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = None) -> OperatorConfig:
+    """Flags over environment over defaults; raises ``ValueError`` naming the bad setting."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, (flag, env) in _FLAGS.items():
+        raw = flags.get(name)
+        origin = flag
+        if raw is None:
+            raw, origin = environ.get(env), env
+        if raw is None or raw == "":
+            continue
+        if name == "namespaces":
+            items = raw if isinstance(raw, list) else str(raw).split(",")
+            values[name] = tuple(item.strip() for item in items if item.strip())
+        elif name == "webhook":
+            values[name] = str(raw).lower() in ("1", "true", "yes", "on")
+        elif name == "webhook_port":
+            try:
+                values[name] = int(str(raw))
+            except ValueError:
+                raise ValueError(f"{origin}={raw!r}: not a port number") from None
+        else:
+            values[name] = str(raw)
+    return OperatorConfig(**values)  # type: ignore[arg-type]

@@ -1,0 +1,223 @@
+"""kopf wiring: watch events feed the store and trigger per-service reconciles.
+
+- startup: one LIST of all LunaPlugins (so no reconcile ever sees half of a service) and of
+  the existing active lists (services whose last plugin went away while we were down);
+- ``on.event`` of LunaPlugins: update the store, trigger the plugin's service (and its old one);
+- ``on.delete``: the finalizer lets us take the plugin out of the active list *before* its
+  ConfigMap is garbage-collected, so sidecars never see a list naming missing code;
+- ``on.event`` of ConfigMaps: re-render plugins whose ``codeFrom`` names the ConfigMap;
+- ``on.validate``: the admission webhook, with the same checks as the reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kopf
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from luna_operator.certs import self_signed
+from luna_operator.config import OperatorConfig
+from luna_operator.reconciler import GROUP, PLURAL, VERSION, Coalescer, ServiceReconciler
+from luna_operator.store import PluginRecord, PluginStore
+from luna_operator.validation import module_name, validate_code, validate_module
+
+log = logging.getLogger("luna.operator")
+
+
+class HashedCodeDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff-base with ``spec.code`` replaced by its hash: a 600 KiB plugin would not fit
+    the 256 KiB annotation limit, and a hash is all change detection needs."""
+
+    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        spec = essence.get("spec")
+        if isinstance(spec, dict) and isinstance(spec.get("code"), str):
+            digest = hashlib.sha256(spec["code"].encode()).hexdigest()
+            essence = {**essence, "spec": {**spec, "code": f"sha256:{digest}"}}
+        return essence
+
+
+class OperatorState:
+    """The store, the API client and the reconciler, shared by the handlers."""
+
+    def __init__(self, options: OperatorConfig) -> None:
+        self.options = options
+        self.store = PluginStore()
+        self.api: client.ApiClient | None = None
+        self.reconciler: ServiceReconciler | None = None
+        self.coalescer = Coalescer(self._reconcile)
+
+    async def _reconcile(self, key: tuple[str, str]) -> None:
+        assert self.reconciler is not None
+        await self.reconciler.reconcile(key)
+
+    async def connect(self) -> None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            await config.load_kube_config()
+        self.api = client.ApiClient()
+        self.reconciler = ServiceReconciler(self.api, self.store)
+
+    async def initial_sync(self, *, attempts: int = 30) -> None:
+        """LIST every LunaPlugin and active list we can see, then reconcile every service.
+
+        Transient API errors (a 429 while the CRD's storage initializes, 5xx, a refused
+        connection) are retried with backoff; anything else stops the start-up."""
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._list_everything()
+                return
+            except (ApiException, OSError, aiohttp.ClientError) as exc:
+                status = getattr(exc, "status", None)
+                if (status is not None and status != 429 and status < 500) or attempt == attempts:
+                    raise
+                log.warning("initial list failed (%s), retrying in %.1f s", status or exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _list_everything(self) -> None:
+        assert self.api is not None
+        custom, core = client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
+        services: set[tuple[str, str]] = set()
+        for namespace in self.options.namespaces or (None,):
+            if namespace is None:
+                plugins = await custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+                lists = await core.list_config_map_for_all_namespaces(
+                    label_selector="luna.dev/role=active-list"
+                )
+            else:
+                plugins = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+                lists = await core.list_namespaced_config_map(
+                    namespace, label_selector="luna.dev/role=active-list"
+                )
+            for body in plugins.get("items", []):
+                services |= self.store.put(PluginRecord.from_body(body))
+            for item in lists.items:
+                service = (item.metadata.labels or {}).get("luna.dev/service")
+                if service:
+                    services.add((item.metadata.namespace, service))
+        log.info("initial sync: %d plugin(s) in %d service(s)", len(self.store), len(services))
+        for key in sorted(services):
+            self.coalescer.trigger(key)
+
+
+def configure(settings: kopf.OperatorSettings, options: OperatorConfig) -> None:
+    """kopf settings for production use."""
+    settings.persistence.finalizer = "luna.dev/finalizer"
+    settings.persistence.diffbase_storage = HashedCodeDiffBase(prefix="luna.dev", key="last-handled")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="luna.dev")
+    # paired watch timeouts: the server ends a quiet watch first, the client gives up soon after
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 66
+    settings.watching.connect_timeout = 10
+    settings.posting.level = logging.INFO
+    settings.peering.standalone = options.peering is None
+    if options.peering:
+        settings.peering.name = options.peering
+        settings.peering.mandatory = True
+    if options.webhook:
+        cert, key = (
+            (Path(options.webhook_cert), Path(options.webhook_key))
+            if options.webhook_cert and options.webhook_key
+            else self_signed(Path(options.webhook_certs_dir), options.webhook_host)
+        )
+        settings.admission.server = kopf.WebhookServer(
+            addr=options.webhook_host,
+            port=options.webhook_port,
+            host=options.webhook_host,
+            certfile=str(cert),
+            pkeyfile=str(key),
+            cafile=str(cert),
+        )
+        settings.admission.managed = "lunaplugins.luna.dev"
+
+
+def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
+    """All handlers of the operator, in a registry of their own."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings, state.options)
+        await state.connect()
+        await state.initial_sync()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # in a pod: the service account; elsewhere: KUBECONFIG / ~/.kube/config
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if state.api is not None:
+            await state.api.close()
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def plugin_event(type: str | None, body: Any, **_: Any) -> None:
+        record = PluginRecord.from_body(body)
+        if type == "DELETED":
+            services = state.store.remove(record.namespace, record.name)
+        else:
+            services = state.store.put(record)
+        for key in services:
+            state.coalescer.trigger(key)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def plugin_deleted(body: Any, **_: Any) -> None:
+        record = PluginRecord.from_body(body)
+        state.store.put(record)  # marked as deleting: the reconcile leaves it out
+        await state.coalescer.run_now((record.namespace, record.service))
+
+    @kopf.on.event("", "v1", "configmaps", registry=registry)
+    async def configmap_event(namespace: str | None, name: str | None, **_: Any) -> None:
+        if namespace and name:
+            for key in state.store.referencing(namespace, name):
+                state.coalescer.trigger(key)
+
+    if state.options.webhook:
+        register_webhook(registry, state)
+    return registry
+
+
+def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> None:
+    """The validating admission webhook: the reconcile's checks at `kubectl apply` time. Its
+    failure policy is Ignore, so an operator that is down never blocks users; the reconcile
+    still marks invalid plugins."""
+
+    @kopf.on.validate(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="lunaplugin",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+    )
+    async def validate(spec: Any, body: Any, old: Any = None, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp") or (old is not None and old.get("spec") == body.get("spec")):
+            return  # metadata or status only (finalizers, labels): an invalid plugin must stay deletable
+        name = str(meta.get("name") or meta.get("generateName") or "")
+        namespace = str(meta.get("namespace") or "")
+        problems = [str(p) for p in validate_module(module_name(name, spec.get("module")))]
+        code = spec.get("code")
+        if isinstance(code, str):
+            problems += [str(p) for p in validate_code(code, pinned_sha256=spec.get("sha256"))]
+        module = module_name(name, spec.get("module"))
+        if spec.get("enabled", True):
+            for other in state.store.of_service(namespace, str(spec.get("service") or "handlers")):
+                same = module_name(other.name, other.spec.get("module")) == module
+                if other.name != name and not other.deleting and other.spec.get("enabled", True) and same:
+                    problems.append(f"module {module!r} is already provided by LunaPlugin {other.name!r}")
+        if problems:
+            raise kopf.AdmissionError("; ".join(problems), code=422)
