@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,6 @@ class OperatorConfig:
     """Where the self-signed webhook certificate is kept."""
     log_level: str = "INFO"
     """Log level."""
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 _FLAGS = {
@@ -54,8 +53,15 @@ def settings_table() -> list[tuple[str, str, str, str]]:
     defaults = OperatorConfig()
     docs = _docs()
     return [
-        (flag, env, str(getattr(defaults, name)), docs.get(name, "")) for name, (flag, env) in _FLAGS.items()
+        (flag, env, _shown(getattr(defaults, name)), docs.get(name, ""))
+        for name, (flag, env) in _FLAGS.items()
     ]
+
+
+def _shown(default: object) -> str:
+    if default is None or default == ():
+        return "unset"
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def _docs() -> dict[str, str]:
