@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Kube
+    from tests.kube.fixtures import Kube
 
 pytestmark = pytest.mark.kube
 
@@ -104,6 +104,26 @@ def test_custom_resource_definition_is_served(kube: Kube, namespace: str) -> Non
         rejected = kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False)
         assert rejected.returncode != 0
         assert "spec.size" in rejected.stderr
+        # a ConfigMap owned by the custom resource goes with it. The garbage collector learns about
+        # new resource types by rediscovery every 30 s (fixed in kube-controller-manager), so for a
+        # CRD created moments ago this may take that long: wait longer than 30 s.
+        widget_uid = got["metadata"]["uid"]
+        owned = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "w1-data",
+                "namespace": namespace,
+                "ownerReferences": [
+                    {"apiVersion": f"{group}/v1", "kind": "Widget", "name": "w1", "uid": widget_uid}
+                ],
+            },
+        }
+        kube.kubectl("apply", "-f", "-", input=json.dumps(owned))
+        kube.kubectl("delete", f"widgets.{group}", "w1", "-n", namespace)
+        kube.kubectl(
+            "wait", "--for=delete", "configmap/w1-data", "-n", namespace, "--timeout=90s", timeout=100
+        )
     finally:
         kube.kubectl("delete", "crd", f"widgets.{group}", "--wait=false", check=False)
 

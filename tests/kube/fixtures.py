@@ -1,14 +1,17 @@
-"""Fixtures for tests against a real Kubernetes API server.
+"""Pytest fixtures for tests against a real Kubernetes API server (a pytest plugin).
+
+``tests/conftest.py`` loads this module with ``pytest_plugins``, so every test folder can use:
 
 * ``kube`` (session): the cluster. By default ``luna-plugins cluster up`` in a temporary state
   directory, torn down at the end of the session. With ``LUNA_TEST_KUBECONFIG=/path/to/kubeconfig``
   the tests use that cluster instead (e.g. kind) and leave it running; ``LUNA_TEST_KUBECTL`` and
   ``LUNA_TEST_HELM`` then pick the client binaries (default: the ones we build, else PATH).
-* ``namespace`` (per test): a fresh namespace, deleted after the test.
+  ``kube.kubectl(...)``/``kube.helm(...)`` run the clients, ``kube.env`` has ``KUBECONFIG`` set.
+* ``namespace`` (per test): a fresh namespace named after the test, deleted after it.
 * ``api_client`` (per test): a kubernetes_asyncio ``ApiClient`` with the admin credentials.
 
-When more test folders need a cluster, move this module up to ``tests/conftest.py``: the session
-cluster is then shared by all of them.
+The cluster starts only when a test asks for one of these fixtures; mark such tests
+``@pytest.mark.kube``.
 """
 
 from __future__ import annotations
