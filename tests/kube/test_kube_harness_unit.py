@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -181,3 +182,33 @@ def test_lost_port_race_is_retried_then_reported(tmp_path: Path, monkeypatch: py
     with pytest.raises(cluster.ClusterError, match="address already in use"):
         cluster.up(cluster.StateDir.at(tmp_path / "state"), out, timeout=10)
     assert out.getvalue().count("retrying with other ports") == 2
+
+
+def test_build_env_is_static_local_and_readonly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOFLAGS", "-mod=mod -buildvcs=true -tags=x")
+    monkeypatch.setenv("CGO_ENABLED", "1")
+    env = tools.build_env()
+    assert env["CGO_ENABLED"] == "0" and env["GOTOOLCHAIN"] == "local"
+    assert env["GOFLAGS"].split() == ["-tags=x", "-trimpath", "-buildvcs=false", "-mod=readonly"]
+
+
+def test_down_leaves_a_process_that_is_not_ours_alone(tmp_path: Path) -> None:
+    state = cluster.StateDir.at(tmp_path / "state")
+    state.run.mkdir(parents=True)
+    fake_binaries = {name: str(tmp_path / name) for name in cluster.COMPONENTS}
+    state.state_file.write_text(json.dumps({"server": "https://127.0.0.1:1", "binaries": fake_binaries}))
+    for component in cluster.COMPONENTS:  # a recycled pid: now it is this test process
+        state.pid_file(component).write_text(f"{os.getpid()}\n")
+    out = io.StringIO()
+    assert cluster.down(state, out)
+    assert "was not running" in out.getvalue()
+    assert procs.cmdline(os.getpid()) is not None  # still alive, obviously
+    assert not state.run.exists()
+
+
+def test_cache_key_follows_goflags(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = tools.MODULES[2]
+    monkeypatch.delenv("GOFLAGS", raising=False)
+    plain = tools.cache_key(module, b"mod", b"sum", "go", "v4.3.1")
+    monkeypatch.setenv("GOFLAGS", "-tags=netgo")
+    assert tools.cache_key(module, b"mod", b"sum", "go", "v4.3.1") != plain

@@ -125,6 +125,7 @@ def cache_key(module: ToolModule, go_mod: bytes, go_sum: bytes, go_env: str, ver
         go_env.encode(),
         json.dumps(sorted(module.packages.items())).encode(),
         " ".join(expand_ldflags(module, version)).encode(),
+        build_env()["GOFLAGS"].encode(),
     ):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
@@ -143,7 +144,8 @@ def build_env() -> dict[str, str]:
     """Environment of every go command: static binaries, the installed toolchain only."""
     env = dict(os.environ)
     env.update(CGO_ENABLED="0", GOTOOLCHAIN="local")
-    flags = env.get("GOFLAGS", "").split()
+    # our go.sum is committed: never let a user's -mod=mod or -mod=vendor rewrite or bypass it
+    flags = [flag for flag in env.get("GOFLAGS", "").split() if not flag.startswith(("-mod=", "-buildvcs"))]
     for flag in ("-trimpath", "-buildvcs=false", "-mod=readonly"):
         if flag not in flags:
             flags.append(flag)
