@@ -54,9 +54,12 @@ class OperatorState:
         self.api: client.ApiClient | None = None
         self.reconciler: ServiceReconciler | None = None
         self.coalescer = Coalescer(self._reconcile)
+        self._known_services: set[tuple[str, str]] = set()
+        self._resync: asyncio.Task[None] | None = None
 
     async def _reconcile(self, key: tuple[str, str]) -> None:
         assert self.reconciler is not None
+        self._known_services.add(key)
         await self.reconciler.reconcile(key)
 
     async def connect(self) -> None:
@@ -84,6 +87,18 @@ class OperatorState:
                 log.warning("initial list failed (%s), retrying in %.1f s", status or exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def start_resync(self, interval: float = 10.0) -> None:
+        """Every ``interval`` seconds, reconcile every known service: a sidecar that vanished
+        without a word stops counting within STALE_AFTER_SECONDS + interval."""
+
+        async def resync() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                for key in self.store.services() | self._known_services:
+                    self.coalescer.trigger(key)
+
+        self._resync = asyncio.create_task(resync(), name="luna-resync")
 
     async def _list_everything(self) -> None:
         assert self.api is not None
@@ -151,6 +166,7 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         configure(settings, state.options)
         await state.connect()
         await state.initial_sync()
+        state.start_resync()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -159,6 +175,8 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        if state._resync is not None:
+            state._resync.cancel()
         if state.api is not None:
             await state.api.close()
 
@@ -177,6 +195,14 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         record = PluginRecord.from_body(body)
         state.store.put(record)  # marked as deleting: the reconcile leaves it out
         await state.coalescer.run_now((record.namespace, record.service))
+
+    @kopf.on.event(GROUP, VERSION, "lunapluginruntimes", registry=registry)
+    async def runtime_event(namespace: str | None, body: Any, **_: Any) -> None:
+        service = ((body.get("spec") or {}).get("service")) or (body.get("metadata") or {}).get(
+            "labels", {}
+        ).get("luna.dev/service")
+        if namespace and service:
+            state.coalescer.trigger((namespace, str(service)))
 
     @kopf.on.event("", "v1", "configmaps", registry=registry)
     async def configmap_event(namespace: str | None, name: str | None, **_: Any) -> None:

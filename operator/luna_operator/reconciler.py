@@ -31,6 +31,9 @@ from luna_operator.store import PluginRecord, PluginStore
 log = logging.getLogger("luna.operator")
 
 GROUP, VERSION, PLURAL = "luna.dev", "v1alpha1", "lunaplugins"
+RUNTIMES = "lunapluginruntimes"
+#: a sidecar report older than this no longer counts (sidecars refresh theirs every 10 s)
+STALE_AFTER_SECONDS = 30.0
 ServiceKey = tuple[str, str]
 
 
@@ -62,8 +65,9 @@ class ServiceReconciler:
             if outcome.code is not None and existing.get(outcome.plugin.name) != outcome.code_hash:
                 await self._write_plugin_configmap(outcome)
         await self._write_active_list(namespace, service, [o.active for o in outcomes if o.active])
+        reports = await self._fresh_reports(namespace, service)
         for outcome in outcomes:
-            await self._write_status(outcome)
+            await self._write_status(outcome, loaded_status(outcome, reports))
         self.passes += 1
 
     async def _resolve_code(self, plugin: PluginRecord) -> ResolvedCode:
@@ -159,7 +163,24 @@ class ServiceReconciler:
             modules = json.loads(next(iter(body["data"].values())))
             log.info("active list of %s/%s: %s", namespace, service, modules)
 
-    async def _write_status(self, outcome: PluginOutcome) -> None:
+    async def _fresh_reports(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        """The sidecar reports of the service refreshed within :data:`STALE_AFTER_SECONDS`."""
+        found = await self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, RUNTIMES, label_selector=f"luna.dev/service={service}"
+        )
+        now = datetime.now(UTC)
+        fresh = []
+        for item in found.get("items", []):
+            spec = item.get("spec") or {}
+            try:
+                beat = datetime.fromisoformat(str(spec.get("heartbeatTime")).replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if (now - beat).total_seconds() <= STALE_AFTER_SECONDS and spec.get("service") == service:
+                fresh.append(spec)
+        return sorted(fresh, key=lambda spec: str(spec.get("pod")))
+
+    async def _write_status(self, outcome: PluginOutcome, loaded: dict[str, Any]) -> None:
         plugin = outcome.plugin
         current = plugin.status
         ready = outcome.phase == "Ready"
@@ -177,14 +198,20 @@ class ServiceReconciler:
         # the transition time moves only when the condition's status flips
         flipped = previous.get("status") != condition["status"] or not previous.get("lastTransitionTime")
         condition["lastTransitionTime"] = _now() if flipped else previous["lastTransitionTime"]
+        failing = [pod for pod in loaded.get("pods", []) if pod.get("error")]
+        message = outcome.message
+        if failing and outcome.phase == "Ready":
+            first = failing[0]
+            message = f"{len(failing)} pod(s) report an error: {first['pod']}: {first['error']}"
         desired = {
             "phase": outcome.phase,
-            "message": outcome.message,
+            "message": message,
             "module": outcome.module,
             "codeHash": outcome.code_hash,
             "configMap": plugin_configmap_name(plugin.name) if outcome.code_hash else None,
             "observedGeneration": plugin.generation,
             "conditions": [condition],
+            **loaded,
         }
         comparable = {**desired, "conditions": [{**condition, "lastTransitionTime": None}]}
         if self._written.get(plugin.uid) == comparable:
@@ -295,3 +322,21 @@ class Coalescer:
 
     def pending(self) -> Mapping[ServiceKey, asyncio.Task[None]]:
         return dict(self._tasks)
+
+
+def loaded_status(outcome: PluginOutcome, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """``loaded`` ("pods running the version in service / pods of the service") and ``pods``
+    (each pod's hash, state and error for this plugin's module), from fresh sidecar reports."""
+    pods = []
+    running = 0
+    for report in reports:
+        mine = next((p for p in report.get("plugins") or [] if p.get("module") == outcome.module), None)
+        entry: dict[str, Any] = {"pod": report.get("pod"), "state": mine.get("state") if mine else "absent"}
+        if mine:
+            entry["codeHash"] = mine.get("codeHash")
+            if mine.get("error"):
+                entry["error"] = mine["error"]
+        if mine and mine.get("state") == "running" and mine.get("codeHash") == outcome.code_hash:
+            running += 1
+        pods.append(entry)
+    return {"loaded": f"{running}/{len(reports)}", "pods": pods[:50]}

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the settings and serve until SIGTERM; exit 2 on a configuration error."""
-    from luna_sidecar.server import StartupError, serve
+    from luna_sidecar.feeds import StartupError
+    from luna_sidecar.server import serve
 
     try:
         config = sidecar_config.resolve(vars(args))

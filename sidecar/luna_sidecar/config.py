@@ -35,6 +35,16 @@ class SidecarConfig:
     """A file holding the active list (JSON list or comma-separated), watched like the plugins."""
     service: str = "handlers"
     """Name of the service the plugins extend (metric label, ``app.serviceName``)."""
+    namespace: str | None = None
+    """Kubernetes namespace: cluster mode, plugins come from the service's ConfigMaps there."""
+    pod_name: str | None = None
+    """This pod's name (downward API), for the per-pod report; defaults to the host name."""
+    pod_uid: str | None = None
+    """This pod's UID (downward API): the report is owned by the pod and deleted with it."""
+    api_timeout: float = 120.0
+    """Seconds without reaching the Kubernetes API before /healthz fails (plugins keep serving)."""
+    heartbeat_interval: float = 10.0
+    """Seconds between refreshes of the per-pod report (also refreshed on every change)."""
     host: str = "0.0.0.0"
     """Address of the plugin-route listener."""
     port: int = 8080
@@ -152,6 +162,8 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "shutdown_timeout": _positive(float),
     "reload_debounce": _positive(float),
     "poll_interval": _positive(float),
+    "api_timeout": _positive(float),
+    "heartbeat_interval": _positive(float),
     "log_level": _log_level,
 }
 

@@ -124,6 +124,11 @@ class Runtime:
         """The slots in load order."""
         return list(self._slots.values())
 
+    def current_source(self, module: str) -> PluginSource | None:
+        """The source of the version of ``module`` running now, if any."""
+        slot = self._slots.get(module)
+        return slot.current.source if slot is not None and slot.current is not None else None
+
     def describe(self) -> list[dict[str, Any]]:
         """Every plugin's state, in load order."""
         return [slot.describe(self.routes) for slot in self._slots.values()]

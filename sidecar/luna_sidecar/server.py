@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,20 +27,15 @@ from luna_plugins.compat import install_log_alias
 from luna_sidecar.admin_http import EventIntake, build_admin_app
 from luna_sidecar.bus import EventBus, PointBuffer
 from luna_sidecar.config import SidecarConfig
+from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
 from luna_sidecar.health_http import build_metrics_app
 from luna_sidecar.mapping import MappingError, PointMetrics, load_rules
 from luna_sidecar.metrics import PluginStateCollector, RuntimeMetrics, watch_loop_lag
 from luna_sidecar.public_http import RouteDispatcher
 from luna_sidecar.routing import RouteTable
 from luna_sidecar.runtime import Runtime, RuntimeLimits
-from luna_sidecar.sources import DirectorySource
-from luna_sidecar.watcher import DirectoryWatcher
 
 log = logging.getLogger("luna.sidecar")
-
-
-class StartupError(RuntimeError):
-    """The sidecar cannot start; the message says what to change."""
 
 
 @dataclass
@@ -132,27 +126,18 @@ def _public_runner(sidecar: Sidecar) -> web.ServerRunner:
 
 async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> int:
     """Run the sidecar until ``stop`` is set or SIGTERM/SIGINT arrives; returns the exit code."""
-    if config.plugins_dir is None:
-        raise StartupError("no plugin source: give --plugins-dir DIR (or LUNA_SIDECAR_PLUGINS_DIR)")
-    if not config.plugins_dir.is_dir():
-        raise StartupError(f"--plugins-dir {config.plugins_dir}: no such directory")
     install_log_alias()
-    plugins_dir = str(config.plugins_dir.resolve())
-    if plugins_dir not in sys.path:
-        sys.path.append(plugins_dir)  # helper modules beside the plugins are importable
     sidecar = build_sidecar(config)
-    source = DirectorySource(config.plugins_dir, active=config.active, active_file=config.active_file)
-    watcher = DirectoryWatcher(
-        source, _apply(sidecar), poll_interval=config.poll_interval, debounce=config.reload_debounce
+    feed: Feed = (
+        ClusterFeed(config, sidecar.runtime, sidecar)
+        if config.namespace
+        else DirectoryFeed(config, sidecar.runtime)
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, watcher.request_reload)
-
-    def live() -> tuple[bool, str]:
-        return True, "ok"
+    loop.add_signal_handler(signal.SIGHUP, feed.request_reload)
 
     def ready() -> tuple[bool, str]:
         if sidecar.stopping:
@@ -160,7 +145,9 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
         return (True, "ready") if sidecar.ready else (False, "first sync of the plugins not done yet")
 
     metrics_runner = web.AppRunner(
-        build_metrics_app(sidecar.registry, live=live, ready=ready), handle_signals=False, access_log=None
+        build_metrics_app(sidecar.registry, live=feed.live, ready=ready),
+        handle_signals=False,
+        access_log=None,
     )
     admin_runner = web.AppRunner(
         build_admin_app(sidecar.intake, sidecar.describe, max_body_bytes=config.max_body_bytes),
@@ -179,11 +166,18 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
             public = _public_runner(sidecar)
             await stack.enter_async_context(_listening(public, config.host, config.port, "plugin routes"))
             tasks.append(asyncio.create_task(watch_loop_lag(sidecar.metrics.loop_lag), name="luna-loop-lag"))
-            await watcher.sync()
-            sidecar.ready = True
-            log.info("ready: %d plugin(s) active", len(sidecar.runtime.slots))
-            tasks.append(asyncio.create_task(watcher.run(), name="luna-watcher"))
-            await stop.wait()
+            first_sync = asyncio.create_task(feed.sync(), name="luna-first-sync")
+            await asyncio.wait(
+                {first_sync, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if first_sync.done():
+                first_sync.result()  # a StartupError of the feed surfaces here
+                sidecar.ready = True
+                log.info("ready: %d plugin(s) active", len(sidecar.runtime.slots))
+                tasks.append(asyncio.create_task(feed.run(), name="luna-feed"))
+                await stop.wait()
+            else:
+                first_sync.cancel()
             log.info("shutting down: intake closed, draining event queues")
             sidecar.stopping = True
             sidecar.intake.accepting = False
@@ -196,15 +190,9 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
             lost = await sidecar.runtime.shutdown(deadline)
             if lost:
                 log.warning("shutdown deadline passed: %d queued event batch(es) were not delivered", lost)
+            await feed.close()
             log.info("all plugins closed; bye")
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     return 0
-
-
-def _apply(sidecar: Sidecar):  # type: ignore[no-untyped-def]
-    async def apply(desired, retry_failed):  # type: ignore[no-untyped-def]
-        await sidecar.runtime.apply(desired, retry_failed=retry_failed)
-
-    return apply

@@ -1,0 +1,154 @@
+"""Where the sidecar's desired plugins come from: a directory (standalone) or the cluster.
+
+A feed offers ``sync()`` (the first complete state, applied), ``run()`` (follow changes),
+``request_reload()`` (SIGHUP), ``live()`` (for /healthz) and ``close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from typing import Protocol
+
+from luna_sidecar.config import SidecarConfig
+from luna_sidecar.runtime import Runtime
+from luna_sidecar.sources import DesiredPlugin, DirectorySource
+from luna_sidecar.watcher import DirectoryWatcher
+
+
+class Feed(Protocol):
+    async def sync(self) -> bool: ...
+
+    async def run(self) -> None: ...
+
+    def request_reload(self) -> None: ...
+
+    def live(self) -> tuple[bool, str]: ...
+
+    async def close(self) -> None: ...
+
+
+class StartupError(RuntimeError):
+    """The sidecar cannot start; the message says what to change."""
+
+
+def _applier(runtime: Runtime):  # type: ignore[no-untyped-def]
+    async def apply(desired: list[DesiredPlugin], retry_failed: bool) -> None:
+        await runtime.apply(desired, retry_failed=retry_failed)
+
+    return apply
+
+
+class DirectoryFeed:
+    """Standalone mode: ``--plugins-dir`` and an active list."""
+
+    def __init__(self, config: SidecarConfig, runtime: Runtime) -> None:
+        if config.plugins_dir is None:
+            raise StartupError(
+                "no plugin source: give --plugins-dir DIR (standalone) or --namespace NS (cluster mode)"
+            )
+        if not config.plugins_dir.is_dir():
+            raise StartupError(f"--plugins-dir {config.plugins_dir}: no such directory")
+        plugins_dir = str(config.plugins_dir.resolve())
+        if plugins_dir not in sys.path:
+            sys.path.append(plugins_dir)  # helper modules beside the plugins are importable
+        source = DirectorySource(config.plugins_dir, active=config.active, active_file=config.active_file)
+        self.watcher = DirectoryWatcher(
+            source, _applier(runtime), poll_interval=config.poll_interval, debounce=config.reload_debounce
+        )
+
+    async def sync(self) -> bool:
+        return await self.watcher.sync()
+
+    async def run(self) -> None:
+        await self.watcher.run()
+
+    def request_reload(self) -> None:
+        self.watcher.request_reload()
+
+    def live(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class ClusterFeed:
+    """Cluster mode: the service's ConfigMaps from the API, and the per-pod report."""
+
+    def __init__(self, config: SidecarConfig, runtime: Runtime, ready: object) -> None:
+        assert config.namespace is not None
+        self.config = config
+        self.runtime = runtime
+        self._ready = ready
+        self.api: object | None = None
+        self.watcher: object | None = None
+        self.reporter: object | None = None
+
+    async def connect(self) -> None:
+        from kubernetes_asyncio import client
+        from kubernetes_asyncio import config as kube_config
+
+        from luna_sidecar.kube_report import RuntimeReporter
+        from luna_sidecar.kube_source import ClusterWatcher, ConfigMapMirror
+
+        try:
+            kube_config.load_incluster_config()
+        except kube_config.ConfigException:
+            try:
+                await kube_config.load_kube_config()
+            except Exception as exc:
+                raise StartupError(f"--namespace given but no Kubernetes credentials found: {exc}") from None
+        api = client.ApiClient()
+        namespace, service = self.config.namespace, self.config.service
+        assert namespace is not None
+        self.api = api
+        reporter = RuntimeReporter(
+            api,
+            namespace=namespace,
+            service=service,
+            pod=self.config.pod_name or socket.gethostname(),
+            pod_uid=self.config.pod_uid,
+            plugins=self.runtime.describe,
+            ready=lambda: bool(getattr(self._ready, "ready", False)),
+            interval=self.config.heartbeat_interval,
+        )
+        self.reporter = reporter
+        self.watcher = ClusterWatcher(
+            lambda changed: ConfigMapMirror(api, namespace, f"luna.dev/service={service}", changed),
+            service,
+            _applier(self.runtime),
+            self.runtime.current_source,
+            on_applied=reporter.poke,
+        )
+
+    async def sync(self) -> bool:
+        if self.watcher is None:
+            await self.connect()
+        return await self.watcher.sync()  # type: ignore[union-attr, no-any-return]
+
+    async def run(self) -> None:
+        await asyncio.gather(self.watcher.run(), self.reporter.run())  # type: ignore[union-attr]
+
+    def request_reload(self) -> None:
+        if self.watcher is not None:
+            self.watcher.request_reload()  # type: ignore[attr-defined]
+
+    def live(self) -> tuple[bool, str]:
+        if self.watcher is None:
+            return True, "starting"
+        silent = time.monotonic() - self.watcher.mirror.last_contact  # type: ignore[attr-defined]
+        if silent > self.config.api_timeout:
+            return (
+                False,
+                f"Kubernetes API unreachable for {silent:.0f} s (limit {self.config.api_timeout:g} s)",
+            )
+        return True, "ok"
+
+    async def close(self) -> None:
+        if self.reporter is not None:
+            await self.reporter.withdraw()  # type: ignore[attr-defined]
+        if self.api is not None:
+            await self.api.close()  # type: ignore[attr-defined]

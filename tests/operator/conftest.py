@@ -1,0 +1,46 @@
+"""Operator tests: the CRD is installed once; every test gets its own namespace and operator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.operator.harness import CRD, Cluster, Operator, start_operator
+
+
+@pytest.fixture(scope="session")
+def crd(kube: Any) -> None:
+    kube.kubectl("apply", "-f", str(CRD.parent))
+    for name in ("lunaplugins.luna.dev", "lunapluginruntimes.luna.dev"):
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@pytest.fixture
+def cluster(kube: Any, namespace: str, crd: None) -> Iterator[Cluster]:
+    yield Cluster(kube, namespace)
+    # Whatever a test left behind must not hold the namespace's deletion on our finalizer.
+    for item in Cluster(kube, namespace).items("lunaplugins"):
+        if item["metadata"].get("finalizers"):
+            kube.kubectl(
+                "patch",
+                "lunaplugin",
+                item["metadata"]["name"],
+                "-n",
+                namespace,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
+            )
+
+
+@pytest.fixture
+def operator(kube: Any, namespace: str, cluster: Cluster, tmp_path: Path) -> Iterator[Operator]:
+    running = start_operator(kube, namespace, tmp_path)
+    yield running
+    if running.process.poll() is None:
+        kube.kubectl("delete", "lunaplugins", "--all", "-n", namespace, "--timeout=60s", check=False)
+        running.stop()

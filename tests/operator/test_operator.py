@@ -1,0 +1,260 @@
+"""The operator against the real API server, driven with `kubectl apply` as users do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import signal
+import string
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.operator.harness import Cluster, kill_hard, plugin_manifest, route_code, start_operator
+from tests.sidecar.harness import wait_for
+
+pytestmark = pytest.mark.kube
+
+
+def sha(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def test_create_update_disable_reorder_delete(cluster: Cluster, operator: Any) -> None:
+    ns = cluster.namespace
+    first, second = route_code("/one", "1"), route_code("/two", "2")
+    cluster.apply(plugin_manifest("plugin-one", ns, first, settings={"greeting": "hi"}))
+    status = cluster.wait_phase("plugin-one", "Ready")
+    assert status["codeHash"] == sha(first) and status["module"] == "plugin_one"
+    assert status["configMap"] == "lunaplugin-plugin-one" and status["observedGeneration"] == 1
+    (ready,) = status["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Ready")
+    config_map = cluster.get("configmap", "lunaplugin-plugin-one")
+    assert config_map is not None and config_map["data"] == {"plugin_one.py": first}
+    labels = config_map["metadata"]["labels"]
+    assert labels["luna.dev/service"] == "handlers" and labels["luna.dev/plugin"] == "plugin-one"
+    assert labels["app.kubernetes.io/managed-by"] == "luna-plugins-operator"
+    assert config_map["metadata"]["annotations"]["luna.dev/code-hash"] == sha(first)
+    (owner,) = config_map["metadata"]["ownerReferences"]
+    assert owner["kind"] == "LunaPlugin" and owner["name"] == "plugin-one"
+    details = cluster.wait_active(["plugin_one"])
+    assert details["plugin_one"] == {
+        "codeHash": sha(first),
+        "configMap": "lunaplugin-plugin-one",
+        "plugin": "plugin-one",
+        "settings": {"greeting": "hi"},
+    }
+
+    # update the code
+    updated = route_code("/one", "1 again")
+    cluster.apply(plugin_manifest("plugin-one", ns, updated, settings={"greeting": "hi"}))
+    wait_for(lambda: cluster.active()[1]["plugin_one"]["codeHash"] == sha(updated), what="the new hash")
+    assert cluster.get("configmap", "lunaplugin-plugin-one")["data"]["plugin_one.py"] == updated  # type: ignore[index]
+
+    # a second plugin, ordered before the first
+    cluster.apply(plugin_manifest("plugin-two", ns, second, order=-5))
+    cluster.wait_active(["plugin_two", "plugin_one"])
+    printed = cluster.kube.kubectl("get", "lp", "-n", ns).stdout
+    assert "SERVICE" in printed and "PHASE" in printed and "plugin_two" in printed
+
+    # disable, then enable again
+    cluster.apply(plugin_manifest("plugin-two", ns, second, order=-5, enabled=False))
+    cluster.wait_phase("plugin-two", "Disabled")
+    cluster.wait_active(["plugin_one"])
+    cluster.apply(plugin_manifest("plugin-two", ns, second, order=10))
+    cluster.wait_phase("plugin-two", "Ready")
+    cluster.wait_active(["plugin_one", "plugin_two"])
+
+    # delete: out of the list first, then the ConfigMap is garbage-collected
+    cluster.kube.kubectl("delete", "lunaplugin", "plugin-one", "-n", ns, "--timeout=30s")
+    cluster.wait_active(["plugin_two"])
+    wait_for(
+        lambda: cluster.get("configmap", "lunaplugin-plugin-one") is None,
+        timeout=30,
+        what="the garbage collector to delete the plugin's ConfigMap",
+    )
+    events = cluster.kube.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+    assert "LunaPlugin" in events and "Ready" in events
+
+
+def test_invalid_code_reports_the_line_and_keeps_the_last_good_version(
+    cluster: Cluster, operator: Any
+) -> None:
+    ns = cluster.namespace
+    good = route_code()
+    cluster.apply(plugin_manifest("keeper", ns, good))
+    cluster.wait_phase("keeper", "Ready")
+    cluster.apply(plugin_manifest("keeper", ns, good + "\ndef broken(:\n"))
+    status = cluster.wait_phase("keeper", "Invalid")
+    assert "syntax error" in status["message"] and "line 7" in status["message"]
+    assert "keeps serving" in status["message"] and status["codeHash"] == sha(good)
+    assert cluster.active()[1]["keeper"]["codeHash"] == sha(good)
+    assert cluster.get("configmap", "lunaplugin-keeper")["data"]["keeper.py"] == good  # type: ignore[index]
+    cluster.apply(plugin_manifest("never-good", ns, "import os\n"))
+    status = cluster.wait_phase("never-good", "Invalid")
+    assert "no plugin class" in status["message"] and cluster.active()[0] == ["keeper"]
+    warnings = cluster.kube.kubectl("get", "events", "-n", ns, "--field-selector", "type=Warning").stdout
+    assert "Invalid" in warnings
+
+
+def test_duplicate_modules_in_a_service(cluster: Cluster, operator: Any) -> None:
+    ns = cluster.namespace
+    cluster.apply(plugin_manifest("alpha", ns, route_code("/a"), module="shared"))
+    cluster.wait_phase("alpha", "Ready")
+    cluster.apply(plugin_manifest("beta", ns, route_code("/b"), module="shared"))
+    status = cluster.wait_phase("beta", "Invalid")
+    assert "already provided by LunaPlugin 'alpha'" in status["message"]
+    # another service may use the same module name
+    cluster.apply(plugin_manifest("gamma", ns, route_code("/c"), module="shared", service="matcher"))
+    cluster.wait_phase("gamma", "Ready")
+    assert cluster.active("matcher")[0] == ["shared"]
+    # when the winner goes, the other one takes over
+    cluster.kube.kubectl("delete", "lunaplugin", "alpha", "-n", ns, "--timeout=30s")
+    cluster.wait_phase("beta", "Ready")
+    assert cluster.wait_active(["shared"])["shared"]["plugin"] == "beta"
+
+
+def test_code_from_a_configmap_follows_its_edits(cluster: Cluster, operator: Any) -> None:
+    ns = cluster.namespace
+    manifest = plugin_manifest(
+        "from-cm", ns, codeFrom={"configMapKeyRef": {"name": "src", "key": "plugin.py"}}
+    )
+    cluster.apply(manifest)
+    assert "ConfigMap 'src' (spec.codeFrom) not found" in cluster.wait_phase("from-cm", "Pending")["message"]
+    source = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "src"},
+        "data": {"plugin.py": route_code("/v", "1")},
+    }
+    cluster.apply(json.dumps(source))
+    assert cluster.wait_phase("from-cm", "Ready")["codeHash"] == sha(route_code("/v", "1"))
+    source["data"] = {"plugin.py": route_code("/v", "2")}
+    cluster.apply(json.dumps(source))
+    wait_for(
+        lambda: cluster.status("from-cm").get("codeHash") == sha(route_code("/v", "2")),
+        what="the edited ConfigMap to be rendered",
+    )
+    assert cluster.get("configmap", "lunaplugin-from-cm")["data"]["from_cm.py"] == route_code("/v", "2")  # type: ignore[index]
+
+
+def test_schema_and_cel_refuse_bad_specs(cluster: Cluster) -> None:
+    ns = cluster.namespace
+    both = plugin_manifest("both", ns, route_code(), codeFrom={"configMapKeyRef": {"name": "x", "key": "y"}})
+    result = cluster.apply(both, check=False)
+    assert result.returncode != 0 and "set exactly one of spec.code" in result.stderr
+    neither = cluster.apply(plugin_manifest("neither", ns), check=False)
+    assert neither.returncode != 0 and "set exactly one of spec.code" in neither.stderr
+    bad_service = cluster.apply(plugin_manifest("svc", ns, route_code(), service="Not_A_Label"), check=False)
+    assert bad_service.returncode != 0 and "spec.service" in bad_service.stderr
+    explained = cluster.kube.kubectl("explain", "lunaplugin.spec").stdout
+    assert "codeFrom" in explained and "Load order within the service" in explained
+
+
+def test_a_600_kib_plugin_applies_and_reconciles(cluster: Cluster, operator: Any) -> None:
+    ns = cluster.namespace
+    rows = "".join(f"    {''.join(random.choices(string.ascii_letters, k=70))!r},\n" for _ in range(8200))
+    code = route_code() + "\nDATA = [\n" + rows + "]\n"
+    assert len(code.encode()) > 600 * 1024
+    # client-side apply would copy the object into a 256 KiB annotation: users apply large plugins server-side
+    cluster.apply(plugin_manifest("big", ns, code), "--server-side")
+    assert cluster.wait_phase("big", "Ready", timeout=60)["codeHash"] == sha(code)
+    annotations = cluster.get("lunaplugin", "big")["metadata"].get("annotations") or {}  # type: ignore[index]
+    assert sum(len(value) for value in annotations.values()) < 4096, annotations.keys()
+    assert cluster.get("configmap", "lunaplugin-big")["data"]["big.py"] == code  # type: ignore[index]
+
+
+def test_admission_webhook_rejects_invalid_code_at_apply(cluster: Cluster, kube: Any, tmp_path: Path) -> None:
+    from tests.sidecar.harness import free_port
+
+    ns = cluster.namespace
+    running = start_operator(
+        kube,
+        ns,
+        tmp_path,
+        "--webhook",
+        "--webhook-port",
+        str(free_port()),
+        "--webhook-certs-dir",
+        str(tmp_path / "certs"),
+    )
+    try:
+
+        def rejected() -> Any:
+            result = cluster.apply(plugin_manifest("bad", ns, "def f(:\n"), check=False)
+            return result.returncode != 0 and result
+
+        result = wait_for(rejected, timeout=30, what="the webhook to be registered and reject")
+        assert "denied the request" in result.stderr and "line 1: syntax error" in result.stderr
+        clash = cluster.apply(plugin_manifest("json", ns, route_code()), check=False)
+        assert clash.returncode != 0 and "would shadow the module" in clash.stderr
+        cluster.apply(plugin_manifest("fine", ns, route_code()))
+        cluster.wait_phase("fine", "Ready")
+        duplicate = cluster.apply(plugin_manifest("fine-too", ns, route_code(), module="fine"), check=False)
+        assert duplicate.returncode != 0 and "already provided by LunaPlugin 'fine'" in duplicate.stderr
+        cluster.kube.kubectl("delete", "lunaplugin", "fine", "-n", ns, "--timeout=30s")
+    finally:
+        running.stop()
+        kube.kubectl("delete", "validatingwebhookconfiguration", "lunaplugins.luna.dev", check=False)
+
+
+def test_sigkill_mid_reconcile_then_restart_converges(cluster: Cluster, kube: Any, tmp_path: Path) -> None:
+    ns = cluster.namespace
+    names = [f"p{index:02d}" for index in range(30)]
+    manifests = "\n".join(
+        plugin_manifest(name, ns, route_code(f"/{name}", name), order=index)
+        for index, name in enumerate(names)
+    )
+    cluster.apply(manifests)
+    first = start_operator(kube, ns, tmp_path)
+    wait_for(
+        lambda: len(cluster.items("configmaps", "luna.dev/role=plugin-code")) >= 3,
+        timeout=30,
+        what="the operator to be mid-way",
+    )
+    kill_hard(first.process)
+    second = start_operator(kube, ns, tmp_path)
+    try:
+        wait_for(
+            lambda: all(p.get("status", {}).get("phase") == "Ready" for p in cluster.items("lunaplugins")),
+            timeout=60,
+            what="every plugin Ready after the restart",
+        )
+        cluster.wait_active(names)
+        rendered = cluster.items("configmaps", "luna.dev/role=plugin-code")
+        assert sorted(item["metadata"]["labels"]["luna.dev/plugin"] for item in rendered) == names
+        # no stuck finalizers: everything deletes
+        kube.kubectl("delete", "lunaplugins", "--all", "-n", ns, "--timeout=60s")
+        cluster.wait_active([])
+        wait_for(
+            lambda: not cluster.items("configmaps", "luna.dev/role=plugin-code"),
+            timeout=60,
+            what="no orphaned plugin ConfigMaps",
+        )
+    finally:
+        second.stop()
+
+
+def test_delete_while_the_operator_is_down_completes_when_it_returns(
+    cluster: Cluster, kube: Any, tmp_path: Path
+) -> None:
+    ns = cluster.namespace
+    running = start_operator(kube, ns, tmp_path)
+    cluster.apply(
+        plugin_manifest("stay", ns, route_code("/s")) + "\n" + plugin_manifest("go", ns, route_code("/g"))
+    )
+    cluster.wait_active(["go", "stay"])
+    assert running.stop(signal.SIGTERM) == 0
+    kube.kubectl("delete", "lunaplugin", "go", "-n", ns, "--wait=false")
+    time.sleep(1)  # give a (wrongly) missing finalizer the chance to let it vanish
+    assert cluster.get("lunaplugin", "go") is not None, "the finalizer holds the deletion"
+    assert cluster.active()[0] == ["go", "stay"]
+    back = start_operator(kube, ns, tmp_path)
+    try:
+        wait_for(lambda: cluster.get("lunaplugin", "go") is None, timeout=30, what="the deletion to complete")
+        cluster.wait_active(["stay"])
+    finally:
+        back.stop()
