@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -212,3 +213,34 @@ def test_cache_key_follows_goflags(monkeypatch: pytest.MonkeyPatch) -> None:
     plain = tools.cache_key(module, b"mod", b"sum", "go", "v4.3.1")
     monkeypatch.setenv("GOFLAGS", "-tags=netgo")
     assert tools.cache_key(module, b"mod", b"sum", "go", "v4.3.1") != plain
+
+
+def test_a_failed_build_reports_the_tail_of_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("go") is None:
+        pytest.skip("needs the Go toolchain")
+    # keep Go's build cache (which follows XDG_CACHE_HOME by default) warm
+    go_cache = subprocess.run(
+        ["go", "env", "GOCACHE"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    monkeypatch.setenv("GOCACHE", go_cache)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(tools, "TOOLS_DIR", tmp_path)
+    source = tmp_path / "broken"
+    source.mkdir()
+    # "upstream" is a local replacement: no network needed
+    (source / "go.mod").write_text(
+        "module example.com/broken\n\ngo 1.21\n\n"
+        "require example.com/up v1.0.0\n\nreplace example.com/up => ./up\n"
+    )
+    (source / "go.sum").write_text("")
+    (source / "up").mkdir()
+    (source / "up" / "go.mod").write_text("module example.com/up\n\ngo 1.21\n")
+    (source / "main.go").write_text("package main\n\nfunc main() { this is not Go }\n")
+    module = tools.ToolModule(name="broken", upstream="example.com/up", packages={"broken": "./"})
+    plan = tools.plan(module)
+    with pytest.raises(tools.BuildError, match=r"building broken failed \(exit 1\)") as failure:
+        tools.build(plan, io.StringIO(), interval=60)
+    assert "main.go:3" in str(failure.value)
+    assert not plan.ready
