@@ -138,7 +138,8 @@ def component_status(state: StateDir, data: dict[str, Any] | None) -> list[Proce
     for component in COMPONENTS:
         pid = procs.read_pid(state.pid_file(component))
         binary = binaries.get(component)
-        alive = bool(pid and binary and procs.is_ours(pid, Path(binary), str(state.root)))
+        # every argument that names our state directory is a path below it: "/x/a/" never matches "/x/ab/"
+        alive = bool(pid and binary and procs.is_ours(pid, Path(binary), f"{state.root}{os.sep}"))
         result.append(ProcessStatus(component, pid, alive, binary))
     return result
 
