@@ -30,6 +30,8 @@ class OperatorConfig:
     """PEM private key of the webhook certificate."""
     webhook_certs_dir: str = ".luna/operator-webhook"
     """Where the self-signed webhook certificate is kept."""
+    report_ttl: float = 30.0
+    """Seconds after which a sidecar's report stops counting in status.loaded."""
     log_level: str = "INFO"
     """Log level."""
 
@@ -44,6 +46,7 @@ _FLAGS = {
     "webhook_cert": ("--webhook-cert", "LUNA_OPERATOR_WEBHOOK_CERT"),
     "webhook_key": ("--webhook-key", "LUNA_OPERATOR_WEBHOOK_KEY"),
     "webhook_certs_dir": ("--webhook-certs-dir", "LUNA_OPERATOR_WEBHOOK_CERTS_DIR"),
+    "report_ttl": ("--report-ttl", "LUNA_OPERATOR_REPORT_TTL"),
     "log_level": ("--log-level", "LUNA_OPERATOR_LOG_LEVEL"),
 }
 
@@ -126,6 +129,11 @@ def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = Non
                 values[name] = int(str(raw))
             except ValueError:
                 raise ValueError(f"{origin}={raw!r}: not a port number") from None
+        elif name == "report_ttl":
+            try:
+                values[name] = float(str(raw))
+            except ValueError:
+                raise ValueError(f"{origin}={raw!r}: not a number of seconds") from None
         else:
             values[name] = str(raw)
     return OperatorConfig(**values)  # type: ignore[arg-type]

@@ -68,7 +68,7 @@ class OperatorState:
         except config.ConfigException:
             await config.load_kube_config()
         self.api = client.ApiClient()
-        self.reconciler = ServiceReconciler(self.api, self.store)
+        self.reconciler = ServiceReconciler(self.api, self.store, stale_after=self.options.report_ttl)
 
     async def initial_sync(self, *, attempts: int = 30) -> None:
         """LIST every LunaPlugin and active list we can see, then reconcile every service.
@@ -88,13 +88,15 @@ class OperatorState:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def start_resync(self, interval: float = 10.0) -> None:
+    def start_resync(self, interval: float | None = None) -> None:
         """Every ``interval`` seconds, reconcile every known service: a sidecar that vanished
         without a word stops counting within STALE_AFTER_SECONDS + interval."""
 
+        period = interval if interval is not None else min(10.0, self.options.report_ttl / 3)
+
         async def resync() -> None:
             while True:
-                await asyncio.sleep(interval)
+                await asyncio.sleep(period)
                 for key in self.store.services() | self._known_services:
                     self.coalescer.trigger(key)
 

@@ -45,8 +45,14 @@ class ServiceReconciler:
     """Writes what ``decide`` wants for one service; every call is a full, idempotent pass."""
 
     def __init__(
-        self, api: client.ApiClient, store: PluginStore, *, reporter: str = "luna-plugins-operator"
+        self,
+        api: client.ApiClient,
+        store: PluginStore,
+        *,
+        reporter: str = "luna-plugins-operator",
+        stale_after: float = STALE_AFTER_SECONDS,
     ) -> None:
+        self.stale_after = stale_after
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.store = store
@@ -176,7 +182,7 @@ class ServiceReconciler:
                 beat = datetime.fromisoformat(str(spec.get("heartbeatTime")).replace("Z", "+00:00"))
             except ValueError:
                 continue
-            if (now - beat).total_seconds() <= STALE_AFTER_SECONDS and spec.get("service") == service:
+            if (now - beat).total_seconds() <= self.stale_after and spec.get("service") == service:
                 fresh.append(spec)
         return sorted(fresh, key=lambda spec: str(spec.get("pod")))
 

@@ -177,6 +177,7 @@ def start_sidecar(
     env: dict[str, str] | None = None,
     settings: dict[str, dict[str, Any]] | None = None,
     wait_ready: bool = True,
+    standalone: bool = True,
 ) -> Sidecar:
     """Write ``plugins`` (name -> code) into a fresh directory and start the sidecar on free ports."""
     plugins_dir = workdir / "plugins"
@@ -189,8 +190,7 @@ def start_sidecar(
     command = [
         *sidecar_command(),
         "sidecar",
-        "--plugins-dir",
-        str(plugins_dir),
+        *(["--plugins-dir", str(plugins_dir)] if standalone else []),
         "--host",
         HOST,
         "--port",

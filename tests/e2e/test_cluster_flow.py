@@ -1,0 +1,232 @@
+"""kubectl apply of a LunaPlugin reaches every sidecar of its service, and the resource's status
+says which pods run which version. Real operator, real sidecars, real API server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.operator.harness import Cluster, plugin_manifest, route_code
+from tests.sidecar.harness import http, points, wait_for
+
+pytestmark = pytest.mark.kube
+
+FAILS_TO_START = """
+from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
+
+class Broken(BaseBackgroundPlugin):
+    async def initialize(self):
+        raise RuntimeError("database unreachable")
+"""
+
+RECORDER = """
+import json
+from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
+
+class Recorder(BaseEventPlugin):
+    eventName = "monitoring_event"
+
+    async def handleEvent(self, points, logger):
+        with open(self.settings["out"], "a") as out:
+            for point in points:
+                out.write(json.dumps({"series": point.series, "route": point.tags.get("route")}) + "\\n")
+"""
+
+
+def answers(sidecar: Any, path: str, text: str) -> bool:
+    try:
+        reply = sidecar.get(path, timeout=2)
+    except OSError:
+        return False
+    return reply.status == 200 and reply.text == text
+
+
+def test_apply_update_invalid_update_delete(cluster: Cluster, operator: Any, cluster_sidecar: Any) -> None:
+    ns = cluster.namespace
+    sidecar = cluster_sidecar("pod-a")
+    started = time.monotonic()
+    cluster.apply(plugin_manifest("hello", ns, route_code("/hello", "v1")))
+    wait_for(lambda: answers(sidecar, "/hello", "v1"), timeout=10, what="the route after apply")
+    assert time.monotonic() - started < 5
+    wait_for(lambda: cluster.status("hello").get("loaded") == "1/1", what="status.loaded 1/1")
+
+    # update under load: no 5xx while the new version is swapped in
+    statuses: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                statuses[sidecar.get("/hello", timeout=5).status] += 1
+            except OSError:
+                statuses[-1] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        cluster.apply(plugin_manifest("hello", ns, route_code("/hello", "v2")))
+        wait_for(lambda: answers(sidecar, "/hello", "v2"), timeout=10, what="v2 to serve")
+        time.sleep(0.3)  # keep the load on across the swap's tail (old version closing)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert set(statuses) == {200}, statuses
+    assert sum(statuses.values()) > 20
+
+    # an update that fails on the sidecar: the old code keeps serving, the status says why
+    cluster.apply(plugin_manifest("hello", ns, FAILS_TO_START))
+    status = wait_for(
+        lambda: (
+            (s := cluster.status("hello")).get("loaded") == "0/1"
+            and "database unreachable" in s["message"]
+            and s
+        ),
+        timeout=15,
+        what="the pod's load error in the status",
+    )
+    (pod,) = status["pods"]
+    assert pod["pod"] == "pod-a" and "RuntimeError: database unreachable" in pod["error"]
+    assert answers(sidecar, "/hello", "v2")
+
+    # delete removes the route
+    cluster.kube.kubectl("delete", "lunaplugin", "hello", "-n", ns, "--timeout=30s")
+    wait_for(lambda: sidecar.get("/hello").status == 404, timeout=10, what="the route to go away")
+
+
+def test_monitoring_plugin_from_a_resource_receives_posted_points(
+    cluster: Cluster, operator: Any, cluster_sidecar: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "points.jsonl"
+    sidecar = cluster_sidecar("pod-m")
+    cluster.apply(plugin_manifest("recorder", cluster.namespace, RECORDER, settings={"out": str(out)}))
+    wait_for(
+        lambda: sidecar.plugins().get("recorder", {}).get("state") == "running", what="the recorder to run"
+    )
+    assert sidecar.post_event("monitoring_event", points(3)).json()["queued"] == 1
+    lines = wait_for(
+        lambda: out.exists() and len(out.read_text().splitlines()) >= 3 and out.read_text(),
+        what="the points to reach the plugin",
+    )
+    assert [json.loads(line)["series"] for line in lines.splitlines()][:3] == ["requests"] * 3
+
+
+def test_two_sidecars_report_and_one_that_vanishes_stops_counting(
+    cluster: Cluster, operator: Any, cluster_sidecar: Any
+) -> None:
+    ns = cluster.namespace
+    first, second = cluster_sidecar("pod-1"), cluster_sidecar("pod-2")
+    cluster.apply(plugin_manifest("shared", ns, route_code("/shared", "both")))
+    wait_for(
+        lambda: answers(first, "/shared", "both") and answers(second, "/shared", "both"),
+        what="both sidecars to serve",
+    )
+    wait_for(lambda: cluster.status("shared").get("loaded") == "2/2", what="status.loaded 2/2")
+    printed = cluster.kube.kubectl("get", "lp", "shared", "-n", ns).stdout
+    assert "2/2" in printed
+    # a clean stop withdraws the report at once; a crash (SIGKILL) stops counting after the TTL
+    second.stop(signal.SIGKILL)
+    wait_for(
+        lambda: cluster.status("shared").get("loaded") == "1/1",
+        timeout=30,
+        what="the killed sidecar to stop counting after --report-ttl",
+    )
+    first.stop()
+    wait_for(lambda: cluster.status("shared").get("loaded") == "0/0", timeout=15, what="no sidecar left")
+
+
+def test_a_restarted_sidecar_converges(cluster: Cluster, operator: Any, cluster_sidecar: Any) -> None:
+    ns = cluster.namespace
+    sidecar = cluster_sidecar("pod-r")
+    cluster.apply(plugin_manifest("keep", ns, route_code("/keep", "1")))
+    wait_for(lambda: answers(sidecar, "/keep", "1"), what="the first version")
+    assert sidecar.stop() == 0
+    cluster.apply(plugin_manifest("keep", ns, route_code("/keep", "2")))
+    cluster.apply(plugin_manifest("added", ns, route_code("/added", "new")))
+    wait_for(lambda: cluster.active()[0] == ["added", "keep"], what="the operator to update the list")
+    again = cluster_sidecar("pod-r")
+    assert answers(again, "/keep", "2") and answers(again, "/added", "new")
+
+
+def test_operator_and_sidecar_recover_when_the_api_server_restarts(
+    cluster: Cluster, operator: Any, cluster_sidecar: Any, kube: Any
+) -> None:
+    if kube.state_dir is None:
+        pytest.skip("restarting the API server needs the local control plane (not an external cluster)")
+    ns = cluster.namespace
+    sidecar = cluster_sidecar("pod-x")
+    cluster.apply(plugin_manifest("before", ns, route_code("/before", "b")))
+    wait_for(lambda: answers(sidecar, "/before", "b"), what="the route before the restart")
+
+    pid_file = Path(kube.state_dir) / "run" / "kube-apiserver.pid"
+    pid = int(pid_file.read_text().split()[0])
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, what="the API server to stop")
+    time.sleep(2)  # a real outage: watches break, requests fail
+    assert answers(sidecar, "/before", "b"), "loaded plugins keep serving while the API is away"
+    log = (Path(kube.state_dir) / "logs" / "kube-apiserver.log").open("ab")
+    restarted = subprocess.Popen(
+        [arg.decode() for arg in argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    pid_file.write_text(f"{restarted.pid}\n")  # `luna-plugins cluster down` stops the new one
+    wait_for(
+        lambda: kube.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
+        timeout=60,
+        what="the API server to be back",
+    )
+    cluster.apply(plugin_manifest("after", ns, route_code("/after", "a")))
+    wait_for(lambda: answers(sidecar, "/after", "a"), timeout=60, what="the sidecar to follow changes again")
+    wait_for(lambda: cluster.status("after").get("phase") == "Ready", timeout=30, what="the operator again")
+    assert operator.process.poll() is None and sidecar.process.poll() is None
+
+
+def test_sidecar_liveness_fails_when_the_api_is_unreachable(tmp_path: Path) -> None:
+    from tests.sidecar.harness import free_port, start_sidecar
+
+    port = free_port()  # nothing listens here: the "API server" is unreachable from the start
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "x",
+                "clusters": [{"name": "x", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "users": [{"name": "x", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
+            }
+        )
+    )
+    sidecar = start_sidecar(
+        tmp_path,
+        standalone=False,
+        wait_ready=False,
+        args=["--namespace", "nowhere", "--api-timeout", "1"],
+        env={"KUBECONFIG": str(kubeconfig)},
+    )
+    try:
+        wait_for(
+            lambda: _status(sidecar.metrics_url + "/healthz") == 503, timeout=20, what="/healthz to fail"
+        )
+        assert "unreachable" in http("GET", sidecar.metrics_url + "/healthz").text
+        assert _status(sidecar.metrics_url + "/readyz") == 503  # never synced: not ready either
+    finally:
+        assert sidecar.stop() == 0
+
+
+def _status(url: str) -> int | None:
+    try:
+        return http("GET", url, timeout=2).status
+    except OSError:
+        return None
