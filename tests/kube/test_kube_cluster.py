@@ -31,6 +31,14 @@ def test_client_and_server_report_real_versions(kube: Kube) -> None:
     assert "helm" not in client  # sanity: this is kubectl talking
 
 
+def test_kubeconfig_user_is_a_cluster_admin(kube: Kube) -> None:
+    if kube.state_dir is None:
+        pytest.skip("an external cluster has its own users")
+    review = json.loads(kube.kubectl("auth", "whoami", "-o", "json").stdout)
+    assert "system:masters" in review["status"]["userInfo"]["groups"]
+    assert kube.kubectl("auth", "can-i", "*", "*", "--all-namespaces").stdout.strip() == "yes"
+
+
 def test_namespace_is_finalized_by_the_namespace_controller(kube: Kube) -> None:
     name = f"ns-lifecycle-{uuid.uuid4().hex[:6]}"
     kube.kubectl("create", "namespace", name)
