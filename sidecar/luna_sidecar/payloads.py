@@ -16,6 +16,7 @@ from luna_plugins.monitoring import MonitoringPoint
 
 _TAG_TYPES = (str, int, float)
 _FIELD_TYPES = (str, int, float, bool)
+isfinite = math.isfinite
 
 
 class PayloadError(ValueError):
@@ -31,17 +32,18 @@ def _bad(message: str) -> PayloadError:
     return PayloadError(422, message)
 
 
-def _check_values(where: str, values: Any, allowed: tuple[type, ...], what: str) -> dict[str, Any]:
+def _check_values(index: int, part: str, values: Any, allowed: tuple[type, ...], what: str) -> dict[str, Any]:
+    # The location text is built only on failure: this runs for every point of every batch.
     if values is None:
         return {}
     if values.__class__ is not dict:
-        raise _bad(f"{where}: must be an object of {what}")
+        raise _bad(f"points[{index}].{part}: must be an object of {what}")
     for key, value in values.items():
         kind = value.__class__
         if kind not in allowed:
-            raise _bad(f"{where}.{key}: must be {what}, got {_json_type(value)}")
+            raise _bad(f"points[{index}].{part}.{key}: must be {what}, got {_json_type(value)}")
         if kind is float and not math.isfinite(value):
-            raise _bad(f"{where}.{key}: must be a finite number")
+            raise _bad(f"points[{index}].{part}.{key}: must be a finite number")
     return values
 
 
@@ -89,21 +91,48 @@ def parse_points(body: Any, *, max_items: int) -> list[MonitoringPoint]:
         series = item.get("series")
         if series.__class__ is not str or not series:
             raise _bad(f"points[{index}].series: required, a non-empty string")
-        event_time = item.get("eventTime")
-        if not isinstance(event_time, int | float) or isinstance(event_time, bool):
+        event_time: Any = item.get("eventTime")
+        event_seconds: float
+        kind = event_time.__class__
+        if kind is float:
+            event_seconds = event_time
+        elif kind is int:
+            try:
+                event_seconds = float(event_time)
+            except OverflowError:
+                event_seconds = math.inf
+        else:
             raise _bad(
                 f"points[{index}].eventTime: required, UNIX seconds as a number, got {_json_type(event_time)}"
             )
-        try:
-            event_seconds = float(event_time)
-        except OverflowError:
-            event_seconds = math.inf
         if not math.isfinite(event_seconds):
             raise _bad(f"points[{index}].eventTime: must be a finite number")
-        tags = _check_values(f"points[{index}].tags", item.get("tags"), _TAG_TYPES, "strings or numbers")
-        fields = _check_values(
-            f"points[{index}].fields", item.get("fields"), _FIELD_TYPES, "strings, numbers or booleans"
-        )
+        # Fast path inline (this loop runs for every point); the helper only builds the error.
+        tags = item.get("tags")
+        if tags is None:
+            tags = {}
+        elif tags.__class__ is dict:
+            for value in tags.values():
+                kind = value.__class__
+                if kind is not str and kind is not int and (kind is not float or not isfinite(value)):
+                    _check_values(index, "tags", tags, _TAG_TYPES, "strings or numbers")
+        else:
+            _check_values(index, "tags", tags, _TAG_TYPES, "strings or numbers")
+        fields = item.get("fields")
+        if fields is None:
+            fields = {}
+        elif fields.__class__ is dict:
+            for value in fields.values():
+                kind = value.__class__
+                if (
+                    kind is not str
+                    and kind is not int
+                    and kind is not bool
+                    and (kind is not float or not isfinite(value))
+                ):
+                    _check_values(index, "fields", fields, _FIELD_TYPES, "strings, numbers or booleans")
+        else:
+            _check_values(index, "fields", fields, _FIELD_TYPES, "strings, numbers or booleans")
         points.append(MonitoringPoint(series, event_seconds, tags, fields))
     return points
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import logging
+import os
 import time
-import uuid
+from collections.abc import Awaitable
+from typing import Any
 
 from aiohttp import web
 
@@ -34,7 +37,11 @@ def _error(status: int, message: str, request_id: str, headers: dict[str, str] |
 
 
 class RouteDispatcher:
-    """The request handler of the public listener."""
+    """The request handler of the public listener.
+
+    Route timeouts use one watchdog for all requests in flight (a timer per request would cost
+    more than a typical handler); an overdue handler is cancelled and its client gets 504.
+    """
 
     def __init__(
         self,
@@ -51,11 +58,21 @@ class RouteDispatcher:
         self.service = service
         self.timeout = timeout
         self.accepting = True
+        self._deadlines: dict[asyncio.Task[object], float] = {}
+        self._overdue: set[asyncio.Task[object]] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._sweep_every = max(0.05, min(1.0, timeout / 10))
+        self._id_prefix = os.urandom(4).hex()
+        self._ids = itertools.count()
+        self._counters: dict[tuple[str, int], Any] = {}
+
+    def _request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):012x}"
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         event_time = time.time()
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = request.headers.get(REQUEST_ID_HEADER) or self._request_id()
         entry, match_info, allowed = self.routes.resolve(request.method, request.path)
         plugin = entry.plugin if entry else ""
         route = entry.label if entry else f"{request.method}:unmatched"
@@ -84,7 +101,12 @@ class RouteDispatcher:
             )
         )
         if plugin:
-            self.metrics.route_requests.labels(plugin, str(status)).inc()
+            counter = self._counters.get((plugin, status))
+            if counter is None:
+                counter = self._counters[(plugin, status)] = self.metrics.route_requests.labels(
+                    plugin, str(status)
+                )
+            counter.inc()
         return response
 
     async def _call(
@@ -96,16 +118,17 @@ class RouteDispatcher:
         match_info: dict[str, str],
         request_id: str,
     ) -> web.StreamResponse:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            return _error(413, f"request body too large: {exc.text}", request_id)
+        body = b""
+        if request.body_exists:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge as exc:
+                return _error(413, f"request body too large: {exc.text}", request_id)
         plugin_request = PluginRequest(request, body, match_info)  # type: ignore[arg-type]
         try:
-            async with asyncio.timeout(self.timeout):
-                result = endpoint(plugin_request)  # type: ignore[operator]
-                if inspect.isawaitable(result):
-                    result = await result
+            result = endpoint(plugin_request)  # type: ignore[operator]
+            if inspect.isawaitable(result):
+                result = await self._await_in_time(result)
         except web.HTTPException as exc:
             return exc
         except TimeoutError:
@@ -118,3 +141,31 @@ class RouteDispatcher:
             log.error("plugin %s: %s returned %r instead of a response", plugin, label, type(result).__name__)
             return _error(500, f"plugin {plugin!r} returned no response", request_id)
         return result
+
+    async def _await_in_time(self, awaitable: Awaitable[object]) -> object:
+        """Await a handler; raises TimeoutError when the watchdog finds it overdue."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        self._deadlines[task] = loop.time() + self.timeout
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._sweep_every, self._sweep)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if task in self._overdue:
+                task.uncancel()
+                raise TimeoutError from None
+            raise
+        finally:
+            self._deadlines.pop(task, None)
+            self._overdue.discard(task)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, deadline in list(self._deadlines.items()):
+            if now >= deadline and task not in self._overdue:
+                self._overdue.add(task)
+                task.cancel()
+        self._watchdog = loop.call_later(self._sweep_every, self._sweep) if self._deadlines else None

@@ -4,6 +4,7 @@ failing plugin delays nobody else, and intake never waits on a plugin."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from typing import Any
@@ -11,7 +12,10 @@ from typing import Any
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
 from luna_sidecar.loader import describe_exception
 from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.timeouts import call_with_timeout
+from luna_sidecar.timeouts import PluginCancelledError
+
+#: most points one merged monitoring_event callback receives
+MERGE_LIMIT = 10_000
 
 
 class EventWorker:
@@ -44,6 +48,7 @@ class EventWorker:
         self.last_error: str | None = None
         self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=capacity)
         self._task: asyncio.Task[None] | None = None
+        self._in_flight = 0
         self._metrics = metrics
         labels = (plugin, self.class_name)
         self._count_handled = metrics.plugin_events.labels(*labels, "handled")
@@ -80,11 +85,12 @@ class EventWorker:
                 await asyncio.wait_for(self._queue.join(), timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 pass
-        return self._queue.qsize()
+        return self._queue.qsize() + self._in_flight
 
     async def stop(self) -> int:
-        """Stop the worker at once; returns the batches that were still queued (and are lost)."""
-        left = self._queue.qsize()
+        """Stop the worker at once; returns the batches still queued or in a callback that is
+        cut short (they are lost, and counted as dropped)."""
+        left = self._queue.qsize() + self._in_flight
         if self._task is not None:
             self._task.cancel()
             try:
@@ -96,26 +102,51 @@ class EventWorker:
 
     async def _run(self) -> None:
         queue = self._queue
+        merge = self.event_name == "monitoring_event"
         while True:
             payload = await queue.get()
+            batches = 1
+            if merge and queue.qsize() and isinstance(payload[0], list):
+                # A busy plugin gets what queued up meanwhile in one call: one callback per
+                # batch would cost more loop turns than the plugin's own work.
+                points = list(payload[0])
+                while queue.qsize() and len(points) < MERGE_LIMIT:
+                    points.extend(queue.get_nowait()[0])
+                    batches += 1
+                payload = (points,)
             started = time.perf_counter()
+            self._in_flight = batches
             try:
-                await call_with_timeout(
-                    self.instance.handleEvent, *payload, self.logger, timeout=self.timeout
-                )
+                await self._call(payload)
             except TimeoutError:
-                self.failed += 1
+                self.failed += batches
                 self.last_error = f"callback timed out after {self.timeout:g} s"
-                self._count_timeout.inc()
+                self._count_timeout.inc(batches)
                 self.logger.warning("%s.handleEvent timed out after %g s", self.class_name, self.timeout)
             except Exception as exc:
-                self.failed += 1
+                self.failed += batches
                 self.last_error = describe_exception(exc)
-                self._count_failed.inc()
+                self._count_failed.inc(batches)
                 self.logger.error("%s.handleEvent failed: %s", self.class_name, self.last_error, exc_info=exc)
             else:
-                self.handled += 1
-                self._count_handled.inc()
+                self.handled += batches
+                self._count_handled.inc(batches)
             finally:
+                self._in_flight = 0
                 self._latency.observe(time.perf_counter() - started)
-                queue.task_done()
+                for _ in range(batches):
+                    queue.task_done()
+
+    async def _call(self, payload: tuple[Any, ...]) -> None:
+        """One callback under the timeout, awaited in this worker's own task: a plugin that
+        ignores cancellation can stall only its own queue (its drops are counted)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = self.instance.handleEvent(*payload, self.logger)
+                if inspect.isawaitable(result):
+                    await result
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker itself is being stopped
+            raise PluginCancelledError("the plugin's callback raised CancelledError") from None

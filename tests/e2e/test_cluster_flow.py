@@ -172,7 +172,7 @@ def test_operator_and_sidecar_recover_when_the_api_server_restarts(
     pid = int(pid_file.read_text().split()[0])
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, what="the API server to stop")
+    wait_for(lambda: _stopped(pid), timeout=30, what="the API server to stop")
     time.sleep(2)  # a real outage: watches break, requests fail
     assert answers(sidecar, "/before", "b"), "loaded plugins keep serving while the API is away"
     log = (Path(kube.state_dir) / "logs" / "kube-apiserver.log").open("ab")
@@ -223,6 +223,15 @@ def test_sidecar_liveness_fails_when_the_api_is_unreachable(tmp_path: Path) -> N
         assert _status(sidecar.metrics_url + "/readyz") == 503  # never synced: not ready either
     finally:
         assert sidecar.stop() == 0
+
+
+def _stopped(pid: int) -> bool:
+    """Gone, or a zombie (its parent, `luna-plugins cluster up`, exited long ago)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _status(url: str) -> int | None:

@@ -73,7 +73,7 @@ def test_create_update_disable_reorder_delete(cluster: Cluster, operator: Any) -
     cluster.wait_active(["plugin_two"])
     wait_for(
         lambda: cluster.get("configmap", "lunaplugin-plugin-one") is None,
-        timeout=30,
+        timeout=90,  # the controller manager rediscovers new resource types only every 30 s
         what="the garbage collector to delete the plugin's ConfigMap",
     )
     events = cluster.kube.kubectl("get", "events", "-n", ns, "-o", "json").stdout

@@ -180,9 +180,10 @@ async def test_drain_gives_up_at_the_deadline(
         worker.offer((index,))
     await wait_until(lambda: worker.depth == 2, what="the first batch to be taken")
     started = time.monotonic()
-    assert await worker.drain(time.monotonic() + 0.05) == 2
+    # the batch the plugin is stuck on counts as undelivered too
+    assert await worker.drain(time.monotonic() + 0.05) == 3
     assert time.monotonic() - started < 1.0
-    assert await worker.stop() == 2
+    assert await worker.stop() == 3
 
 
 async def test_drain_of_an_unstarted_worker_returns_at_once(
