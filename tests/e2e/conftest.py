@@ -8,36 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.operator.conftest import crd  # noqa: F401  (the CRDs, installed once per session)
-from tests.operator.harness import Cluster, Operator, start_operator
 from tests.sidecar.harness import Sidecar, start_sidecar
 
 
 @pytest.fixture
-def cluster(kube: Any, namespace: str, crd: None) -> Iterator[Cluster]:  # noqa: F811
-    yield Cluster(kube, namespace)
-    for item in Cluster(kube, namespace).items("lunaplugins"):
-        if item["metadata"].get("finalizers"):
-            kube.kubectl(
-                "patch",
-                "lunaplugin",
-                item["metadata"]["name"],
-                "-n",
-                namespace,
-                "--type=merge",
-                "-p",
-                '{"metadata":{"finalizers":null}}',
-                check=False,
-            )
-
-
-@pytest.fixture
-def operator(kube: Any, namespace: str, cluster: Cluster, tmp_path: Path) -> Iterator[Operator]:
-    running = start_operator(kube, namespace, tmp_path, "--report-ttl", "6")
-    yield running
-    if running.process.poll() is None:
-        kube.kubectl("delete", "lunaplugins", "--all", "-n", namespace, "--timeout=60s", check=False)
-        running.stop()
+def operator_args() -> tuple[str, ...]:
+    return ("--report-ttl", "6")  # a vanished sidecar stops counting within seconds
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""Operator tests: the CRD is installed once; every test gets its own namespace and operator."""
+"""Fixtures for tests that run the operator (the operator and end-to-end folders).
+
+``crd`` installs the CRDs once per session; ``cluster`` binds kubectl helpers to the test's
+namespace and, afterwards, clears our finalizer from anything left so the namespace can go;
+``operator_args`` (override per folder) are extra flags of the ``operator`` fixture.
+"""
 
 from __future__ import annotations
 
@@ -38,8 +43,16 @@ def cluster(kube: Any, namespace: str, crd: None) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def operator(kube: Any, namespace: str, cluster: Cluster, tmp_path: Path) -> Iterator[Operator]:
-    running = start_operator(kube, namespace, tmp_path)
+def operator_args() -> tuple[str, ...]:
+    return ()
+
+
+@pytest.fixture
+def operator(
+    kube: Any, namespace: str, cluster: Cluster, tmp_path: Path, operator_args: tuple[str, ...]
+) -> Iterator[Operator]:
+    """The operator for the test's namespace; plugins are deleted while it still runs."""
+    running = start_operator(kube, namespace, tmp_path, *operator_args)
     yield running
     if running.process.poll() is None:
         kube.kubectl("delete", "lunaplugins", "--all", "-n", namespace, "--timeout=60s", check=False)
