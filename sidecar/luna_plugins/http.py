@@ -34,7 +34,7 @@ class PluginRequest:
     ``raw`` is the underlying aiohttp request for anything else.
     """
 
-    __slots__ = ("_json", "args", "body", "headers", "match_info", "method", "path", "query_string", "raw")
+    __slots__ = ("_args", "_json", "body", "headers", "match_info", "method", "path", "query_string", "raw")
 
     def __init__(self, raw: web.Request, body: bytes, match_info: Mapping[str, str]) -> None:
         self.raw = raw
@@ -42,13 +42,20 @@ class PluginRequest:
         self.path: str = raw.path
         self.headers: CIMultiDictProxy[str] = raw.headers
         self.query_string: str = raw.query_string
-        args = RequestParameters()
-        for key, value in raw.query.items():
-            args.setdefault(key, []).append(value)
-        self.args = args
+        self._args: RequestParameters | None = None
         self.match_info: dict[str, str] = dict(match_info)
         self.body = body
         self._json: Any = _UNPARSED
+
+    @property
+    def args(self) -> RequestParameters:
+        """Query parameters (parsed on first use: most handlers never look)."""
+        if self._args is None:
+            args = RequestParameters()
+            for key, value in self.raw.query.items():
+                args.setdefault(key, []).append(value)
+            self._args = args
+        return self._args
 
     @property
     def json(self) -> Any:
