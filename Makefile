@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: run the sidecar with the example plugins and a generator of monitoring points
+## demo: the whole product on a local control plane (cluster, CRDs, operator, sidecar + demo service, example LunaPlugins); Ctrl-C tears it down
 demo: venv
 	$(BIN)/python examples/demo.py
 

@@ -177,8 +177,11 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        # Stop reconciling before the session closes: otherwise queued passes retry on a
+        # closed session until kopf gives up, and every stop takes seconds.
         if state._resync is not None:
             state._resync.cancel()
+        await state.coalescer.stop()
         if state.api is not None:
             await state.api.close()
 

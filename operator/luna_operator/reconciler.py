@@ -321,6 +321,14 @@ class Coalescer:
         finally:
             self._tasks.pop(key, None)
 
+    async def stop(self) -> None:
+        """Cancel every scheduled or running pass (shutdown: the API session is about to close)."""
+        self._dirty.clear()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def idle(self) -> None:
         """Wait until no run is scheduled (for tests and shutdown)."""
         while self._tasks:
