@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit bench clean cluster-tools system-deps
+.PHONY: venv demo test lint typecheck unit bench bench-kube clean cluster-tools system-deps
 
 venv: $(STAMP)
 
@@ -53,6 +53,11 @@ unit: venv
 ## bench: intake and route throughput against bare aiohttp (needs wrk)
 bench: venv system-deps
 	$(BIN)/python bench/run.py
+
+## bench-kube: kubectl apply -> serving latency and the operator's figures, on a local control plane
+bench-kube: venv cluster-tools
+	$(BIN)/python bench/apply_to_serve.py
+	$(BIN)/python bench/operator_bench.py
 
 clean:
 	rm -rf $(VENV) .luna .mypy_cache .ruff_cache .pytest_cache
