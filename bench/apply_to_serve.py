@@ -30,11 +30,9 @@ import argparse
 import http.client
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -50,15 +48,12 @@ from operator_bench import (
     Processes,
     State,
     Watch,
+    bench_main,
     code_hash,
-    control_plane,
     free_port,
-    install_crds,
     is_ready,
     log_warnings,
     manifest,
-    raise_on_sigterm,
-    release_plugins,
     route_code,
     start_operator,
     summary,
@@ -269,40 +264,23 @@ def main() -> int:
     parser.add_argument("--kubectl-samples", type=int, default=10, help="runs of each kubectl probe (10)")
     parser.add_argument("--output", help="write the raw figures (seconds) to this JSON file")
     options = parser.parse_args()
-    raise_on_sigterm()
-    workdir = Path(tempfile.mkdtemp(prefix="luna-apply-bench-"))
-    processes = Processes()
-    failed = True
-    try:
-        with control_plane(options.kubeconfig, workdir) as (kubeconfig, kubectl, ours):
-            install_crds(kubectl)
-            namespace = f"bench-serve-{os.getpid()}"
-            kubectl("create", "namespace", namespace)
-            try:
-                with Watch(kubeconfig, namespace) as watch:
-                    results = run(options, kubeconfig, kubectl, namespace, watch, processes, workdir)
-                    print(f"watch: {watch.events} events, {len(watch.restarts)} restart(s) {watch.restarts}")
-                    print(log_warnings(workdir / "operator.log"))
-            finally:
-                processes.stop_all()
-                if not ours:
-                    release_plugins(kubectl, namespace)
-        if options.output:
-            Path(options.output).write_text(json.dumps(results, indent=1))
-        failed = False
-        return 0
-    except BenchError as exc:
-        print(f"apply_to_serve: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("apply_to_serve: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        processes.stop_all()
-        if failed or options.keep_logs:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return bench_main("apply_to_serve", "bench-serve", options, run_and_report)
+
+
+def run_and_report(
+    options: argparse.Namespace,
+    kubeconfig: str,
+    kubectl: Kubectl,
+    namespace: str,
+    watch: Watch,
+    processes: Processes,
+    workdir: Path,
+) -> None:
+    results = run(options, kubeconfig, kubectl, namespace, watch, processes, workdir)
+    print(f"watch: {watch.events} events, {len(watch.restarts)} restart(s) {watch.restarts}")
+    print(log_warnings(workdir / "operator.log"))
+    if options.output:
+        Path(options.output).write_text(json.dumps(results, indent=1))
 
 
 def run(

@@ -437,18 +437,26 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=5, help="services they are spread over (5)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one apply (30)")
     options = parser.parse_args()
+    return bench_main("operator_bench", "bench-op", options, run)
+
+
+def bench_main(name: str, prefix: str, options: argparse.Namespace, body: Callable[..., object]) -> int:
+    """The frame both Kubernetes benchmarks share: a control plane (ours or --kubeconfig), the
+    CRDs, a namespace and a status watch for ``body(options, kubeconfig, kubectl, namespace,
+    watch, processes, workdir)``; every process stopped and the workdir removed at the end, also
+    on errors and SIGTERM/Ctrl-C. Returns the exit code."""
     raise_on_sigterm()
-    workdir = Path(tempfile.mkdtemp(prefix="luna-operator-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"luna-{prefix}-"))
     processes = Processes()
     failed = True
     try:
         with control_plane(options.kubeconfig, workdir) as (kubeconfig, kubectl, ours):
             install_crds(kubectl)
-            namespace = f"bench-op-{os.getpid()}"
+            namespace = f"{prefix}-{os.getpid()}"
             kubectl("create", "namespace", namespace)
             try:
                 with Watch(kubeconfig, namespace) as watch:
-                    run(options, kubeconfig, kubectl, namespace, watch, processes, workdir)
+                    body(options, kubeconfig, kubectl, namespace, watch, processes, workdir)
             finally:
                 processes.stop_all()
                 if not ours:
@@ -456,10 +464,10 @@ def main() -> int:
         failed = False
         return 0
     except BenchError as exc:
-        print(f"operator_bench: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("operator_bench: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     finally:
         processes.stop_all()
