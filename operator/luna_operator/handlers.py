@@ -88,6 +88,13 @@ class OperatorState:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    async def stop(self) -> None:
+        """Stop reconciling before the API session closes: otherwise queued passes retry on a
+        closed session until kopf gives up, and every stop takes seconds."""
+        if self._resync is not None:
+            self._resync.cancel()
+        await self.coalescer.stop()
+
     def start_resync(self, interval: float | None = None) -> None:
         """Every ``interval`` seconds, reconcile every known service: a sidecar that vanished
         without a word stops counting within STALE_AFTER_SECONDS + interval."""
@@ -177,11 +184,7 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        # Stop reconciling before the session closes: otherwise queued passes retry on a
-        # closed session until kopf gives up, and every stop takes seconds.
-        if state._resync is not None:
-            state._resync.cancel()
-        await state.coalescer.stop()
+        await state.stop()
         if state.api is not None:
             await state.api.close()
 

@@ -10,12 +10,18 @@ import asyncio
 import socket
 import sys
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.runtime import Runtime
 from luna_sidecar.sources import DesiredPlugin, DirectorySource
 from luna_sidecar.watcher import DirectoryWatcher
+
+if TYPE_CHECKING:  # kubernetes_asyncio is imported only in cluster mode
+    from kubernetes_asyncio.client import ApiClient
+
+    from luna_sidecar.kube_report import RuntimeReporter
+    from luna_sidecar.kube_source import ClusterWatcher
 
 
 class Feed(Protocol):
@@ -83,9 +89,9 @@ class ClusterFeed:
         self.config = config
         self.runtime = runtime
         self._ready = ready
-        self.api: object | None = None
-        self.watcher: object | None = None
-        self.reporter: object | None = None
+        self.api: ApiClient | None = None
+        self.watcher: ClusterWatcher | None = None
+        self.reporter: RuntimeReporter | None = None
 
     async def connect(self) -> None:
         from kubernetes_asyncio import client
@@ -127,19 +133,21 @@ class ClusterFeed:
     async def sync(self) -> bool:
         if self.watcher is None:
             await self.connect()
-        return await self.watcher.sync()  # type: ignore[union-attr, no-any-return]
+        assert self.watcher is not None
+        return await self.watcher.sync()
 
     async def run(self) -> None:
-        await asyncio.gather(self.watcher.run(), self.reporter.run())  # type: ignore[union-attr]
+        assert self.watcher is not None and self.reporter is not None
+        await asyncio.gather(self.watcher.run(), self.reporter.run())
 
     def request_reload(self) -> None:
         if self.watcher is not None:
-            self.watcher.request_reload()  # type: ignore[attr-defined]
+            self.watcher.request_reload()
 
     def live(self) -> tuple[bool, str]:
         if self.watcher is None:
             return True, "starting"
-        silent = time.monotonic() - self.watcher.mirror.last_contact  # type: ignore[attr-defined]
+        silent = time.monotonic() - self.watcher.mirror.last_contact
         if silent > self.config.api_timeout:
             return (
                 False,
@@ -149,6 +157,6 @@ class ClusterFeed:
 
     async def close(self) -> None:
         if self.reporter is not None:
-            await self.reporter.withdraw()  # type: ignore[attr-defined]
+            await self.reporter.withdraw()
         if self.api is not None:
-            await self.api.close()  # type: ignore[attr-defined]
+            await self.api.close()
