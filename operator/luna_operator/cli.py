@@ -35,8 +35,11 @@ def run(args: argparse.Namespace) -> int:
     state = OperatorState(options)
     registry = build_registry(state)
     host, _, port = options.liveness.rpartition(":")
-    asyncio.run(
-        kopf.operator(
+
+    async def main() -> None:
+        if options.peering:
+            await ensure_peering_objects(options.peering, options.namespaces)
+        await kopf.operator(
             registry=registry,
             clusterwide=not options.namespaces,
             namespaces=list(options.namespaces),
@@ -44,5 +47,12 @@ def run(args: argparse.Namespace) -> int:
             peering_name=options.peering,
             liveness_endpoint=f"http://{host or '127.0.0.1'}:{port}/healthz",
         )
-    )
+
+    from luna_operator.peering import PeeringSetupError, ensure_peering_objects
+
+    try:
+        asyncio.run(main())
+    except PeeringSetupError as exc:
+        print(f"luna-plugins operator: {exc}", file=sys.stderr)
+        return 2
     return 0

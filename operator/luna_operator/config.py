@@ -16,6 +16,8 @@ class OperatorConfig:
     """Namespaces to watch; empty watches all namespaces."""
     peering: str | None = None
     """kopf peering name: run several replicas with one active; unset runs standalone."""
+    priority: int | None = None
+    """Peering priority of this replica (the highest is active); random when unset."""
     liveness: str = "127.0.0.1:8090"
     """host:port of the liveness endpoint (GET /healthz)."""
     webhook: bool = False
@@ -39,6 +41,7 @@ class OperatorConfig:
 _FLAGS = {
     "namespaces": ("--namespace", "LUNA_OPERATOR_NAMESPACES"),
     "peering": ("--peering", "LUNA_OPERATOR_PEERING"),
+    "priority": ("--priority", "LUNA_OPERATOR_PRIORITY"),
     "liveness": ("--liveness", "LUNA_OPERATOR_LIVENESS"),
     "webhook": ("--webhook", "LUNA_OPERATOR_WEBHOOK"),
     "webhook_host": ("--webhook-host", "LUNA_OPERATOR_WEBHOOK_HOST"),
@@ -129,6 +132,11 @@ def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = Non
                 values[name] = int(str(raw))
             except ValueError:
                 raise ValueError(f"{origin}={raw!r}: not a port number") from None
+        elif name == "priority":
+            try:
+                values[name] = int(str(raw))
+            except ValueError:
+                raise ValueError(f"{origin}={raw!r}: not an integer") from None
         elif name == "report_ttl":
             try:
                 values[name] = float(str(raw))

@@ -25,6 +25,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from luna_operator.certs import self_signed
 from luna_operator.config import OperatorConfig
+from luna_operator.peering import replica_priority
 from luna_operator.reconciler import GROUP, PLURAL, VERSION, Coalescer, ServiceReconciler
 from luna_operator.store import PluginRecord, PluginStore
 from luna_operator.validation import module_name, validate_code, validate_module
@@ -149,6 +150,8 @@ def configure(settings: kopf.OperatorSettings, options: OperatorConfig) -> None:
     if options.peering:
         settings.peering.name = options.peering
         settings.peering.mandatory = True
+        settings.peering.priority = replica_priority(options.priority)
+        settings.peering.lifetime = 30  # a replica that died is replaced after at most this long
     if options.webhook:
         cert, key = (
             (Path(options.webhook_cert), Path(options.webhook_key))
