@@ -44,10 +44,10 @@ from operator_bench import (
     CLI,
     HOST,
     BenchError,
+    BenchRun,
     Kubectl,
     Processes,
     State,
-    Watch,
     bench_main,
     code_hash,
     free_port,
@@ -267,31 +267,18 @@ def main() -> int:
     return bench_main("apply_to_serve", "bench-serve", options, run_and_report)
 
 
-def run_and_report(
-    options: argparse.Namespace,
-    kubeconfig: str,
-    kubectl: Kubectl,
-    namespace: str,
-    watch: Watch,
-    processes: Processes,
-    workdir: Path,
-) -> None:
-    results = run(options, kubeconfig, kubectl, namespace, watch, processes, workdir)
+def run_and_report(bench: BenchRun) -> None:
+    results = run(bench)
+    watch = bench.watch
     print(f"watch: {watch.events} events, {len(watch.restarts)} restart(s) {watch.restarts}")
-    print(log_warnings(workdir / "operator.log"))
-    if options.output:
-        Path(options.output).write_text(json.dumps(results, indent=1))
+    print(log_warnings(bench.workdir / "operator.log"))
+    if bench.options.output:
+        Path(bench.options.output).write_text(json.dumps(results, indent=1))
 
 
-def run(
-    options: argparse.Namespace,
-    kubeconfig: str,
-    kubectl: Kubectl,
-    namespace: str,
-    watch: Watch,
-    processes: Processes,
-    workdir: Path,
-) -> dict[str, Any]:
+def run(bench: BenchRun) -> dict[str, Any]:
+    options, kubeconfig, kubectl, namespace = bench.options, bench.kubeconfig, bench.kubectl, bench.namespace
+    watch, processes, workdir = bench.watch, bench.processes, bench.workdir
     start_operator(processes, kubeconfig, namespace, workdir / "operator.log")
     sidecars = [
         start_sidecar(processes, kubeconfig, namespace, f"bench-pod-{k}", workdir)

@@ -440,11 +440,26 @@ def main() -> int:
     return bench_main("operator_bench", "bench-op", options, run)
 
 
-def bench_main(name: str, prefix: str, options: argparse.Namespace, body: Callable[..., object]) -> int:
+@dataclass(frozen=True)
+class BenchRun:
+    """What a benchmark body gets from :func:`bench_main`."""
+
+    options: argparse.Namespace
+    kubeconfig: str
+    kubectl: Kubectl
+    namespace: str
+    watch: Watch
+    processes: Processes
+    workdir: Path
+
+
+def bench_main(
+    name: str, prefix: str, options: argparse.Namespace, body: Callable[[BenchRun], object]
+) -> int:
     """The frame both Kubernetes benchmarks share: a control plane (ours or --kubeconfig), the
-    CRDs, a namespace and a status watch for ``body(options, kubeconfig, kubectl, namespace,
-    watch, processes, workdir)``; every process stopped and the workdir removed at the end, also
-    on errors and SIGTERM/Ctrl-C. Returns the exit code."""
+    CRDs, a namespace and a status watch, handed to ``body`` as a :class:`BenchRun`; every
+    process stopped and the workdir removed at the end, also on errors and SIGTERM/Ctrl-C.
+    Returns the exit code."""
     raise_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix=f"luna-{prefix}-"))
     processes = Processes()
@@ -456,7 +471,7 @@ def bench_main(name: str, prefix: str, options: argparse.Namespace, body: Callab
             kubectl("create", "namespace", namespace)
             try:
                 with Watch(kubeconfig, namespace) as watch:
-                    body(options, kubeconfig, kubectl, namespace, watch, processes, workdir)
+                    body(BenchRun(options, kubeconfig, kubectl, namespace, watch, processes, workdir))
             finally:
                 processes.stop_all()
                 if not ours:
@@ -477,15 +492,9 @@ def bench_main(name: str, prefix: str, options: argparse.Namespace, body: Callab
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(
-    options: argparse.Namespace,
-    kubeconfig: str,
-    kubectl: Kubectl,
-    namespace: str,
-    watch: Watch,
-    processes: Processes,
-    workdir: Path,
-) -> None:
+def run(bench: BenchRun) -> None:
+    options, kubeconfig, kubectl, namespace = bench.options, bench.kubeconfig, bench.kubectl, bench.namespace
+    watch, processes, workdir = bench.watch, bench.processes, bench.workdir
     log = workdir / "operator.log"
     warm_up: list[float] = []
 
