@@ -23,6 +23,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels luna-plugins \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin luna
+# the stand-in handlers service of the chart's demo workload (demo.enabled)
+COPY examples/demo_service.py /opt/luna-plugins/demo_service.py
 WORKDIR /tmp
 USER 10001:10001
 # routes, admin (loopback), metrics of the sidecar; liveness of the operator
