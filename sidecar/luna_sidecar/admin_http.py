@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import Counter
 
 from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
 from luna_sidecar.bus import Delivery, EventBus
@@ -35,6 +36,9 @@ class EventIntake:
         self.max_body_bytes = max_body_bytes
         self.max_items = max_items
         self.accepting = True
+        # metric children by label values: prometheus-client's labels() locks and hashes per call
+        self._requests: dict[tuple[str, str], Counter] = {}
+        self._items: dict[str, Counter] = {}
 
     async def handle(self, request: web.Request) -> web.Response:
         event_name = request.match_info["eventName"]
@@ -43,7 +47,11 @@ class EventIntake:
         except PayloadError as exc:
             response = json_response(exc.status, {"error": exc.message, "eventName": event_name})
         label = event_name if event_name in EVENT_NAMES else "unknown"
-        self.metrics.intake_requests.labels(label, str(response.status)).inc()
+        key = (label, str(response.status))
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.metrics.intake_requests.labels(*key)
+        counter.inc()
         return response
 
     async def _handle(self, event_name: str, request: web.Request) -> web.Response:
@@ -72,7 +80,10 @@ class EventIntake:
             arguments = parse_sending(body, max_items=self.max_items)
             delivery = self.bus.publish(event_name, arguments)
             count = len(arguments[0])
-        self.metrics.intake_items.labels(event_name).inc(count)
+        items = self._items.get(event_name)
+        if items is None:
+            items = self._items[event_name] = self.metrics.intake_items.labels(event_name)
+        items.inc(count)
         return _accepted(count, delivery)
 
 
