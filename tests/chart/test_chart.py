@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import filecmp
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.chart.helpers import CHART, ROOT, of_kind, render, service_chart
 from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
 from tests.sidecar.harness import start_sidecar, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "luna-plugins"
 CRDS = ROOT / "crds"
 
 #: documented value combinations, each rendered and dry-run applied
@@ -70,17 +68,6 @@ RESTRICTED_CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-
-
-def render(
-    kube: Any, *args: str, namespace: str = "luna-system", chart: Path = CHART
-) -> list[dict[str, Any]]:
-    out = kube.helm("template", "luna", str(chart), "--namespace", namespace, *args).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [obj for obj in objects if obj["kind"] == kind]
 
 
 def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -230,49 +217,6 @@ def test_rendered_objects_are_accepted_by_the_api_server(
     assert objects
     stderr = dry_run(kube, namespace, objects)
     assert "Warning" not in stderr, stderr  # e.g. would violate PodSecurity "restricted"
-
-
-def service_chart(tmp_path: Path) -> Path:
-    """A user's chart with luna-plugins as a dependency, whose Deployment includes the sidecar."""
-    chart = tmp_path / "handlers"
-    (chart / "templates").mkdir(parents=True)
-    shutil.copytree(CHART, chart / "charts" / "luna-plugins")
-    (chart / "Chart.yaml").write_text(
-        "apiVersion: v2\nname: handlers\nversion: 0.0.1\n"
-        "dependencies:\n  - name: luna-plugins\n    version: 0.1.0\n"
-    )
-    (chart / "values.yaml").write_text("luna-plugins:\n  operator:\n    replicas: 0\n")
-    (chart / "templates" / "deployment.yaml").write_text(
-        """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: handlers
-spec:
-  selector:
-    matchLabels: {app: handlers}
-  template:
-    metadata:
-      labels: {app: handlers}
-      annotations:
-        {{- include "luna-plugins.sidecarPodAnnotations" . | nindent 8 }}
-    spec:
-      serviceAccountName: luna-luna-plugins-sidecar
-      securityContext:
-        runAsNonRoot: true
-        seccompProfile: {type: RuntimeDefault}
-      containers:
-        - name: handlers
-          image: handlers:1.0
-          securityContext:
-            allowPrivilegeEscalation: false
-            capabilities: {drop: [ALL]}
-        {{- include "luna-plugins.sidecarContainer" (dict "context" $ "service" "handlers") | nindent 8 }}
-      volumes:
-        {{- include "luna-plugins.sidecarVolumes" . | nindent 8 }}
-"""
-    )
-    return chart
 
 
 @pytest.mark.kube
