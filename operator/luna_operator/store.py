@@ -29,6 +29,17 @@ class PluginRecord:
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
+    def same_intent(self, other: PluginRecord) -> bool:
+        """Whether ``other`` asks for exactly what this record asks for: only status or metadata
+        (finalizers, annotations) differ, which changes nothing a reconcile derives."""
+        return (
+            self.uid == other.uid
+            and self.generation == other.generation
+            and self.deleting == other.deleting
+            and self.created == other.created
+            and self.spec == other.spec
+        )
+
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PluginRecord:
         meta = body.get("metadata") or {}
@@ -45,15 +56,21 @@ class PluginRecord:
 
 
 class PluginStore:
-    """LunaPlugins by (namespace, name); ``put`` returns the services that need a reconcile."""
+    """LunaPlugins by (namespace, name); ``put`` returns the services that need a reconcile.
+
+    A change of status or metadata only (e.g. the operator's own status write coming back through
+    the watch) needs none: the periodic resync still corrects anything else that drifts."""
 
     def __init__(self) -> None:
         self._plugins: dict[tuple[str, str], PluginRecord] = {}
 
     def put(self, record: PluginRecord) -> set[tuple[str, str]]:
-        """Add or replace a plugin; returns its (namespace, service) and, if it moved, the old one."""
+        """Add or replace a plugin; returns its (namespace, service) and, if it moved, the old one;
+        nothing when only its status or metadata changed."""
         previous = self._plugins.get(record.key)
         self._plugins[record.key] = record
+        if previous is not None and previous.same_intent(record):
+            return set()
         services = {(record.namespace, record.service)}
         if previous is not None:
             services.add((previous.namespace, previous.service))

@@ -98,3 +98,18 @@ def test_store_reports_old_and_new_service_when_a_plugin_moves() -> None:
     assert store.put(moved) == {("ns", "handlers"), ("ns", "matcher")}
     assert store.remove("ns", "p") == {("ns", "matcher")}
     assert store.remove("ns", "p") == set()
+
+
+def test_store_asks_no_reconcile_for_a_status_only_change() -> None:
+    store = PluginStore()
+    record = PluginRecord("ns", "p", "uid-p", 1, "t0", False, {"service": "handlers", "code": "x"})
+    assert store.put(record) == {("ns", "handlers")}
+    written = PluginRecord("ns", "p", "uid-p", 1, "t0", False, dict(record.spec), {"phase": "Ready"})
+    assert store.put(written) == set()
+    assert store.get("ns", "p") is written  # the store still holds the newest status
+    for changed in (
+        PluginRecord("ns", "p", "uid-p", 2, "t0", False, {"service": "handlers", "code": "y"}),
+        PluginRecord("ns", "p", "uid-p", 2, "t0", True, {"service": "handlers", "code": "y"}),
+        PluginRecord("ns", "p", "uid-q", 1, "t1", False, {"service": "handlers", "code": "y"}),
+    ):
+        assert store.put(changed) == {("ns", "handlers")}, changed
