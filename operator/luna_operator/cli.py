@@ -31,8 +31,13 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from luna_operator.handlers import OperatorState, build_registry
+    from luna_operator.injection import TemplateError
 
-    state = OperatorState(options)
+    try:
+        state = OperatorState(options)
+    except TemplateError as exc:
+        print(f"luna-plugins operator: {exc}", file=sys.stderr)
+        return 2
     registry = build_registry(state)
     host, _, port = options.liveness.rpartition(":")
 

@@ -21,7 +21,9 @@ class OperatorConfig:
     liveness: str = "127.0.0.1:8090"
     """host:port of the liveness endpoint (GET /healthz)."""
     webhook: bool = False
-    """Serve the validating admission webhook and register it (kopf-managed configuration)."""
+    """Serve the admission webhooks (validation of LunaPlugins; sidecar injection with --inject)."""
+    webhook_managed: bool = True
+    """Create and update the webhook configurations lunaplugins.luna.dev; false: only serve them."""
     webhook_host: str = "127.0.0.1"
     """Address the webhook listens on and the API server calls."""
     webhook_port: int = 9443
@@ -32,6 +34,10 @@ class OperatorConfig:
     """PEM private key of the webhook certificate."""
     webhook_certs_dir: str = ".luna/operator-webhook"
     """Where the self-signed webhook certificate is kept."""
+    inject: bool = False
+    """Inject the sidecar into Pods annotated luna.dev/inject (needs --webhook, --inject-template)."""
+    inject_template: str | None = None
+    """YAML file with the sidecar to inject: container, volumes, annotations, labels."""
     report_ttl: float = 30.0
     """Seconds after which a sidecar's report stops counting in status.loaded."""
     log_level: str = "INFO"
@@ -44,14 +50,21 @@ _FLAGS = {
     "priority": ("--priority", "LUNA_OPERATOR_PRIORITY"),
     "liveness": ("--liveness", "LUNA_OPERATOR_LIVENESS"),
     "webhook": ("--webhook", "LUNA_OPERATOR_WEBHOOK"),
+    "webhook_managed": ("--webhook-managed", "LUNA_OPERATOR_WEBHOOK_MANAGED"),
     "webhook_host": ("--webhook-host", "LUNA_OPERATOR_WEBHOOK_HOST"),
     "webhook_port": ("--webhook-port", "LUNA_OPERATOR_WEBHOOK_PORT"),
     "webhook_cert": ("--webhook-cert", "LUNA_OPERATOR_WEBHOOK_CERT"),
     "webhook_key": ("--webhook-key", "LUNA_OPERATOR_WEBHOOK_KEY"),
     "webhook_certs_dir": ("--webhook-certs-dir", "LUNA_OPERATOR_WEBHOOK_CERTS_DIR"),
+    "inject": ("--inject", "LUNA_OPERATOR_INJECT"),
+    "inject_template": ("--inject-template", "LUNA_OPERATOR_INJECT_TEMPLATE"),
     "report_ttl": ("--report-ttl", "LUNA_OPERATOR_REPORT_TTL"),
     "log_level": ("--log-level", "LUNA_OPERATOR_LOG_LEVEL"),
 }
+
+
+_SWITCHES = ("webhook", "inject")
+"""Flags that take no value (store "true"); their variables take true/false."""
 
 
 def settings_table() -> list[tuple[str, str, str, str]]:
@@ -90,7 +103,7 @@ def _docs() -> dict[str, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     docs = _docs()
     for name, (flag, env) in _FLAGS.items():
-        if name == "webhook":
+        if name in _SWITCHES:
             parser.add_argument(
                 flag,
                 dest=name,
@@ -127,6 +140,8 @@ def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = Non
             values[name] = tuple(item.strip() for item in items if item.strip())
         elif name == "webhook":
             values[name] = str(raw).lower() in ("1", "true", "yes", "on")
+        elif name in ("webhook_managed", "inject"):
+            values[name] = _boolean(origin, raw)
         elif name == "webhook_port":
             try:
                 values[name] = int(str(raw))
@@ -144,4 +159,20 @@ def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = Non
                 raise ValueError(f"{origin}={raw!r}: not a number of seconds") from None
         else:
             values[name] = str(raw)
-    return OperatorConfig(**values)  # type: ignore[arg-type]
+    options = OperatorConfig(**values)  # type: ignore[arg-type]
+    if options.inject and not options.webhook:
+        raise ValueError("--inject needs --webhook: the sidecar is injected by the admission webhook")
+    if options.inject and not options.inject_template:
+        raise ValueError("--inject needs --inject-template: the YAML file with the sidecar to inject")
+    return options
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _boolean(origin: str, raw: object) -> bool:
+    text = str(raw).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{origin}={raw!r}: not a boolean (true/false, 1/0, yes/no, on/off)")

@@ -6,7 +6,8 @@
 - ``on.delete``: the finalizer lets us take the plugin out of the active list *before* its
   ConfigMap is garbage-collected, so sidecars never see a list naming missing code;
 - ``on.event`` of ConfigMaps: re-render plugins whose ``codeFrom`` names the ConfigMap;
-- ``on.validate``: the admission webhook, with the same checks as the reconcile.
+- ``on.validate``: the admission webhook, with the same checks as the reconcile;
+- ``on.mutate`` of Pods (with ``--inject``): the sidecar injection (see ``injection``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from luna_operator.certs import self_signed
 from luna_operator.config import OperatorConfig
+from luna_operator.injection import InjectionRefusedError, InjectionTemplate, load_template, plan
 from luna_operator.peering import replica_priority
 from luna_operator.reconciler import GROUP, PLURAL, VERSION, Coalescer, ServiceReconciler
 from luna_operator.store import PluginRecord, PluginStore
 from luna_operator.validation import module_name, validate_code, validate_module
 
 log = logging.getLogger("luna.operator")
+
+WEBHOOK_CONFIGURATION = "lunaplugins.luna.dev"
+"""Name of the Validating- and MutatingWebhookConfiguration kopf manages (``--webhook-managed``)."""
 
 
 class HashedCodeDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -47,10 +52,16 @@ class HashedCodeDiffBase(kopf.AnnotationsDiffBaseStorage):
 
 
 class OperatorState:
-    """The store, the API client and the reconciler, shared by the handlers."""
+    """The store, the API client and the reconciler, shared by the handlers.
+
+    With ``options.inject`` the injection template is loaded here, once: a bad file raises
+    ``injection.TemplateError`` (a ``ValueError`` naming the file) before anything starts."""
 
     def __init__(self, options: OperatorConfig) -> None:
         self.options = options
+        self.inject_template: InjectionTemplate | None = (
+            load_template(options.inject_template) if options.inject and options.inject_template else None
+        )
         self.store = PluginStore()
         self.api: client.ApiClient | None = None
         self.reconciler: ServiceReconciler | None = None
@@ -166,7 +177,8 @@ def configure(settings: kopf.OperatorSettings, options: OperatorConfig) -> None:
             pkeyfile=str(key),
             cafile=str(cert),
         )
-        settings.admission.managed = "lunaplugins.luna.dev"
+        # unmanaged: the configurations (and their CA bundle) come from elsewhere, e.g. the chart
+        settings.admission.managed = WEBHOOK_CONFIGURATION if options.webhook_managed else None
 
 
 def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
@@ -223,7 +235,54 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
 
     if state.options.webhook:
         register_webhook(registry, state)
+        if state.inject_template is not None:
+            register_injection(registry, state.inject_template, state.options.namespaces)
     return registry
+
+
+def register_injection(
+    registry: kopf.OperatorRegistry, template: InjectionTemplate, namespaces: tuple[str, ...] = ()
+) -> None:
+    """The mutating webhook ``/inject-sidecar``: Pods created with ``luna.dev/inject: "true"``
+    get the template's sidecar. Pods are not watched: kopf only needs to discover the resource
+    (core v1, already scanned for ConfigMaps) to serve admission for it. The failure policy is
+    Ignore: with the operator down, Pods are created without the sidecar. Pods outside
+    ``namespaces`` (when set) are left alone."""
+
+    @kopf.on.mutate(
+        "",
+        "v1",
+        "pods",
+        id="inject-sidecar",
+        operations=["CREATE"],
+        ignore_failures=True,
+        registry=registry,
+    )
+    async def inject_sidecar(body: Any, patch: kopf.Patch, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "")
+        if namespaces and namespace and namespace not in namespaces:
+            return
+        try:
+            change = plan(body, template)
+        except InjectionRefusedError as exc:
+            raise kopf.AdmissionError(str(exc), code=422) from None
+        except Exception:  # a Pod shaped as we did not expect: created as without the webhook
+            log.exception("sidecar injection failed; the pod is created without it")
+            return
+        if change is None:
+            return
+        patch.spec["containers"] = change.containers
+        if change.volumes_added:
+            patch.spec["volumes"] = change.volumes
+        for key, value in change.annotations.items():
+            patch.meta.annotations[key] = value
+        for key, value in change.labels.items():
+            patch.meta.labels[key] = value
+        pod = f"{namespace}/{meta.get('name') or str(meta.get('generateName') or '') + '*'}"
+        log.info("injected sidecar %r into pod %s (service %s)", change.container_name, pod, change.service)
+        for warning in change.warnings:
+            log.warning("pod %s: %s", pod, warning)
 
 
 def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> None:
