@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit bench bench-kube clean cluster-tools system-deps
+.PHONY: venv demo test lint typecheck unit bench bench-kube clean cluster-tools system-deps e2e-kind
 
 venv: $(STAMP)
 
@@ -58,6 +58,11 @@ bench: venv system-deps
 bench-kube: venv cluster-tools
 	$(BIN)/python bench/apply_to_serve.py
 	$(BIN)/python bench/operator_bench.py
+
+## e2e-kind: the chart on a kind cluster, then the end-to-end suite against it (needs Docker and kind;
+## not part of `make test`). KIND_CLUSTER names the cluster, KEEP_CLUSTER=1 keeps it
+e2e-kind: venv
+	bash scripts/e2e-kind.sh
 
 clean:
 	rm -rf $(VENV) .luna .mypy_cache .ruff_cache .pytest_cache

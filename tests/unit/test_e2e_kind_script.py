@@ -1,0 +1,70 @@
+"""scripts/e2e-kind.sh (`make e2e-kind`): valid bash, and without a container engine or kind it
+stops at once with exit code 2 and a message that says what is missing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "e2e-kind.sh"
+DEFAULT_SUITE = "the default suite `make test` runs without one"
+
+
+def bash() -> str:
+    found = shutil.which("bash")
+    assert found is not None, "bash not on PATH"
+    return found
+
+
+def run_script(path: str) -> subprocess.CompletedProcess[str]:
+    """Run the script with PATH set to ``path`` only (no docker, kind, kubectl from the machine)."""
+    return subprocess.run(
+        [bash(), str(SCRIPT)],
+        env={"PATH": path, "HOME": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def fake_command(directory: Path, name: str, exit_code: int) -> None:
+    command = directory / name
+    command.write_text(f"#!/bin/sh\nexit {exit_code}\n")
+    command.chmod(0o755)
+
+
+def test_the_script_is_valid_bash() -> None:
+    result = subprocess.run([bash(), "-n", str(SCRIPT)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_without_docker_it_exits_2_and_says_why(tmp_path: Path) -> None:
+    result = run_script(str(tmp_path))
+    assert result.returncode == 2, result
+    assert "make e2e-kind needs a container engine: docker not found on PATH" in result.stderr
+    assert DEFAULT_SUITE in result.stderr
+    assert result.stdout == ""  # nothing started
+
+
+def test_with_docker_but_no_daemon_it_exits_2(tmp_path: Path) -> None:
+    fake_command(tmp_path, "docker", 1)
+    result = run_script(str(tmp_path))
+    assert result.returncode == 2, result
+    assert "docker is installed but `docker info` fails" in result.stderr
+    assert DEFAULT_SUITE in result.stderr
+
+
+@pytest.mark.parametrize("with_go", [False, True])
+def test_with_docker_but_no_kind_it_exits_2(tmp_path: Path, with_go: bool) -> None:
+    fake_command(tmp_path, "docker", 0)
+    if with_go:
+        fake_command(tmp_path, "go", 0)
+    result = run_script(str(tmp_path))
+    assert result.returncode == 2, result
+    assert "make e2e-kind needs kind (Kubernetes in Docker): not found on PATH" in result.stderr
+    assert ("go install sigs.k8s.io/kind@v" in result.stderr) is with_go, result.stderr
+    assert result.stdout == ""
