@@ -173,7 +173,11 @@ def start_prometheus(config: Path, workdir: Path, attempts: int = 3) -> Promethe
             except OSError:
                 return False
 
-        wait_for(ready, timeout=SCRAPE_WAIT, what="prometheus /-/ready")
+        try:
+            wait_for(ready, timeout=SCRAPE_WAIT, what="prometheus /-/ready")
+        except BaseException:
+            running.stop()  # not ready in time: it must not outlive the test
+            raise
         if process.poll() is None:
             return running
         if "address already in use" not in running.log():
