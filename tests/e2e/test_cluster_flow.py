@@ -4,9 +4,7 @@ says which pods run which version. Real operator, real sidecars, real API server
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -15,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.kube.control_plane import stop_apiserver
 from tests.operator.harness import Cluster, plugin_manifest, route_code
 from tests.sidecar.harness import http, points, wait_for
 
@@ -161,30 +160,15 @@ def test_a_restarted_sidecar_converges(cluster: Cluster, operator: Any, cluster_
 def test_operator_and_sidecar_recover_when_the_api_server_restarts(
     cluster: Cluster, operator: Any, cluster_sidecar: Any, kube: Any
 ) -> None:
-    if kube.state_dir is None:
-        pytest.skip("restarting the API server needs the local control plane (not an external cluster)")
     ns = cluster.namespace
     sidecar = cluster_sidecar("pod-x")
     cluster.apply(plugin_manifest("before", ns, route_code("/before", "b")))
     wait_for(lambda: answers(sidecar, "/before", "b"), what="the route before the restart")
 
-    pid_file = Path(kube.state_dir) / "run" / "kube-apiserver.pid"
-    pid = int(pid_file.read_text().split()[0])
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: _stopped(pid), timeout=30, what="the API server to stop")
+    start_again = stop_apiserver(kube)
     time.sleep(2)  # a real outage: watches break, requests fail
     assert answers(sidecar, "/before", "b"), "loaded plugins keep serving while the API is away"
-    log = (Path(kube.state_dir) / "logs" / "kube-apiserver.log").open("ab")
-    restarted = subprocess.Popen(
-        [arg.decode() for arg in argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    pid_file.write_text(f"{restarted.pid}\n")  # `luna-plugins cluster down` stops the new one
-    wait_for(
-        lambda: kube.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
-        timeout=60,
-        what="the API server to be back",
-    )
+    start_again()
     cluster.apply(plugin_manifest("after", ns, route_code("/after", "a")))
     wait_for(lambda: answers(sidecar, "/after", "a"), timeout=60, what="the sidecar to follow changes again")
     wait_for(lambda: cluster.status("after").get("phase") == "Ready", timeout=30, what="the operator again")
@@ -223,15 +207,6 @@ def test_sidecar_liveness_fails_when_the_api_is_unreachable(tmp_path: Path) -> N
         assert _status(sidecar.metrics_url + "/readyz") == 503  # never synced: not ready either
     finally:
         assert sidecar.stop() == 0
-
-
-def _stopped(pid: int) -> bool:
-    """Gone, or a zombie (its parent, `luna-plugins cluster up`, exited long ago)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _status(url: str) -> int | None:
