@@ -4,8 +4,10 @@ real operator and sidecar run with the chart's ServiceAccounts' tokens)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import filecmp
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +48,17 @@ COMBINATIONS: dict[str, list[str]] = {
         "--set",
         "operator.replicas=0",
     ],
+    # several operator replicas, one active: RollingUpdate, a PodDisruptionBudget, a ClusterKopfPeering
+    "peering-two-replicas": ["--set", "operator.peering.enabled=true", "--set", "operator.replicas=2"],
+    # the same watching named namespaces: a KopfPeering in each (here the release namespace)
+    "peering-namespaced": ["--set", "operator.peering.enabled=true", "--set", "operator.replicas=3"],
+    "webhook-disabled": ["--set", "webhook.enabled=false", "--set", "injection.enabled=false"],
+    "injection-disabled": ["--set", "injection.enabled=false"],
+    # sidecar ServiceAccount, Role and RoleBinding in one more (existing) namespace
+    "sidecar-namespaces": ["--set", "sidecar.namespaces={default}"],
 }
+#: the combinations that need the release namespace in operator.namespaces (objects are put there)
+WATCH_RELEASE_NAMESPACE = {"peering-namespaced"}
 
 #: what the operator's ClusterRole must grant: (apiGroup, resource) -> verbs
 OPERATOR_RULES = {
@@ -71,19 +83,36 @@ RESTRICTED_CONTAINER = {
 
 
 def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs; a rule limited to resourceNames counts as ``resource#name``."""
     granted: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                granted.setdefault((group, resource), set()).update(rule["verbs"])
+                for name in rule.get("resourceNames") or [None]:
+                    key = (group, resource if name is None else f"{resource}#{name}")
+                    granted.setdefault(key, set()).update(rule["verbs"])
     return granted
 
 
+def combination_args(combination: str, namespace: str) -> list[str]:
+    """The helm arguments of ``COMBINATIONS[combination]`` for a release in ``namespace``."""
+    args = list(COMBINATIONS[combination])
+    if combination in WATCH_RELEASE_NAMESPACE:
+        args += ["--set", f"operator.namespaces={{{namespace}}}"]
+    return args
+
+
 def dry_run(kube: Any, namespace: str, objects: list[dict[str, Any]]) -> str:
-    """Server-side dry-run apply of ``objects``; returns stderr (PodSecurity warnings land there)."""
-    manifest = yaml.safe_dump_all(objects)
-    result = kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=manifest)
-    return result.stderr
+    """Server-side dry-run apply of ``objects``; returns stderr (PodSecurity warnings land there).
+    Objects that name another namespace (e.g. sidecar.namespaces) are applied in theirs."""
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        by_namespace.setdefault(obj["metadata"].get("namespace") or namespace, []).append(obj)
+    stderr = ""
+    for target, group in sorted(by_namespace.items(), key=lambda item: item[0] != namespace):
+        manifest = yaml.safe_dump_all(group)
+        stderr += kube.kubectl("apply", "--dry-run=server", "-n", target, "-f", "-", input=manifest).stderr
+    return stderr
 
 
 def restricted_namespace(kube: Any, namespace: str) -> None:
@@ -132,12 +161,42 @@ def test_helm_lint_is_clean(kube: Any) -> None:
 
 
 @pytest.mark.kube
-@pytest.mark.parametrize("bad", ["operator.replicas=two", "operator.replicas=3", "operator.logLevel=LOUD"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "operator.replicas=two",
+        "operator.replicas=3",  # several replicas need operator.peering.enabled
+        "operator.replicas=-1",
+        "operator.logLevel=LOUD",
+        "webhook.enabled=false",  # while injection.enabled (the default) needs it
+        "webhook.timeoutSeconds=31",
+        "webhook.certManager.issuerRef.kind=Vault",
+    ],
+)
 def test_schema_rejects_bad_values(kube: Any, bad: str) -> None:
     flag = "--set-string" if bad.endswith("two") else "--set"
     result = kube.helm("template", "luna", str(CHART), flag, bad, check=False)
     assert result.returncode != 0
-    assert "schema" in result.stderr and bad.split("=")[0].split(".")[-1] in result.stderr, result.stderr
+    key = bad.split("=")[0].split(".")[-1]
+    assert "schema" in result.stderr and key in result.stderr, result.stderr
+
+
+@pytest.mark.kube
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["operator.replicas=2"], "operator.replicas=2 needs operator.peering.enabled=true"),
+        (["webhook.enabled=false"], "injection.enabled=true needs webhook.enabled=true"),
+    ],
+)
+def test_values_that_cannot_work_together_fail_with_a_clear_message(
+    kube: Any, values: list[str], message: str
+) -> None:
+    """The template's own checks, for a user who skips the schema."""
+    sets = [arg for value in values for arg in ("--set", value)]
+    result = kube.helm("template", "luna", str(CHART), "--skip-schema-validation", *sets, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
 
 
 @pytest.mark.kube
@@ -163,14 +222,19 @@ def test_operator_pod_is_restricted_and_probed(kube: Any) -> None:
 
 @pytest.mark.kube
 def test_scrape_annotations_follow_the_values(kube: Any) -> None:
-    (deployment,) = of_kind(render(kube, "--set", "operator.prometheusScrape.enabled=true"), "Deployment")
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {
+    def scrape_annotations(objects: list[dict[str, Any]]) -> dict[str, str]:
+        (deployment,) = of_kind(objects, "Deployment")
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+        return {key: value for key, value in annotations.items() if key.startswith("prometheus.io/")}
+
+    assert scrape_annotations(render(kube, "--set", "operator.prometheusScrape.enabled=true")) == {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": "8090",
         "prometheus.io/path": "/metrics",
     }
-    (deployment,) = of_kind(render(kube), "Deployment")
+    assert scrape_annotations(render(kube)) == {}
+    # without webhooks there is no checksum to roll the pod on either: no annotations at all
+    (deployment,) = of_kind(render(kube, *COMBINATIONS["webhook-disabled"]), "Deployment")
     assert "annotations" not in deployment["spec"]["template"]["metadata"]
 
 
@@ -192,16 +256,77 @@ def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "luna-luna-plugins-sidecar", "namespace": "luna-system"}
     ]
+    # no verb for the webhooks: the chart owns their configurations, the operator only serves them
+    for combination in ("webhook-disabled", "injection-disabled"):
+        (cluster_role,) = of_kind(render(kube, *COMBINATIONS[combination]), "ClusterRole")
+        assert rules_of(cluster_role) == OPERATOR_RULES, combination
+
+
+@pytest.mark.kube
+def test_peering_rbac_is_exactly_what_kopf_and_the_operator_use(kube: Any) -> None:
+    """kopf lists and watches the peering objects and merge-patches its entry into ours (the CRDs
+    have no status subresource); luna_operator.peering creates ours when it is missing."""
+    peering = ["--set", "operator.peering.enabled=true"]
+    (cluster_role,) = of_kind(render(kube, *peering), "ClusterRole")
+    assert rules_of(cluster_role) == OPERATOR_RULES | {
+        ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "create"},
+        ("kopf.dev", "clusterkopfpeerings#luna-luna-plugins"): {"patch"},
+    }
+    (cluster_role,) = of_kind(render(kube, *peering, "--set", "operator.namespaces={a,b}"), "ClusterRole")
+    assert rules_of(cluster_role) == OPERATOR_RULES | {
+        ("", "namespaces"): {"list", "watch"},
+        ("kopf.dev", "kopfpeerings"): {"list", "watch", "create"},
+        ("kopf.dev", "kopfpeerings#luna-luna-plugins"): {"patch"},
+    }
+
+
+@pytest.mark.kube
+def test_sidecar_rbac_in_more_namespaces(kube: Any) -> None:
+    objects = render(kube, "--set", "sidecar.namespaces={team-a,luna-system,team-b}")
+    sidecar = "luna-luna-plugins-sidecar"
+    accounts = [obj["metadata"]["namespace"] for obj in of_kind(objects, "ServiceAccount")]
+    assert sorted(accounts) == ["luna-system", "luna-system", "team-a", "team-b"]  # + the operator's
+    roles = of_kind(objects, "Role")
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["luna-system", "team-a", "team-b"]
+    for role in roles:
+        assert rules_of(role) == SIDECAR_RULES
+    for binding in of_kind(objects, "RoleBinding"):
+        namespace = binding["metadata"]["namespace"]
+        assert binding["roleRef"]["name"] == sidecar
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sidecar, "namespace": namespace}]
+    # a ServiceAccount the user brings: bound in every namespace, created in none
+    objects = render(
+        kube,
+        "--set",
+        "sidecar.namespaces={team-a}",
+        "--set",
+        "sidecar.serviceAccount.create=false",
+        "--set",
+        "sidecar.serviceAccount.name=handlers",
+    )
+    assert [obj["metadata"]["name"] for obj in of_kind(objects, "ServiceAccount")] == ["luna-luna-plugins"]
+    subjects = [binding["subjects"] for binding in of_kind(objects, "RoleBinding")]
+    assert sorted(subject[0]["namespace"] for subject in subjects) == ["luna-system", "team-a"]
+    assert {subject[0]["name"] for subject in subjects} == {"handlers"}
 
 
 @pytest.mark.kube
 def test_objects_carry_the_recommended_labels(kube: Any) -> None:
-    for obj in render(kube):
+    everything = [
+        *("--set", "operator.peering.enabled=true", "--set", "operator.replicas=2"),
+        *("--set", "webhook.certManager.enabled=true", "--set", "sidecar.namespaces={team-a}"),
+        *("--set", "demo.enabled=true", "--set", "prometheus.podMonitor.enabled=true"),
+        *("--set", "prometheus.serviceMonitor.enabled=true"),
+    ]
+    components: set[str] = set()
+    for obj in render(kube) + render(kube, *everything):
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "luna-plugins", obj["metadata"]
         assert labels["app.kubernetes.io/instance"] == "luna"
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        assert labels["app.kubernetes.io/component"] in ("operator", "sidecar")
+        assert labels["app.kubernetes.io/part-of"] == "luna-plugins"
+        components.add(labels["app.kubernetes.io/component"])
+    assert components == {"operator", "sidecar", "webhook", "demo", "monitoring"}
 
 
 # --- the API server -----------------------------------------------------------------------------
@@ -213,10 +338,21 @@ def test_rendered_objects_are_accepted_by_the_api_server(
     kube: Any, crd: None, namespace: str, combination: str
 ) -> None:
     restricted_namespace(kube, namespace)
-    objects = render(kube, *COMBINATIONS[combination], namespace=namespace)
+    for name in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    objects = render(kube, *combination_args(combination, namespace), namespace=namespace)
     assert objects
     stderr = dry_run(kube, namespace, objects)
     assert "Warning" not in stderr, stderr  # e.g. would violate PodSecurity "restricted"
+
+
+@pytest.mark.kube
+@pytest.mark.parametrize("combination", sorted(COMBINATIONS))
+def test_combinations_are_lint_clean(kube: Any, combination: str) -> None:
+    args = combination_args(combination, "luna-system")
+    result = kube.helm("lint", "--strict", str(CHART), "--namespace", "luna-system", *args)
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
 
 
 @pytest.mark.kube
@@ -308,25 +444,81 @@ def test_operator_and_sidecar_work_with_the_charts_rbac(
     assert cluster.items("lunapluginruntimes") == []
 
 
+def secret_data(kube: Any, namespace: str, name: str) -> dict[str, str]:
+    secret = json.loads(kube.kubectl("get", "secret", name, "-n", namespace, "-o", "json").stdout)
+    return secret["data"]  # type: ignore[no-any-return]
+
+
+def ca_bundles(kube: Any, release: str) -> list[str]:
+    bundles = []
+    for kind, name in (
+        ("validatingwebhookconfiguration", f"{release}-luna-plugins"),
+        ("mutatingwebhookconfiguration", f"{release}-luna-plugins-inject"),
+    ):
+        configuration = json.loads(kube.kubectl("get", kind, name, "-o", "json").stdout)
+        bundles += [webhook["clientConfig"]["caBundle"] for webhook in configuration["webhooks"]]
+    return bundles
+
+
 @pytest.mark.kube
-def test_install_then_uninstall_leaves_nothing(kube: Any, crd: None, namespace: str) -> None:
+def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, namespace: str) -> None:
+    """Peering with two replicas, so that every kind the chart makes is there. No --wait: without a
+    kubelet the operator pods never run."""
     release = f"r{namespace[-6:]}"
     selector = f"app.kubernetes.io/instance={release}"
-    kube.helm("install", release, str(CHART), "--namespace", namespace)
-    namespaced = "deployments,replicasets,serviceaccounts,roles,rolebindings"
+    peering = ["--set", "operator.peering.enabled=true", "--set", "operator.replicas=2"]
+    kube.helm("install", release, str(CHART), "--namespace", namespace, *peering)
+    namespaced = (
+        "deployments,replicasets,serviceaccounts,roles,rolebindings,services,secrets,configmaps,"
+        "poddisruptionbudgets"
+    )
+    cluster_kinds = (
+        "clusterroles,clusterrolebindings,validatingwebhookconfigurations,"
+        "mutatingwebhookconfigurations,clusterkopfpeerings"
+    )
     names = kube.kubectl("get", namespaced, "-n", namespace, "-l", selector, "-o", "name").stdout.split()
-    assert f"deployment.apps/{release}-luna-plugins-operator" in names
-    assert f"serviceaccount/{release}-luna-plugins-sidecar" in names
-    cluster_wide = kube.kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name")
-    assert len(cluster_wide.stdout.split()) == 2
+    for name in (
+        "deployment.apps/{}-luna-plugins-operator",
+        "serviceaccount/{}-luna-plugins-sidecar",
+        "service/{}-luna-plugins-webhook",
+        "secret/{}-luna-plugins-webhook-tls",
+        "configmap/{}-luna-plugins-inject",
+        "poddisruptionbudget.policy/{}-luna-plugins-operator",
+    ):
+        assert name.format(release) in names, names
+    cluster_wide = kube.kubectl("get", cluster_kinds, "-l", selector, "-o", "name").stdout.split()
+    assert len(cluster_wide) == 5, cluster_wide
     notes = kube.helm("status", release, "--namespace", namespace).stdout
     assert "The operator watches LunaPlugins in all namespaces" in notes, notes
+    assert 'luna.dev/inject: "true"' in notes, notes
+
+    def deployment() -> dict[str, Any]:
+        name = f"{release}-luna-plugins-operator"
+        return json.loads(kube.kubectl("get", "deployment", name, "-n", namespace, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+    secret_name = f"{release}-luna-plugins-webhook-tls"
+    certificate = secret_data(kube, namespace, secret_name)
+    assert set(ca_bundles(kube, release)) == {certificate["ca.crt"]}
+    before = deployment()
+    kube.helm(
+        "upgrade", release, str(CHART), "--namespace", namespace, *peering, "--set", "operator.logLevel=DEBUG"
+    )
+    after = deployment()
+    assert after["metadata"]["generation"] > before["metadata"]["generation"]
+    assert "--log-level=DEBUG" in after["spec"]["template"]["spec"]["containers"][0]["args"]
+    # the certificate was looked up and kept: the pods' certificate and the caBundle still agree
+    assert secret_data(kube, namespace, secret_name) == certificate
+    assert set(ca_bundles(kube, release)) == {certificate["ca.crt"]}
+    # ... and so is the pod's checksum of it (only the log level rolled the pods)
+    served = hashlib.sha256(base64.b64decode(certificate["tls.crt"])).hexdigest()
+    for each in (before, after):
+        assert each["spec"]["template"]["metadata"]["annotations"]["checksum/webhook-cert"] == served
 
     kube.helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout=60s")
 
     def gone() -> bool:
         left = kube.kubectl("get", f"{namespaced},pods", "-n", namespace, "-l", selector, "-o", "name")
-        left_cluster = kube.kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name")
+        left_cluster = kube.kubectl("get", cluster_kinds, "-l", selector, "-o", "name")
         return not left.stdout.split() and not left_cluster.stdout.split()
 
     wait_for(gone, timeout=60, what="every object of the release to go")

@@ -192,3 +192,118 @@ prometheus.io/scrape: "true"
 prometheus.io/port: "9100"
 prometheus.io/path: /metrics
 {{- end }}
+
+{{/* Fail early, with a message that says what to change, on values that cannot work together
+(values.schema.json refuses them too; this also covers --skip-schema-validation). */}}
+{{- define "luna-plugins.validateValues" -}}
+{{- if and .Values.injection.enabled (not .Values.webhook.enabled) }}
+{{- fail "injection.enabled=true needs webhook.enabled=true: the sidecar is injected by the operator's admission webhook. Set webhook.enabled=true, or injection.enabled=false." }}
+{{- end }}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.peering.enabled) }}
+{{- fail (printf "operator.replicas=%d needs operator.peering.enabled=true: without kopf peering every replica would handle every LunaPlugin. Set operator.peering.enabled=true, or operator.replicas to 0 or 1." (int .Values.operator.replicas)) }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the admission webhook objects. */}}
+{{- define "luna-plugins.webhookLabels" -}}
+{{ include "luna-plugins.labels" . }}
+app.kubernetes.io/component: webhook
+{{- end }}
+
+{{/* The Service in front of the operator's webhook server, and the Secret of its certificate. */}}
+{{- define "luna-plugins.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "luna-plugins.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "luna-plugins.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "luna-plugins.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The cert-manager Certificate (and Issuer) of the webhook, for cert-manager.io/inject-ca-from. */}}
+{{- define "luna-plugins.webhookCertificateName" -}}
+{{- printf "%s-webhook" (include "luna-plugins.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The webhook's certificate when Helm makes it (webhook.certManager.enabled=false), as YAML with
+ca.crt, tls.crt and tls.key (PEM). The existing Secret is reused (`lookup`), so `helm upgrade`
+keeps the certificate the running pods serve and the caBundle of the configurations in step;
+otherwise a CA and a certificate for the Service's DNS names are generated. Computed once per
+rendering and kept in .Values, so the Secret, both configurations and the Deployment's checksum
+see the same certificate.
+*/}}
+{{- define "luna-plugins.webhookCerts" -}}
+{{- if not (hasKey .Values "__lunaWebhookCerts") }}
+{{- $certs := dict }}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "luna-plugins.webhookSecretName" .) }}
+{{- $data := dig "data" dict ($secret | default dict) }}
+{{- if and (index $data "ca.crt") (index $data "tls.crt") (index $data "tls.key") }}
+{{- $certs = dict "ca.crt" (index $data "ca.crt" | b64dec) "tls.crt" (index $data "tls.crt" | b64dec) "tls.key" (index $data "tls.key" | b64dec) }}
+{{- else }}
+{{- $service := include "luna-plugins.webhookServiceName" . }}
+{{- $namespace := .Release.Namespace }}
+{{- $names := list $service (printf "%s.%s" $service $namespace) (printf "%s.%s.svc" $service $namespace) (printf "%s.%s.svc.cluster.local" $service $namespace) }}
+{{- $days := int .Values.webhook.certValidityDays }}
+{{- $ca := genCA (printf "%s-webhook-ca" (include "luna-plugins.fullname" .)) $days }}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $service $namespace) nil $names $days $ca }}
+{{- $certs = dict "ca.crt" $ca.Cert "tls.crt" $cert.Cert "tls.key" $cert.Key }}
+{{- end }}
+{{- $_ := set .Values "__lunaWebhookCerts" $certs }}
+{{- end }}
+{{- toYaml (get .Values "__lunaWebhookCerts") }}
+{{- end }}
+
+{{/* clientConfig of a webhook served by the operator at `path`. (dict "context" $ "path" "/x") */}}
+{{- define "luna-plugins.webhookClientConfig" -}}
+{{- $ctx := .context -}}
+service:
+  name: {{ include "luna-plugins.webhookServiceName" $ctx }}
+  namespace: {{ $ctx.Release.Namespace }}
+  path: {{ .path }}
+  port: 443
+{{- if not $ctx.Values.webhook.certManager.enabled }}
+caBundle: {{ index (include "luna-plugins.webhookCerts" $ctx | fromYaml) "ca.crt" | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/* Annotations of the webhook configurations: cert-manager's CA injector fills their caBundle. */}}
+{{- define "luna-plugins.webhookConfigurationAnnotations" -}}
+{{- if .Values.webhook.certManager.enabled }}
+annotations:
+  cert-manager.io/inject-ca-from: {{ printf "%s/%s" .Release.Namespace (include "luna-plugins.webhookCertificateName" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The injection template the operator reads (`--inject-template`): the sidecar container of
+`luna-plugins.sidecarContainer`, its volumes, and the pod annotations and labels added when absent.
+*/}}
+{{- define "luna-plugins.injectTemplate" -}}
+container:
+  {{- include "luna-plugins.sidecarContainer" (dict "context" .) | fromYamlArray | first | toYaml | nindent 2 }}
+volumes:
+  {{- include "luna-plugins.sidecarVolumes" . | nindent 2 }}
+annotations:
+  {{- if .Values.prometheus.scrapeAnnotations }}
+  {{- include "luna-plugins.sidecarPodAnnotations" . | nindent 2 }}
+  {{- else }} {}
+  {{- end }}
+labels:
+  {{- include "luna-plugins.sidecarPodLabels" . | nindent 2 }}
+{{- end }}
+
+{{/* The served versions of the LunaPlugin CRD (crds/lunaplugins.yaml), for the webhook rules. */}}
+{{- define "luna-plugins.lunapluginVersions" -}}
+{{- $crd := .Files.Get "crds/lunaplugins.yaml" | fromYaml }}
+{{- $versions := list }}
+{{- range (dig "spec" "versions" list $crd) }}
+{{- if .served }}{{ $versions = append $versions .name }}{{ end }}
+{{- end }}
+{{- toYaml (required "crds/lunaplugins.yaml serves no version" ($versions | default nil)) }}
+{{- end }}
+
+{{/* The namespaces that get the sidecar's ServiceAccount, Role and RoleBinding: the release
+namespace and sidecar.namespaces. */}}
+{{- define "luna-plugins.sidecarNamespaces" -}}
+{{- toYaml (prepend (without (.Values.sidecar.namespaces | default list) .Release.Namespace) .Release.Namespace | uniq) }}
+{{- end }}
