@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from luna_cluster import tools
-from tests.chart.test_chart import CHART, dry_run, of_kind, render, restricted_namespace
+from tests.chart.helpers import CHART, of_kind, render
+from tests.chart.test_chart import dry_run, restricted_namespace
 from tests.operator.harness import Cluster, start_operator
 from tests.sidecar.harness import start_sidecar, wait_for
 

@@ -90,9 +90,10 @@ class Cluster:
         self.namespace = namespace
 
     def apply(self, manifest: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.kube.kubectl(
+        result: subprocess.CompletedProcess[str] = self.kube.kubectl(
             "apply", "-n", self.namespace, *extra, "-f", "-", input=manifest, check=check
         )
+        return result
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         result = self.kube.kubectl("get", kind, name, "-n", self.namespace, "-o", "json", check=False)
