@@ -6,11 +6,16 @@ a user's chart that has luna-plugins as a dependency and includes its sidecar na
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from luna_cluster import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "luna-plugins"
@@ -22,6 +27,38 @@ def render(
     """The objects `helm template luna <chart>` renders into ``namespace`` (empty documents dropped)."""
     out = kube.helm("template", "luna", str(chart), "--namespace", namespace, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+class ModuleUnavailableError(RuntimeError):
+    """The Go module proxy did not hand out the module (or the Go toolchain is missing)."""
+
+
+def go_module(module: str) -> dict[str, Any]:
+    """``go mod download -json MODULE@VERSION``: the module's ``Dir`` and ``Sum`` (checked against
+    the checksum database by go); raises :class:`ModuleUnavailableError` saying why not."""
+    try:
+        download = subprocess.run(
+            [tools.go_binary(), "mod", "download", "-json", module],
+            env=tools.build_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    except (tools.BuildError, subprocess.TimeoutExpired) as exc:
+        raise ModuleUnavailableError(f"cannot fetch {module}: {exc}") from None
+    info: dict[str, Any] = json.loads(download.stdout or "{}")
+    if download.returncode != 0 or "Dir" not in info:
+        raise ModuleUnavailableError(f"cannot fetch {module}: {info or download.stderr}")
+    return info
+
+
+def install_crds(kube: Any, files: Mapping[str, Path]) -> None:
+    """Apply CRD files (CRD name -> file) and wait until each is Established. Server-side: large
+    CRDs do not fit the last-applied annotation of a client-side apply."""
+    for name, path in files.items():
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -9,8 +9,6 @@ reconciled by a real operator; a real sidecar then serves them.
 from __future__ import annotations
 
 import filecmp
-import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from luna_cluster import tools
-from tests.chart.helpers import CHART, of_kind, render
+from tests.chart.helpers import CHART, ModuleUnavailableError, go_module, install_crds, of_kind, render
 from tests.chart.test_chart import dry_run, restricted_namespace
 from tests.operator.harness import Cluster, start_operator
 from tests.sidecar.harness import start_sidecar, wait_for
@@ -28,7 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_PLUGINS = ROOT / "examples" / "plugins"
 #: prometheus-operator release whose CRDs the monitors are validated against
 PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
-MONITOR_CRDS = ("monitoring.coreos.com_podmonitors.yaml", "monitoring.coreos.com_servicemonitors.yaml")
+MONITOR_CRDS = {
+    "podmonitors.monitoring.coreos.com": "monitoring.coreos.com_podmonitors.yaml",
+    "servicemonitors.monitoring.coreos.com": "monitoring.coreos.com_servicemonitors.yaml",
+}
 MONITORS = ["--set", "prometheus.podMonitor.enabled=true", "--set", "prometheus.serviceMonitor.enabled=true"]
 DEMO_PLUGINS = ("kettle", "route_digest", "http_forwarder")
 
@@ -44,23 +44,12 @@ def test_chart_demo_plugins_are_the_example_plugins() -> None:
 @pytest.fixture(scope="session")
 def monitoring_crds(kube: Any) -> None:
     """prometheus-operator's PodMonitor and ServiceMonitor CRDs, installed in the test cluster."""
-    download = subprocess.run(
-        [tools.go_binary(), "mod", "download", "-json", PROMETHEUS_OPERATOR],
-        env=tools.build_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    info = json.loads(download.stdout or "{}")
-    if download.returncode != 0 or "Dir" not in info:
-        pytest.fail(f"cannot fetch {PROMETHEUS_OPERATOR} from the Go module proxy: {info or download.stderr}")
-    crd_dir = Path(info["Dir"]) / "example" / "prometheus-operator-crd"
-    for name in MONITOR_CRDS:
-        # server-side: the CRDs are too large for the last-applied annotation of a client-side apply
-        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir / name))
-    for crd in ("podmonitors.monitoring.coreos.com", "servicemonitors.monitoring.coreos.com"):
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    try:
+        info = go_module(PROMETHEUS_OPERATOR)
+    except ModuleUnavailableError as exc:
+        pytest.fail(str(exc))
+    crds = Path(info["Dir"]) / "example" / "prometheus-operator-crd"
+    install_crds(kube, {name: crds / file for name, file in MONITOR_CRDS.items()})
 
 
 def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:

@@ -21,12 +21,19 @@ from typing import Any
 import pytest
 import yaml
 
-from luna_cluster import tools
 from luna_operator.certs import self_signed
 from luna_operator.injection import load_template
-from tests.chart.helpers import CHART, of_kind, render, service_chart
+from tests.chart.helpers import (
+    CHART,
+    ModuleUnavailableError,
+    go_module,
+    install_crds,
+    of_kind,
+    render,
+    service_chart,
+)
 from tests.chart.test_chart import CRDS, dry_run, restricted_namespace, service_account_kube
-from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
+from tests.operator.harness import Cluster, plugin_manifest, pod_manifest, route_code, start_operator
 from tests.sidecar.harness import HOST, free_port, wait_for
 
 pytestmark = pytest.mark.kube
@@ -322,29 +329,12 @@ def cert_manager_crds(kube: Any) -> bool:
     """cert-manager's Issuer and Certificate CRDs, installed in the test cluster; False when the
     Go module proxy cannot be reached (the cert-manager objects are then only checked by shape)."""
     try:
-        download = subprocess.run(
-            [tools.go_binary(), "mod", "download", "-json", CERT_MANAGER],
-            env=tools.build_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    except (tools.BuildError, subprocess.TimeoutExpired):
-        return False
-    info = json.loads(download.stdout or "{}")
-    if download.returncode != 0 or "Dir" not in info:
+        info = go_module(CERT_MANAGER)
+    except ModuleUnavailableError:
         return False
     assert info["Sum"] == CERT_MANAGER_SUM, f"{CERT_MANAGER} is not the module we pinned: {info['Sum']}"
-    for name, path in CERT_MANAGER_CRDS.items():
-        kube.kubectl(
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            str(Path(info["Dir"]) / "deploy" / "crds" / path),
-        )
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    crds = Path(info["Dir"]) / "deploy" / "crds"
+    install_crds(kube, {name: crds / path for name, path in CERT_MANAGER_CRDS.items()})
     return True
 
 
@@ -555,24 +545,6 @@ def local_configuration(configuration: dict[str, Any], port: int, ca: bytes) -> 
     return local
 
 
-def pod_manifest(
-    name: str, namespace: str, annotations: dict[str, str], labels: dict[str, str] | None = None
-) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "annotations": annotations,
-                "labels": labels or {},
-            },
-            "spec": {"containers": [{"name": "handlers", "image": "handlers:1"}]},
-        }
-    )
-
-
 def test_the_charts_webhooks_inject_and_validate(
     kube: Any, crd: None, namespace: str, tmp_path: Path
 ) -> None:
@@ -619,7 +591,7 @@ def test_the_charts_webhooks_inject_and_validate(
 
         def injected() -> bool:
             assert running.process.poll() is None, running.log()[-3000:]
-            probe = pod_manifest("probe", ns, annotated)
+            probe = pod_manifest("probe", ns, annotated, "handlers")
             result = kube.kubectl(
                 "create", "--dry-run=server", "-o", "json", "-f", "-", input=probe, check=False
             )
@@ -627,7 +599,7 @@ def test_the_charts_webhooks_inject_and_validate(
 
         wait_for(injected, timeout=60, what="the chart's mutating webhook to reach the operator")
 
-        kube.kubectl("create", "-f", "-", input=pod_manifest("with-sidecar", ns, annotated))
+        kube.kubectl("create", "-f", "-", input=pod_manifest("with-sidecar", ns, annotated, "handlers"))
         pod = cluster.get("pod", "with-sidecar")
         assert pod is not None
         handlers, sidecar = pod["spec"]["containers"]
@@ -649,12 +621,14 @@ def test_the_charts_webhooks_inject_and_validate(
         assert pod["metadata"]["labels"]["luna.dev/sidecar"] == "true"
 
         # not annotated, or labelled as the operator's own pods are: stored as sent
-        kube.kubectl("create", "-f", "-", input=pod_manifest("plain", ns, {}))
+        kube.kubectl("create", "-f", "-", input=pod_manifest("plain", ns, {}, "handlers"))
         kube.kubectl(
             "create",
             "-f",
             "-",
-            input=pod_manifest("exempt", ns, {"luna.dev/inject": "true"}, {"luna.dev/inject": "disabled"}),
+            input=pod_manifest(
+                "exempt", ns, {"luna.dev/inject": "true"}, "handlers", labels={"luna.dev/inject": "disabled"}
+            ),
         )
         for name in ("plain", "exempt"):
             stored = cluster.get("pod", name)

@@ -30,6 +30,29 @@ def route_code(path: str = "/hello", answer: str = "hello") -> str:
     return textwrap.dedent(ROUTE_PLUGIN).format(path=path, answer=answer).lstrip()
 
 
+def pod_manifest(
+    name: str,
+    namespace: str,
+    annotations: dict[str, str],
+    *containers: str,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """A Pod (JSON) with ``containers`` (default one named ``app``), each image ``<name>:1``."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "annotations": annotations,
+                "labels": labels or {},
+            },
+            "spec": {"containers": [{"name": c, "image": f"{c}:1"} for c in containers or ("app",)]},
+        }
+    )
+
+
 def plugin_manifest(name: str, namespace: str, code: str | None = None, **spec: Any) -> str:
     body: dict[str, Any] = {
         "apiVersion": "luna.dev/v1alpha1",

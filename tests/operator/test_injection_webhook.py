@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.operator.harness import Cluster, Operator, start_operator
+from tests.operator.harness import Cluster, Operator, pod_manifest, start_operator
 from tests.sidecar.harness import HOST, free_port, wait_for
 
 pytestmark = pytest.mark.kube
@@ -52,17 +52,6 @@ TEMPLATE: dict[str, Any] = {
     },
     "labels": {"app.kubernetes.io/part-of": "luna-plugins"},
 }
-
-
-def pod_manifest(name: str, namespace: str, annotations: dict[str, str], *containers: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-            "spec": {"containers": [{"name": c, "image": f"{c}:1"} for c in containers or ("app",)]},
-        }
-    )
 
 
 def create(cluster: Cluster, manifest: str, *extra: str, check: bool = True) -> Any:
