@@ -323,7 +323,12 @@ def test_full_demo_serves_what_it_prints_and_leaves_nothing_running(tmp_path: Pa
         by_path = {re.sub(r"http://[^/]+", "", url): url for url in gets}
         assert set(http("GET", by_path["/kettle"]).json()) == {"temperature", "litres"}
         assert http("GET", by_path["/kettle/version"]).text == "kettle 1.0"
-        assert "POST:/6/handlers/{id}/events 201" in http("GET", by_path["/digest"]).text
+        # the demo's traffic reaches the digest through the service's 0.5 s flushes: wait for it
+        wait_for(
+            lambda: "POST:/6/handlers/{id}/events 201" in http("GET", by_path["/digest"]).text,
+            timeout=15,
+            what="the demo's event-processing requests in route_digest's digest",
+        )
         plugins = http("GET", by_path["/plugins"]).json()["plugins"]
         assert {p["name"]: p["state"] for p in plugins} == dict.fromkeys(
             ["kettle", "route_digest", "http_forwarder"], "running"
