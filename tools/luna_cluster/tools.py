@@ -1,9 +1,11 @@
 """Build (or reuse) the control-plane binaries from the Go modules under ``tools/``.
 
-Each Go module (``tools/kube``, ``tools/etcd``, ``tools/helm``) pins one upstream release in its
-``go.mod``/``go.sum``. The binaries are built once per machine into the user's cache directory,
-in a folder keyed by the upstream version and a hash of everything that affects the result
-(go.mod, go.sum, ldflags, Go version, platform), so later runs only check that folder exists.
+Each Go module under ``tools/`` pins one upstream release in its ``go.mod``/``go.sum``: the
+control plane (``kube``, ``etcd``, ``helm``) and, for ``cluster up --node``, the node (``node``:
+kubelet, kube-scheduler, kube-proxy; ``containerd``; ``cni``: the CNI plugins; ``coredns``). The
+binaries are built once per machine into the user's cache directory, in a folder keyed by the
+upstream version and a hash of everything that affects the result (go.mod, go.sum, ldflags, build
+tags, Go version, platform), so later runs only check that folder exists.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class ToolModule:
     packages: dict[str, str]
     #: ldflags, with ``{version}``, ``{major}`` and ``{minor}`` filled from the upstream version
     ldflags: tuple[str, ...] = field(default_factory=tuple)
+    #: Go build tags (``-tags``)
+    tags: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def directory(self) -> Path:
@@ -86,8 +90,52 @@ MODULES: tuple[ToolModule, ...] = (
     ),
 )
 
+#: what ``cluster up --node`` adds: built only when a node is asked for
+NODE_MODULES: tuple[ToolModule, ...] = (
+    ToolModule(
+        name="node",
+        upstream="k8s.io/kubernetes",
+        packages={
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+        },
+        ldflags=_k8s_version_flags("k8s.io/component-base/version")
+        + _k8s_version_flags("k8s.io/client-go/pkg/version"),
+    ),
+    ToolModule(
+        name="containerd",
+        upstream="github.com/containerd/containerd/v2",
+        packages={
+            "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
+            "containerd-shim-runc-v2": "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+            "ctr": "github.com/containerd/containerd/v2/cmd/ctr",
+        },
+        ldflags=("-X github.com/containerd/containerd/v2/version.Version={version}",),
+        # storage drivers that need cgo or kernel features we do not use
+        tags=("no_btrfs", "no_devmapper", "no_zfs"),
+    ),
+    ToolModule(
+        name="cni",
+        upstream="github.com/containernetworking/plugins",
+        packages={
+            "bridge": "github.com/containernetworking/plugins/plugins/main/bridge",
+            "host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
+            "loopback": "github.com/containernetworking/plugins/plugins/main/loopback",
+        },
+        ldflags=("-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion={version}",),
+    ),
+    ToolModule(
+        name="coredns",
+        upstream="github.com/coredns/coredns",
+        packages={"coredns": "github.com/coredns/coredns"},
+    ),
+)
+
 #: binary name -> module that builds it
-BINARIES: dict[str, ToolModule] = {binary: module for module in MODULES for binary in module.packages}
+BINARIES: dict[str, ToolModule] = {
+    binary: module for module in (*MODULES, *NODE_MODULES) for binary in module.packages
+}
 
 
 def cache_root() -> Path:
@@ -118,6 +166,8 @@ def expand_ldflags(module: ToolModule, version: str) -> list[str]:
 def cache_key(module: ToolModule, go_mod: bytes, go_sum: bytes, go_env: str, version: str) -> str:
     """Hash of every input that changes the binaries; names the cache folder."""
     digest = hashlib.sha256()
+    # build tags join the key only when a module has some, so keys of the others stay as they were
+    tags = (",".join(module.tags).encode(),) if module.tags else ()
     for part in (
         module.name.encode(),
         go_mod,
@@ -125,6 +175,7 @@ def cache_key(module: ToolModule, go_mod: bytes, go_sum: bytes, go_env: str, ver
         go_env.encode(),
         json.dumps(sorted(module.packages.items())).encode(),
         " ".join(expand_ldflags(module, version)).encode(),
+        *tags,
         build_env()["GOFLAGS"].encode(),
     ):
         digest.update(len(part).to_bytes(8, "big"))
@@ -285,6 +336,7 @@ def build(plan_: BuildPlan, out: TextIO = sys.stderr, interval: float = 15.0) ->
             str(max(1, os.cpu_count() or 1)),
             "-ldflags",
             " ".join(expand_ldflags(module, plan_.version)),
+            *(["-tags", ",".join(module.tags)] if module.tags else []),
             "-o",
             f"{staging}{os.sep}",
             *module.packages.values(),
@@ -340,11 +392,11 @@ def build(plan_: BuildPlan, out: TextIO = sys.stderr, interval: float = 15.0) ->
     return plan_
 
 
-def ensure_all(out: TextIO = sys.stderr) -> dict[str, Path]:
-    """Build or reuse every module; returns binary name -> path."""
+def ensure_all(out: TextIO = sys.stderr, *, node: bool = False) -> dict[str, Path]:
+    """Build or reuse every control-plane module (and, with ``node``, the node's); binary -> path."""
     go_env = go_environment()
     binaries: dict[str, Path] = {}
-    for module in MODULES:
+    for module in (*MODULES, *(NODE_MODULES if node else ())):
         ready = plan(module, go_env)
         if ready.ready:
             print(f"reusing {', '.join(module.packages)} {ready.version} from {ready.output}", file=out)
@@ -354,11 +406,11 @@ def ensure_all(out: TextIO = sys.stderr) -> dict[str, Path]:
     return binaries
 
 
-def cached_binaries() -> dict[str, Path] | None:
+def cached_binaries(*, node: bool = False) -> dict[str, Path] | None:
     """Binary name -> path when every module is already built, else ``None`` (never builds)."""
     go_env = go_environment()
     binaries: dict[str, Path] = {}
-    for module in MODULES:
+    for module in (*MODULES, *(NODE_MODULES if node else ())):
         ready = plan(module, go_env)
         if not ready.ready:
             return None
