@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from luna_cluster import cluster, pki, procs, tools
+from tests.sidecar.harness import wait_for
 
 
 def test_free_ports_are_distinct_and_bindable_on_loopback() -> None:
@@ -52,7 +53,8 @@ def test_is_ours_checks_binary_and_state_dir(tmp_path: Path) -> None:
     marker = str(tmp_path / "state")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     try:
-        assert procs.is_ours(child.pid, Path(sys.executable), marker)
+        # /proc/PID/cmdline may still show the parent's arguments for a moment after Popen returns
+        wait_for(lambda: procs.is_ours(child.pid, Path(sys.executable), marker), timeout=10, what="the child")
         assert not procs.is_ours(child.pid, Path(sys.executable), str(tmp_path / "other"))
         assert not procs.is_ours(child.pid, Path("/bin/sh"), marker)
         assert procs.stop(child.pid, timeout=5)

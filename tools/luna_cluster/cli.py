@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
-        choices=["up", "down", "status", "build"],
+        choices=["up", "down", "status", "build", "image"],
         help="up: start (or reuse) the cluster; down: stop it and delete its data; "
-        "status: show what runs where; build: build or reuse the binaries only",
+        "status: show what runs where; build: build or reuse the binaries only; "
+        "image: build the project's image and import it into the cluster's node",
     )
     parser.add_argument(
         "--state-dir",
@@ -31,11 +33,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=90.0,
         help="up: seconds to wait for each component to become ready (default: %(default)s)",
     )
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="up: also run a real node (kubelet, containerd, kube-proxy, kube-scheduler, CoreDNS) so "
+        "that pods run; needs root and runc; build: also build the node's binaries",
+    )
     parser.add_argument("--purge", action="store_true", help="down: also delete the whole state directory")
+    parser.add_argument(
+        "--tag", default="luna-plugins:dev", help="image: the image's name and tag (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="image: the BASE_IMAGE build argument; `local` builds one from Debian's packages "
+        "(default: python:3.11-slim when it can be pulled, else `local`)",
+    )
+    parser.add_argument(
+        "--context", default=None, help="image: the project checkout to build (default: the one installed)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import cluster, tools
+    from . import cluster, image, tools
     from .pki import PkiError
     from .procs import PortInUseError
 
@@ -43,20 +63,28 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "build":
             started = time.monotonic()
-            binaries = tools.ensure_all(sys.stderr)
+            binaries = tools.ensure_all(sys.stderr, node=True) if args.node else tools.ensure_all(sys.stderr)
             for name, path in sorted(binaries.items()):
                 print(f"{name:<24} {path}")
             print(f"binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
             return 0
         if args.action == "up":
             with cluster.locked(state):
-                cluster.up(state, sys.stderr, apiserver_port=args.port, timeout=args.timeout)
+                cluster.up(state, sys.stderr, apiserver_port=args.port, timeout=args.timeout, node=args.node)
             print(state.kubeconfig)
+            return 0
+        if args.action == "image":
+            context = Path(args.context).resolve() if args.context else image.default_context()
+            with cluster.locked(state):
+                image.build_and_load(state, tag=args.tag, base=args.base, context=context, out=sys.stderr)
             return 0
         if args.action == "down":
             with cluster.locked(state):
                 return 0 if cluster.down(state, sys.stderr, purge=args.purge) else 1
         return 0 if cluster.status(state, sys.stdout) else 1
+    except (cluster.NodeUnavailableError, image.EngineUnavailableError) as exc:
+        print(f"luna-plugins {exc}", file=sys.stderr)
+        return 2
     except (tools.BuildError, cluster.ClusterError, PkiError, PortInUseError) as exc:
         print(f"luna-plugins cluster {args.action}: error: {exc}", file=sys.stderr)
         return 1

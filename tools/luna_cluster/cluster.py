@@ -1,245 +1,91 @@
-"""Start, inspect and stop the local control plane (etcd, kube-apiserver, kube-controller-manager).
+"""Start, inspect and stop the local cluster: etcd, kube-apiserver, kube-controller-manager, and a node.
 
-Every process listens on 127.0.0.1 only, on ports the kernel hands out, runs in its own session (so
-it outlives ``luna-plugins cluster up``) and writes its log to ``DIR/logs``. The state directory:
-
-    DIR/cluster.json        ports, binaries, versions of the running cluster
-    DIR/kubeconfig          admin credentials (client certificate in group system:masters)
-    DIR/bin/                kubectl, helm (and the server binaries), symlinked from the build cache
-    DIR/pki/                private CA, serving/client certificates, service-account key pair
-    DIR/run/*.pid           one pid file per process
-    DIR/logs/*.log          one log per process
-    DIR/etcd-data/          etcd's data (wiped whenever the cluster starts afresh)
-    DIR/kube-controller-manager.kubeconfig
+Without a node every process listens on 127.0.0.1 only, on ports the kernel hands out. With
+``--node`` (:mod:`.node`) the API server listens on the node's bridge address instead, so that
+pods reach it through the ``kubernetes`` Service, and the kubelet, kube-proxy, kube-scheduler,
+containerd and CoreDNS join it. Every process runs in its own session (so it outlives
+``luna-plugins cluster up``) and writes its log to ``DIR/logs``; :mod:`.state` describes the
+state directory.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import ssl
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
+from . import image, procs, tools
+from . import node as node_mod
 from . import pki as pki_mod
-from . import procs, tools
+from .launch import admin_tls, http_get, spawn, wait_until
+from .node_config import NODE_IP, SERVICE_CIDR, SERVICE_IP
+from .state import (
+    CLUSTER_NAME,
+    CONTROL_PLANE,
+    ClusterError,
+    ProcessStatus,
+    StateDir,
+    component_status,
+    components,
+    kubeconfig,
+    write_private,
+)
+
+__all__ = [
+    "CLUSTER_NAME",
+    "COMPONENTS",
+    "DEFAULT_STATE_DIR",
+    "ClusterError",
+    "ProcessStatus",
+    "StateDir",
+    "component_status",
+    "down",
+    "status",
+    "up",
+]
 
 DEFAULT_STATE_DIR = Path(".luna/cluster")
-SERVICE_CIDR = "10.0.0.0/24"
-SERVICE_IP = "10.0.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
-CLUSTER_NAME = "luna-local"
 
-#: every default controller except those that only act on nodes, volumes attached to nodes or a cloud
-#: (there is no kubelet, scheduler or cloud here); fewer controllers also start faster
-CONTROLLERS = (
-    "*",
-    "-node-lifecycle-controller",
+#: every default controller except those that need a cloud; without a node also those that only act
+#: on nodes or volumes attached to nodes (fewer controllers also start faster)
+CLOUD_CONTROLLERS = (
     "-node-ipam-controller",
+    "-cloud-node-lifecycle-controller",
+    "-service-lb-controller",
+    "-node-route-controller",
+)
+NODE_CONTROLLERS = (
+    "-node-lifecycle-controller",
     "-taint-eviction-controller",
     "-device-taint-eviction-controller",
     "-persistentvolume-attach-detach-controller",
     "-persistentvolume-expander-controller",
     "-ttl-controller",
-    "-cloud-node-lifecycle-controller",
-    "-service-lb-controller",
-    "-node-route-controller",
 )
 
-#: start order; ``down`` stops them in reverse
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+#: the control plane's components (``down`` stops them in reverse)
+COMPONENTS = CONTROL_PLANE
 #: what ``DIR/bin`` links to
 LINKED_BINARIES = ("kubectl", "helm", "etcd", "kube-apiserver", "kube-controller-manager")
+NODE_LINKED_BINARIES = ("ctr",)
 
 
-class ClusterError(RuntimeError):
-    """The cluster could not be started or inspected; the message says why."""
+def controllers(*, node: bool) -> tuple[str, ...]:
+    """The ``--controllers`` list of kube-controller-manager."""
+    return ("*", *CLOUD_CONTROLLERS, *(() if node else NODE_CONTROLLERS))
 
 
-@dataclass(frozen=True)
-class StateDir:
-    root: Path
-
-    @classmethod
-    def at(cls, path: Path | str) -> StateDir:
-        return cls(Path(path).expanduser().resolve())
-
-    @property
-    def state_file(self) -> Path:
-        return self.root / "cluster.json"
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "kubeconfig"
-
-    @property
-    def kcm_kubeconfig(self) -> Path:
-        return self.root / "kube-controller-manager.kubeconfig"
-
-    @property
-    def bin(self) -> Path:
-        return self.root / "bin"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def etcd_data(self) -> Path:
-        return self.root / "etcd-data"
-
-    @property
-    def pki(self) -> pki_mod.Pki:
-        return pki_mod.Pki(self.root / "pki")
-
-    def pid_file(self, component: str) -> Path:
-        return self.run / f"{component}.pid"
-
-    def log(self, component: str) -> Path:
-        return self.logs / f"{component}.log"
-
-    def load(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.state_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        return data
-
-
-@dataclass(frozen=True)
-class ProcessStatus:
-    component: str
-    pid: int | None
-    alive: bool
-    binary: str | None
-
-
-def component_status(state: StateDir, data: dict[str, Any] | None) -> list[ProcessStatus]:
-    """The pid and liveness of each component (alive = the pid still runs our binary for this DIR)."""
-    binaries: dict[str, str] = (data or {}).get("binaries", {})
-    result = []
-    for component in COMPONENTS:
-        pid = procs.read_pid(state.pid_file(component))
-        binary = binaries.get(component)
-        # every argument that names our state directory is a path below it: "/x/a/" never matches "/x/ab/"
-        alive = bool(pid and binary and procs.is_ours(pid, Path(binary), f"{state.root}{os.sep}"))
-        result.append(ProcessStatus(component, pid, alive, binary))
-    return result
-
-
-# --- kubeconfig -----------------------------------------------------------------------------------
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> dict[str, Any]:
-    """A kubeconfig with one cluster/user/context, certificates embedded (the file is portable)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": CLUSTER_NAME, "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}
-        ],
-        "users": [
-            {"name": user, "user": {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}}
-        ],
-        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
-        "current-context": CLUSTER_NAME,
-        "preferences": {},
-    }
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o600)
-    tmp.replace(path)
-
-
-# --- health checks --------------------------------------------------------------------------------
-
-
-def _get(url: str, context: ssl.SSLContext | None, timeout: float = 2.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
-            return int(response.status), response.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError):
-        return 0, ""
-
-
-def admin_tls(state: StateDir) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(state.pki.ca_cert))
-    context.load_cert_chain(str(state.pki.path("admin.crt")), str(state.pki.path("admin.key")))
-    return context
-
-
-def _wait(
-    what: str,
-    check: Callable[[], bool],
-    state: StateDir,
-    component: str,
-    process: subprocess.Popen[bytes] | None,
-    timeout: float,
-) -> None:
-    """Poll ``check`` until it passes; fail early (with the log tail) if ``process`` exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if process is not None and process.poll() is not None:
-            raise ClusterError(
-                f"{component} exited with code {process.returncode} while waiting for {what}; "
-                f"last lines of {state.log(component)}:\n{procs.log_tail(state.log(component))}"
-            )
-        if time.monotonic() > deadline:
-            raise ClusterError(
-                f"timed out after {timeout:.0f}s waiting for {what}; "
-                f"last lines of {state.log(component)}:\n{procs.log_tail(state.log(component))}"
-            )
-        time.sleep(0.1)
-
-
-# --- up / down / status ---------------------------------------------------------------------------
-
-
-def _spawn(state: StateDir, component: str, argv: list[str]) -> subprocess.Popen[bytes]:
-    state.logs.mkdir(parents=True, exist_ok=True)
-    state.run.mkdir(parents=True, exist_ok=True)
-    with state.log(component).open("ab") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            argv,
-            cwd=state.root,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own session: survives `up` exiting and its terminal's signals
-            close_fds=True,
-        )
-    state.pid_file(component).write_text(f"{process.pid}\n")
-    return process
+# --- arguments -----------------------------------------------------------------------------------
 
 
 def _etcd_args(state: StateDir, binary: Path, client: int, peer: int) -> list[str]:
@@ -259,13 +105,18 @@ def _etcd_args(state: StateDir, binary: Path, client: int, peer: int) -> list[st
     ]
 
 
-def _apiserver_args(state: StateDir, binary: Path, etcd_client: int, port: int) -> list[str]:
+def _apiserver_args(
+    state: StateDir, binary: Path, etcd_client: int, port: int, *, node: bool = False
+) -> list[str]:
     pki = state.pki
+    # with a node, pods reach the API server through the `kubernetes` Service, whose endpoint is the
+    # advertised address: it must be one they can route to (the node's bridge), not loopback
+    address = NODE_IP if node else procs.LOOPBACK
     return [
         str(binary),
         f"--etcd-servers=http://{procs.LOOPBACK}:{etcd_client}",
-        f"--bind-address={procs.LOOPBACK}",
-        f"--advertise-address={procs.LOOPBACK}",
+        f"--bind-address={address}",
+        f"--advertise-address={address}",
         f"--secure-port={port}",
         f"--tls-cert-file={pki.path('kube-apiserver.crt')}",
         f"--tls-private-key-file={pki.path('kube-apiserver.key')}",
@@ -286,8 +137,9 @@ def _apiserver_args(state: StateDir, binary: Path, etcd_client: int, port: int) 
         "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         f"--proxy-client-cert-file={pki.path('front-proxy-client.crt')}",
         f"--proxy-client-key-file={pki.path('front-proxy-client.key')}",
-        # the `kubernetes` Service may not point at a loopback address; nothing in-cluster needs it
-        "--endpoint-reconciler-type=none",
+        # without a node the `kubernetes` Service would point at loopback, which it may not; nothing
+        # in-cluster needs it then. With a node the lease reconciler keeps it at the node address.
+        *(node_mod.apiserver_node_args(state) if node else ["--endpoint-reconciler-type=none"]),
         "--profiling=false",
         # on SIGTERM, give open watches 2 s instead of --request-timeout (60 s) to go away: a test
         # that restarts the API server, or `down`, should not wait a minute
@@ -295,7 +147,7 @@ def _apiserver_args(state: StateDir, binary: Path, etcd_client: int, port: int) 
     ]
 
 
-def _kcm_args(state: StateDir, binary: Path, port: int) -> list[str]:
+def _kcm_args(state: StateDir, binary: Path, port: int, *, node: bool = False) -> list[str]:
     pki = state.pki
     kubeconfig_path = str(state.kcm_kubeconfig)
     return [
@@ -314,7 +166,7 @@ def _kcm_args(state: StateDir, binary: Path, port: int) -> list[str]:
         f"--cluster-signing-key-file={pki.ca_key}",
         f"--cluster-name={CLUSTER_NAME}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        f"--controllers={','.join(CONTROLLERS)}",
+        f"--controllers={','.join(controllers(node=node))}",
         "--use-service-account-credentials=true",
         "--leader-elect=false",
         "--profiling=false",
@@ -336,7 +188,8 @@ def _issue_certificates(state: StateDir) -> None:
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ),
-        ips=(procs.LOOPBACK, SERVICE_IP),
+        # one certificate serves both modes: loopback without a node, the node address with one
+        ips=(procs.LOOPBACK, NODE_IP, SERVICE_IP),
     )
     pki_mod.issue(pki, "admin", "luna-admin", organization="system:masters", client=True)
     pki_mod.issue(pki, "front-proxy-client", "front-proxy-client", client=True)
@@ -353,24 +206,34 @@ def _issue_certificates(state: StateDir) -> None:
 
 def _link_binaries(state: StateDir, binaries: dict[str, Path]) -> None:
     state.bin.mkdir(parents=True, exist_ok=True)
-    for name in LINKED_BINARIES:
+    for name in (*LINKED_BINARIES, *NODE_LINKED_BINARIES):
         link = state.bin / name
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to(binaries[name])
+        if name in binaries:
+            link.symlink_to(binaries[name])
 
 
-def _running(state: StateDir) -> bool:
-    """Whether every component of ``state`` runs and the API server answers /readyz."""
+# --- up / down / status ---------------------------------------------------------------------------
+
+
+def _running(state: StateDir, *, node: bool) -> bool:
+    """Whether every component of ``state`` runs (with ``node``, the node's too) and /readyz answers."""
     data = state.load()
     if data is None or not all(status.alive for status in component_status(state, data)):
+        return False
+    if node and not data.get("node"):
         return False
     try:
         context = admin_tls(state)
     except (OSError, ssl.SSLError):
         return False
-    code, _ = _get(f"{data['server']}/readyz", context)
+    code, _ = http_get(f"{data['server']}/readyz", context)
     return code == 200
+
+
+def _ensure_binaries(out: TextIO, node: bool) -> dict[str, Path]:
+    return tools.ensure_all(out, node=True) if node else tools.ensure_all(out)
 
 
 def up(
@@ -378,39 +241,59 @@ def up(
     out: TextIO = sys.stderr,
     apiserver_port: int = 0,
     timeout: float = 90.0,
+    *,
+    node: bool = False,
 ) -> dict[str, Any]:
-    """Start the cluster of ``state`` (or reuse it when it already runs); returns cluster.json."""
+    """Start the cluster of ``state`` (or reuse it when it already runs); returns cluster.json.
+
+    With ``node`` the cluster also gets a node that runs pods (see :mod:`.node`); a cluster that
+    runs without one is restarted with one. Raises :class:`ClusterError` with the reason.
+    """
     started = time.monotonic()
     state.root.mkdir(parents=True, exist_ok=True)
-    if _running(state):
-        binaries = tools.ensure_all(out)
+    existing = state.load()
+    if _running(state, node=node):
+        binaries = _ensure_binaries(out, bool(existing and existing.get("node")))
         _link_binaries(state, binaries)
-        existing = state.load()
         assert existing is not None
-        print(f"cluster already running at {existing['server']} (kubeconfig: {state.kubeconfig})", file=out)
+        kind = "cluster with its node" if existing.get("node") else "cluster"
+        print(f"{kind} already running at {existing['server']} (kubeconfig: {state.kubeconfig})", file=out)
         return existing
-    # leftovers of a cluster that partly died: stop what still runs, then start afresh
+    if node:
+        reason = node_mod.unavailable_reason()
+        if reason:
+            raise NodeUnavailableError(f"cluster up --node {reason}")
+    # leftovers of a cluster that partly died (or runs without the node asked for): stop, start afresh
     _stop_all(state, out, quiet=True)
 
-    binaries = tools.ensure_all(out)
+    binaries = _ensure_binaries(out, node)
     _link_binaries(state, binaries)
     _issue_certificates(state)
+    if node:
+        node_mod.issue_certificates(state)
+        node_mod.prepare_host(state)
     for attempt in range(3):
         try:
-            data = _start(state, binaries, apiserver_port, timeout, out)
+            data = _start(state, binaries, apiserver_port, timeout, out, node=node)
             break
         except PortRaceError as exc:
             # a free port we picked was taken before the component bound it: pick others
             if attempt == 2 or apiserver_port:
+                _stop_all(state, out, quiet=True)
                 raise ClusterError(str(exc)) from None
             print(f"{exc.component} lost its port to another process; retrying with other ports", file=out)
     print(
-        f"cluster up in {time.monotonic() - started:.1f}s: {data['server']}\n"
+        f"cluster up in {time.monotonic() - started:.1f}s: {data['server']}"
+        f"{' with node ' + data['node']['name'] if node else ''}\n"
         f"  export KUBECONFIG={state.kubeconfig}\n"
-        f"  {state.bin / 'kubectl'} get namespaces",
+        f"  {state.bin / 'kubectl'} get {'nodes' if node else 'namespaces'}",
         file=out,
     )
     return data
+
+
+class NodeUnavailableError(ClusterError):
+    """This machine cannot run a node (no root, no container runtime...); the CLI exits 2."""
 
 
 class PortRaceError(ClusterError):
@@ -420,13 +303,19 @@ class PortRaceError(ClusterError):
 
 
 def _start(
-    state: StateDir, binaries: dict[str, Path], apiserver_port: int, timeout: float, out: TextIO
+    state: StateDir,
+    binaries: dict[str, Path],
+    apiserver_port: int,
+    timeout: float,
+    out: TextIO,
+    *,
+    node: bool,
 ) -> dict[str, Any]:
-    """Start the three processes on fresh ports and wait until they are ready."""
+    """Start the processes on fresh ports and wait until they are ready."""
     etcd_client, etcd_peer, apiserver, kcm = procs.pick_ports(4, {2: apiserver_port})
-    server = f"https://{procs.LOOPBACK}:{apiserver}"
+    server = f"https://{NODE_IP if node else procs.LOOPBACK}:{apiserver}"
     pki = state.pki
-    _write_private(
+    write_private(
         state.kcm_kubeconfig,
         yaml.safe_dump(
             kubeconfig(
@@ -439,6 +328,7 @@ def _start(
         ),
     )
     admin_config = kubeconfig(server, pki.ca_cert, pki.path("admin.crt"), pki.path("admin.key"), "luna-admin")
+    all_components = (*CONTROL_PLANE, *(node_mod.NODE_COMPONENTS if node else ()))
     data: dict[str, Any] = {
         "server": server,
         "ports": {
@@ -447,61 +337,73 @@ def _start(
             "kube-apiserver": apiserver,
             "kube-controller-manager": kcm,
         },
-        "binaries": {name: str(binaries[name]) for name in COMPONENTS},
-        "versions": {module.name: tools.module_version(module) for module in tools.MODULES},
+        "components": list(all_components),
+        "binaries": {name: str(binaries[name]) for name in (*all_components, *(("ctr",) if node else ()))},
+        "versions": {
+            module.name: tools.module_version(module)
+            for module in (*tools.MODULES, *(tools.NODE_MODULES if node else ()))
+        },
         "kubeconfig": str(state.kubeconfig),
         "started": time.time(),
     }
-    state.state_file.write_text(json.dumps(data, indent=2) + "\n")
+    state.save(data)
     shutil.rmtree(state.etcd_data, ignore_errors=True)
     context = admin_tls(state)
     try:
-        etcd = _spawn(state, "etcd", _etcd_args(state, binaries["etcd"], etcd_client, etcd_peer))
-        _wait(
+        etcd = spawn(state, "etcd", _etcd_args(state, binaries["etcd"], etcd_client, etcd_peer))
+        wait_until(
             "etcd /health",
-            lambda: _get(f"http://{procs.LOOPBACK}:{etcd_client}/health", None)[0] == 200,
+            lambda: http_get(f"http://{procs.LOOPBACK}:{etcd_client}/health", None)[0] == 200,
             state,
             "etcd",
             etcd,
             timeout,
         )
-        api = _spawn(
+        api = spawn(
             state,
             "kube-apiserver",
-            _apiserver_args(state, binaries["kube-apiserver"], etcd_client, apiserver),
+            _apiserver_args(state, binaries["kube-apiserver"], etcd_client, apiserver, node=node),
         )
-        _wait(
+        wait_until(
             "kube-apiserver /readyz",
-            lambda: _get(f"{server}/readyz", context)[0] == 200,
+            lambda: http_get(f"{server}/readyz", context)[0] == 200,
             state,
             "kube-apiserver",
             api,
             timeout,
         )
-        _write_private(state.kubeconfig, yaml.safe_dump(admin_config))
-        manager = _spawn(
-            state, "kube-controller-manager", _kcm_args(state, binaries["kube-controller-manager"], kcm)
+        write_private(state.kubeconfig, yaml.safe_dump(admin_config))
+        manager = spawn(
+            state,
+            "kube-controller-manager",
+            _kcm_args(state, binaries["kube-controller-manager"], kcm, node=node),
         )
-        _wait(
+        wait_until(
             "kube-controller-manager /healthz",
-            lambda: _get(f"https://{procs.LOOPBACK}:{kcm}/healthz", context)[0] == 200,
+            lambda: http_get(f"https://{procs.LOOPBACK}:{kcm}/healthz", context)[0] == 200,
             state,
             "kube-controller-manager",
             manager,
             timeout,
         )
         # the service-account controller makes `default` in every namespace: controllers are working
-        _wait(
+        wait_until(
             "the default service account",
-            lambda: _get(f"{server}/api/v1/namespaces/default/serviceaccounts/default", context)[0] == 200,
+            lambda: (
+                http_get(f"{server}/api/v1/namespaces/default/serviceaccounts/default", context)[0] == 200
+            ),
             state,
             "kube-controller-manager",
             manager,
             timeout,
         )
+        if node:
+            print(f"  control plane ready; starting the node on {NODE_IP}", file=out, flush=True)
+            data["node"] = node_mod.start(state, binaries, server, timeout, out)
+            state.save(data)
     except ClusterError as exc:
         _stop_all(state, out, quiet=True)
-        component = next((c for c in COMPONENTS if str(exc).startswith(c)), "")
+        component = next((c for c in CONTROL_PLANE if str(exc).startswith(c)), "")
         if component and "address already in use" in procs.log_tail(state.log(component), 200):
             raise PortRaceError(str(exc), component) from None
         raise
@@ -525,10 +427,16 @@ def locked(state: StateDir) -> Iterator[None]:
 
 
 def _stop_all(state: StateDir, out: TextIO, quiet: bool = False) -> bool:
-    """Stop every process of ``state`` that is still ours; True if all are gone."""
+    """Stop every process of ``state`` that is still ours (the node first) and undo the node's host
+    changes; True if nothing is left."""
     data = state.load()
     ok = True
-    for status in reversed(component_status(state, data)):
+    if (data or {}).get("node") or state.node.state_file.exists() or "kubelet" in components(data):
+        left = node_mod.stop(state, data, out, quiet)
+        for item in left:
+            print(f"could not remove {item}", file=out)
+        ok = not left
+    for status in reversed(component_status(state, data, CONTROL_PLANE)):
         if status.pid is None:
             continue
         gone = True
@@ -544,11 +452,14 @@ def _stop_all(state: StateDir, out: TextIO, quiet: bool = False) -> bool:
             print(f"{status.component} (pid {status.pid}) was not running", file=out)
         if gone:
             state.pid_file(status.component).unlink(missing_ok=True)
-    return ok
+    return image.stop_private_engine(state, out) and ok
 
 
 def down(state: StateDir, out: TextIO = sys.stderr, purge: bool = False) -> bool:
-    """Stop the cluster and delete its data; ``purge`` also removes the state directory."""
+    """Stop the cluster (and its node) and delete its data; ``purge`` also removes the state directory.
+
+    The node's image store is kept for the next ``up --node`` unless ``purge``.
+    """
     if not state.root.exists():
         print(f"no cluster state in {state.root}", file=out)
         return True
@@ -560,6 +471,9 @@ def down(state: StateDir, out: TextIO = sys.stderr, purge: bool = False) -> bool
     for path in (state.state_file, state.kubeconfig, state.kcm_kubeconfig):
         path.unlink(missing_ok=True)
     if purge:
+        if node_mod.mounts_below(state.root):
+            print(f"not purging {state.root}: something is still mounted below it", file=out)
+            return False
         shutil.rmtree(state.root, ignore_errors=True)
     print(f"cluster in {state.root} is down{' and purged' if purge else ''}", file=out)
     return True
@@ -572,19 +486,37 @@ def status(state: StateDir, out: TextIO = sys.stdout) -> bool:
         print(f"no cluster in {state.root}", file=out)
         return False
     ports: dict[str, int] = data.get("ports", {})
+    node_ports: dict[str, int] = (data.get("node") or {}).get("ports", {})
     statuses = component_status(state, data)
     print(f"state dir:  {state.root}", file=out)
     print(f"server:     {data.get('server')}", file=out)
     print(f"kubeconfig: {state.kubeconfig}", file=out)
     print(f"versions:   {', '.join(f'{k} {v}' for k, v in data.get('versions', {}).items())}", file=out)
+    if data.get("node"):
+        print(f"node:       {data['node']['name']} at {data['node']['address']}", file=out)
     for entry in statuses:
-        port = ports.get(entry.component) or ports.get("etcd-client")
-        where = f"{procs.LOOPBACK}:{port}"
-        if entry.component == "etcd":
-            where += f" (peer {ports.get('etcd-peer')})"
+        where = _where(entry.component, ports, node_ports)
         state_text = "running" if entry.alive else "NOT RUNNING"
         print(f"  {entry.component:<24} pid {entry.pid or '-':<8} {state_text:<12} {where}", file=out)
     return all(entry.alive for entry in statuses)
+
+
+def _where(component: str, ports: dict[str, int], node_ports: dict[str, int]) -> str:
+    """Where ``component`` listens, for ``status``."""
+    if component == "etcd":
+        return f"{procs.LOOPBACK}:{ports.get('etcd-client')} (peer {ports.get('etcd-peer')})"
+    if component == "kube-apiserver":
+        return f"{NODE_IP if node_ports else procs.LOOPBACK}:{ports.get(component)}"
+    if component in ports:
+        return f"{procs.LOOPBACK}:{ports[component]}"
+    listening = {
+        "kubelet": f"{NODE_IP}:10250 (healthz {procs.LOOPBACK}:{node_ports.get('kubelet-healthz')})",
+        "kube-proxy": f"{procs.LOOPBACK}:{node_ports.get('kube-proxy-healthz')}",
+        "kube-scheduler": f"{procs.LOOPBACK}:{node_ports.get('kube-scheduler')}",
+        "coredns": f"{NODE_IP}:53 (ready {procs.LOOPBACK}:{node_ports.get('coredns-ready')})",
+        "containerd": "unix socket in DIR/node/containerd",
+    }
+    return listening.get(component, "")
 
 
 def resident_memory_kib(pids: list[int]) -> int:

@@ -1,0 +1,81 @@
+"""A one-file OCI image written without a registry or a container engine (the pod sandbox image).
+
+Every pod needs a sandbox ("pause") container that only holds the pod's namespaces and reaps
+zombies. Any static program that sleeps until signalled will do: Debian's ``catatonit -P`` is one.
+:func:`write_single_binary_image` packs such a binary into an OCI image layout tarball that
+``ctr images import`` accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_CONFIG = "application/vnd.oci.image.config.v1+json"
+_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def _blob(archive: tarfile.TarFile, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    _add(archive, f"blobs/sha256/{digest}", data)
+    return f"sha256:{digest}"
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    info.mtime = 0
+    archive.addfile(info, io.BytesIO(data))
+
+
+def layer_with(binary: Path, inside: str) -> bytes:
+    """An uncompressed layer holding ``binary`` at ``/inside`` (mode 0755, owned by root)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as layer:
+        _add(layer, inside, binary.read_bytes(), mode=0o755)
+    return buffer.getvalue()
+
+
+def write_single_binary_image(binary: Path, reference: str, entrypoint: list[str], target: Path) -> None:
+    """Write an OCI layout tarball of one image named ``reference`` whose only file is ``binary``."""
+    layer = layer_with(binary, entrypoint[0].lstrip("/"))
+    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": entrypoint, "User": "65535:65535"},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }
+    with tarfile.open(target, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        _add(archive, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        layer_ref = _blob(archive, layer)
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        config_ref = _blob(archive, config_bytes)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": _MANIFEST,
+            "config": {"mediaType": _CONFIG, "digest": config_ref, "size": len(config_bytes)},
+            "layers": [{"mediaType": _LAYER, "digest": layer_ref, "size": len(layer)}],
+        }
+        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+        manifest_ref = _blob(archive, manifest_bytes)
+        index = {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": _MANIFEST,
+                    "digest": manifest_ref,
+                    "size": len(manifest_bytes),
+                    "annotations": {
+                        "io.containerd.image.name": reference,
+                        "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[-1],
+                    },
+                }
+            ],
+        }
+        _add(archive, "index.json", json.dumps(index, sort_keys=True).encode())
