@@ -22,11 +22,17 @@ demo: venv
 test: venv system-deps lint typecheck cluster-tools
 	$(BIN)/python -m pytest -q -ra
 
-## system-deps: Debian tools the tests and benchmarks use (promtool from prometheus, wrk)
+## system-deps: Debian tools the tests and benchmarks use: promtool (prometheus), wrk, and for the
+## node and the image runc, catatonit, iptables, docker.io (dockerd) and debootstrap
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
+	command -v catatonit >/dev/null 2>&1 || missing="$$missing catatonit"; \
+	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	command -v dockerd >/dev/null 2>&1 || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -43,9 +49,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-## cluster-tools: build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm (needs Go)
+## cluster-tools: build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm and,
+## where a node can run (root), the node's kubelet, containerd, CNI plugins and CoreDNS (needs Go)
 cluster-tools: venv
-	$(BIN)/luna-plugins cluster build
+	$(BIN)/luna-plugins cluster build $$(if [ "$$(id -u)" = 0 ]; then echo --node; fi)
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

@@ -1,0 +1,73 @@
+"""Small helpers of the pod suite: one-shot pods, reading objects, waiting on them."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+import yaml
+
+from tests.kube.fixtures import Kube
+from tests.sidecar.harness import wait_for
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def get(kube: Kube, namespace: str, *what: str) -> Any:
+    """``kubectl get WHAT -o json`` in ``namespace``, parsed."""
+    return json.loads(kube.kubectl("get", *what, "-n", namespace, "-o", "json").stdout)
+
+
+def python_pod(name: str, image: str, script: str, *, service_account: str | None = None) -> dict[str, Any]:
+    """A pod that runs ``script`` with the image's Python once, as UID 10001 on a read-only root."""
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [
+            {
+                "name": "main",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "command": ["python", "-c", textwrap.dedent(script)],
+                "securityContext": RESTRICTED_CONTAINER,
+            }
+        ],
+    }
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def run_pod(kube: Kube, namespace: str, pod: dict[str, Any], timeout: float = 120) -> str:
+    """Create ``pod``, wait until it has finished, fail unless it succeeded; returns its log."""
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(pod))
+    name = pod["metadata"]["name"]
+
+    def finished() -> str:
+        phase: str = get(kube, namespace, "pod", name)["status"].get("phase", "")
+        return phase if phase in ("Succeeded", "Failed") else ""
+
+    phase = wait_for(finished, timeout=timeout, what=f"pod {name} to finish")
+    log = kube.kubectl("logs", "-n", namespace, name, check=False).stdout
+    assert phase == "Succeeded", f"pod {name} {phase}:\n{log}"
+    return log
+
+
+def ready_pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """Pods of ``selector`` whose every container is ready (terminating ones excluded)."""
+    pods = get(kube, namespace, "pods", "-l", selector)["items"]
+    return [
+        pod
+        for pod in pods
+        if not pod["metadata"].get("deletionTimestamp")
+        and pod["status"].get("containerStatuses")
+        and all(status.get("ready") for status in pod["status"]["containerStatuses"])
+    ]

@@ -1,0 +1,46 @@
+"""``cluster down`` leaves the machine as it found it; ``up --node`` reuses a running node.
+
+This module takes the session's node down and brings it back, so it holds no pods of other
+modules (module-scoped fixtures of other modules are gone when it runs).
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.node.conftest import NodeCluster
+from tests.node.host import snapshot
+from tests.node.pods import python_pod, run_pod
+
+
+def test_a_second_up_reuses_the_running_node(node_cluster: NodeCluster) -> None:
+    if node_cluster.state_dir is None:
+        pytest.skip("our own node only")
+    again = node_cluster.cluster_command("up", "--node")
+    assert "cluster with its node already running" in again.stderr, again.stderr
+
+
+def test_down_removes_everything_the_node_made_and_up_brings_it_back(
+    node_cluster: NodeCluster, node_namespace: str
+) -> None:
+    if node_cluster.state_dir is None or node_cluster.host_before is None:
+        pytest.skip("our own node only")
+    kube = node_cluster.kube
+    # a pod running while the node goes down: its processes, mounts and network must go too
+    pod = python_pod("running", node_cluster.image, "import time; time.sleep(3600)")
+    kube.kubectl("apply", "-n", node_namespace, "-f", "-", input=yaml.safe_dump(pod))
+    kube.kubectl("wait", "-n", node_namespace, "--for=condition=Ready", "pod/running", "--timeout=120s")
+
+    down = node_cluster.cluster_command("down")
+    assert "could not" not in down.stderr, down.stderr
+    after = snapshot()
+    assert node_cluster.host_before.differences(after) == {}, down.stderr
+
+    up = node_cluster.cluster_command("up", "--node")
+    assert "with node luna-node" in up.stderr, up.stderr
+    # the image store survived: pods of the image start without importing it again
+    namespace = "lifecycle-check"
+    kube.kubectl("create", "namespace", namespace)
+    log = run_pod(kube, namespace, python_pod("after", node_cluster.image, "print('back')"))
+    assert log.strip() == "back"
