@@ -13,7 +13,6 @@ installs it): without them the test fails rather than skips.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -25,24 +24,13 @@ import pytest
 import yaml
 
 from tests.chart.helpers import of_kind, render, service_chart
-from tests.sidecar.harness import HOST, Sidecar, free_port, http, points, start_sidecar, wait_for
+from tests.prometheus import SCRAPE_WAIT, required_tool, start_prometheus
+from tests.sidecar.harness import HOST, Sidecar, points, start_sidecar, wait_for
 
 JOB = "luna-sidecar"
 ROUTE = "GET:/orders"
-SCRAPE_WAIT = 30.0
 #: the Kubernetes service discovery labels of the pod annotations Prometheus relabels on
 META = "__meta_kubernetes_pod_annotation_prometheus_io_"
-
-
-def required_tool(name: str) -> str:
-    """The path of ``name``; fails the test (never skips) when it is not installed."""
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(
-            f"{name} not found on PATH: this test needs the Debian package 'prometheus' "
-            "(`make system-deps` installs it)"
-        )
-    return found
 
 
 @dataclass
@@ -101,88 +89,6 @@ def scrape_config(settings: ScrapeSettings, target: str) -> dict[str, Any]:
             }
         ],
     }
-
-
-@dataclass
-class Prometheus:
-    """A running ``prometheus`` process on loopback."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def api(self, path: str, **params: str) -> Any:
-        """The ``data`` of a successful API reply to GET ``path``; fails the test otherwise."""
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        reply = http("GET", f"{self.url}{path}{query}", timeout=5)
-        assert reply.status == 200, reply.text
-        body = reply.json()
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expression: str) -> dict[str, float]:
-        """An instant query: for each series of the vector, its label values in the order of the label
-        names, joined by ',' -> its value."""
-        result = self.api("/api/v1/query", query=expression)
-        return {
-            ",".join(value for _, value in sorted(item["metric"].items())): float(item["value"][1])
-            for item in result["result"]
-        }
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_prometheus(config: Path, workdir: Path, attempts: int = 3) -> Prometheus:
-    """Start ``prometheus`` with ``config`` on a free loopback port; returns once /-/ready answers.
-
-    Another process may take the free port before Prometheus binds it: then it tries a new one.
-    """
-    binary = required_tool("prometheus")
-    for attempt in range(attempts):
-        port = free_port()
-        log_path = workdir / f"prometheus-{attempt}.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / f'tsdb-{attempt}'}",
-                    f"--web.listen-address={HOST}:{port}",
-                ],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-            )
-        running = Prometheus(process, f"http://{HOST}:{port}", log_path)
-
-        def ready(running: Prometheus = running) -> bool:
-            if running.process.poll() is not None:
-                return True
-            try:
-                return http("GET", running.url + "/-/ready", timeout=1).status == 200
-            except OSError:
-                return False
-
-        try:
-            wait_for(ready, timeout=SCRAPE_WAIT, what="prometheus /-/ready")
-        except BaseException:
-            running.stop()  # not ready in time: it must not outlive the test
-            raise
-        if process.poll() is None:
-            return running
-        if "address already in use" not in running.log():
-            raise AssertionError(f"prometheus exited with {process.returncode}:\n{running.log()[-3000:]}")
-    raise AssertionError(f"prometheus found no free port in {attempts} attempts")
 
 
 @pytest.fixture

@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="up: also run a real node (kubelet, containerd, kube-proxy, kube-scheduler, CoreDNS) so "
         "that pods run; needs root and runc; build: also build the node's binaries",
     )
+    parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="build: also build Prometheus and promtool with Kubernetes service discovery (for the tests)",
+    )
     parser.add_argument("--purge", action="store_true", help="down: also delete the whole state directory")
     parser.add_argument(
         "--tag", default="luna-plugins:dev", help="image: the image's name and tag (default: %(default)s)"
@@ -63,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "build":
             started = time.monotonic()
-            binaries = tools.ensure_all(sys.stderr, node=True) if args.node else tools.ensure_all(sys.stderr)
+            extras = (tools.PROMETHEUS,) if args.prometheus else ()
+            binaries = tools.ensure_all(sys.stderr, node=args.node, extras=extras)
             for name, path in sorted(binaries.items()):
                 print(f"{name:<24} {path}")
             print(f"binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)

@@ -431,11 +431,10 @@ def _stop_all(state: StateDir, out: TextIO, quiet: bool = False) -> bool:
     changes; True if nothing is left."""
     data = state.load()
     ok = True
-    if (data or {}).get("node") or state.node.state_file.exists() or "kubelet" in components(data):
-        left = node_mod.stop(state, data, out, quiet)
-        for item in left:
-            print(f"could not remove {item}", file=out)
-        ok = not left
+    with_node = bool(
+        (data or {}).get("node") or state.node.state_file.exists() or "kubelet" in components(data)
+    )
+    left = node_mod.stop(state, data, out, quiet) if with_node else []
     for status in reversed(component_status(state, data, CONTROL_PLANE)):
         if status.pid is None:
             continue
@@ -452,7 +451,12 @@ def _stop_all(state: StateDir, out: TextIO, quiet: bool = False) -> bool:
             print(f"{status.component} (pid {status.pid}) was not running", file=out)
         if gone:
             state.pid_file(status.component).unlink(missing_ok=True)
-    return image.stop_private_engine(state, out) and ok
+    if with_node:
+        # after the API server: on its way out it deletes its lease through the node address
+        left.extend(node_mod.undo_host_changes(state))
+    for item in left:
+        print(f"could not remove {item}", file=out)
+    return image.stop_private_engine(state, out) and ok and not left
 
 
 def down(state: StateDir, out: TextIO = sys.stderr, purge: bool = False) -> bool:

@@ -459,9 +459,11 @@ def cni_results() -> list[Path]:
 
 
 def stop(state: StateDir, data: dict[str, Any] | None, out: TextIO, quiet: bool = False) -> list[str]:
-    """Stop the node: its control loops, every pod, containerd and its shims, mounts, host changes.
+    """Stop the node's processes: its control loops, every pod, containerd and its shims; unmount
+    what they mounted. The host changes stay until :func:`undo_host_changes` (the API server,
+    which listens on the node address, goes first).
 
-    Returns what could not be stopped or removed (empty when the node is completely gone).
+    Returns what could not be stopped or removed (empty when all of it is gone).
     """
     layout = state.node
     left: list[str] = []
@@ -484,12 +486,16 @@ def stop(state: StateDir, data: dict[str, Any] | None, out: TextIO, quiet: bool 
             left.append(f"containerd shim (pid {pid})")
     left.extend(_unmount_all(layout.root))
     _remove_leftover_files(layout, set(hostnet.HostChanges.load(layout).cni_results))
-    left.extend(hostnet.undo(layout))
     # the pods' network namespaces and the containers' state: nothing of it survives a restart
     for directory in (layout.containerd_state, layout.runc_root, layout.cni_ipam_dir):
         if not mounts_below(directory):
             shutil.rmtree(directory, ignore_errors=True)
     return left
+
+
+def undo_host_changes(state: StateDir) -> list[str]:
+    """Remove the bridge, route, firewall rules, cgroups and sysctl changes of the node of ``state``."""
+    return hostnet.undo(state.node)
 
 
 def _stop_component(state: StateDir, status: Any, out: TextIO, quiet: bool) -> list[str]:

@@ -132,9 +132,23 @@ NODE_MODULES: tuple[ToolModule, ...] = (
     ),
 )
 
+#: for the tests and the node demo: Prometheus with Kubernetes service discovery (Debian's package
+#: leaves that out), and its promtool; built only when asked for
+PROMETHEUS = ToolModule(
+    name="prometheus",
+    upstream="github.com/prometheus/prometheus",
+    packages={
+        "prometheus": "github.com/prometheus/prometheus/cmd/prometheus",
+        "promtool": "github.com/prometheus/prometheus/cmd/promtool",
+    },
+    ldflags=("-X github.com/prometheus/common/version.Version={version}",),
+    # of the service discovery mechanisms, only Kubernetes' (the others pull in cloud SDKs)
+    tags=("remove_all_sd", "enable_kubernetes_sd"),
+)
+
 #: binary name -> module that builds it
 BINARIES: dict[str, ToolModule] = {
-    binary: module for module in (*MODULES, *NODE_MODULES) for binary in module.packages
+    binary: module for module in (*MODULES, *NODE_MODULES, PROMETHEUS) for binary in module.packages
 }
 
 
@@ -392,11 +406,14 @@ def build(plan_: BuildPlan, out: TextIO = sys.stderr, interval: float = 15.0) ->
     return plan_
 
 
-def ensure_all(out: TextIO = sys.stderr, *, node: bool = False) -> dict[str, Path]:
-    """Build or reuse every control-plane module (and, with ``node``, the node's); binary -> path."""
+def ensure_all(
+    out: TextIO = sys.stderr, *, node: bool = False, extras: tuple[ToolModule, ...] = ()
+) -> dict[str, Path]:
+    """Build or reuse every control-plane module (with ``node`` the node's too, and ``extras``);
+    returns binary name -> path."""
     go_env = go_environment()
     binaries: dict[str, Path] = {}
-    for module in (*MODULES, *(NODE_MODULES if node else ())):
+    for module in (*MODULES, *(NODE_MODULES if node else ()), *extras):
         ready = plan(module, go_env)
         if ready.ready:
             print(f"reusing {', '.join(module.packages)} {ready.version} from {ready.output}", file=out)
@@ -416,3 +433,9 @@ def cached_binaries(*, node: bool = False) -> dict[str, Path] | None:
             return None
         binaries.update({binary: ready.binary(binary) for binary in module.packages})
     return binaries
+
+
+def ensure(module: ToolModule, out: TextIO = sys.stderr) -> dict[str, Path]:
+    """Build or reuse one module; returns its binaries (name -> path)."""
+    built = build(plan(module), out)
+    return {binary: built.binary(binary) for binary in module.packages}
