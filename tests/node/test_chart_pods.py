@@ -1,0 +1,422 @@
+"""The chart as users run it, on real pods: operator, webhooks, injection, plugins, updates, RBAC.
+
+One release (default values, the image under test) serves the whole module; a stand-in of the
+handlers service asks for the sidecar by annotation and gets it from the injection webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.helpers import ModuleUnavailableError, go_module, install_crds
+from tests.chart.test_chart_monitoring_demo import MONITOR_CRDS, PROMETHEUS_OPERATOR
+from tests.node.conftest import NodeCluster
+from tests.node.pods import get, ready_pods
+from tests.node.workload import (
+    RELEASE,
+    apply,
+    example_code,
+    handlers_service,
+    install_chart,
+    lunaplugin,
+    reach,
+    wait_ready_replicas,
+)
+from tests.prometheus import SCRAPE_WAIT, required_tool, start_prometheus
+from tests.sidecar.harness import http, wait_for
+
+SIDECAR_CONTAINER = "luna-sidecar"
+
+
+@pytest.fixture(scope="module")
+def release(node_cluster: NodeCluster) -> Iterator[str]:
+    """The chart installed with default values into a namespace of its own."""
+    namespace = f"luna-system-{uuid.uuid4().hex[:6]}"
+    install_chart(node_cluster, namespace)
+    try:
+        yield namespace
+    finally:
+        kube = node_cluster.kube
+        kube.kubectl("delete", "deployment,service", "-l", "app=handlers", "-n", namespace, check=False)
+        kube.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "2m", check=False)
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def handlers(node_cluster: NodeCluster, release: str) -> str:
+    """The handlers service (one replica, sidecar injected) with the kettle and route_digest plugins."""
+    kube = node_cluster.kube
+    apply(
+        kube,
+        release,
+        lunaplugin("kettle", example_code("kettle"), settings={"tickSeconds": 1.0}),
+        lunaplugin("route-digest", example_code("route_digest"), module="route_digest"),
+        *handlers_service(node_cluster),
+    )
+    wait_ready_replicas(kube, release, "handlers", 1)
+    for name in ("kettle", "route-digest"):
+        wait_for(
+            lambda name=name: loaded(node_cluster, release, name) == "1/1", timeout=120, what=f"{name} 1/1"
+        )
+    return release
+
+
+def loaded(cluster: NodeCluster, namespace: str, name: str) -> str:
+    status: dict[str, Any] = get(cluster.kube, namespace, "lunaplugin", name).get("status", {})
+    return str(status.get("loaded", ""))
+
+
+def plugin_pods(cluster: NodeCluster, namespace: str, name: str) -> set[str]:
+    """The pods the LunaPlugin's status says run it."""
+    status = get(cluster.kube, namespace, "lunaplugin", name).get("status", {})
+    return {pod["pod"] for pod in status.get("pods", [])}
+
+
+def handler_pods(cluster: NodeCluster, namespace: str) -> set[str]:
+    return {pod["metadata"]["name"] for pod in ready_pods(cluster.kube, namespace, "app=handlers")}
+
+
+def test_the_operator_runs_as_a_restricted_pod_and_its_webhook_refuses_invalid_plugins(
+    node_cluster: NodeCluster, release: str
+) -> None:
+    kube = node_cluster.kube
+    (operator,) = ready_pods(kube, release, "app.kubernetes.io/component=operator")
+    (container,) = operator["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["runAsUser"] == 10001
+    uid = kube.kubectl("exec", "-n", release, operator["metadata"]["name"], "--", "id", "-u").stdout
+    assert uid.strip() == "10001"
+
+    # Ready means the webhooks are served; kube-proxy may still take a moment to route their Service
+    assert container["readinessProbe"]["tcpSocket"]["port"] == "webhook"
+    broken = lunaplugin("broken", "def broken(:\n    pass\n")
+    attempts: list[str] = []
+
+    def refused_by_webhook() -> bool:
+        attempts.append(apply(kube, release, broken, "--dry-run=server", check=False).stderr)
+        return "denied the request" in attempts[-1]
+
+    try:
+        wait_for(refused_by_webhook, timeout=30, what="the webhook's Service to route to the operator")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; kubectl said: {attempts[-3:]}") from None
+    # the API server calls the webhook through its Service: the refusal comes from our validation
+    refused = apply(kube, release, broken, check=False)
+    assert refused.returncode != 0
+    assert "denied the request" in refused.stderr, refused.stderr
+    assert "line 1" in refused.stderr, refused.stderr
+    assert kube.kubectl("get", "lunaplugin", "broken", "-n", release, check=False).returncode != 0
+
+    apply(kube, release, lunaplugin("hello", example_code("kettle")))
+    wait_for(
+        lambda: get(kube, release, "lunaplugin", "hello").get("status", {}).get("phase") == "Ready",
+        timeout=60,
+        what="the valid plugin to be Ready",
+    )
+    kube.kubectl("delete", "lunaplugin", "hello", "-n", release, "--timeout=60s")
+
+
+def test_an_annotated_deployment_gets_the_sidecar_and_the_plugins_serve_it(
+    node_cluster: NodeCluster, handlers: str
+) -> None:
+    kube = node_cluster.kube
+    namespace = handlers
+    (pod,) = ready_pods(kube, namespace, "app=handlers")
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["handlers", SIDECAR_CONTAINER]
+    assert pod["metadata"]["annotations"]["luna.dev/injected"] == SIDECAR_CONTAINER
+    assert plugin_pods(node_cluster, namespace, "kettle") == {pod["metadata"]["name"]}
+
+    with (
+        reach(node_cluster, namespace, "handlers", 5090) as service,
+        reach(node_cluster, namespace, "handlers", 8080) as routes,
+    ):
+        kettle = http("GET", f"{routes}/kettle", timeout=10)
+        assert kettle.status == 200 and "temperature" in kettle.json(), kettle.text
+        # the service reports every request to the sidecar over the pod's loopback; route_digest tallies
+        for _ in range(5):
+            assert http("GET", f"{service}/6/handlers", timeout=10).status == 200
+
+        def tallied() -> int:
+            digest = http("GET", f"{routes}/digest", timeout=10).json()
+            return int(digest["requests"].get("GET:/6/handlers 200", 0))
+
+        wait_for(lambda: tallied() >= 5, timeout=60, what="route_digest to tally the service's requests")
+
+    kube.kubectl("scale", "deployment", "handlers", "-n", namespace, "--replicas=2")
+    wait_ready_replicas(kube, namespace, "handlers", 2)
+    wait_for(
+        lambda: loaded(node_cluster, namespace, "kettle") == "2/2", timeout=120, what="kettle loaded 2/2"
+    )
+    pods = handler_pods(node_cluster, namespace)
+    assert plugin_pods(node_cluster, namespace, "kettle") == pods
+
+    # a deleted pod's report goes with it (it is owned by the pod)
+    victim = sorted(pods)[0]
+    kube.kubectl("delete", "pod", victim, "-n", namespace, "--wait=true", "--timeout=120s")
+
+    def report_gone() -> bool:
+        reports = get(kube, namespace, "lunapluginruntimes")["items"]
+        return victim not in {report["metadata"]["name"] for report in reports}
+
+    wait_for(report_gone, timeout=120, what=f"the report of {victim} to go away with it")
+    wait_for(
+        lambda: victim not in plugin_pods(node_cluster, namespace, "kettle"),
+        timeout=120,
+        what="the deleted pod to leave the plugin's status",
+    )
+    wait_ready_replicas(kube, namespace, "handlers", 2)
+    wait_for(lambda: loaded(node_cluster, namespace, "kettle") == "2/2", timeout=120, what="kettle 2/2 again")
+
+
+def test_a_code_update_under_load_through_the_service_fails_no_request(
+    node_cluster: NodeCluster, handlers: str
+) -> None:
+    kube = node_cluster.kube
+    namespace = handlers
+    outcomes: Counter[str] = Counter()
+    stop = threading.Event()
+
+    with reach(node_cluster, namespace, "handlers", 8080) as routes:
+
+        def load() -> None:
+            while not stop.is_set():
+                try:
+                    reply = http("GET", f"{routes}/kettle/version", timeout=10)
+                except OSError as exc:
+                    outcomes[f"error {type(exc).__name__}"] += 1
+                    continue
+                outcomes[reply.text if reply.status == 200 else f"status {reply.status}"] += 1
+
+        workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        try:
+            wait_for(lambda: sum(outcomes.values()) > 50, timeout=60, what="load to flow")
+            new_code = example_code("kettle").replace("kettle 1.0", "kettle 2.0")
+            assert new_code != example_code("kettle")
+            apply(kube, namespace, lunaplugin("kettle", new_code, settings={"tickSeconds": 1.0}))
+            pods = handler_pods(node_cluster, namespace)
+
+            def everywhere() -> bool:
+                served = {
+                    http("GET", f"{routes}/kettle/version", timeout=10).text for _ in range(4 * len(pods))
+                }
+                return (
+                    served == {"kettle 2.0"}
+                    and loaded(node_cluster, namespace, "kettle") == f"{len(pods)}/{len(pods)}"
+                )
+
+            wait_for(everywhere, timeout=120, what="every pod to serve kettle 2.0")
+            seen_after = sum(outcomes.values())
+            wait_for(
+                lambda: sum(outcomes.values()) > seen_after + 50,
+                timeout=60,
+                what="more load after the update",
+            )
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(timeout=30)
+    failures = {outcome: count for outcome, count in outcomes.items() if not outcome.startswith("kettle ")}
+    assert failures == {}, outcomes
+    assert outcomes["kettle 1.0"] > 0 and outcomes["kettle 2.0"] > 0, outcomes
+
+
+def test_the_sidecar_calls_the_api_with_its_pods_token_and_nothing_more(
+    node_cluster: NodeCluster, handlers: str
+) -> None:
+    kube = node_cluster.kube
+    namespace = handlers
+    pod = sorted(handler_pods(node_cluster, namespace))[0]
+    script = f"""
+import json, ssl, urllib.error, urllib.request
+base = "/var/run/secrets/kubernetes.io/serviceaccount"
+token = open(base + "/token").read()
+context = ssl.create_default_context(cafile=base + "/ca.crt")
+def status(path):
+    headers = {{"Authorization": "Bearer " + token}}
+    request = urllib.request.Request("https://kubernetes.default.svc" + path, headers=headers)
+    try:
+        return urllib.request.urlopen(request, context=context, timeout=10).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+print(json.dumps({{
+    "configmaps": status("/api/v1/namespaces/{namespace}/configmaps"),
+    "secrets": status("/api/v1/namespaces/{namespace}/secrets"),
+    "lunaplugins": status("/apis/luna.dev/v1alpha1/namespaces/{namespace}/lunaplugins"),
+    "other-namespace": status("/api/v1/namespaces/default/configmaps"),
+}}))
+"""
+    result = kube.kubectl("exec", "-n", namespace, pod, "-c", SIDECAR_CONTAINER, "--", "python", "-c", script)
+    statuses = json.loads(result.stdout.strip().splitlines()[-1])
+    assert statuses == {"configmaps": 200, "secrets": 403, "lunaplugins": 403, "other-namespace": 403}, (
+        statuses
+    )
+
+
+PROMETHEUS_ROLE = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: prometheus}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: luna-test-prometheus}
+rules:
+- {apiGroups: [""], resources: [pods], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: luna-test-prometheus}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: luna-test-prometheus}
+subjects:
+- {kind: ServiceAccount, name: prometheus, namespace: NAMESPACE}
+"""
+META = "__meta_kubernetes_pod_"
+
+
+def label_name(key: str) -> str:
+    """How Kubernetes service discovery spells a label or annotation key in its meta labels."""
+    return "".join(char if char.isalnum() else "_" for char in key)
+
+
+def pod_monitor_job(monitor: dict[str, Any], discovery: dict[str, Any]) -> dict[str, Any]:
+    """The scrape job prometheus-operator makes of a PodMonitor with one metrics endpoint (its
+    namespace selector, label selector and named container port), on ``discovery``."""
+    spec = monitor["spec"]
+    (endpoint,) = spec["podMetricsEndpoints"]
+    namespaces = spec.get("namespaceSelector", {})
+    sd = dict(discovery)
+    if not namespaces.get("any"):
+        sd["namespaces"] = {"names": namespaces.get("matchNames") or [monitor["metadata"]["namespace"]]}
+    keep = [
+        {"source_labels": [f"{META}label_{label_name(key)}"], "regex": value, "action": "keep"}
+        for key, value in spec["selector"]["matchLabels"].items()
+    ]
+    keep.append(
+        {"source_labels": [f"{META}container_port_name"], "regex": endpoint["port"], "action": "keep"}
+    )
+    return {
+        "job_name": "podmonitor",
+        "metrics_path": endpoint.get("path", "/metrics"),
+        "kubernetes_sd_configs": [sd],
+        "relabel_configs": [
+            *keep,
+            {"source_labels": [f"{META}name"], "target_label": "pod"},
+        ],
+    }
+
+
+def annotation_job(discovery: dict[str, Any]) -> dict[str, Any]:
+    """The usual job for ``prometheus.io/scrape|port|path`` pod annotations."""
+    annotation = f"{META}annotation_prometheus_io_"
+    return {
+        "job_name": "annotations",
+        "kubernetes_sd_configs": [discovery],
+        "relabel_configs": [
+            {"source_labels": [f"{annotation}scrape"], "regex": "true", "action": "keep"},
+            {"source_labels": [f"{annotation}path"], "regex": "(.+)", "target_label": "__metrics_path__"},
+            {
+                "source_labels": [f"{META}ip", f"{annotation}port"],
+                "regex": "(.+);(\\\\d+)",
+                "replacement": "$1:$2",
+                "target_label": "__address__",
+            },
+            {"source_labels": [f"{META}name"], "target_label": "pod"},
+        ],
+    }
+
+
+def test_prometheus_finds_the_sidecars_through_kubernetes_service_discovery(
+    node_cluster: NodeCluster, handlers: str, tmp_path: Path
+) -> None:
+    if node_cluster.state_dir is None:
+        pytest.skip("Prometheus on this machine reaches pod addresses only on our own node")
+    kube = node_cluster.kube
+    namespace = handlers
+    promtool = required_tool("promtool")
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=PROMETHEUS_ROLE.replace("NAMESPACE", namespace))
+    token = tmp_path / "token"
+    token.write_text(
+        kube.kubectl("create", "token", "prometheus", "-n", namespace, "--duration=1h").stdout.strip()
+    )
+    server = yaml.safe_load(node_cluster.kube.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    discovery = {
+        "role": "pod",
+        "api_server": server,
+        "authorization": {"credentials_file": str(token)},
+        "tls_config": {"ca_file": str(node_cluster.state_dir / "pki" / "ca.crt")},
+    }
+
+    # the chart's PodMonitor, with prometheus-operator's CRDs in the cluster
+    try:
+        crds = Path(go_module(PROMETHEUS_OPERATOR)["Dir"]) / "example" / "prometheus-operator-crd"
+    except ModuleUnavailableError as exc:
+        pytest.fail(str(exc))
+    install_crds(kube, {name: crds / file for name, file in MONITOR_CRDS.items()})
+    install_chart(node_cluster, namespace, "--reuse-values", "--set", "prometheus.podMonitor.enabled=true")
+    (monitor,) = get(kube, namespace, "podmonitors")["items"]
+
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                "scrape_configs": [annotation_job(discovery), pod_monitor_job(monitor, discovery)],
+            },
+            sort_keys=False,
+        )
+    )
+    check = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    pods = handler_pods(node_cluster, namespace)
+    with reach(node_cluster, namespace, "handlers", 5090) as service:
+        for _ in range(10):
+            assert (
+                http("POST", f"{service}/6/handlers", body={"description": "scraped"}, timeout=10).status
+                == 201
+            )
+
+    def sidecar_count() -> float:
+        """What the sidecars themselves count, read from each pod's metrics port."""
+        total = 0.0
+        for pod in ready_pods(kube, namespace, "app=handlers"):
+            text = http("GET", f"http://{pod['status']['podIP']}:9100/metrics", timeout=10).text
+            for line in text.splitlines():
+                if line.startswith("luna_requests_total{") and 'route="POST:/6/handlers"' in line:
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    wait_for(lambda: sidecar_count() >= 10, timeout=60, what="the sidecars to count the requests")
+    expected = sidecar_count()
+    prometheus_dir = tmp_path / "prometheus"
+    prometheus_dir.mkdir()
+    prometheus = start_prometheus(config, prometheus_dir)
+    try:
+        for job in ("annotations", "podmonitor"):
+            query = f'sum(luna_requests_total{{job="{job}",route="POST:/6/handlers"}})'
+            wait_for(
+                lambda query=query: prometheus.query(query) == {"": expected},
+                timeout=SCRAPE_WAIT * 2,
+                what=f"{query} == {expected}",
+            )
+            up = prometheus.query(f'sum by (pod) (up{{job="{job}"}})')
+            assert up == {pod: 1.0 for pod in pods}, (job, up, pods)
+    except AssertionError:
+        print(prometheus.log()[-3000:])
+        raise
+    finally:
+        prometheus.stop()

@@ -1,0 +1,185 @@
+"""What a platform engineer and a service team put on the cluster: the chart, a service, its plugins.
+
+``install_chart`` is ``helm install`` of charts/luna-plugins with the image under test;
+``handlers_service`` is the demo stand-in of the LUNA handlers service as a Deployment whose pods
+ask for the sidecar by annotation, with a Service in front; ``reach`` gives an HTTP base URL of
+a Service from this machine (its ClusterIP on our node, a ``kubectl port-forward`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.kube.fixtures import Kube
+from tests.node.conftest import NodeCluster
+from tests.node.pods import RESTRICTED_CONTAINER, get
+from tests.sidecar.harness import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "luna-plugins"
+EXAMPLE_PLUGINS = ROOT / "examples" / "plugins"
+RELEASE = "luna"
+SIDECAR_ACCOUNT = f"{RELEASE}-luna-plugins-sidecar"
+SERVICE_PORT = 5090
+
+
+def install_chart(cluster: NodeCluster, namespace: str, *values: str, timeout: str = "5m") -> None:
+    """``helm install`` (or upgrade) the chart into ``namespace`` with the image under test, waiting."""
+    cluster.kube.helm(
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--create-namespace",
+        *cluster.image_values(),
+        *values,
+        "--wait",
+        "--timeout",
+        timeout,
+        timeout=600,
+    )
+
+
+def lunaplugin(
+    name: str, code: str, *, module: str | None = None, service: str = "handlers", settings: Any = None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"service": service, "code": code}
+    if module:
+        spec["module"] = module
+    if settings is not None:
+        spec["settings"] = settings
+    return {"apiVersion": "luna.dev/v1alpha1", "kind": "LunaPlugin", "metadata": {"name": name}, "spec": spec}
+
+
+def example_code(module: str) -> str:
+    return (EXAMPLE_PLUGINS / f"{module}.py").read_text()
+
+
+def apply(
+    kube: Kube, namespace: str, *objects: dict[str, Any] | str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl apply`` of ``objects``; the strings among them are extra kubectl flags."""
+    flags = [item for item in objects if isinstance(item, str)]
+    manifests = [item for item in objects if not isinstance(item, str)]
+    return kube.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        *flags,
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(manifests),
+        check=check,
+        timeout=120,
+    )
+
+
+def handlers_service(cluster: NodeCluster, name: str = "handlers", replicas: int = 1) -> list[dict[str, Any]]:
+    """The stand-in handlers service: a Deployment whose pods ask for the sidecar, and its Service."""
+    labels = {"app": name}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"luna.dev/inject": "true", "luna.dev/service": "handlers"},
+                },
+                "spec": {
+                    "serviceAccountName": SIDECAR_ACCOUNT,
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [
+                        {
+                            "name": "handlers",
+                            "image": cluster.image,
+                            "imagePullPolicy": "Never",
+                            "command": ["python", "/opt/luna-plugins/demo_service.py"],
+                            "args": [
+                                "--host=0.0.0.0",
+                                f"--port={SERVICE_PORT}",
+                                "--sidecar=http://127.0.0.1:8081",
+                                "--flush-interval=0.2",
+                            ],
+                            "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
+                            # /stats is not monitored: probes do not become requests points
+                            "readinessProbe": {
+                                "httpGet": {"path": "/stats", "port": "http"},
+                                "periodSeconds": 2,
+                            },
+                            "securityContext": RESTRICTED_CONTAINER,
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": {**labels, "luna.dev/sidecar": "true"}},
+        "spec": {
+            "selector": labels,
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http"},
+                {"name": "plugin-routes", "port": 8080, "targetPort": "plugin-routes"},
+                {"name": "plugin-metrics", "port": 9100, "targetPort": "plugin-metrics"},
+            ],
+        },
+    }
+    return [deployment, service]
+
+
+def wait_ready_replicas(kube: Kube, namespace: str, name: str, replicas: int, timeout: float = 180) -> None:
+    def ready() -> bool:
+        status = get(kube, namespace, "deployment", name)["status"]
+        return bool(
+            status.get("readyReplicas") == replicas
+            and status.get("updatedReplicas") == replicas
+            and status.get("replicas") == replicas
+        )
+
+    wait_for(ready, timeout=timeout, what=f"deployment {name} to have {replicas} ready replicas")
+
+
+@contextlib.contextmanager
+def reach(cluster: NodeCluster, namespace: str, service: str, port: int) -> Iterator[str]:
+    """An HTTP base URL for ``service:port`` from this machine."""
+    if cluster.state_dir is not None:
+        address = get(cluster.kube, namespace, "service", service)["spec"]["clusterIP"]
+        yield f"http://{address}:{port}"
+        return
+    forward = subprocess.Popen(
+        [cluster.kube.kubectl_binary, "port-forward", "-n", namespace, f"svc/{service}", f":{port}"],
+        env=cluster.kube.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert forward.stdout is not None
+        deadline = time.monotonic() + 30
+        line = ""
+        while time.monotonic() < deadline:
+            line = forward.stdout.readline()
+            found = re.search(r"127\.0\.0\.1:(\d+) ->", line)
+            if found:
+                yield f"http://127.0.0.1:{found.group(1)}"
+                return
+        raise AssertionError(f"kubectl port-forward to {service}:{port} did not start: {line}")
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
