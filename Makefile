@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit bench bench-kube clean cluster-tools system-deps e2e-kind
+.PHONY: venv demo demo-node test lint typecheck unit bench bench-kube clean cluster-tools system-deps e2e-kind
 
 venv: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 ## demo: the whole product on a local control plane (cluster, CRDs, operator, sidecar + demo service, example LunaPlugins); Ctrl-C tears it down
 demo: venv
 	$(BIN)/python examples/demo.py
+
+## demo-node: the same demo as real pods from the chart (demo.enabled=true) on a local node (needs root);
+## Ctrl-C uninstalls it and stops the node
+demo-node: venv system-deps
+	$(BIN)/python examples/demo_node.py
 
 ## test: lint, type-check and run every test
 test: venv system-deps lint typecheck cluster-tools

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# make e2e-kind: the end-to-end suite against a kind cluster that runs the chart.
+# make e2e-kind: the pod suite (tests/node) against a kind cluster instead of the local node.
 #
 #   1. checks for docker (with a reachable daemon) and kind; exits 2 with a message otherwise
 #   2. creates the kind cluster $KIND_CLUSTER (default luna-plugins-e2e), or reuses it
-#   3. builds the image luna-plugins:e2e and loads it into the cluster's nodes
-#   4. installs charts/luna-plugins into luna-system; its operator watches only luna-e2e-chart, so
-#      it does not compete with the operators the suite starts in its own namespaces
-#   5. smoke check: examples/lunaplugins/hello.yaml in luna-e2e-chart becomes Ready
-#   6. runs pytest tests/e2e tests/operator with LUNA_TEST_KUBECONFIG (extra arguments go to pytest)
-#   7. deletes the cluster, unless KEEP_CLUSTER=1
+#   3. builds the image luna-plugins:e2e with `luna-plugins cluster image` (the same build as for
+#      the local node), tags it luna-plugins:e2e-next too (for the upgrade test), and loads both
+#      into the cluster's nodes
+#   4. runs pytest tests/node with LUNA_TEST_KUBECONFIG and LUNA_TEST_IMAGE: the suite installs the
+#      chart itself, as `make test` does on the local node (extra arguments go to pytest)
+#   5. deletes the cluster, unless KEEP_CLUSTER=1
 #
 # The kubeconfig lives in a temporary directory: your own kubeconfig is never changed.
 set -euo pipefail
@@ -16,16 +16,13 @@ set -euo pipefail
 KIND_VERSION=v0.33.0
 CLUSTER="${KIND_CLUSTER:-luna-plugins-e2e}"
 IMAGE=luna-plugins:e2e
-RELEASE=luna
-SYSTEM_NAMESPACE=luna-system
-SMOKE_NAMESPACE=luna-e2e-chart
-SMOKE_PLUGIN=hello
+NEXT_TAG=e2e-next
 
 step() { printf 'e2e-kind: %s\n' "$*"; }
 
 # Only bash builtins until docker and kind are found: the check must work with any PATH.
 cannot_run() {
-    printf "make e2e-kind needs %s; the default suite \`make test\` runs without one\n" "$1" >&2
+    printf "make e2e-kind needs %s; \`make test\` runs the same pod suite on a local node instead\n" "$1" >&2
     printf 'e2e-kind: it runs the end-to-end suite against a kind cluster, which needs Docker and kind\n' >&2
     exit 2
 }
@@ -103,32 +100,14 @@ else
 fi
 "$KUBECTL" cluster-info
 
-step "building image $IMAGE"
-DOCKER_BUILDKIT=1 docker build -t "$IMAGE" .
+step "building image $IMAGE (luna-plugins cluster image)"
+"$PYTHON" -m luna_cli.main cluster image --tag "$IMAGE" --state-dir "$WORKDIR/state"
+docker tag "$IMAGE" "luna-plugins:$NEXT_TAG"
 
-step "loading $IMAGE into the nodes of $CLUSTER"
-kind load docker-image "$IMAGE" --name "$CLUSTER"
+step "loading $IMAGE and luna-plugins:$NEXT_TAG into the nodes of $CLUSTER"
+kind load docker-image "$IMAGE" "luna-plugins:$NEXT_TAG" --name "$CLUSTER"
 
-step "installing charts/luna-plugins as $RELEASE in $SYSTEM_NAMESPACE (operator watching $SMOKE_NAMESPACE)"
-"$KUBECTL" create namespace "$SMOKE_NAMESPACE" --dry-run=client -o yaml | "$KUBECTL" apply -f -
-"$HELM" upgrade --install "$RELEASE" charts/luna-plugins \
-    --namespace "$SYSTEM_NAMESPACE" --create-namespace \
-    --set image.repository=luna-plugins \
-    --set image.tag=e2e \
-    --set image.pullPolicy=Never \
-    --set "operator.namespaces={$SMOKE_NAMESPACE}" \
-    --wait --timeout 5m
-
-step "smoke check: LunaPlugin $SMOKE_PLUGIN in $SMOKE_NAMESPACE becomes Ready"
-"$KUBECTL" apply -n "$SMOKE_NAMESPACE" -f "examples/lunaplugins/$SMOKE_PLUGIN.yaml"
-if ! "$KUBECTL" wait -n "$SMOKE_NAMESPACE" --for=condition=Ready "lunaplugin/$SMOKE_PLUGIN" --timeout=120s; then
-    "$KUBECTL" get -n "$SMOKE_NAMESPACE" lunaplugin "$SMOKE_PLUGIN" -o yaml || true
-    "$KUBECTL" logs -n "$SYSTEM_NAMESPACE" -l app.kubernetes.io/component=operator --tail=100 || true
-    exit 1
-fi
-"$KUBECTL" get -n "$SMOKE_NAMESPACE" lunaplugins
-"$KUBECTL" delete -n "$SMOKE_NAMESPACE" lunaplugin "$SMOKE_PLUGIN" --timeout=60s
-
-step "end-to-end suite: pytest tests/e2e tests/operator against $CLUSTER"
+step "pod suite: pytest tests/node against $CLUSTER"
 LUNA_TEST_KUBECONFIG="$KUBECONFIG" LUNA_TEST_KUBECTL="$KUBECTL" LUNA_TEST_HELM="$HELM" \
-    "$PYTHON" -m pytest -q tests/e2e tests/operator "$@"
+    LUNA_TEST_IMAGE="$IMAGE" LUNA_TEST_IMAGE_NEXT_TAG="$NEXT_TAG" \
+    "$PYTHON" -m pytest -q tests/node "$@"

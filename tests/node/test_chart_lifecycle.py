@@ -103,7 +103,9 @@ def test_helm_upgrade_to_a_new_image_tag_rolls_the_operator_and_loses_no_plugin(
     kube = node_cluster.kube
     namespace = release_namespace
     install_chart(node_cluster, namespace)
-    apply(kube, namespace, lunaplugin("kettle", example_code("kettle")), *handlers_service(node_cluster))
+    apply(
+        kube, namespace, lunaplugin("kettle", example_code("kettle")), *handlers_service(node_cluster.image)
+    )
     wait_ready_replicas(kube, namespace, "handlers", 1)
     wait_for(lambda: phase(node_cluster, namespace, "kettle") == "Ready", timeout=120, what="kettle Ready")
     before = operator_pod(node_cluster, namespace)["metadata"]["name"]

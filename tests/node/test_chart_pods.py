@@ -61,7 +61,7 @@ def handlers(node_cluster: NodeCluster, release: str) -> str:
         release,
         lunaplugin("kettle", example_code("kettle"), settings={"tickSeconds": 1.0}),
         lunaplugin("route-digest", example_code("route_digest"), module="route_digest"),
-        *handlers_service(node_cluster),
+        *handlers_service(node_cluster.image),
     )
     wait_ready_replicas(kube, release, "handlers", 1)
     for name in ("kettle", "route-digest"):

@@ -84,7 +84,7 @@ def apply(
     )
 
 
-def handlers_service(cluster: NodeCluster, name: str = "handlers", replicas: int = 1) -> list[dict[str, Any]]:
+def handlers_service(image: str, name: str = "handlers", replicas: int = 1) -> list[dict[str, Any]]:
     """The stand-in handlers service: a Deployment whose pods ask for the sidecar, and its Service."""
     labels = {"app": name}
     deployment = {
@@ -105,7 +105,7 @@ def handlers_service(cluster: NodeCluster, name: str = "handlers", replicas: int
                     "containers": [
                         {
                             "name": "handlers",
-                            "image": cluster.image,
+                            "image": image,
                             "imagePullPolicy": "Never",
                             "command": ["python", "/opt/luna-plugins/demo_service.py"],
                             "args": [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "e2e-kind.sh"
-DEFAULT_SUITE = "the default suite `make test` runs without one"
+DEFAULT_SUITE = "`make test` runs the same pod suite on a local node instead"
 
 
 def bash() -> str:
