@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 
 from tests.kube.control_plane import stop_apiserver
 from tests.operator.harness import Cluster, plugin_manifest, route_code
-from tests.sidecar.harness import http, points, wait_for
+from tests.sidecar.harness import http, wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -25,19 +23,6 @@ from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
 class Broken(BaseBackgroundPlugin):
     async def initialize(self):
         raise RuntimeError("database unreachable")
-"""
-
-RECORDER = """
-import json
-from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
-
-class Recorder(BaseEventPlugin):
-    eventName = "monitoring_event"
-
-    async def handleEvent(self, points, logger):
-        with open(self.settings["out"], "a") as out:
-            for point in points:
-                out.write(json.dumps({"series": point.series, "route": point.tags.get("route")}) + "\\n")
 """
 
 
@@ -50,38 +35,14 @@ def answers(sidecar: Any, path: str, text: str) -> bool:
 
 
 def test_apply_update_invalid_update_delete(cluster: Cluster, operator: Any, cluster_sidecar: Any) -> None:
+    """The plugin's life on one sidecar process (the pod suite updates under load through a Service)."""
     ns = cluster.namespace
     sidecar = cluster_sidecar("pod-a")
-    started = time.monotonic()
     cluster.apply(plugin_manifest("hello", ns, route_code("/hello", "v1")))
     wait_for(lambda: answers(sidecar, "/hello", "v1"), timeout=10, what="the route after apply")
-    assert time.monotonic() - started < 5
     wait_for(lambda: cluster.status("hello").get("loaded") == "1/1", what="status.loaded 1/1")
-
-    # update under load: no 5xx while the new version is swapped in
-    statuses: Counter[int] = Counter()
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            try:
-                statuses[sidecar.get("/hello", timeout=5).status] += 1
-            except OSError:
-                statuses[-1] += 1
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        cluster.apply(plugin_manifest("hello", ns, route_code("/hello", "v2")))
-        wait_for(lambda: answers(sidecar, "/hello", "v2"), timeout=10, what="v2 to serve")
-        time.sleep(0.3)  # keep the load on across the swap's tail (old version closing)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    assert set(statuses) == {200}, statuses
-    assert sum(statuses.values()) > 20
+    cluster.apply(plugin_manifest("hello", ns, route_code("/hello", "v2")))
+    wait_for(lambda: answers(sidecar, "/hello", "v2"), timeout=10, what="v2 to serve")
 
     # an update that fails on the sidecar: the old code keeps serving, the status says why
     cluster.apply(plugin_manifest("hello", ns, FAILS_TO_START))
@@ -101,23 +62,6 @@ def test_apply_update_invalid_update_delete(cluster: Cluster, operator: Any, clu
     # delete removes the route
     cluster.kube.kubectl("delete", "lunaplugin", "hello", "-n", ns, "--timeout=30s")
     wait_for(lambda: sidecar.get("/hello").status == 404, timeout=10, what="the route to go away")
-
-
-def test_monitoring_plugin_from_a_resource_receives_posted_points(
-    cluster: Cluster, operator: Any, cluster_sidecar: Any, tmp_path: Path
-) -> None:
-    out = tmp_path / "points.jsonl"
-    sidecar = cluster_sidecar("pod-m")
-    cluster.apply(plugin_manifest("recorder", cluster.namespace, RECORDER, settings={"out": str(out)}))
-    wait_for(
-        lambda: sidecar.plugins().get("recorder", {}).get("state") == "running", what="the recorder to run"
-    )
-    assert sidecar.post_event("monitoring_event", points(3)).json()["queued"] == 1
-    lines = wait_for(
-        lambda: out.exists() and len(out.read_text().splitlines()) >= 3 and out.read_text(),
-        what="the points to reach the plugin",
-    )
-    assert [json.loads(line)["series"] for line in lines.splitlines()][:3] == ["requests"] * 3
 
 
 def test_two_sidecars_report_and_one_that_vanishes_stops_counting(
