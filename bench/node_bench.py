@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -61,7 +62,7 @@ def cluster(*args: str, state_dir: Path) -> float:
 
 class Kube:
     def __init__(self, state_dir: Path) -> None:
-        self.env = {"KUBECONFIG": str(state_dir / "kubeconfig"), "PATH": "/usr/bin:/bin"}
+        self.env = {**os.environ, "KUBECONFIG": str(state_dir / "kubeconfig")}
         self.kubectl_binary = str(state_dir / "bin" / "kubectl")
         self.helm_binary = str(state_dir / "bin" / "helm")
 

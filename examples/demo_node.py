@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -43,7 +44,11 @@ class NodeDemo:
     def __init__(self, state_dir: Path, keep_cluster: bool) -> None:
         self.state_dir = state_dir
         self.keep_cluster = keep_cluster
-        self.env = {"KUBECONFIG": str(state_dir / "kubeconfig"), "PATH": f"{state_dir / 'bin'}:/usr/bin:/bin"}
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(state_dir / "kubeconfig"),
+            "PATH": f"{state_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         self.load: LoadGenerator | None = None
         self.started_cluster = False
 
