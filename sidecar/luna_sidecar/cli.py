@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from luna_sidecar import config as sidecar_config
 
@@ -34,12 +36,32 @@ def run(args: argparse.Namespace) -> int:
     )
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(serve(config))
+        return _run_contained(loop, serve(config))
     except StartupError as exc:
         print(f"luna-plugins sidecar: {exc}", file=sys.stderr)
         return 2
     finally:
         _close_loop(loop)
+
+
+def _run_contained(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` to its end. asyncio lets a ``SystemExit`` or ``KeyboardInterrupt`` raised in
+    *any* task stop the loop; the runtime's own awaits of plugin code contain them, but a task a
+    plugin created itself is out of reach: when one does, it is logged and the loop resumes
+    (SIGINT and SIGTERM arrive through signal handlers, never as these exceptions)."""
+    task = loop.create_task(main, name="luna-sidecar")
+    while True:
+        try:
+            return loop.run_until_complete(task)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            if task.done():
+                raise
+            logging.getLogger("luna.sidecar").error(
+                "a task raised %s (%s) and was ended; the sidecar carries on",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop, grace: float = 2.0) -> None:

@@ -134,7 +134,9 @@ class RouteDispatcher:
         except TimeoutError:
             log.warning("plugin %s: %s took longer than %g s", plugin, label, self.timeout)
             return _error(504, f"plugin {plugin!r} did not answer within {self.timeout:g} s", request_id)
-        except Exception as exc:
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the client went away, or the server is stopping
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: this request's failure only
             log.error("plugin %s: %s failed: %s", plugin, label, describe_exception(exc), exc_info=exc)
             return _error(500, f"plugin {plugin!r} failed to handle this request", request_id)
         if not isinstance(result, web.StreamResponse):
