@@ -27,7 +27,7 @@ from luna_plugins.base.plugins_meta.base_plugins import (
 )
 from luna_plugins.settings import constructing_with, freeze
 from luna_sidecar.leftovers import Leftovers
-from luna_sidecar.loader import PluginLoadError, describe_exception, import_module, plugin_classes
+from luna_sidecar.loader import MODULES, PluginLoadError, describe_exception, import_module, plugin_classes
 from luna_sidecar.plugin_threads import run_in_thread
 from luna_sidecar.sources import PluginSource
 from luna_sidecar.timeouts import call_with_timeout
@@ -69,7 +69,11 @@ async def load_version(
     source: PluginSource, *, app: LunaApplication, timeout: float, leftovers: Leftovers
 ) -> PluginVersion:
     """Import, construct, initialize and start ``source``; raises :class:`PluginLoadError`."""
-    module, classes = await _off_loop(source, "import", lambda: _import(source), timeout, leftovers)
+    try:
+        module, classes = await _off_loop(source, "import", lambda: _import(source), timeout, leftovers)
+    except PluginLoadError:
+        MODULES.abandon(source.module)  # an import still running must not stay visible
+        raise
     instances: list[BasePlugin] = []
     logger = plugin_logger(source.module)
     try:

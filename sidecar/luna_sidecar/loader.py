@@ -71,24 +71,36 @@ class PluginModules:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._published: dict[str, types.ModuleType] = {}
+        self._executing: dict[int, types.ModuleType] = {}
 
     def begin(self, module: types.ModuleType) -> None:
         """``module``'s code is about to run: make it visible under its name."""
         with self._lock:
+            self._executing[id(module)] = module
             sys.modules[module.__name__] = module
 
     def end(self, module: types.ModuleType) -> None:
         """``module``'s code has ended: put the published version back, unless another module
         took the name meanwhile."""
-        name = module.__name__
         with self._lock:
-            if sys.modules.get(name) is not module:
-                return  # a newer version is running its code or was published: leave it
-            published = self._published.get(name)
-            if published is not None:
-                sys.modules[name] = published
-            else:
-                sys.modules.pop(name, None)
+            self._executing.pop(id(module), None)
+            if sys.modules.get(module.__name__) is module:
+                self._restore(module.__name__)
+
+    def abandon(self, name: str) -> None:
+        """The runtime gave up on an import of ``name`` whose code still runs: the published
+        version (or nothing) is what ``import NAME`` gives from now on, not the unfinished one."""
+        with self._lock:
+            current = sys.modules.get(name)
+            if current is not None and id(current) in self._executing:
+                self._restore(name)
+
+    def _restore(self, name: str) -> None:
+        published = self._published.get(name)
+        if published is not None:
+            sys.modules[name] = published
+        else:
+            sys.modules.pop(name, None)
 
     def publish(self, module: types.ModuleType) -> None:
         """Make ``module`` the one later plugins get from ``import NAME``."""
