@@ -64,7 +64,15 @@ def _run_contained(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, in
             )
 
 
-def _close_loop(loop: asyncio.AbstractEventLoop, grace: float = 2.0) -> None:
+def _quiet_about_pending_tasks(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if "task" in context and str(context.get("message", "")).startswith(
+        "Task was destroyed but it is pending"
+    ):
+        return
+    loop.default_exception_handler(context)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop, grace: float = 0.5) -> None:
     """Cancel what plugins left running and close the loop, waiting at most ``grace`` seconds:
     unlike ``asyncio.run``, a plugin task that ignores cancellation cannot keep the process alive."""
     leftovers = asyncio.all_tasks(loop)
@@ -76,5 +84,9 @@ def _close_loop(loop: asyncio.AbstractEventLoop, grace: float = 2.0) -> None:
             logging.getLogger("luna.sidecar").warning(
                 "%d plugin task(s) ignored cancellation and were abandoned at exit", len(stuck)
             )
-    loop.run_until_complete(loop.shutdown_asyncgens())
+            # said once above: not once more per task as the loop closes under them
+            loop.set_exception_handler(_quiet_about_pending_tasks)
+    # bounded too: an async generator of a plugin may ignore its closing as well
+    closing = loop.create_task(loop.shutdown_asyncgens())
+    loop.run_until_complete(asyncio.wait({closing}, timeout=grace))
     loop.close()

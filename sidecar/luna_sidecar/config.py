@@ -64,8 +64,9 @@ class SidecarConfig:
     max_batch_items: int = 10_000
     """Most points or events in one intake request; more gets 413."""
     queue_items: int = 20_000
-    """Points or events each event plugin's queue holds, counting its running callback's; a batch
-    that does not fit is dropped and counted."""
+    """Points or events each event plugin's queue holds, counting its running callback's (a batch
+    weighs one per KiB of its request body if that is more); a batch that does not fit is dropped
+    and counted."""
     callback_timeout: float = 10.0
     """Seconds one event callback may run before it is cancelled and counted as failed."""
     lifecycle_timeout: float = 30.0

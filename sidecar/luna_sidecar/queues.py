@@ -3,7 +3,9 @@ failing plugin delays nobody else, and intake never waits on a plugin.
 
 A queue is bounded by the points (``monitoring_event``) or events (``sending_event``) it holds,
 counting the batch in the callback: that, not the number of batches, is what costs memory. A
-batch that does not fit is dropped whole and counted.
+batch weighs its points or events, or one per KiB of the request body that brought it if that
+is more (a few huge events cost like many small ones). A batch that does not fit is dropped
+whole and counted.
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ from luna_sidecar.timeouts import CANCEL_GRACE, PluginCancelledError, PluginEsca
 #: most points one merged monitoring_event callback receives
 MERGE_LIMIT = 10_000
 
+#: request-body bytes that weigh as much as one point or event
+BYTES_PER_ITEM = 1024
+
 
 def batch_items(payload: tuple[Any, ...]) -> int:
     """Points or events in a batch (its first argument, a list); 1 for anything else."""
     first = payload[0] if payload else None
     return len(first) if isinstance(first, list) else 1
+
+
+def batch_weight(items: int, body_bytes: int = 0) -> int:
+    """What a batch of ``items`` points or events from a ``body_bytes`` request body counts
+    against a queue's capacity."""
+    return max(items, body_bytes // BYTES_PER_ITEM, 1)
 
 
 class EventWorker:
@@ -62,7 +73,7 @@ class EventWorker:
         self.last_error: str | None = None
         self.stuck_task: asyncio.Task[None] | None = None
         """Set by :meth:`stop` when the callback ignored the cancellation and still runs."""
-        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[tuple[Any, ...], int]] = asyncio.Queue()  # (payload, weight)
         self._task: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._items = 0
@@ -84,7 +95,7 @@ class EventWorker:
 
     @property
     def items(self) -> int:
-        """Points or events held: waiting, and in the callback running now."""
+        """Weight held (points or events, see :func:`batch_weight`): waiting, and in the callback."""
         return self._items
 
     def overdue(self) -> float | None:
@@ -99,27 +110,36 @@ class EventWorker:
         if self._task is None and not self._stopped:
             self._task = asyncio.create_task(self._run(), name=f"luna-events-{self.plugin}.{self.class_name}")
 
-    def offer(self, payload: tuple[Any, ...]) -> bool:
-        """Queue one batch; returns False (and counts a drop) when it does not fit."""
-        count = batch_items(payload)
-        if self._items and self._items + count > self.capacity:
+    def offer(self, payload: tuple[Any, ...], weight: int | None = None) -> bool:
+        """Queue one batch weighing ``weight`` (default: its points or events); returns False
+        (and counts a drop) when it does not fit."""
+        if weight is None:
+            weight = batch_items(payload)
+        if self._items and self._items + weight > self.capacity:
+            count = batch_items(payload)
             self.dropped += 1
             self.dropped_items += count
             self._count_dropped.inc()
             self._count_dropped_items.inc(count)
             return False
-        self._items += count
-        self._queue.put_nowait(payload)
+        self._items += weight
+        self._queue.put_nowait((payload, weight))
         return True
 
     async def drain(self, deadline: float) -> int:
         """Wait until every queued batch is handled or ``deadline`` (monotonic) passes; returns
-        the batches still undelivered."""
+        the batches still undelivered. Gives up early on a callback that ignored its timeout's
+        cancellation: nothing queued behind it would be delivered anyway."""
         if self._task is not None and not self._task.done():
+            joined = asyncio.ensure_future(self._queue.join())
             try:
-                await asyncio.wait_for(self._queue.join(), timeout=max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                pass
+                while not joined.done() and self.overdue() is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    await asyncio.wait({joined}, timeout=min(left, CANCEL_GRACE))
+            finally:
+                joined.cancel()
         return self._queue.qsize() + self._in_flight
 
     async def stop(self, grace: float = CANCEL_GRACE) -> int:
@@ -139,23 +159,25 @@ class EventWorker:
             else:
                 self.stuck_task = task
         while not self._queue.empty():  # what is queued is lost: free its memory now
-            self._items -= batch_items(self._queue.get_nowait())
+            self._items -= self._queue.get_nowait()[1]
         return left
 
     async def _run(self) -> None:
         queue = self._queue
         merge = self.event_name == "monitoring_event"
         while not self._stopped:
-            payload = await queue.get()
-            batches, items = 1, batch_items(payload)
+            payload, weight = await queue.get()
+            batches = 1
             if merge and queue.qsize() and isinstance(payload[0], list):
                 # A busy plugin gets what queued up meanwhile in one call: one callback per
                 # batch would cost more loop turns than the plugin's own work.
                 points = list(payload[0])
                 while queue.qsize() and len(points) < MERGE_LIMIT:
-                    points.extend(queue.get_nowait()[0])
+                    more, more_weight = queue.get_nowait()
+                    points.extend(more[0])
+                    weight += more_weight
                     batches += 1
-                payload, items = (points,), len(points)
+                payload = (points,)
             started = time.perf_counter()
             self._in_flight = batches
             self._call_started = time.monotonic()
@@ -176,7 +198,7 @@ class EventWorker:
                 self._count_handled.inc(batches)
             finally:
                 self._in_flight = 0
-                self._items -= items
+                self._items -= weight
                 self._call_started = None
                 del payload  # release the points before waiting for the next batch
                 self._latency.observe(time.perf_counter() - started)
