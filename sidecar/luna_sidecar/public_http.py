@@ -66,6 +66,11 @@ class RouteDispatcher:
         self._ids = itertools.count()
         self._counters: dict[tuple[str, int], Any] = {}
 
+    def forget_plugin(self, plugin: str) -> None:
+        """Drop the metric children cached for ``plugin`` (its series were removed)."""
+        for key in [key for key in self._counters if key[0] == plugin]:
+            del self._counters[key]
+
     def _request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):012x}"
 

@@ -127,6 +127,7 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
     dispatcher = RouteDispatcher(
         routes=routes, points=points, metrics=metrics, service=config.service, timeout=config.route_timeout
     )
+    metrics.on_forget(dispatcher.forget_plugin)
     intake = EventIntake(
         bus=bus, metrics=metrics, max_body_bytes=config.max_body_bytes, max_items=config.max_batch_items
     )
