@@ -138,6 +138,7 @@ class Runtime:
         self._slots: dict[str, PluginSlot] = {}
         self._lock = asyncio.Lock()
         self._quarantines: set[asyncio.Task[None]] = set()
+        self._shut_down = False
 
     @property
     def slots(self) -> list[PluginSlot]:
@@ -330,8 +331,8 @@ class Runtime:
         failed until its code or settings change, or SIGHUP retries it."""
         async with self._lock:
             slot = self._slots.get(module)
-            if slot is None or slot.current is None:
-                return
+            if self._shut_down or slot is None or slot.current is None:
+                return  # shut down meanwhile (everything is closed), or unloaded, or not running
             version = slot.current
             reason = (
                 f"quarantined: blocked the event loop for {blocked:.1f} s in the last minute "
@@ -361,6 +362,7 @@ class Runtime:
         every plugin, modules concurrently; whatever ignores cancellation is abandoned and
         reported. Returns the number of batches that could not be delivered."""
         async with self._lock:
+            self._shut_down = True
             slots = list(self._slots.values())
             for slot in slots:
                 for worker in slot.workers:

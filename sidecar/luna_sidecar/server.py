@@ -71,6 +71,10 @@ class Sidecar:
         }
 
 
+#: seconds a listener waits for requests still in flight when it closes, at the very end of a
+#: shutdown (they had the whole drain before); a handler ignoring cancellation is not waited for
+LISTENER_SHUTDOWN_TIMEOUT = 0.5
+
 #: first-generation threshold: queued points are many short-lived objects; the default (700)
 #: makes the collector run for every few batches
 GC_GEN0_THRESHOLD = 20_000
@@ -125,7 +129,12 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
     registry.register(LeftoverCollector(leftovers.counts))
     points = PointBuffer(bus)
     dispatcher = RouteDispatcher(
-        routes=routes, points=points, metrics=metrics, service=config.service, timeout=config.route_timeout
+        routes=routes,
+        points=points,
+        metrics=metrics,
+        service=config.service,
+        timeout=config.route_timeout,
+        leftovers=leftovers,
     )
     metrics.on_forget(dispatcher.forget_plugin)
     intake = EventIntake(
@@ -163,7 +172,7 @@ def _public_runner(sidecar: Sidecar) -> web.ServerRunner:
         return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_size)
 
     server = web.Server(sidecar.dispatcher, request_factory=request_factory, access_log=None)
-    return web.ServerRunner(server, handle_signals=False)
+    return web.ServerRunner(server, handle_signals=False, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
 
 
 async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> int:
@@ -205,11 +214,13 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
         build_metrics_app(sidecar.registry, live=live, ready=ready),
         handle_signals=False,
         access_log=None,
+        shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
     )
     admin_runner = web.AppRunner(
         build_admin_app(sidecar.intake, sidecar.describe, max_body_bytes=config.max_body_bytes),
         handle_signals=False,
         access_log=None,
+        shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
     )
     tasks: list[asyncio.Task[None]] = []
     try:

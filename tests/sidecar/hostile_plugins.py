@@ -118,6 +118,22 @@ class SwallowsInClose(BaseBackgroundPlugin):
                 pass
 """
 
+SWALLOWS_IN_ROUTE = """
+import asyncio
+from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
+
+async def stubborn(request):
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+class SwallowsInRoute(BaseBackgroundPlugin):
+    async def initialize(self):
+        self.addRoute("/stubborn", stubborn)
+"""
+
 SLEEPS_IN_ROUTE = """
 import time
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, pluginHTTPResponse

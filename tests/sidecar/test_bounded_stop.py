@@ -121,3 +121,24 @@ def test_sigterm_ends_on_time_with_plugins_that_ignore_cancellation(sidecar_fact
     log = sidecar.log()
     assert "SwallowsInClose.close() did not finish within" in log
     assert "still runs at exit; abandoned" in log
+
+
+def test_a_route_handler_ignoring_cancellation_releases_its_client_and_not_the_exit(sidecar_factory) -> None:
+    sidecar = sidecar_factory(
+        plugins={"stubborn": hostile.SWALLOWS_IN_ROUTE, "healthy": route_plugin("/healthy", "fine")},
+        active=["stubborn", "healthy"],
+        args=["--route-timeout", "1", "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)],
+    )
+    try:
+        reply = sidecar.get("/stubborn", timeout=MARGIN + 10)
+    except OSError as exc:  # the connection is closed under the handler that never answers
+        assert "closed" in str(exc) or "reset" in str(exc), exc
+    else:
+        raise AssertionError(f"expected the connection to be closed, got HTTP {reply.status}")
+    wait_for(lambda: stuck(sidecar) == {("stubborn", "route GET /stubborn")}, what="the handler reported")
+    assert sidecar.metric("luna_plugin_abandoned_tasks", plugin="stubborn") == 1
+    assert sidecar.get("/healthy").text == "fine"
+    started = time.monotonic()
+    sidecar.process.send_signal(signal.SIGTERM)
+    assert sidecar.process.wait(timeout=SHUTDOWN_TIMEOUT + MARGIN) == 0
+    print(f"SIGTERM to exit with a route handler ignoring cancellation: {time.monotonic() - started:.1f} s")
