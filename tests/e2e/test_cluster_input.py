@@ -183,4 +183,4 @@ def test_the_per_pod_report_says_which_plugin_blocks_the_loop(cluster: Cluster, 
         }
 
     wait_for(lambda: blocked().get("blocks", 0) >= 0.3, what="the blocking charged in the report")
-    assert blocked()["hello"] == 0
+    assert blocked()["hello"] < 0.3  # (a stray tick on a machine loaded enough to pause the process)

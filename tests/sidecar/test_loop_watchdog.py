@@ -52,11 +52,12 @@ def test_blocked_loop_time_is_charged_to_the_plugin_on_the_stack(sidecar_factory
     wait_for(lambda: blocked(sidecar, "sleeps_in_callback") > 0, what="the callback's sleep charged")
     wait_for(lambda: blocked(sidecar, "sleeps_in_route") >= 1.0, what="the route's sleeps charged")
     wait_for(lambda: blocked(sidecar, "dozes") >= 0.4, what="the helper's sleep charged to its plugin")
-    assert blocked(sidecar, "healthy") == 0
+    # (a machine so loaded that it pauses the whole process could charge a stray tick)
+    assert blocked(sidecar, "healthy") < 0.3
     assert sidecar.series_of("sleepy_helper") == set(), "a helper module is not a plugin"
     # the plugin's own entry and the loop's total say the same
     assert sidecar.plugin("sleeps_in_route")["loopBlockedSeconds"] >= 1.0
-    assert sidecar.plugin("healthy")["loopBlockedSeconds"] == 0
+    assert sidecar.plugin("healthy")["loopBlockedSeconds"] < 0.3
     total = sidecar.metric("luna_event_loop_blocked_seconds_total")
     assert total >= blocked(sidecar, "sleeps_in_route") + blocked(sidecar, "dozes")
     assert "the event loop was blocked for" in sidecar.log() and "sleeps_in_route" in sidecar.log()
