@@ -83,6 +83,9 @@ async def run_in_thread(
         with handover.lock:
             if not handover.finished:
                 handover.abandoned = leftovers.add(Leftover(THREAD, plugin, code_hash, what))
+                return
+        # it ended just now: its outcome is on its way to a future nobody reads any more
+        outcome.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     threading.Thread(target=body, name=f"luna-{what}-{plugin}", daemon=True).start()
     try:

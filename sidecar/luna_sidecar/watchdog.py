@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 #: the window of the per-plugin blocking budget
 BUDGET_WINDOW = 60.0
 
+#: at most one log line about stalls per this many seconds (the metrics count every one)
+LOG_EVERY = 10.0
+
 
 def plugin_on_stack(frame: FrameType | None, plugins: frozenset[str]) -> str | None:
     """The plugin module of the innermost frame that belongs to one (a helper module the
@@ -165,13 +168,20 @@ class LoopWatchdog:
     def _watch(self) -> None:
         charged_until = 0.0  # end of the stretch of the current stall already charged
         stalled_plugins: dict[str | None, float] = {}
+        unlogged: dict[str | None, float] = {}
+        stalls, logged_at = 0, -LOG_EVERY
         while not self._stop.wait(self._tick):
             now = time.monotonic()
             beat = self._beat
             if now - beat < self.threshold:
                 if stalled_plugins:
-                    self._log_stall(stalled_plugins)
+                    stalls += 1
+                    for plugin, seconds in stalled_plugins.items():
+                        unlogged[plugin] = unlogged.get(plugin, 0.0) + seconds
                     stalled_plugins = {}
+                    if now - logged_at >= LOG_EVERY:
+                        self._log_stalls(stalls, unlogged)
+                        unlogged, stalls, logged_at = {}, 0, now
                 continue
             start = max(beat, charged_until)
             seconds = now - start
@@ -196,10 +206,13 @@ class LoopWatchdog:
             pass  # the loop is closed: the process is exiting
 
     @staticmethod
-    def _log_stall(charged: dict[str | None, float]) -> None:
+    def _log_stalls(stalls: int, charged: dict[str | None, float]) -> None:
         total = sum(charged.values())
         holders = ", ".join(
             f"{plugin or 'no plugin'} {seconds:.2f} s"
             for plugin, seconds in sorted(charged.items(), key=lambda item: -item[1])
         )
-        log.warning("the event loop was blocked for %.2f s (%s)", total, holders)
+        times = "" if stalls == 1 else f" in {stalls} stalls"
+        # blocked by the runtime itself (a big intake body, a loaded machine): worth less noise
+        level = logging.WARNING if any(charged) else logging.INFO
+        log.log(level, "the event loop was blocked for %.2f s%s (%s)", total, times, holders)
