@@ -260,10 +260,10 @@ class Runtime:
         deadline = time.monotonic() + self.limits.callback_timeout
         for worker in workers:
             await worker.drain(deadline)
-        for worker in workers:
-            lost = await self._stop_worker(worker, version)
-            if lost:
-                version.logger.warning("%d queued batch(es) of the old version were not delivered", lost)
+        # concurrently: each stuck callback costs the grace once, not once per worker
+        lost = sum(await asyncio.gather(*(self._stop_worker(worker, version) for worker in workers)))
+        if lost:
+            version.logger.warning("%d queued batch(es) of the old version were not delivered", lost)
         await self._close(version)
 
     async def _stop_worker(
