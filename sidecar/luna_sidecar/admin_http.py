@@ -74,11 +74,11 @@ class EventIntake:
             raise PayloadError(400, f"body is not valid JSON: {exc}") from None
         if event_name == "monitoring_event":
             points = parse_points(body, max_items=self.max_items)
-            delivery = self.bus.publish_points(points)
+            delivery = self.bus.publish_points(points, body_bytes=len(raw))
             count = len(points)
         else:
             arguments = parse_sending(body, max_items=self.max_items)
-            delivery = self.bus.publish(event_name, arguments)
+            delivery = self.bus.publish(event_name, arguments, body_bytes=len(raw))
             count = len(arguments[0])
         items = self._items.get(event_name)
         if items is None:

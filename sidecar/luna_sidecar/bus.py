@@ -12,7 +12,7 @@ from typing import Any
 
 from luna_plugins.monitoring import MonitoringPoint
 from luna_sidecar.mapping import PointMetrics
-from luna_sidecar.queues import EventWorker
+from luna_sidecar.queues import EventWorker, batch_weight
 
 
 @dataclass(frozen=True)
@@ -41,27 +41,30 @@ class EventBus:
         current = self._subscribers.get(worker.event_name, ())
         self._subscribers[worker.event_name] = tuple(w for w in current if w is not worker)
 
-    def publish(self, event_name: str, payload: tuple[Any, ...]) -> Delivery:
+    def publish(self, event_name: str, payload: tuple[Any, ...], *, body_bytes: int = 0) -> Delivery:
         """Offer ``payload`` (the callback's positional arguments, without the logger) to
-        every subscriber of ``event_name``."""
+        every subscriber of ``event_name``; ``body_bytes`` is the size of the request that
+        brought it (it counts in the batch's weight, see :func:`~luna_sidecar.queues.batch_weight`)."""
         queued = dropped = 0
         first, *rest = payload
+        weight = batch_weight(len(first) if isinstance(first, list) else 1, body_bytes)
         for worker in self._subscribers.get(event_name, ()):
             # like points: every plugin gets its own list, so one cannot change another's
             own = (list(first), *rest) if isinstance(first, list) else payload
-            if worker.offer(own):
+            if worker.offer(own, weight):
                 queued += 1
             else:
                 dropped += 1
         return Delivery(queued, dropped)
 
-    def publish_points(self, points: list[MonitoringPoint]) -> Delivery:
+    def publish_points(self, points: list[MonitoringPoint], *, body_bytes: int = 0) -> Delivery:
         """Record ``points`` in the metrics, then offer them to ``monitoring_event`` plugins;
         each plugin gets its own list, so one plugin changing it cannot affect another."""
         self.point_metrics.observe(points)
         queued = dropped = 0
+        weight = batch_weight(len(points), body_bytes)
         for worker in self._subscribers.get("monitoring_event", ()):
-            if worker.offer((list(points),)):
+            if worker.offer((list(points),), weight):
                 queued += 1
             else:
                 dropped += 1

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from luna_sidecar import config as sidecar_config
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     )
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(serve(config))
+        return _run_contained(loop, serve(config))
     except StartupError as exc:
         print(f"luna-plugins sidecar: {exc}", file=sys.stderr)
         return 2
@@ -42,7 +44,35 @@ def run(args: argparse.Namespace) -> int:
         _close_loop(loop)
 
 
-def _close_loop(loop: asyncio.AbstractEventLoop, grace: float = 2.0) -> None:
+def _run_contained(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` to its end. asyncio lets a ``SystemExit`` or ``KeyboardInterrupt`` raised in
+    *any* task stop the loop; the runtime's own awaits of plugin code contain them, but a task a
+    plugin created itself is out of reach: when one does, it is logged and the loop resumes
+    (SIGINT and SIGTERM arrive through signal handlers, never as these exceptions)."""
+    task = loop.create_task(main, name="luna-sidecar")
+    while True:
+        try:
+            return loop.run_until_complete(task)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            if task.done():
+                raise
+            logging.getLogger("luna.sidecar").error(
+                "a task raised %s (%s) and was ended; the sidecar carries on",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+
+
+def _quiet_about_pending_tasks(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if "task" in context and str(context.get("message", "")).startswith(
+        "Task was destroyed but it is pending"
+    ):
+        return
+    loop.default_exception_handler(context)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop, grace: float = 0.5) -> None:
     """Cancel what plugins left running and close the loop, waiting at most ``grace`` seconds:
     unlike ``asyncio.run``, a plugin task that ignores cancellation cannot keep the process alive."""
     leftovers = asyncio.all_tasks(loop)
@@ -54,5 +84,9 @@ def _close_loop(loop: asyncio.AbstractEventLoop, grace: float = 2.0) -> None:
             logging.getLogger("luna.sidecar").warning(
                 "%d plugin task(s) ignored cancellation and were abandoned at exit", len(stuck)
             )
-    loop.run_until_complete(loop.shutdown_asyncgens())
+            # said once above: not once more per task as the loop closes under them
+            loop.set_exception_handler(_quiet_about_pending_tasks)
+    # bounded too: an async generator of a plugin may ignore its closing as well
+    closing = loop.create_task(loop.shutdown_asyncgens())
+    loop.run_until_complete(asyncio.wait({closing}, timeout=grace))
     loop.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -42,7 +43,8 @@ class SidecarConfig:
     pod_uid: str | None = None
     """This pod's UID (downward API): the report is owned by the pod and deleted with it."""
     api_timeout: float = 120.0
-    """Seconds without reaching the Kubernetes API before /healthz fails (plugins keep serving)."""
+    """Seconds the desired state may go unread (the Kubernetes API unreachable, or its feed failing)
+    before /healthz fails; plugins keep serving."""
     heartbeat_interval: float = 10.0
     """Seconds between refreshes of the per-pod report (also refreshed on every change)."""
     host: str = "0.0.0.0"
@@ -61,8 +63,10 @@ class SidecarConfig:
     """Largest event-intake or route request body accepted; larger gets 413."""
     max_batch_items: int = 10_000
     """Most points or events in one intake request; more gets 413."""
-    queue_size: int = 1_000
-    """Batches each event plugin may have waiting; when full, new batches for it are dropped and counted."""
+    queue_items: int = 20_000
+    """Points or events each event plugin's queue holds, counting its running callback's (a batch
+    weighs one per KiB of its request body if that is more); a batch that does not fit is dropped
+    and counted."""
     callback_timeout: float = 10.0
     """Seconds one event callback may run before it is cancelled and counted as failed."""
     lifecycle_timeout: float = 30.0
@@ -70,13 +74,20 @@ class SidecarConfig:
     route_timeout: float = 30.0
     """Seconds a plugin route handler may take before the client gets 504."""
     shutdown_timeout: float = 20.0
-    """Seconds allowed on SIGTERM to drain queued events before plugins are closed."""
+    """Seconds SIGTERM may take: queued events are delivered, then plugins closed (half the time, at
+    most the lifecycle timeout, is kept for closing); what still runs then is abandoned."""
     reload_debounce: float = 0.5
     """Seconds of quiet after a file change before plugins are reloaded (bursts become one reload)."""
     poll_interval: float = 1.0
     """Seconds between checks of the plugins directory and active-list file for changes."""
     metrics_mapping: Path | None = None
     """YAML or JSON file mapping more monitoring series and fields to metrics (docs/metrics.md)."""
+    loop_block_threshold: float = 0.2
+    """Seconds the event loop may go without turning before the watchdog charges the time to the
+    plugin whose code holds it."""
+    loop_block_budget: float = 0.0
+    """Seconds per minute a plugin may block the event loop before it is quarantined (unloaded and
+    marked failed until its code changes or SIGHUP); 0 turns quarantine off."""
     max_label_sets: int = 2_000
     """Label combinations each point-derived metric keeps; further ones are counted as overflow."""
     log_level: str = "INFO"
@@ -130,11 +141,18 @@ def _log_level(value: str) -> str:
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def convert(value: str) -> Any:
         converted = kind(value)
-        if converted <= 0:
+        if not math.isfinite(converted) or converted <= 0:
             raise ConfigError(f"must be positive, got {value!r}")
         return converted
 
     return convert
+
+
+def _not_negative(value: str) -> float:
+    converted = float(value)
+    if not math.isfinite(converted) or converted < 0:
+        raise ConfigError(f"must be 0 or more, got {value!r}")
+    return converted
 
 
 def _port(value: str) -> int:
@@ -154,7 +172,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "metrics_port": _port,
     "max_body_bytes": _positive(int),
     "max_batch_items": _positive(int),
-    "queue_size": _positive(int),
+    "queue_items": _positive(int),
     "max_label_sets": _positive(int),
     "callback_timeout": _positive(float),
     "lifecycle_timeout": _positive(float),
@@ -164,6 +182,8 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "poll_interval": _positive(float),
     "api_timeout": _positive(float),
     "heartbeat_interval": _positive(float),
+    "loop_block_threshold": _positive(float),
+    "loop_block_budget": _not_negative,
     "log_level": _log_level,
 }
 
@@ -211,7 +231,7 @@ def _collect_field_docs() -> dict[str, str]:
             and isinstance(following.value, ast.Constant)
             and isinstance(following.value.value, str)
         ):
-            docs[node.target.id] = following.value.value
+            docs[node.target.id] = " ".join(following.value.value.split())  # one line per setting
     return docs
 
 

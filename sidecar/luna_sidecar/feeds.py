@@ -1,16 +1,17 @@
 """Where the sidecar's desired plugins come from: a directory (standalone) or the cluster.
 
-A feed offers ``sync()`` (the first complete state, applied), ``run()`` (follow changes),
-``request_reload()`` (SIGHUP), ``live()`` (for /healthz) and ``close()``.
+A feed offers ``sync()`` (the first complete state, applied), ``runners()`` (the tasks that
+follow changes, each meant to run forever; the server supervises them), ``request_reload()``
+(SIGHUP), ``live()`` (for /healthz), ``problems()`` (bad input it is ignoring) and ``close()``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.runtime import Runtime
@@ -24,10 +25,15 @@ if TYPE_CHECKING:  # kubernetes_asyncio is imported only in cluster mode
     from luna_sidecar.kube_source import ClusterWatcher
 
 
+Runner = Callable[[], Coroutine[Any, Any, None]]
+
+
 class Feed(Protocol):
     async def sync(self) -> bool: ...
 
-    async def run(self) -> None: ...
+    def runners(self) -> dict[str, Runner]: ...
+
+    def problems(self) -> list[str]: ...
 
     def request_reload(self) -> None: ...
 
@@ -68,8 +74,11 @@ class DirectoryFeed:
     async def sync(self) -> bool:
         return await self.watcher.sync()
 
-    async def run(self) -> None:
-        await self.watcher.run()
+    def runners(self) -> dict[str, Runner]:
+        return {"luna-feed-directory": self.watcher.run}
+
+    def problems(self) -> list[str]:
+        return self.watcher.problems()
 
     def request_reload(self) -> None:
         self.watcher.request_reload()
@@ -120,6 +129,7 @@ class ClusterFeed:
             plugins=self.runtime.describe,
             ready=lambda: bool(getattr(self._ready, "ready", False)),
             interval=self.config.heartbeat_interval,
+            problems=self.problems,
         )
         self.reporter = reporter
         self.watcher = ClusterWatcher(
@@ -136,9 +146,12 @@ class ClusterFeed:
         assert self.watcher is not None
         return await self.watcher.sync()
 
-    async def run(self) -> None:
+    def runners(self) -> dict[str, Runner]:
         assert self.watcher is not None and self.reporter is not None
-        await asyncio.gather(self.watcher.run(), self.reporter.run())
+        return {"luna-feed-configmaps": self.watcher.run, "luna-feed-report": self.reporter.run}
+
+    def problems(self) -> list[str]:
+        return self.watcher.problems() if self.watcher is not None else []
 
     def request_reload(self) -> None:
         if self.watcher is not None:

@@ -38,6 +38,7 @@ class RuntimeReporter:
         plugins: Callable[[], list[dict[str, Any]]],
         ready: Callable[[], bool],
         interval: float = 10.0,
+        problems: Callable[[], list[str]] = list,
     ) -> None:
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
@@ -47,6 +48,7 @@ class RuntimeReporter:
         self.name = report_name(pod, service)
         self._plugins = plugins
         self._ready = ready
+        self._problems = problems
         self.interval = interval
         self._poked = asyncio.Event()
         self.reports = 0
@@ -75,6 +77,8 @@ class RuntimeReporter:
                     "codeHash": plugin.get("codeHash"),
                     "failedCodeHash": plugin.get("failedCodeHash"),
                     "error": plugin.get("error"),
+                    # which plugin blocks the event loop, for kubectl get lpr -o yaml
+                    "loopBlockedSeconds": plugin.get("loopBlockedSeconds") or None,
                 }.items()
                 if value is not None
             }
@@ -90,6 +94,8 @@ class RuntimeReporter:
                 "ready": self._ready(),
                 "heartbeatTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "plugins": plugins,
+                # always written, so a merge patch also clears problems that went away
+                "problems": self._problems(),
             },
         }
 
@@ -131,7 +137,7 @@ class RuntimeReporter:
         """Delete the report (clean shutdown): this pod stops counting at once."""
         try:
             await self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, self.name
+                GROUP, VERSION, self.namespace, PLURAL, self.name, _request_timeout=5
             )
         except ApiException as exc:
             if exc.status != 404:

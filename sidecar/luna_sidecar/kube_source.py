@@ -5,28 +5,33 @@ WATCH from its resourceVersion with paired timeouts (the server closes a quiet w
 ``server_timeout``; the client gives up after ``client_timeout``), a fresh LIST on 410 Gone and
 on silence, and backoff on errors. ``desired_plugins`` turns the mirror into the runtime's
 desired list, taking a module's code only when its ConfigMap holds exactly the hash the active
-list names: a half-propagated update keeps the running version instead.
+list names: a half-propagated update (or code written by anyone but the operator) keeps the
+running version instead. An active list that is not what the operator writes is ignored, with
+the last good state kept, and reported once (``ClusterWatcher.problems``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from luna_sidecar.active_list import (
+    ActiveListError,
+    active_list_key,
+    active_list_name,
+    code_of,
+    parse_active_list,
+)
 from luna_sidecar.sources import DesiredPlugin, PluginSource
 
 log = logging.getLogger(__name__)
-
-ANNOTATION_HASH = "luna.dev/code-hash"
 
 
 @dataclass(frozen=True)
@@ -36,47 +41,61 @@ class MirroredConfigMap:
     annotations: Mapping[str, str]
 
 
-def active_list_name(service: str) -> str:
-    return f"luna-plugins-{service}"
+__all__ = [
+    "ClusterWatcher",
+    "ConfigMapMirror",
+    "DesiredState",
+    "MirroredConfigMap",
+    "active_list_key",
+    "active_list_name",
+    "desired_plugins",
+]
 
 
-def active_list_key(service: str) -> str:
-    return f"LUNA_{service.upper().replace('-', '_')}_ACTIVE_PLUGINS"
+@dataclass(frozen=True)
+class DesiredState:
+    """What the mirror asks for now.
+
+    ``plugins`` is None when there is nothing usable to converge on (no active list yet, or a
+    broken one: then ``problems`` says why), so nothing is unloaded. ``waiting`` maps modules
+    whose named code has not arrived (or does not match) to the reason; their running version,
+    if any, stays in ``plugins``.
+    """
+
+    plugins: list[DesiredPlugin] | None
+    waiting: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
 
 def desired_plugins(
     service: str,
     config_maps: Mapping[str, MirroredConfigMap],
     current: Callable[[str], PluginSource | None],
-) -> tuple[list[DesiredPlugin], list[str]] | None:
-    """The desired plugins and the modules still waiting for their code; ``None`` while the
-    service has no active list yet (nothing to converge on, so nothing is unloaded)."""
-    active = config_maps.get(active_list_name(service))
+) -> DesiredState:
+    """The desired plugins of ``service`` from the mirrored ConfigMaps."""
+    name = active_list_name(service)
+    active = config_maps.get(name)
     if active is None:
-        return None
+        return DesiredState(None)
     try:
-        modules = json.loads(active.data.get(active_list_key(service), "[]"))
-        details = json.loads(active.data.get("plugins.json", "{}"))
-    except ValueError as exc:
-        log.error("active list %s is not valid JSON, keeping the current plugins: %s", active.name, exc)
-        return None
+        entries = parse_active_list(name, active.data, service)
+    except ActiveListError as exc:
+        return DesiredState(None, problems=[f"{exc}; keeping the plugins that run"])
     desired: list[DesiredPlugin] = []
-    waiting: list[str] = []
-    for module in modules:
-        entry = details.get(module) or {}
-        wanted = entry.get("codeHash")
-        holder = config_maps.get(str(entry.get("configMap")))
-        code = holder.data.get(f"{module}.py") if holder else None
-        if code is not None and wanted and hashlib.sha256(code.encode()).hexdigest() == wanted:
-            origin = f"configmap/{holder.name}/{module}.py"  # type: ignore[union-attr]
-            source = PluginSource(module, code.encode(), origin, entry.get("settings") or {}, wanted)
-            desired.append(DesiredPlugin(module, source))
+    waiting: dict[str, str] = {}
+    for entry in entries:
+        holder = config_maps.get(entry.config_map)
+        code, why_not = code_of(entry, holder.data if holder is not None else None)
+        if code is not None:
+            origin = f"configmap/{entry.config_map}/{entry.code_key}"
+            source = PluginSource(entry.module, code, origin, entry.settings, entry.code_hash)
+            desired.append(DesiredPlugin(entry.module, source))
             continue
-        waiting.append(module)
-        running = current(module)
+        waiting[entry.module] = why_not or "code not found"
+        running = current(entry.module)
         if running is not None:  # keep serving what runs until the named version arrives
-            desired.append(DesiredPlugin(module, running))
-    return desired, waiting
+            desired.append(DesiredPlugin(entry.module, running))
+    return DesiredState(desired, waiting)
 
 
 class ConfigMapMirror:
@@ -188,7 +207,12 @@ def _short(exc: BaseException) -> str:
 
 
 class ClusterWatcher:
-    """Keeps the runtime converged on the mirror (same interface as the directory watcher)."""
+    """Keeps the runtime converged on the mirror (same interface as the directory watcher).
+
+    :meth:`run` may be restarted (it re-applies what the mirror holds, and restarts the mirror
+    if that died). Problems with the desired state are logged when they appear and when they go
+    away, not on every change; :meth:`problems` lists them meanwhile.
+    """
 
     def __init__(
         self,
@@ -207,19 +231,33 @@ class ClusterWatcher:
         self._current = current
         self.debounce = debounce
         self.on_applied = on_applied
-        self.waiting: list[str] = []
+        self.waiting: dict[str, str] = {}
+        self._problems: list[str] = []
         self._mirror_task: asyncio.Task[None] | None = None
         self._retry = False
+        self._runs = 0
 
     def request_reload(self) -> None:
         """Re-apply and retry failed versions now (SIGHUP)."""
         self._retry = True
         self._changed.set()
 
+    def problems(self) -> list[str]:
+        """What is wrong with the desired state now (ignored until it is fixed)."""
+        return list(self._problems)
+
+    def _ensure_mirror(self) -> None:
+        task = self._mirror_task
+        if task is not None and not task.done():
+            return
+        if task is not None:
+            reason = "cancelled" if task.cancelled() else repr(task.exception())
+            log.error("the ConfigMap mirror stopped (%s); starting it again", reason)
+        self._mirror_task = asyncio.create_task(self.mirror.run(), name="luna-configmap-mirror")
+
     async def sync(self, *, retry_failed: bool = False) -> bool:
         """Start mirroring if needed, wait for the first complete LIST, then apply it."""
-        if self._mirror_task is None:
-            self._mirror_task = asyncio.create_task(self.mirror.run(), name="luna-configmap-mirror")
+        self._ensure_mirror()
         await self.mirror.synced.wait()
         await self._apply_once(retry_failed)
         return True
@@ -227,22 +265,41 @@ class ClusterWatcher:
     async def _apply_once(self, retry_failed: bool) -> None:
         self._changed.clear()
         found = desired_plugins(self.service, self.mirror.items, self._current)
-        if found is None:
+        self._report(found)
+        if found.plugins is None:
             return
-        desired, self.waiting = found
-        if self.waiting:
-            log.info("waiting for the code of %s to reach its ConfigMap", ", ".join(self.waiting))
-        await self._apply(desired, retry_failed)
+        await self._apply(found.plugins, retry_failed)
         if self.on_applied is not None:
             self.on_applied()
 
+    def _report(self, found: DesiredState) -> None:
+        for problem in found.problems:
+            if problem not in self._problems:
+                log.error("desired state unusable: %s", problem)
+        if self._problems and not found.problems:
+            log.info("the active list is usable again")
+        self._problems = list(found.problems)
+        for module, why in found.waiting.items():
+            if self.waiting.get(module) != why:
+                log.warning("plugin %s: waiting for its code (%s)", module, why)
+        self.waiting = dict(found.waiting)
+
     async def run(self) -> None:
+        """Follow the mirror forever (cancel to stop)."""
+        if self._runs:
+            self._changed.set()  # restarted: converge on what the mirror holds now
+        self._runs += 1
         try:
             while True:
-                await self._changed.wait()
+                self._ensure_mirror()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                except TimeoutError:
+                    continue  # a moment to check that the mirror still runs
                 await asyncio.sleep(self.debounce)  # a burst of ConfigMap events is one apply
                 retry, self._retry = self._retry, False
                 await self._apply_once(retry)
         finally:
             if self._mirror_task is not None:
                 self._mirror_task.cancel()
+                self._mirror_task = None

@@ -1,9 +1,11 @@
 """One loaded version of one plugin module, from import to close.
 
-:func:`load_version` imports the code, makes one instance per plugin class, awaits
-``initialize()`` and then ``start()`` of background plugins, each under a timeout. A failure at
-any step closes what was already built and raises :class:`PluginLoadError`, so a broken version
-never reaches the route table or the event queues.
+:func:`load_version` imports the code and makes one instance per plugin class, each in a thread
+of its own under the lifecycle timeout (a plugin that blocks there stalls nothing else); then
+awaits ``initialize()`` and ``start()`` of background plugins on the event loop, each under the
+same timeout. A failure at any step, whatever the plugin raised, closes what was already built
+and raises :class:`PluginLoadError`, so a broken version never reaches the route table or the
+event queues. Work that outlives its timeout is abandoned and reported (``leftovers``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import asyncio
 import logging
 import time
 import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import (
@@ -22,11 +26,15 @@ from luna_plugins.base.plugins_meta.base_plugins import (
     RouteSpec,
 )
 from luna_plugins.settings import constructing_with, freeze
-from luna_sidecar.loader import PluginLoadError, describe_exception, import_module, plugin_classes
+from luna_sidecar.leftovers import Leftovers
+from luna_sidecar.loader import MODULES, PluginLoadError, describe_exception, import_module, plugin_classes
+from luna_sidecar.plugin_threads import run_in_thread
 from luna_sidecar.sources import PluginSource
 from luna_sidecar.timeouts import call_with_timeout
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,58 +65,130 @@ def plugin_logger(module: str) -> logging.Logger:
     return logging.getLogger(f"luna.plugins.{module}")
 
 
-async def load_version(source: PluginSource, *, app: LunaApplication, timeout: float) -> PluginVersion:
+async def load_version(
+    source: PluginSource, *, app: LunaApplication, timeout: float, leftovers: Leftovers
+) -> PluginVersion:
     """Import, construct, initialize and start ``source``; raises :class:`PluginLoadError`."""
-    module = import_module(source)
-    classes = plugin_classes(module)
+    try:
+        module, classes = await _off_loop(source, "import", lambda: _import(source), timeout, leftovers)
+    except PluginLoadError:
+        MODULES.abandon(source.module)  # an import still running must not stay visible
+        raise
     instances: list[BasePlugin] = []
+    logger = plugin_logger(source.module)
     try:
         settings = freeze(source.settings)
         for cls in classes:
-            try:
-                with constructing_with(settings):
-                    instances.append(cls(app))
-            except (Exception, asyncio.CancelledError, SystemExit) as exc:
-                raise PluginLoadError(
-                    "construct", f"{cls.__name__}(app): {describe_exception(exc, source.origin)}"
-                ) from exc
+            instances.append(
+                await _off_loop(
+                    source, "construct", _constructor(cls, app, settings, source.origin), timeout, leftovers
+                )
+            )
         for instance in instances:
-            await _step(instance, "initialize", source, timeout)
+            await _step(instance, "initialize", source, timeout, leftovers)
         for instance in instances:
             if isinstance(instance, BaseBackgroundPlugin):
-                await _step(instance, "start", source, timeout)
+                await _step(instance, "start", source, timeout, leftovers)
     except BaseException:
-        await close_instances(instances, timeout=timeout, logger=plugin_logger(source.module))
+        await close_instances(instances, timeout=timeout, logger=logger, leftovers=leftovers, source=source)
         raise
-    return PluginVersion(source, module, instances, plugin_logger(source.module))
+    return PluginVersion(source, module, instances, logger)
 
 
-async def _step(instance: BasePlugin, stage: str, source: PluginSource, timeout: float) -> None:
+def _import(source: PluginSource) -> tuple[types.ModuleType, list[type[BasePlugin]]]:
+    module = import_module(source)
+    # in the thread too: finding the classes runs plugin code (metaclasses, properties)
+    return module, plugin_classes(module)
+
+
+def _constructor(
+    cls: type[BasePlugin], app: LunaApplication, settings: Mapping[str, object], origin: str
+) -> Callable[[], BasePlugin]:
+    def construct() -> BasePlugin:
+        try:
+            with constructing_with(settings):
+                return cls(app)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt... are the plugin's failure
+            raise PluginLoadError("construct", _construct_failure(cls, exc, origin)) from exc
+
+    return construct
+
+
+def _construct_failure(cls: type[BasePlugin], exc: BaseException, origin: str) -> str:
+    text = f"{cls.__name__}(app): {describe_exception(exc, origin)}"
+    if isinstance(exc, RuntimeError) and "event loop" in str(exc):
+        text += " (constructors run outside the event loop: open sessions and start tasks in initialize())"
+    return text
+
+
+async def _off_loop(
+    source: PluginSource, stage: str, work: Callable[[], T], timeout: float, leftovers: Leftovers
+) -> T:
+    try:
+        return await run_in_thread(
+            work,
+            timeout=timeout,
+            leftovers=leftovers,
+            plugin=source.module,
+            code_hash=source.code_hash,
+            what=stage,
+        )
+    except TimeoutError:
+        raise PluginLoadError(stage, f"{stage} did not finish within {timeout:g} s") from None
+    except PluginLoadError:
+        raise
+    except Exception as exc:  # not expected: the work wraps plugin errors itself
+        raise PluginLoadError(stage, describe_exception(exc, source.origin)) from exc
+
+
+async def _step(
+    instance: BasePlugin, stage: str, source: PluginSource, timeout: float, leftovers: Leftovers
+) -> None:
     name = f"{type(instance).__name__}.{stage}()"
     try:
-        await call_with_timeout(getattr(instance, stage), timeout=timeout)
+        await call_with_timeout(
+            getattr(instance, stage), timeout=timeout, abandon=_abandoner(leftovers, source, name)
+        )
     except TimeoutError:
         raise PluginLoadError(stage, f"{name} did not finish within {timeout:g} s") from None
     except Exception as exc:
         raise PluginLoadError(stage, f"{name} raised {describe_exception(exc, source.origin)}") from exc
 
 
-async def close_instances(
-    instances: list[BasePlugin], *, timeout: float, logger: logging.Logger
-) -> list[str]:
-    """Await ``close()`` of each instance (last built first), each under ``timeout``.
+def _abandoner(leftovers: Leftovers, source: PluginSource, what: str) -> Callable[[asyncio.Task[Any]], None]:
+    def abandon(task: asyncio.Task[Any]) -> None:
+        leftovers.watch_task(task, plugin=source.module, code_hash=source.code_hash, what=what)
 
-    Never raises: returns the problems, which are also logged.
+    return abandon
+
+
+async def close_instances(
+    instances: list[BasePlugin],
+    *,
+    timeout: float,
+    logger: logging.Logger,
+    leftovers: Leftovers,
+    source: PluginSource,
+    deadline: float | None = None,
+) -> list[str]:
+    """Await ``close()`` of each instance (last built first), each under ``timeout`` and all
+    by ``deadline`` (monotonic), if given.
+
+    Never raises, whatever the plugin does (a ``close()`` that ignores cancellation is
+    abandoned and reported): returns the problems, which are also logged.
     """
     problems = []
     for instance in reversed(instances):
         name = f"{type(instance).__name__}.close()"
+        limit = timeout if deadline is None else max(0.0, min(timeout, deadline - time.monotonic()))
         try:
-            await call_with_timeout(instance.close, timeout=timeout)
+            await call_with_timeout(
+                instance.close, timeout=limit, abandon=_abandoner(leftovers, source, name)
+            )
         except TimeoutError:
-            problems.append(f"{name} did not finish within {timeout:g} s")
-        except Exception as exc:
-            problems.append(f"{name} raised {describe_exception(exc)}")
+            problems.append(f"{name} did not finish within {limit:g} s")
+        except Exception as exc:  # PluginEscapeError and PluginCancelledError included
+            problems.append(f"{name} raised {describe_exception(exc, source.origin)}")
     for problem in problems:
         logger.warning("close: %s", problem)
     return problems

@@ -2,7 +2,9 @@
 
 Point-derived metrics (``luna_requests_total``...) live in ``mapping``; this module holds what
 the runtime says about itself: plugins by state, events per plugin, queue depth, reloads, route
-requests, intake and event-loop lag.
+requests, intake, event-loop lag and blocking, and plugin work that outlived its deadline.
+Every series labelled with a plugin goes away when that plugin is unloaded
+(:meth:`RuntimeMetrics.forget_plugin`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 CALLBACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -78,17 +82,84 @@ class RuntimeMetrics:
             ["metric"],
             registry=registry,
         )
+        self.dropped_items = Counter(
+            "luna_plugin_dropped_items",
+            "Points or events not delivered to a plugin because its queue was full.",
+            ["plugin", "class"],
+            registry=registry,
+        )
+        self.loop_blocked = Counter(
+            "luna_event_loop_blocked_seconds",
+            "Time the event loop did not turn for longer than the watchdog threshold, whoever held it.",
+            registry=registry,
+        )
+        self.plugin_loop_blocked = Counter(
+            "luna_plugin_loop_blocked_seconds",
+            "Time the event loop was blocked with this plugin's code on the loop thread's stack.",
+            ["plugin"],
+            registry=registry,
+        )
+        self.feed_restarts = Counter(
+            "luna_desired_state_feed_restarts",
+            "Restarts of the desired-state feed (plugins dir or Kubernetes API) after it failed.",
+            registry=registry,
+        )
+        #: the series labelled ``plugin``, and their label names, for :meth:`forget_plugin`
+        self._per_plugin: list[tuple[MetricWrapperBase, tuple[str, ...]]] = [
+            (self.plugin_events, ("plugin", "class", "outcome")),
+            (self.callback_seconds, ("plugin", "class")),
+            (self.reloads, ("plugin", "result")),
+            (self.route_requests, ("plugin", "status_code")),
+            (self.dropped_items, ("plugin", "class")),
+            (self.plugin_loop_blocked, ("plugin",)),
+        ]
+        self._forget_listeners: list[Callable[[str], None]] = []
+
+    def on_forget(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(plugin)`` when a plugin's series are removed (holders of cached
+        metric children must drop theirs, or they would count into series no longer exported)."""
+        self._forget_listeners.append(listener)
+
+    def forget_plugin(self, plugin: str) -> None:
+        """Remove every series labelled with ``plugin`` (it was unloaded)."""
+        for metric, names in self._per_plugin:
+            stale = {
+                tuple(sample.labels[name] for name in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get("plugin") == plugin
+            }
+            for values in stale:
+                metric.remove(*values)
+        for listener in self._forget_listeners:
+            listener(plugin)
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """One event plugin class's queue, as the metrics show it."""
+
+    class_name: str
+    batches: int
+    items: int
+
+
+@dataclass(frozen=True)
+class PluginState:
+    """One plugin as the metrics show it (read at scrape time)."""
+
+    plugin: str
+    code_hash: str
+    state: str
+    queues: list[QueueState]
 
 
 class PluginStateCollector(Collector):
-    """Reads plugin states and queue depths at scrape time, so nothing is kept twice.
-
-    ``snapshot`` returns (plugin, code hash, state, [(class, queue depth)]) for every plugin.
-    """
+    """Reads plugin states and queue depths at scrape time, so nothing is kept twice."""
 
     STATES = ("loading", "running", "failed", "stopping")
 
-    def __init__(self, snapshot: Callable[[], Iterable[tuple[str, str, str, list[tuple[str, int]]]]]) -> None:
+    def __init__(self, snapshot: Callable[[], Iterable[PluginState]]) -> None:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
@@ -103,17 +174,53 @@ class PluginStateCollector(Collector):
             "Event batches waiting in a plugin's queue.",
             labels=["plugin", "class"],
         )
+        items = GaugeMetricFamily(
+            "luna_plugin_queue_items",
+            "Points or events a plugin's queue holds (waiting or in the callback); bounded by --queue-items.",
+            labels=["plugin", "class"],
+        )
         counts = dict.fromkeys(self.STATES, 0)
-        for plugin, digest, state, queues in self._snapshot():
-            counts[state] = counts.get(state, 0) + 1
-            info.add_metric([plugin, digest, state], 1)
-            for class_name, size in queues:
-                depth.add_metric([plugin, class_name], size)
+        for plugin in self._snapshot():
+            counts[plugin.state] = counts.get(plugin.state, 0) + 1
+            info.add_metric([plugin.plugin, plugin.code_hash, plugin.state], 1)
+            for queue in plugin.queues:
+                depth.add_metric([plugin.plugin, queue.class_name], queue.batches)
+                items.add_metric([plugin.plugin, queue.class_name], queue.items)
         for state, count in counts.items():
             by_state.add_metric([state], count)
         yield by_state
         yield info
         yield depth
+        yield items
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class LeftoverCollector(Collector):
+    """Plugin work the runtime abandoned and that still runs, per plugin, read at scrape time.
+
+    ``counts`` returns (kind, plugin) -> number, kind ``thread`` or ``task``.
+    """
+
+    def __init__(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        threads = GaugeMetricFamily(
+            "luna_plugin_stuck_threads",
+            "Threads still running a plugin's import or constructor after its lifecycle timeout.",
+            labels=["plugin"],
+        )
+        tasks = GaugeMetricFamily(
+            "luna_plugin_abandoned_tasks",
+            "Plugin tasks (callbacks, close(), initialize()...) that ignored cancellation and still run.",
+            labels=["plugin"],
+        )
+        for (kind, plugin), count in sorted(self._counts().items()):
+            (threads if kind == "thread" else tasks).add_metric([plugin], count)
+        yield threads
+        yield tasks
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

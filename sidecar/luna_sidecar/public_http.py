@@ -22,9 +22,11 @@ from aiohttp import web
 from luna_plugins.http import PluginRequest
 from luna_plugins.monitoring import MonitoringPoint
 from luna_sidecar.bus import PointBuffer
+from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.loader import describe_exception
 from luna_sidecar.metrics import RuntimeMetrics
 from luna_sidecar.routing import RouteTable
+from luna_sidecar.timeouts import CANCEL_GRACE
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,9 @@ class RouteDispatcher:
     """The request handler of the public listener.
 
     Route timeouts use one watchdog for all requests in flight (a timer per request would cost
-    more than a typical handler); an overdue handler is cancelled and its client gets 504.
+    more than a typical handler); an overdue handler is cancelled and its client gets 504. A
+    handler that ignores the cancellation is abandoned a moment later: its connection is closed
+    (the client is not left waiting) and the task is reported in ``leftovers``.
     """
 
     def __init__(
@@ -51,20 +55,28 @@ class RouteDispatcher:
         metrics: RuntimeMetrics,
         service: str,
         timeout: float,
+        leftovers: Leftovers | None = None,
     ) -> None:
         self.routes = routes
+        self.leftovers = leftovers if leftovers is not None else Leftovers()
         self.points = points
         self.metrics = metrics
         self.service = service
         self.timeout = timeout
         self.accepting = True
-        self._deadlines: dict[asyncio.Task[object], float] = {}
+        #: request task -> (deadline, plugin, route label, request)
+        self._deadlines: dict[asyncio.Task[object], tuple[float, str, str, web.BaseRequest]] = {}
         self._overdue: set[asyncio.Task[object]] = set()
         self._watchdog: asyncio.TimerHandle | None = None
         self._sweep_every = max(0.05, min(1.0, timeout / 10))
         self._id_prefix = os.urandom(4).hex()
         self._ids = itertools.count()
         self._counters: dict[tuple[str, int], Any] = {}
+
+    def forget_plugin(self, plugin: str) -> None:
+        """Drop the metric children cached for ``plugin`` (its series were removed)."""
+        for key in [key for key in self._counters if key[0] == plugin]:
+            del self._counters[key]
 
     def _request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):012x}"
@@ -128,13 +140,15 @@ class RouteDispatcher:
         try:
             result = endpoint(plugin_request)  # type: ignore[operator]
             if inspect.isawaitable(result):
-                result = await self._await_in_time(result)
+                result = await self._await_in_time(result, plugin, label, request)
         except web.HTTPException as exc:
             return exc
         except TimeoutError:
             log.warning("plugin %s: %s took longer than %g s", plugin, label, self.timeout)
             return _error(504, f"plugin {plugin!r} did not answer within {self.timeout:g} s", request_id)
-        except Exception as exc:
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the client went away, or the server is stopping
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: this request's failure only
             log.error("plugin %s: %s failed: %s", plugin, label, describe_exception(exc), exc_info=exc)
             return _error(500, f"plugin {plugin!r} failed to handle this request", request_id)
         if not isinstance(result, web.StreamResponse):
@@ -142,12 +156,14 @@ class RouteDispatcher:
             return _error(500, f"plugin {plugin!r} returned no response", request_id)
         return result
 
-    async def _await_in_time(self, awaitable: Awaitable[object]) -> object:
+    async def _await_in_time(
+        self, awaitable: Awaitable[object], plugin: str, label: str, request: web.BaseRequest
+    ) -> object:
         """Await a handler; raises TimeoutError when the watchdog finds it overdue."""
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        self._deadlines[task] = loop.time() + self.timeout
+        self._deadlines[task] = (loop.time() + self.timeout, plugin, label, request)
         if self._watchdog is None:
             self._watchdog = loop.call_later(self._sweep_every, self._sweep)
         try:
@@ -164,8 +180,19 @@ class RouteDispatcher:
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for task, deadline in list(self._deadlines.items()):
+        for task, (deadline, plugin, label, request) in list(self._deadlines.items()):
             if now >= deadline and task not in self._overdue:
                 self._overdue.add(task)
                 task.cancel()
+            elif now >= deadline + CANCEL_GRACE and task in self._overdue:
+                self._abandon(task, plugin, label, request)
         self._watchdog = loop.call_later(self._sweep_every, self._sweep) if self._deadlines else None
+
+    def _abandon(self, task: asyncio.Task[object], plugin: str, label: str, request: web.BaseRequest) -> None:
+        """The handler ignored its cancellation: let its client go and stop watching it."""
+        del self._deadlines[task]
+        log.warning("plugin %s: %s ignores cancellation; closing its connection", plugin, label)
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        self.leftovers.add_task(task, plugin=plugin, code_hash="", what=f"route {label.replace(':', ' ', 1)}")

@@ -1,5 +1,12 @@
 """Per-plugin event queues: each event plugin has its own bounded queue and worker, so a slow or
-failing plugin delays nobody else, and intake never waits on a plugin."""
+failing plugin delays nobody else, and intake never waits on a plugin.
+
+A queue is bounded by the points (``monitoring_event``) or events (``sending_event``) it holds,
+counting the batch in the callback: that, not the number of batches, is what costs memory. A
+batch weighs its points or events, or one per KiB of the request body that brought it if that
+is more (a few huge events cost like many small ones). A batch that does not fit is dropped
+whole and counted.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +19,34 @@ from typing import Any
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
 from luna_sidecar.loader import describe_exception
 from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.timeouts import PluginCancelledError
+from luna_sidecar.timeouts import CANCEL_GRACE, PluginCancelledError, PluginEscapeError
 
 #: most points one merged monitoring_event callback receives
 MERGE_LIMIT = 10_000
+
+#: request-body bytes that weigh as much as one point or event
+BYTES_PER_ITEM = 1024
+
+
+def batch_items(payload: tuple[Any, ...]) -> int:
+    """Points or events in a batch (its first argument, a list); 1 for anything else."""
+    first = payload[0] if payload else None
+    return len(first) if isinstance(first, list) else 1
+
+
+def batch_weight(items: int, body_bytes: int = 0) -> int:
+    """What a batch of ``items`` points or events from a ``body_bytes`` request body counts
+    against a queue's capacity."""
+    return max(items, body_bytes // BYTES_PER_ITEM, 1)
 
 
 class EventWorker:
     """Delivers queued batches to one event plugin instance, one at a time, each under a timeout.
 
-    ``offer`` never blocks: a full queue drops the batch and counts it. Counters (``handled``,
-    ``failed``, ``dropped``) and the last error are kept for ``GET /plugins``.
+    ``offer`` never blocks: a batch that would take the points or events held past ``capacity``
+    is dropped and counted (a batch is always taken by an empty queue, so the most held is
+    ``max(capacity, one batch)``). Counters (``handled``, ``failed``, ``dropped`` in batches,
+    ``dropped_items``) and the last error are kept for ``GET /plugins``.
     """
 
     def __init__(
@@ -45,16 +69,23 @@ class EventWorker:
         self.handled = 0
         self.failed = 0
         self.dropped = 0
+        self.dropped_items = 0
         self.last_error: str | None = None
-        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=capacity)
+        self.stuck_task: asyncio.Task[None] | None = None
+        """Set by :meth:`stop` when the callback ignored the cancellation and still runs."""
+        self._queue: asyncio.Queue[tuple[tuple[Any, ...], int]] = asyncio.Queue()  # (payload, weight)
         self._task: asyncio.Task[None] | None = None
         self._in_flight = 0
+        self._items = 0
+        self._call_started: float | None = None
+        self._stopped = False
         self._metrics = metrics
         labels = (plugin, self.class_name)
         self._count_handled = metrics.plugin_events.labels(*labels, "handled")
         self._count_failed = metrics.plugin_events.labels(*labels, "failed")
         self._count_timeout = metrics.plugin_events.labels(*labels, "timeout")
         self._count_dropped = metrics.plugin_events.labels(*labels, "dropped")
+        self._count_dropped_items = metrics.dropped_items.labels(*labels)
         self._latency = metrics.callback_seconds.labels(*labels)
 
     @property
@@ -62,60 +93,94 @@ class EventWorker:
         """Batches waiting (not counting the one being handled)."""
         return self._queue.qsize()
 
+    @property
+    def items(self) -> int:
+        """Weight held (points or events, see :func:`batch_weight`): waiting, and in the callback."""
+        return self._items
+
+    def overdue(self) -> float | None:
+        """Seconds the running callback is past its timeout (it ignores cancellation), if it is."""
+        if self._call_started is None:
+            return None
+        late = time.monotonic() - self._call_started - self.timeout
+        return late if late > CANCEL_GRACE else None
+
     def start(self) -> None:
         """Start delivering; idempotent."""
-        if self._task is None:
+        if self._task is None and not self._stopped:
             self._task = asyncio.create_task(self._run(), name=f"luna-events-{self.plugin}.{self.class_name}")
 
-    def offer(self, payload: tuple[Any, ...]) -> bool:
-        """Queue one batch; returns False (and counts a drop) when the queue is full."""
-        try:
-            self._queue.put_nowait(payload)
-        except asyncio.QueueFull:
+    def offer(self, payload: tuple[Any, ...], weight: int | None = None) -> bool:
+        """Queue one batch weighing ``weight`` (default: its points or events); returns False
+        (and counts a drop) when it does not fit."""
+        if weight is None:
+            weight = batch_items(payload)
+        if self._items and self._items + weight > self.capacity:
+            count = batch_items(payload)
             self.dropped += 1
+            self.dropped_items += count
             self._count_dropped.inc()
+            self._count_dropped_items.inc(count)
             return False
+        self._items += weight
+        self._queue.put_nowait((payload, weight))
         return True
 
     async def drain(self, deadline: float) -> int:
         """Wait until every queued batch is handled or ``deadline`` (monotonic) passes; returns
-        the batches still undelivered."""
+        the batches still undelivered. Gives up early on a callback that ignored its timeout's
+        cancellation: nothing queued behind it would be delivered anyway."""
         if self._task is not None and not self._task.done():
+            joined = asyncio.ensure_future(self._queue.join())
             try:
-                await asyncio.wait_for(self._queue.join(), timeout=max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                pass
+                while not joined.done() and self.overdue() is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    await asyncio.wait({joined}, timeout=min(left, CANCEL_GRACE))
+            finally:
+                joined.cancel()
         return self._queue.qsize() + self._in_flight
 
-    async def stop(self) -> int:
-        """Stop the worker at once; returns the batches still queued or in a callback that is
-        cut short (they are lost, and counted as dropped)."""
+    async def stop(self, grace: float = CANCEL_GRACE) -> int:
+        """Stop the worker; returns the batches still queued or in a callback that is cut short
+        (they are lost). Waits at most ``grace`` seconds for the callback to end: one that
+        ignores cancellation is left running as :attr:`stuck_task` (it takes nothing more from
+        the queue, whose batches are released at once)."""
         left = self._queue.qsize() + self._in_flight
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        self._stopped = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=grace)
+            if task.done():
+                if not task.cancelled():
+                    task.exception()  # retrieved: nothing to report beyond what _run logged
+            else:
+                self.stuck_task = task
+        while not self._queue.empty():  # what is queued is lost: free its memory now
+            self._items -= self._queue.get_nowait()[1]
         return left
 
     async def _run(self) -> None:
         queue = self._queue
         merge = self.event_name == "monitoring_event"
-        while True:
-            payload = await queue.get()
+        while not self._stopped:
+            payload, weight = await queue.get()
             batches = 1
             if merge and queue.qsize() and isinstance(payload[0], list):
                 # A busy plugin gets what queued up meanwhile in one call: one callback per
                 # batch would cost more loop turns than the plugin's own work.
                 points = list(payload[0])
                 while queue.qsize() and len(points) < MERGE_LIMIT:
-                    points.extend(queue.get_nowait()[0])
+                    more, more_weight = queue.get_nowait()
+                    points.extend(more[0])
+                    weight += more_weight
                     batches += 1
                 payload = (points,)
             started = time.perf_counter()
             self._in_flight = batches
+            self._call_started = time.monotonic()
             try:
                 await self._call(payload)
             except TimeoutError:
@@ -133,6 +198,9 @@ class EventWorker:
                 self._count_handled.inc(batches)
             finally:
                 self._in_flight = 0
+                self._items -= weight
+                self._call_started = None
+                del payload  # release the points before waiting for the next batch
                 self._latency.observe(time.perf_counter() - started)
                 for _ in range(batches):
                     queue.task_done()
@@ -150,3 +218,7 @@ class EventWorker:
             if task is not None and task.cancelling():
                 raise  # the worker itself is being stopped
             raise PluginCancelledError("the plugin's callback raised CancelledError") from None
+        except (Exception, GeneratorExit):  # GeneratorExit: the loop closing this worker
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the plugin's failure, not ours
+            raise PluginEscapeError(exc) from exc

@@ -3,7 +3,12 @@
 For each module of the desired list, in order: unchanged code and settings -> nothing to do;
 new or changed -> load the new version completely (initialize, start), then swap its routes and
 event queues in, then close the old version. A version that fails to load is reported and the
-old one, if any, keeps serving. Modules no longer desired are unloaded.
+old one, if any, keeps serving. Modules no longer desired are unloaded, with their metric series.
+
+Every wait on plugin code is bounded: retiring a version waits at most ``callback_timeout`` for
+its queue, ``CANCEL_GRACE`` for its workers and ``lifecycle_timeout`` per ``close()``; what
+ignores cancellation is abandoned and reported (``leftovers``). A plugin that blocks the event
+loop beyond its budget can be quarantined: unloaded and marked failed until its code changes.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from typing import Any
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
 from luna_sidecar.bus import EventBus
+from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.lifecycle import PluginVersion, close_instances, load_version
 from luna_sidecar.loader import PluginLoadError, forget_module, publish_module
-from luna_sidecar.metrics import RuntimeMetrics
+from luna_sidecar.metrics import PluginState, QueueState, RuntimeMetrics
 from luna_sidecar.queues import EventWorker
 from luna_sidecar.routing import RouteConflictError, RouteTable
 from luna_sidecar.sources import DesiredPlugin, PluginSource
+from luna_sidecar.timeouts import CANCEL_GRACE
+from luna_sidecar.watchdog import BlockLedger
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +40,8 @@ log = logging.getLogger(__name__)
 class RuntimeLimits:
     """Timeouts and sizes the runtime applies to every plugin."""
 
-    queue_size: int = 1_000
+    queue_items: int = 20_000
+    """points or events each event plugin's queue holds at most"""
     callback_timeout: float = 10.0
     lifecycle_timeout: float = 30.0
 
@@ -51,7 +60,7 @@ class PluginSlot:
     error: str | None = None
     changed_at: float = field(default_factory=time.time)
 
-    def describe(self, routes: RouteTable) -> dict[str, Any]:
+    def describe(self, routes: RouteTable, ledger: BlockLedger, leftovers: Leftovers) -> dict[str, Any]:
         """The slot as ``GET /plugins`` shows it."""
         current = self.current
         return {
@@ -69,6 +78,8 @@ class PluginSlot:
                 for instance in (current.instances if current else [])
             ],
             "routes": [entry.label.replace(":", " ", 1) for entry in routes.routes_of(self.module)],
+            "loopBlockedSeconds": round(ledger.total(self.module), 3),
+            "stuck": [entry.describe() for entry in leftovers.entries() if entry.plugin == self.module],
             "changedAt": self.changed_at,
         }
 
@@ -80,13 +91,17 @@ def _kind(instance: object) -> str:
 def _queue_info(workers: list[EventWorker], instance: object) -> dict[str, Any]:
     for worker in workers:
         if worker.instance is instance:
+            overdue = worker.overdue()
             return {
                 "eventName": worker.event_name,
-                "queue": {"depth": worker.depth, "capacity": worker.capacity},
+                "queue": {"depth": worker.depth, "items": worker.items, "capacity": worker.capacity},
                 "handled": worker.handled,
                 "failed": worker.failed,
                 "dropped": worker.dropped,
+                "droppedItems": worker.dropped_items,
                 "lastError": worker.last_error,
+                # a callback still running this long after its timeout ignores cancellation
+                "callbackOverdueSeconds": round(overdue, 1) if overdue is not None else None,
             }
     return {}
 
@@ -110,14 +125,20 @@ class Runtime:
         routes: RouteTable,
         metrics: RuntimeMetrics,
         limits: RuntimeLimits,
+        leftovers: Leftovers | None = None,
+        ledger: BlockLedger | None = None,
     ) -> None:
         self.app = app
         self.bus = bus
         self.routes = routes
         self.metrics = metrics
         self.limits = limits
+        self.leftovers = leftovers if leftovers is not None else Leftovers()
+        self.ledger = ledger if ledger is not None else BlockLedger(metrics)
         self._slots: dict[str, PluginSlot] = {}
         self._lock = asyncio.Lock()
+        self._quarantines: set[asyncio.Task[None]] = set()
+        self._shut_down = False
 
     @property
     def slots(self) -> list[PluginSlot]:
@@ -131,16 +152,16 @@ class Runtime:
 
     def describe(self) -> list[dict[str, Any]]:
         """Every plugin's state, in load order."""
-        return [slot.describe(self.routes) for slot in self._slots.values()]
+        return [slot.describe(self.routes, self.ledger, self.leftovers) for slot in self._slots.values()]
 
-    def snapshot(self) -> list[tuple[str, str, str, list[tuple[str, int]]]]:
-        """(module, code hash, state, [(class, queue depth)]) per plugin, for the metrics."""
+    def snapshot(self) -> list[PluginState]:
+        """Every plugin's state and queues, for the metrics."""
         return [
-            (
+            PluginState(
                 slot.module,
                 slot.current.source.code_hash if slot.current else (slot.failed_hash or ""),
                 slot.state,
-                [(worker.class_name, worker.depth) for worker in slot.workers],
+                [QueueState(worker.class_name, worker.depth, worker.items) for worker in slot.workers],
             )
             for slot in self._slots.values()
         ]
@@ -179,17 +200,18 @@ class Runtime:
             return  # this exact version already failed; a SIGHUP retries it
         verb = "reloading" if current else "loading"
         log.info("%s plugin %s (code %s)", verb, slot.module, source.code_hash[:12])
+        self.ledger.track(slot.module)  # initialize() and start() run on the loop already
         try:
-            version = await load_version(source, app=self.app, timeout=self.limits.lifecycle_timeout)
+            version = await load_version(
+                source, app=self.app, timeout=self.limits.lifecycle_timeout, leftovers=self.leftovers
+            )
         except PluginLoadError as exc:
             self._failed(slot, source.code_hash, str(exc), _version_key(source))
             return
         try:
             self.routes.replace(slot.module, version.routes())
         except RouteConflictError as exc:
-            await close_instances(
-                version.instances, timeout=self.limits.lifecycle_timeout, logger=version.logger
-            )
+            await self._close(version)
             self._failed(slot, source.code_hash, f"routes: {exc}", _version_key(source))
             return
         await self._swap_in(slot, version)
@@ -209,6 +231,7 @@ class Runtime:
         slot.current, slot.workers = version, workers
         slot.state, slot.failed_hash, slot.failed_key, slot.error = "running", None, None, None
         slot.changed_at = time.time()
+        self.ledger.clear_recent(slot.module)  # a new version starts with a full blocking budget
         self.metrics.reloads.labels(slot.module, "success").inc()
         log.info("plugin %s running (code %s)", slot.module, version.source.code_hash[:12])
         if old_version is not None:
@@ -224,7 +247,7 @@ class Runtime:
         return EventWorker(
             module,
             instance,
-            capacity=self.limits.queue_size,
+            capacity=self.limits.queue_items,
             timeout=self.limits.callback_timeout,
             metrics=self.metrics,
             logger=version.logger,
@@ -237,10 +260,35 @@ class Runtime:
         deadline = time.monotonic() + self.limits.callback_timeout
         for worker in workers:
             await worker.drain(deadline)
-            lost = await worker.stop()
-            if lost:
-                version.logger.warning("%d queued batch(es) of the old version were not delivered", lost)
-        await close_instances(version.instances, timeout=self.limits.lifecycle_timeout, logger=version.logger)
+        # concurrently: each stuck callback costs the grace once, not once per worker
+        lost = sum(await asyncio.gather(*(self._stop_worker(worker, version) for worker in workers)))
+        if lost:
+            version.logger.warning("%d queued batch(es) of the old version were not delivered", lost)
+        await self._close(version)
+
+    async def _stop_worker(
+        self, worker: EventWorker, version: PluginVersion, grace: float = CANCEL_GRACE
+    ) -> int:
+        """Stop ``worker`` (bounded); a callback that ignores the cancellation is reported."""
+        lost = await worker.stop(grace)
+        if worker.stuck_task is not None:
+            self.leftovers.add_task(
+                worker.stuck_task,
+                plugin=version.source.module,
+                code_hash=version.source.code_hash,
+                what=f"{worker.class_name}.handleEvent()",
+            )
+        return lost
+
+    async def _close(self, version: PluginVersion, deadline: float | None = None) -> list[str]:
+        return await close_instances(
+            version.instances,
+            timeout=self.limits.lifecycle_timeout,
+            deadline=deadline,
+            logger=version.logger,
+            leftovers=self.leftovers,
+            source=version.source,
+        )
 
     def _failed(self, slot: PluginSlot, code_hash: str | None, error: str, key: str | None) -> None:
         if slot.current is None:
@@ -268,26 +316,76 @@ class Runtime:
             await self._retire(slot.current, slot.workers)
         forget_module(slot.module)
         self._slots.pop(slot.module, None)
+        self.ledger.forget(slot.module)
+        self.metrics.forget_plugin(slot.module)
+
+    def quarantine_soon(self, module: str, blocked: float) -> None:
+        """Quarantine ``module``, which blocked the event loop for ``blocked`` seconds in the
+        last minute (called on the loop by the watchdog)."""
+        task = asyncio.create_task(self.quarantine(module, blocked), name=f"luna-quarantine-{module}")
+        self._quarantines.add(task)
+        task.add_done_callback(self._quarantines.discard)
+
+    async def quarantine(self, module: str, blocked: float) -> None:
+        """Unload the running version of ``module`` and mark it failed with the reason; it stays
+        failed until its code or settings change, or SIGHUP retries it."""
+        async with self._lock:
+            slot = self._slots.get(module)
+            if self._shut_down or slot is None or slot.current is None:
+                return  # shut down meanwhile (everything is closed), or unloaded, or not running
+            version = slot.current
+            reason = (
+                f"quarantined: blocked the event loop for {blocked:.1f} s in the last minute "
+                "(synchronous work in a callback or route handler); fix the code, or send SIGHUP to retry"
+            )
+            log.error("plugin %s %s", module, reason)
+            slot.state = "stopping"
+            self.routes.replace(module, [])
+            for worker in slot.workers:
+                self.bus.unsubscribe(worker)
+            await self._retire(version, slot.workers)
+            forget_module(module)
+            slot.current, slot.workers = None, []
+            slot.state = "failed"
+            slot.failed_hash, slot.failed_key, slot.error = (
+                version.source.code_hash,
+                _version_key(version.source),
+                reason,
+            )
+            slot.changed_at = time.time()
+            self.ledger.clear_recent(module)
+            self.metrics.reloads.labels(module, "quarantined").inc()
 
     async def shutdown(self, deadline: float) -> int:
-        """Drain every queue until ``deadline`` (monotonic), then close all plugins in reverse
-        load order. Returns the number of batches that could not be delivered."""
+        """Stop everything by ``deadline`` (monotonic): drain the queues while the time allows
+        (half of what is left, at most ``lifecycle_timeout``, is kept for closing), then close
+        every plugin, modules concurrently; whatever ignores cancellation is abandoned and
+        reported. Returns the number of batches that could not be delivered."""
         async with self._lock:
-            for slot in self._slots.values():
+            self._shut_down = True
+            slots = list(self._slots.values())
+            for slot in slots:
                 for worker in slot.workers:
                     self.bus.unsubscribe(worker)
-            workers = [worker for slot in self._slots.values() for worker in slot.workers]
-            await asyncio.gather(*(worker.drain(deadline) for worker in workers))
-            lost = 0
-            for worker in workers:
-                lost += await worker.stop()
-            for slot in reversed(list(self._slots.values())):
+            left = max(0.0, deadline - time.monotonic())
+            close_phase = min(self.limits.lifecycle_timeout, left / 2)
+            drain_until = deadline - close_phase
+            workers = [
+                (worker, slot.current)
+                for slot in slots
+                if slot.current is not None
+                for worker in slot.workers
+            ]
+            await asyncio.gather(*(worker.drain(drain_until) for worker, _ in workers))
+            grace = min(CANCEL_GRACE, close_phase / 2)
+            losses = await asyncio.gather(
+                *(self._stop_worker(worker, version, grace) for worker, version in workers)
+            )
+            for slot in slots:
                 slot.state = "stopping"
                 self.routes.replace(slot.module, [])
-                if slot.current is not None:
-                    await close_instances(
-                        slot.current.instances,
-                        timeout=self.limits.lifecycle_timeout,
-                        logger=slot.current.logger,
-                    )
-            return lost
+            # reverse load order to start with; concurrently, so one slow close() delays nobody
+            await asyncio.gather(
+                *(self._close(slot.current, deadline) for slot in reversed(slots) if slot.current is not None)
+            )
+            return sum(losses)

@@ -1,8 +1,9 @@
 """The sidecar process: three listeners, the runtime, change detection and signals.
 
-Start-up: metrics listener first (so probes answer), then admin and routes, then the first
-sync; ready once that sync is done. SIGTERM/SIGINT: not ready, stop intake and routes, drain the
-queues up to the shutdown deadline, close every plugin, exit 0. SIGHUP: re-read and retry.
+Start-up: metrics listener first (so probes answer), then admin and routes, the loop watchdog,
+then the first sync; ready once that sync is done; then the feed's tasks run, supervised.
+SIGTERM/SIGINT: not ready, stop intake and routes, drain the queues and close every plugin by
+the shutdown deadline, exit 0. SIGHUP: re-read and retry.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.compat import install_log_alias
@@ -30,11 +31,14 @@ from luna_sidecar.bus import EventBus, PointBuffer
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
 from luna_sidecar.health_http import build_metrics_app
+from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.mapping import MappingError, PointMetrics, load_rules
-from luna_sidecar.metrics import PluginStateCollector, RuntimeMetrics, watch_loop_lag
+from luna_sidecar.metrics import LeftoverCollector, PluginStateCollector, RuntimeMetrics, watch_loop_lag
 from luna_sidecar.public_http import RouteDispatcher
 from luna_sidecar.routing import RouteTable
 from luna_sidecar.runtime import Runtime, RuntimeLimits
+from luna_sidecar.supervisor import Supervisor
+from luna_sidecar.watchdog import BlockLedger, LoopWatchdog
 
 log = logging.getLogger("luna.sidecar")
 
@@ -50,12 +54,26 @@ class Sidecar:
     intake: EventIntake
     dispatcher: RouteDispatcher
     points: PointBuffer
+    watchdog: LoopWatchdog
     ready: bool = False
     stopping: bool = False
+    problems: Callable[[], list[str]] = field(default=list)
+    """What is wrong with the desired state now (set once the feed exists)."""
 
     def describe(self) -> dict[str, object]:
-        return {"service": self.config.service, "ready": self.ready, "plugins": self.runtime.describe()}
+        """``GET /plugins``: every plugin, plus abandoned plugin work and desired-state problems."""
+        return {
+            "service": self.config.service,
+            "ready": self.ready,
+            "plugins": self.runtime.describe(),
+            "stuck": [entry.describe() for entry in self.runtime.leftovers.entries()],
+            "problems": self.problems(),
+        }
 
+
+#: seconds a listener waits for requests still in flight when it closes, at the very end of a
+#: shutdown (they had the whole drain before); a handler ignoring cancellation is not waited for
+LISTENER_SHUTDOWN_TIMEOUT = 0.5
 
 #: first-generation threshold: queued points are many short-lived objects; the default (700)
 #: makes the collector run for every few batches
@@ -91,20 +109,38 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
     routes = RouteTable()
     app = LunaApplication(config.service, logger=logging.getLogger("luna.plugins"))
     limits = RuntimeLimits(
-        queue_size=config.queue_size,
+        queue_items=config.queue_items,
         callback_timeout=config.callback_timeout,
         lifecycle_timeout=config.lifecycle_timeout,
     )
-    runtime = Runtime(app=app, bus=bus, routes=routes, metrics=metrics, limits=limits)
+    leftovers = Leftovers()
+    ledger = BlockLedger(metrics)
+    runtime = Runtime(
+        app=app, bus=bus, routes=routes, metrics=metrics, limits=limits, leftovers=leftovers, ledger=ledger
+    )
+    watchdog = LoopWatchdog(
+        threshold=config.loop_block_threshold,
+        ledger=ledger,
+        metrics=metrics,
+        budget=config.loop_block_budget,
+        over_budget=runtime.quarantine_soon,
+    )
     registry.register(PluginStateCollector(runtime.snapshot))
+    registry.register(LeftoverCollector(leftovers.counts))
     points = PointBuffer(bus)
     dispatcher = RouteDispatcher(
-        routes=routes, points=points, metrics=metrics, service=config.service, timeout=config.route_timeout
+        routes=routes,
+        points=points,
+        metrics=metrics,
+        service=config.service,
+        timeout=config.route_timeout,
+        leftovers=leftovers,
     )
+    metrics.on_forget(dispatcher.forget_plugin)
     intake = EventIntake(
         bus=bus, metrics=metrics, max_body_bytes=config.max_body_bytes, max_items=config.max_batch_items
     )
-    return Sidecar(config, registry, metrics, runtime, intake, dispatcher, points)
+    return Sidecar(config, registry, metrics, runtime, intake, dispatcher, points, watchdog)
 
 
 @contextlib.asynccontextmanager
@@ -136,7 +172,7 @@ def _public_runner(sidecar: Sidecar) -> web.ServerRunner:
         return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_size)
 
     server = web.Server(sidecar.dispatcher, request_factory=request_factory, access_log=None)
-    return web.ServerRunner(server, handle_signals=False)
+    return web.ServerRunner(server, handle_signals=False, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
 
 
 async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> int:
@@ -148,11 +184,26 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
         if config.namespace
         else DirectoryFeed(config, sidecar.runtime)
     )
+    sidecar.problems = feed.problems
+    problems = Gauge(
+        "luna_desired_state_problems",
+        "Problems with the desired state (e.g. an unusable active list) being ignored now; see GET /plugins.",
+        registry=sidecar.registry,
+    )
+    problems.set_function(lambda: len(feed.problems()))
+    supervisors: list[Supervisor] = []
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, feed.request_reload)
+
+    def live() -> tuple[bool, str]:
+        for check in (feed.live, *(supervisor.live for supervisor in supervisors)):
+            ok, reason = check()
+            if not ok:
+                return ok, reason
+        return True, "ok"
 
     def ready() -> tuple[bool, str]:
         if sidecar.stopping:
@@ -160,14 +211,16 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
         return (True, "ready") if sidecar.ready else (False, "first sync of the plugins not done yet")
 
     metrics_runner = web.AppRunner(
-        build_metrics_app(sidecar.registry, live=feed.live, ready=ready),
+        build_metrics_app(sidecar.registry, live=live, ready=ready),
         handle_signals=False,
         access_log=None,
+        shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
     )
     admin_runner = web.AppRunner(
         build_admin_app(sidecar.intake, sidecar.describe, max_body_bytes=config.max_body_bytes),
         handle_signals=False,
         access_log=None,
+        shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
     )
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -181,6 +234,8 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
             public = _public_runner(sidecar)
             await stack.enter_async_context(_listening(public, config.host, config.port, "plugin routes"))
             tasks.append(asyncio.create_task(watch_loop_lag(sidecar.metrics.loop_lag), name="luna-loop-lag"))
+            sidecar.watchdog.start()
+            stack.callback(sidecar.watchdog.stop)
             first_sync = asyncio.create_task(feed.sync(), name="luna-first-sync")
             await asyncio.wait(
                 {first_sync, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
@@ -190,24 +245,33 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
                 sidecar.ready = True
                 log.info("ready: %d plugin(s) active", len(sidecar.runtime.slots))
                 tune_garbage_collector()
-                tasks.append(asyncio.create_task(feed.run(), name="luna-feed"))
+                for name, run in feed.runners().items():
+                    supervisor = Supervisor(
+                        name, run, limit=config.api_timeout, restarts=sidecar.metrics.feed_restarts
+                    )
+                    supervisor.start()
+                    supervisors.append(supervisor)
                 await stop.wait()
             else:
                 first_sync.cancel()
+            started = time.monotonic()
+            deadline = started + config.shutdown_timeout
             log.info("shutting down: intake closed, draining event queues")
             sidecar.stopping = True
             sidecar.intake.accepting = False
             sidecar.dispatcher.accepting = False
+            await asyncio.gather(*(supervisor.stop() for supervisor in supervisors))
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             sidecar.points.flush()
-            deadline = time.monotonic() + config.shutdown_timeout
             lost = await sidecar.runtime.shutdown(deadline)
             if lost:
                 log.warning("shutdown deadline passed: %d queued event batch(es) were not delivered", lost)
+            for entry in sidecar.runtime.leftovers.entries():
+                log.warning("plugin %s: %s still runs at exit; abandoned", entry.plugin, entry.what)
             await feed.close()
-            log.info("all plugins closed; bye")
+            log.info("all plugins closed in %.1f s; bye", time.monotonic() - started)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)

@@ -79,6 +79,10 @@ class DirectorySource:
             text = self._active_file.read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read active-list file {self._active_file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"active-list file {self._active_file} is not UTF-8 text: {exc.reason}"
+            ) from None
         try:
             return parse_active_list(text)
         except ConfigError as exc:

@@ -138,6 +138,15 @@ class Sidecar:
                     total += sample.value
         return total
 
+    def series_of(self, plugin: str) -> set[str]:
+        """Names of the samples labelled ``plugin=<plugin>``."""
+        return {
+            sample.name
+            for family in text_string_to_metric_families(self.metrics_text())
+            for sample in family.samples
+            if sample.labels.get("plugin") == plugin
+        }
+
     def write_plugin(self, name: str, code: str) -> None:
         """Write ``name``.py atomically (a rename), as a deploy tool would."""
         target = self.plugins_dir / f"{name}.py"

@@ -125,7 +125,7 @@ def test_slow_and_failing_event_plugins_delay_nobody_else(sidecar_factory, tmp_p
         plugins={"bad": SLOW_AND_FAILING_EVENTS, "recorder": RECORDER},
         active=["bad", "recorder"],
         settings={"recorder": {"out": str(out)}},
-        args=["--queue-size", "3", "--callback-timeout", "1"],
+        args=["--queue-items", "8", "--callback-timeout", "1"],
     )
     replies = [sidecar.post_event("monitoring_event", points(2)) for _ in range(8)]
     assert all(reply.status == 202 for reply in replies)

@@ -121,8 +121,8 @@ def base_args(tmp_path: Path) -> list[str]:
 def test_startup_errors_are_clear_and_exit_2(tmp_path: Path) -> None:
     missing = run_cli("--plugins-dir", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "no such directory" in missing.stderr
-    bad_env = run_cli(*base_args(tmp_path), env={"LUNA_SIDECAR_QUEUE_SIZE": "lots"})
-    assert bad_env.returncode == 2 and "LUNA_SIDECAR_QUEUE_SIZE='lots'" in bad_env.stderr
+    bad_env = run_cli(*base_args(tmp_path), env={"LUNA_SIDECAR_QUEUE_ITEMS": "lots"})
+    assert bad_env.returncode == 2 and "LUNA_SIDECAR_QUEUE_ITEMS='lots'" in bad_env.stderr
     bad_list = run_cli(*base_args(tmp_path), "--active", "a,b-c")
     assert bad_list.returncode == 2 and "Python module names" in bad_list.stderr
     mapping = tmp_path / "m.yaml"
@@ -147,12 +147,15 @@ def test_help_lists_every_setting_with_its_variable() -> None:
         assert flag in shown and variable in shown.replace("\n", "").replace(" ", "")
 
 
-def test_readme_settings_table_lists_every_setting() -> None:
-    from luna_sidecar.config import setting_docs
+def test_readme_settings_table_is_the_generated_one() -> None:
+    from luna_sidecar.config import settings_table
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for flag, variable, _, _ in setting_docs():
-        assert f"`{flag}`" in readme and f"`{variable}`" in readme, f"README lacks {flag} / {variable}"
+    start, end = "<!-- sidecar-settings:start -->\n", "\n<!-- sidecar-settings:end -->"
+    shown = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert shown == settings_table(), (
+        "README's settings table is stale: python -m luna_sidecar.config prints it"
+    )
 
 
 def test_loopback_defaults_for_intake() -> None:

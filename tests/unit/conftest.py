@@ -115,7 +115,7 @@ async def make_runtime(
     kits: list[RuntimeKit] = []
 
     def make(**limits: Any) -> RuntimeKit:
-        values = {"queue_size": 10, "callback_timeout": 0.5, "lifecycle_timeout": 0.5} | limits
+        values = {"queue_items": 10, "callback_timeout": 0.5, "lifecycle_timeout": 0.5} | limits
         kit = RuntimeKit(app, CollectorRegistry(), RuntimeLimits(**values))
         kits.append(kit)
         return kit

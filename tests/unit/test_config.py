@@ -93,7 +93,7 @@ def test_empty_environment_value_means_unset() -> None:
     [
         ({"port": "70000"}, {}, "--port='70000'"),
         ({"port": "http"}, {}, "--port='http'"),
-        ({}, {"LUNA_SIDECAR_QUEUE_SIZE": "0"}, "LUNA_SIDECAR_QUEUE_SIZE='0'"),
+        ({}, {"LUNA_SIDECAR_QUEUE_ITEMS": "0"}, "LUNA_SIDECAR_QUEUE_ITEMS='0'"),
         ({}, {"LUNA_SIDECAR_CALLBACK_TIMEOUT": "-1"}, "LUNA_SIDECAR_CALLBACK_TIMEOUT='-1'"),
         ({"log_level": "chatty"}, {}, "--log-level='chatty'"),
         ({"active": "a,a"}, {}, "--active='a,a'"),

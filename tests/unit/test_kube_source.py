@@ -40,10 +40,9 @@ def test_modules_whose_code_arrived_are_desired_in_list_order() -> None:
     found = desired_plugins(
         "handlers", mirror({"b": CODE_V1, "a": CODE_V2}, {"a": CODE_V2, "b": CODE_V1}), lambda module: None
     )
-    assert found is not None
-    desired, waiting = found
-    assert [entry.module for entry in desired] == ["b", "a"] and waiting == []
-    first = desired[0].source
+    assert found.plugins is not None and found.waiting == {} and found.problems == []
+    assert [entry.module for entry in found.plugins] == ["b", "a"]
+    first = found.plugins[0].source
     assert first is not None and first.code == CODE_V1.encode() and first.code_hash == sha(CODE_V1)
     assert first.settings == {"k": "b"} and first.origin == "configmap/lunaplugin-b/b.py"
 
@@ -51,21 +50,26 @@ def test_modules_whose_code_arrived_are_desired_in_list_order() -> None:
 def test_a_module_whose_new_code_has_not_arrived_keeps_its_running_version() -> None:
     running = PluginSource("a", CODE_V1.encode(), "configmap/lunaplugin-a/a.py")
     found = desired_plugins("handlers", mirror({"a": CODE_V2}, {"a": CODE_V1}), {"a": running}.get)
-    assert found is not None
-    desired, waiting = found
-    assert waiting == ["a"] and [entry.source for entry in desired] == [running]
+    assert found.plugins is not None and [entry.source for entry in found.plugins] == [running]
+    held, named = sha(CODE_V1)[:12], sha(CODE_V2)[:12]
+    assert found.waiting == {"a": f"ConfigMap lunaplugin-a holds code {held}, the active list names {named}"}
 
 
 def test_a_new_module_without_its_code_yet_is_left_out_not_failed() -> None:
     found = desired_plugins("handlers", mirror({"a": CODE_V1}, {}), lambda module: None)
-    assert found == ([], ["a"])
+    assert found.plugins == [] and found.waiting == {"a": "ConfigMap lunaplugin-a not found"}
 
 
-def test_no_active_list_or_a_broken_one_means_no_change() -> None:
-    assert desired_plugins("handlers", {}, lambda module: None) is None
+def test_no_active_list_means_no_change() -> None:
+    assert desired_plugins("handlers", {}, lambda module: None).plugins is None
+
+
+def test_a_broken_active_list_means_no_change_and_says_why() -> None:
     broken = {
         active_list_name("handlers"): MirroredConfigMap(
             active_list_name("handlers"), {active_list_key("handlers"): "[not json"}, {}
         )
     }
-    assert desired_plugins("handlers", broken, lambda module: None) is None
+    found = desired_plugins("handlers", broken, lambda module: None)
+    assert found.plugins is None
+    assert len(found.problems) == 1 and "not valid JSON" in found.problems[0]

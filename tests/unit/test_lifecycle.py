@@ -13,6 +13,7 @@ import pytest
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, BaseEventPlugin
+from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.lifecycle import close_instances, load_version, plugin_logger
 from luna_sidecar.loader import PluginLoadError
 
@@ -70,7 +71,10 @@ async def test_load_version_builds_initializes_then_starts(
 ) -> None:
     name = module_name("two")
     version = await load_version(
-        source(name, plugin_code(recorder, TWO_PLUGINS), {"k": [1]}), app=app, timeout=TIMEOUT
+        source(name, plugin_code(recorder, TWO_PLUGINS), {"k": [1]}),
+        app=app,
+        timeout=TIMEOUT,
+        leftovers=Leftovers(),
     )
     assert recorder.events == [
         ("init", "Background", {"k": (1,)}),
@@ -149,7 +153,9 @@ async def test_lifecycle_failures(
     name = module_name("broken")
     started = time.monotonic()
     with pytest.raises(PluginLoadError) as caught:
-        await load_version(source(name, plugin_code(recorder, body)), app=app, timeout=TIMEOUT)
+        await load_version(
+            source(name, plugin_code(recorder, body)), app=app, timeout=TIMEOUT, leftovers=Leftovers()
+        )
     assert time.monotonic() - started < 2.0
     assert caught.value.stage == stage
     assert caught.value.message.startswith(message.format(name=name))
@@ -172,7 +178,12 @@ async def test_failure_closes_every_instance_already_built(
             rec.events.append("Second.close")
     """
     with pytest.raises(PluginLoadError, match=r"Second\.initialize"):
-        await load_version(source(module_name("pair"), plugin_code(recorder, body)), app=app, timeout=TIMEOUT)
+        await load_version(
+            source(module_name("pair"), plugin_code(recorder, body)),
+            app=app,
+            timeout=TIMEOUT,
+            leftovers=Leftovers(),
+        )
     assert recorder.events == ["Second.close", "First.close"]
 
 
@@ -180,10 +191,17 @@ async def test_import_and_class_errors_come_through(
     app: LunaApplication, module_name: Callable[[str], str]
 ) -> None:
     with pytest.raises(PluginLoadError) as caught:
-        await load_version(source(module_name("imp"), "raise ImportError('x')\n"), app=app, timeout=TIMEOUT)
+        await load_version(
+            source(module_name("imp"), "raise ImportError('x')\n"),
+            app=app,
+            timeout=TIMEOUT,
+            leftovers=Leftovers(),
+        )
     assert caught.value.stage == "import"
     with pytest.raises(PluginLoadError) as caught:
-        await load_version(source(module_name("none"), "X = 1\n"), app=app, timeout=TIMEOUT)
+        await load_version(
+            source(module_name("none"), "X = 1\n"), app=app, timeout=TIMEOUT, leftovers=Leftovers()
+        )
     assert caught.value.stage == "classes"
 
 
@@ -213,7 +231,13 @@ async def test_close_instances_reports_problems_and_never_raises(
 
     logger = logging.getLogger("luna.tests.unit.close")
     with caplog.at_level(logging.WARNING, logger=logger.name):
-        problems = await close_instances([Fine(app), Raises(app), Hangs(app)], timeout=0.05, logger=logger)
+        problems = await close_instances(
+            [Fine(app), Raises(app), Hangs(app)],
+            timeout=0.05,
+            logger=logger,
+            leftovers=Leftovers(),
+            source=source("unit_close", ""),
+        )
     assert order == ["Hangs", "Raises", "Fine"]
     assert problems == [
         "Hangs.close() did not finish within 0.05 s",

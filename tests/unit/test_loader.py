@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import types
 from collections.abc import Callable
 
 import pytest
 
 from luna_sidecar.loader import (
     PluginLoadError,
+    PluginModules,
     describe_exception,
     forget_module,
     import_module,
@@ -196,3 +198,49 @@ def test_plugin_load_error_carries_stage_and_message() -> None:
     error = PluginLoadError("initialize", "it broke")
     assert str(error) == "initialize: it broke"
     assert (error.stage, error.message) == ("initialize", "it broke")
+
+
+def test_an_import_ending_late_never_replaces_a_newer_published_version(
+    module_name: Callable[[str], str],
+) -> None:
+    name = module_name("late")
+    modules = PluginModules()
+    v1, v2, v3 = (types.ModuleType(name) for _ in range(3))
+    modules.publish(v1)
+    modules.begin(v2)  # version 2's code starts running (in its thread)
+    assert sys.modules[name] is v2
+    modules.abandon(name)  # the runtime gives up on it: version 1 is visible again
+    assert sys.modules[name] is v1
+    modules.publish(v3)
+    modules.end(v2)  # version 2's code ends after version 3 was published
+    assert sys.modules[name] is v3
+    modules.forget(name)
+    assert name not in sys.modules
+
+
+def test_abandoning_a_finished_import_changes_nothing(module_name: Callable[[str], str]) -> None:
+    name = module_name("done")
+    modules = PluginModules()
+    published = types.ModuleType(name)
+    modules.publish(published)
+    modules.abandon(name)
+    assert sys.modules[name] is published
+    modules.forget(name)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("x = " + "+".join(["1"] * 100_000) + "\n", "RecursionError"),
+        ("x = " + "-" * 20_000 + "1\n", "MemoryError"),
+        ("raise KeyboardInterrupt('x')\n", "KeyboardInterrupt: x"),
+        ("raise GeneratorExit\n", "GeneratorExit"),
+    ],
+    ids=["recursion-in-compiler", "memory-in-compiler", "keyboard-interrupt", "generator-exit"],
+)
+def test_anything_the_compiler_or_the_code_raises_is_a_load_error(
+    module_name: Callable[[str], str], code: str, expected: str
+) -> None:
+    with pytest.raises(PluginLoadError) as caught:
+        import_module(source(module_name("any"), code))
+    assert caught.value.stage == "import" and expected in caught.value.message

@@ -7,7 +7,7 @@ import asyncio
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from luna_sidecar.metrics import PluginStateCollector, RuntimeMetrics, watch_loop_lag
+from luna_sidecar.metrics import PluginState, PluginStateCollector, QueueState, RuntimeMetrics, watch_loop_lag
 
 from .conftest import metric_value, wait_until
 
@@ -49,14 +49,14 @@ def test_runtime_metrics_are_registered_with_their_names(registry: CollectorRegi
 
 
 def test_plugin_state_collector_reads_the_snapshot_at_scrape_time(registry: CollectorRegistry) -> None:
-    snapshot = [("kettle", "abc", "running", [("Kettle", 0)])]
+    snapshot = [PluginState("kettle", "abc", "running", [QueueState("Kettle", 0, 0)])]
     registry.register(PluginStateCollector(lambda: snapshot))
     assert metric_value(registry, "luna_plugins", {"state": "running"}) == 1
     assert metric_value(registry, "luna_plugins", {"state": "failed"}) == 0
     snapshot[:] = [
-        ("kettle", "abc", "failed", []),
-        ("digest", "def", "running", [("Digest", 3), ("Sender", 0)]),
-        ("broken", "", "failed", []),
+        PluginState("kettle", "abc", "failed", []),
+        PluginState("digest", "def", "running", [QueueState("Digest", 3, 30), QueueState("Sender", 0, 0)]),
+        PluginState("broken", "", "failed", []),
     ]
     assert metric_value(registry, "luna_plugins", {"state": "failed"}) == 2
     assert metric_value(registry, "luna_plugins", {"state": "running"}) == 1
@@ -68,6 +68,7 @@ def test_plugin_state_collector_reads_the_snapshot_at_scrape_time(registry: Coll
         == 1
     )
     assert metric_value(registry, "luna_plugin_queue_depth", {"plugin": "digest", "class": "Digest"}) == 3
+    assert metric_value(registry, "luna_plugin_queue_items", {"plugin": "digest", "class": "Digest"}) == 30
     assert (
         registry.get_sample_value("luna_plugin_queue_depth", {"plugin": "kettle", "class": "Kettle"}) is None
     )

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
 from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.queues import EventWorker
+from luna_sidecar.queues import EventWorker, batch_weight
 
 from .conftest import metric_value, wait_until
 
@@ -221,3 +221,86 @@ async def test_callback_raising_cancelled_error_does_not_stop_the_worker(
     assert await worker.drain(time.monotonic() + 0.5) == 0
     assert plugin.batches == ["after"]
     assert worker.failed == 1
+
+
+async def test_the_bound_counts_points_not_batches(
+    plugin: Recorder, make_worker: Callable[..., EventWorker], registry: CollectorRegistry
+) -> None:
+    worker = make_worker(plugin, capacity=5)  # not started: everything stays held
+    assert worker.offer(([1, 2, 3],))
+    assert worker.offer(([4, 5],))
+    assert worker.items == 5
+    assert worker.offer(([6],)) is False, "a sixth point does not fit"
+    assert (worker.dropped, worker.dropped_items) == (1, 1)
+    assert (
+        metric_value(registry, "luna_plugin_dropped_items_total", {"plugin": "unit_mod", "class": "Recorder"})
+        == 1
+    )
+    worker.start()
+    await wait_until(lambda: worker.items == 0, what="the held points delivered")
+    assert plugin.batches[0] == [1, 2, 3, 4, 5], "queued batches are merged into one call"
+
+
+async def test_an_empty_queue_takes_a_batch_larger_than_its_bound(
+    plugin: Recorder, make_worker: Callable[..., EventWorker]
+) -> None:
+    worker = make_worker(plugin, capacity=2)
+    assert worker.offer((list(range(10)),))
+    assert worker.items == 10
+    assert worker.offer(([1],)) is False
+
+
+async def test_a_batch_weighs_its_request_body_when_that_is_more(
+    plugin: Recorder, make_worker: Callable[..., EventWorker]
+) -> None:
+    worker = make_worker(plugin, capacity=100)
+    assert batch_weight(3, body_bytes=64 * 1024) == 64
+    assert worker.offer(([{"big": "event"}],), batch_weight(1, body_bytes=80 * 1024))
+    assert worker.items == 80
+    assert worker.offer(([{"big": "event"}],), batch_weight(1, body_bytes=80 * 1024)) is False
+
+
+async def test_stop_is_bounded_when_the_callback_ignores_cancellation(
+    plugin: Recorder, make_worker: Callable[..., EventWorker]
+) -> None:
+    release, started = asyncio.Event(), asyncio.Event()
+
+    async def stubborn(batch: Any) -> None:
+        started.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass  # swallowed
+
+    plugin.behaviour = stubborn
+    worker = make_worker(plugin, timeout=0.05)
+    worker.start()
+    worker.offer(([1],))
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        worker.offer(([2],))
+        assert await worker.drain(time.monotonic() + 30) == 2, "no waiting on a callback past its timeout"
+        assert await worker.stop(grace=0.05) == 2
+        assert worker.stuck_task is not None and not worker.stuck_task.done()
+        assert worker.depth == 0 and worker.items == 1, "the queue is released; the callback keeps its batch"
+    finally:
+        release.set()  # or the test's loop would wait for it forever at its end
+    await wait_until(lambda: worker.stuck_task is not None and worker.stuck_task.done(), what="it ends")
+    assert plugin.batches == [[1]], "a stopped worker takes nothing more"
+
+
+async def test_system_exit_in_a_callback_is_that_batch_failing(
+    plugin: Recorder, make_worker: Callable[..., EventWorker]
+) -> None:
+    def exits(batch: Any) -> None:
+        if batch == "exit":
+            raise SystemExit(2)
+
+    plugin.behaviour = exits
+    worker = make_worker(plugin)
+    worker.start()
+    worker.offer(("exit",))
+    worker.offer(("after",))
+    await wait_until(lambda: worker.handled == 1, what="the batch after")
+    assert worker.failed == 1 and worker.last_error == "SystemExit: 2"

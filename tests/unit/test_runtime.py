@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from luna_plugins.monitoring import MonitoringPoint
+from luna_sidecar.metrics import PluginState
 from luna_sidecar.sources import DesiredPlugin, PluginSource
 
 from .conftest import RuntimeKit, metric_value, source, wait_until
@@ -86,7 +87,7 @@ async def test_load_runs_the_plugin(
     assert recorder.events == [("init", "v1", {}), ("initialize", "v1")]
     assert sys.modules[name].VERSION == "v1", "a running plugin module is importable"
     assert reloads(kit, name, "success") == 1
-    assert kit.runtime.snapshot() == [(name, first.code_hash, "running", [])]
+    assert kit.runtime.snapshot() == [PluginState(name, first.code_hash, "running", [])]
 
 
 async def test_reload_swaps_routes_and_closes_the_old_version(
@@ -134,7 +135,8 @@ async def test_reload_failing_at_import_keeps_old_version(
     assert ("close", "v1") not in recorder.events
     assert sys.modules[name].VERSION == "v1"
     assert reloads(kit, name, "failure") == 1
-    assert kit.runtime.snapshot()[0][1:3] == (good.code_hash, "running")
+    state = kit.runtime.snapshot()[0]
+    assert (state.code_hash, state.state) == (good.code_hash, "running")
 
 
 async def test_reload_failing_at_initialize_keeps_old_version(
@@ -381,11 +383,13 @@ async def test_event_plugins_receive_points_and_reload_moves_the_queue(
             "name": "Monitor",
             "kind": "event",
             "eventName": "monitoring_event",
-            "queue": {"depth": 0, "capacity": 10},
+            "queue": {"depth": 0, "items": 0, "capacity": 10},
             "handled": 0,
             "failed": 0,
             "dropped": 0,
+            "droppedItems": 0,
             "lastError": None,
+            "callbackOverdueSeconds": None,
         }
     ]
     kit.bus.publish_points([MonitoringPoint("one", 1.0)])
@@ -396,7 +400,7 @@ async def test_event_plugins_receive_points_and_reload_moves_the_queue(
     await wait_until(lambda: len(recorder.events) == 2, what="the batch after the reload")
     assert recorder.events[1] == ("v2", ["two"], f"luna.plugins.{name}")
     assert kit.slot(name)["classes"][0]["handled"] == 1
-    assert len(kit.runtime.snapshot()[0][3]) == 1
+    assert len(kit.runtime.snapshot()[0].queues) == 1
 
 
 async def test_routes_added_while_running_go_live_and_stop_after_reload(

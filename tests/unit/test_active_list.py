@@ -1,0 +1,101 @@
+"""The typed parser of the cluster's active list: what the operator writes passes, anything
+else is refused with a message naming the ConfigMap, key and entry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from luna_sidecar.active_list import (
+    PLUGINS_KEY,
+    ActiveEntry,
+    ActiveListError,
+    active_list_key,
+    code_of,
+    parse_active_list,
+)
+
+KEY = active_list_key("handlers")
+HASH = hashlib.sha256(b"code").hexdigest()
+GOOD_ENTRY = {"codeHash": HASH, "configMap": "lunaplugin-hello", "plugin": "hello", "settings": {"a": 1}}
+
+
+def data(modules: Any, details: Any) -> dict[str, str]:
+    return {
+        KEY: modules if isinstance(modules, str) else json.dumps(modules),
+        PLUGINS_KEY: details if isinstance(details, str) else json.dumps(details),
+    }
+
+
+def test_what_the_operator_writes_is_accepted_in_order() -> None:
+    entries = parse_active_list(
+        "luna-plugins-handlers",
+        data(
+            ["hello", "digest"], {"hello": GOOD_ENTRY, "digest": GOOD_ENTRY | {"configMap": "lunaplugin-d"}}
+        ),
+        "handlers",
+    )
+    assert entries == [
+        ActiveEntry("hello", HASH, "lunaplugin-hello", {"a": 1}),
+        ActiveEntry("digest", HASH, "lunaplugin-d", {"a": 1}),
+    ]
+
+
+def test_an_empty_list_means_no_plugins() -> None:
+    assert parse_active_list("cm", {KEY: "[]"}, "handlers") == []
+    assert parse_active_list("cm", data([], {}), "handlers") == []
+
+
+def test_missing_settings_are_empty() -> None:
+    entry = {"codeHash": HASH, "configMap": "lunaplugin-hello"}
+    assert parse_active_list("cm", data(["hello"], {"hello": entry}), "handlers")[0].settings == {}
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({}, f"ConfigMap cm has no key {KEY}"),
+        ({KEY: "[oops"}, f"key {KEY}: not valid JSON"),
+        ({KEY: "[" * 100_000}, f"key {KEY}: not valid JSON"),
+        ({KEY: '"hello"'}, f"key {KEY}: expected a JSON list of module names, got a string ('hello')"),
+        ({KEY: '{"hello": 1}'}, "expected a JSON list of module names, got an object"),
+        ({KEY: '[{"module": "hello"}]'}, f"key {KEY}[0]: expected a module name, got an object"),
+        ({KEY: '["hello", 3]'}, f"key {KEY}[1]: expected a module name, got a int"),
+        ({KEY: '["json"]'}, "'json' would shadow the module of that name"),
+        ({KEY: '["../etc"]'}, "is not a Python module name"),
+        ({KEY: '["a", "a"]'}, "'a' is listed twice"),
+        ({KEY: '["hello"]'}, f"ConfigMap cm has no key {PLUGINS_KEY}"),
+        (data(["hello"], "[]"), f"key {PLUGINS_KEY}: expected a JSON object, got a list"),
+        (data(["hello"], "nope"), f"key {PLUGINS_KEY}: not valid JSON"),
+        (data(["hello"], {}), "entry 'hello': missing"),
+        (data(["hello"], {"hello": "x"}), "entry 'hello': expected an object, got a string"),
+        (data(["hello"], {"hello": GOOD_ENTRY | {"codeHash": "abc"}}), "codeHash must be a SHA-256"),
+        (data(["hello"], {"hello": GOOD_ENTRY | {"codeHash": HASH.upper()}}), "codeHash must be a SHA-256"),
+        (
+            data(["hello"], {"hello": GOOD_ENTRY | {"configMap": "../x"}}),
+            "configMap must be a ConfigMap name",
+        ),
+        (data(["hello"], {"hello": GOOD_ENTRY | {"configMap": 7}}), "configMap must be a ConfigMap name"),
+        (
+            data(["hello"], {"hello": GOOD_ENTRY | {"settings": [1]}}),
+            "settings must be an object, got a list",
+        ),
+    ],
+)
+def test_anything_else_is_refused_with_where_and_what(given: dict[str, str], message: str) -> None:
+    with pytest.raises(ActiveListError) as caught:
+        parse_active_list("cm", given, "handlers")
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("ConfigMap cm")
+
+
+def test_code_is_taken_only_when_its_hash_is_the_one_named() -> None:
+    entry = ActiveEntry("hello", HASH, "lunaplugin-hello")
+    assert code_of(entry, {"hello.py": "code"}) == (b"code", None)
+    assert code_of(entry, {"hello.py": "other code"})[0] is None
+    assert "holds code" in str(code_of(entry, {"hello.py": "other code"})[1])
+    assert code_of(entry, {"other.py": "code"}) == (None, "ConfigMap lunaplugin-hello has no key hello.py")
+    assert code_of(entry, None) == (None, "ConfigMap lunaplugin-hello not found")
