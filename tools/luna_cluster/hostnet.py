@@ -133,12 +133,14 @@ def cgroup_v1_mounts() -> list[Path]:
     return cgroup_mounts(("cgroup",))
 
 
-def node_unavailable_reason(runc: str | None) -> str | None:
+def node_unavailable_reason() -> str | None:
     """Why this machine cannot run the node (one line), or ``None`` when it can."""
     if os.geteuid() != 0:
         return "needs root (it runs the kubelet and containerd, and creates a bridge and firewall rules)"
-    if runc is None:
+    if shutil.which("runc") is None:
         return "needs a container runtime: runc is not installed (e.g. apt-get install runc)"
+    if shutil.which("catatonit") is None:
+        return "needs catatonit for the pods' sandbox image (apt-get install catatonit)"
     if "overlay" not in Path("/proc/filesystems").read_text():
         return "needs the overlay filesystem, which this kernel does not offer"
     if not cgroup_v1_mounts() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():

@@ -82,7 +82,7 @@ subjects:
 
 def unavailable_reason() -> str | None:
     """Why this machine cannot run a node (one line), or ``None``."""
-    return hostnet.node_unavailable_reason(shutil.which("runc"))
+    return hostnet.node_unavailable_reason()
 
 
 def issue_certificates(state: StateDir) -> None:
