@@ -75,11 +75,7 @@ class OperatorState:
         await self.reconciler.reconcile(key)
 
     async def connect(self) -> None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            await config.load_kube_config()
-        self.api = client.ApiClient()
+        self.api = await api_client()
         self.reconciler = ServiceReconciler(self.api, self.store, stale_after=self.options.report_ttl)
 
     async def initial_sync(self, *, attempts: int = 30) -> None:
@@ -145,6 +141,15 @@ class OperatorState:
         log.info("initial sync: %d plugin(s) in %d service(s)", len(self.store), len(services))
         for key in sorted(services):
             self.coalescer.trigger(key)
+
+
+async def api_client() -> client.ApiClient:
+    """An API client with the pod's service account, else KUBECONFIG / ~/.kube/config."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        await config.load_kube_config()
+    return client.ApiClient()
 
 
 def configure(settings: kopf.OperatorSettings, options: OperatorConfig) -> None:

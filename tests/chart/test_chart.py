@@ -5,7 +5,6 @@ real operator and sidecar run with the chart's ServiceAccounts' tokens)."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import filecmp
 import hashlib
 import json
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from tests.chart.helpers import CHART, ROOT, of_kind, render, service_chart
+from tests.kube.accounts import service_account_kube
 from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
 from tests.sidecar.harness import start_sidecar, wait_for
 
@@ -380,17 +380,6 @@ def test_sidecar_container_template(kube: Any, crd: None, namespace: str, tmp_pa
 
 
 # --- installed: RBAC that suffices, and an uninstall that leaves nothing ------------------------
-
-
-def service_account_kube(kube: Any, namespace: str, account: str, directory: Path) -> Any:
-    """``kube`` with a kubeconfig that authenticates as ``namespace``/``account``."""
-    token = kube.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
-    config = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    user = config["contexts"][0]["context"]["user"]
-    config["users"] = [{"name": user, "user": {"token": token}}]
-    path = directory / f"{account}.kubeconfig"
-    path.write_text(json.dumps(config))
-    return dataclasses.replace(kube, kubeconfig=path)
 
 
 @pytest.fixture
