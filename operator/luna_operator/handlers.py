@@ -30,7 +30,13 @@ from luna_operator.injection import InjectionRefusedError, InjectionTemplate, lo
 from luna_operator.peering import replica_priority
 from luna_operator.reconciler import GROUP, PLURAL, VERSION, Coalescer, ServiceReconciler
 from luna_operator.store import PluginRecord, PluginStore
-from luna_operator.validation import module_name, validate_code, validate_module
+from luna_operator.validation import (
+    CheckUnavailableError,
+    CodeChecker,
+    module_name,
+    validate_module,
+    validate_name,
+)
 
 log = logging.getLogger("luna.operator")
 
@@ -63,6 +69,9 @@ class OperatorState:
             load_template(options.inject_template) if options.inject and options.inject_template else None
         )
         self.store = PluginStore()
+        self.checker = CodeChecker(
+            memory_bytes=options.code_check_memory * 1024 * 1024, timeout=options.code_check_timeout
+        )
         self.api: client.ApiClient | None = None
         self.reconciler: ServiceReconciler | None = None
         self.coalescer = Coalescer(self._reconcile)
@@ -76,7 +85,9 @@ class OperatorState:
 
     async def connect(self) -> None:
         self.api = await api_client()
-        self.reconciler = ServiceReconciler(self.api, self.store, stale_after=self.options.report_ttl)
+        self.reconciler = ServiceReconciler(
+            self.api, self.store, checker=self.checker, stale_after=self.options.report_ttl
+        )
 
     async def initial_sync(self, *, attempts: int = 30) -> None:
         """LIST every LunaPlugin and active list we can see, then reconcile every service.
@@ -213,6 +224,8 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         record = PluginRecord.from_body(body)
         if type == "DELETED":
             services = state.store.remove(record.namespace, record.name)
+            if state.reconciler is not None:
+                state.reconciler.status.forget(record.uid)
         else:
             services = state.store.put(record)
         for key in services:
@@ -310,11 +323,16 @@ def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> N
             return  # metadata or status only (finalizers, labels): an invalid plugin must stay deletable
         name = str(meta.get("name") or meta.get("generateName") or "")
         namespace = str(meta.get("namespace") or "")
-        problems = [str(p) for p in validate_module(module_name(name, spec.get("module")))]
+        module = module_name(name, spec.get("module"))
+        problems = [str(p) for p in validate_name(name) + validate_module(module)]
         code = spec.get("code")
         if isinstance(code, str):
-            problems += [str(p) for p in validate_code(code, pinned_sha256=spec.get("sha256"))]
-        module = module_name(name, spec.get("module"))
+            try:
+                checked = await state.checker.check(code, pinned_sha256=spec.get("sha256"))
+            except CheckUnavailableError as exc:  # no verdict now: admit it, the reconcile decides
+                log.warning("webhook: %s/%s: %s", namespace, name, exc)
+                checked = []
+            problems += [str(p) for p in checked]
         if spec.get("enabled", True):
             for other in state.store.of_service(namespace, str(spec.get("service") or "handlers")):
                 same = module_name(other.name, other.spec.get("module")) == module
