@@ -3,8 +3,15 @@
 - startup: one LIST of all LunaPlugins (so no reconcile ever sees half of a service) and of
   the existing active lists (services whose last plugin went away while we were down);
 - ``on.event`` of LunaPlugins: update the store, trigger the plugin's service (and its old one);
-- ``on.delete``: the finalizer lets us take the plugin out of the active list *before* its
-  ConfigMap is garbage-collected, so sidecars never see a list naming missing code;
+  a deleted plugin leaves the store and its service's next pass drops it from the active list.
+
+No finalizer: a LunaPlugin stays deletable while the operator is down or uninstalled. Its
+ConfigMap is owned by it and garbage-collected; a sidecar keeps serving the version it loaded
+until the active list stops naming it, which the next pass (on the delete event, or at start-up)
+does. kopf adds a finalizer only for non-optional ``on.delete`` handlers and for daemons or
+timers; there are none. kopf also *removes* its finalizer from objects whose handlers no longer
+need one: ``settings.persistence.finalizer`` keeps the name earlier versions used
+(``luna.dev/finalizer``), so their objects are released on their first event.
 - ``on.event`` of ConfigMaps: re-render plugins whose ``codeFrom`` names the ConfigMap;
 - ``on.validate``: the admission webhook, with the same checks as the reconcile;
 - ``on.mutate`` of Pods (with ``--inject``): the sidecar injection (see ``injection``).
@@ -13,9 +20,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +47,6 @@ log = logging.getLogger("luna.operator")
 
 WEBHOOK_CONFIGURATION = "lunaplugins.luna.dev"
 """Name of the Validating- and MutatingWebhookConfiguration kopf manages (``--webhook-managed``)."""
-
-
-class HashedCodeDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diff-base with ``spec.code`` replaced by its hash: a 600 KiB plugin would not fit
-    the 256 KiB annotation limit, and a hash is all change detection needs."""
-
-    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
-        essence = super().build(body=body, extra_fields=extra_fields)
-        spec = essence.get("spec")
-        if isinstance(spec, dict) and isinstance(spec.get("code"), str):
-            digest = hashlib.sha256(spec["code"].encode()).hexdigest()
-            essence = {**essence, "spec": {**spec, "code": f"sha256:{digest}"}}
-        return essence
 
 
 class OperatorState:
@@ -163,11 +155,15 @@ async def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+LEGACY_FINALIZER = "luna.dev/finalizer"
+"""The finalizer earlier versions put on every LunaPlugin; kopf removes it (see the module doc)."""
+
+
 def configure(settings: kopf.OperatorSettings, options: OperatorConfig) -> None:
     """kopf settings for production use."""
-    settings.persistence.finalizer = "luna.dev/finalizer"
-    settings.persistence.diffbase_storage = HashedCodeDiffBase(prefix="luna.dev", key="last-handled")
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="luna.dev")
+    settings.persistence.finalizer = LEGACY_FINALIZER
+    # no changing handlers (on.create/update/delete/resume): kopf keeps no diff-base or progress
+    # annotations on our objects, so a plugin of any size never meets the 256 KiB annotation cap
     # paired watch timeouts: the server ends a quiet watch first, the client gives up soon after
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 66
@@ -230,12 +226,6 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
             services = state.store.put(record)
         for key in services:
             state.coalescer.trigger(key)
-
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def plugin_deleted(body: Any, **_: Any) -> None:
-        record = PluginRecord.from_body(body)
-        state.store.put(record)  # marked as deleting: the reconcile leaves it out
-        await state.coalescer.run_now((record.namespace, record.service))
 
     @kopf.on.event(GROUP, VERSION, "lunapluginruntimes", registry=registry)
     async def runtime_event(namespace: str | None, body: Any, **_: Any) -> None:

@@ -350,11 +350,6 @@ class Coalescer:
         if key not in self._tasks:
             self._tasks[key] = asyncio.create_task(self._run(key), name=f"luna-reconcile-{key[0]}-{key[1]}")
 
-    async def run_now(self, key: ServiceKey) -> None:
-        """Run ``work(key)`` now, after any run under way; exceptions propagate (kopf retries)."""
-        async with self._lock(key):
-            await self._work(key)
-
     def _lock(self, key: ServiceKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 

@@ -513,3 +513,48 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
     wait_for(gone, timeout=60, what="every object of the release to go")
     # CRDs stay (helm never deletes crds/): the plugins of other releases keep their resources
     assert kube.kubectl("get", "crd", "lunaplugins.luna.dev", check=False).returncode == 0
+
+
+@pytest.mark.kube
+@pytest.mark.parametrize("operator_during_uninstall", ["stopped first", "still running"])
+def test_uninstall_with_the_demo_leaves_nothing_stuck(
+    kube: Any, crd: None, namespace: str, tmp_path: Path, operator_during_uninstall: str
+) -> None:
+    """The demo's LunaPlugins, reconciled by the real operator with the chart's ServiceAccount: an
+    uninstall deletes them (no finalizer to wait for, whether or not the operator still runs) and
+    the garbage collector takes their ConfigMaps and the active list; nothing is left."""
+    release = f"r{namespace[-6:]}"
+    kube.helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"operator.namespaces={{{namespace}}}",
+        "--set",
+        "demo.enabled=true",
+    )
+    cluster = Cluster(kube, namespace)
+    operator = start_operator(
+        service_account_kube(kube, namespace, f"{release}-luna-plugins", tmp_path), namespace, tmp_path
+    )
+    try:
+        names = [item["metadata"]["name"] for item in cluster.items("lunaplugins")]
+        assert len(names) == 3, names
+        for name in names:
+            cluster.wait_phase(name, "Ready", timeout=60)
+        cluster.wait_active(["kettle", "route_digest", "http_forwarder"])
+        assert all(not item["metadata"].get("finalizers") for item in cluster.items("lunaplugins"))
+        if operator_during_uninstall == "stopped first":
+            assert operator.stop() == 0  # as when its pod goes first
+        kube.helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout=60s")
+        assert cluster.items("lunaplugins") == []  # nothing Terminating
+        wait_for(
+            lambda: not cluster.items("configmaps", "luna.dev/role"),
+            timeout=90,  # the garbage collector
+            what="no plugin ConfigMap or active list left",
+        )
+    finally:
+        operator.stop()
+        kube.helm("uninstall", release, "--namespace", namespace, check=False)
