@@ -53,6 +53,8 @@ COMBINATIONS: dict[str, list[str]] = {
     # the same watching named namespaces: a KopfPeering in each (here the release namespace)
     "peering-namespaced": ["--set", "operator.peering.enabled=true", "--set", "operator.replicas=3"],
     "webhook-disabled": ["--set", "webhook.enabled=false", "--set", "injection.enabled=false"],
+    # no ValidatingAdmissionPolicy guarding the plugin ConfigMaps
+    "guard-disabled": ["--set", "configMapGuard.enabled=false"],
     "injection-disabled": ["--set", "injection.enabled=false"],
     # sidecar ServiceAccount, Role and RoleBinding in one more (existing) namespace
     "sidecar-namespaces": ["--set", "sidecar.namespaces={default}"],
@@ -463,7 +465,8 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
     )
     cluster_kinds = (
         "clusterroles,clusterrolebindings,validatingwebhookconfigurations,"
-        "mutatingwebhookconfigurations,clusterkopfpeerings"
+        "mutatingwebhookconfigurations,clusterkopfpeerings,validatingadmissionpolicies,"
+        "validatingadmissionpolicybindings"
     )
     names = kube.kubectl("get", namespaced, "-n", namespace, "-l", selector, "-o", "name").stdout.split()
     for name in (
@@ -476,7 +479,7 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
     ):
         assert name.format(release) in names, names
     cluster_wide = kube.kubectl("get", cluster_kinds, "-l", selector, "-o", "name").stdout.split()
-    assert len(cluster_wide) == 5, cluster_wide
+    assert len(cluster_wide) == 7, cluster_wide
     notes = kube.helm("status", release, "--namespace", namespace).stdout
     assert "The operator watches LunaPlugins in all namespaces" in notes, notes
     assert 'luna.dev/inject: "true"' in notes, notes
