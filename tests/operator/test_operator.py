@@ -190,6 +190,10 @@ def test_admission_webhook_rejects_invalid_code_at_apply(cluster: Cluster, kube:
 
         result = wait_for(rejected, timeout=30, what="the webhook to be registered and reject")
         assert "denied the request" in result.stderr and "line 1: syntax error" in result.stderr
+        deep = cluster.apply(plugin_manifest("deep", ns, "x = " + "-" * 10_000 + "1\n"), check=False)
+        assert deep.returncode != 0 and "(MemoryError)" in deep.stderr, (
+            deep.stderr
+        )  # and the webhook lives on
         clash = cluster.apply(plugin_manifest("json", ns, route_code()), check=False)
         assert clash.returncode != 0 and "would shadow the module" in clash.stderr
         cluster.apply(plugin_manifest("fine", ns, route_code()))
