@@ -13,6 +13,9 @@ returns what should exist. Rules:
 - the ConfigMap always carries the plugin's current service: a plugin moved to another service
   moves with its version in service, even when its code did not change;
 - a module is claimed by the oldest enabled plugin asking for it; a newer one is Invalid;
+- ``spec.settings`` is part of the change: settings that are not an object or too large are
+  Invalid, and the last good version keeps the settings the active list has for it; plugins
+  whose entries would make the active list too large for a ConfigMap are Invalid, newest first;
 - one plugin never stops the others: anything unexpected while deciding one plugin makes that
   plugin Invalid with the reason, and the others are decided as usual;
 - a plugin being deleted leaves the list.
@@ -20,14 +23,26 @@ returns what should exist. Rules:
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from luna_operator.render import ActiveEntry, ExistingConfigMap, StoredVersion, plugin_configmap_name
 from luna_operator.store import PluginRecord
-from luna_operator.validation import Problem, code_hash, module_name, validate_module, validate_name
+from luna_operator.validation import (
+    Problem,
+    code_hash,
+    module_name,
+    validate_module,
+    validate_name,
+    validate_settings,
+)
 
 #: the longest message a status carries (the whole resource must stay under about 1 MiB)
 MAX_MESSAGE_CHARS = 2000
+#: the most an active list's data may take: a ConfigMap holds about 1 MiB, keys and metadata included
+MAX_ACTIVE_LIST_BYTES = 900 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,9 +102,12 @@ def decide(
     plugins: list[PluginRecord],
     codes: dict[str, CheckedCode],
     existing: dict[str, ExistingConfigMap],
+    listed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[PluginOutcome]:
-    """``plugins`` oldest first; ``codes`` and ``existing`` by plugin name. Returns an outcome per
-    plugin not being deleted, in the same order."""
+    """``plugins`` oldest first; ``codes``, ``existing`` and ``listed`` (the settings the current
+    active list has for each plugin) by plugin name. Returns an outcome per plugin not being
+    deleted, in the same order."""
+    listed = listed or {}
     live = [plugin for plugin in plugins if not plugin.deleting]
     claims: dict[str, str] = {}  # module -> the oldest enabled plugin asking for it
     for plugin in live:
@@ -99,7 +117,14 @@ def decide(
     outcomes = []
     for plugin in live:
         try:
-            outcome = _decide_one(plugin, codes.get(plugin.name), existing.get(plugin.name), claims, serving)
+            outcome = _decide_one(
+                plugin,
+                codes.get(plugin.name),
+                existing.get(plugin.name),
+                listed.get(plugin.name),
+                claims,
+                serving,
+            )
         except Exception as exc:  # a bug or a shape we did not foresee: this plugin only
             outcome = PluginOutcome(
                 plugin,
@@ -112,7 +137,41 @@ def decide(
         if outcome.active is not None:
             serving.add(outcome.active.module)
         outcomes.append(outcome)
-    return outcomes
+    return _fit_active_list(outcomes)
+
+
+def entry_bytes(entry: ActiveEntry) -> int:
+    """About what ``entry`` adds to its active list's data (both keys)."""
+    details = {
+        entry.module: {
+            "codeHash": entry.code_hash,
+            "configMap": entry.config_map,
+            "plugin": entry.plugin,
+            "settings": dict(entry.settings),
+        }
+    }
+    return len(json.dumps(details).encode()) + len(json.dumps(entry.module).encode()) + 2
+
+
+def _fit_active_list(outcomes: list[PluginOutcome]) -> list[PluginOutcome]:
+    """Keep the active list within :data:`MAX_ACTIVE_LIST_BYTES`: the older plugins first, a
+    plugin whose entry does not fit any more is Invalid and left out."""
+    total = 0
+    fitted = []
+    for outcome in outcomes:  # oldest first
+        if outcome.active is not None:
+            size = entry_bytes(outcome.active)
+            if total + size > MAX_ACTIVE_LIST_BYTES:
+                reason = (
+                    f"the active list of service {outcome.plugin.service!r} would exceed "
+                    f"{MAX_ACTIVE_LIST_BYTES} bytes with this plugin's entry ({size} bytes, most of it "
+                    "spec.settings): make the settings of this service's plugins smaller"
+                )
+                outcome = replace(outcome, phase="Invalid", message=bounded(reason), active=None)
+            else:
+                total += size
+        fitted.append(outcome)
+    return fitted
 
 
 def _enabled(plugin: PluginRecord) -> bool:
@@ -123,6 +182,7 @@ def _decide_one(
     plugin: PluginRecord,
     checked: CheckedCode | None,
     existing: ExistingConfigMap | None,
+    listed_settings: Mapping[str, Any] | None,
     claims: dict[str, str],
     serving: set[str],
 ) -> PluginOutcome:
@@ -130,7 +190,11 @@ def _decide_one(
     module = module_name(plugin.name, spec.get("module"))
     enabled = _enabled(plugin)
     previous = last_good(plugin, existing)
-    problems: list[Problem] = validate_name(plugin.name) + validate_module(module)
+    settings_problems = validate_settings(spec.get("settings"))
+    # the settings the plugin's entry carries: the new ones, or, when they are refused, those of
+    # the version in service (a last good version without an entry cannot keep serving)
+    settings = dict(spec.get("settings") or {}) if not settings_problems else listed_settings
+    problems: list[Problem] = validate_name(plugin.name) + validate_module(module) + settings_problems
     if existing is not None and not existing.managed:
         problems.append(
             Problem(
@@ -169,21 +233,26 @@ def _decide_one(
     in_service: StoredVersion | None = None
     if enabled and new is not None:
         in_service = new
-    elif enabled and previous is not None and _free(previous.module, plugin.name, claims, serving):
+    elif (
+        enabled
+        and previous is not None
+        and settings is not None
+        and _free(previous.module, plugin.name, claims, serving)
+    ):
         in_service = stored
         kept = f"version {previous.code_hash[:12]} keeps serving"
         if previous.module != module:
             kept += f" as module {previous.module!r}"
         message += f" ({kept})"
     active = None
-    if in_service is not None:
+    if in_service is not None and settings is not None:
         active = ActiveEntry(
             module=in_service.module,
             plugin=plugin.name,
             code_hash=in_service.code_hash,
             config_map=plugin_configmap_name(plugin.name),
             order=int(spec.get("order") or 0),
-            settings=dict(spec.get("settings") or {}),
+            settings=dict(settings),
         )
     return PluginOutcome(plugin, module, phase, bounded(message), stored, active, transient)
 

@@ -41,6 +41,7 @@ from luna_operator.validation import (
     module_name,
     validate_module,
     validate_name,
+    validate_settings,
 )
 
 log = logging.getLogger("luna.operator")
@@ -314,7 +315,10 @@ def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> N
         name = str(meta.get("name") or meta.get("generateName") or "")
         namespace = str(meta.get("namespace") or "")
         module = module_name(name, spec.get("module"))
-        problems = [str(p) for p in validate_name(name) + validate_module(module)]
+        problems = [
+            str(p)
+            for p in validate_name(name) + validate_module(module) + validate_settings(spec.get("settings"))
+        ]
         code = spec.get("code")
         if isinstance(code, str):
             try:

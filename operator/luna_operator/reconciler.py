@@ -28,6 +28,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from luna_operator.desired import CheckedCode, PluginOutcome, after_failed_write, bounded, decide
 from luna_operator.render import (
     LABEL_ROLE,
+    PLUGINS_KEY,
     ExistingConfigMap,
     active_list,
     active_list_name,
@@ -111,9 +112,11 @@ class ServiceReconciler:
         codes = {plugin.name: await self._checked_code(plugin) for plugin in live}
         found = await self._plugin_configmaps(namespace, service, live)
         existing = {name: read_plugin_configmap(body) for name, body in found.items()}
-        outcomes = decide(plugins, codes, existing)
+        current_list, problem = await self._read_active_list(namespace, service)
+        outcomes = decide(plugins, codes, existing, listed_settings(current_list))
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
-        problem = await self._write_active_list(namespace, service, outcomes, live)
+        if problem is None:
+            problem = await self._write_active_list(namespace, service, outcomes, live, current_list)
         if problem is not None:
             reason, transient = problem
             outcomes = [
@@ -243,28 +246,41 @@ class ServiceReconciler:
         await self.core.replace_namespaced_config_map(body["metadata"]["name"], namespace, body)
         return True
 
+    async def _read_active_list(
+        self, namespace: str, service: str
+    ) -> tuple[dict[str, Any] | None, tuple[str, bool] | None]:
+        """The service's active list as the API returns it (None: there is none), or why it could
+        not be read as (reason, transient)."""
+        name = active_list_name(service)
+        try:
+            current = await self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None, None
+            return None, (f"the active list {name!r} could not be read: {describe(exc)}", is_transient(exc))
+        except Exception as exc:
+            return None, (f"the active list {name!r} could not be read: {describe(exc)}", True)
+        return self.api.sanitize_for_serialization(current), None
+
     async def _write_active_list(
-        self, namespace: str, service: str, outcomes: list[PluginOutcome], live: list[PluginRecord]
+        self,
+        namespace: str,
+        service: str,
+        outcomes: list[PluginOutcome],
+        live: list[PluginRecord],
+        found: dict[str, Any] | None,
     ) -> tuple[str, bool] | None:
-        """Write the service's active list; returns (reason, transient) when it could not be.
+        """Write the service's active list over ``found`` (what there is now); returns (reason,
+        transient) when it could not be.
 
         It is owned by the service's LunaPlugins. With none left it is emptied but keeps its
         owners (gone now), so the garbage collector deletes it after the sidecars saw it empty;
         it is never created for a service without plugins."""
         name = active_list_name(service)
         entries = [o.active for o in outcomes if o.active is not None]
-        try:
-            current = await self.core.read_namespaced_config_map(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                return f"the active list {name!r} could not be read: {describe(exc)}", is_transient(exc)
-            current = None
-        except Exception as exc:
-            return f"the active list {name!r} could not be read: {describe(exc)}", True
         body = active_list(service, entries, [(p.name, p.uid) for p in live])
-        if current is None and not live:
+        if found is None and not live:
             return None
-        found = self.api.sanitize_for_serialization(current) if current is not None else None
         if found is not None:
             if (found["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list":
                 return (
@@ -309,6 +325,26 @@ class ServiceReconciler:
             if age <= self.stale_after and spec.get("service") == service:
                 fresh.append(spec)
         return sorted(fresh, key=lambda spec: str(spec.get("pod")))
+
+
+def listed_settings(active_list_body: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings an active list (as the API returns it) has for each plugin, by plugin name;
+    empty when there is none or it cannot be read."""
+    if (
+        active_list_body is None
+        or (active_list_body["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list"
+    ):
+        return {}
+    try:
+        details = json.loads((active_list_body.get("data") or {}).get(PLUGINS_KEY) or "{}")
+    except ValueError:
+        return {}
+    listed: dict[str, Any] = {}
+    if isinstance(details, dict):
+        for entry in details.values():
+            if isinstance(entry, dict) and isinstance(entry.get("settings"), dict):
+                listed[str(entry.get("plugin"))] = entry["settings"]
+    return listed
 
 
 def _same(current: dict[str, Any], body: dict[str, Any]) -> bool:

@@ -30,6 +30,9 @@ from luna_plugins.naming import check_module_name
 MAX_CODE_BYTES = 800 * 1024
 #: a LunaPlugin's name becomes the value of the ``luna.dev/plugin`` label of its ConfigMap
 MAX_NAME_CHARS = 63
+#: a plugin's ``spec.settings`` (as JSON) is copied into its service's active list, which holds
+#: every plugin of the service in one ConfigMap (about 1 MiB)
+MAX_SETTINGS_BYTES = 64 * 1024
 #: the child's address space: a realistic 800 KiB plugin parses in about 80 MiB
 DEFAULT_CHECK_MEMORY_BYTES = 192 * 1024 * 1024
 DEFAULT_CHECK_TIMEOUT = 15.0
@@ -71,6 +74,23 @@ def validate_name(name: str) -> list[Problem]:
             Problem(
                 f"metadata.name is {len(name)} characters; at most {MAX_NAME_CHARS} are allowed "
                 "(it becomes the luna.dev/plugin label of the plugin's ConfigMap): use a shorter name"
+            )
+        ]
+    return []
+
+
+def validate_settings(settings: object) -> list[Problem]:
+    """Problems with ``spec.settings``: not an object, or larger than :data:`MAX_SETTINGS_BYTES`."""
+    if settings is None:
+        return []
+    if not isinstance(settings, dict):
+        return [Problem(f"spec.settings must be an object, not {type(settings).__name__}")]
+    size = len(json.dumps(settings, separators=(",", ":")).encode())
+    if size > MAX_SETTINGS_BYTES:
+        return [
+            Problem(
+                f"spec.settings is {size} bytes as JSON; the limit is {MAX_SETTINGS_BYTES} (settings are "
+                "copied into the service's active list): keep bulk data in the code or elsewhere"
             )
         ]
     return []

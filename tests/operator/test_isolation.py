@@ -186,3 +186,13 @@ def test_a_name_too_long_for_a_label_is_refused_at_apply(cluster: Cluster) -> No
     assert result.returncode != 0
     assert "metadata.name must be at most 63 characters" in result.stderr, result.stderr
     cluster.apply(plugin_manifest("p" * 63, cluster.namespace, route_code(), module="p"))
+
+
+def test_a_plugin_with_settings_too_large_for_the_active_list_costs_only_itself(
+    cluster: Cluster, operator: Any
+) -> None:
+    ns = cluster.namespace
+    manifests = [plugin_manifest(name, ns, route_code(f"/{name}", name)) for name in GOOD_NAMES]
+    manifests.insert(4, plugin_manifest("bulky", ns, route_code("/bulky"), settings={"blob": "x" * 300_000}))
+    cluster.apply("\n".join(manifests), "--server-side")
+    assert_the_nine_are_served(cluster, "bulky", "spec.settings is 300011 bytes as JSON; the limit is 65536")

@@ -309,3 +309,41 @@ def test_store_asks_no_reconcile_for_a_status_only_change() -> None:
         PluginRecord("ns", "p", "uid-q", 1, "t1", False, {"service": "handlers", "code": "y"}),
     ):
         assert store.put(changed) == {("ns", "handlers")}, changed
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def test_settings_too_large_are_invalid_and_the_version_in_service_keeps_its_settings() -> None:
+    big = {"blob": "x" * 70_000}
+    (outcome,) = decide([plugin("p", settings=big)], {"p": valid(GOOD2)}, {"p": stored("p")}, {"p": {"a": 1}})
+    assert (
+        outcome.phase == "Invalid"
+        and "spec.settings is 70011 bytes as JSON; the limit is 65536" in outcome.message
+    )
+    assert outcome.active is not None and dict(outcome.active.settings) == {"a": 1}
+    assert outcome.active.code_hash == code_hash(GOOD)  # the new code waits for valid settings
+    (outcome,) = decide([plugin("p", settings=big)], {"p": valid()}, {})
+    assert (outcome.phase, outcome.active) == ("Invalid", None)
+
+
+def test_settings_that_are_not_an_object_are_invalid() -> None:
+    (outcome,) = decide([plugin("p", settings=["a"])], {"p": valid()}, {})
+    assert outcome.phase == "Invalid" and "spec.settings must be an object, not list" in outcome.message
+
+
+def test_the_active_list_stays_within_a_configmap_newest_plugins_out_first() -> None:
+    settings = {"blob": "x" * 60_000}  # under the per-plugin limit, but 16 of them do not fit
+    plugins = [
+        plugin(f"p{index:02d}", created=f"2026-01-01T00:00:{index:02d}Z", settings=settings)
+        for index in range(20)
+    ]
+    outcomes = decide(plugins, {p.name: valid() for p in plugins}, {})
+    listed = [o.plugin.name for o in outcomes if o.active is not None]
+    assert listed == [f"p{index:02d}" for index in range(15)]
+    refused = by_name(outcomes)["p15"]
+    assert (
+        refused.phase == "Invalid" and "the active list of service 'handlers' would exceed" in refused.message
+    )
+    rendered = active_list("handlers", [o.active for o in outcomes if o.active])
+    assert sum(len(key) + len(value) for key, value in rendered["data"].items()) < 1024 * 1024
