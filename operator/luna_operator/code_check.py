@@ -3,7 +3,7 @@
 Parsing hostile code can cost far more than its size: 800 KiB of ``1,1,1,...`` builds an
 abstract syntax tree of about 400 MiB, a long ``1+1+...`` raises ``RecursionError`` and
 ``------...1`` ``MemoryError``. The operator therefore never parses plugin code in its own
-process: :mod:`luna_operator.validation` runs ``python -m luna_operator.code_check`` with an
+process: :mod:`luna_operator.validation` runs ``python -I -B -m luna_operator.code_check`` with an
 address-space limit and a deadline, and this module is what that child runs. It imports only the
 standard library, so the child starts in a few tens of milliseconds.
 

@@ -140,7 +140,7 @@ class CodeChecker:
         memory_bytes: int = DEFAULT_CHECK_MEMORY_BYTES,
         timeout: float = DEFAULT_CHECK_TIMEOUT,
         cache_size: int = 1024,
-        command: Sequence[str] = (sys.executable, "-I", "-m", "luna_operator.code_check"),
+        command: Sequence[str] = (sys.executable, "-I", "-B", "-m", "luna_operator.code_check"),
     ) -> None:
         self.command = tuple(command)
         """the child's command line (it speaks :func:`luna_operator.code_check.main`'s protocol)"""

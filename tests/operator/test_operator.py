@@ -149,6 +149,12 @@ def test_schema_and_cel_refuse_bad_specs(cluster: Cluster) -> None:
     assert neither.returncode != 0 and "set exactly one of spec.code" in neither.stderr
     bad_service = cluster.apply(plugin_manifest("svc", ns, route_code(), service="Not_A_Label"), check=False)
     assert bad_service.returncode != 0 and "spec.service" in bad_service.stderr
+    bad_ref = {"configMapKeyRef": {"name": "../other", "key": "p.py"}}
+    refused = cluster.apply(plugin_manifest("ref", ns, codeFrom=bad_ref), check=False)
+    assert refused.returncode != 0 and "spec.codeFrom.configMapKeyRef.name" in refused.stderr, refused.stderr
+    bad_key = {"configMapKeyRef": {"name": "src", "key": "a/b.py"}}
+    refused = cluster.apply(plugin_manifest("ref", ns, codeFrom=bad_key), check=False)
+    assert refused.returncode != 0 and "spec.codeFrom.configMapKeyRef.key" in refused.stderr, refused.stderr
     explained = cluster.kube.kubectl("explain", "lunaplugin.spec").stdout
     assert "codeFrom" in explained and "Load order within the service" in explained
 
