@@ -316,3 +316,36 @@ def test_plugins_with_the_finalizer_of_an_earlier_version_are_released(
         kube.kubectl(
             "patch", "lunaplugin", "kept", "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
         )
+
+
+def test_a_long_named_plugin_of_an_earlier_version_is_invalid_and_deletable(
+    cluster: Cluster, kube: Any, tmp_path: Path
+) -> None:
+    """Stored before the CRD limited names to 63 characters (here: under a copy of the CRD without
+    that rule), with the earlier finalizer: the operator marks it Invalid without writing its
+    ConfigMap (which would be refused), the others are Ready, and it deletes."""
+    import yaml
+
+    from tests.operator.harness import CRD
+
+    ns, long_name = cluster.namespace, "l" * 70
+    earlier = yaml.safe_load(CRD.read_text())
+    del earlier["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    kube.kubectl("apply", "-f", "-", input=json.dumps(earlier))
+    try:
+        body = json.loads(plugin_manifest(long_name, ns, route_code("/l"), module="longer"))
+        body["metadata"]["finalizers"] = ["luna.dev/finalizer"]
+        wait_for(lambda: cluster.apply(json.dumps(body), check=False).returncode == 0, what="the earlier CRD")
+    finally:
+        kube.kubectl("apply", "-f", str(CRD))
+    cluster.apply(plugin_manifest("short", ns, route_code("/s")))
+    running = start_operator(kube, ns, tmp_path)
+    try:
+        status = cluster.wait_phase(long_name, "Invalid")
+        assert "metadata.name is 70 characters; at most 63" in status["message"]
+        cluster.wait_phase("short", "Ready")
+        cluster.wait_active(["short"])
+        assert cluster.get("configmap", f"lunaplugin-{long_name}") is None
+        kube.kubectl("delete", "lunaplugin", long_name, "-n", ns, "--timeout=30s")
+    finally:
+        running.stop()
