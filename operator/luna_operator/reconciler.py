@@ -163,6 +163,9 @@ class ServiceReconciler:
             problems = await self.checker.check(code, pinned_sha256=plugin.spec.get("sha256"))
         except CheckUnavailableError as exc:
             return CheckedCode(None, waiting=str(exc), transient=True)
+        except Exception as exc:  # not expected; still this plugin's problem only
+            log.exception("code check of %s/%s", plugin.namespace, plugin.name)
+            return CheckedCode(None, waiting=f"the code check failed: {type(exc).__name__}", transient=True)
         return CheckedCode(code, tuple(problems))
 
     async def _plugin_configmaps(
