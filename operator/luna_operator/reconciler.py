@@ -30,6 +30,7 @@ from luna_operator.render import (
     LABEL_ROLE,
     PLUGINS_KEY,
     ExistingConfigMap,
+    Owner,
     active_list,
     active_list_name,
     plugin_configmap,
@@ -115,15 +116,17 @@ class ServiceReconciler:
         current_list, problem = await self._read_active_list(namespace, service)
         outcomes = decide(plugins, codes, existing, listed_settings(current_list))
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
+        failures: list[str] = []
+        runtimes = await self._runtimes(namespace, service, failures)
         if problem is None:
-            problem = await self._write_active_list(namespace, service, outcomes, live, current_list)
+            owners = [("LunaPlugin", p.name, p.uid) for p in live] + _runtime_owners(runtimes, current_list)
+            problem = await self._write_active_list(namespace, service, outcomes, owners, current_list)
         if problem is not None:
             reason, transient = problem
             outcomes = [
                 o if o.active is None else _not_listed(o, reason, transient=transient) for o in outcomes
             ]
-        failures: list[str] = []
-        reports = await self._fresh_reports(namespace, service, failures)
+        reports = self._fresh(runtimes, service) if runtimes is not None else None
         for outcome in outcomes:
             error = await self.status.write(outcome, reports)
             if error is not None and is_transient(error):
@@ -270,19 +273,18 @@ class ServiceReconciler:
         namespace: str,
         service: str,
         outcomes: list[PluginOutcome],
-        live: list[PluginRecord],
+        owners: list[Owner],
         found: dict[str, Any] | None,
     ) -> tuple[str, bool] | None:
-        """Write the service's active list over ``found`` (what there is now); returns (reason,
-        transient) when it could not be.
+        """Write the service's active list over ``found`` (what there is now), owned by
+        ``owners``; returns (reason, transient) when it could not be.
 
-        It is owned by the service's LunaPlugins. With none left it is emptied but keeps its
-        owners (gone now), so the garbage collector deletes it after the sidecars saw it empty;
-        it is never created for a service without plugins."""
+        It is never created for a service without plugins. With no owner left it is emptied but
+        keeps the owners it had (gone now): the garbage collector deletes it."""
         name = active_list_name(service)
         entries = [o.active for o in outcomes if o.active is not None]
-        body = active_list(service, entries, [(p.name, p.uid) for p in live])
-        if found is None and not live:
+        body = active_list(service, entries, owners)
+        if found is None and not any(kind == "LunaPlugin" for kind, _, _ in owners):
             return None
         if found is not None:
             if (found["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list":
@@ -291,7 +293,7 @@ class ServiceReconciler:
                     "cannot be written: delete or rename that ConfigMap",
                     False,
                 )
-            if not live:
+            if not owners:
                 body["metadata"]["ownerReferences"] = found["metadata"].get("ownerReferences") or []
         try:
             written = await self._apply_configmap(namespace, body, found)
@@ -304,11 +306,11 @@ class ServiceReconciler:
             log.info("active list of %s/%s: %s", namespace, service, modules)
         return None
 
-    async def _fresh_reports(
+    async def _runtimes(
         self, namespace: str, service: str, failures: list[str]
     ) -> list[dict[str, Any]] | None:
-        """The sidecar reports of the service refreshed within ``stale_after`` seconds; None
-        (and a failure noted) when they could not be read."""
+        """The service's sidecar reports (LunaPluginRuntimes), as the API returns them; None (and
+        a failure noted) when they could not be read."""
         try:
             found = await self.custom.list_namespaced_custom_object(
                 GROUP, VERSION, namespace, RUNTIMES, label_selector=f"luna.dev/service={service}"
@@ -316,9 +318,13 @@ class ServiceReconciler:
         except Exception as exc:
             failures.append(f"sidecar reports: {describe(exc)}")
             return None
+        return [item for item in found.get("items", []) if isinstance(item, dict)]
+
+    def _fresh(self, runtimes: list[dict[str, Any]], service: str) -> list[dict[str, Any]]:
+        """The reports of ``service`` refreshed within ``stale_after`` seconds, by pod."""
         now = datetime.now(UTC)
         fresh = []
-        for item in found.get("items", []):
+        for item in runtimes:
             spec = item.get("spec") or {}
             try:
                 beat = datetime.fromisoformat(str(spec.get("heartbeatTime")).replace("Z", "+00:00"))
@@ -328,6 +334,25 @@ class ServiceReconciler:
             if age <= self.stale_after and spec.get("service") == service:
                 fresh.append(spec)
         return sorted(fresh, key=lambda spec: str(spec.get("pod")))
+
+
+def _runtime_owners(
+    runtimes: list[dict[str, Any]] | None, current_list: dict[str, Any] | None
+) -> list[Owner]:
+    """The sidecar reports that own the active list: those that exist, or, when they could not be
+    read, those it names already (so an API hiccup never orphans it)."""
+    if runtimes is not None:
+        return [
+            ("LunaPluginRuntime", str(item["metadata"]["name"]), str(item["metadata"]["uid"]))
+            for item in runtimes
+            if (item.get("metadata") or {}).get("uid")
+        ]
+    references = ((current_list or {}).get("metadata") or {}).get("ownerReferences") or []
+    return [
+        ("LunaPluginRuntime", str(ref["name"]), str(ref["uid"]))
+        for ref in references
+        if ref.get("kind") == "LunaPluginRuntime"
+    ]
 
 
 def listed_settings(active_list_body: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """What the operator writes, as plain dicts: a ConfigMap per plugin and one active list per
 service. Pure functions: the same plugins always render the same objects.
 
-Ownership, so that nothing outlives the LunaPlugins (and no finalizer is needed): a plugin's
-ConfigMap is controlled by its LunaPlugin; a service's active list is owned by every LunaPlugin
-of the service, so the garbage collector deletes it once the last of them is gone."""
+Ownership, so that nothing outlives its use (and no finalizer is needed): a plugin's ConfigMap is
+controlled by its LunaPlugin; a service's active list is owned by every LunaPlugin of the service
+and by every sidecar report (LunaPluginRuntime, itself owned by its pod) of the service, so the
+garbage collector deletes it once the last of them is gone. While a sidecar of the service runs,
+its list stays, and so the operator can empty it when the service's last plugin is deleted."""
 
 from __future__ import annotations
 
@@ -60,14 +62,13 @@ def active_list_key(service: str) -> str:
     return f"LUNA_{service.upper().replace('-', '_')}_ACTIVE_PLUGINS"
 
 
-def owner_reference(plugin: str, uid: str, *, controller: bool = False) -> dict[str, Any]:
-    """An ownerReference to a LunaPlugin."""
-    reference: dict[str, Any] = {
-        "apiVersion": "luna.dev/v1alpha1",
-        "kind": "LunaPlugin",
-        "name": plugin,
-        "uid": uid,
-    }
+Owner = tuple[str, str, str]
+"""(kind, name, uid) of a luna.dev/v1alpha1 object: LunaPlugin or LunaPluginRuntime."""
+
+
+def owner_reference(kind: str, name: str, uid: str, *, controller: bool = False) -> dict[str, Any]:
+    """An ownerReference to a luna.dev/v1alpha1 object of ``kind``."""
+    reference: dict[str, Any] = {"apiVersion": "luna.dev/v1alpha1", "kind": kind, "name": name, "uid": uid}
     if controller:
         # no blockOwnerDeletion: it only matters for foreground deletion, and where the API server
         # enforces owner-reference permissions it would need rights on lunaplugins/finalizers
@@ -91,7 +92,7 @@ def plugin_configmap(
                 "app.kubernetes.io/managed-by": MANAGED_BY,
             },
             "annotations": {ANNOTATION_HASH: code_hash},
-            "ownerReferences": [owner_reference(plugin, uid, controller=True)],
+            "ownerReferences": [owner_reference("LunaPlugin", plugin, uid, controller=True)],
         },
         "data": {f"{module}.py": code},
     }
@@ -109,12 +110,10 @@ class ActiveEntry:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
-def active_list(
-    service: str, entries: Iterable[ActiveEntry], owners: Iterable[tuple[str, str]] = ()
-) -> dict[str, Any]:
+def active_list(service: str, entries: Iterable[ActiveEntry], owners: Iterable[Owner] = ()) -> dict[str, Any]:
     """The active-list ConfigMap: modules in load order (``order``, then module name) under
     ``LUNA_<SERVICE>_ACTIVE_PLUGINS``, and ``plugins.json`` mapping each module to its code hash,
-    ConfigMap and settings; owned by ``owners`` ((name, uid) of the service's LunaPlugins)."""
+    ConfigMap and settings; owned by ``owners`` (the service's LunaPlugins and sidecar reports)."""
     ordered = sorted(entries, key=lambda entry: (entry.order, entry.module))
     details = {
         entry.module: {
@@ -135,7 +134,7 @@ def active_list(
                 LABEL_ROLE: "active-list",
                 "app.kubernetes.io/managed-by": MANAGED_BY,
             },
-            "ownerReferences": [owner_reference(name, uid) for name, uid in sorted(owners)],
+            "ownerReferences": [owner_reference(*owner) for owner in sorted(owners)],
         },
         "data": {
             active_list_key(service): json.dumps([entry.module for entry in ordered]),

@@ -277,11 +277,16 @@ def test_a_tampered_configmap_holds_no_version() -> None:
     assert read_plugin_configmap(unlabelled) == ExistingConfigMap(False, None, None)
 
 
-def test_the_active_list_is_owned_by_every_plugin_of_the_service() -> None:
-    body = active_list("handlers", [], [("b", "uid-b"), ("a", "uid-a")])
-    owners = body["metadata"]["ownerReferences"]
-    assert [(o["name"], o["uid"]) for o in owners] == [("a", "uid-a"), ("b", "uid-b")]
-    assert not any(o.get("controller") for o in owners)
+def test_the_active_list_is_owned_by_the_plugins_and_the_sidecars_of_the_service() -> None:
+    owners = [
+        ("LunaPlugin", "b", "uid-b"),
+        ("LunaPluginRuntime", "pod-a-handlers", "uid-r"),
+        ("LunaPlugin", "a", "uid-a"),
+    ]
+    references = active_list("handlers", [], owners)["metadata"]["ownerReferences"]
+    assert [(o["kind"], o["name"], o["uid"]) for o in references] == sorted(owners)
+    assert {o["apiVersion"] for o in references} == {"luna.dev/v1alpha1"}
+    assert not any(o.get("controller") for o in references)
 
 
 # --- the store ----------------------------------------------------------------------------------
