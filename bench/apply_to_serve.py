@@ -77,7 +77,7 @@ STAGE_MEANING = {
     "deleting": "the API server marked the LunaPlugin for deletion",
     "unlisted": "the operator removed it from the active list",
     "gone": "every sidecar answers 404",
-    "removed": "the LunaPlugin is gone (finalizer removed)",
+    "removed": "the LunaPlugin is gone",
 }
 
 

@@ -234,8 +234,8 @@ def start_operator(
 
 
 def release_plugins(kubectl: Kubectl, namespace: str) -> None:
-    """Delete the namespace of a benchmark on a cluster we did not start; LunaPlugins whose
-    finalizer no operator removes any more lose it first."""
+    """Delete the namespace of a benchmark on a cluster we did not start; LunaPlugins that still
+    carry the finalizer of an earlier operator version lose it first."""
     found = json.loads(kubectl.run("get", PLURAL, "-n", namespace, "-o", "json", check=False).stdout or "{}")
     for item in found.get("items", []):
         if item["metadata"].get("finalizers"):

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         if options.peering:
-            await ensure_peering_objects(options.peering, options.namespaces)
+            async with await api_client() as api:
+                await ensure_peering_objects(api, options.peering, options.namespaces)
         await kopf.operator(
             registry=registry,
             clusterwide=not options.namespaces,
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             liveness_endpoint=f"http://{host or '127.0.0.1'}:{port}/healthz",
         )
 
+    from luna_operator.handlers import api_client
     from luna_operator.peering import PeeringSetupError, ensure_peering_objects
 
     try:

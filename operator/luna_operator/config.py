@@ -1,10 +1,16 @@
-"""Operator settings: each a flag and a ``LUNA_OPERATOR_*`` environment variable (flag wins)."""
+"""Operator settings: each a flag and a ``LUNA_OPERATOR_*`` environment variable (flag wins).
+
+``resolve`` validates every value before anything starts: a bad one raises ``ValueError`` naming
+the flag or variable it came from and what is expected (`luna-plugins operator` exits 2).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -40,8 +46,12 @@ class OperatorConfig:
     """YAML file with the sidecar to inject: container, volumes, annotations, labels."""
     report_ttl: float = 30.0
     """Seconds after which a sidecar's report stops counting in status.loaded."""
+    code_check_memory: int = 192
+    """MiB of address space the child process that parses a plugin's code may use."""
+    code_check_timeout: float = 15.0
+    """Seconds the parse of one plugin's code may take (a version that times out 3 times is invalid)."""
     log_level: str = "INFO"
-    """Log level."""
+    """Log level: DEBUG, INFO, WARNING or ERROR."""
 
 
 _FLAGS = {
@@ -59,6 +69,8 @@ _FLAGS = {
     "inject": ("--inject", "LUNA_OPERATOR_INJECT"),
     "inject_template": ("--inject-template", "LUNA_OPERATOR_INJECT_TEMPLATE"),
     "report_ttl": ("--report-ttl", "LUNA_OPERATOR_REPORT_TTL"),
+    "code_check_memory": ("--code-check-memory", "LUNA_OPERATOR_CODE_CHECK_MEMORY"),
+    "code_check_timeout": ("--code-check-timeout", "LUNA_OPERATOR_CODE_CHECK_TIMEOUT"),
     "log_level": ("--log-level", "LUNA_OPERATOR_LOG_LEVEL"),
 }
 
@@ -137,42 +149,113 @@ def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = Non
             continue
         if name == "namespaces":
             items = raw if isinstance(raw, list) else str(raw).split(",")
-            values[name] = tuple(item.strip() for item in items if item.strip())
-        elif name == "webhook":
-            values[name] = str(raw).lower() in ("1", "true", "yes", "on")
-        elif name in ("webhook_managed", "inject"):
-            values[name] = _boolean(origin, raw)
-        elif name == "webhook_port":
-            try:
-                values[name] = int(str(raw))
-            except ValueError:
-                raise ValueError(f"{origin}={raw!r}: not a port number") from None
-        elif name == "priority":
-            try:
-                values[name] = int(str(raw))
-            except ValueError:
-                raise ValueError(f"{origin}={raw!r}: not an integer") from None
-        elif name == "report_ttl":
-            try:
-                values[name] = float(str(raw))
-            except ValueError:
-                raise ValueError(f"{origin}={raw!r}: not a number of seconds") from None
-        else:
-            values[name] = str(raw)
+            values[name] = tuple(_namespace(origin, item.strip()) for item in items if item.strip())
+            continue
+        try:
+            values[name] = _PARSERS.get(name, _text)(str(raw).strip())
+        except ValueError as exc:
+            raise ValueError(f"{origin}={raw!r}: {exc}") from None
     options = OperatorConfig(**values)  # type: ignore[arg-type]
     if options.inject and not options.webhook:
         raise ValueError("--inject needs --webhook: the sidecar is injected by the admission webhook")
     if options.inject and not options.inject_template:
         raise ValueError("--inject needs --inject-template: the YAML file with the sidecar to inject")
+    if bool(options.webhook_cert) != bool(options.webhook_key):
+        raise ValueError(
+            "--webhook-cert and --webhook-key go together: set both, or neither for a self-signed one"
+        )
     return options
 
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+#: below this the code-check child cannot even start the interpreter
+MIN_CODE_CHECK_MEMORY = 64
 
 
-def _boolean(origin: str, raw: object) -> bool:
-    text = str(raw).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ValueError(f"{origin}={raw!r}: not a boolean (true/false, 1/0, yes/no, on/off)")
+def _boolean(text: str) -> bool:
+    if text.lower() in _TRUE or text.lower() in _FALSE:
+        return text.lower() in _TRUE
+    raise ValueError("not a boolean (true/false, 1/0, yes/no, on/off)")
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a number of seconds above 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("not a port number") from None
+    if not 1 <= value <= 65535:
+        raise ValueError("not a port number (1-65535)")
+    return value
+
+
+def _address(text: str) -> str:
+    _, colon, port = text.rpartition(":")
+    if not colon:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8090")
+    _port(port)
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in _LOG_LEVELS:
+        raise ValueError(f"not a log level ({', '.join(_LOG_LEVELS)})")
+    return text.upper()
+
+
+def _mebibytes(text: str) -> int:
+    value = _integer(text)
+    if value < MIN_CODE_CHECK_MEMORY:
+        raise ValueError(f"must be at least {MIN_CODE_CHECK_MEMORY} (MiB)")
+    return value
+
+
+def _peering_name(text: str) -> str:
+    if len(text) > 253 or not _DNS_SUBDOMAIN.fullmatch(text):
+        raise ValueError("not a Kubernetes object name (lowercase letters, digits, '-' and '.')")
+    return text
+
+
+def _namespace(origin: str, text: str) -> str:
+    if len(text) > 63 or not _DNS_LABEL.fullmatch(text):
+        raise ValueError(f"{origin}={text!r}: not a namespace name (lowercase letters, digits and '-')")
+    return text
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "peering": _peering_name,
+    "priority": _integer,
+    "liveness": _address,
+    "webhook": _boolean,
+    "webhook_managed": _boolean,
+    "webhook_port": _port,
+    "inject": _boolean,
+    "report_ttl": _seconds,
+    "code_check_memory": _mebibytes,
+    "code_check_timeout": _seconds,
+    "log_level": _log_level,
+}

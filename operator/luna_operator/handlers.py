@@ -3,8 +3,15 @@
 - startup: one LIST of all LunaPlugins (so no reconcile ever sees half of a service) and of
   the existing active lists (services whose last plugin went away while we were down);
 - ``on.event`` of LunaPlugins: update the store, trigger the plugin's service (and its old one);
-- ``on.delete``: the finalizer lets us take the plugin out of the active list *before* its
-  ConfigMap is garbage-collected, so sidecars never see a list naming missing code;
+  a deleted plugin leaves the store and its service's next pass drops it from the active list.
+
+No finalizer: a LunaPlugin stays deletable while the operator is down or uninstalled. Its
+ConfigMap is owned by it and garbage-collected; a sidecar keeps serving the version it loaded
+until the active list stops naming it, which the next pass (on the delete event, or at start-up)
+does. kopf adds a finalizer only for non-optional ``on.delete`` handlers and for daemons or
+timers; there are none. kopf also *removes* its finalizer from objects whose handlers no longer
+need one: ``settings.persistence.finalizer`` keeps the name earlier versions used
+(``luna.dev/finalizer``), so their objects are released on their first event.
 - ``on.event`` of ConfigMaps: re-render plugins whose ``codeFrom`` names the ConfigMap;
 - ``on.validate``: the admission webhook, with the same checks as the reconcile;
 - ``on.mutate`` of Pods (with ``--inject``): the sidecar injection (see ``injection``).
@@ -13,9 +20,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +35,19 @@ from luna_operator.injection import InjectionRefusedError, InjectionTemplate, lo
 from luna_operator.peering import replica_priority
 from luna_operator.reconciler import GROUP, PLURAL, VERSION, Coalescer, ServiceReconciler
 from luna_operator.store import PluginRecord, PluginStore
-from luna_operator.validation import module_name, validate_code, validate_module
+from luna_operator.validation import (
+    CheckUnavailableError,
+    CodeChecker,
+    module_name,
+    validate_module,
+    validate_name,
+    validate_settings,
+)
 
 log = logging.getLogger("luna.operator")
 
 WEBHOOK_CONFIGURATION = "lunaplugins.luna.dev"
 """Name of the Validating- and MutatingWebhookConfiguration kopf manages (``--webhook-managed``)."""
-
-
-class HashedCodeDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diff-base with ``spec.code`` replaced by its hash: a 600 KiB plugin would not fit
-    the 256 KiB annotation limit, and a hash is all change detection needs."""
-
-    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
-        essence = super().build(body=body, extra_fields=extra_fields)
-        spec = essence.get("spec")
-        if isinstance(spec, dict) and isinstance(spec.get("code"), str):
-            digest = hashlib.sha256(spec["code"].encode()).hexdigest()
-            essence = {**essence, "spec": {**spec, "code": f"sha256:{digest}"}}
-        return essence
 
 
 class OperatorState:
@@ -63,6 +62,9 @@ class OperatorState:
             load_template(options.inject_template) if options.inject and options.inject_template else None
         )
         self.store = PluginStore()
+        self.checker = CodeChecker(
+            memory_bytes=options.code_check_memory * 1024 * 1024, timeout=options.code_check_timeout
+        )
         self.api: client.ApiClient | None = None
         self.reconciler: ServiceReconciler | None = None
         self.coalescer = Coalescer(self._reconcile)
@@ -75,12 +77,10 @@ class OperatorState:
         await self.reconciler.reconcile(key)
 
     async def connect(self) -> None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            await config.load_kube_config()
-        self.api = client.ApiClient()
-        self.reconciler = ServiceReconciler(self.api, self.store, stale_after=self.options.report_ttl)
+        self.api = await api_client()
+        self.reconciler = ServiceReconciler(
+            self.api, self.store, checker=self.checker, stale_after=self.options.report_ttl
+        )
 
     async def initial_sync(self, *, attempts: int = 30) -> None:
         """LIST every LunaPlugin and active list we can see, then reconcile every service.
@@ -147,11 +147,24 @@ class OperatorState:
             self.coalescer.trigger(key)
 
 
+async def api_client() -> client.ApiClient:
+    """An API client with the pod's service account, else KUBECONFIG / ~/.kube/config."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        await config.load_kube_config()
+    return client.ApiClient()
+
+
+LEGACY_FINALIZER = "luna.dev/finalizer"
+"""The finalizer earlier versions put on every LunaPlugin; kopf removes it (see the module doc)."""
+
+
 def configure(settings: kopf.OperatorSettings, options: OperatorConfig) -> None:
     """kopf settings for production use."""
-    settings.persistence.finalizer = "luna.dev/finalizer"
-    settings.persistence.diffbase_storage = HashedCodeDiffBase(prefix="luna.dev", key="last-handled")
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="luna.dev")
+    settings.persistence.finalizer = LEGACY_FINALIZER
+    # no changing handlers (on.create/update/delete/resume): kopf keeps no diff-base or progress
+    # annotations on our objects, so a plugin of any size never meets the 256 KiB annotation cap
     # paired watch timeouts: the server ends a quiet watch first, the client gives up soon after
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 66
@@ -208,16 +221,12 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         record = PluginRecord.from_body(body)
         if type == "DELETED":
             services = state.store.remove(record.namespace, record.name)
+            if state.reconciler is not None:
+                state.reconciler.status.forget(record.uid)
         else:
             services = state.store.put(record)
         for key in services:
             state.coalescer.trigger(key)
-
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def plugin_deleted(body: Any, **_: Any) -> None:
-        record = PluginRecord.from_body(body)
-        state.store.put(record)  # marked as deleting: the reconcile leaves it out
-        await state.coalescer.run_now((record.namespace, record.service))
 
     @kopf.on.event(GROUP, VERSION, "lunapluginruntimes", registry=registry)
     async def runtime_event(namespace: str | None, body: Any, **_: Any) -> None:
@@ -305,11 +314,19 @@ def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> N
             return  # metadata or status only (finalizers, labels): an invalid plugin must stay deletable
         name = str(meta.get("name") or meta.get("generateName") or "")
         namespace = str(meta.get("namespace") or "")
-        problems = [str(p) for p in validate_module(module_name(name, spec.get("module")))]
+        module = module_name(name, spec.get("module"))
+        problems = [
+            str(p)
+            for p in validate_name(name) + validate_module(module) + validate_settings(spec.get("settings"))
+        ]
         code = spec.get("code")
         if isinstance(code, str):
-            problems += [str(p) for p in validate_code(code, pinned_sha256=spec.get("sha256"))]
-        module = module_name(name, spec.get("module"))
+            try:
+                checked = await state.checker.check(code, pinned_sha256=spec.get("sha256"))
+            except CheckUnavailableError as exc:  # no verdict now: admit it, the reconcile decides
+                log.warning("webhook: %s/%s: %s", namespace, name, exc)
+                checked = []
+            problems += [str(p) for p in checked]
         if spec.get("enabled", True):
             for other in state.store.of_service(namespace, str(spec.get("service") or "handlers")):
                 same = module_name(other.name, other.spec.get("module")) == module

@@ -1,10 +1,15 @@
 """Converging one service's ConfigMaps, statuses and active list on its LunaPlugins.
 
 ``ServiceReconciler.reconcile`` reads the plugins of (namespace, service) from the store,
-resolves their code, decides (``desired.decide``) and writes: plugin ConfigMaps first, then
-the active list, then statuses. It is level-based: running it twice changes nothing the second
-time, and it may be interrupted at any point and run again. ``Coalescer`` runs it per service,
-merging bursts of triggers and retrying failures with backoff.
+reads and checks their code, decides (``desired.decide``) and writes: plugin ConfigMaps first,
+then the active list, then statuses. It is level-based: running it twice changes nothing the
+second time, and it may be interrupted at any point and run again.
+
+One plugin never stops the others: a plugin whose code cannot be read or checked, or whose
+ConfigMap the API server refuses, gets that reason in its status and the pass goes on, so the
+active list and every other status are still written. A pass that met a failure that may go away
+by itself (the API unreachable, a conflict) raises :class:`PassIncompleteError` at its end, after
+doing everything else; ``Coalescer`` then runs it again with backoff.
 """
 
 from __future__ import annotations
@@ -13,32 +18,69 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from luna_operator.desired import PluginOutcome, ResolvedCode, decide
+from luna_operator.desired import CheckedCode, PluginOutcome, after_failed_write, bounded, decide
 from luna_operator.render import (
-    ANNOTATION_HASH,
+    LABEL_ROLE,
+    PLUGINS_KEY,
+    ExistingConfigMap,
+    Owner,
     active_list,
+    active_list_name,
     plugin_configmap,
     plugin_configmap_name,
+    read_plugin_configmap,
 )
+from luna_operator.status import GROUP, PLURAL, VERSION, StatusWriter, loaded_status
 from luna_operator.store import PluginRecord, PluginStore
+from luna_operator.validation import CheckUnavailableError, CodeChecker
+
+__all__ = [
+    "GROUP",
+    "PLURAL",
+    "VERSION",
+    "Coalescer",
+    "PassIncompleteError",
+    "ServiceReconciler",
+    "loaded_status",
+]
 
 log = logging.getLogger("luna.operator")
 
-GROUP, VERSION, PLURAL = "luna.dev", "v1alpha1", "lunaplugins"
 RUNTIMES = "lunapluginruntimes"
 #: a sidecar report older than this no longer counts (sidecars refresh theirs every 10 s)
 STALE_AFTER_SECONDS = 30.0
 ServiceKey = tuple[str, str]
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class PassIncompleteError(RuntimeError):
+    """Some of a pass could not be done for a reason that may go away by itself; everything
+    else was done. The message lists what failed."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed API call may succeed when tried again: a conflict, throttling, a server
+    error or no answer at all; other 4xx answers are the API server's final word."""
+    if isinstance(exc, ApiException):
+        return exc.status in (409, 429) or not exc.status or exc.status >= 500
+    return True
+
+
+def describe(exc: BaseException) -> str:
+    """An API failure in a few words: the status and the API server's message, if any."""
+    if isinstance(exc, ApiException):
+        try:
+            message = json.loads(exc.body or "{}").get("message") or exc.reason
+        except (ValueError, AttributeError):
+            message = exc.reason
+        return f"HTTP {exc.status}: {message}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class ServiceReconciler:
@@ -49,230 +91,307 @@ class ServiceReconciler:
         api: client.ApiClient,
         store: PluginStore,
         *,
+        checker: CodeChecker | None = None,
         reporter: str = "luna-plugins-operator",
         stale_after: float = STALE_AFTER_SECONDS,
     ) -> None:
         self.stale_after = stale_after
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.api = api
         self.store = store
-        self.reporter = reporter
+        self.checker = checker or CodeChecker()
+        self.status = StatusWriter(api, reporter=reporter)
         self.passes = 0
-        # the last status written per plugin uid: the watch may not have shown it to the store yet
-        self._written: dict[str, dict[str, Any]] = {}
 
     async def reconcile(self, key: ServiceKey) -> None:
+        """One full pass over the service; raises :class:`PassIncompleteError` (after doing all it
+        could) when something failed that a later pass may do."""
         namespace, service = key
         plugins = self.store.of_service(namespace, service)
-        codes = {p.name: await self._resolve_code(p) for p in plugins if not p.deleting}
-        existing = await self._existing_hashes(namespace, service)
-        outcomes = decide(plugins, codes, existing)
+        live = [plugin for plugin in plugins if not plugin.deleting]
+        codes = {plugin.name: await self._checked_code(plugin) for plugin in live}
+        found = await self._plugin_configmaps(namespace, service, live)
+        existing = {name: read_plugin_configmap(body) for name, body in found.items()}
+        current_list, problem = await self._read_active_list(namespace, service)
+        outcomes = decide(plugins, codes, existing, listed_settings(current_list))
+        outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
+        failures: list[str] = []
+        runtimes = await self._runtimes(namespace, service, failures)
+        if problem is None:
+            owners = [("LunaPlugin", p.name, p.uid) for p in live] + _runtime_owners(runtimes, current_list)
+            problem = await self._write_active_list(namespace, service, outcomes, owners, current_list)
+        if problem is not None:
+            reason, transient = problem
+            outcomes = [
+                o if o.active is None else _not_listed(o, reason, transient=transient) for o in outcomes
+            ]
+        reports = self._fresh(runtimes, service) if runtimes is not None else None
         for outcome in outcomes:
-            if outcome.code is not None and existing.get(outcome.plugin.name) != outcome.code_hash:
-                await self._write_plugin_configmap(outcome)
-        await self._write_active_list(namespace, service, [o.active for o in outcomes if o.active])
-        reports = await self._fresh_reports(namespace, service)
-        for outcome in outcomes:
-            await self._write_status(outcome, loaded_status(outcome, reports))
+            error = await self.status.write(outcome, reports)
+            if error is not None and is_transient(error):
+                failures.append(f"status of {outcome.plugin.name}: {describe(error)}")
+        failures += [f"{o.plugin.name}: {o.message}" for o in outcomes if o.transient]
         self.passes += 1
+        if failures:
+            raise PassIncompleteError(bounded("; ".join(failures)))
 
-    async def _resolve_code(self, plugin: PluginRecord) -> ResolvedCode:
+    async def _checked_code(self, plugin: PluginRecord) -> CheckedCode:
+        """The plugin's code (inline or from ``codeFrom``) and the verdict of the code check."""
         if "code" in plugin.spec:
-            return ResolvedCode(str(plugin.spec.get("code") or ""))
-        ref = (plugin.spec.get("codeFrom") or {}).get("configMapKeyRef") or {}
-        name, key = ref.get("name"), ref.get("key")
-        if not name or not key:
-            return ResolvedCode(None, "spec needs code or codeFrom.configMapKeyRef.{name,key}")
+            code = str(plugin.spec.get("code") or "")
+        else:
+            ref = (plugin.spec.get("codeFrom") or {}).get("configMapKeyRef") or {}
+            name, key = ref.get("name"), ref.get("key")
+            if not name or not key:
+                return CheckedCode(None, waiting="spec needs code or codeFrom.configMapKeyRef.{name,key}")
+            try:
+                config_map = await self.core.read_namespaced_config_map(name, plugin.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return CheckedCode(None, waiting=f"ConfigMap {name!r} (spec.codeFrom) not found")
+                return CheckedCode(
+                    None,
+                    waiting=f"could not read ConfigMap {name!r} (spec.codeFrom): {describe(exc)}",
+                    transient=is_transient(exc),
+                )
+            except Exception as exc:
+                return CheckedCode(None, waiting=f"could not read ConfigMap {name!r}: {exc}", transient=True)
+            data = config_map.data or {}
+            if key not in data:
+                keys = bounded(str(sorted(data)), 300)
+                return CheckedCode(None, waiting=f"ConfigMap {name!r} has no key {key!r} (keys: {keys})")
+            code = str(data[key])
         try:
-            config_map = await self.core.read_namespaced_config_map(name, plugin.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return ResolvedCode(None, f"ConfigMap {name!r} (spec.codeFrom) not found")
-            raise
-        data = config_map.data or {}
-        if key not in data:
-            return ResolvedCode(None, f"ConfigMap {name!r} has no key {key!r} (keys: {sorted(data)})")
-        return ResolvedCode(data[key])
+            problems = await self.checker.check(code, pinned_sha256=plugin.spec.get("sha256"))
+        except CheckUnavailableError as exc:
+            return CheckedCode(None, waiting=str(exc), transient=True)
+        except Exception as exc:  # not expected; still this plugin's problem only
+            log.exception("code check of %s/%s", plugin.namespace, plugin.name)
+            return CheckedCode(None, waiting=f"the code check failed: {type(exc).__name__}", transient=True)
+        return CheckedCode(code, tuple(problems))
 
-    async def _existing_hashes(self, namespace: str, service: str) -> dict[str, str]:
-        """The code hash of each plugin's current ConfigMap, by plugin name."""
-        found = await self.core.list_namespaced_config_map(
-            namespace, label_selector=f"luna.dev/role=plugin-code,luna.dev/service={service}"
+    async def _plugin_configmaps(
+        self, namespace: str, service: str, plugins: list[PluginRecord]
+    ) -> dict[str, dict[str, Any]]:
+        """The ConfigMap named like each plugin's (``lunaplugin-<name>``), as the API returns it,
+        by plugin name: one LIST of the service's, then a GET for each plugin not found there
+        (it moved here from another service, or its name is taken by a ConfigMap of someone else)."""
+        listed = await self.core.list_namespaced_config_map(
+            namespace, label_selector=f"{LABEL_ROLE}=plugin-code,luna.dev/service={service}"
         )
-        hashes = {}
-        for item in found.items:
-            plugin = (item.metadata.labels or {}).get("luna.dev/plugin")
-            digest = (item.metadata.annotations or {}).get(ANNOTATION_HASH)
-            if plugin and digest:
-                hashes[plugin] = digest
-        # a plugin that moved here from another service still has its ConfigMap
-        for plugin in self.store.of_service(namespace, service):
-            if plugin.name not in hashes:
-                digest = await self._configmap_hash(namespace, plugin_configmap_name(plugin.name))
-                if digest:
-                    hashes[plugin.name] = digest
-        return hashes
+        by_name = {item.metadata.name: self.api.sanitize_for_serialization(item) for item in listed.items}
+        found: dict[str, dict[str, Any]] = {}
+        for plugin in plugins:
+            name = plugin_configmap_name(plugin.name)
+            if name in by_name:
+                found[plugin.name] = by_name[name]
+                continue
+            try:
+                item = await self.core.read_namespaced_config_map(name, namespace)
+            except ApiException as exc:
+                if exc.status in (404, 422):  # 422: a name no ConfigMap can have
+                    continue
+                raise
+            found[plugin.name] = self.api.sanitize_for_serialization(item)
+        return found
 
-    async def _configmap_hash(self, namespace: str, name: str) -> str | None:
-        try:
-            item = await self.core.read_namespaced_config_map(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return (item.metadata.annotations or {}).get(ANNOTATION_HASH)
+    async def _write_plugin_configmaps(
+        self,
+        outcomes: list[PluginOutcome],
+        found: dict[str, dict[str, Any]],
+        existing: dict[str, ExistingConfigMap],
+    ) -> list[PluginOutcome]:
+        """Write each plugin's ConfigMap where it differs from what ``outcome.stored`` wants;
+        a plugin whose write fails falls back to what its ConfigMap still holds."""
+        results = list(outcomes)
+        for index, outcome in enumerate(results):
+            stored, plugin = outcome.stored, outcome.plugin
+            if stored is None:
+                continue
+            body = plugin_configmap(
+                plugin=plugin.name,
+                uid=plugin.uid,
+                service=stored.service,
+                module=stored.module,
+                code=stored.code,
+                code_hash=stored.code_hash,
+            )
+            try:
+                written = await self._apply_configmap(plugin.namespace, body, found.get(plugin.name))
+            except Exception as exc:
+                reason = f"ConfigMap {body['metadata']['name']!r} could not be written: {describe(exc)}"
+                log.warning("%s/%s: %s", plugin.namespace, plugin.name, reason)
+                serving = {o.active.module for i, o in enumerate(results) if o.active and i != index}
+                results[index] = after_failed_write(
+                    outcome, reason, existing.get(plugin.name), serving, transient=is_transient(exc)
+                )
+                continue
+            if written:
+                log.info(
+                    "rendered %s/%s (module %s, code %s, service %s)",
+                    plugin.namespace,
+                    body["metadata"]["name"],
+                    stored.module,
+                    stored.code_hash[:12],
+                    stored.service,
+                )
+        return results
 
-    async def _write_plugin_configmap(self, outcome: PluginOutcome) -> None:
-        plugin = outcome.plugin
-        assert outcome.code is not None and outcome.code_hash is not None
-        body = plugin_configmap(
-            plugin=plugin.name,
-            uid=plugin.uid,
-            service=plugin.service,
-            module=outcome.module,
-            code=outcome.code,
-            code_hash=outcome.code_hash,
-        )
-        await self._apply_configmap(plugin.namespace, body)
-        log.info(
-            "rendered %s/%s (code %s)", plugin.namespace, body["metadata"]["name"], outcome.code_hash[:12]
-        )
+    async def _apply_configmap(
+        self, namespace: str, body: dict[str, Any], current: dict[str, Any] | None
+    ) -> bool:
+        """Create ``body``, or replace ``current`` with it; False when ``current`` already has
+        its data, labels, annotations and owners."""
+        if current is None:
+            await self.core.create_namespaced_config_map(namespace, body)
+            return True
+        if _same(current, body):
+            return False
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        await self.core.replace_namespaced_config_map(body["metadata"]["name"], namespace, body)
+        return True
 
-    async def _apply_configmap(self, namespace: str, body: dict[str, Any]) -> bool:
-        """Create or replace ``body``; returns False when it already had that content."""
-        name = body["metadata"]["name"]
+    async def _read_active_list(
+        self, namespace: str, service: str
+    ) -> tuple[dict[str, Any] | None, tuple[str, bool] | None]:
+        """The service's active list as the API returns it (None: there is none), or why it could
+        not be read as (reason, transient)."""
+        name = active_list_name(service)
         try:
             current = await self.core.read_namespaced_config_map(name, namespace)
         except ApiException as exc:
-            if exc.status != 404:
-                raise
-            await self.core.create_namespaced_config_map(namespace, body)
-            return True
-        if (
-            (current.data or {}) == body["data"]
-            and all(
-                (current.metadata.labels or {}).get(k) == v for k, v in body["metadata"]["labels"].items()
-            )
-            and all(
-                (current.metadata.annotations or {}).get(k) == v
-                for k, v in body["metadata"].get("annotations", {}).items()
-            )
-        ):
-            return False
-        body["metadata"]["resourceVersion"] = current.metadata.resource_version
-        await self.core.replace_namespaced_config_map(name, namespace, body)
-        return True
+            if exc.status == 404:
+                return None, None
+            return None, (f"the active list {name!r} could not be read: {describe(exc)}", is_transient(exc))
+        except Exception as exc:
+            return None, (f"the active list {name!r} could not be read: {describe(exc)}", True)
+        return self.api.sanitize_for_serialization(current), None
 
-    async def _write_active_list(self, namespace: str, service: str, entries: list[Any]) -> None:
-        body = active_list(service, entries)
-        if await self._apply_configmap(namespace, body):
+    async def _write_active_list(
+        self,
+        namespace: str,
+        service: str,
+        outcomes: list[PluginOutcome],
+        owners: list[Owner],
+        found: dict[str, Any] | None,
+    ) -> tuple[str, bool] | None:
+        """Write the service's active list over ``found`` (what there is now), owned by
+        ``owners``; returns (reason, transient) when it could not be.
+
+        It is never created for a service without plugins. With no owner left it is emptied but
+        keeps the owners it had (gone now): the garbage collector deletes it."""
+        name = active_list_name(service)
+        entries = [o.active for o in outcomes if o.active is not None]
+        body = active_list(service, entries, owners)
+        if found is None and not any(kind == "LunaPlugin" for kind, _, _ in owners):
+            return None
+        if found is not None:
+            if (found["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list":
+                return (
+                    f"ConfigMap {name!r} exists and was not written by the operator, so the active list "
+                    "cannot be written: delete or rename that ConfigMap",
+                    False,
+                )
+            if not owners:
+                body["metadata"]["ownerReferences"] = found["metadata"].get("ownerReferences") or []
+        try:
+            written = await self._apply_configmap(namespace, body, found)
+        except Exception as exc:
+            reason = f"the active list {name!r} could not be written: {describe(exc)}"
+            log.warning("%s/%s: %s", namespace, service, reason)
+            return reason, is_transient(exc)
+        if written:
             modules = json.loads(next(iter(body["data"].values())))
             log.info("active list of %s/%s: %s", namespace, service, modules)
+        return None
 
-    async def _fresh_reports(self, namespace: str, service: str) -> list[dict[str, Any]]:
-        """The sidecar reports of the service refreshed within :data:`STALE_AFTER_SECONDS`."""
-        found = await self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, RUNTIMES, label_selector=f"luna.dev/service={service}"
-        )
+    async def _runtimes(
+        self, namespace: str, service: str, failures: list[str]
+    ) -> list[dict[str, Any]] | None:
+        """The service's sidecar reports (LunaPluginRuntimes), as the API returns them; None (and
+        a failure noted) when they could not be read."""
+        try:
+            found = await self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, RUNTIMES, label_selector=f"luna.dev/service={service}"
+            )
+        except Exception as exc:
+            failures.append(f"sidecar reports: {describe(exc)}")
+            return None
+        return [item for item in found.get("items", []) if isinstance(item, dict)]
+
+    def _fresh(self, runtimes: list[dict[str, Any]], service: str) -> list[dict[str, Any]]:
+        """The reports of ``service`` refreshed within ``stale_after`` seconds, by pod."""
         now = datetime.now(UTC)
         fresh = []
-        for item in found.get("items", []):
+        for item in runtimes:
             spec = item.get("spec") or {}
             try:
                 beat = datetime.fromisoformat(str(spec.get("heartbeatTime")).replace("Z", "+00:00"))
-            except ValueError:
+                age = (now - beat).total_seconds()
+            except (ValueError, TypeError):
                 continue
-            if (now - beat).total_seconds() <= self.stale_after and spec.get("service") == service:
+            if age <= self.stale_after and spec.get("service") == service:
                 fresh.append(spec)
         return sorted(fresh, key=lambda spec: str(spec.get("pod")))
 
-    async def _write_status(self, outcome: PluginOutcome, loaded: dict[str, Any]) -> None:
-        plugin = outcome.plugin
-        current = plugin.status
-        ready = outcome.phase == "Ready"
-        condition: dict[str, Any] = {
-            "type": "Ready",
-            "status": "True" if ready else "False",
-            "reason": outcome.phase,
-            "message": outcome.message or "the code is valid and in the service's active list",
-            "observedGeneration": plugin.generation,
-        }
-        previous: dict[str, Any] = next(
-            (c for c in current.get("conditions") or [] if c.get("type") == "Ready"), {}
-        )
-        same_condition = all(previous.get(k) == v for k, v in condition.items())
-        # the transition time moves only when the condition's status flips
-        flipped = previous.get("status") != condition["status"] or not previous.get("lastTransitionTime")
-        condition["lastTransitionTime"] = _now() if flipped else previous["lastTransitionTime"]
-        failing = [pod for pod in loaded.get("pods", []) if pod.get("error")]
-        message = outcome.message
-        if failing and outcome.phase == "Ready":
-            first = failing[0]
-            message = f"{len(failing)} pod(s) report an error: {first['pod']}: {first['error']}"
-        desired = {
-            "phase": outcome.phase,
-            "message": message,
-            "module": outcome.module,
-            "codeHash": outcome.code_hash,
-            "configMap": plugin_configmap_name(plugin.name) if outcome.code_hash else None,
-            "observedGeneration": plugin.generation,
-            "conditions": [condition],
-            **loaded,
-        }
-        comparable = {**desired, "conditions": [{**condition, "lastTransitionTime": None}]}
-        if self._written.get(plugin.uid) == comparable:
-            return  # we wrote exactly this already; the store has not caught up yet
-        if same_condition and all(current.get(k) == v for k, v in desired.items() if k != "conditions"):
-            self._written[plugin.uid] = comparable
-            return
-        try:
-            await self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                plugin.namespace,
-                PLURAL,
-                plugin.name,
-                {"status": desired},
-                _content_type="application/merge-patch+json",
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return  # deleted meanwhile: nothing to report on
-            raise
-        previous_phase = (self._written.get(plugin.uid) or current).get("phase")
-        self._written[plugin.uid] = comparable
-        if previous_phase != outcome.phase:
-            kind = "Warning" if outcome.phase in ("Invalid", "Pending") else "Normal"
-            await self.post_event(
-                plugin, kind, outcome.phase, outcome.message or f"module {outcome.module} is active"
-            )
 
-    async def post_event(self, plugin: PluginRecord, kind: str, reason: str, message: str) -> None:
-        """A Kubernetes Event on the LunaPlugin, for `kubectl describe` (best effort)."""
-        now = datetime.now(UTC)
-        body = {
-            "metadata": {"generateName": f"{plugin.name}.", "namespace": plugin.namespace},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "LunaPlugin",
-                "name": plugin.name,
-                "namespace": plugin.namespace,
-                "uid": plugin.uid,
-            },
-            "type": kind,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": self.reporter},
-            "reportingComponent": self.reporter,
-            "reportingInstance": self.reporter,
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "count": 1,
-        }
-        try:
-            await self.core.create_namespaced_event(plugin.namespace, body)
-        except ApiException as exc:  # events inform; they never fail a reconcile
-            log.debug("could not post an event for %s/%s: %s", plugin.namespace, plugin.name, exc.reason)
+def _runtime_owners(
+    runtimes: list[dict[str, Any]] | None, current_list: dict[str, Any] | None
+) -> list[Owner]:
+    """The sidecar reports that own the active list: those that exist, or, when they could not be
+    read, those it names already (so an API hiccup never orphans it)."""
+    if runtimes is not None:
+        return [
+            ("LunaPluginRuntime", str(item["metadata"]["name"]), str(item["metadata"]["uid"]))
+            for item in runtimes
+            if (item.get("metadata") or {}).get("uid")
+        ]
+    references = ((current_list or {}).get("metadata") or {}).get("ownerReferences") or []
+    return [
+        ("LunaPluginRuntime", str(ref["name"]), str(ref["uid"]))
+        for ref in references
+        if ref.get("kind") == "LunaPluginRuntime"
+    ]
+
+
+def listed_settings(active_list_body: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings an active list (as the API returns it) has for each plugin, by plugin name;
+    empty when there is none or it cannot be read."""
+    if (
+        active_list_body is None
+        or (active_list_body["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list"
+    ):
+        return {}
+    try:
+        details = json.loads((active_list_body.get("data") or {}).get(PLUGINS_KEY) or "{}")
+    except ValueError:
+        return {}
+    listed: dict[str, Any] = {}
+    if isinstance(details, dict):
+        for entry in details.values():
+            if isinstance(entry, dict) and isinstance(entry.get("settings"), dict):
+                listed[str(entry.get("plugin"))] = entry["settings"]
+    return listed
+
+
+def _same(current: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Whether ``current`` already has ``body``'s data and our labels, annotations and owners."""
+    meta, wanted = current.get("metadata") or {}, body["metadata"]
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    return (
+        (current.get("data") or {}) == body["data"]
+        and all(labels.get(k) == v for k, v in wanted["labels"].items())
+        and all(annotations.get(k) == v for k, v in wanted.get("annotations", {}).items())
+        and (meta.get("ownerReferences") or []) == wanted.get("ownerReferences", [])
+    )
+
+
+def _not_listed(outcome: PluginOutcome, reason: str, *, transient: bool) -> PluginOutcome:
+    """A plugin that should be served while the active list could not be written."""
+    phase = "Pending" if outcome.phase == "Ready" else outcome.phase
+    message = f"{outcome.message}; {reason}" if outcome.message else reason
+    return replace(outcome, phase=phase, message=bounded(message), transient=outcome.transient or transient)
 
 
 class Coalescer:
@@ -294,11 +413,6 @@ class Coalescer:
         self._dirty.add(key)
         if key not in self._tasks:
             self._tasks[key] = asyncio.create_task(self._run(key), name=f"luna-reconcile-{key[0]}-{key[1]}")
-
-    async def run_now(self, key: ServiceKey) -> None:
-        """Run ``work(key)`` now, after any run under way; exceptions propagate (kopf retries)."""
-        async with self._lock(key):
-            await self._work(key)
 
     def _lock(self, key: ServiceKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -328,21 +442,3 @@ class Coalescer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def loaded_status(outcome: PluginOutcome, reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """``loaded`` ("pods running the version in service / pods of the service") and ``pods``
-    (each pod's hash, state and error for this plugin's module), from fresh sidecar reports."""
-    pods = []
-    running = 0
-    for report in reports:
-        mine = next((p for p in report.get("plugins") or [] if p.get("module") == outcome.module), None)
-        entry: dict[str, Any] = {"pod": report.get("pod"), "state": mine.get("state") if mine else "absent"}
-        if mine:
-            entry["codeHash"] = mine.get("codeHash")
-            if mine.get("error"):
-                entry["error"] = mine["error"]
-        if mine and mine.get("state") == "running" and mine.get("codeHash") == outcome.code_hash:
-            running += 1
-        pods.append(entry)
-    return {"loaded": f"{running}/{len(reports)}", "pods": pods[:50]}

@@ -1,8 +1,15 @@
 """What the operator writes, as plain dicts: a ConfigMap per plugin and one active list per
-service. Pure functions: the same plugins always render the same objects."""
+service. Pure functions: the same plugins always render the same objects.
+
+Ownership, so that nothing outlives its use (and no finalizer is needed): a plugin's ConfigMap is
+controlled by its LunaPlugin; a service's active list is owned by every LunaPlugin of the service
+and by every sidecar report (LunaPluginRuntime, itself owned by its pod) of the service, so the
+garbage collector deletes it once the last of them is gone. While a sidecar of the service runs,
+its list stays, and so the operator can empty it when the service's last plugin is deleted."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +21,30 @@ LABEL_PLUGIN = "luna.dev/plugin"
 LABEL_ROLE = "luna.dev/role"
 ANNOTATION_HASH = "luna.dev/code-hash"
 PLUGINS_KEY = "plugins.json"
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """What a plugin's ConfigMap holds (or is to hold): one module's code, for one service."""
+
+    module: str
+    code: str
+    code_hash: str
+    service: str
+
+
+@dataclass(frozen=True)
+class ExistingConfigMap:
+    """A ConfigMap named like a plugin's (``lunaplugin-<name>``), as found in the namespace.
+
+    ``managed``: written by the operator (it carries ``luna.dev/role=plugin-code``); the operator
+    never overwrites one that is not. ``owner_uid``: the LunaPlugin that owns it (a LunaPlugin of
+    the same name deleted and created again owns it no more). ``version``: its content when it is
+    one well-formed version (a single ``<module>.py`` key matching the hash annotation)."""
+
+    managed: bool
+    owner_uid: str | None
+    version: StoredVersion | None
 
 
 def plugin_configmap_name(plugin: str) -> str:
@@ -29,6 +60,20 @@ def active_list_name(service: str) -> str:
 def active_list_key(service: str) -> str:
     """The active-list key, as the original service's setting: ``LUNA_<SERVICE>_ACTIVE_PLUGINS``."""
     return f"LUNA_{service.upper().replace('-', '_')}_ACTIVE_PLUGINS"
+
+
+Owner = tuple[str, str, str]
+"""(kind, name, uid) of a luna.dev/v1alpha1 object: LunaPlugin or LunaPluginRuntime."""
+
+
+def owner_reference(kind: str, name: str, uid: str, *, controller: bool = False) -> dict[str, Any]:
+    """An ownerReference to a luna.dev/v1alpha1 object of ``kind``."""
+    reference: dict[str, Any] = {"apiVersion": "luna.dev/v1alpha1", "kind": kind, "name": name, "uid": uid}
+    if controller:
+        # no blockOwnerDeletion: it only matters for foreground deletion, and where the API server
+        # enforces owner-reference permissions it would need rights on lunaplugins/finalizers
+        reference["controller"] = True
+    return reference
 
 
 def plugin_configmap(
@@ -47,16 +92,7 @@ def plugin_configmap(
                 "app.kubernetes.io/managed-by": MANAGED_BY,
             },
             "annotations": {ANNOTATION_HASH: code_hash},
-            "ownerReferences": [
-                {
-                    "apiVersion": "luna.dev/v1alpha1",
-                    "kind": "LunaPlugin",
-                    "name": plugin,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference("LunaPlugin", plugin, uid, controller=True)],
         },
         "data": {f"{module}.py": code},
     }
@@ -74,10 +110,10 @@ class ActiveEntry:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
-def active_list(service: str, entries: Iterable[ActiveEntry]) -> dict[str, Any]:
+def active_list(service: str, entries: Iterable[ActiveEntry], owners: Iterable[Owner] = ()) -> dict[str, Any]:
     """The active-list ConfigMap: modules in load order (``order``, then module name) under
     ``LUNA_<SERVICE>_ACTIVE_PLUGINS``, and ``plugins.json`` mapping each module to its code hash,
-    ConfigMap and settings."""
+    ConfigMap and settings; owned by ``owners`` (the service's LunaPlugins and sidecar reports)."""
     ordered = sorted(entries, key=lambda entry: (entry.order, entry.module))
     details = {
         entry.module: {
@@ -98,9 +134,36 @@ def active_list(service: str, entries: Iterable[ActiveEntry]) -> dict[str, Any]:
                 LABEL_ROLE: "active-list",
                 "app.kubernetes.io/managed-by": MANAGED_BY,
             },
+            "ownerReferences": [owner_reference(*owner) for owner in sorted(owners)],
         },
         "data": {
             active_list_key(service): json.dumps([entry.module for entry in ordered]),
             PLUGINS_KEY: json.dumps(details, sort_keys=True),
         },
     }
+
+
+def read_plugin_configmap(body: Mapping[str, Any]) -> ExistingConfigMap:
+    """What a ConfigMap named like a plugin's holds (``body`` as the API returns it)."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    managed = labels.get(LABEL_ROLE) == "plugin-code"
+    owner_uid = next(
+        (
+            str(ref.get("uid"))
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("kind") == "LunaPlugin" and ref.get("controller")
+        ),
+        None,
+    )
+    data = body.get("data") or {}
+    digest = (meta.get("annotations") or {}).get(ANNOTATION_HASH)
+    version = None
+    if managed and len(data) == 1:
+        ((key, code),) = data.items()
+        matches = isinstance(code, str) and hashlib.sha256(code.encode()).hexdigest() == digest
+        if key.endswith(".py") and matches:
+            version = StoredVersion(
+                key[: -len(".py")], code, str(digest), str(labels.get(LABEL_SERVICE) or "")
+            )
+    return ExistingConfigMap(managed, owner_uid, version)

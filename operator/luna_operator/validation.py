@@ -1,22 +1,43 @@
-"""Validating plugin code without running it: the operator only ever *parses* plugin code.
+"""Validating a LunaPlugin without running its code: the operator only ever *parses* plugin code.
 
-``validate_code`` returns the problems (empty when the code is acceptable), each naming the line
-when there is one, in words a plugin author can act on.
+- ``validate_name`` and ``validate_module``: what the resource's names must be;
+- ``CodeChecker.check``: the operator's check of plugin code, parsed in a child process with an
+  address-space limit and a deadline (see :mod:`luna_operator.code_check`), so no plugin can
+  exhaust the operator's memory, crash it or stall its event loop; results are cached by code
+  hash, so a version is parsed once;
+- ``validate_code``: the same check in this process, for trusted input (tests, tools).
+
+Problems name the line when there is one, in words a plugin author can act on.
 """
 
 from __future__ import annotations
 
-import ast
+import asyncio
+import contextlib
 import hashlib
+import json
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from luna_operator.code_check import check_source
 from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
 from luna_plugins.naming import check_module_name
 
 #: the largest plugin code accepted: a ConfigMap's data is capped near 1 MiB and the resource
 #: also carries settings and metadata
 MAX_CODE_BYTES = 800 * 1024
-PLUGIN_BASES = frozenset({"BaseEventPlugin", "BaseEventSendingPlugin", "BaseBackgroundPlugin"})
+#: a LunaPlugin's name becomes the value of the ``luna.dev/plugin`` label of its ConfigMap
+MAX_NAME_CHARS = 63
+#: a plugin's ``spec.settings`` (as JSON) is copied into its service's active list, which holds
+#: every plugin of the service in one ConfigMap (about 1 MiB)
+MAX_SETTINGS_BYTES = 64 * 1024
+#: the child's address space: a realistic 800 KiB plugin parses in about 80 MiB
+DEFAULT_CHECK_MEMORY_BYTES = 192 * 1024 * 1024
+DEFAULT_CHECK_TIMEOUT = 15.0
+#: a version whose check times out or crashes this many times is invalid (not retried for ever)
+FAILURES_BEFORE_GIVING_UP = 3
 
 
 @dataclass(frozen=True)
@@ -30,6 +51,11 @@ class Problem:
         return f"line {self.line}: {self.message}" if self.line else self.message
 
 
+class CheckUnavailableError(RuntimeError):
+    """The code could not be checked this time (the child could not start, died or ran out of
+    time on a busy machine); a later pass tries again. Not a verdict on the code."""
+
+
 def code_hash(code: str) -> str:
     """SHA-256 (hex) of the code as UTF-8: the identity of a plugin version everywhere."""
     return hashlib.sha256(code.encode()).hexdigest()
@@ -40,6 +66,36 @@ def module_name(name: str, spec_module: str | None) -> str:
     return spec_module or name.replace("-", "_")
 
 
+def validate_name(name: str) -> list[Problem]:
+    """Problems with the LunaPlugin's ``metadata.name`` (the CRD refuses these at apply time;
+    this catches objects stored before that rule)."""
+    if len(name) > MAX_NAME_CHARS:
+        return [
+            Problem(
+                f"metadata.name is {len(name)} characters; at most {MAX_NAME_CHARS} are allowed "
+                "(it becomes the luna.dev/plugin label of the plugin's ConfigMap): use a shorter name"
+            )
+        ]
+    return []
+
+
+def validate_settings(settings: object) -> list[Problem]:
+    """Problems with ``spec.settings``: not an object, or larger than :data:`MAX_SETTINGS_BYTES`."""
+    if settings is None:
+        return []
+    if not isinstance(settings, dict):
+        return [Problem(f"spec.settings must be an object, not {type(settings).__name__}")]
+    size = len(json.dumps(settings, separators=(",", ":")).encode())
+    if size > MAX_SETTINGS_BYTES:
+        return [
+            Problem(
+                f"spec.settings is {size} bytes as JSON; the limit is {MAX_SETTINGS_BYTES} (settings are "
+                "copied into the service's active list): keep bulk data in the code or elsewhere"
+            )
+        ]
+    return []
+
+
 def validate_module(module: str) -> list[Problem]:
     """Problems with the module name (not an identifier, or shadowing a module in use)."""
     problem = check_module_name(module)
@@ -48,10 +104,8 @@ def validate_module(module: str) -> list[Problem]:
     return [Problem(f"module {problem}; set spec.module to another name")]
 
 
-def validate_code(code: str, *, pinned_sha256: str | None = None) -> list[Problem]:
-    """Parse ``code`` and check it is a plugin: at most :data:`MAX_CODE_BYTES`, valid Python,
-    a class deriving (directly or through classes of the same file) from a plugin base, event
-    names the service knows, and the ``spec.sha256`` pin when given."""
+def precheck(code: str, pinned_sha256: str | None) -> list[Problem]:
+    """The checks that need no parsing: the size limit and the ``spec.sha256`` pin."""
     size = len(code.encode())
     if size > MAX_CODE_BYTES:
         return [
@@ -59,59 +113,108 @@ def validate_code(code: str, *, pinned_sha256: str | None = None) -> list[Proble
         ]
     if pinned_sha256 and code_hash(code) != pinned_sha256:
         return [Problem(f"code SHA-256 {code_hash(code)} does not match spec.sha256 {pinned_sha256}")]
-    try:
-        tree = ast.parse(code, filename="<plugin>")
-    except SyntaxError as exc:
-        return [Problem(f"syntax error: {exc.msg}", exc.lineno)]
-    plugin_classes, problems = _plugin_classes(tree)
-    if not plugin_classes:
-        problems.append(
-            Problem(
-                "no plugin class: define a class deriving from BaseEventPlugin, BaseEventSendingPlugin "
-                "or BaseBackgroundPlugin (from luna_plugins)"
+    return []
+
+
+def validate_code(code: str, *, pinned_sha256: str | None = None) -> list[Problem]:
+    """Check ``code`` in this process: at most :data:`MAX_CODE_BYTES`, the pin, valid Python, a
+    plugin class, event names the service knows. Never raises, but parsing hostile code may use
+    hundreds of MiB here: the operator uses :class:`CodeChecker` instead."""
+    problems = precheck(code, pinned_sha256)
+    if problems:
+        return problems
+    return [Problem(message, line) for message, line in check_source(code, EVENT_NAMES)]
+
+
+class CodeChecker:
+    """Checks plugin code in a child process (``python -m luna_operator.code_check``) limited to
+    ``memory_bytes`` of address space and ``timeout`` seconds, one child at a time (so the
+    operator's memory stays bounded by its own plus one child's). Verdicts are cached by
+    (code hash, pin); a check that could not run raises :class:`CheckUnavailableError` and is not
+    cached, except that a version whose check times out or crashes
+    :data:`FAILURES_BEFORE_GIVING_UP` times is invalid."""
+
+    def __init__(
+        self,
+        *,
+        memory_bytes: int = DEFAULT_CHECK_MEMORY_BYTES,
+        timeout: float = DEFAULT_CHECK_TIMEOUT,
+        cache_size: int = 1024,
+        command: Sequence[str] = (sys.executable, "-I", "-B", "-m", "luna_operator.code_check"),
+    ) -> None:
+        self.command = tuple(command)
+        """the child's command line (it speaks :func:`luna_operator.code_check.main`'s protocol)"""
+        self.memory_bytes = memory_bytes
+        self.timeout = timeout
+        self.children = 0
+        """children started so far (each is one parse)"""
+        self._cache_size = cache_size
+        self._verdicts: OrderedDict[tuple[str, str | None], tuple[Problem, ...]] = OrderedDict()
+        self._failures: dict[str, int] = {}
+        self._slot = asyncio.Semaphore(1)
+
+    async def check(self, code: str, *, pinned_sha256: str | None = None) -> list[Problem]:
+        """The problems with ``code`` (empty: valid). Raises only :class:`CheckUnavailableError`."""
+        problems = precheck(code, pinned_sha256)
+        if problems:
+            return problems
+        key = (code_hash(code), pinned_sha256)
+        cached = self._verdicts.get(key)
+        if cached is None:
+            async with self._slot:
+                cached = self._verdicts.get(key)
+                if cached is None:
+                    cached = tuple(await self._check_in_child(code, key[0]))
+                    self._remember(key, cached)
+        self._verdicts.move_to_end(key)
+        return list(cached)
+
+    def _remember(self, key: tuple[str, str | None], verdict: tuple[Problem, ...]) -> None:
+        self._verdicts[key] = verdict
+        self._failures.pop(key[0], None)
+        while len(self._verdicts) > self._cache_size:
+            self._verdicts.popitem(last=False)
+
+    async def _check_in_child(self, code: str, digest: str) -> list[Problem]:
+        request = json.dumps(
+            {"code": code, "eventNames": sorted(EVENT_NAMES), "memoryBytes": self.memory_bytes}
+        ).encode()
+        try:
+            child = await asyncio.create_subprocess_exec(
+                *self.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
-        )
-    return problems
+        except OSError as exc:
+            raise CheckUnavailableError(f"could not start the code check: {exc}") from None
+        self.children += 1
+        try:
+            out, err = await asyncio.wait_for(child.communicate(request), self.timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+            return self._failed(digest, f"checking the code took longer than {self.timeout:g} s")
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            raise
+        if child.returncode == 0:
+            try:
+                found = json.loads(out)
+                return [Problem(str(message), int(line) if line else None) for message, line in found]
+            except (ValueError, TypeError):
+                pass
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {child.returncode}"]
+        return self._failed(digest, f"the code check failed ({tail[0][:200]})")
 
-
-def _base_name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return None
-
-
-def _plugin_classes(tree: ast.Module) -> tuple[list[ast.ClassDef], list[Problem]]:
-    classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]
-    plugin_names: set[str] = set()
-    changed = True
-    while changed:  # follow bases defined in the same file, in any order
-        changed = False
-        for node in classes:
-            if node.name in plugin_names:
-                continue
-            bases = {_base_name(base) for base in node.bases}
-            if bases & (PLUGIN_BASES | plugin_names):
-                plugin_names.add(node.name)
-                changed = True
-    found = [node for node in classes if node.name in plugin_names]
-    problems = []
-    for node in found:
-        for statement in node.body:
-            if (
-                isinstance(statement, ast.Assign)
-                and any(
-                    isinstance(target, ast.Name) and target.id == "eventName" for target in statement.targets
-                )
-                and isinstance(statement.value, ast.Constant)
-                and statement.value.value not in EVENT_NAMES
-            ):
-                problems.append(
-                    Problem(
-                        f"{node.name}.eventName is {statement.value.value!r}; the service sends "
-                        f"{' and '.join(sorted(EVENT_NAMES))}",
-                        statement.lineno,
-                    )
-                )
-    return found, problems
+    def _failed(self, digest: str, message: str) -> list[Problem]:
+        """A check that did not finish: try again later, unless this version keeps failing."""
+        if len(self._failures) >= self._cache_size:
+            self._failures.clear()
+        strikes = self._failures.get(digest, 0) + 1
+        self._failures[digest] = strikes
+        if strikes >= FAILURES_BEFORE_GIVING_UP:
+            return [Problem(f"{message}, {strikes} times: simplify the code")]
+        raise CheckUnavailableError(f"{message}; trying again later")

@@ -5,7 +5,6 @@ real operator and sidecar run with the chart's ServiceAccounts' tokens)."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import filecmp
 import hashlib
 import json
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from tests.chart.helpers import CHART, ROOT, of_kind, render, service_chart
+from tests.kube.accounts import service_account_kube
 from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
 from tests.sidecar.harness import start_sidecar, wait_for
 
@@ -53,6 +53,8 @@ COMBINATIONS: dict[str, list[str]] = {
     # the same watching named namespaces: a KopfPeering in each (here the release namespace)
     "peering-namespaced": ["--set", "operator.peering.enabled=true", "--set", "operator.replicas=3"],
     "webhook-disabled": ["--set", "webhook.enabled=false", "--set", "injection.enabled=false"],
+    # no ValidatingAdmissionPolicy guarding the plugin ConfigMaps
+    "guard-disabled": ["--set", "configMapGuard.enabled=false"],
     "injection-disabled": ["--set", "injection.enabled=false"],
     # sidecar ServiceAccount, Role and RoleBinding in one more (existing) namespace
     "sidecar-namespaces": ["--set", "sidecar.namespaces={default}"],
@@ -382,17 +384,6 @@ def test_sidecar_container_template(kube: Any, crd: None, namespace: str, tmp_pa
 # --- installed: RBAC that suffices, and an uninstall that leaves nothing ------------------------
 
 
-def service_account_kube(kube: Any, namespace: str, account: str, directory: Path) -> Any:
-    """``kube`` with a kubeconfig that authenticates as ``namespace``/``account``."""
-    token = kube.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
-    config = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    user = config["contexts"][0]["context"]["user"]
-    config["users"] = [{"name": user, "user": {"token": token}}]
-    path = directory / f"{account}.kubeconfig"
-    path.write_text(json.dumps(config))
-    return dataclasses.replace(kube, kubeconfig=path)
-
-
 @pytest.fixture
 def release(kube: Any, crd: None, namespace: str) -> Iterator[str]:
     name = f"r{namespace[-6:]}"
@@ -474,7 +465,8 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
     )
     cluster_kinds = (
         "clusterroles,clusterrolebindings,validatingwebhookconfigurations,"
-        "mutatingwebhookconfigurations,clusterkopfpeerings"
+        "mutatingwebhookconfigurations,clusterkopfpeerings,validatingadmissionpolicies,"
+        "validatingadmissionpolicybindings"
     )
     names = kube.kubectl("get", namespaced, "-n", namespace, "-l", selector, "-o", "name").stdout.split()
     for name in (
@@ -487,7 +479,7 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
     ):
         assert name.format(release) in names, names
     cluster_wide = kube.kubectl("get", cluster_kinds, "-l", selector, "-o", "name").stdout.split()
-    assert len(cluster_wide) == 5, cluster_wide
+    assert len(cluster_wide) == 7, cluster_wide
     notes = kube.helm("status", release, "--namespace", namespace).stdout
     assert "The operator watches LunaPlugins in all namespaces" in notes, notes
     assert 'luna.dev/inject: "true"' in notes, notes
@@ -524,3 +516,48 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
     wait_for(gone, timeout=60, what="every object of the release to go")
     # CRDs stay (helm never deletes crds/): the plugins of other releases keep their resources
     assert kube.kubectl("get", "crd", "lunaplugins.luna.dev", check=False).returncode == 0
+
+
+@pytest.mark.kube
+@pytest.mark.parametrize("operator_during_uninstall", ["stopped first", "still running"])
+def test_uninstall_with_the_demo_leaves_nothing_stuck(
+    kube: Any, crd: None, namespace: str, tmp_path: Path, operator_during_uninstall: str
+) -> None:
+    """The demo's LunaPlugins, reconciled by the real operator with the chart's ServiceAccount: an
+    uninstall deletes them (no finalizer to wait for, whether or not the operator still runs) and
+    the garbage collector takes their ConfigMaps and the active list; nothing is left."""
+    release = f"r{namespace[-6:]}"
+    kube.helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"operator.namespaces={{{namespace}}}",
+        "--set",
+        "demo.enabled=true",
+    )
+    cluster = Cluster(kube, namespace)
+    operator = start_operator(
+        service_account_kube(kube, namespace, f"{release}-luna-plugins", tmp_path), namespace, tmp_path
+    )
+    try:
+        names = [item["metadata"]["name"] for item in cluster.items("lunaplugins")]
+        assert len(names) == 3, names
+        for name in names:
+            cluster.wait_phase(name, "Ready", timeout=60)
+        cluster.wait_active(["kettle", "route_digest", "http_forwarder"])
+        assert all(not item["metadata"].get("finalizers") for item in cluster.items("lunaplugins"))
+        if operator_during_uninstall == "stopped first":
+            assert operator.stop() == 0  # as when its pod goes first
+        kube.helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout=60s")
+        assert cluster.items("lunaplugins") == []  # nothing Terminating
+        wait_for(
+            lambda: not cluster.items("configmaps", "luna.dev/role"),
+            timeout=90,  # the garbage collector
+            what="no plugin ConfigMap or active list left",
+        )
+    finally:
+        operator.stop()
+        kube.helm("uninstall", release, "--namespace", namespace, check=False)

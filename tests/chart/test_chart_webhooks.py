@@ -32,7 +32,8 @@ from tests.chart.helpers import (
     render,
     service_chart,
 )
-from tests.chart.test_chart import CRDS, dry_run, restricted_namespace, service_account_kube
+from tests.chart.test_chart import CRDS, dry_run, restricted_namespace
+from tests.kube.accounts import service_account_kube
 from tests.operator.harness import Cluster, plugin_manifest, pod_manifest, route_code, start_operator
 from tests.sidecar.harness import HOST, free_port, wait_for
 

@@ -1,7 +1,8 @@
 """Fixtures for tests that run the operator (the operator and end-to-end folders).
 
 ``crd`` installs the CRDs once per session; ``cluster`` binds kubectl helpers to the test's
-namespace and, afterwards, clears our finalizer from anything left so the namespace can go;
+namespace and, afterwards, clears any finalizer a test put on a LunaPlugin (the operator puts
+none) so the namespace can go;
 ``operator_args`` (override per folder) are extra flags of the ``operator`` fixture.
 """
 
@@ -26,7 +27,7 @@ def crd(kube: Any) -> None:
 @pytest.fixture
 def cluster(kube: Any, namespace: str, crd: None) -> Iterator[Cluster]:
     yield Cluster(kube, namespace)
-    # Whatever a test left behind must not hold the namespace's deletion on our finalizer.
+    # Whatever a test left behind must not hold the namespace's deletion on a finalizer.
     for item in Cluster(kube, namespace).items("lunaplugins"):
         if item["metadata"].get("finalizers"):
             kube.kubectl(

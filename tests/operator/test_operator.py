@@ -7,7 +7,6 @@ import json
 import random
 import signal
 import string
-import time
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +149,12 @@ def test_schema_and_cel_refuse_bad_specs(cluster: Cluster) -> None:
     assert neither.returncode != 0 and "set exactly one of spec.code" in neither.stderr
     bad_service = cluster.apply(plugin_manifest("svc", ns, route_code(), service="Not_A_Label"), check=False)
     assert bad_service.returncode != 0 and "spec.service" in bad_service.stderr
+    bad_ref = {"configMapKeyRef": {"name": "../other", "key": "p.py"}}
+    refused = cluster.apply(plugin_manifest("ref", ns, codeFrom=bad_ref), check=False)
+    assert refused.returncode != 0 and "spec.codeFrom.configMapKeyRef.name" in refused.stderr, refused.stderr
+    bad_key = {"configMapKeyRef": {"name": "src", "key": "a/b.py"}}
+    refused = cluster.apply(plugin_manifest("ref", ns, codeFrom=bad_key), check=False)
+    assert refused.returncode != 0 and "spec.codeFrom.configMapKeyRef.key" in refused.stderr, refused.stderr
     explained = cluster.kube.kubectl("explain", "lunaplugin.spec").stdout
     assert "codeFrom" in explained and "Load order within the service" in explained
 
@@ -191,10 +196,15 @@ def test_admission_webhook_rejects_invalid_code_at_apply(cluster: Cluster, kube:
 
         result = wait_for(rejected, timeout=30, what="the webhook to be registered and reject")
         assert "denied the request" in result.stderr and "line 1: syntax error" in result.stderr
+        deep = cluster.apply(plugin_manifest("deep", ns, "x = " + "-" * 10_000 + "1\n"), check=False)
+        assert deep.returncode != 0 and "(MemoryError)" in deep.stderr, (
+            deep.stderr
+        )  # and the webhook lives on
         clash = cluster.apply(plugin_manifest("json", ns, route_code()), check=False)
         assert clash.returncode != 0 and "would shadow the module" in clash.stderr
         cluster.apply(plugin_manifest("fine", ns, route_code()))
         cluster.wait_phase("fine", "Ready")
+        assert not cluster.get("lunaplugin", "fine")["metadata"].get("finalizers")  # type: ignore[index]
         duplicate = cluster.apply(plugin_manifest("fine-too", ns, route_code(), module="fine"), check=False)
         assert duplicate.returncode != 0 and "already provided by LunaPlugin 'fine'" in duplicate.stderr
         cluster.kube.kubectl("delete", "lunaplugin", "fine", "-n", ns, "--timeout=30s")
@@ -242,23 +252,100 @@ def test_sigkill_mid_reconcile_then_restart_converges(cluster: Cluster, kube: An
         second.stop()
 
 
-def test_delete_while_the_operator_is_down_completes_when_it_returns(
+def test_delete_while_the_operator_is_down_completes_and_the_list_drops_it_when_it_returns(
     cluster: Cluster, kube: Any, tmp_path: Path
 ) -> None:
+    """No finalizer: a LunaPlugin stays deletable without the operator; the operator's next pass
+    (at its start) takes it out of the active list, and the garbage collector its ConfigMap."""
     ns = cluster.namespace
     running = start_operator(kube, ns, tmp_path)
     cluster.apply(
         plugin_manifest("stay", ns, route_code("/s")) + "\n" + plugin_manifest("go", ns, route_code("/g"))
     )
     cluster.wait_active(["go", "stay"])
+    assert all(not item["metadata"].get("finalizers") for item in cluster.items("lunaplugins"))
     assert running.stop(signal.SIGTERM) == 0
-    kube.kubectl("delete", "lunaplugin", "go", "-n", ns, "--wait=false")
-    time.sleep(1)  # give a (wrongly) missing finalizer the chance to let it vanish
-    assert cluster.get("lunaplugin", "go") is not None, "the finalizer holds the deletion"
-    assert cluster.active()[0] == ["go", "stay"]
+    kube.kubectl("delete", "lunaplugin", "go", "-n", ns, "--timeout=30s")  # waits until it is gone
+    assert cluster.get("lunaplugin", "go") is None
+    assert cluster.active()[0] == ["go", "stay"]  # nobody has taken it out yet
     back = start_operator(kube, ns, tmp_path)
     try:
-        wait_for(lambda: cluster.get("lunaplugin", "go") is None, timeout=30, what="the deletion to complete")
         cluster.wait_active(["stay"])
+        wait_for(
+            lambda: cluster.get("configmap", "lunaplugin-go") is None,
+            timeout=90,  # the controller manager rediscovers new resource types only every 30 s
+            what="the garbage collector to delete the deleted plugin's ConfigMap",
+        )
+        assert cluster.status("stay")["phase"] == "Ready"
     finally:
         back.stop()
+
+
+def test_plugins_with_the_finalizer_of_an_earlier_version_are_released(
+    cluster: Cluster, kube: Any, tmp_path: Path
+) -> None:
+    """Objects an earlier version put its finalizer on, one of them deleted meanwhile (stuck in
+    Terminating): the operator releases both, drops the deleted one and leaves other finalizers."""
+    ns = cluster.namespace
+    running = start_operator(kube, ns, tmp_path)
+    cluster.apply(
+        plugin_manifest("old", ns, route_code("/o")) + "\n" + plugin_manifest("kept", ns, route_code("/k"))
+    )
+    cluster.wait_active(["kept", "old"])
+    assert running.stop(signal.SIGTERM) == 0
+    for name, finalizers in (
+        ("old", ["luna.dev/finalizer"]),
+        ("kept", ["luna.dev/finalizer", "example.com/keep"]),
+    ):
+        patch = json.dumps({"metadata": {"finalizers": finalizers}})
+        kube.kubectl("patch", "lunaplugin", name, "-n", ns, "--type=merge", "-p", patch)
+    kube.kubectl("delete", "lunaplugin", "old", "-n", ns, "--wait=false")
+    stuck = cluster.get("lunaplugin", "old")
+    assert stuck is not None and stuck["metadata"].get("deletionTimestamp")
+    back = start_operator(kube, ns, tmp_path)
+    try:
+        wait_for(lambda: cluster.get("lunaplugin", "old") is None, timeout=30, what="the old plugin to go")
+        cluster.wait_active(["kept"])
+        wait_for(
+            lambda: cluster.get("lunaplugin", "kept")["metadata"].get("finalizers") == ["example.com/keep"],  # type: ignore[index]
+            timeout=30,
+            what="our finalizer to be removed from the plugin that stays, and only ours",
+        )
+    finally:
+        back.stop()
+        kube.kubectl(
+            "patch", "lunaplugin", "kept", "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
+        )
+
+
+def test_a_long_named_plugin_of_an_earlier_version_is_invalid_and_deletable(
+    cluster: Cluster, kube: Any, tmp_path: Path
+) -> None:
+    """Stored before the CRD limited names to 63 characters (here: under a copy of the CRD without
+    that rule), with the earlier finalizer: the operator marks it Invalid without writing its
+    ConfigMap (which would be refused), the others are Ready, and it deletes."""
+    import yaml
+
+    from tests.operator.harness import CRD
+
+    ns, long_name = cluster.namespace, "l" * 70
+    earlier = yaml.safe_load(CRD.read_text())
+    del earlier["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    kube.kubectl("apply", "-f", "-", input=json.dumps(earlier))
+    try:
+        body = json.loads(plugin_manifest(long_name, ns, route_code("/l"), module="longer"))
+        body["metadata"]["finalizers"] = ["luna.dev/finalizer"]
+        wait_for(lambda: cluster.apply(json.dumps(body), check=False).returncode == 0, what="the earlier CRD")
+    finally:
+        kube.kubectl("apply", "-f", str(CRD))
+    cluster.apply(plugin_manifest("short", ns, route_code("/s")))
+    running = start_operator(kube, ns, tmp_path)
+    try:
+        status = cluster.wait_phase(long_name, "Invalid")
+        assert "metadata.name is 70 characters; at most 63" in status["message"]
+        cluster.wait_phase("short", "Ready")
+        cluster.wait_active(["short"])
+        assert cluster.get("configmap", f"lunaplugin-{long_name}") is None
+        kube.kubectl("delete", "lunaplugin", long_name, "-n", ns, "--timeout=30s")
+    finally:
+        running.stop()

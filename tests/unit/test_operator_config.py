@@ -110,3 +110,69 @@ def test_a_bad_inject_template_stops_the_operator_with_the_path(
     missing.write_text("container: {image: x}\n")
     assert cli.run(args) == 2
     assert "`container.name` is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "expected"),
+    [
+        ({"report_ttl": "0"}, {}, "--report-ttl='0': must be a number of seconds above 0"),
+        ({"report_ttl": "-5"}, {}, "--report-ttl='-5': must be a number of seconds above 0"),
+        ({"report_ttl": "nan"}, {}, "--report-ttl='nan': must be a number of seconds above 0"),
+        ({"report_ttl": "inf"}, {}, "--report-ttl='inf': must be a number of seconds above 0"),
+        (
+            {},
+            {"LUNA_OPERATOR_REPORT_TTL": "soon"},
+            "LUNA_OPERATOR_REPORT_TTL='soon': not a number of seconds",
+        ),
+        ({"log_level": "LOUD"}, {}, "--log-level='LOUD': not a log level (DEBUG, INFO, WARNING, ERROR)"),
+        ({"webhook_port": "0"}, {}, "--webhook-port='0': not a port number (1-65535)"),
+        ({"webhook_port": "70000"}, {}, "--webhook-port='70000': not a port number (1-65535)"),
+        ({"liveness": "8090"}, {}, "--liveness='8090': expected host:port"),
+        ({"liveness": "0.0.0.0:99999"}, {}, "--liveness='0.0.0.0:99999': not a port number (1-65535)"),
+        ({"priority": "high"}, {}, "--priority='high': not an integer"),
+        ({"namespaces": ["team-a", "Team_B"]}, {}, "--namespace='Team_B': not a namespace name"),
+        ({"peering": "Luna Peers"}, {}, "--peering='Luna Peers': not a Kubernetes object name"),
+        ({"code_check_memory": "16"}, {}, "--code-check-memory='16': must be at least 64 (MiB)"),
+        ({"code_check_timeout": "0"}, {}, "--code-check-timeout='0': must be a number of seconds above 0"),
+        ({}, {"LUNA_OPERATOR_WEBHOOK": "maybe"}, "LUNA_OPERATOR_WEBHOOK='maybe': not a boolean"),
+        ({"webhook_cert": "/tls.crt"}, {}, "--webhook-cert and --webhook-key go together"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting(
+    flags: dict[str, object], environ: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        resolve(flags, environ)
+    assert str(refused.value).startswith(expected), refused.value
+
+
+def test_settings_are_normalised() -> None:
+    config = resolve({"log_level": "debug", "report_ttl": "2.5", "code_check_memory": "256"}, {})
+    assert (config.log_level, config.report_ttl, config.code_check_memory) == ("DEBUG", 2.5, 256)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--report-ttl", "0"], "--report-ttl"),
+        (["--log-level", "LOUD"], "--log-level"),
+        (["--webhook-port", "0"], "--webhook-port"),
+        (["--liveness", "127.0.0.1:0"], "--liveness"),
+    ],
+)
+def test_the_operator_process_exits_2_naming_the_flag(args: list[str], named: str) -> None:
+    """The real `luna-plugins operator` process: refused before it contacts anything."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "luna_cli.main", "operator", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "KUBECONFIG": "/nonexistent"},
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"luna-plugins operator: {named}="), result.stderr
+    assert "Traceback" not in result.stderr
