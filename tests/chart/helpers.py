@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from luna_cluster import tools
+from tests.sidecar.harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "luna-plugins"
@@ -56,9 +57,24 @@ def go_module(module: str) -> dict[str, Any]:
 def install_crds(kube: Any, files: Mapping[str, Path]) -> None:
     """Apply CRD files (CRD name -> file) and wait until each is Established. Server-side: large
     CRDs do not fit the last-applied annotation of a client-side apply."""
-    for name, path in files.items():
+    for path in files.values():
         kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    for name in files:
+        # `kubectl wait` fails at once on a CRD that has no status yet: poll the condition instead
+        wait_for(
+            lambda name=name: (
+                kube.kubectl(
+                    "get",
+                    f"crd/{name}",
+                    "-o",
+                    'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+                    check=False,
+                ).stdout.strip()
+                == "True"
+            ),
+            timeout=60,
+            what=f"CRD {name} to be Established",
+        )
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

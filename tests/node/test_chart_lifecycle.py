@@ -121,7 +121,7 @@ def test_helm_upgrade_to_a_new_image_tag_rolls_the_operator_and_loses_no_plugin(
                     reply = http("GET", f"{routes}/kettle/version", timeout=10)
                     outcomes[reply.text if reply.status == 200 else f"status {reply.status}"] += 1
                 except OSError as exc:
-                    outcomes[f"error {type(exc).__name__}"] += 1
+                    outcomes[f"error {type(exc).__name__}: {getattr(exc, 'reason', exc)}"] += 1
 
         worker = threading.Thread(target=load, daemon=True)
         worker.start()
@@ -183,3 +183,49 @@ def test_operator_killed_in_the_middle_of_50_applies_converges(
     # and nothing holds a deletion
     kube.kubectl("delete", "lunaplugins", "--all", "-n", namespace, "--timeout=120s")
     assert get_items(node_cluster, namespace, "lunaplugins") == []
+
+
+def test_helm_uninstall_leaves_nothing_behind_and_nothing_stuck(
+    node_cluster: NodeCluster, release_namespace: str
+) -> None:
+    kube = node_cluster.kube
+    namespace = release_namespace
+    install_chart(node_cluster, namespace, "--set", "demo.enabled=true")
+    # and a plugin a user created, beside the demo's
+    apply(kube, namespace, lunaplugin("users-own", example_code("kettle")))
+    wait_for(
+        lambda: (
+            {
+                item.get("status", {}).get("phase")
+                for item in get_items(node_cluster, namespace, "lunaplugins")
+            }
+            == {"Ready"}
+        ),
+        timeout=180,
+        what="the demo's and the user's plugins Ready",
+    )
+    kube.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "2m", timeout=300)
+
+    left = get_items(node_cluster, namespace, "lunaplugins")
+    # the chart's own plugins are gone, not Terminating; the user's stays (Helm keeps CRDs and what
+    # users made of them) and can be deleted without the operator
+    assert [item["metadata"]["name"] for item in left] == ["users-own"]
+    assert not left[0]["metadata"].get("deletionTimestamp")
+    kube.kubectl("delete", "lunaplugin", "users-own", "-n", namespace, "--timeout=60s")
+    wait_for(
+        lambda: plugin_configmaps(node_cluster, namespace) == [],
+        timeout=120,
+        what="the plugins' ConfigMaps to be garbage-collected",
+    )
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    namespaced = "all,configmaps,secrets,serviceaccounts,roles,rolebindings,poddisruptionbudgets"
+
+    def remaining() -> list[str]:
+        return kube.kubectl("get", namespaced, "-n", namespace, "-l", selector, "-o", "name").stdout.split()
+
+    # pods of the deleted ReplicaSets may still be terminating when helm returns
+    wait_for(lambda: remaining() == [], timeout=120, what="every object of the release to be gone")
+    cluster_scoped = (
+        "clusterroles,clusterrolebindings,validatingwebhookconfigurations,mutatingwebhookconfigurations"
+    )
+    assert kube.kubectl("get", cluster_scoped, "-l", selector, "-o", "name").stdout.split() == []

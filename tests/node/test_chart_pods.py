@@ -193,7 +193,7 @@ def test_a_code_update_under_load_through_the_service_fails_no_request(
                 try:
                     reply = http("GET", f"{routes}/kettle/version", timeout=10)
                 except OSError as exc:
-                    outcomes[f"error {type(exc).__name__}"] += 1
+                    outcomes[f"error {type(exc).__name__}: {getattr(exc, 'reason', exc)}"] += 1
                     continue
                 outcomes[reply.text if reply.status == 200 else f"status {reply.status}"] += 1
 
