@@ -71,3 +71,14 @@ def ready_pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]
         and pod["status"].get("containerStatuses")
         and all(status.get("ready") for status in pod["status"]["containerStatuses"])
     ]
+
+
+def recent_events(kube: Kube, namespace: str, limit: int = 30) -> str:
+    """The namespace's latest events, one per line (for the message of a failed assertion)."""
+    events = get(kube, namespace, "events")["items"]
+    events.sort(key=lambda event: str(event.get("lastTimestamp") or event.get("eventTime") or ""))
+    return "\n".join(
+        f"{event.get('lastTimestamp') or event.get('eventTime')} {event['involvedObject'].get('name')}: "
+        f"{event.get('reason')}: {event.get('message', '')[:200]}"
+        for event in events[-limit:]
+    )

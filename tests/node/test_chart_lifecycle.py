@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.node.conftest import NodeCluster
-from tests.node.pods import get, ready_pods
+from tests.node.pods import get, ready_pods, recent_events
 from tests.node.workload import (
     CHART,
     RELEASE,
@@ -148,7 +148,7 @@ def test_helm_upgrade_to_a_new_image_tag_rolls_the_operator_and_loses_no_plugin(
             worker.join(timeout=30)
     assert phase(node_cluster, namespace, "kettle") == "Ready"
     failures = {outcome: count for outcome, count in outcomes.items() if not outcome.startswith("kettle ")}
-    assert failures == {}, outcomes
+    assert failures == {}, f"{outcomes}\nevents:\n{recent_events(kube, namespace)}"
 
 
 def test_operator_killed_in_the_middle_of_50_applies_converges(

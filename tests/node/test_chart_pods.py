@@ -21,7 +21,7 @@ import yaml
 from tests.chart.helpers import ModuleUnavailableError, go_module, install_crds
 from tests.chart.test_chart_monitoring_demo import MONITOR_CRDS, PROMETHEUS_OPERATOR
 from tests.node.conftest import NodeCluster
-from tests.node.pods import get, ready_pods
+from tests.node.pods import get, ready_pods, recent_events
 from tests.node.workload import (
     RELEASE,
     apply,
@@ -228,7 +228,7 @@ def test_a_code_update_under_load_through_the_service_fails_no_request(
             for worker in workers:
                 worker.join(timeout=30)
     failures = {outcome: count for outcome, count in outcomes.items() if not outcome.startswith("kettle ")}
-    assert failures == {}, outcomes
+    assert failures == {}, f"{outcomes}\nevents:\n{recent_events(kube, namespace)}"
     assert outcomes["kettle 1.0"] > 0 and outcomes["kettle 2.0"] > 0, outcomes
 
 
