@@ -4,8 +4,8 @@ The active-list ConfigMap of a service, ``luna-plugins-<service>``, holds two ke
 
 - ``LUNA_<SERVICE>_ACTIVE_PLUGINS``: a JSON list of module names in load order;
 - ``plugins.json``: a JSON object mapping each of those modules to ``{"codeHash": <sha256 hex>,
-  "configMap": <name of the ConfigMap holding <module>.py>, "settings": {...}}`` (more keys
-  are allowed and ignored).
+  "configMap": <name of the ConfigMap holding <module>.py>, "settings": {...}, "requirements":
+  [<PEP 508 requirement>, ...]}`` (``requirements`` optional; more keys are allowed and ignored).
 
 :func:`parse_active_list` accepts exactly that or raises :class:`ActiveListError` saying which
 key, which entry and what is wrong; the caller then keeps what runs. An empty list is valid:
@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from luna_contract.requirements import RequirementsError, check_requirements
 from luna_plugins.naming import check_module_name
 
 PLUGINS_KEY = "plugins.json"
@@ -52,6 +53,7 @@ class ActiveEntry:
     code_hash: str
     config_map: str
     settings: Mapping[str, Any] = field(default_factory=dict)
+    requirements: tuple[str, ...] = ()
 
     @property
     def code_key(self) -> str:
@@ -112,7 +114,11 @@ def _entry(module: str, raw: Any, where: str) -> ActiveEntry:
         settings = {}
     if not isinstance(settings, dict):
         raise ActiveListError(f"{where}: settings must be an object, got {_kind(settings)}")
-    return ActiveEntry(module, code_hash, config_map, settings)
+    try:
+        requirements = check_requirements(raw.get("requirements", []), f"{where}: requirements")
+    except RequirementsError as exc:
+        raise ActiveListError(str(exc)) from None
+    return ActiveEntry(module, code_hash, config_map, settings, requirements)
 
 
 def code_of(entry: ActiveEntry, data: Mapping[str, str] | None) -> tuple[bytes | None, str | None]:

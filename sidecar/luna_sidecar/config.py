@@ -90,6 +90,23 @@ class SidecarConfig:
     marked failed until its code changes or SIGHUP); 0 turns quarantine off."""
     max_label_sets: int = 2_000
     """Label combinations each point-derived metric keeps; further ones are counted as overflow."""
+    packages_dir: Path | None = None
+    """Directory where plugins' Python requirements are installed, one folder per requirement set
+    (on a volume they survive restarts); unset: a plugin that declares requirements fails."""
+    packages_index_url: str | None = None
+    """Package index of plugins' requirements (pip ``--index-url``); unset: pip's default, PyPI."""
+    packages_extra_index_urls: tuple[str, ...] = ()
+    """More package indexes, comma-separated (pip ``--extra-index-url``)."""
+    packages_find_links: Path | None = None
+    """A wheelhouse directory: plugins' requirements come from its wheels only, never from an index."""
+    packages_ca_file: Path | None = None
+    """CA bundle that the package index's TLS certificate must chain to (pip ``--cert``)."""
+    packages_timeout: float = 300.0
+    """Seconds resolving and installing one requirement set may take; then it fails and is retried
+    with backoff (10 s up to 5 min)."""
+    packages_require_hashes: bool = False
+    """Install only distributions whose SHA-256 the plugins' requirements pin (``pkg==1.0
+    --hash=sha256:...``, every dependency too), as pip's hash-checking mode."""
     log_level: str = "INFO"
     """Log level of the runtime and plugins (DEBUG, INFO, WARNING, ERROR)."""
 
@@ -129,6 +146,30 @@ def parse_active_list(text: str) -> tuple[str, ...]:
 
 def _active(value: str) -> tuple[str, ...]:
     return parse_active_list(value)
+
+
+def _urls(value: str) -> tuple[str, ...]:
+    urls = tuple(part.strip() for part in value.split(",") if part.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"not an http(s) URL: {url!r}")
+    return urls
+
+
+def _url(value: str) -> str:
+    (url,) = _urls(value) or ("",)
+    if not url:
+        raise ConfigError("empty URL")
+    return url
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"expected true or false, got {value!r}")
 
 
 def _log_level(value: str) -> str:
@@ -185,6 +226,13 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "loop_block_threshold": _positive(float),
     "loop_block_budget": _not_negative,
     "log_level": _log_level,
+    "packages_dir": _path,
+    "packages_index_url": _url,
+    "packages_extra_index_urls": _urls,
+    "packages_find_links": _path,
+    "packages_ca_file": _path,
+    "packages_timeout": _positive(float),
+    "packages_require_hashes": _boolean,
 }
 
 
@@ -207,7 +255,9 @@ def setting_docs() -> list[tuple[str, str, str, str]]:
 
 
 def _shown_default(default: Any) -> str:
-    return "unset" if default is None else str(default)
+    if default is None or default == ():
+        return "unset"
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def _field_doc(name: str) -> str:

@@ -132,6 +132,7 @@ class ClusterFeed:
             problems=self.problems,
         )
         self.reporter = reporter
+        self.runtime.on_change.append(reporter.poke)
         self.watcher = ClusterWatcher(
             lambda changed: ConfigMapMirror(api, namespace, f"luna.dev/service={service}", changed),
             service,

@@ -88,7 +88,9 @@ def desired_plugins(
         code, why_not = code_of(entry, holder.data if holder is not None else None)
         if code is not None:
             origin = f"configmap/{entry.config_map}/{entry.code_key}"
-            source = PluginSource(entry.module, code, origin, entry.settings, entry.code_hash)
+            source = PluginSource(
+                entry.module, code, origin, entry.settings, entry.code_hash, requirements=entry.requirements
+            )
             desired.append(DesiredPlugin(entry.module, source))
             continue
         waiting[entry.module] = why_not or "code not found"

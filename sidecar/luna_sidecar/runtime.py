@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.lifecycle import PluginVersion, close_instances, load_version
 from luna_sidecar.loader import PluginLoadError, forget_module, publish_module
 from luna_sidecar.metrics import PluginState, QueueState, RuntimeMetrics
+from luna_sidecar.packages import PackageManager, PackageSettings, PackageStatus
 from luna_sidecar.queues import EventWorker
 from luna_sidecar.routing import RouteConflictError, RouteTable
 from luna_sidecar.sources import DesiredPlugin, PluginSource
@@ -59,6 +61,8 @@ class PluginSlot:
     """code hash + settings of the version that failed (a settings change is a new version)"""
     error: str | None = None
     changed_at: float = field(default_factory=time.time)
+    packages: PackageStatus | None = None
+    """the requirements of the desired version (installed, installing, failed)"""
 
     def describe(self, routes: RouteTable, ledger: BlockLedger, leftovers: Leftovers) -> dict[str, Any]:
         """The slot as ``GET /plugins`` shows it."""
@@ -80,8 +84,15 @@ class PluginSlot:
             "routes": [entry.label.replace(":", " ", 1) for entry in routes.routes_of(self.module)],
             "loopBlockedSeconds": round(ledger.total(self.module), 3),
             "stuck": [entry.describe() for entry in leftovers.entries() if entry.plugin == self.module],
+            "requirements": _requirements_info(self.packages),
             "changedAt": self.changed_at,
         }
+
+
+def _requirements_info(status: PackageStatus | None) -> dict[str, Any] | None:
+    if status is None or status.state == "none":
+        return None
+    return {"state": status.state, "set": status.environment, "error": status.error}
 
 
 def _kind(instance: object) -> str:
@@ -106,12 +117,13 @@ def _queue_info(workers: list[EventWorker], instance: object) -> dict[str, Any]:
     return {}
 
 
-def _settings_key(source: PluginSource) -> str:
-    return json.dumps(source.settings, sort_keys=True, default=str)
+def _config_key(source: PluginSource) -> str:
+    """Settings and requirements: changing either makes a new version of the same code."""
+    return json.dumps([source.settings, source.requirements], sort_keys=True, default=str)
 
 
 def _version_key(source: PluginSource) -> str:
-    return f"{source.code_hash}:{_settings_key(source)}"
+    return f"{source.code_hash}:{_config_key(source)}"
 
 
 class Runtime:
@@ -127,6 +139,7 @@ class Runtime:
         limits: RuntimeLimits,
         leftovers: Leftovers | None = None,
         ledger: BlockLedger | None = None,
+        packages: PackageSettings | None = None,
     ) -> None:
         self.app = app
         self.bus = bus
@@ -139,6 +152,11 @@ class Runtime:
         self._lock = asyncio.Lock()
         self._quarantines: set[asyncio.Task[None]] = set()
         self._shut_down = False
+        self.packages = PackageManager(packages or PackageSettings(), on_done=self._packages_done)
+        self._last_desired: list[DesiredPlugin] = []
+        self._reapply: asyncio.Task[None] | None = None
+        #: called after the runtime changed something on its own (requirements installed)
+        self.on_change: list[Callable[[], None]] = []
 
     @property
     def slots(self) -> list[PluginSlot]:
@@ -170,6 +188,12 @@ class Runtime:
         """Converge on ``desired`` (in load order). A version that already failed is not tried
         again unless ``retry_failed`` (a SIGHUP) asks for it. Never raises for plugin faults."""
         async with self._lock:
+            if self._shut_down:
+                return
+            self._last_desired = list(desired)
+            packages = self.packages.status(
+                [(entry.module, entry.source.requirements if entry.source else ()) for entry in desired]
+            )
             wanted = {entry.module for entry in desired}
             for module in [name for name in self._slots if name not in wanted]:
                 await self._unload(self._slots[module])
@@ -178,8 +202,21 @@ class Runtime:
                 slot = self._slots.get(entry.module) or PluginSlot(entry.module)
                 ordered[entry.module] = slot
                 self._slots[entry.module] = slot
+                slot.packages = packages[entry.module]
                 await self._converge(slot, entry, retry_failed=retry_failed)
             self._slots = ordered
+
+    def _packages_done(self) -> None:
+        """A requirement set finished installing (or failed): converge again on what is desired."""
+        if self._shut_down or (self._reapply is not None and not self._reapply.done()):
+            return
+
+        async def reapply() -> None:
+            await self.apply(self._last_desired)
+            for listener in self.on_change:
+                listener()
+
+        self._reapply = asyncio.create_task(reapply(), name="luna-packages-reapply")
 
     async def _converge(self, slot: PluginSlot, entry: DesiredPlugin, *, retry_failed: bool) -> None:
         source = entry.source
@@ -190,7 +227,7 @@ class Runtime:
         if (
             current is not None
             and current.source.code_hash == source.code_hash
-            and _settings_key(current.source) == _settings_key(source)
+            and _config_key(current.source) == _config_key(source)
         ):
             if slot.failed_hash is not None:  # the desired version is the running one again
                 slot.failed_hash = slot.failed_key = slot.error = None
@@ -198,6 +235,15 @@ class Runtime:
             return
         if slot.failed_key == _version_key(source) and not retry_failed:
             return  # this exact version already failed; a SIGHUP retries it
+        packages = slot.packages
+        if packages is not None and not packages.ready:
+            # not failed_key: once the set is installed (or the index is back) it is tried again
+            if packages.state == "installing":
+                if current is None:
+                    slot.state, slot.error = "installing", None
+                return
+            self._failed(slot, source.code_hash, packages.error or "requirements not installed", None)
+            return
         verb = "reloading" if current else "loading"
         log.info("%s plugin %s (code %s)", verb, slot.module, source.code_hash[:12])
         self.ledger.track(slot.module)  # initialize() and start() run on the loop already
@@ -361,6 +407,7 @@ class Runtime:
         (half of what is left, at most ``lifecycle_timeout``, is kept for closing), then close
         every plugin, modules concurrently; whatever ignores cancellation is abandoned and
         reported. Returns the number of batches that could not be delivered."""
+        await self.packages.close()  # pip, if it runs, is killed
         async with self._lock:
             self._shut_down = True
             slots = list(self._slots.values())

@@ -34,6 +34,7 @@ from luna_sidecar.health_http import build_metrics_app
 from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.mapping import MappingError, PointMetrics, load_rules
 from luna_sidecar.metrics import LeftoverCollector, PluginStateCollector, RuntimeMetrics, watch_loop_lag
+from luna_sidecar.packages import PackageSettings
 from luna_sidecar.public_http import RouteDispatcher
 from luna_sidecar.routing import RouteTable
 from luna_sidecar.runtime import Runtime, RuntimeLimits
@@ -68,6 +69,7 @@ class Sidecar:
             "plugins": self.runtime.describe(),
             "stuck": [entry.describe() for entry in self.runtime.leftovers.entries()],
             "problems": self.problems(),
+            "packages": self.runtime.packages.describe(),
         }
 
 
@@ -115,8 +117,24 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
     )
     leftovers = Leftovers()
     ledger = BlockLedger(metrics)
+    packages = PackageSettings(
+        root=config.packages_dir,
+        index_url=config.packages_index_url,
+        extra_index_urls=config.packages_extra_index_urls,
+        find_links=config.packages_find_links,
+        ca_file=config.packages_ca_file,
+        timeout=config.packages_timeout,
+        require_hashes=config.packages_require_hashes,
+    )
     runtime = Runtime(
-        app=app, bus=bus, routes=routes, metrics=metrics, limits=limits, leftovers=leftovers, ledger=ledger
+        app=app,
+        bus=bus,
+        routes=routes,
+        metrics=metrics,
+        limits=limits,
+        leftovers=leftovers,
+        ledger=ledger,
+        packages=packages,
     )
     watchdog = LoopWatchdog(
         threshold=config.loop_block_threshold,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from luna_contract.requirements import RequirementsError, check_requirements
 from luna_sidecar.config import ConfigError, parse_active_list
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class PluginSource:
     """File name shown in tracebacks and errors."""
     settings: Mapping[str, Any] = field(default_factory=dict)
     code_hash: str = ""
+    requirements: tuple[str, ...] = ()
+    """Python packages the plugin needs (PEP 508), installed before it is loaded."""
 
     def __post_init__(self) -> None:
         if not self.code_hash:
@@ -53,7 +56,8 @@ class DirectorySource:
     """Standalone mode: plugin files ``DIR/NAME.py`` and an active list.
 
     The active list is fixed (``--active`` or ``LUNA_<SERVICE>_ACTIVE_PLUGINS``) or read from a
-    file on every :meth:`read`. Optional per-plugin settings come from ``DIR/NAME.settings.json``.
+    file on every :meth:`read`. Optional per-plugin settings come from ``DIR/NAME.settings.json``
+    and requirements from ``DIR/NAME.requirements.txt`` (one per line; ``#`` starts a comment).
     The directory is put on ``sys.path`` by the runtime, so plugins may import helper modules
     that sit beside them.
     """
@@ -102,11 +106,27 @@ class DirectorySource:
                 desired.append(DesiredPlugin(module, None, f"cannot read {path}: {exc.strerror}"))
                 continue
             settings, error = self._settings(module)
-            if error:
-                desired.append(DesiredPlugin(module, None, error))
+            requirements, requirements_error = self._requirements(module)
+            if error or requirements_error:
+                desired.append(DesiredPlugin(module, None, error or requirements_error))
                 continue
-            desired.append(DesiredPlugin(module, PluginSource(module, code, str(path), settings)))
+            source = PluginSource(module, code, str(path), settings, requirements=requirements)
+            desired.append(DesiredPlugin(module, source))
         return desired
+
+    def _requirements(self, module: str) -> tuple[tuple[str, ...], str | None]:
+        path = self.plugins_dir / f"{module}.requirements.txt"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return (), None
+        except (OSError, UnicodeDecodeError) as exc:
+            return (), f"cannot read requirements file {path}: {exc}"
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        try:
+            return check_requirements([line for line in lines if line], str(path)), None
+        except RequirementsError as exc:
+            return (), str(exc)
 
     def _settings(self, module: str) -> tuple[dict[str, Any], str | None]:
         path = self.plugins_dir / f"{module}.settings.json"
@@ -123,7 +143,11 @@ class DirectorySource:
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         """A cheap summary of the files that matter (name, mtime, size); changes when they do."""
         entries = []
-        candidates = list(self.plugins_dir.glob("*.py")) + list(self.plugins_dir.glob("*.settings.json"))
+        candidates = [
+            *self.plugins_dir.glob("*.py"),
+            *self.plugins_dir.glob("*.settings.json"),
+            *self.plugins_dir.glob("*.requirements.txt"),
+        ]
         if self._active_file is not None:
             candidates.append(self._active_file)
         for path in candidates:

@@ -1,0 +1,209 @@
+"""Plugins' own packages, installed by the real sidecar from a package index served by the test.
+
+The index holds a tiny distribution ``lunatestpkg`` in versions 1.0 and 2.0 (wheels made here),
+so a plugin can import it, two plugins can conflict over it, and the index can go down.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.sidecar.harness import Sidecar, start_sidecar, wait_for
+from tests.sidecar.package_index import PackageIndex, make_wheel, write_simple_index
+
+USES_PACKAGE = """
+import lunatestpkg
+from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, pluginHTTPResponse
+
+class UsesPackage(BaseBackgroundPlugin):
+    async def initialize(self):
+        self.addRoute("/{route}", lambda request: pluginHTTPResponse(body=lunatestpkg.VERSION))
+"""
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[PackageIndex]:
+    root = tmp_path / "index"
+    wheels = root / "files"
+    for version in ("1.0", "2.0"):
+        make_wheel(wheels, "lunatestpkg", version)
+    write_simple_index(wheels, root)
+    served = PackageIndex(root).start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def plugin(route: str) -> str:
+    return USES_PACKAGE.replace("{route}", route)
+
+
+def requirements(plugins_dir: Path, module: str, *lines: str) -> None:
+    (plugins_dir / f"{module}.requirements.txt").write_text("".join(f"{line}\n" for line in lines))
+
+
+def start(
+    workdir: Path, index: PackageIndex, plugins: dict[str, str], reqs: dict[str, list[str]], *extra: str
+) -> Sidecar:
+    plugins_dir = workdir / "plugins"
+    plugins_dir.mkdir(parents=True, exist_ok=True)
+    for module, lines in reqs.items():
+        requirements(plugins_dir, module, *lines)
+    return start_sidecar(
+        workdir,
+        plugins=plugins,
+        active=list(plugins),
+        args=[
+            "--packages-dir",
+            str(workdir / "packages"),
+            "--packages-index-url",
+            index.url,
+            *extra,
+        ],
+    )
+
+
+def plugin_info(sidecar: Sidecar, module: str) -> dict[str, Any]:
+    return sidecar.plugins().get(module, {})
+
+
+def answers(sidecar: Sidecar, path: str) -> str | None:
+    reply = sidecar.get(path, timeout=5)
+    return reply.text if reply.status == 200 else None
+
+
+def test_a_plugins_requirement_is_installed_and_imported(tmp_path: Path, index: PackageIndex) -> None:
+    sidecar = start(tmp_path, index, {"usespkg": plugin("version")}, {"usespkg": ["lunatestpkg==1.0"]})
+    try:
+        wait_for(
+            lambda: answers(sidecar, "/version") == "1.0", timeout=120, what="the plugin on lunatestpkg 1.0"
+        )
+        info = plugin_info(sidecar, "usespkg")
+        assert info["state"] == "running"
+        assert info["requirements"]["state"] == "installed", info
+        assert index.requests["/simple/lunatestpkg/"] >= 1
+    finally:
+        sidecar.stop()
+
+
+def test_a_changed_requirement_reloads_the_plugin_on_the_new_version(
+    tmp_path: Path, index: PackageIndex
+) -> None:
+    sidecar = start(tmp_path, index, {"usespkg": plugin("version")}, {"usespkg": ["lunatestpkg==1.0"]})
+    try:
+        wait_for(lambda: answers(sidecar, "/version") == "1.0", timeout=120, what="version 1.0")
+        requirements(tmp_path / "plugins", "usespkg", "lunatestpkg==2.0")
+        wait_for(lambda: answers(sidecar, "/version") == "2.0", timeout=120, what="the reload on 2.0")
+        assert plugin_info(sidecar, "usespkg")["requirements"]["state"] == "installed"
+    finally:
+        sidecar.stop()
+
+
+def test_an_installed_set_is_reused_after_a_restart(tmp_path: Path, index: PackageIndex) -> None:
+    reqs = {"usespkg": ["lunatestpkg==1.0"]}
+    first = start(tmp_path, index, {"usespkg": plugin("version")}, reqs)
+    try:
+        wait_for(lambda: answers(first, "/version") == "1.0", timeout=120, what="the first install")
+    finally:
+        first.stop()
+    asked = sum(index.requests.values())
+    again = start(tmp_path, index, {"usespkg": plugin("version")}, reqs)
+    try:
+        wait_for(lambda: answers(again, "/version") == "1.0", timeout=60, what="the plugin after the restart")
+        assert sum(index.requests.values()) == asked, "the index was asked again"
+        assert "reusing the installed requirement set" in again.log()
+    finally:
+        again.stop()
+
+
+def test_conflicting_requirements_refuse_the_later_plugin_only(tmp_path: Path, index: PackageIndex) -> None:
+    sidecar = start(
+        tmp_path,
+        index,
+        {"first": plugin("first"), "second": plugin("second")},
+        {"first": ["lunatestpkg==1.0"], "second": ["lunatestpkg==2.0"]},
+    )
+    try:
+        wait_for(lambda: answers(sidecar, "/first") == "1.0", timeout=120, what="the first plugin")
+        second = wait_for(
+            lambda: (info := plugin_info(sidecar, "second")).get("state") == "failed" and info,
+            timeout=120,
+            what="the second plugin refused",
+        )
+        assert "conflict" in second["error"] and "first" in second["error"], second["error"]
+        assert "lunatestpkg" in second["error"], second["error"]
+        assert sidecar.get("/second").status == 404
+    finally:
+        sidecar.stop()
+
+
+def test_a_plugin_cannot_replace_the_sidecars_own_packages(tmp_path: Path, index: PackageIndex) -> None:
+    # aiohttp is the runtime's: its installed version is a constraint no plugin can change
+    sidecar = start(tmp_path, index, {"downgrade": plugin("downgrade")}, {"downgrade": ["aiohttp<3"]})
+    try:
+        info = wait_for(
+            lambda: (found := plugin_info(sidecar, "downgrade")).get("state") == "failed" and found,
+            timeout=120,
+            what="the plugin refused",
+        )
+        assert "the sidecar's own packages" in info["error"] and "aiohttp" in info["error"], info["error"]
+    finally:
+        sidecar.stop()
+
+
+def test_an_index_that_is_down_is_reported_and_the_last_good_version_keeps_serving(
+    tmp_path: Path, index: PackageIndex
+) -> None:
+    sidecar = start(tmp_path, index, {"usespkg": plugin("version")}, {"usespkg": ["lunatestpkg==1.0"]})
+    try:
+        wait_for(lambda: answers(sidecar, "/version") == "1.0", timeout=120, what="the first version")
+        index.stop()
+        requirements(tmp_path / "plugins", "usespkg", "lunatestpkg==2.0")
+        info = wait_for(
+            lambda: (found := plugin_info(sidecar, "usespkg")).get("failedCodeHash") and found,
+            timeout=180,
+            what="the update reported as failed",
+        )
+        assert "cannot be reached" in info["error"], info["error"]
+        assert info["state"] == "running"
+        assert answers(sidecar, "/version") == "1.0"
+    finally:
+        sidecar.stop()
+
+
+def test_a_requirement_that_is_not_one_fails_only_its_plugin(tmp_path: Path, index: PackageIndex) -> None:
+    sidecar = start(
+        tmp_path,
+        index,
+        {"hostile": plugin("hostile"), "usespkg": plugin("version")},
+        {"hostile": ["--index-url http://attacker.invalid/simple"], "usespkg": ["lunatestpkg==1.0"]},
+    )
+    try:
+        wait_for(lambda: answers(sidecar, "/version") == "1.0", timeout=120, what="the good plugin")
+        info = plugin_info(sidecar, "hostile")
+        assert info["state"] == "failed" and "pip option" in info["error"], info
+    finally:
+        sidecar.stop()
+
+
+def test_without_a_packages_dir_a_plugin_with_requirements_says_so(tmp_path: Path) -> None:
+    plugins_dir = tmp_path / "plugins"
+    plugins_dir.mkdir()
+    requirements(plugins_dir, "usespkg", "lunatestpkg==1.0")
+    sidecar = start_sidecar(tmp_path, plugins={"usespkg": plugin("version")}, active=["usespkg"])
+    try:
+        info = wait_for(
+            lambda: (found := plugin_info(sidecar, "usespkg")).get("state") == "failed" and found,
+            timeout=30,
+            what="the plugin refused",
+        )
+        assert "--packages-dir" in info["error"], info
+        assert json.dumps(info)  # the answer stays JSON
+    finally:
+        sidecar.stop()
