@@ -13,8 +13,9 @@ returns what should exist. Rules:
 - the ConfigMap always carries the plugin's current service: a plugin moved to another service
   moves with its version in service, even when its code did not change;
 - a module is claimed by the oldest enabled plugin asking for it; a newer one is Invalid;
-- ``spec.settings`` is part of the change: settings that are not an object or too large are
-  Invalid, and the last good version keeps the settings the active list has for it; plugins
+- ``spec.settings`` and ``spec.requirements`` are part of the change: settings that are not an
+  object or too large, or requirements that are not PEP 508 strings from the index, are Invalid,
+  and the last good version keeps the settings and requirements the active list has for it; plugins
   whose entries would make the active list too large for a ConfigMap are Invalid, newest first;
 - one plugin never stops the others: anything unexpected while deciding one plugin makes that
   plugin Invalid with the reason, and the others are decided as usual;
@@ -28,7 +29,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from luna_operator.render import ActiveEntry, ExistingConfigMap, StoredVersion, plugin_configmap_name
+from luna_operator.render import (
+    ActiveEntry,
+    ExistingConfigMap,
+    StoredVersion,
+    entry_details,
+    plugin_configmap_name,
+)
 from luna_operator.store import PluginRecord
 from luna_operator.validation import (
     Problem,
@@ -36,6 +43,7 @@ from luna_operator.validation import (
     module_name,
     validate_module,
     validate_name,
+    validate_requirements,
     validate_settings,
 )
 
@@ -104,9 +112,9 @@ def decide(
     existing: dict[str, ExistingConfigMap],
     listed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[PluginOutcome]:
-    """``plugins`` oldest first; ``codes``, ``existing`` and ``listed`` (the settings the current
-    active list has for each plugin) by plugin name. Returns an outcome per plugin not being
-    deleted, in the same order."""
+    """``plugins`` oldest first; ``codes``, ``existing`` and ``listed`` (each plugin's entry in the
+    current active list: its ``settings`` and ``requirements``) by plugin name. Returns an outcome
+    per plugin not being deleted, in the same order."""
     listed = listed or {}
     live = [plugin for plugin in plugins if not plugin.deleting]
     claims: dict[str, str] = {}  # module -> the oldest enabled plugin asking for it
@@ -142,14 +150,7 @@ def decide(
 
 def entry_bytes(entry: ActiveEntry) -> int:
     """About what ``entry`` adds to its active list's data (both keys)."""
-    details = {
-        entry.module: {
-            "codeHash": entry.code_hash,
-            "configMap": entry.config_map,
-            "plugin": entry.plugin,
-            "settings": dict(entry.settings),
-        }
-    }
+    details = {entry.module: entry_details(entry)}
     return len(json.dumps(details).encode()) + len(json.dumps(entry.module).encode()) + 2
 
 
@@ -182,7 +183,7 @@ def _decide_one(
     plugin: PluginRecord,
     checked: CheckedCode | None,
     existing: ExistingConfigMap | None,
-    listed_settings: Mapping[str, Any] | None,
+    listed: Mapping[str, Any] | None,
     claims: dict[str, str],
     serving: set[str],
 ) -> PluginOutcome:
@@ -191,10 +192,18 @@ def _decide_one(
     enabled = _enabled(plugin)
     previous = last_good(plugin, existing)
     settings_problems = validate_settings(spec.get("settings"))
-    # the settings the plugin's entry carries: the new ones, or, when they are refused, those of
-    # the version in service (a last good version without an entry cannot keep serving)
-    settings = dict(spec.get("settings") or {}) if not settings_problems else listed_settings
-    problems: list[Problem] = validate_name(plugin.name) + validate_module(module) + settings_problems
+    requirements, requirements_problems = validate_requirements(spec.get("requirements"))
+    # the settings and requirements the plugin's entry carries: the new ones, or, when either is
+    # refused, those of the version in service (a last good version without an entry cannot
+    # keep serving)
+    if settings_problems or requirements_problems:
+        settings = listed.get("settings") if listed is not None else None
+        requirements = tuple(listed.get("requirements") or ()) if listed is not None else ()
+    else:
+        settings = dict(spec.get("settings") or {})
+    problems: list[Problem] = (
+        validate_name(plugin.name) + validate_module(module) + settings_problems + requirements_problems
+    )
     if existing is not None and not existing.managed:
         problems.append(
             Problem(
@@ -253,6 +262,7 @@ def _decide_one(
             config_map=plugin_configmap_name(plugin.name),
             order=int(spec.get("order") or 0),
             settings=dict(settings),
+            requirements=requirements,
         )
     return PluginOutcome(plugin, module, phase, bounded(message), stored, active, transient)
 

@@ -41,6 +41,7 @@ from luna_operator.validation import (
     module_name,
     validate_module,
     validate_name,
+    validate_requirements,
     validate_settings,
 )
 
@@ -317,7 +318,10 @@ def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> N
         module = module_name(name, spec.get("module"))
         problems = [
             str(p)
-            for p in validate_name(name) + validate_module(module) + validate_settings(spec.get("settings"))
+            for p in validate_name(name)
+            + validate_module(module)
+            + validate_settings(spec.get("settings"))
+            + validate_requirements(spec.get("requirements"))[1]
         ]
         code = spec.get("code")
         if isinstance(code, str):

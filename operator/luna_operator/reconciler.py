@@ -114,7 +114,7 @@ class ServiceReconciler:
         found = await self._plugin_configmaps(namespace, service, live)
         existing = {name: read_plugin_configmap(body) for name, body in found.items()}
         current_list, problem = await self._read_active_list(namespace, service)
-        outcomes = decide(plugins, codes, existing, listed_settings(current_list))
+        outcomes = decide(plugins, codes, existing, listed_entries(current_list))
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
         failures: list[str] = []
         runtimes = await self._runtimes(namespace, service, failures)
@@ -355,9 +355,9 @@ def _runtime_owners(
     ]
 
 
-def listed_settings(active_list_body: dict[str, Any] | None) -> dict[str, Any]:
-    """The settings an active list (as the API returns it) has for each plugin, by plugin name;
-    empty when there is none or it cannot be read."""
+def listed_entries(active_list_body: dict[str, Any] | None) -> dict[str, Any]:
+    """The entry (``settings``, ``requirements``) an active list (as the API returns it) has for
+    each plugin, by plugin name; empty when there is none or it cannot be read."""
     if (
         active_list_body is None
         or (active_list_body["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list"
@@ -371,7 +371,11 @@ def listed_settings(active_list_body: dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(details, dict):
         for entry in details.values():
             if isinstance(entry, dict) and isinstance(entry.get("settings"), dict):
-                listed[str(entry.get("plugin"))] = entry["settings"]
+                requirements = entry.get("requirements")
+                listed[str(entry.get("plugin"))] = {
+                    "settings": entry["settings"],
+                    "requirements": requirements if isinstance(requirements, list) else [],
+                }
     return listed
 
 

@@ -108,6 +108,20 @@ class ActiveEntry:
     config_map: str
     order: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)
+    requirements: tuple[str, ...] = ()
+
+
+def entry_details(entry: ActiveEntry) -> dict[str, Any]:
+    """``entry`` as ``plugins.json`` holds it (``requirements`` only when it has some)."""
+    details: dict[str, Any] = {
+        "codeHash": entry.code_hash,
+        "configMap": entry.config_map,
+        "plugin": entry.plugin,
+        "settings": dict(entry.settings),
+    }
+    if entry.requirements:
+        details["requirements"] = list(entry.requirements)
+    return details
 
 
 def active_list(service: str, entries: Iterable[ActiveEntry], owners: Iterable[Owner] = ()) -> dict[str, Any]:
@@ -115,15 +129,7 @@ def active_list(service: str, entries: Iterable[ActiveEntry], owners: Iterable[O
     ``LUNA_<SERVICE>_ACTIVE_PLUGINS``, and ``plugins.json`` mapping each module to its code hash,
     ConfigMap and settings; owned by ``owners`` (the service's LunaPlugins and sidecar reports)."""
     ordered = sorted(entries, key=lambda entry: (entry.order, entry.module))
-    details = {
-        entry.module: {
-            "codeHash": entry.code_hash,
-            "configMap": entry.config_map,
-            "plugin": entry.plugin,
-            "settings": dict(entry.settings),
-        }
-        for entry in ordered
-    }
+    details = {entry.module: entry_details(entry) for entry in ordered}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

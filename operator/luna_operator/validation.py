@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from luna_contract.requirements import RequirementsError, check_requirements
 from luna_operator.code_check import check_source
 from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
 from luna_plugins.naming import check_module_name
@@ -94,6 +95,18 @@ def validate_settings(settings: object) -> list[Problem]:
             )
         ]
     return []
+
+
+def validate_requirements(requirements: object) -> tuple[tuple[str, ...], list[Problem]]:
+    """``spec.requirements`` in canonical spelling, or the problem with them (see
+    :mod:`luna_contract.requirements`: PEP 508 strings from the configured index, no URLs or pip
+    options). The operator only checks them; the sidecar installs them."""
+    if requirements is None:
+        return (), []
+    try:
+        return check_requirements(requirements, "spec.requirements"), []
+    except RequirementsError as exc:
+        return (), [Problem(str(exc))]
 
 
 def validate_module(module: str) -> list[Problem]:

@@ -101,6 +101,8 @@ class SidecarConfig:
     """A wheelhouse directory: plugins' requirements come from its wheels only, never from an index."""
     packages_ca_file: Path | None = None
     """CA bundle that the package index's TLS certificate must chain to (pip ``--cert``)."""
+    packages_trusted_hosts: tuple[str, ...] = ()
+    """Hosts whose plain-HTTP package index pip may use, comma-separated (pip ``--trusted-host``)."""
     packages_timeout: float = 300.0
     """Seconds resolving and installing one requirement set may take; then it fails and is retried
     with backoff (10 s up to 5 min)."""
@@ -161,6 +163,14 @@ def _url(value: str) -> str:
     if not url:
         raise ConfigError("empty URL")
     return url
+
+
+def _hosts(value: str) -> tuple[str, ...]:
+    hosts = tuple(part.strip() for part in value.split(",") if part.strip())
+    for host in hosts:
+        if not all(char.isalnum() or char in ".-:[]" for char in host):
+            raise ConfigError(f"not a host name or address: {host!r}")
+    return hosts
 
 
 def _boolean(value: str) -> bool:
@@ -231,6 +241,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "packages_extra_index_urls": _urls,
     "packages_find_links": _path,
     "packages_ca_file": _path,
+    "packages_trusted_hosts": _hosts,
     "packages_timeout": _positive(float),
     "packages_require_hashes": _boolean,
 }

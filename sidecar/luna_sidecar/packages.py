@@ -72,6 +72,8 @@ class PackageSettings:
     find_links: Path | None = None
     """a wheelhouse folder: install from it only, never from an index"""
     ca_file: Path | None = None
+    trusted_hosts: tuple[str, ...] = ()
+    """hosts whose plain-HTTP index pip may use (pip ``--trusted-host``)"""
     timeout: float = 300.0
     require_hashes: bool = False
 
@@ -87,6 +89,8 @@ class PackageSettings:
                 options += ["--extra-index-url", url]
         if self.ca_file is not None:
             options += ["--cert", str(self.ca_file)]
+        for host in self.trusted_hosts:
+            options += ["--trusted-host", host]
         if self.require_hashes:
             options.append("--require-hashes")
         return options
@@ -149,7 +153,9 @@ def set_key(
 
 def _tail(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    useful = [line for line in lines if line.startswith(("ERROR", "  ", "The conflict", "To fix"))] or lines
+    useful = [
+        line for line in lines if line.startswith(("ERROR", "WARNING", "  ", "The conflict", "To fix"))
+    ] or lines
     joined = "\n".join(useful)
     return joined[-_OUTPUT_TAIL:]
 
@@ -505,6 +511,12 @@ class PipFailure:
         message = _tail(output) or f"pip exited with {code}"
         if any(marker in output for marker in _NETWORK_MARKERS):
             return cls("network", f"the package index cannot be reached: {message}")
+        if "is not a trusted or secure host" in output:
+            return cls(
+                "network",
+                "the package index is plain HTTP on a host pip does not trust: use HTTPS, or list the "
+                f"host in --packages-trusted-hosts: {message}",
+            )
         if any(marker in output for marker in _CONFLICT_MARKERS):
             return cls("conflict", message)
         return cls("other", message)

@@ -123,6 +123,7 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
         extra_index_urls=config.packages_extra_index_urls,
         find_links=config.packages_find_links,
         ca_file=config.packages_ca_file,
+        trusted_hosts=config.packages_trusted_hosts,
         timeout=config.packages_timeout,
         require_hashes=config.packages_require_hashes,
     )

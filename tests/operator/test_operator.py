@@ -349,3 +349,35 @@ def test_a_long_named_plugin_of_an_earlier_version_is_invalid_and_deletable(
         kube.kubectl("delete", "lunaplugin", long_name, "-n", ns, "--timeout=30s")
     finally:
         running.stop()
+
+
+def test_requirements_reach_the_active_list_and_bad_ones_keep_the_last_good_version(
+    cluster: Cluster, operator: Any
+) -> None:
+    ns = cluster.namespace
+    code = route_code("/pkg", "1")
+    cluster.apply(plugin_manifest("with-packages", ns, code, requirements=["Redis>=5,<6"]))
+    cluster.wait_phase("with-packages", "Ready")
+    details = cluster.wait_active(["with_packages"])
+    assert details["with_packages"]["requirements"] == ["Redis<6,>=5"]
+
+    # a URL or a pip option is refused; the version in service keeps its requirements
+    for bad in (["evil @ https://attacker.invalid/evil.whl"], ["--index-url http://attacker.invalid/simple"]):
+        cluster.apply(plugin_manifest("with-packages", ns, route_code("/pkg", "2"), requirements=bad))
+        status = cluster.wait_phase("with-packages", "Invalid")
+        assert "spec.requirements[0]" in status["message"], status
+        entry = cluster.active()[1]["with_packages"]
+        assert entry["codeHash"] == sha(code) and entry["requirements"] == ["Redis<6,>=5"]
+
+
+def test_the_schema_refuses_requirements_of_the_wrong_shape(cluster: Cluster) -> None:
+    ns = cluster.namespace
+    for bad in ("redis", [1], ["x" * 401], [f"p{n}" for n in range(51)]):
+        result = cluster.kube.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=plugin_manifest("bad-shape", ns, "x = 1\n", requirements=bad),
+            check=False,
+        )
+        assert result.returncode != 0 and "requirements" in result.stderr, (bad, result.stderr)

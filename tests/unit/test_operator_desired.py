@@ -321,7 +321,8 @@ def test_store_asks_no_reconcile_for_a_status_only_change() -> None:
 
 def test_settings_too_large_are_invalid_and_the_version_in_service_keeps_its_settings() -> None:
     big = {"blob": "x" * 70_000}
-    (outcome,) = decide([plugin("p", settings=big)], {"p": valid(GOOD2)}, {"p": stored("p")}, {"p": {"a": 1}})
+    listed = {"p": {"settings": {"a": 1}}}
+    (outcome,) = decide([plugin("p", settings=big)], {"p": valid(GOOD2)}, {"p": stored("p")}, listed)
     assert (
         outcome.phase == "Invalid"
         and "spec.settings is 70011 bytes as JSON; the limit is 65536" in outcome.message
@@ -352,3 +353,25 @@ def test_the_active_list_stays_within_a_configmap_newest_plugins_out_first() -> 
     )
     rendered = active_list("handlers", [o.active for o in outcomes if o.active])
     assert sum(len(key) + len(value) for key, value in rendered["data"].items()) < 1024 * 1024
+
+
+# --- requirements -------------------------------------------------------------------------------
+
+
+def test_requirements_go_into_the_entry_in_canonical_spelling() -> None:
+    (outcome,) = decide([plugin("p", requirements=["Redis>=5,<6"])], {"p": valid()}, {})
+    assert outcome.phase == "Ready" and outcome.active is not None
+    assert outcome.active.requirements == ("Redis<6,>=5",)
+
+
+def test_requirements_that_are_not_from_the_index_are_invalid_and_the_version_in_service_keeps_its_own() -> (
+    None
+):
+    record = plugin("p", requirements=["evil @ https://attacker.invalid/evil.whl"])
+    listed = {"p": {"settings": {}, "requirements": ["redis==5.0.8"]}}
+    (outcome,) = decide([record], {"p": valid(GOOD2)}, {"p": stored("p")}, listed)
+    assert (
+        outcome.phase == "Invalid" and "spec.requirements[0]" in outcome.message and "URL" in outcome.message
+    )
+    assert outcome.active is not None and outcome.active.code_hash == code_hash(GOOD)
+    assert outcome.active.requirements == ("redis==5.0.8",)

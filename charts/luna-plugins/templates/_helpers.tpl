@@ -137,6 +137,37 @@ the service container posts its events there.
           fieldPath: metadata.uid
     - name: LUNA_SIDECAR_LOG_LEVEL
       value: {{ .logLevel | default $sidecar.logLevel | default "INFO" | quote }}
+    {{- $packages := $sidecar.packages | default dict }}
+    {{- if $packages.enabled }}
+    - name: LUNA_SIDECAR_PACKAGES_DIR
+      value: /var/lib/luna-plugins/packages
+    - name: LUNA_SIDECAR_PACKAGES_TIMEOUT
+      value: {{ $packages.timeoutSeconds | default 300 | quote }}
+    {{- with $packages.indexUrl }}
+    - name: LUNA_SIDECAR_PACKAGES_INDEX_URL
+      value: {{ . | quote }}
+    {{- end }}
+    {{- with $packages.extraIndexUrls }}
+    - name: LUNA_SIDECAR_PACKAGES_EXTRA_INDEX_URLS
+      value: {{ join "," . | quote }}
+    {{- end }}
+    {{- with $packages.trustedHosts }}
+    - name: LUNA_SIDECAR_PACKAGES_TRUSTED_HOSTS
+      value: {{ join "," . | quote }}
+    {{- end }}
+    {{- with $packages.caConfigMap }}
+    - name: LUNA_SIDECAR_PACKAGES_CA_FILE
+      value: {{ printf "/etc/luna-plugins/packages-ca/%s" .key | quote }}
+    {{- end }}
+    {{- if $packages.wheelhouse }}
+    - name: LUNA_SIDECAR_PACKAGES_FIND_LINKS
+      value: /var/lib/luna-plugins/wheelhouse
+    {{- end }}
+    {{- if $packages.requireHashes }}
+    - name: LUNA_SIDECAR_PACKAGES_REQUIRE_HASHES
+      value: "true"
+    {{- end }}
+    {{- end }}
     {{- with .extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -172,18 +203,53 @@ the service container posts its events there.
   volumeMounts:
     - name: luna-sidecar-tmp
       mountPath: /tmp
+    {{- $packages := $sidecar.packages | default dict }}
+    {{- if $packages.enabled }}
+    - name: luna-sidecar-packages
+      mountPath: /var/lib/luna-plugins/packages
+    {{- if $packages.caConfigMap }}
+    - name: luna-sidecar-packages-ca
+      mountPath: /etc/luna-plugins/packages-ca
+      readOnly: true
+    {{- end }}
+    {{- if $packages.wheelhouse }}
+    - name: luna-sidecar-wheelhouse
+      mountPath: /var/lib/luna-plugins/wheelhouse
+      readOnly: true
+    {{- end }}
+    {{- end }}
 {{- end }}
 
 {{/*
-The volume the sidecar container mounts on /tmp (its root filesystem is read-only). Include it
-in the pod's `volumes` list next to the container:
+The volumes the sidecar container mounts: /tmp (its root filesystem is read-only) and, with
+sidecar.packages.enabled, where plugins' packages are installed (and the index's CA bundle, the
+wheelhouse when set). Include them in the pod's `volumes` list next to the container:
 
   volumes:
     {{- include "luna-plugins.sidecarVolumes" . | nindent 4 }}
 */}}
 {{- define "luna-plugins.sidecarVolumes" -}}
+{{- $values := .Values -}}
+{{- with .Subcharts }}{{ with index . "luna-plugins" }}{{ $values = .Values }}{{ end }}{{ end -}}
+{{- $packages := ($values.sidecar | default dict).packages | default dict -}}
 - name: luna-sidecar-tmp
   emptyDir: {}
+{{- if $packages.enabled }}
+- name: luna-sidecar-packages
+  {{- toYaml ($packages.volume | default (dict "emptyDir" dict)) | nindent 2 }}
+{{- with $packages.caConfigMap }}
+- name: luna-sidecar-packages-ca
+  configMap:
+    name: {{ .name | quote }}
+    items:
+      - key: {{ .key | quote }}
+        path: {{ .key | quote }}
+{{- end }}
+{{- with $packages.wheelhouse }}
+- name: luna-sidecar-wheelhouse
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Prometheus scrape annotations for a pod running the sidecar (metrics on 9100). */}}
