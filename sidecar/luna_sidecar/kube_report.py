@@ -79,6 +79,8 @@ class RuntimeReporter:
                     "error": plugin.get("error"),
                     # which plugin blocks the event loop, for kubectl get lpr -o yaml
                     "loopBlockedSeconds": plugin.get("loopBlockedSeconds") or None,
+                    # its packages: installing, installed or failed (absent without requirements)
+                    "requirements": (plugin.get("requirements") or {}).get("state"),
                 }.items()
                 if value is not None
             }
