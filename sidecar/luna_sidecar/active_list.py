@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from luna_contract.requirements import RequirementsError, check_requirements
+from luna_contract.secret_settings import ENTRY_FIELD
 from luna_plugins.naming import check_module_name
 
 PLUGINS_KEY = "plugins.json"
@@ -54,6 +55,8 @@ class ActiveEntry:
     config_map: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     requirements: tuple[str, ...] = ()
+    secret_settings: str | None = None
+    """the SHA-256 of the plugin's mounted secret settings (``secretSettingsHash``), if it has any"""
 
     @property
     def code_key(self) -> str:
@@ -118,7 +121,14 @@ def _entry(module: str, raw: Any, where: str) -> ActiveEntry:
         requirements = check_requirements(raw.get("requirements", []), f"{where}: requirements")
     except RequirementsError as exc:
         raise ActiveListError(str(exc)) from None
-    return ActiveEntry(module, code_hash, config_map, settings, requirements)
+    secret_settings = raw.get(ENTRY_FIELD)
+    if secret_settings is not None and (
+        not isinstance(secret_settings, str) or not _SHA256.fullmatch(secret_settings)
+    ):
+        raise ActiveListError(
+            f"{where}: {ENTRY_FIELD} must be a SHA-256 in lower-case hex, got {secret_settings!r}"
+        )
+    return ActiveEntry(module, code_hash, config_map, settings, requirements, secret_settings)
 
 
 def code_of(entry: ActiveEntry, data: Mapping[str, str] | None) -> tuple[bytes | None, str | None]:

@@ -42,6 +42,9 @@ class SidecarConfig:
     """This pod's name (downward API), for the per-pod report; defaults to the host name."""
     pod_uid: str | None = None
     """This pod's UID (downward API): the report is owned by the pod and deleted with it."""
+    secret_settings_dir: Path | None = None
+    """Where the service's settings Secret (``luna-plugins-<service>-settings``) is mounted: one
+    ``<module>.json`` per plugin with ``spec.settingsFrom``; cluster mode."""
     api_timeout: float = 120.0
     """Seconds the desired state may go unread (the Kubernetes API unreachable, or its feed failing)
     before /healthz fails; plugins keep serving."""
@@ -218,6 +221,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "active": _active,
     "active_file": _path,
     "metrics_mapping": _path,
+    "secret_settings_dir": _path,
     "port": _port,
     "admin_port": _port,
     "metrics_port": _port,

@@ -108,6 +108,7 @@ class ClusterFeed:
 
         from luna_sidecar.kube_report import RuntimeReporter
         from luna_sidecar.kube_source import ClusterWatcher, ConfigMapMirror
+        from luna_sidecar.secret_settings import SecretSettingsDir
 
         try:
             kube_config.load_incluster_config()
@@ -139,6 +140,7 @@ class ClusterFeed:
             _applier(self.runtime),
             self.runtime.current_source,
             on_applied=reporter.poke,
+            secrets=SecretSettingsDir(self.config.secret_settings_dir),
         )
 
     async def sync(self) -> bool:

@@ -29,6 +29,7 @@ from luna_sidecar.active_list import (
     code_of,
     parse_active_list,
 )
+from luna_sidecar.secret_settings import SecretSettingsDir
 from luna_sidecar.sources import DesiredPlugin, PluginSource
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,10 @@ def desired_plugins(
     service: str,
     config_maps: Mapping[str, MirroredConfigMap],
     current: Callable[[str], PluginSource | None],
+    secrets: SecretSettingsDir | None = None,
 ) -> DesiredState:
-    """The desired plugins of ``service`` from the mirrored ConfigMaps."""
+    """The desired plugins of ``service`` from the mirrored ConfigMaps and, for plugins with
+    secret settings, the mounted settings Secret (``secrets``)."""
     name = active_list_name(service)
     active = config_maps.get(name)
     if active is None:
@@ -86,10 +89,14 @@ def desired_plugins(
     for entry in entries:
         holder = config_maps.get(entry.config_map)
         code, why_not = code_of(entry, holder.data if holder is not None else None)
-        if code is not None:
+        settings: Mapping[str, Any] | None = entry.settings
+        if code is not None and entry.secret_settings is not None:
+            values, why_not = (secrets or SecretSettingsDir(None)).read(entry.module, entry.secret_settings)
+            settings = None if values is None else {**entry.settings, **values}
+        if code is not None and settings is not None:
             origin = f"configmap/{entry.config_map}/{entry.code_key}"
             source = PluginSource(
-                entry.module, code, origin, entry.settings, entry.code_hash, requirements=entry.requirements
+                entry.module, code, origin, settings, entry.code_hash, requirements=entry.requirements
             )
             desired.append(DesiredPlugin(entry.module, source))
             continue
@@ -225,8 +232,10 @@ class ClusterWatcher:
         *,
         debounce: float = 0.05,
         on_applied: Callable[[], None] | None = None,
+        secrets: SecretSettingsDir | None = None,
     ) -> None:
         self._changed = asyncio.Event()
+        self.secrets = secrets or SecretSettingsDir(None)
         self.mirror = mirror_factory(self._changed.set)
         self.service = service
         self._apply = apply
@@ -266,7 +275,7 @@ class ClusterWatcher:
 
     async def _apply_once(self, retry_failed: bool) -> None:
         self._changed.clear()
-        found = desired_plugins(self.service, self.mirror.items, self._current)
+        found = desired_plugins(self.service, self.mirror.items, self._current, self.secrets)
         self._report(found)
         if found.plugins is None:
             return
@@ -283,7 +292,7 @@ class ClusterWatcher:
         self._problems = list(found.problems)
         for module, why in found.waiting.items():
             if self.waiting.get(module) != why:
-                log.warning("plugin %s: waiting for its code (%s)", module, why)
+                log.warning("plugin %s: waiting (%s)", module, why)
         self.waiting = dict(found.waiting)
 
     async def run(self) -> None:
@@ -297,7 +306,9 @@ class ClusterWatcher:
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=1.0)
                 except TimeoutError:
-                    continue  # a moment to check that the mirror still runs
+                    # a moment to check that the mirror still runs, and the mounted secret settings
+                    if not self.secrets.changed():
+                        continue
                 await asyncio.sleep(self.debounce)  # a burst of ConfigMap events is one apply
                 retry, self._retry = self._retry, False
                 await self._apply_once(retry)

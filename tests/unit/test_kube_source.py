@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from pathlib import Path
 
+from luna_contract.secret_settings import ENTRY_FIELD, encode, version_of
 from luna_sidecar.kube_source import MirroredConfigMap, active_list_key, active_list_name, desired_plugins
+from luna_sidecar.secret_settings import SecretSettingsDir
 from luna_sidecar.sources import PluginSource
 
 CODE_V1 = "class P(BaseBackgroundPlugin):\n    pass\n"
@@ -73,3 +77,87 @@ def test_a_broken_active_list_means_no_change_and_says_why() -> None:
     found = desired_plugins("handlers", broken, lambda module: None)
     assert found.plugins is None
     assert len(found.problems) == 1 and "not valid JSON" in found.problems[0]
+
+
+# --- secret settings (spec.settingsFrom), as the kubelet mounts them --------------------------
+
+
+def mount(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` the way the kubelet updates a mounted Secret: a new timestamped folder, then
+    the ``..data`` link switched to it, and each key a link through ``..data``."""
+    version = folder / f"..{time.monotonic_ns()}"
+    version.mkdir(parents=True)
+    for name, data in files.items():
+        (version / name).write_bytes(data)
+    link = folder / "..data_tmp"
+    link.symlink_to(version.name)
+    link.replace(folder / "..data")
+    for name in files:
+        target = folder / name
+        if not target.is_symlink():
+            target.symlink_to(f"..data/{name}")
+
+
+def with_secret(items: dict[str, MirroredConfigMap], module: str, version: str) -> None:
+    name = active_list_name("handlers")
+    data = dict(items[name].data)
+    details = json.loads(data["plugins.json"])
+    details[module][ENTRY_FIELD] = version
+    data["plugins.json"] = json.dumps(details)
+    items[name] = MirroredConfigMap(name, data, {})
+
+
+def test_secret_settings_join_the_settings_once_the_mounted_version_is_the_named_one(tmp_path: Path) -> None:
+    items = mirror({"a": "x = 1\n"}, {"a": "x = 1\n"})
+    token = encode({"token": "s3cret"})
+    with_secret(items, "a", version_of(token))
+    secrets = SecretSettingsDir(tmp_path)
+
+    found = desired_plugins("handlers", items, lambda module: None, secrets)
+    assert found.plugins == [] and "not mounted yet" in found.waiting["a"]
+
+    mount(tmp_path, {"a.json": encode({"token": "old"})})
+    found = desired_plugins("handlers", items, lambda module: None, secrets)
+    assert found.plugins == [] and "not yet the version" in found.waiting["a"]
+    assert "old" not in found.waiting["a"] and "s3cret" not in found.waiting["a"]
+
+    mount(tmp_path, {"a.json": token})
+    found = desired_plugins("handlers", items, lambda module: None, secrets)
+    assert found.plugins is not None
+    (plugin,) = found.plugins
+    assert plugin.source is not None and dict(plugin.source.settings) == {"k": "a", "token": "s3cret"}
+
+
+def test_a_rotated_secret_keeps_the_running_version_until_the_kubelet_catches_up(tmp_path: Path) -> None:
+    items = mirror({"a": "x = 1\n"}, {"a": "x = 1\n"})
+    with_secret(items, "a", version_of(encode({"token": "new"})))
+    mount(tmp_path, {"a.json": encode({"token": "old"})})
+    running = PluginSource("a", b"x = 1\n", "configmap/lunaplugin-a/a.py", {"k": "a", "token": "old"})
+    found = desired_plugins("handlers", items, lambda module: running, SecretSettingsDir(tmp_path))
+    assert found.plugins is not None
+    assert [plugin.source for plugin in found.plugins] == [running]
+
+
+def test_the_mounted_folder_reports_a_kubelet_update_as_a_change(tmp_path: Path) -> None:
+    secrets = SecretSettingsDir(tmp_path)
+    mount(tmp_path, {"a.json": b"{}"})
+    assert not secrets.changed()  # the first look only remembers
+    assert not secrets.changed()
+    mount(tmp_path, {"a.json": b'{"k":"v"}'})
+    assert secrets.changed() and not secrets.changed()
+
+
+def test_mounted_settings_of_the_wrong_shape_are_refused_without_showing_them(tmp_path: Path) -> None:
+    for bad in (b"not json", b'["a"]', b'{"k": 1}'):
+        items = mirror({"a": "x = 1\n"}, {"a": "x = 1\n"})
+        with_secret(items, "a", version_of(bad))
+        mount(tmp_path, {"a.json": bad})
+        found = desired_plugins("handlers", items, lambda module: None, SecretSettingsDir(tmp_path))
+        assert found.plugins == [] and bad.decode() not in found.waiting["a"], found.waiting
+
+
+def test_without_a_mounted_folder_a_plugin_with_secret_settings_waits_and_says_why() -> None:
+    items = mirror({"a": "x = 1\n"}, {"a": "x = 1\n"})
+    with_secret(items, "a", version_of(b"{}"))
+    found = desired_plugins("handlers", items, lambda module: None, None)
+    assert found.plugins == [] and "--secret-settings-dir" in found.waiting["a"]
