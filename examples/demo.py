@@ -32,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -691,10 +692,9 @@ class ClusterDemo:
         return code in (0, -signal.SIGTERM)
 
 
-def run_cluster(options: argparse.Namespace) -> int:
-    state = Path(options.state_dir).resolve()
-    state.mkdir(parents=True, exist_ok=True)
-    demo = ClusterDemo(state, options.keep_cluster)
+def run_until_interrupted(name: str, steps: Callable[[], None], teardown: Callable[[], bool]) -> int:
+    """Run ``steps`` (they serve until ``--duration`` or Ctrl-C/SIGTERM), then ``teardown``, whatever
+    happened; a second signal during the teardown only says to wait. Returns the exit code."""
 
     def interrupt(signum: int, _frame: object) -> None:
         raise Interrupted(signal.Signals(signum).name)
@@ -703,6 +703,32 @@ def run_cluster(options: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     result = 1
     try:
+        steps()
+        result = 0
+    except Interrupted as exc:
+        print(f"\n{exc} received", flush=True)
+        result = 0
+    except DemoError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr, flush=True)
+    finally:
+
+        def still_stopping(signum: int, _frame: object) -> None:
+            print(f"({signal.Signals(signum).name}: still tearing down, please wait)", flush=True)
+
+        signal.signal(signal.SIGINT, still_stopping)
+        signal.signal(signal.SIGTERM, still_stopping)
+        if not teardown():
+            result = 1
+    print("demo stopped" if result == 0 else "demo stopped with errors", flush=True)
+    return result
+
+
+def run_cluster(options: argparse.Namespace) -> int:
+    state = Path(options.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    demo = ClusterDemo(state, options.keep_cluster)
+
+    def steps() -> None:
         demo.check_tools()
         demo.cluster_up()
         demo.install_crds()
@@ -713,23 +739,8 @@ def run_cluster(options: argparse.Namespace) -> int:
         demo.start_load()
         demo.print_instructions()
         demo.serve(options.duration)
-        result = 0
-    except Interrupted as exc:
-        print(f"\n{exc} received", flush=True)
-        result = 0
-    except DemoError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr, flush=True)
-    finally:
 
-        def still_stopping(signum: int, _frame: object) -> None:
-            print(f"({signal.Signals(signum).name}: still tearing down, please wait)", flush=True)
-
-        signal.signal(signal.SIGINT, still_stopping)
-        signal.signal(signal.SIGTERM, still_stopping)
-        if not demo.teardown():
-            result = 1
-    print("demo stopped" if result == 0 else "demo stopped with errors", flush=True)
-    return result
+    return run_until_interrupted("demo", steps, demo.teardown)
 
 
 # ---------------------------------------------------------------------------------------------

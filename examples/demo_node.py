@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from demo import STATUS_EVERY, Interrupted, LoadGenerator
+from demo import STATUS_EVERY, DemoError, LoadGenerator, run_until_interrupted
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -34,10 +33,6 @@ CHART = ROOT / "charts" / "luna-plugins"
 NAMESPACE = "luna-demo"
 RELEASE = "luna"
 IMAGE_REPOSITORY, IMAGE_TAG = "luna-plugins", "demo"
-
-
-class DemoError(Exception):
-    """A step failed; the message says which and why."""
 
 
 class NodeDemo:
@@ -209,30 +204,13 @@ def main() -> int:
     options = parser.parse_args()
     demo = NodeDemo(Path(options.state_dir).resolve(), options.keep_cluster)
 
-    def interrupt(signum: int, _frame: object) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-    result = 1
-    try:
+    def steps() -> None:
         demo.up()
         demo.start_load()
         demo.print_instructions()
         demo.serve(options.duration)
-        result = 0
-    except Interrupted as exc:
-        print(f"\n{exc} received", flush=True)
-        result = 0
-    except DemoError as exc:
-        print(f"demo-node: error: {exc}", file=sys.stderr, flush=True)
-    finally:
-        signal.signal(signal.SIGINT, lambda *_: print("(still tearing down, please wait)", flush=True))
-        signal.signal(signal.SIGTERM, lambda *_: print("(still tearing down, please wait)", flush=True))
-        if not demo.teardown():
-            result = 1
-    print("demo stopped" if result == 0 else "demo stopped with errors", flush=True)
-    return result
+
+    return run_until_interrupted("demo-node", steps, demo.teardown)
 
 
 if __name__ == "__main__":

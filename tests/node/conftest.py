@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.fixtures import Kube, _label
+from tests.kube.fixtures import Kube, _cluster_command, _label
 from tests.node.host import HostSnapshot, snapshot
 
 UP_TIMEOUT = 1800  # a cold `up --node` builds the node's binaries first
@@ -66,7 +65,7 @@ class NodeCluster:
 
 def run_cluster(*args: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "luna_cli.main", "cluster", *args],
+        _cluster_command(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -128,7 +127,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
         )
     finally:
         subprocess.run(
-            [sys.executable, "-m", "luna_cli.main", "cluster", "down", "--state-dir", str(state_dir)],
+            _cluster_command("down", "--state-dir", str(state_dir)),
             capture_output=True,
             timeout=300,
             check=False,
