@@ -6,12 +6,17 @@ modules (module-scoped fixtures of other modules are gone when it runs).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+
 import pytest
 import yaml
 
-from tests.node.conftest import NodeCluster
+from tests.node.conftest import NodeCluster, run_cluster
 from tests.node.host import snapshot
 from tests.node.pods import python_pod, run_pod
+from tests.sidecar.harness import wait_for
 
 
 def test_a_second_up_reuses_the_running_node(node_cluster: NodeCluster) -> None:
@@ -44,3 +49,34 @@ def test_down_removes_everything_the_node_made_and_up_brings_it_back(
     kube.kubectl("create", "namespace", namespace)
     log = run_pod(kube, namespace, python_pod("after", node_cluster.image, "print('back')"))
     assert log.strip() == "back"
+
+
+def test_a_node_whose_processes_were_killed_is_cleaned_up_by_the_next_up_elsewhere(
+    node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """As when a session ends without `down` (its processes killed) and a fresh checkout runs the
+    tests: the next `up --node`, from another state directory, removes what the dead node left."""
+    if node_cluster.state_dir is None or node_cluster.host_before is None:
+        pytest.skip("our own node only")
+    from luna_cluster.node import _processes_of
+
+    kube = node_cluster.kube
+    pod = python_pod("left-running", node_cluster.image, "import time; time.sleep(3600)")
+    kube.kubectl("apply", "-n", "default", "-f", "-", input=yaml.safe_dump(pod))
+    kube.kubectl("wait", "-n", "default", "--for=condition=Ready", "pod/left-running", "--timeout=120s")
+    for pid in _processes_of(node_cluster.state_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: not _processes_of(node_cluster.state_dir), timeout=30, what="the node's processes to die"
+    )
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    try:
+        up = run_cluster("up", "--node", "--state-dir", str(elsewhere))
+        assert f"the node of {node_cluster.state_dir} is not running" in up.stderr, up.stderr
+        run_cluster("down", "--state-dir", str(elsewhere))
+        assert node_cluster.host_before.differences(snapshot()) == {}
+    finally:
+        # bring the session's node back for the modules after this one (its images are kept)
+        node_cluster.cluster_command("up", "--node")

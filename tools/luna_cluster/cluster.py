@@ -271,7 +271,7 @@ def up(
     _issue_certificates(state)
     if node:
         node_mod.issue_certificates(state)
-        node_mod.prepare_host(state)
+        node_mod.prepare_host(state, out)
     for attempt in range(3):
         try:
             data = _start(state, binaries, apiserver_port, timeout, out, node=node)

@@ -2,8 +2,9 @@
 
 ``prepare`` records every change in ``DIR/node/host-changes.json`` *before* making it, so ``undo``
 (called by ``cluster down``, also after a crash half-way) removes what this node made and nothing
-else. A machine runs one node at a time: ``/run/luna-plugins/node-owner`` names the state directory
-whose node owns the bridge.
+else. A machine runs one node at a time: ``/run/luna-plugins/node.json``, a copy of that record,
+names the state directory whose node owns the bridge, and lets a later ``up --node`` clean up
+after a node whose state directory is gone.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .node_config import BRIDGE, CGROUP_ROOT, NODE_IP, POD_CIDR, SERVICE_CIDR, NodeLayout
 
-OWNER_FILE = Path("/run/luna-plugins/node-owner")
+RECORD_FILE = Path("/run/luna-plugins/node.json")
 #: our filter chain, jumped to from FORWARD: traffic from and to the bridge is accepted even where
 #: a container engine set the FORWARD policy to DROP
 FORWARD_CHAIN = "LUNA-NODE-FORWARD"
@@ -72,18 +74,27 @@ class HostChanges:
 
     @classmethod
     def load(cls, layout: NodeLayout) -> HostChanges:
-        try:
-            data = json.loads(layout.state_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return cls()
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**known)
+        """The record of ``layout``'s node; the machine's copy when the state directory lost it."""
+        for path in (layout.state_file, RECORD_FILE):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if path == RECORD_FILE and data.get("owner") != str(layout.root.parent):
+                continue
+            known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+            return cls(**known)
+        return cls()
 
     def save(self, layout: NodeLayout) -> None:
-        layout.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = layout.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(layout.state_file)
+        """Write the record to the state directory and, with its owner, to the machine's copy."""
+        text = json.dumps(asdict(self), indent=2) + "\n"
+        targets = [layout.state_file, *([RECORD_FILE] if self.owner else [])]
+        for path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
 
 
 def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -154,9 +165,10 @@ def node_unavailable_reason() -> str | None:
 def owner() -> str | None:
     """The state directory whose node owns the bridge on this machine, if any."""
     try:
-        return OWNER_FILE.read_text().strip() or None
-    except OSError:
+        found = json.loads(RECORD_FILE.read_text()).get("owner")
+    except (OSError, json.JSONDecodeError, AttributeError):
         return None
+    return str(found) if found else None
 
 
 def _bridge_exists() -> bool:
@@ -176,12 +188,7 @@ def _overlapping_route(cidr: str) -> str | None:
 def conflicts(state_root: Path) -> str | None:
     """Why the node of ``state_root`` would clash with something on this machine, or ``None``."""
     current = owner()
-    if current and current != str(state_root) and Path(current).exists():
-        return (
-            f"another node already runs on this machine (state directory {current}); "
-            f"stop it with `luna-plugins cluster down --state-dir {current}`"
-        )
-    if _bridge_exists() and not (current == str(state_root)):
+    if _bridge_exists() and current is None:
         return f"the network interface {BRIDGE} already exists and is not ours; remove it or stop its owner"
     for cidr in (POD_CIDR, SERVICE_CIDR):
         clash = _overlapping_route(cidr)
@@ -201,8 +208,6 @@ def prepare(layout: NodeLayout, state_root: Path) -> HostChanges:
     forwarding rules, the kubelet's cgroup root. Each change is saved before it is made."""
     changes = HostChanges.load(layout)
     changes.owner = str(state_root)
-    OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)
-    OWNER_FILE.write_text(f"{state_root}\n")
     for name in (*SYSCTLS_SET, *SYSCTLS_WATCHED):
         value = read_sysctl(name)
         if value is not None and name not in changes.sysctls:
@@ -269,6 +274,16 @@ def _remove_cgroup_tree(top: Path) -> list[str]:
     return left
 
 
+def _remove_sockets(directory: Path) -> None:
+    """Remove the unix sockets directly in ``directory`` (the shims' sockets of a node whose
+    processes are gone), nothing else."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+                    os.unlink(entry.path)
+
+
 def _delete_chain(table: str, chain: str) -> list[str]:
     """Remove every jump to ``chain`` in ``table``, then the chain itself (if it exists); returns
     what could not be removed."""
@@ -301,8 +316,10 @@ def undo(layout: NodeLayout) -> list[str]:
         result = run(["ip", "link", "del", BRIDGE], check=False)
         if result.returncode != 0:
             left.append(f"bridge {BRIDGE}: {result.stderr.strip()}")
-    # deepest first; only empty ones: a file in them is not ours to delete
+    # deepest first; only the sockets a killed shim leaves behind are removed from them, then only
+    # empty ones: any other file in them is not ours to delete
     for directory in sorted(changes.directories, key=lambda path: -len(Path(path).parts)):
+        _remove_sockets(Path(directory))
         with contextlib.suppress(OSError):
             Path(directory).rmdir()
     for name, value in changes.sysctls.items():
@@ -311,8 +328,8 @@ def undo(layout: NodeLayout) -> list[str]:
                 write_sysctl(name, value)
             except HostError as exc:
                 left.append(str(exc))
-    if owner() == changes.owner or not changes.owner:
-        OWNER_FILE.unlink(missing_ok=True)
     if not left:
+        if owner() == changes.owner or not changes.owner:
+            RECORD_FILE.unlink(missing_ok=True)
         layout.state_file.unlink(missing_ok=True)
     return left

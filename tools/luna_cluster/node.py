@@ -375,6 +375,14 @@ def start(
 # --- stopping -------------------------------------------------------------------------------------
 
 
+def _cached_binary(name: str) -> str | None:
+    try:
+        built = tools.cached_binaries(node=True)
+    except tools.BuildError:
+        return None
+    return str(built[name]) if built and name in built else None
+
+
 def _pids_in(cgroup: Path) -> set[int]:
     pids: set[int] = set()
     if not cgroup.is_dir():
@@ -470,15 +478,12 @@ def stop(state: StateDir, data: dict[str, Any] | None, out: TextIO, quiet: bool 
     statuses = {status.component: status for status in component_status(state, data, NODE_COMPONENTS)}
     for component in ("kube-scheduler", "coredns", "kubelet", "kube-proxy"):
         left.extend(_stop_component(state, statuses[component], out, quiet))
-    kube_proxy = (data or {}).get("binaries", {}).get("kube-proxy")
-    if kube_proxy and layout.kube_proxy_config.is_file():
-        # removes kube-proxy's iptables chains and rules
-        subprocess.run(
-            [kube_proxy, "--cleanup", f"--config={layout.kube_proxy_config}"],
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
+    # removes kube-proxy's iptables chains and rules (with the cached binary when the state
+    # directory that named it is gone)
+    kube_proxy = (data or {}).get("binaries", {}).get("kube-proxy") or _cached_binary("kube-proxy")
+    if kube_proxy:
+        config = [f"--config={layout.kube_proxy_config}"] if layout.kube_proxy_config.is_file() else []
+        subprocess.run([kube_proxy, "--cleanup", *config], capture_output=True, check=False, timeout=60)
     _kill_pods(layout)
     left.extend(_stop_component(state, statuses["containerd"], out, quiet))
     for pid in _shim_pids(layout):
@@ -518,8 +523,37 @@ def running(state: StateDir, data: dict[str, Any] | None) -> bool:
     return all(status.alive for status in component_status(state, data, NODE_COMPONENTS))
 
 
-def prepare_host(state: StateDir) -> None:
-    """Refuse clearly when the host cannot carry the node, else make the host changes it needs."""
+def _processes_of(root: Path) -> list[int]:
+    """Live processes whose arguments name a path below ``root`` (the cluster's and the node's
+    components, pods' shims), found without the state directory's pid files. A private Docker
+    daemon of the state directory does not count: it is not part of the node."""
+    marker = f"{root}{os.sep}"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            argv = procs.cmdline(int(entry.name))
+            if argv and Path(argv[0]).name != "dockerd" and any(marker in arg for arg in argv[1:]):
+                found.append(int(entry.name))
+    return found
+
+
+def prepare_host(state: StateDir, out: TextIO) -> None:
+    """Refuse clearly when the host cannot carry the node, else make the host changes it needs.
+
+    A node of another state directory that no longer runs (its processes gone, after a crash or
+    a kill) is cleaned up first: its pods, mounts and host changes are removed."""
+    previous = hostnet.owner()
+    if previous and previous != str(state.root):
+        other = StateDir.at(previous)
+        if _processes_of(other.root):
+            raise ClusterError(
+                f"another node already runs on this machine (state directory {previous}); "
+                f"stop it with `luna-plugins cluster down --state-dir {previous}`"
+            )
+        print(f"the node of {previous} is not running: removing what it left on this machine", file=out)
+        left = stop(other, other.load(), out, quiet=True) + hostnet.undo(other.node)
+        if left:
+            raise ClusterError(f"could not clean up after the node of {previous}: {'; '.join(left)}")
     clash = hostnet.conflicts(state.root)
     if clash:
         raise ClusterError(clash)
