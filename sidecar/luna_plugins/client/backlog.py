@@ -1,0 +1,96 @@
+"""What a sender holds while it waits for the sidecar: a queue bounded by weight.
+
+A weight is what an item costs against the bound: 1 per monitoring point, the number of events
+of an events batch. The bound counts the items waiting *and* those taken for a request still
+under way, so the memory a sender holds never exceeds it, whatever the sidecar does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Backlog(Generic[T]):
+    """Items in arrival order, at most ``capacity`` in weight (waiting plus in flight).
+
+    When a new item does not fit, the **oldest waiting** items are dropped to make room: what is
+    newest is what the service's monitoring most needs once the sidecar is back. An item is
+    dropped itself only when even an empty waiting queue could not take it (it is heavier than
+    the bound, or the request under way holds the rest). ``dropped`` counts dropped weight.
+    Not thread-safe: one event loop owns it.
+    """
+
+    __slots__ = ("_items", "_waiting", "capacity", "dropped", "in_flight")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"a backlog needs a capacity of at least 1, got {capacity}")
+        self.capacity = capacity
+        self._items: deque[tuple[T, int]] = deque()
+        self._waiting = 0
+        self.in_flight = 0
+        """weight taken by :meth:`take` and not yet given back or settled"""
+        self.dropped = 0
+
+    @property
+    def waiting(self) -> int:
+        """Weight waiting to be taken."""
+        return self._waiting
+
+    def __len__(self) -> int:
+        """Items waiting."""
+        return len(self._items)
+
+    def push(self, item: T, weight: int = 1) -> bool:
+        """Append ``item``; O(1) amortised. Returns False when ``item`` itself was dropped."""
+        room = self.capacity - self.in_flight
+        if weight > room:
+            self.dropped += weight
+            return False
+        items = self._items
+        while self._waiting + weight > room:
+            _, old = items.popleft()
+            self._waiting -= old
+            self.dropped += old
+        items.append((item, weight))
+        self._waiting += weight
+        return True
+
+    def take(self, max_weight: int) -> list[tuple[T, int]]:
+        """The oldest waiting items up to ``max_weight`` in total (at least one item when any
+        waits); they count as in flight until :meth:`settle` or :meth:`give_back`."""
+        taken: list[tuple[T, int]] = []
+        total = 0
+        items = self._items
+        while items and (not taken or total + items[0][1] <= max_weight):
+            entry = items.popleft()
+            taken.append(entry)
+            total += entry[1]
+        self._waiting -= total
+        self.in_flight += total
+        return taken
+
+    def settle(self, weight: int) -> None:
+        """``weight`` taken earlier is done with (delivered, refused or given up)."""
+        self.in_flight -= weight
+
+    def give_back(self, entries: Iterable[tuple[T, int]]) -> None:
+        """Put taken items back at the front, in their order (the request failed; they are the
+        oldest). The bound holds: they were counted while in flight."""
+        entries = list(entries)
+        for entry in reversed(entries):
+            self._items.appendleft(entry)
+            self._waiting += entry[1]
+            self.in_flight -= entry[1]
+
+    def clear(self) -> int:
+        """Drop everything waiting; returns its weight (also counted in ``dropped``)."""
+        weight = self._waiting
+        self._items.clear()
+        self._waiting = 0
+        self.dropped += weight
+        return weight
