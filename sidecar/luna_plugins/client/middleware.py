@@ -21,14 +21,18 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from luna_plugins.client.sender import SidecarSender
 
 REQUEST_ID_HEADER = "Luna-Request-Id"
-#: where the middleware keeps the request id on the request (read it with request_id_of)
-REQUEST_ID_KEY = "luna_request_id"
+#: where the middleware keeps the request id on the request (read it with request_id_of); a typed
+#: key where aiohttp has them (3.13+), which it recommends over strings
+REQUEST_ID_KEY: Any = (
+    web.RequestKey("luna_request_id", str) if hasattr(web, "RequestKey") else "luna_request_id"
+)
 #: error answers larger than this are not read for their ``error_code``
 ERROR_BODY_LIMIT = 64 * 1024
 
