@@ -133,6 +133,8 @@ async def test_points_survive_a_sidecar_restart_mid_stream(sidecar_factory, tmp_
             await producing
             assert await sender.flush(timeout=60)
             stats = sender.stats()
+            # 202 means queued: let the plugin write them all before the sidecar goes
+            await until(lambda: len(received(out)) >= total, "the plugin to take every point")
         finally:
             if second is not None:
                 second.process.kill()
@@ -159,6 +161,7 @@ async def test_an_outage_longer_than_the_bound_drops_the_oldest_and_counts_them(
         try:
             second = await asyncio.to_thread(restart, first, tmp_path / "second", out)
             assert await sender.flush(timeout=60)
+            await until(lambda: len(received(out)) >= 6_000, "the plugin to take every point")
         finally:
             if second is not None:
                 second.process.kill()

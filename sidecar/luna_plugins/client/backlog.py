@@ -24,22 +24,18 @@ class Backlog(Generic[T]):
     Not thread-safe: one event loop owns it.
     """
 
-    __slots__ = ("_items", "_waiting", "capacity", "dropped", "in_flight")
+    __slots__ = ("_items", "capacity", "dropped", "in_flight", "waiting")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"a backlog needs a capacity of at least 1, got {capacity}")
         self.capacity = capacity
         self._items: deque[tuple[T, int]] = deque()
-        self._waiting = 0
+        self.waiting = 0
+        """weight waiting to be taken (read-only outside this class)"""
         self.in_flight = 0
         """weight taken by :meth:`take` and not yet given back or settled"""
         self.dropped = 0
-
-    @property
-    def waiting(self) -> int:
-        """Weight waiting to be taken."""
-        return self._waiting
 
     def __len__(self) -> int:
         """Items waiting."""
@@ -52,12 +48,12 @@ class Backlog(Generic[T]):
             self.dropped += weight
             return False
         items = self._items
-        while self._waiting + weight > room:
+        while self.waiting + weight > room:
             _, old = items.popleft()
-            self._waiting -= old
+            self.waiting -= old
             self.dropped += old
         items.append((item, weight))
-        self._waiting += weight
+        self.waiting += weight
         return True
 
     def take(self, max_weight: int) -> list[tuple[T, int]]:
@@ -70,7 +66,7 @@ class Backlog(Generic[T]):
             entry = items.popleft()
             taken.append(entry)
             total += entry[1]
-        self._waiting -= total
+        self.waiting -= total
         self.in_flight += total
         return taken
 
@@ -84,13 +80,13 @@ class Backlog(Generic[T]):
         entries = list(entries)
         for entry in reversed(entries):
             self._items.appendleft(entry)
-            self._waiting += entry[1]
+            self.waiting += entry[1]
             self.in_flight -= entry[1]
 
     def clear(self) -> int:
         """Drop everything waiting; returns its weight (also counted in ``dropped``)."""
-        weight = self._waiting
+        weight = self.waiting
         self._items.clear()
-        self._waiting = 0
+        self.waiting = 0
         self.dropped += weight
         return weight

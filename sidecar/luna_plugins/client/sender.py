@@ -161,6 +161,7 @@ class SidecarSender:
     def __init__(self, url: str | None = None, *, settings: SenderSettings | None = None) -> None:
         self.url = admin_url(url)
         self.settings = settings or SenderSettings()
+        self._batch_points = self.settings.batch_points
         self._points: Backlog[dict[str, Any]] = Backlog(self.settings.max_points)
         self._events: Backlog[_Events] = Backlog(self.settings.max_events)
         self._points_tally = _Tally()
@@ -198,13 +199,13 @@ class SidecarSender:
             self._points.dropped += 1
             return
         backlog = self._points
-        if not backlog.waiting:
+        if not backlog.waiting:  # the first point of a batch: start its clock, wake the sender
             self._first_waiting = time.monotonic()
+            self._idle.clear()
             self._wake.set()
         backlog.push(point)
-        if backlog.waiting == self.settings.batch_points:
+        if backlog.waiting == self._batch_points:
             self._wake.set()
-        self._idle.clear()
 
     def add_events(
         self,

@@ -44,26 +44,28 @@ def _int_ok(value: int) -> bool:
 
 
 def checked_values(where: str, values: Mapping[str, Any] | None, *, booleans: bool) -> dict[str, Any]:
-    """A copy of ``values`` (tags, or fields when ``booleans``), or :class:`InvalidPointError`."""
+    """A copy of ``values`` (tags, or fields when ``booleans``), or :class:`InvalidPointError`.
+
+    Runs for every point a service adds: the common case (a dict of strings and numbers) takes
+    one pass with identity checks; the message is built only on failure."""
     if values is None:
         return {}
-    if not isinstance(values, Mapping):
-        raise InvalidPointError(f"{where}: must be a mapping of names to values, got {_describe(values)}")
-    allowed = "a string, number or boolean" if booleans else "a string or number"
+    if values.__class__ is not dict:
+        if not isinstance(values, Mapping):
+            raise InvalidPointError(f"{where}: must be a mapping of names to values, got {_describe(values)}")
+        values = dict(values)
     for key, value in values.items():
         kind = value.__class__
-        if key.__class__ is not str:
-            raise _bad_value(where, key, value, allowed)
-        if kind is str:
+        if key.__class__ is str and (
+            kind is str
+            or (kind is float and value - value == 0)  # finite: inf - inf and nan - nan are nan
+            or (kind is int and MIN_INT <= value <= MAX_INT)
+            or (kind is bool and booleans)
+        ):
             continue
-        if kind is int:
-            if not _int_ok(value):
-                raise _bad_value(where, key, value, allowed)
-        elif kind is float:
-            if not math.isfinite(value):
-                raise _bad_value(where, key, value, allowed)
-        elif not (booleans and kind is bool):
-            raise _bad_value(where, key, value, allowed)
+        raise _bad_value(
+            where, key, value, "a string, number or boolean" if booleans else "a string or number"
+        )
     return dict(values)
 
 
