@@ -137,6 +137,10 @@ class _Events:
     events: list[str]
     metadata: str
 
+    def __len__(self) -> int:
+        """Its weight in the backlog: the events it holds."""
+        return len(self.events)
+
 
 Outcome = Literal["sent", "refused", "retry"]
 
@@ -163,7 +167,7 @@ class SidecarSender:
         self.settings = settings or SenderSettings()
         self._batch_points = self.settings.batch_points
         self._points: Backlog[dict[str, Any]] = Backlog(self.settings.max_points)
-        self._events: Backlog[_Events] = Backlog(self.settings.max_events)
+        self._events: Backlog[_Events] = Backlog(self.settings.max_events, weighed=True)
         self._points_tally = _Tally()
         self._events_tally = _Tally()
         self._retried = 0
@@ -241,7 +245,7 @@ class SidecarSender:
         limit = self.settings.max_batch_items
         for start in range(0, len(encoded), limit):
             chunk = encoded[start : start + limit]
-            self._events.push(_Events(chunk, members), len(chunk))
+            self._events.push(_Events(chunk, members))
         self._idle.clear()
         self._wake.set()
 
@@ -385,13 +389,13 @@ class SidecarSender:
         batch = backlog.take(self.settings.batch_points)
         if backlog.waiting:
             self._first_waiting = time.monotonic()  # the rest waits from now on
-        pending = [[point for point, _ in batch]]
+        pending = [batch]
         while pending:
             part = pending.pop()
             outcome, reason = await self._deliver_points(part)
             if outcome == "retry":
                 rest = [point for later in reversed(pending) for point in later]
-                backlog.give_back([(point, 1) for point in part + rest])
+                backlog.give_back(part + rest)
                 return "retry"
             if outcome == "refused" and len(part) > 1:
                 middle = len(part) // 2
@@ -416,8 +420,7 @@ class SidecarSender:
 
     async def _send_events(self) -> Outcome:
         backlog = self._events
-        entries = backlog.take(1)
-        pending = [batch for batch, _ in entries]
+        pending = backlog.take(1)
         while pending:
             part = pending.pop()
             count = len(part.events)
@@ -428,7 +431,7 @@ class SidecarSender:
                 outcome, reason = await self._post("sending_event", body)
             if outcome == "retry":
                 rest = [part, *reversed(pending)]
-                backlog.give_back([(batch, len(batch.events)) for batch in rest])
+                backlog.give_back(rest)
                 return "retry"
             if outcome == "refused" and count > 1:
                 middle = count // 2
