@@ -81,3 +81,14 @@ async def test_points_per_request_with_route_templates_status_and_request_ids(ai
     assert isinstance(first["fields"]["execution_time"], float) and first["fields"]["execution_time"] >= 0
     generated = [p["fields"]["request_id"] for p in received if p["tags"]["route"] == "GET:/6/missing"]
     assert len(set(generated)) == 1 and generated[0].split(",")[0].isdigit()  # LUNA's "<time>,<uuid>"
+
+
+def test_generated_request_ids_are_lunas_form_and_unique() -> None:
+    import uuid
+
+    from luna_plugins.client import new_request_id
+
+    ids = [new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    seconds, value = ids[0].split(",")
+    assert seconds.isdigit() and uuid.UUID(value).version == 4

@@ -153,6 +153,12 @@ class _Tally:
     """in a request that close() cut short: whether the sidecar took it is unknown"""
 
 
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A sending task that ended by itself with an error is a bug: say so, loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the sidecar sender stopped sending", exc_info=task.exception())
+
+
 class SidecarSender:
     """Sends points and events to the sidecar without ever making the caller wait.
 
@@ -276,10 +282,12 @@ class SidecarSender:
             raise RuntimeError("this SidecarSender is closed; make a new one")
         self._session = ClientSession(timeout=ClientTimeout(total=self.settings.request_timeout))
         self._task = asyncio.create_task(self._run(), name="luna-sidecar-sender")
+        self._task.add_done_callback(_report_crash)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Send what waits now without waiting for batches to fill; returns True once nothing is
-        buffered, False when ``timeout`` seconds passed first (what waits stays buffered)."""
+        buffered, False when ``timeout`` seconds passed first (what waits stays buffered).
+        Needs a started sender (without one it can only time out)."""
         self._flush_now = True
         self._wake.set()
         try:
