@@ -40,7 +40,9 @@ class EventTally(BaseEventSendingPlugin):
 def received(out: Path, kind: str = "points") -> list[Any]:
     if not out.exists():
         return []
-    return [n for line in out.read_text().splitlines() for n in json.loads(line).get(kind, [])]
+    text = out.read_text()
+    complete = text[: text.rfind("\n") + 1]  # the plugin may be writing the last line right now
+    return [n for line in complete.splitlines() for n in json.loads(line).get(kind, [])]
 
 
 def tally_sidecar(factory: Callable[..., Sidecar], out: Path, *args: str) -> Sidecar:
