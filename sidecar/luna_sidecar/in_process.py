@@ -27,7 +27,7 @@ from aiohttp.test_utils import RawTestServer, TestServer
 
 from luna_plugins.compat import install_log_alias
 from luna_plugins.monitoring import MonitoringPoint
-from luna_sidecar.admin_http import build_admin_app
+from luna_sidecar.admin_http import SHUTTING_DOWN, build_admin_app
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.loader import forget_module
 from luna_sidecar.server import Sidecar, build_sidecar
@@ -303,7 +303,8 @@ async def run_plugin(
         ):
             yield PluginHarness(sidecar, module, capture, admin, routes, callback_timeout + 5)
     finally:
-        sidecar.intake.accepting = sidecar.dispatcher.accepting = False
+        sidecar.intake.refusing = SHUTTING_DOWN
+        sidecar.dispatcher.accepting = False
         sidecar.points.flush()
         await sidecar.runtime.shutdown(time.monotonic() + lifecycle_timeout)
         forget_module(module)
