@@ -596,10 +596,11 @@ class ClusterDemo:
             parts.append(f"load: {self.generator.total()} requests ({counts})")
         try:
             stats = json.loads(request("GET", self.url("service", "/stats"), timeout=2)[1])
-            dropped = stats.get("points_dropped", 0) + stats.get("event_batches_dropped", 0)
+            dropped = stats.get("points_dropped", 0) + stats.get("events_dropped", 0)
             parts.append(
-                f"service sent {stats.get('points_sent', 0)} points + {stats.get('event_batches_sent', 0)} "
-                f"event batches ({dropped} dropped), third party got {stats.get('third_party_batches', 0)}"
+                f"service sent {stats.get('points_sent', 0)} points + {stats.get('events_sent', 0)} "
+                f"events ({dropped} dropped, {stats.get('points_buffered', 0)} buffered), "
+                f"third party got {stats.get('third_party_batches', 0)}"
             )
         except (OSError, ValueError):
             parts.append("service: ?")

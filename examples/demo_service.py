@@ -1,13 +1,13 @@
 """A tiny stand-in for the LUNA *handlers* service, for the demo (`examples/demo.py`).
 
 It serves a few handler routes and, like the real service, reports every request it serves to the
-plugins sidecar beside it: after each request under ``/6/`` it queues a ``requests`` monitoring
-point (and an ``errors`` point for 4xx/5xx), and a background task posts the queued points to the
-sidecar's intake (``POST /events/monitoring_event``) every ``--flush-interval`` seconds. Each
-event-processing request also generates events, posted to ``POST /events/sending_event`` (the
-``http_forwarder`` example plugin forwards them to ``/third-party/events`` here, the stand-in for a
-third party). Requests never wait for the sidecar; when it is unreachable the batch is dropped,
-counted and logged.
+plugins sidecar beside it, with the service-side client of luna-plugins (``luna_plugins.client``):
+``monitoring_middleware`` records a ``requests`` point (and an ``errors`` point for 4xx/5xx) per
+request under ``/6/``, and a ``SidecarSender`` posts them to the sidecar's intake
+(``POST /events/monitoring_event``) in batches. Each event-processing request also generates
+events, sent as ``POST /events/sending_event`` (the ``http_forwarder`` example plugin forwards
+them to ``/third-party/events`` here, the stand-in for a third party). Requests never wait for
+the sidecar: while it is away the sender buffers (bounded), retries, and counts what it drops.
 
 Routes:
   GET  /6/handlers                 list handlers
@@ -16,16 +16,16 @@ Routes:
   POST /6/handlers/{id}/events     "process an image": {"image": "..."} -> generated events
   POST /third-party/events         receives what http_forwarder forwards (not monitored)
   GET  /third-party/events         how many forwarded batches arrived, and the last one
-  GET  /stats                      what this service sent to the sidecar (not monitored)
+  GET  /stats                      requests served and the sender's counters (not monitored)
 
 Run: python examples/demo_service.py --port 5090 --sidecar http://127.0.0.1:8081
+(``--sidecar`` defaults to $LUNA_SIDECAR_ADMIN_URL, then the sidecar's default listener).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -34,161 +34,48 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from aiohttp import web
+
+from luna_plugins.client import (
+    SenderSettings,
+    SidecarSender,
+    admin_url,
+    monitoring_middleware,
+    request_id_of,
+)
 
 log = logging.getLogger("demo-service")
 
 SERVICE = "handlers"
-MAX_BUFFERED_POINTS = 50_000
-MAX_BUFFERED_EVENT_BATCHES = 1_000
 ERROR_CODES = {400: 12003, 404: 22002, 405: 12002, 500: 1}  # LUNA-style error codes per status
 
 STATS = web.AppKey("stats", Counter)
 HANDLERS = web.AppKey("handlers", dict)
 FORWARDED = web.AppKey("forwarded", list)
-REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
-
-
-class SidecarSender:
-    """Buffers points and event batches; a background task posts them to the sidecar's intake."""
-
-    def __init__(self, admin_url: str, interval: float, stats: Counter[str]) -> None:
-        self.admin_url = admin_url.rstrip("/")
-        self.interval = interval
-        self.stats = stats
-        self.points: list[dict[str, Any]] = []
-        self.event_batches: list[dict[str, Any]] = []
-        self.session: ClientSession | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.failing_since: float | None = None
-
-    def add_point(self, point: dict[str, Any]) -> None:
-        if len(self.points) >= MAX_BUFFERED_POINTS:
-            self.stats["points_dropped"] += 1
-            return
-        self.points.append(point)
-
-    def add_events(self, body: dict[str, Any]) -> None:
-        if len(self.event_batches) >= MAX_BUFFERED_EVENT_BATCHES:
-            self.stats["event_batches_dropped"] += 1
-            return
-        self.event_batches.append(body)
-
-    async def start(self, _app: web.Application) -> None:
-        self.session = ClientSession(timeout=ClientTimeout(total=5))
-        self.task = asyncio.create_task(self.run())
-
-    async def stop(self, _app: web.Application) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush(), timeout=2)  # what is still queued, best effort
-        if self.session:
-            await self.session.close()
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.flush()
-            except Exception:  # never let the sender die
-                log.exception("flushing to the sidecar failed")
-
-    async def flush(self) -> None:
-        points, self.points = self.points, []
-        batches, self.event_batches = self.event_batches, []
-        if points:
-            if await self.post("monitoring_event", {"points": points}):
-                self.stats["points_sent"] += len(points)
-            else:
-                self.stats["points_dropped"] += len(points)
-        for body in batches:
-            if await self.post("sending_event", body):
-                self.stats["event_batches_sent"] += 1
-            else:
-                self.stats["event_batches_dropped"] += 1
-
-    async def post(self, event_name: str, body: dict[str, Any]) -> bool:
-        assert self.session is not None
-        url = f"{self.admin_url}/events/{event_name}"
-        try:
-            async with self.session.post(url, json=body) as response:
-                if response.status == 202:
-                    if self.failing_since is not None:
-                        log.info("the sidecar accepts %s again", event_name)
-                        self.failing_since = None
-                    return True
-                problem = f"answered {response.status}: {(await response.text())[:300]}"
-        except (ClientError, TimeoutError, OSError) as exc:
-            problem = f"unreachable: {exc!r}"
-        now = time.monotonic()
-        if self.failing_since is None or now - self.failing_since > 30:  # log once per 30 s at most
-            log.warning("sidecar intake %s %s (dropping the batch)", url, problem)
-            self.failing_since = now
-        return False
-
-
 SENDER = web.AppKey("sender", SidecarSender)
 
 
-def request_id(request: web.Request) -> str:
-    """The caller's ``Luna-Request-Id``, or a new one in LUNA's ``<unix time>,<uuid>`` form."""
-    return request.headers.get("Luna-Request-Id") or f"{int(time.time())},{uuid.uuid4()}"
-
-
-def route_name(request: web.Request) -> str:
-    """``METHOD:/template`` as LUNA names routes, e.g. ``POST:/6/handlers/{id}/events``."""
-    resource = request.match_info.route.resource
-    template = resource.canonical if resource is not None else "unmatched"
-    return f"{request.method}:{template}"
+def monitored(request: web.Request) -> bool:
+    """Only the service's API is monitored (not /stats, probes or the third-party stand-in)."""
+    return request.path.startswith("/6/")
 
 
 @web.middleware
-async def monitoring(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Times every ``/6/`` request and queues its ``requests`` point (and ``errors`` point)."""
-    if not request.path.startswith("/6/"):
+async def count_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Counts the monitored requests by status, for ``/stats``."""
+    if not monitored(request):
         return await handler(request)
-    started, clock = time.time(), time.perf_counter()
-    rid = request_id(request)
-    request[REQUEST_ID] = rid
     status = 500
     try:
-        response = await handler(request)
+        response: web.StreamResponse = await handler(request)
         status = response.status
+        return response
     except web.HTTPException as exc:
         status = exc.status
-        exc.headers["Luna-Request-Id"] = rid
         raise
-    except Exception:
-        log.exception("request %s failed", rid)
-        response = web.json_response({"error_code": 1, "desc": "Internal server error"}, status=500)
     finally:
-        elapsed = time.perf_counter() - clock
-        route = route_name(request)
-        sender = request.app[SENDER]
-        sender.add_point(
-            {
-                "series": "requests",
-                "eventTime": started,
-                "tags": {"service": SERVICE, "route": route, "status_code": status},
-                "fields": {"request_id": rid, "execution_time": elapsed},
-            }
-        )
-        if status >= 400:
-            sender.add_point(
-                {
-                    "series": "errors",
-                    "eventTime": started,
-                    "tags": {"service": SERVICE, "route": route, "error_code": ERROR_CODES.get(status, 1)},
-                    "fields": {"request_id": rid},
-                }
-            )
         request.app[STATS]["requests"] += 1
         request.app[STATS][f"status_{status}"] += 1
-    response.headers["Luna-Request-Id"] = rid
-    return response
 
 
 def error(status: int, desc: str) -> web.Response:
@@ -246,14 +133,12 @@ async def process_events(request: web.Request) -> web.Response:
         for _ in range(random.randint(1, 2))
     ]
     request.app[SENDER].add_events(
-        {
-            "events": events,
-            "handlerId": handler["handler_id"],
-            "accountId": handler["account_id"],
-            "requestId": request[REQUEST_ID],
-            "createEventTime": iso(created),
-            "endEventTime": iso(time.time()),
-        }
+        events,
+        handler_id=handler["handler_id"],
+        account_id=handler["account_id"],
+        request_id=request_id_of(request),
+        create_event_time=iso(created),
+        end_event_time=iso(time.time()),
     )
     return web.json_response({"events": events}, status=201)
 
@@ -274,7 +159,7 @@ async def third_party_show(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response(dict(request.app[STATS]))
+    return web.json_response(dict(request.app[STATS]) | request.app[SENDER].stats().as_dict())
 
 
 def iso(seconds: float) -> str:
@@ -285,18 +170,21 @@ DEMO_ACCOUNT = "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"
 SEEDED_HANDLERS = ("0b3b6b1c-1f5b-4a8e-9d43-2d6a7e1e9c01", "5f1e8f0a-7d5c-4a40-8c2e-9a4b3c2d1e02")
 
 
-def make_app(sidecar_admin: str, flush_interval: float = 0.5) -> web.Application:
-    app = web.Application(middlewares=[monitoring])
+def make_app(sidecar_admin: str | None = None, flush_interval: float = 0.2) -> web.Application:
+    """The service; ``sidecar_admin`` is the sidecar's admin URL (default: the sender's), and
+    ``flush_interval`` the longest a point waits for its batch."""
+    sender = SidecarSender(sidecar_admin, settings=SenderSettings(batch_delay=flush_interval))
+    app = web.Application(
+        middlewares=[monitoring_middleware(sender, service=SERVICE, monitored=monitored), count_requests]
+    )
     app[STATS] = Counter()
     app[HANDLERS] = {
         handler_id: {"handler_id": handler_id, "description": f"demo handler {n}", "account_id": DEMO_ACCOUNT}
         for n, handler_id in enumerate(SEEDED_HANDLERS, 1)
     }
     app[FORWARDED] = []
-    sender = SidecarSender(sidecar_admin, flush_interval, app[STATS])
     app[SENDER] = sender
-    app.on_startup.append(sender.start)
-    app.on_cleanup.append(sender.stop)
+    app.cleanup_ctx.append(sender.cleanup_ctx)
     app.router.add_get("/6/handlers", list_handlers)
     app.router.add_post("/6/handlers", create_handler)
     app.router.add_get("/6/handlers/{id}", get_handler)
@@ -314,15 +202,21 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5090)
     parser.add_argument(
-        "--sidecar", default="http://127.0.0.1:8081", help="the sidecar's admin listener (event intake)"
+        "--sidecar",
+        default=None,
+        help="the sidecar's admin listener (event intake); default $LUNA_SIDECAR_ADMIN_URL, "
+        "then http://127.0.0.1:8081",
     )
     parser.add_argument(
-        "--flush-interval", type=float, default=0.5, help="seconds between posts to the sidecar"
+        "--flush-interval", type=float, default=0.2, help="seconds a point may wait for its batch"
     )
     options = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info(
-        "handlers stand-in on http://%s:%d, sidecar intake %s", options.host, options.port, options.sidecar
+        "handlers stand-in on http://%s:%d, sidecar intake %s",
+        options.host,
+        options.port,
+        admin_url(options.sidecar),
     )
     web.run_app(
         make_app(options.sidecar, options.flush_interval),

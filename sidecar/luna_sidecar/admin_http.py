@@ -25,8 +25,18 @@ def json_response(status: int, payload: Any) -> web.Response:
     return web.Response(status=status, text=json.dumps(payload), content_type="application/json")
 
 
+#: why the intake answers 503 before its first sync and after SIGTERM
+STARTING = "the sidecar is starting and has not loaded its plugins yet; send it again shortly"
+SHUTTING_DOWN = "the sidecar is shutting down and accepts no more events"
+
+
 class EventIntake:
-    """Accepts events from the service container. ``accepting`` goes False on shutdown."""
+    """Accepts events from the service container.
+
+    While ``refusing`` says why (the sidecar is starting and its plugins are not loaded yet, or
+    it is shutting down), every event is answered 503 with that reason: the service keeps it and
+    sends it again, instead of having it accepted for plugins that are not there.
+    """
 
     def __init__(
         self, *, bus: EventBus, metrics: RuntimeMetrics, max_body_bytes: int, max_items: int
@@ -35,7 +45,7 @@ class EventIntake:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_items = max_items
-        self.accepting = True
+        self.refusing: str | None = None
         # metric children by label values: prometheus-client's labels() locks and hashes per call
         self._requests: dict[tuple[str, str], Counter] = {}
         self._items: dict[str, Counter] = {}
@@ -55,8 +65,8 @@ class EventIntake:
         return response
 
     async def _handle(self, event_name: str, request: web.Request) -> web.Response:
-        if not self.accepting:
-            raise PayloadError(503, "the sidecar is shutting down and accepts no more events")
+        if self.refusing is not None:
+            raise PayloadError(503, self.refusing)
         if event_name not in EVENT_NAMES:
             raise PayloadError(404, f"unknown event name {event_name!r}; known: {sorted(EVENT_NAMES)}")
         length = request.content_length

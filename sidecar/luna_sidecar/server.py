@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.compat import install_log_alias
-from luna_sidecar.admin_http import EventIntake, build_admin_app
+from luna_sidecar.admin_http import SHUTTING_DOWN, STARTING, EventIntake, build_admin_app
 from luna_sidecar.bus import EventBus, PointBuffer
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
@@ -198,6 +198,7 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
     """Run the sidecar until ``stop`` is set or SIGTERM/SIGINT arrives; returns the exit code."""
     install_log_alias()
     sidecar = build_sidecar(config)
+    sidecar.intake.refusing = STARTING  # until the first sync has loaded the plugins
     feed: Feed = (
         ClusterFeed(config, sidecar.runtime, sidecar)
         if config.namespace
@@ -262,6 +263,7 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
             if first_sync.done():
                 first_sync.result()  # a StartupError of the feed surfaces here
                 sidecar.ready = True
+                sidecar.intake.refusing = None
                 log.info("ready: %d plugin(s) active", len(sidecar.runtime.slots))
                 tune_garbage_collector()
                 for name, run in feed.runners().items():
@@ -277,7 +279,7 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
             deadline = started + config.shutdown_timeout
             log.info("shutting down: intake closed, draining event queues")
             sidecar.stopping = True
-            sidecar.intake.accepting = False
+            sidecar.intake.refusing = SHUTTING_DOWN
             sidecar.dispatcher.accepting = False
             await asyncio.gather(*(supervisor.stop() for supervisor in supervisors))
             for task in tasks:

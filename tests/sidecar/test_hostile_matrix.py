@@ -136,7 +136,8 @@ def test_hostile_plugins_cost_only_themselves(sidecar_factory, tmp_path: Path) -
     wait_for(importing, timeout=30, what="the import that sleeps to be under way")
     assert http("GET", sidecar.metrics_url + "/healthz").status == 200
     assert sidecar.get("/hello").text == "hello"
-    assert sidecar.post_event("monitoring_event", points(3, series="burst")).status == 202
+    # the intake answers too: 503 until the first sync is done (the service sends it again later)
+    assert sidecar.post_event("monitoring_event", points(3, series="burst")).status == 503
     wait_for(lambda: http("GET", sidecar.metrics_url + "/readyz").status == 200, timeout=30, what="ready")
 
     plugins = sidecar.plugins()
@@ -150,7 +151,7 @@ def test_hostile_plugins_cost_only_themselves(sidecar_factory, tmp_path: Path) -
 
     with Traffic(sidecar) as traffic:
         # a 10,000-point burst: the stalled plugin keeps what fits, the good one gets everything
-        expected = 3
+        expected = 0
         for _ in range(8):
             reply = sidecar.post_event("monitoring_event", points(10_000, series="burst"))
             assert reply.status == 202, reply.text
@@ -172,7 +173,7 @@ def test_hostile_plugins_cost_only_themselves(sidecar_factory, tmp_path: Path) -
         stalled = class_info(sidecar, "stalled_callback", "Stalled")
         assert stalled["queue"]["items"] <= QUEUE_ITEMS
         assert stalled["queue"]["capacity"] == QUEUE_ITEMS
-        assert stalled["droppedItems"] >= 8 * 10_000 + 3 - QUEUE_ITEMS
+        assert stalled["droppedItems"] >= 8 * 10_000 - QUEUE_ITEMS
         assert (
             sidecar.metric("luna_plugin_dropped_items_total", plugin="stalled_callback")
             == stalled["droppedItems"]

@@ -1,0 +1,68 @@
+"""`luna-plugins lint FILE...`: the operator's validation of plugin files, before they are applied.
+
+Each file is checked as the operator checks a LunaPlugin's code (same code, same messages), with
+the file name without ``.py`` as its module; problems print as ``FILE:LINE: message`` (or
+``FILE: message``). Imports of modules the sidecar image does not have are warnings. Exit 0 when
+no file has a problem (warnings allowed), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="plugin files (NAME.py)")
+    parser.add_argument(
+        "--code-check-memory",
+        type=int,
+        default=192,
+        metavar="MiB",
+        help="address space of the child that parses the code, as the operator's flag (default 192)",
+    )
+    parser.add_argument(
+        "--code-check-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="seconds one parse may take, as the operator's flag (default 15)",
+    )
+    parser.epilog = (
+        "Errors are what the operator would refuse (the plugin's phase would be Invalid); warnings "
+        "are imports of modules the sidecar image lacks (the standard library, luna_plugins and the "
+        "project's dependencies are there). Exit 1 when any file has an error."
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the findings of every file; 1 when any is an error."""
+    return asyncio.run(_lint(args))
+
+
+async def _lint(args: argparse.Namespace) -> int:
+    from importlib import metadata
+
+    from luna_cli.image_modules import image_modules
+    from luna_cli.plugin_check import check_plugin_file
+    from luna_operator.validation import CodeChecker
+
+    checker = CodeChecker(memory_bytes=args.code_check_memory * 1024 * 1024, timeout=args.code_check_timeout)
+    try:
+        available: frozenset[str] | None = image_modules() | {path.stem for path in args.files}
+    except metadata.PackageNotFoundError:
+        available = None
+        print("luna-plugins lint: luna-plugins is not installed: imports are not checked", file=sys.stderr)
+    errors = warnings = 0
+    for path in args.files:
+        for finding in await check_plugin_file(path, checker, available=available):
+            print(finding)
+            if finding.severity == "error":
+                errors += 1
+            else:
+                warnings += 1
+    count = len(args.files)
+    print(f"{count} file(s) checked: {errors} problem(s), {warnings} warning(s)", file=sys.stderr)
+    return 1 if errors else 0

@@ -1,0 +1,150 @@
+"""`luna-plugins lint`: the operator's validation (same checker, same messages) on local files,
+``FILE:LINE: message``, exit 1 on problems; warnings for imports the sidecar image lacks; hostile
+files fail cleanly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from luna_cli.image_modules import image_modules
+from luna_cli.plugin_check import imported_modules
+from luna_operator.validation import CodeChecker
+from tests.sidecar.hostile_plugins import MEMORY_AT_COMPILE, RECURSION_AT_COMPILE
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = ROOT / "examples" / "plugins"
+
+BAD_EVENT = """
+from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
+
+class Tally(BaseEventPlugin):
+    eventName = "monitoring_evnt"
+
+    async def handleEvent(self, points, logger):
+        pass
+"""
+
+IMPORTS = """
+import json
+import requests
+import aiohttp.web
+from yaml import safe_load
+from helper_module import thing
+try:
+    import ujson
+except ImportError:
+    ujson = None
+from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
+from log import Logger
+
+class Quiet(BaseBackgroundPlugin):
+    pass
+"""
+
+
+def lint(*files: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "luna_cli.main", "lint", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def write(tmp_path: Path, name: str, code: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(code, bytes):
+        path.write_bytes(code)
+    else:
+        path.write_text(code)
+    return path
+
+
+def test_the_example_plugins_are_clean() -> None:
+    result = lint(*sorted(GOOD.glob("*.py")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert "3 file(s) checked: 0 problem(s), 0 warning(s)" in result.stderr
+
+
+async def test_problems_are_the_operators_own_messages_with_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "tally.py", BAD_EVENT)
+    (problem,) = await CodeChecker().check(BAD_EVENT)
+    result = lint(path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [f"{path}:{problem.line}: {problem.message}"]
+    assert problem.line == 5 and "monitoring_evnt" in problem.message
+
+
+def test_hostile_and_broken_files_each_get_one_clear_line(tmp_path: Path) -> None:
+    files = [
+        write(tmp_path, "chained.py", RECURSION_AT_COMPILE),
+        write(tmp_path, "unary.py", MEMORY_AT_COMPILE),
+        write(tmp_path, "syntax.py", "def broken(:\n    pass\n"),
+        write(tmp_path, "binary.py", b"\xff\xfe\x00plugin"),
+        write(tmp_path, "json.py", "x = 1\n"),
+        tmp_path / "absent.py",
+    ]
+    result = lint(*files)
+    assert result.returncode == 1
+    out = result.stdout
+    assert f"{files[0]}: the code is nested too deeply to parse (RecursionError)" in out
+    assert f"{files[1]}: the code is too large or too deeply nested to parse (MemoryError)" in out
+    assert f"{files[2]}:1: syntax error: invalid syntax" in out
+    assert f"{files[3]}: not UTF-8 text (byte 0): plugin code must be UTF-8" in out
+    assert f"{files[4]}: module 'json' would shadow the module of that name" in out
+    assert f"{files[5]}: cannot read the file: No such file or directory" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_imports_the_image_lacks_are_warnings_not_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "quiet.py", IMPORTS)
+    helper = write(tmp_path, "helper_module.py", BAD_EVENT.replace("monitoring_evnt", "monitoring_event"))
+    alone = lint(path)
+    assert alone.returncode == 0, alone.stdout
+    warned = [
+        line.split(": warning: ")[0] + ": " + line.split("imports ")[1].split(",")[0]
+        for line in alone.stdout.splitlines()
+    ]
+    assert warned == [f"{path}:3: 'requests'", f"{path}:6: 'helper_module'"]  # ujson is guarded
+    together = lint(path, helper)  # a plugin linted with it provides the module
+    assert [line for line in together.stdout.splitlines() if "warning" in line] == [
+        f"{path}:3: warning: imports 'requests', which the sidecar image does not have (it has the standard "
+        "library, luna_plugins and the project's dependencies such as aiohttp): the plugin will fail to "
+        "load unless another active plugin is a module of that name"
+    ]
+
+
+def test_the_image_modules_are_the_standard_library_the_project_and_its_requirements() -> None:
+    modules = image_modules()
+    assert {
+        "json",
+        "asyncio",
+        "aiohttp",
+        "multidict",
+        "yarl",
+        "yaml",
+        "orjson",
+        "log",
+        "luna_plugins",
+    } <= modules
+    assert not {"requests", "pytest", "mypy", "schemathesis"} & modules  # dev extras are not in the image
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("import a.b, c", [("a", 1), ("c", 1)]),
+        ("from . import x\nfrom d.e import f", [("d", 2)]),
+        ("try:\n    import g\nexcept (ValueError, ModuleNotFoundError):\n    pass", []),
+        ("try:\n    import h\nexcept ValueError:\n    pass", [("h", 2)]),
+        ("def f():\n    import i", [("i", 2)]),
+    ],
+)
+def test_imports_found_in_the_code(code: str, expected: list[tuple[str, int]]) -> None:
+    assert sorted(imported_modules(code)) == expected
