@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from luna_contract.requirements import RequirementsError, check_requirements
+from luna_contract.requirements import RequirementsError, check_requirements, requirements_file_entries
 from luna_sidecar.config import ConfigError, parse_active_list
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,9 @@ class DirectorySource:
             return (), None
         except (OSError, UnicodeDecodeError) as exc:
             return (), f"cannot read requirements file {path}: {exc}"
-        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        entries = [entry for _, entry in requirements_file_entries(text)]
         try:
-            return check_requirements([line for line in lines if line], str(path)), None
+            return check_requirements(entries, str(path)), None
         except RequirementsError as exc:
             return (), str(exc)
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from luna_contract.requirements import MAX_REQUIREMENTS, RequirementsError, check_requirements, project_names
+from luna_contract.requirements import (
+    MAX_REQUIREMENTS,
+    RequirementsError,
+    check_requirement,
+    check_requirements,
+    project_names,
+    requirements_file_entries,
+)
 
 HASH = "sha256:" + "ab" * 32
 
@@ -49,3 +56,18 @@ def test_the_entry_is_named_in_the_message() -> None:
 
 def test_project_names_are_normalized() -> None:
     assert project_names(("Aio_Pika==9", f"REDIS==5 --hash={HASH}")) == {"aio-pika", "redis"}
+
+
+def test_one_entry_gets_the_message_it_gets_in_a_list() -> None:
+    for entry in ("--index-url x", "pkg @ https://x.invalid/p.whl", "redis>==", ""):
+        with pytest.raises(RequirementsError) as in_list:
+            check_requirements(["redis", entry], "spec.requirements")
+        with pytest.raises(RequirementsError) as alone:
+            check_requirement(entry, "spec.requirements[1]")
+        assert str(alone.value) == str(in_list.value)
+    assert check_requirement(" Redis >= 5 ", "e") == "Redis>=5"
+
+
+def test_a_requirements_file_is_read_as_the_standalone_sidecar_reads_it() -> None:
+    text = "# needs\nredis>=5  # the client\n\n   \naio-pika  \n#\n"
+    assert requirements_file_entries(text) == [(2, "redis>=5"), (5, "aio-pika")]
