@@ -32,6 +32,9 @@ MAX_ITEMS = 20
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+#: the fields of an item and of its references, as the CRD has them
+_ITEM_FIELDS = frozenset({"setting", "secretKeyRef", "secretRef", "prefix"})
+_REF_FIELDS = {"secretKeyRef": frozenset({"name", "key"}), "secretRef": frozenset({"name"})}
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,15 @@ def check_shape(settings_from: object, settings: object) -> list[str]:
         return [f"spec.settingsFrom has {len(settings_from)} items, at most {MAX_ITEMS} are allowed"]
     problems = []
     plain = set(settings) if isinstance(settings, dict) else set()
+    seen: dict[str, int] = {}
     for index, item in enumerate(settings_from):
         where = f"spec.settingsFrom[{index}]"
         if not isinstance(item, dict):
             problems.append(f"{where} must be an object")
+            continue
+        unknown = _unknown_fields(item, _ITEM_FIELDS, where)
+        if unknown:
+            problems.append(unknown)
             continue
         refs = [ref for ref in ("secretKeyRef", "secretRef") if ref in item]
         if len(refs) != 1:
@@ -95,6 +103,10 @@ def check_shape(settings_from: object, settings: object) -> list[str]:
         if not isinstance(target, dict) or not isinstance(target.get("name"), str):
             problems.append(f"{where}.{refs[0]}.name must be a Secret name")
             continue
+        unknown = _unknown_fields(target, _REF_FIELDS[refs[0]], f"{where}.{refs[0]}")
+        if unknown:
+            problems.append(unknown)
+            continue
         if not _NAME.fullmatch(target["name"]):
             problems.append(f"{where}.{refs[0]}.name {target['name'][:64]!r} is not a Secret name")
         if refs[0] == "secretKeyRef":
@@ -103,6 +115,10 @@ def check_shape(settings_from: object, settings: object) -> list[str]:
                 problems.append(f"{where}.setting must be a setting name (letters, digits, _ . -)")
             elif setting in plain:
                 problems.append(f"{where}.setting {setting!r} is also in spec.settings: keep it in one place")
+            elif setting in seen:
+                problems.append(f"{where}.setting {setting!r} is also spec.settingsFrom[{seen[setting]}]'s")
+            else:
+                seen[setting] = index
             if not isinstance(key, str) or not _KEY.fullmatch(key):
                 problems.append(f"{where}.secretKeyRef.key must be a Secret key")
         else:
@@ -110,6 +126,16 @@ def check_shape(settings_from: object, settings: object) -> list[str]:
             if not isinstance(prefix, str) or len(prefix) > 64:
                 problems.append(f"{where}.prefix must be a string of at most 64 characters")
     return problems
+
+
+def _unknown_fields(value: dict[Any, Any], known: frozenset[str], where: str) -> str | None:
+    """The problem with fields of ``value`` the CRD does not have (the API server refuses them
+    under kubectl's strict field validation, or drops them), if any."""
+    unknown = sorted(str(key)[:40] for key in value if key not in known)
+    if not unknown:
+        return None
+    listed = ", ".join(repr(key) for key in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+    return f"{where} has a field the CRD does not know: {listed} (it has {', '.join(sorted(known))})"
 
 
 def resolve(

@@ -80,3 +80,19 @@ def test_secrets_as_the_api_returns_them() -> None:
     secret = offered_secret(body)
     assert secret.offered and secret.data == {"token": "s3cret", "blob": None}
     assert not offered_secret({"metadata": {"name": "x"}}).offered
+
+
+def test_fields_the_crd_does_not_have_and_a_setting_from_two_items_are_named() -> None:
+    # kubectl's strict field validation refuses fields the CRD does not have (without it, the API
+    # server drops them: a typo would silently lose a setting)
+    typo = [{"setting": "a", "secretKeyref": {"name": "s", "key": "k"}}]
+    assert check_shape(typo, {}) == [
+        "spec.settingsFrom[0] has a field the CRD does not know: 'secretKeyref' "
+        "(it has prefix, secretKeyRef, secretRef, setting)"
+    ]
+    assert (
+        "secretRef has a field the CRD does not know: 'key'"
+        in check_shape([{"secretRef": {"name": "s", "key": "k"}}], {})[0]
+    )
+    twice = [{"setting": "a", "secretKeyRef": {"name": "s", "key": k}} for k in ("k", "l")]
+    assert check_shape(twice, {}) == ["spec.settingsFrom[1].setting 'a' is also spec.settingsFrom[0]'s"]
