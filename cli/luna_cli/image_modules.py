@@ -16,7 +16,9 @@ from importlib import metadata
 
 PROJECT = "luna-plugins"
 #: the project's own top-level packages (pyproject: packages ``luna_*``)
-OWN_PACKAGES = frozenset({"luna_plugins", "luna_sidecar", "luna_operator", "luna_cli", "luna_cluster"})
+OWN_PACKAGES = frozenset(
+    {"luna_plugins", "luna_sidecar", "luna_operator", "luna_cli", "luna_cluster", "luna_contract"}
+)
 #: provided by the runtime to every plugin (``from log import Logger``)
 ALIASES = frozenset({"log"})
 

@@ -2,8 +2,11 @@
 
 Each file is checked as the operator checks a LunaPlugin's code (same code, same messages), with
 the file name without ``.py`` as its module; problems print as ``FILE:LINE: message`` (or
-``FILE: message``). Imports of modules the sidecar image does not have are warnings. Exit 0 when
-no file has a problem (warnings allowed), 1 otherwise.
+``FILE: message``). The plugin's requirements (``--requirements FILE``, by default
+``NAME.requirements.txt`` beside the file when there is one) are checked as the operator checks
+``spec.requirements``, each problem at its line of that file. Imports of modules that neither the
+sidecar image nor those requirements provide are warnings. Exit 0 when no file has a problem
+(warnings allowed), 1 otherwise, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="plugin files (NAME.py)")
+    parser.add_argument(
+        "--requirements",
+        type=Path,
+        metavar="FILE",
+        help="the plugin's requirements (spec.requirements), one per line, '#' comments; one plugin "
+        "file only (default: NAME.requirements.txt beside each file, when present)",
+    )
     parser.add_argument(
         "--code-check-memory",
         type=int,
@@ -33,12 +43,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Errors are what the operator would refuse (the plugin's phase would be Invalid); warnings "
         "are imports of modules the sidecar image lacks (the standard library, luna_plugins and the "
-        "project's dependencies are there). Exit 1 when any file has an error."
+        "project's dependencies are there) and the plugin's requirements do not provide. Exit 1 when "
+        "any file has an error."
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the findings of every file; 1 when any is an error."""
+    if args.requirements is not None and len(args.files) > 1:
+        print(
+            "luna-plugins lint: --requirements applies to one plugin file; lint the files one at a "
+            "time, or put NAME.requirements.txt beside each",
+            file=sys.stderr,
+        )
+        return 2
     return asyncio.run(_lint(args))
 
 
@@ -57,7 +75,8 @@ async def _lint(args: argparse.Namespace) -> int:
         print("luna-plugins lint: luna-plugins is not installed: imports are not checked", file=sys.stderr)
     errors = warnings = 0
     for path in args.files:
-        for finding in await check_plugin_file(path, checker, available=available):
+        findings = await check_plugin_file(path, checker, available=available, requirements=args.requirements)
+        for finding in findings:
             print(finding)
             if finding.severity == "error":
                 errors += 1

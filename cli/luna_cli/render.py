@@ -71,15 +71,13 @@ def run(args: argparse.Namespace) -> int:
 
 async def render(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The documents to print: [ConfigMap,] LunaPlugin; raises :class:`RenderError`."""
-    from luna_cli.plugin_check import UnreadableFileError, operator_problems, read_plugin_file
-    from luna_operator.validation import (
-        CodeChecker,
-        code_hash,
-        module_name,
-        precheck,
-        validate_module,
-        validate_settings,
+    from luna_cli.plugin_check import (
+        UnreadableFileError,
+        module_problems,
+        operator_problems,
+        read_plugin_file,
     )
+    from luna_operator.validation import CodeChecker, code_hash, module_name, precheck, validate_settings
 
     path: Path = args.file
     try:
@@ -101,7 +99,8 @@ async def render(args: argparse.Namespace) -> list[dict[str, Any]]:
     settings = _settings(args.settings)
     for problem in validate_settings(settings):
         raise RenderError(f"--settings {args.settings}: {problem}")
-    problems = validate_module(plugin.module) + precheck(plugin.code, None)
+    fix = "pass another --module" if args.module else "rename the file or pass --module"
+    problems = module_problems(plugin.module, fix) + precheck(plugin.code, None)
     if not problems and not args.no_check:
         problems = await operator_problems(CodeChecker(), plugin.code)
     if problems:

@@ -12,7 +12,7 @@ import pytest
 
 from luna_cli.image_modules import image_modules
 from luna_cli.plugin_check import imported_modules
-from luna_operator.validation import CodeChecker
+from luna_operator.validation import CodeChecker, validate_requirements
 from tests.sidecar.hostile_plugins import MEMORY_AT_COMPILE, RECURSION_AT_COMPILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,9 +46,9 @@ class Quiet(BaseBackgroundPlugin):
 """
 
 
-def lint(*files: Path) -> subprocess.CompletedProcess[str]:
+def lint(*files: Path, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "luna_cli.main", "lint", *map(str, files)],
+        [sys.executable, "-m", "luna_cli.main", "lint", *options, *map(str, files)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -98,6 +98,7 @@ def test_hostile_and_broken_files_each_get_one_clear_line(tmp_path: Path) -> Non
     assert f"{files[2]}:1: syntax error: invalid syntax" in out
     assert f"{files[3]}: not UTF-8 text (byte 0): plugin code must be UTF-8" in out
     assert f"{files[4]}: module 'json' would shadow the module of that name" in out
+    assert "rename the file" in out and "spec.module" not in out  # a local file has no spec.module yet
     assert f"{files[5]}: cannot read the file: No such file or directory" in out
     assert "Traceback" not in result.stderr
 
@@ -115,8 +116,10 @@ def test_imports_the_image_lacks_are_warnings_not_errors(tmp_path: Path) -> None
     together = lint(path, helper)  # a plugin linted with it provides the module
     assert [line for line in together.stdout.splitlines() if "warning" in line] == [
         f"{path}:3: warning: imports 'requests', which the sidecar image does not have (it has the standard "
-        "library, luna_plugins and the project's dependencies such as aiohttp): the plugin will fail to "
-        "load unless another active plugin is a module of that name"
+        "library, luna_plugins and the project's dependencies such as aiohttp): declare the distribution "
+        f"that provides it in spec.requirements (a line of {path.stem}.requirements.txt beside the file; "
+        "see docs/packages.md), or the plugin fails to load unless another active plugin is a module of "
+        "that name"
     ]
 
 
@@ -134,6 +137,105 @@ def test_the_image_modules_are_the_standard_library_the_project_and_its_requirem
         "luna_plugins",
     } <= modules
     assert not {"requests", "pytest", "mypy", "schemathesis"} & modules  # dev extras are not in the image
+
+
+NEEDS_PACKAGES = """
+import redis.asyncio
+import aio_pika
+import zope_thing
+import markdown_it
+import requests
+from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
+
+class Forwarder(BaseBackgroundPlugin):
+    pass
+"""
+
+
+def warned_modules(stdout: str) -> list[str]:
+    return [line.split("imports ")[1].split(",")[0] for line in stdout.splitlines() if ": warning: " in line]
+
+
+def test_imports_the_declared_requirements_provide_are_not_warned_about(tmp_path: Path) -> None:
+    path = write(tmp_path, "forwarder.py", NEEDS_PACKAGES)
+    before = lint(path)
+    assert warned_modules(before.stdout) == [
+        "'redis'",
+        "'aio_pika'",
+        "'zope_thing'",
+        "'markdown_it'",
+        "'requests'",
+    ]
+    # beside the file, as the standalone sidecar reads it: one per line, '#' comments, any spelling
+    # of a name (normalized, '-' as '_'); markdown-it-py is installed here and says it provides
+    # markdown_it; requests is declared by nobody
+    write(
+        tmp_path,
+        "forwarder.requirements.txt",
+        "# what the plugin needs\nredis>=5,<6  # the async client\n\nAio.Pika[connect]==9.4.1\n"
+        'zope-thing; python_version >= "3.11"\nmarkdown-it-py\n',
+    )
+    after = lint(path)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert warned_modules(after.stdout) == ["'requests'"]
+    assert "spec.requirements" in after.stdout
+    # --requirements names another file; an empty one declares nothing
+    empty = write(tmp_path, "none.txt", "# nothing\n")
+    assert len(warned_modules(lint(path, options=("--requirements", str(empty))).stdout)) == 5
+
+
+def test_requirements_the_operator_refuses_are_errors_at_their_line_with_its_messages(tmp_path: Path) -> None:
+    path = write(tmp_path, "forwarder.py", NEEDS_PACKAGES)
+    lines = [
+        "redis>=5",
+        "# pip options and URLs decide where code comes from: refused",
+        "--index-url https://evil.example/simple",
+        "pkg @ https://evil.example/pkg-1.0-py3-none-any.whl",
+        "https://evil.example/pkg-1.0-py3-none-any.whl",
+        "-r other.txt",
+        "-e .",
+        "ok-package==1.0",
+        "redis==5.0.8 --hash=md5:0123",
+        "redis==5.0.8 --index-url=https://evil.example",
+    ]
+    requirements = write(tmp_path, "forwarder.requirements.txt", "\n".join(lines) + "\n")
+    result = lint(path)
+    assert result.returncode == 1
+    entries = [line for line in lines if not line.startswith("#")]
+    expected = []
+    for index, entry in enumerate(entries):
+        if index in (0, 6):
+            continue
+        # the operator's message for that entry at that place of spec.requirements (packaging's
+        # own messages go on with the entry and a caret on lines of their own)
+        (problem,) = validate_requirements(["redis>=5"] * index + [entry])[1]
+        expected.append(f"{requirements}:{lines.index(entry) + 1}: {problem.message}")
+    assert "\n".join(expected) in result.stdout
+    assert "is a pip option" in expected[0] and "names a URL" in expected[1] and "md5" in expected[-2]
+    errors = [line for line in result.stdout.splitlines() if line.startswith(str(requirements))]
+    assert len(errors) == len(expected) == 7
+    assert "Traceback" not in result.stderr
+
+
+def test_hostile_or_unusable_requirements_files_get_one_clear_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "forwarder.py", NEEDS_PACKAGES)
+    huge = write(tmp_path, "huge.txt", "redis>=5\n" + "#" * (5 * 1024 * 1024) + "\n")
+    many = write(tmp_path, "many.txt", "".join(f"package-{n}\n" for n in range(51)))
+    binary = write(tmp_path, "binary.txt", b"redis\xff\n")
+    cases = {
+        str(huge): f"{huge}: the file is larger than 256 KiB",
+        str(many): f"{many}: spec.requirements has 51 entries, at most 50 are allowed",
+        str(binary): f"{binary}: not UTF-8 text",
+        str(tmp_path / "absent.txt"): f"{tmp_path / 'absent.txt'}: cannot read the file: No such file",
+    }
+    for option, message in cases.items():
+        result = lint(path, options=("--requirements", option))
+        assert result.returncode == 1, (option, result.stdout)
+        (problem,) = [line for line in result.stdout.splitlines() if ": warning: " not in line]
+        assert problem.startswith(message), (option, problem)
+        assert len(problem) < 300 and "Traceback" not in result.stderr
+    two = lint(path, path, options=("--requirements", str(many)))
+    assert two.returncode == 2 and "--requirements applies to one plugin file" in two.stderr
 
 
 @pytest.mark.parametrize(
