@@ -2,10 +2,13 @@
 
 The code goes inline (``spec.code``), or with ``--code-from NAME`` into a ConfigMap printed
 before the LunaPlugin, which then names it (``spec.codeFrom``) and pins its SHA-256
-(``spec.sha256``: the operator refuses other code, whoever edits the ConfigMap). The file is
-checked as the operator will check it first (``--no-check`` skips that); a file the operator
-would refuse, settings that are not a JSON object, or names Kubernetes would refuse stop with
-exit 1 and a message, and nothing is printed on standard output.
+(``spec.sha256``: the operator refuses other code, whoever edits the ConfigMap). The plugin's
+requirements (``--requirements FILE``, by default ``NAME.requirements.txt`` beside the file when
+there is one) go into ``spec.requirements`` in canonical spelling, and ``--settings-from FILE``
+(a YAML or JSON list) into ``spec.settingsFrom``. The file is checked as the operator will check
+it first (``--no-check`` skips that); a file the operator would refuse, settings that are not a
+JSON object, requirements or settingsFrom items the operator would refuse, or names Kubernetes
+would refuse stop with exit 1 and a message, and nothing is printed on standard output.
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--service", default="handlers", help="spec.service: whose sidecars load it (handlers)"
     )
     parser.add_argument("--settings", type=Path, metavar="FILE", help="a JSON object file: spec.settings")
+    parser.add_argument(
+        "--settings-from",
+        type=Path,
+        metavar="FILE",
+        help="a YAML or JSON list of spec.settingsFrom items: {setting, secretKeyRef: {name, key}} or "
+        "{secretRef: {name}, prefix}, settings whose values come from Secrets",
+    )
+    parser.add_argument(
+        "--requirements",
+        type=Path,
+        metavar="FILE",
+        help="spec.requirements: one PEP 508 requirement per line, '#' comments (default: "
+        "NAME.requirements.txt beside the plugin file, when there is one)",
+    )
     parser.add_argument("--namespace", help="metadata.namespace (default: none, kubectl's -n decides)")
     parser.add_argument("--order", type=int, default=None, help="spec.order: load order in the service")
     parser.add_argument("--disabled", action="store_true", help="spec.enabled: false")
@@ -99,6 +116,8 @@ async def render(args: argparse.Namespace) -> list[dict[str, Any]]:
     settings = _settings(args.settings)
     for problem in validate_settings(settings):
         raise RenderError(f"--settings {args.settings}: {problem}")
+    settings_from = _settings_from(args.settings_from, settings)
+    requirements = _requirements(args.requirements, path)
     fix = "pass another --module" if args.module else "rename the file or pass --module"
     problems = module_problems(plugin.module, fix) + precheck(plugin.code, None)
     if not problems and not args.no_check:
@@ -120,6 +139,10 @@ async def render(args: argparse.Namespace) -> list[dict[str, Any]]:
         spec["enabled"] = False
     if settings is not None:
         spec["settings"] = settings
+    if settings_from:
+        spec["settingsFrom"] = settings_from
+    if requirements:
+        spec["requirements"] = list(requirements)
     documents: list[dict[str, Any]] = []
     if args.code_from:
         if len(args.code_from) > 253 or not DNS_SUBDOMAIN.match(args.code_from):
@@ -168,6 +191,66 @@ def _settings(path: Path | None) -> dict[str, Any] | None:
             f"not {type(settings).__name__}"
         )
     return settings
+
+
+def _requirements(given: Path | None, plugin: Path) -> tuple[str, ...]:
+    """The requirements of ``given``, else of ``NAME.requirements.txt`` beside the plugin when
+    there is one (none otherwise)."""
+    from luna_cli.plugin_check import read_requirements, requirements_beside
+
+    path = given or requirements_beside(plugin)
+    if given is None and not path.exists():
+        return ()
+    declared = read_requirements(path)
+    if declared.errors:
+        listed = "\n".join(f"  {error}" for error in declared.errors)
+        raise RenderError(f"requirements the operator would refuse:\n{listed}")
+    if given is None:  # said, as it was not asked for
+        count = len(declared.requirements)
+        print(f"luna-plugins render: spec.requirements from {path} ({count} entries)", file=sys.stderr)
+    return declared.requirements
+
+
+def _settings_from(path: Path | None, settings: dict[str, Any] | None) -> list[Any]:
+    """The ``spec.settingsFrom`` items of the YAML or JSON file at ``path``, as the operator
+    checks them (:func:`luna_operator.secret_settings.check_shape`, which also refuses what the
+    CRD's schema and CEL rules refuse), rebuilt as plain data (no YAML anchors go on)."""
+    if path is None:
+        return []
+    import yaml
+
+    from luna_cli.plugin_check import UnreadableFileError, read_side_file
+    from luna_operator.secret_settings import check_shape
+
+    try:
+        text = read_side_file(path)
+    except UnreadableFileError as exc:
+        raise RenderError(f"--settings-from {path}: {exc}") from None
+    try:
+        try:
+            loaded = json.loads(text)
+        except ValueError:
+            loaded = yaml.safe_load(text)  # the pure-Python loader: deep nesting is a RecursionError
+    except yaml.YAMLError as exc:
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        summary = where + " ".join(str(problem or exc).split())[:300]
+        raise RenderError(f"--settings-from {path}: not YAML or JSON: {summary}") from None
+    except RecursionError:
+        raise RenderError(f"--settings-from {path}: nested too deeply to be settingsFrom items") from None
+    if not isinstance(loaded, list):
+        kinds = {dict: "a mapping", str: "a string", type(None): "an empty file"}
+        kind = kinds.get(type(loaded), type(loaded).__name__)
+        raise RenderError(
+            f"--settings-from {path}: must hold a list of settingsFrom items, not {kind} (each item "
+            "{setting: S, secretKeyRef: {name: N, key: K}} or {secretRef: {name: N}, prefix: P})"
+        )
+    problems = check_shape(loaded, settings)
+    if problems:
+        listed = "\n".join(f"  {problem}" for problem in problems[:20])
+        raise RenderError(f"--settings-from {path}: the operator would refuse it:\n{listed}")
+    items: list[Any] = json.loads(json.dumps(loaded))
+    return items
 
 
 def _block_dumper() -> type[Any]:
