@@ -13,8 +13,11 @@
 
 :func:`run_plugin` loads the file the way the sidecar loads its plugins directory: the same
 loader, lifecycle, timeouts and settings (``NAME.settings.json`` beside the file, or
-``settings=``). Points and events go through the sidecar's intake and the plugin's own queue;
-routes are served by the sidecar's dispatcher on a loopback port of the test's process.
+``settings=``; ``secret_settings=`` stands for the values ``spec.settingsFrom`` brings).
+Requirements (``NAME.requirements.txt`` beside the file, or ``requirements=``) are never
+installed: they must be installed where the tests run, else :class:`MissingRequirementError`
+names the one missing. Points and events go through the sidecar's intake and the plugin's own
+queue; routes are served by the sidecar's dispatcher on a loopback port of the test's process.
 :class:`PluginHarness` lists what a test may do. This is the one module of ``luna_plugins``
 that needs the runtime (``luna_sidecar``) installed; plugins themselves never import it.
 """
@@ -22,6 +25,7 @@ that needs the runtime (``luna_sidecar``) installed; plugins themselves never im
 from luna_sidecar.in_process import (
     Delivery,
     IntakeRefusedError,
+    MissingRequirementError,
     PluginCallbackError,
     PluginHarness,
     PluginNotLoadedError,
@@ -32,6 +36,7 @@ from luna_sidecar.in_process import (
 __all__ = [
     "Delivery",
     "IntakeRefusedError",
+    "MissingRequirementError",
     "PluginCallbackError",
     "PluginHarness",
     "PluginNotLoadedError",

@@ -7,6 +7,11 @@ reads its plugins directory (:class:`~luna_sidecar.sources.DirectorySource`, wit
 ``NAME.settings.json``), loaded by the same runtime (loader, lifecycle, timeouts), its events go
 through the same intake (validation, answers, per-plugin queues) and its routes through the same
 dispatcher, both served on loopback ports of this process.
+
+Two things a sidecar in a cluster does are the test's to provide instead: secret settings (the
+values ``spec.settingsFrom`` would bring, merged into the settings as the sidecar merges them) and
+the plugin's requirements, which the harness never installs: it checks that the test's
+environment already has them (``NAME.requirements.txt`` beside the file, or ``requirements=``).
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import RawTestServer, TestServer
+from packaging.requirements import Requirement
 
+from luna_contract.requirements import check_requirements
 from luna_plugins.compat import install_log_alias
 from luna_plugins.monitoring import MonitoringPoint
 from luna_sidecar.admin_http import SHUTTING_DOWN, build_admin_app
@@ -40,6 +48,11 @@ CAPTURED_LOGGERS = ("luna.plugins", "luna_sidecar", "luna.sidecar")
 
 class PluginNotLoadedError(AssertionError):
     """The plugin could not be loaded; the message is the runtime's (stage, line, reason)."""
+
+
+class MissingRequirementError(PluginNotLoadedError):
+    """A requirement the plugin declares is not installed in the test's environment (the harness
+    never installs packages); the message names it."""
 
 
 class PluginCallbackError(AssertionError):
@@ -230,8 +243,15 @@ def _point_body(point: MonitoringPoint | Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _read_plugin(path: str | Path, settings: Mapping[str, Any] | None) -> tuple[Path, DesiredPlugin]:
-    """The file as the standalone sidecar reads it, with ``settings`` instead of its own."""
+def _read_plugin(
+    path: str | Path,
+    settings: Mapping[str, Any] | None,
+    secret_settings: Mapping[str, str] | None = None,
+    requirements: Iterable[str] | None = None,
+) -> tuple[Path, DesiredPlugin]:
+    """The file as the standalone sidecar reads it, with ``settings`` instead of its own, the
+    ``secret_settings`` merged in, and ``requirements`` instead of its own; the requirements are
+    checked against this environment and taken off (nothing is installed)."""
     file = Path(path).resolve()
     if not file.is_file():
         raise FileNotFoundError(f"no plugin file {file}")
@@ -241,10 +261,55 @@ def _read_plugin(path: str | Path, settings: Mapping[str, Any] | None) -> tuple[
             json.dumps(settings)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"settings must be JSON-able, as a LunaPlugin's spec.settings: {exc}") from None
-        if desired.source is not None:
-            source = dataclasses.replace(desired.source, settings=dict(settings))
-            desired = dataclasses.replace(desired, source=source)
-    return file, desired
+    declared = None
+    if requirements is not None:  # a bare string is refused as the operator refuses one
+        given = requirements if isinstance(requirements, str) else list(requirements)
+        declared = check_requirements(given, "requirements")
+    if desired.source is None:
+        return file, desired
+    source = desired.source
+    merged = dict(source.settings if settings is None else settings)
+    for key, value in (secret_settings or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(
+                f"secret_settings[{key!r}] must be a string, as a value from a Secret is, "
+                f"not {type(value).__name__}"
+            )
+        if key in merged:
+            raise ValueError(
+                f"setting {key!r} is both in settings and in secret_settings: keep it in one place (the "
+                "operator refuses a setting in both spec.settings and spec.settingsFrom)"
+            )
+        merged[key] = value
+    wanted = source.requirements if declared is None else declared
+    _check_installed(file.stem, wanted)
+    source = dataclasses.replace(source, settings=merged, requirements=())
+    return file, dataclasses.replace(desired, source=source)
+
+
+def _check_installed(module: str, requirements: tuple[str, ...]) -> None:
+    """Raise :class:`MissingRequirementError` for the first of ``requirements`` (checked, canonical)
+    this environment does not satisfy: its distribution is not installed, or not in a version the
+    requirement allows. Requirements whose marker excludes this environment are skipped."""
+    for text in requirements:
+        requirement = Requirement(text.split(" --hash=")[0])
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        advice = (
+            "luna_plugins.testing does not install packages (a sidecar installs them from "
+            f"spec.requirements): pip install {str(requirement)!r} where the tests run"
+        )
+        try:
+            version = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            raise MissingRequirementError(
+                f"plugin {module}: requirement {text!r} is not installed in the test environment; {advice}"
+            ) from None
+        if requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
+            raise MissingRequirementError(
+                f"plugin {module}: requirement {text!r} is not met: the test environment has "
+                f"{requirement.name} {version}; {advice}"
+            )
 
 
 @contextlib.asynccontextmanager
@@ -252,6 +317,8 @@ async def run_plugin(
     path: str | Path,
     *,
     settings: Mapping[str, Any] | None = None,
+    secret_settings: Mapping[str, str] | None = None,
+    requirements: Iterable[str] | None = None,
     service: str = "handlers",
     callback_timeout: float = 10.0,
     lifecycle_timeout: float = 30.0,
@@ -261,10 +328,16 @@ async def run_plugin(
     on exit the plugin is stopped as at a sidecar's shutdown (queues drained, ``close()``).
 
     ``settings`` replaces what ``NAME.settings.json`` beside the file holds (as ``self.settings``
-    in the plugin). Raises :class:`PluginNotLoadedError` with the runtime's reason when the plugin
-    does not load. Must run inside an event loop (an ``async`` test, or ``asyncio.run``).
+    in the plugin). ``secret_settings`` (strings, as values from Secrets are) are merged into
+    them, as the sidecar merges what ``spec.settingsFrom`` brings; a setting in both is refused,
+    as the operator refuses it. ``requirements`` (PEP 508 strings, checked as the operator checks
+    ``spec.requirements``) replace what ``NAME.requirements.txt`` beside the file declares; they
+    must already be installed here: nothing is installed, and a missing one raises
+    :class:`MissingRequirementError` naming it. Raises :class:`PluginNotLoadedError` with the
+    runtime's reason when the plugin does not load. Must run inside an event loop (an ``async``
+    test, or ``asyncio.run``).
     """
-    file, desired = _read_plugin(path, settings)
+    file, desired = _read_plugin(path, settings, secret_settings, requirements)
     module = file.stem
     config = SidecarConfig(
         plugins_dir=file.parent,
@@ -321,6 +394,7 @@ async def run_plugin(
 __all__ = [
     "Delivery",
     "IntakeRefusedError",
+    "MissingRequirementError",
     "PluginCallbackError",
     "PluginHarness",
     "PluginNotLoadedError",

@@ -1,6 +1,7 @@
 """luna_plugins.testing itself: what a test sees when a plugin does not load, when the intake
-refuses what the test sends, and when settings cannot be plugin settings; and the user's own
-examples (their API document, when it is beside the project) under the harness."""
+refuses what the test sends, when settings cannot be plugin settings, how secret settings merge
+and how declared requirements are checked (never installed); and the user's own examples (their
+API document, when it is beside the project) under the harness."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from luna_plugins.testing import IntakeRefusedError, PluginNotLoadedError, run_plugin
+from luna_plugins.testing import (
+    IntakeRefusedError,
+    MissingRequirementError,
+    PluginNotLoadedError,
+    run_plugin,
+)
 from tests.sidecar.hostile_plugins import MEMORY_AT_COMPILE, RECURSION_AT_COMPILE
 from tests.sidecar.test_seed_examples import SEED, BucketService, bucket_service, extract_examples
 
@@ -80,6 +86,73 @@ async def test_settings_that_are_not_json_or_a_missing_file_fail_before_loading(
             pass
     with pytest.raises(FileNotFoundError, match="no plugin file"):
         async with run_plugin(tmp_path / "absent.py"):
+            pass
+
+
+SHOWS_SETTINGS = """
+from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
+
+class Shows(BaseEventPlugin):
+    eventName = "monitoring_event"
+
+    async def handleEvent(self, points, logger):
+        logger.info("settings %s", sorted(self.settings.items()))
+"""
+
+
+async def test_secret_settings_are_merged_into_the_settings(tmp_path: Path) -> None:
+    path = write(tmp_path, "shows", SHOWS_SETTINGS)
+    (tmp_path / "shows.settings.json").write_text('{"url": "from the file"}')
+    async with run_plugin(path, secret_settings={"apiToken": "s3cret"}) as plugin:
+        await plugin.send_points([{"series": "s"}])
+        assert "settings [('apiToken', 's3cret'), ('url', 'from the file')]" in plugin.log_text()
+    async with run_plugin(path, settings={"url": "given"}, secret_settings={"bucket_user": "luna"}) as plugin:
+        await plugin.send_points([{"series": "s"}])
+        assert "settings [('bucket_user', 'luna'), ('url', 'given')]" in plugin.log_text()
+    with pytest.raises(ValueError, match=r"setting 'url' is both in settings and in secret_settings"):
+        async with run_plugin(path, secret_settings={"url": "x"}):
+            pass
+    with pytest.raises(ValueError, match=r"secret_settings\['port'\] must be a string"):
+        async with run_plugin(path, secret_settings={"port": 5432}):  # type: ignore[dict-item]
+            pass
+
+
+async def test_requirements_the_test_environment_has_are_checked_not_installed(tmp_path: Path) -> None:
+    path = write(tmp_path, "shows", SHOWS_SETTINGS)
+    # the harness has no package directory: a sidecar without one refuses every requirement, so
+    # loading proves nothing is installed; what the environment has is enough
+    async with run_plugin(path, requirements=["pytest>=7", 'absent-dist; python_version < "3"']) as plugin:
+        assert plugin.describe()["state"] == "running"
+    (tmp_path / "shows.requirements.txt").write_text("# as the sidecar reads it\nPyYAML>=6  # yaml\n")
+    async with run_plugin(path) as plugin:
+        assert plugin.describe()["state"] == "running"
+    with pytest.raises(
+        MissingRequirementError, match=r"'surely-absent-dist==1\.0' is not installed"
+    ) as missing:
+        async with run_plugin(path, requirements=["pytest", "surely-absent-dist==1.0"]):
+            pass
+    assert "does not install packages" in str(missing.value)
+    assert isinstance(missing.value, PluginNotLoadedError)  # in a sidecar it would not load either
+    with pytest.raises(MissingRequirementError, match=r"'pytest<1' .* has pytest \d"):
+        async with run_plugin(path, requirements=["pytest<1"]):
+            pass
+    (tmp_path / "shows.requirements.txt").write_text("pyyaml\nsurely-absent-dist\n")
+    with pytest.raises(MissingRequirementError, match="'surely-absent-dist' is not installed"):
+        async with run_plugin(path):
+            pass
+
+
+async def test_requirements_the_operator_refuses_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "shows", SHOWS_SETTINGS)
+    with pytest.raises(ValueError, match=r"requirements\[0\] '--index-url x' is a pip option"):
+        async with run_plugin(path, requirements=["--index-url x"]):
+            pass
+    with pytest.raises(ValueError, match="requirements must be a list of requirement strings, got str"):
+        async with run_plugin(path, requirements="pytest"):
+            pass
+    (tmp_path / "shows.requirements.txt").write_text("pkg @ https://evil.example/pkg.whl\n")
+    with pytest.raises(PluginNotLoadedError, match=r"shows\.requirements\.txt\[0\] .* names a URL"):
+        async with run_plugin(path):
             pass
 
 
