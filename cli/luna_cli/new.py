@@ -14,6 +14,8 @@ from pathlib import Path
 EVENT_PLUGIN = '''"""{title}: a monitoring plugin (it receives the service's monitoring points).
 
 Settings (self.settings): ``series`` (the series it counts, default "requests").
+
+{hints}
 """
 
 from collections import Counter
@@ -38,7 +40,10 @@ class {cls}(BaseEventPlugin):
         logger.info("%d %s point(s) counted so far", sum(self.counts.values()), self.series)
 '''
 
-SENDING_PLUGIN = '''"""{title}: an event-sending plugin (it gets the events the service's handlers make)."""
+SENDING_PLUGIN = '''"""{title}: an event-sending plugin (it gets the events the service's handlers make).
+
+{hints}
+"""
 
 from luna_plugins.handler_event.base_plugin import BaseEventSendingPlugin, Event
 
@@ -56,6 +61,8 @@ class {cls}(BaseEventSendingPlugin):
 BACKGROUND_PLUGIN = '''"""{title}: a background plugin serving a route and running a background task.
 
 Settings (self.settings): ``greeting`` (what GET {route} answers, default "hello").
+
+{hints}
 """
 
 import asyncio
@@ -90,6 +97,11 @@ class {cls}(BaseBackgroundPlugin):
         greeting = self.settings.get("greeting", "hello")
         return pluginHTTPResponse(body={{"greeting": greeting, "ticks": self.ticks}})
 '''
+
+#: what every skeleton says about packages and credentials (docs/writing-plugins.md has more)
+HINTS = """Packages the sidecar image lacks: one per line in {name}.requirements.txt (spec.requirements;
+lint and render read it). Credentials: render --settings-from adds settings whose values come from
+Secrets (spec.settingsFrom); a test passes them as run_plugin(..., secret_settings={{...}})."""
 
 EVENT_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_plugins.testing)."""
 
@@ -195,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         "title": args.name.replace("_", " ").strip().capitalize(),
         "route": "/" + args.name.strip("_").replace("_", "-"),
     }
+    values["hints"] = HINTS.format(**values)
     files = {
         args.dir / f"{args.name}.py": plugin_template.format(**values),
         args.dir / f"test_{args.name}.py": test_template.format(**values),
