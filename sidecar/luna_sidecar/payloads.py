@@ -1,7 +1,8 @@
 """Validation of event-intake bodies. Everything that reaches a plugin passed through here.
 
-``parse_points`` and ``parse_sending`` raise :class:`PayloadError` with an HTTP status and a
-message naming the offending element (``points[3].tags.route: ...``).
+``decode_points`` and ``decode_sending`` take a request body as bytes; ``parse_points`` and
+``parse_sending`` an already decoded JSON value. All raise :class:`PayloadError` with an HTTP
+status and a message naming the offending element (``points[3].tags.route: ...``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from luna_plugins.handler_event.base_plugin import Event, RawEvent
 from luna_plugins.monitoring import MonitoringPoint
@@ -45,6 +48,24 @@ def _check_values(index: int, part: str, values: Any, allowed: tuple[type, ...],
         if kind is float and not math.isfinite(value):
             raise _bad(f"points[{index}].{part}.{key}: must be a finite number")
     return values
+
+
+def decode_json(raw: bytes) -> Any:
+    """``raw`` as strict JSON (no NaN or Infinity); raises :class:`PayloadError` 400 otherwise."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(400, f"body is not valid JSON: {exc}") from None
+
+
+def decode_points(raw: bytes, *, max_items: int) -> list[MonitoringPoint]:
+    """A ``monitoring_event`` request body -> monitoring points (see :func:`parse_points`)."""
+    return parse_points(decode_json(raw), max_items=max_items)
+
+
+def decode_sending(raw: bytes, *, max_items: int) -> tuple[list[Event | RawEvent], str, str, str, str, str]:
+    """A ``sending_event`` request body -> the callback's arguments (see :func:`parse_sending`)."""
+    return parse_sending(decode_json(raw), max_items=max_items)
 
 
 def _json_type(value: Any) -> str:
