@@ -12,15 +12,15 @@ import sys
 import time
 
 from luna_sidecar.config import SidecarConfig
-from luna_sidecar.payloads import decode_points
+from luna_sidecar.point_decoding import PointDecoder
 
 
 def decode_limit(body: bytes, *, slices: int = 5, slice_seconds: float = 0.2) -> float:
-    """Points per CPU-second (of this thread) ``decode_points`` achieves on ``body``: the best of
+    """Points per CPU-second (of this thread) the intake's decoder achieves on ``body``: the best of
     ``slices`` slices of about ``slice_seconds`` each, so a slice disturbed by other work on the
     machine does not count."""
-    max_items = SidecarConfig().max_batch_items
-    count = len(decode_points(body, max_items=max_items))  # also warms up and checks the body
+    decode = PointDecoder(max_items=SidecarConfig().max_batch_items).decode
+    count = len(decode(body))  # also warms up and checks the body
     best = 0.0
     for _ in range(slices):
         decoded = 0
@@ -28,7 +28,7 @@ def decode_limit(body: bytes, *, slices: int = 5, slice_seconds: float = 0.2) ->
         spent = 0.0
         while spent < slice_seconds:
             for _ in range(20):
-                decode_points(body, max_items=max_items)
+                decode(body)
             decoded += 20 * count
             spent = time.thread_time() - started
         best = max(best, decoded / spent)

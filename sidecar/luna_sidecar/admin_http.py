@@ -16,7 +16,8 @@ from prometheus_client import Counter
 from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
 from luna_sidecar.bus import Delivery, EventBus
 from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.payloads import PayloadError, decode_points, decode_sending
+from luna_sidecar.payloads import PayloadError, decode_sending
+from luna_sidecar.point_decoding import PointDecoder
 
 
 def json_response(status: int, payload: Any) -> web.Response:
@@ -35,6 +36,7 @@ class EventIntake:
         self.max_body_bytes = max_body_bytes
         self.max_items = max_items
         self.accepting = True
+        self._points = PointDecoder(max_items=max_items)
         # metric children by label values: prometheus-client's labels() locks and hashes per call
         self._requests: dict[tuple[str, str], Counter] = {}
         self._items: dict[str, Counter] = {}
@@ -68,7 +70,7 @@ class EventIntake:
         except web.HTTPRequestEntityTooLarge:
             raise PayloadError(413, f"body exceeds the limit of {self.max_body_bytes} bytes") from None
         if event_name == "monitoring_event":
-            points = decode_points(raw, max_items=self.max_items)
+            points = self._points.decode(raw)
             delivery = self.bus.publish_points(points, body_bytes=len(raw))
             count = len(points)
         else:

@@ -1,8 +1,9 @@
 """Validation of event-intake bodies. Everything that reaches a plugin passed through here.
 
-``decode_points`` and ``decode_sending`` take a request body as bytes; ``parse_points`` and
-``parse_sending`` an already decoded JSON value. All raise :class:`PayloadError` with an HTTP
-status and a message naming the offending element (``points[3].tags.route: ...``).
+``parse_points`` and ``parse_sending`` take a JSON value (``decode_json``), ``decode_sending``
+the request body. All raise :class:`PayloadError` with an HTTP status and a message naming the
+offending element (``points[3].tags.route: ...``). ``parse_points`` is also the reference the
+fast monitoring decoder (:mod:`luna_sidecar.point_decoding`) defers to for every body it refuses.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 
 from luna_plugins.handler_event.base_plugin import Event, RawEvent
-from luna_plugins.monitoring import MonitoringPoint
+from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 
 _TAG_TYPES = (str, int, float)
 _FIELD_TYPES = (str, int, float, bool)
@@ -58,11 +59,6 @@ def decode_json(raw: bytes) -> Any:
         raise PayloadError(400, f"body is not valid JSON: {exc}") from None
 
 
-def decode_points(raw: bytes, *, max_items: int) -> list[MonitoringPoint]:
-    """A ``monitoring_event`` request body -> monitoring points (see :func:`parse_points`)."""
-    return parse_points(decode_json(raw), max_items=max_items)
-
-
 def decode_sending(raw: bytes, *, max_items: int) -> tuple[list[Event | RawEvent], str, str, str, str, str]:
     """A ``sending_event`` request body -> the callback's arguments (see :func:`parse_sending`)."""
     return parse_sending(decode_json(raw), max_items=max_items)
@@ -103,6 +99,7 @@ def parse_points(body: Any, *, max_items: int) -> list[MonitoringPoint]:
 
     ``series`` (non-empty string) and ``eventTime`` (UNIX seconds) are required; ``tags`` values
     are strings or numbers, ``fields`` values strings, numbers or booleans; other keys are ignored.
+    The points' tags and fields are :class:`ReadOnlyDict`.
     """
     items = _items(_object(body, "points"), "points", max_items)
     points = []
@@ -154,7 +151,7 @@ def parse_points(body: Any, *, max_items: int) -> list[MonitoringPoint]:
                     _check_values(index, "fields", fields, _FIELD_TYPES, "strings, numbers or booleans")
         else:
             _check_values(index, "fields", fields, _FIELD_TYPES, "strings, numbers or booleans")
-        points.append(MonitoringPoint(series, event_seconds, tags, fields))
+        points.append(MonitoringPoint(series, event_seconds, ReadOnlyDict(tags), ReadOnlyDict(fields)))
     return points
 
 

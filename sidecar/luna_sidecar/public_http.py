@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from luna_plugins.http import PluginRequest
-from luna_plugins.monitoring import MonitoringPoint
+from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 from luna_sidecar.bus import PointBuffer
 from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.loader import describe_exception
@@ -108,8 +108,8 @@ class RouteDispatcher:
             MonitoringPoint(
                 "requests",
                 event_time,
-                {"service": self.service, "route": route, "status_code": status},
-                {"request_id": request_id, "execution_time": time.perf_counter() - started},
+                ReadOnlyDict(service=self.service, route=route, status_code=status),
+                ReadOnlyDict(request_id=request_id, execution_time=time.perf_counter() - started),
             )
         )
         if plugin:
