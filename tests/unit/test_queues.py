@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -304,3 +305,98 @@ async def test_system_exit_in_a_callback_is_that_batch_failing(
     worker.offer(("after",))
     await wait_until(lambda: worker.handled == 1, what="the batch after")
     assert worker.failed == 1 and worker.last_error == "SystemExit: 2"
+
+
+# -- callbacks started at once ---------------------------------------------------------------------
+
+
+async def test_an_idle_worker_runs_a_callback_that_does_not_await_at_once(
+    plugin: Recorder, make_worker: Callable[..., EventWorker], registry: CollectorRegistry
+) -> None:
+    worker = make_worker(plugin)
+    worker.start()
+    assert worker.offer(([1, 2],))
+    assert plugin.batches == [[1, 2]], "handled inside offer: no task, no loop turn"
+    assert (worker.handled, worker.items, worker.depth) == (1, 0, 0)
+    assert events(registry, "handled") == 1
+
+
+async def test_a_callback_that_awaits_is_finished_by_the_worker_in_order(
+    plugin: Recorder, make_worker: Callable[..., EventWorker]
+) -> None:
+    gate = asyncio.Event()
+    begun: list[Any] = []
+
+    async def wait_for_gate(batch: Any) -> None:
+        begun.append(batch)
+        await gate.wait()
+
+    plugin.behaviour = wait_for_gate
+    worker = make_worker(plugin)
+    worker.start()
+    worker.offer(([1],))
+    assert begun == [[1]], "its first step ran at once"
+    worker.offer(([2],))
+    worker.offer(([3],))
+    assert begun == [[1]], "the others wait their turn"
+    assert worker.items == 3
+    gate.set()
+    await wait_until(lambda: worker.handled == 3, what="all three")
+    assert plugin.batches == [[1], [2, 3]], "what queued behind it is merged"
+    assert worker.items == 0
+
+
+async def test_the_timeout_of_a_started_callback_counts_from_its_start(
+    plugin: Recorder, make_worker: Callable[..., EventWorker], registry: CollectorRegistry
+) -> None:
+    plugin.behaviour = lambda batch: asyncio.Event().wait()
+    worker = make_worker(plugin, timeout=0.05)
+    worker.start()
+    worker.offer(("hangs",))
+    await wait_until(lambda: worker.failed == 1, what="the timeout")
+    assert worker.last_error == "callback timed out after 0.05 s"
+    assert events(registry, "timeout") == 1 and worker.items == 0
+
+
+async def test_a_context_variable_set_before_the_first_await_is_kept_after_it(
+    app: LunaApplication, make_worker: Callable[..., EventWorker]
+) -> None:
+    variable: contextvars.ContextVar[str] = contextvars.ContextVar("unit_eager", default="unset")
+    seen: list[str] = []
+
+    class Tracer(BaseEventPlugin):
+        eventName = "monitoring_event"
+
+        async def handleEvent(self, batch: Any, logger: Any) -> None:
+            variable.set(str(batch))
+            await asyncio.sleep(0)
+            seen.append(variable.get())
+
+    worker = make_worker(Tracer(app))
+    worker.start()
+    worker.offer(("traced",))
+    await wait_until(lambda: worker.handled == 1, what="the callback")
+    assert seen == ["traced"]
+    assert variable.get() == "unset", "the caller's context is untouched"
+
+
+async def test_stopping_closes_a_started_callback_the_worker_did_not_take_yet(
+    app: LunaApplication, make_worker: Callable[..., EventWorker]
+) -> None:
+    seen: list[str] = []
+
+    class Closing(BaseEventPlugin):
+        eventName = "monitoring_event"
+
+        async def handleEvent(self, batch: Any, logger: Any) -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                seen.append("finally")
+
+    worker = make_worker(Closing(app))
+    worker.start()
+    worker.offer(([1],))
+    assert worker.depth == 1, "the rest waits for the worker"
+    assert await worker.stop() == 1
+    assert seen == ["finally"] and worker.items == 0
