@@ -14,7 +14,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.compat import install_log_alias
-from luna_sidecar.admin_http import EventIntake, build_admin_app
+from luna_sidecar.admin_http import AdminDispatcher, EventIntake
 from luna_sidecar.bus import EventBus, PointBuffer
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
@@ -158,8 +158,10 @@ async def _listening(runner: web.BaseRunner, host: str, port: int, what: str) ->
         await runner.cleanup()
 
 
-def _public_runner(sidecar: Sidecar) -> web.ServerRunner:
-    max_size = sidecar.config.max_body_bytes
+def _low_level_runner(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, max_body_bytes: int
+) -> web.ServerRunner:
+    """A listener on aiohttp's low-level server: every request goes to ``handler``, no router."""
 
     def request_factory(
         message: RawRequestMessage,
@@ -169,9 +171,9 @@ def _public_runner(sidecar: Sidecar) -> web.ServerRunner:
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
         loop = asyncio.get_running_loop()
-        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_size)
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes)
 
-    server = web.Server(sidecar.dispatcher, request_factory=request_factory, access_log=None)
+    server = web.Server(handler, request_factory=request_factory, access_log=None)
     return web.ServerRunner(server, handle_signals=False, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
 
 
@@ -216,11 +218,10 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
         access_log=None,
         shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
     )
-    admin_runner = web.AppRunner(
-        build_admin_app(sidecar.intake, sidecar.describe, max_body_bytes=config.max_body_bytes),
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
+    admin_runner = _low_level_runner(
+        AdminDispatcher(sidecar.intake, sidecar.describe),
+        # a little headroom so the intake's own 413 with a JSON body answers before aiohttp's
+        max_body_bytes=config.max_body_bytes + 1,
     )
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -231,7 +232,7 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
             await stack.enter_async_context(
                 _listening(admin_runner, config.admin_host, config.admin_port, "event intake and /plugins")
             )
-            public = _public_runner(sidecar)
+            public = _low_level_runner(sidecar.dispatcher, max_body_bytes=config.max_body_bytes)
             await stack.enter_async_context(_listening(public, config.host, config.port, "plugin routes"))
             tasks.append(asyncio.create_task(watch_loop_lag(sidecar.metrics.loop_lag), name="luna-loop-lag"))
             sidecar.watchdog.start()
