@@ -258,6 +258,8 @@ class PointMetrics(Collector):
             "Monitoring points of series without a built-in mapping.",
             ("series",),
         )
+        #: raw (service, route, status_code) tag values -> the label tuples they become
+        self._request_labels: dict[tuple[Any, Any, Any], tuple[tuple[str, str, str], tuple[str, str]]] = {}
         self.rules: dict[str, list[MappingRule]] = {}
         self._families = [self.requests, self.duration, self.errors, self.other_points]
         taken = {exposed for family in self._families for exposed in exposed_names(family.kind, family.name)}
@@ -359,9 +361,16 @@ class PointMetrics(Collector):
     def _record_requests(self, requests: dict[tuple[Any, Any, Any], list[Any]]) -> None:
         durations: dict[tuple[str, str], list[float]] = {}
         bad = 0
-        for (service, route, code), times in requests.items():
-            labels = (str(service), str(route))
-            self.requests.count((*labels, str(code)), len(times))
+        known = self._request_labels
+        for raw, times in requests.items():
+            found = known.get(raw)
+            if found is None:
+                if len(known) >= 4 * self.max_label_sets:
+                    known.clear()  # raw values that are not labels (yet): keep the cache bounded
+                service, route, code = (str(value) for value in raw)
+                found = known[raw] = ((service, route, code), (service, route))
+            key, labels = found
+            self.requests.count(key, len(times))
             seconds = durations.get(labels)
             if seconds is None:
                 seconds = durations[labels] = []

@@ -645,3 +645,13 @@ def test_overflow_counts_every_point_of_a_label_set_that_does_not_fit(
     overflow = samples(registry, "luna_metric_label_overflow_total")
     assert overflow[(("metric", "luna_requests"),)] == 3
     assert overflow[(("metric", "luna_request_duration_seconds"),)] == 3
+
+
+def test_many_distinct_label_values_keep_counting_right(registry: CollectorRegistry, build: Build) -> None:
+    metrics = build(max_label_sets=3)
+    for round_number in range(3):
+        metrics.observe([request(route=f"GET:/{index}") for index in range(20)])
+        counted = samples(registry, "luna_requests_total")
+        assert len(counted) == 3 and set(counted.values()) == {round_number + 1.0}
+    overflow = samples(registry, "luna_metric_label_overflow_total")
+    assert overflow[(("metric", "luna_requests"),)] == 3 * 17
