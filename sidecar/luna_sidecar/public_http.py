@@ -139,7 +139,7 @@ class RouteDispatcher:
         plugin_request = PluginRequest(request, body, match_info)  # type: ignore[arg-type]
         try:
             result = endpoint(plugin_request)  # type: ignore[operator]
-            if inspect.isawaitable(result):
+            if not isinstance(result, web.StreamResponse) and inspect.isawaitable(result):
                 result = await self._await_in_time(result, plugin, label, request)
         except web.HTTPException as exc:
             return exc
