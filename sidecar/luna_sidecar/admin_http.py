@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import Counter
 
 from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
 from luna_sidecar.bus import Delivery, EventBus
+from luna_sidecar.loop_metrics import CounterChild
 from luna_sidecar.metrics import RuntimeMetrics
 from luna_sidecar.payloads import PayloadError, decode_sending
 from luna_sidecar.point_decoding import PointDecoder
@@ -39,14 +39,15 @@ class EventIntake:
         self.max_items = max_items
         self.accepting = True
         self._points = PointDecoder(max_items=max_items)
-        # metric children by label values: prometheus-client's labels() locks and hashes per call
-        self._requests: dict[tuple[str, str], Counter] = {}
-        self._items: dict[str, Counter] = {}
+        # metric series by label values, found once
+        self._requests: dict[tuple[str, str], CounterChild] = {}
+        self._items: dict[str, CounterChild] = {}
 
     async def handle(self, request: web.BaseRequest, event_name: str) -> web.Response:
         """Answer one ``POST /events/{event_name}``."""
         try:
-            response = await self._handle(event_name, request)
+            self._check(event_name, request)
+            response = self._accept(event_name, await self._read_body(request))
         except PayloadError as exc:
             response = json_response(exc.status, {"error": exc.message, "eventName": event_name})
         label = event_name if event_name in EVENT_NAMES else "unknown"
@@ -57,7 +58,8 @@ class EventIntake:
         counter.inc()
         return response
 
-    async def _handle(self, event_name: str, request: web.BaseRequest) -> web.Response:
+    def _check(self, event_name: str, request: web.BaseRequest) -> None:
+        """Refuse what can be refused before reading the body."""
         if not self.accepting:
             raise PayloadError(503, "the sidecar is shutting down and accepts no more events")
         if event_name not in EVENT_NAMES:
@@ -67,10 +69,10 @@ class EventIntake:
             raise PayloadError(
                 413, f"body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes"
             )
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadError(413, f"body exceeds the limit of {self.max_body_bytes} bytes") from None
+
+    def _accept(self, event_name: str, raw: bytes) -> web.Response:
+        """Validate ``raw`` and offer it to the plugins (synchronous: the whole batch is handled
+        in one go, without a loop turn)."""
         if event_name == "monitoring_event":
             points = self._points.decode(raw)
             delivery = self.bus.publish_points(points, body_bytes=len(raw))
@@ -85,11 +87,31 @@ class EventIntake:
         items.inc(count)
         return _accepted(count, delivery)
 
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The body, as it arrived when in one piece (no copy); 413 past ``max_body_bytes``."""
+        content = request.content
+        body = await content.readany()
+        more = await content.readany() if body else b""
+        if more:  # in pieces (chunked, or bigger than one read): join them
+            pieces, size = [body, more], len(body) + len(more)
+            while more and size <= self.max_body_bytes:
+                more = await content.readany()
+                pieces.append(more)
+                size += len(more)
+            body = b"".join(pieces)
+        if len(body) > self.max_body_bytes:
+            raise PayloadError(413, f"body exceeds the limit of {self.max_body_bytes} bytes")
+        return body
+
+
+#: the reply's headers, made once (aiohttp copies them into each response)
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
 
 def _accepted(count: int, delivery: Delivery) -> web.Response:
     # the bytes json.dumps would give, without building a dict and encoding it per request
     body = b'{"accepted": %d, "queued": %d, "dropped": %d}' % (count, delivery.queued, delivery.dropped)
-    return web.Response(status=202, body=body, content_type="application/json", charset="utf-8")
+    return web.Response(status=202, body=body, headers=_JSON_HEADERS)
 
 
 EVENTS_PREFIX = "/events/"

@@ -150,13 +150,9 @@ class EventWorker:
             return False
         self._items += weight
         task = self._task
-        if (
-            task is not None
-            and not self._stopped
-            and not self._in_flight
-            and self._queue.empty()
-            and asyncio.current_task() is not task  # never inside its own task (context entered)
-        ):
+        # (never from inside the worker's own task: only a callback could offer from there, and
+        # a callback running means _in_flight, so the worker's context is never entered twice)
+        if task is not None and not self._stopped and not self._in_flight and self._queue.empty():
             self._start_now(payload, weight)
         else:
             self._queue.put_nowait(_Queued(payload, weight))

@@ -161,7 +161,10 @@ async def _listening(runner: web.BaseRunner, host: str, port: int, what: str) ->
 def _low_level_runner(
     handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, max_body_bytes: int
 ) -> web.ServerRunner:
-    """A listener on aiohttp's low-level server: every request goes to ``handler``, no router."""
+    """A listener on aiohttp's low-level server: every request goes to ``handler``, no router.
+    Made on the running loop."""
+
+    loop = asyncio.get_running_loop()
 
     def request_factory(
         message: RawRequestMessage,
@@ -170,7 +173,6 @@ def _low_level_runner(
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
-        loop = asyncio.get_running_loop()
         return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes)
 
     server = web.Server(handler, request_factory=request_factory, access_log=None)
