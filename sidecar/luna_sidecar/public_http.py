@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from aiohttp import web
 from multidict import istr
@@ -37,6 +37,13 @@ REQUEST_ID_HEADER = istr("Luna-Request-Id")  # case-folded once, not per lookup
 def _error(status: int, message: str, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
     body = json.dumps({"error": message, "requestId": request_id})
     return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+def _is_response(value: object) -> TypeGuard[web.StreamResponse]:
+    """Whether ``value`` is a response (asked of every handler's result: the common case is
+    answered without the abstract-base-class check that isinstance makes for aiohttp's
+    responses, which are mutable mappings)."""
+    return value.__class__ is web.Response or isinstance(value, web.StreamResponse)
 
 
 async def _read_body(request: web.BaseRequest, request_id: str) -> bytes | web.StreamResponse:
@@ -108,16 +115,17 @@ class RouteDispatcher:
             body: bytes | web.StreamResponse = b""
             if request.body_exists:
                 body = await _read_body(request, request_id)
-            if isinstance(body, web.StreamResponse):
+            if not isinstance(body, bytes):
                 response = body
             else:
                 # a synchronous handler is answered here, without another coroutine
                 plugin_request = PluginRequest(request, body, match_info)  # type: ignore[arg-type]
                 outcome = self._call(entry, plugin_request, request_id)
-                if isinstance(outcome, web.StreamResponse):
+                if _is_response(outcome):
                     response = outcome
-                else:
-                    response = await self._finish(outcome, entry, request, request_id)
+                else:  # what an asynchronous handler returned, to await
+                    pending = cast(Awaitable[object], outcome)
+                    response = await self._finish(pending, entry, request, request_id)
         response.headers.setdefault(REQUEST_ID_HEADER, request_id)
         status = response.status
         self.points.add(
@@ -146,7 +154,7 @@ class RouteDispatcher:
             result = entry.spec.endpoint(plugin_request)
         except BaseException as exc:
             return self._failure(exc, entry, request_id)
-        if isinstance(result, web.StreamResponse):
+        if _is_response(result):
             return result
         if inspect.isawaitable(result):
             return result
@@ -160,7 +168,7 @@ class RouteDispatcher:
             result = await self._await_in_time(awaitable, entry.plugin, entry.label, request)
         except BaseException as exc:
             return self._failure(exc, entry, request_id)
-        if isinstance(result, web.StreamResponse):
+        if _is_response(result):
             return result
         return self._no_response(result, entry, request_id)
 
