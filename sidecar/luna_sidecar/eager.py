@@ -10,9 +10,26 @@ awaits the rest under the callback timeout as if it had started it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+from asyncio.tasks import _enter_task, _leave_task  # what asyncio's own tasks use for each step
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
+
+
+def start_as(
+    task: asyncio.Task[Any], context: contextvars.Context, callback: Callable[..., object], *args: Any
+) -> Awaitable[Any] | None:
+    """:func:`start` as ``task`` and in ``context``: meanwhile ``asyncio.current_task()`` is
+    ``task`` and context variables are ``context``'s, so what the callback opens before its first
+    await (a timeout, a task group, an HTTP client's timer) belongs to the task that will await
+    the rest. Only while no task runs (a protocol or timer callback), and ``task`` is suspended."""
+    loop = task.get_loop()
+    _enter_task(loop, task)
+    try:
+        return context.run(start, callback, *args)
+    finally:
+        _leave_task(loop, task)
 
 
 def start(callback: Callable[..., object], *args: Any) -> Awaitable[Any] | None:
@@ -42,14 +59,27 @@ class Continuation:
     ``pending`` to that task and then drives the coroutine on, passing in what the task sends or
     throws (its cancellation included), exactly as if the task had started the coroutine."""
 
-    __slots__ = ("_coroutine", "_pending")
+    __slots__ = ("_cancelled", "_coroutine", "_pending")
 
     def __init__(self, coroutine: Coroutine[Any, Any, Any], pending: Any) -> None:
         self._coroutine = coroutine
         self._pending = pending
+        self._cancelled = False
+
+    def cancelled_meanwhile(self) -> Continuation:
+        """Its task was cancelled before it awaited this (a timer the coroutine opened fired):
+        awaiting it starts by throwing ``CancelledError`` into the coroutine, where the task
+        would have thrown it."""
+        self._cancelled = True
+        return self
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coroutine, pending = self._coroutine, self._pending
+        if self._cancelled:
+            try:
+                pending = coroutine.throw(asyncio.CancelledError())
+            except StopIteration as finished:
+                return finished.value
         while True:
             try:
                 sent = yield pending

@@ -101,6 +101,8 @@ class EventWorker:
         self._in_flight = 0
         self._items = 0
         self._call_started: float | None = None
+        self._rest_waiting = False  # the rest of a callback started at once is first in the queue
+        self._waiting = False  # the worker's task waits in the queue for the next batch
         self._stopped = False
         self._metrics = metrics
         labels = (plugin, self.class_name)
@@ -150,19 +152,25 @@ class EventWorker:
             return False
         self._items += weight
         task = self._task
-        # (never from inside the worker's own task: only a callback could offer from there, and
-        # a callback running means _in_flight, so the worker's context is never entered twice)
-        if task is not None and not self._stopped and not self._in_flight and self._queue.empty():
-            self._start_now(payload, weight)
+        if (
+            self._waiting  # its task waits for the next batch (so it is not running, nor done)
+            and task is not None
+            and not self._stopped
+            and self._queue.empty()
+            and asyncio.current_task(task.get_loop()) is None  # offered from a protocol or a timer
+        ):
+            self._start_now(task, payload, weight)
         else:
             self._queue.put_nowait(_Queued(payload, weight))
         return True
 
-    def _start_now(self, payload: tuple[Any, ...], weight: int) -> None:
+    def _start_now(self, task: asyncio.Task[None], payload: tuple[Any, ...], weight: int) -> None:
         started, clock = time.perf_counter(), time.monotonic()
         self._in_flight, self._call_started = 1, clock
         try:
-            rest = self._context.run(eager.start, self.instance.handleEvent, *payload, self.logger)
+            # as the worker's task, so what the callback opens before its first await is the
+            # worker's, like the rest it will await
+            rest = eager.start_as(task, self._context, self.instance.handleEvent, *payload, self.logger)
         except BaseException as exc:  # anything the plugin raised is this batch failing, nothing more
             if isinstance(exc, asyncio.CancelledError):
                 exc = PluginCancelledError("the plugin's callback raised CancelledError")
@@ -171,6 +179,7 @@ class EventWorker:
             if rest is not None:
                 # it awaits something: the worker awaits the rest, under the timeout from now
                 self._in_flight, self._call_started = 0, None
+                self._rest_waiting = True
                 self._queue.put_nowait(_Queued(payload, weight, rest, started, clock))
                 return
             self.handled += 1
@@ -228,7 +237,20 @@ class EventWorker:
         queue = self._queue
         merge = self.event_name == "monitoring_event"
         while not self._stopped:
-            payload, weight, rest, started, clock = await queue.get()
+            self._waiting = not queue.qsize()
+            try:
+                payload, weight, rest, started, clock = await queue.get()
+            except asyncio.CancelledError:
+                if self._stopped or not self._rest_waiting:
+                    raise
+                # a timer or task group that a callback started at once opened (as this task)
+                # fired before the rest was taken over: the rest gets the cancellation
+                payload, weight, rest, started, clock = queue.get_nowait()
+                if isinstance(rest, eager.Continuation):
+                    rest = rest.cancelled_meanwhile()
+            finally:
+                self._waiting = False
+            self._rest_waiting = False
             batches = 1
             if rest is None and merge and queue.qsize() and isinstance(payload[0], list):
                 # A busy plugin gets what queued up meanwhile in one call: one callback per
@@ -280,9 +302,12 @@ class EventWorker:
                 else:
                     await rest
         except asyncio.CancelledError:
+            if self._stopped:
+                raise  # the worker itself is being stopped
+            # the plugin raised it, or cancelled the task its callback runs in: its failure only
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                raise  # the worker itself is being stopped
+                task.uncancel()
             raise PluginCancelledError("the plugin's callback raised CancelledError") from None
         except (Exception, GeneratorExit):  # GeneratorExit: the loop closing this worker
             raise
