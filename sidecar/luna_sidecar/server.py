@@ -26,7 +26,8 @@ from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.compat import install_log_alias
-from luna_sidecar.admin_http import AdminDispatcher, EventIntake
+from luna_sidecar.admin_http import AdminEndpoints, EventIntake
+from luna_sidecar.admin_server import AdminServer
 from luna_sidecar.bus import EventBus, PointBuffer
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
@@ -158,6 +159,19 @@ async def _listening(runner: web.BaseRunner, host: str, port: int, what: str) ->
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def _admin_listening(server: AdminServer, host: str, port: int, what: str) -> AsyncIterator[None]:
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from None
+    log.info("listening for %s on http://%s:%d", what, host, port)
+    try:
+        yield
+    finally:
+        await server.close()
+
+
 def _low_level_runner(
     handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, max_body_bytes: int
 ) -> web.ServerRunner:
@@ -220,11 +234,7 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
         access_log=None,
         shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
     )
-    admin_runner = _low_level_runner(
-        AdminDispatcher(sidecar.intake, sidecar.describe),
-        # a little headroom so the intake's own 413 with a JSON body answers before aiohttp's
-        max_body_bytes=config.max_body_bytes + 1,
-    )
+    admin = AdminServer(AdminEndpoints(sidecar.intake, sidecar.describe))
     tasks: list[asyncio.Task[None]] = []
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -232,7 +242,7 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
                 _listening(metrics_runner, config.metrics_host, config.metrics_port, "metrics and probes")
             )
             await stack.enter_async_context(
-                _listening(admin_runner, config.admin_host, config.admin_port, "event intake and /plugins")
+                _admin_listening(admin, config.admin_host, config.admin_port, "event intake and /plugins")
             )
             public = _low_level_runner(sidecar.dispatcher, max_body_bytes=config.max_body_bytes)
             await stack.enter_async_context(_listening(public, config.host, config.port, "plugin routes"))
