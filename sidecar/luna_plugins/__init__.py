@@ -17,7 +17,7 @@ from luna_plugins.base.plugins_meta.base_plugins import (
 from luna_plugins.handler_event.base_plugin import BaseEventSendingPlugin, Event, RawEvent
 from luna_plugins.http import PluginRequest, RequestParameters, pluginHTTPResponse
 from luna_plugins.log import Logger
-from luna_plugins.monitoring import MonitoringPoint
+from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 
 __all__ = [
     "EVENT_NAMES",
@@ -33,6 +33,7 @@ __all__ = [
     "MonitoringPoint",
     "PluginRequest",
     "RawEvent",
+    "ReadOnlyDict",
     "RequestParameters",
     "RouteSpec",
     "pluginHTTPResponse",
