@@ -32,6 +32,8 @@ from luna_sidecar.timeouts import CANCEL_GRACE
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = istr("Luna-Request-Id")  # case-folded once, not per lookup
+#: (route, status) tag sets of the runtime's own points kept for reuse
+TAG_SETS_KEPT = 4096
 
 
 def _error(status: int, message: str, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -85,9 +87,10 @@ class RouteDispatcher:
         self._overdue: set[asyncio.Task[object]] = set()
         self._watchdog: asyncio.TimerHandle | None = None
         self._sweep_every = max(0.05, min(1.0, timeout / 10))
-        self._id_prefix = os.urandom(4).hex()
+        self._id_prefix = os.urandom(4).hex() + "-"  # then a counter: unique per process and start
         self._ids = itertools.count()
         self._counters: dict[tuple[str, int], Any] = {}
+        self._tags: dict[tuple[str, int], ReadOnlyDict] = {}
 
     def forget_plugin(self, plugin: str) -> None:
         """Drop the metric children cached for ``plugin`` (its series were removed)."""
@@ -97,7 +100,7 @@ class RouteDispatcher:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         event_time = time.time()
-        request_id = request.headers.get(REQUEST_ID_HEADER) or f"{self._id_prefix}{next(self._ids):012x}"
+        request_id = request.headers.get(REQUEST_ID_HEADER) or self._id_prefix + hex(next(self._ids))[2:]
         entry, match_info, allowed = self.routes.resolve(request.method, request.path)
         plugin = entry.plugin if entry else ""
         route = entry.label if entry else f"{request.method}:unmatched"
@@ -128,11 +131,19 @@ class RouteDispatcher:
                     response = await self._finish(pending, entry, request, request_id)
         response.headers.setdefault(REQUEST_ID_HEADER, request_id)
         status = response.status
+        tags = self._tags.get((route, status))
+        if tags is None:
+            if len(self._tags) >= TAG_SETS_KEPT:
+                self._tags.clear()
+            # read-only, so every point of this route and status can share one
+            tags = self._tags[(route, status)] = ReadOnlyDict(
+                service=self.service, route=route, status_code=status
+            )
         self.points.add(
             MonitoringPoint(
                 "requests",
                 event_time,
-                ReadOnlyDict(service=self.service, route=route, status_code=status),
+                tags,
                 ReadOnlyDict(request_id=request_id, execution_time=time.perf_counter() - started),
             )
         )
