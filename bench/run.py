@@ -843,7 +843,7 @@ def machine_note() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     versions = []
-    for package in ("aiohttp", "msgspec"):
+    for package in ("aiohttp", "msgspec", "uvloop", "httptools"):
         with contextlib.suppress(Exception):
             from importlib.metadata import version
 
