@@ -1,22 +1,34 @@
 """Throughput of the sidecar against a bare aiohttp app doing the same HTTP work, with ``wrk``.
 
-Scenarios (each against the sidecar and against ``bench/bare_app.py``):
+Scenarios:
 
 - ``intake``: ``POST /events/monitoring_event`` with a batch of ``--points`` ``requests`` points;
   the sidecar validates it, records it in the default metrics mapping and queues it to one no-op
-  monitoring plugin (``bench/plugins/noop_monitoring.py``); the bare app only parses the JSON.
+  monitoring plugin (``bench/plugins/noop_monitoring.py``); the bare app (``bench/bare_app.py``)
+  only parses the JSON. Score: points handled by the plugin per server CPU-second, against the
+  bare app's points per CPU-second.
+- ``intake10``: the same batches into a second sidecar with ten such plugins; every point reaches
+  all ten. Score: its points per CPU-second against the one-plugin sidecar's in the same round.
 - ``route``: ``GET /hello``; the sidecar serves it from a plugin route
-  (``bench/plugins/hello_route.py``), the bare app from an aiohttp router.
+  (``bench/plugins/hello_route.py``) and turns it into a ``requests`` point, the bare app answers
+  from an aiohttp router. Score: requests per server CPU-second, against the bare app's.
 
-Both servers run side by side; wrk alternates between them round by round (the order rotates
-every round), so background load hits both alike. The score of a scenario is the median over
-rounds of the paired ratio sidecar/bare (each pair ran back to back). After every sidecar run the
-script waits for the plugin queue to drain and reads the sidecar's ``/metrics``, so the figures
-say how many points were really handled by the plugin and how many were dropped.
+All servers run side by side, pinned to one core (wrk to another); every round runs each
+scenario against each of its servers, the order rotating from round to round, so load from other
+processes hits them alike. The score of a scenario is the median over rounds of the per-round
+ratio of work per CPU-second of the server process: a figure that hardly moves when other
+processes take CPU away. After every sidecar run the script waits for the plugins' queues to
+drain and reads the sidecar's ``/metrics``, so the figures count points really handled by every
+plugin, and the run fails when the counters disagree with what wrk sent.
 
-Usage: ``python bench/run.py [--rounds 5] [--duration 10] [--connections 32] [--threads 1]``
-(``make bench``). ``--profile-sidecar FILE`` runs the sidecar under cProfile and writes its
-profile to FILE on exit (the figures of such a run are not comparable).
+``--compare DIR`` also runs the sidecars from another source tree (e.g. ``git worktree add
+/tmp/base main``) in the same rounds, so a change is measured side by side with what it changes.
+``--profile DIR`` records the sidecars with py-spy during the measured runs and prints the top
+entries of the profiles (such figures are not comparable). ``--smoke`` checks the benchmark
+itself: one short round, counters checked, targets not judged.
+
+Usage: ``python bench/run.py [--rounds 5] [--duration 10] [--scenarios intake,intake10,route]``
+(``make bench``).
 """
 
 from __future__ import annotations
@@ -42,14 +54,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from decode_limit import decode_limit
+from profiling import Recorder, find_py_spy, read_profiles, top_entries
 from prometheus_client.parser import text_string_to_metric_families
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-PLUGINS = ("noop_monitoring", "hello_route")
+MONITOR = "noop_monitoring"
+ROUTE_PLUGIN = "hello_route"
+#: monitoring plugins of the fan-out sidecar (scenario intake10)
+FAN_OUT = 10
 INTAKE_PATH = "/events/monitoring_event"
 ROUTE_PATH = "/hello"
-TARGETS = {"intake": 0.50, "route": 0.80}
+SCENARIOS = ("intake", "intake10", "route")
+#: the target of each scenario's median per-CPU-second ratio (intake10: to the 1-plugin intake)
+TARGETS = {"intake": 1.0, "intake10": 0.5, "route": 1.0}
 READY_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 60.0
 QUIET_SECONDS = 0.12
@@ -184,11 +203,14 @@ class Processes:
     def __init__(self) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes], Path]] = []
 
-    def start(self, name: str, command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, command: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with log.open("wb") as sink:
             child = subprocess.Popen(
                 command,
                 cwd=ROOT,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -269,7 +291,8 @@ def wait_until(what: str, check: Callable[[], bool], processes: Processes, timeo
 
 @dataclass
 class Snapshot:
-    """The sidecar counters the benchmark checks, read from ``/metrics``."""
+    """The sidecar counters the benchmark checks, read from ``/metrics``. Plugin counters are
+    summed over the benchmark's monitoring plugins (in batches)."""
 
     handled: float = 0.0
     dropped: float = 0.0
@@ -284,6 +307,9 @@ class Snapshot:
     def minus(self, other: Snapshot) -> Snapshot:
         return Snapshot(**{name: getattr(self, name) - getattr(other, name) for name in vars(self)})
 
+    def plus(self, other: Snapshot) -> Snapshot:
+        return Snapshot(**{name: getattr(self, name) + getattr(other, name) for name in vars(self)})
+
 
 def read_metrics(url: str) -> Snapshot:
     status, body = http_get(url)
@@ -293,7 +319,7 @@ def read_metrics(url: str) -> Snapshot:
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
-            if name == "luna_plugin_events_total" and labels.get("plugin") == "noop_monitoring":
+            if name == "luna_plugin_events_total" and labels.get("plugin", "").startswith(MONITOR):
                 outcome = labels.get("outcome")
                 if outcome == "handled":
                     snap.handled += value
@@ -341,7 +367,7 @@ class WrkResult:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux ``/proc``)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -384,25 +410,35 @@ def run_wrk(
     raise BenchError(f"no result line in wrk's output:\n{done.stdout}\n{done.stderr}")
 
 
-# ---------------------------------------------------------------- scenarios
+# ---------------------------------------------------------------- servers and scenarios
 
 
-@dataclass
-class Target:
-    """One server's endpoint of a scenario."""
+@dataclass(frozen=True)
+class Server:
+    """One server process under test."""
 
-    server: str  # "sidecar" | "bare"
-    url: str
-    script: Path
+    name: str  # "sidecar", "sidecar10", "bare", "sidecar@LABEL"...
+    pid: int
+    public: str  # base URL of the plugin routes (the bare app: its only listener)
+    admin: str  # base URL of the event intake
+    metrics: str = ""  # the sidecar's /metrics URL ("" for the bare app)
+    monitors: int = 0  # monitoring plugins subscribed (every point reaches each)
+
+    @property
+    def is_sidecar(self) -> bool:
+        return bool(self.metrics)
 
 
 @dataclass
 class Scenario:
-    name: str  # "intake" | "route"
-    sidecar: Target
-    bare: Target
-    runs: dict[str, list[WrkResult]] = field(default_factory=lambda: {"sidecar": [], "bare": []})
-    checks: list[Snapshot] = field(default_factory=list)
+    name: str  # one of SCENARIOS
+    script: Path
+    servers: list[Server]  # the measured sidecar first, then the bare app and compared sidecars
+    runs: dict[str, list[WrkResult]] = field(default_factory=dict)
+    checks: dict[str, list[Snapshot]] = field(default_factory=dict)
+
+    def url(self, server: Server) -> str:
+        return server.public + ROUTE_PATH if self.name == "route" else server.admin + INTAKE_PATH
 
 
 @dataclass
@@ -410,40 +446,51 @@ class Bench:
     args: argparse.Namespace
     wrk: str
     pin: Pinning
-    metrics_url: str
     processes: Processes
     scenarios: list[Scenario]
-    pids: dict[str, int]
+    profile_dir: Path | None = None
+    py_spy: str | None = None
 
-    def drain(self) -> Snapshot:
-        """Wait until the plugin queue is empty; returns the counters then."""
+    def drain(self, server: Server) -> Snapshot:
+        """Wait until the sidecar's plugin queues are empty; returns its counters then."""
         # Two reads at least QUIET_SECONDS apart (more than the PointBuffer's 50 ms delay) that
         # agree, with nothing queued: the runtime's own buffered route points are out too.
         deadline = time.monotonic() + DRAIN_TIMEOUT
         last: Snapshot | None = None
         while True:
-            snap = read_metrics(self.metrics_url)
+            snap = read_metrics(server.metrics)
             if snap.queue_depth == 0 and last is not None and snap == last:
                 return snap
             if time.monotonic() > deadline:
-                raise BenchError(f"the plugin queue did not drain within {DRAIN_TIMEOUT:g} s")
+                raise BenchError(
+                    f"the plugin queues of {server.name} did not drain within {DRAIN_TIMEOUT:g} s"
+                )
             last = snap
             time.sleep(QUIET_SECONDS)
 
-    def run(self, scenario: Scenario, server: str, duration: float, record: bool) -> WrkResult:
-        target = scenario.sidecar if server == "sidecar" else scenario.bare
-        before = self.drain() if server == "sidecar" else None
-        cpu_before = cpu_seconds(self.pids[server])
-        result = run_wrk(self.wrk, self.pin, self.args, target.url, target.script, duration)
+    def run(self, scenario: Scenario, server: Server, duration: float, round_number: int | None) -> WrkResult:
+        """One wrk run; ``round_number`` None is a warm-up (nothing recorded)."""
+        before = self.drain(server) if server.is_sidecar else None
+        recorder = None
+        if self.profile_dir is not None and self.py_spy and round_number is not None and server.is_sidecar:
+            output = self.profile_dir / f"{scenario.name}-{server.name}-{round_number}.txt"
+            recorder = Recorder(self.py_spy, server.pid, output)
+        cpu_before = cpu_seconds(server.pid)
+        result = run_wrk(self.wrk, self.pin, self.args, scenario.url(server), scenario.script, duration)
         self.processes.check_alive()
         if before is not None:
             # the CPU the sidecar spends on the backlog after wrk stops belongs to this run
-            delta = self.drain().minus(before)
-            if record:
-                scenario.checks.append(delta)
-        result.server_cpu = cpu_seconds(self.pids[server]) - cpu_before
-        if record:
-            scenario.runs[server].append(result)
+            delta = self.drain(server).minus(before)
+            if round_number is not None:
+                scenario.checks.setdefault(server.name, []).append(delta)
+        result.server_cpu = cpu_seconds(server.pid) - cpu_before
+        if recorder is not None:
+            try:
+                recorder.stop()
+            except RuntimeError as exc:
+                raise BenchError(str(exc)) from None
+        if round_number is not None:
+            scenario.runs.setdefault(server.name, []).append(result)
         return result
 
 
@@ -454,177 +501,208 @@ def rotated(items: list[Any], shift: int) -> list[Any]:
 
 def measure(bench: Bench) -> None:
     args = bench.args
-    steps = [(scenario, server) for scenario in bench.scenarios for server in ("sidecar", "bare")]
     if args.warmup > 0:
         print(f"warm-up: {args.warmup:g} s per server and scenario", flush=True)
-        for scenario, server in steps:
-            bench.run(scenario, server, args.warmup, record=False)
+        for scenario in bench.scenarios:
+            for server in scenario.servers:
+                bench.run(scenario, server, args.warmup, None)
     for number in range(args.rounds):
-        # alternate servers within a scenario; rotate the order of the pairs every round
-        order = rotated(bench.scenarios, number)
         cells = []
-        for scenario in order:
-            servers = ("sidecar", "bare") if number % 2 == 0 else ("bare", "sidecar")
-            for server in servers:
-                result = bench.run(scenario, server, args.duration, record=True)
-                cells.append(f"{scenario.name}/{server} {result.rps:,.0f} req/s")
+        for scenario in rotated(bench.scenarios, number):
+            for server in rotated(scenario.servers, number):
+                result = bench.run(scenario, server, args.duration, number)
+                cells.append(f"{scenario.name}/{server.name} {result.rps:,.0f} req/s")
         print(f"round {number + 1}/{args.rounds}: " + "; ".join(cells), flush=True)
 
 
 # ---------------------------------------------------------------- report
 
 
-def summarize(bench: Bench) -> tuple[list[dict[str, Any]], bool]:
-    """Per scenario: medians, paired ratios and the sidecar's own counters. The intake's score
-    counts only points the plugin really handled (accepted points/s x handled/accepted per round),
-    so a runtime dropping batches cannot look fast. Returns the rows and whether the counts agree
-    (wrk saw no errors and every request wrk completed was counted by the sidecar)."""
-    args = bench.args
-    rows = []
-    consistent = True
-    for scenario in bench.scenarios:
-        side_runs, bare_runs = scenario.runs["sidecar"], scenario.runs["bare"]
-        side = [run.rps for run in side_runs]
-        bare = [run.rps for run in bare_runs]
-        total = Snapshot()
-        for check in scenario.checks:
-            total = Snapshot(**{name: getattr(total, name) + getattr(check, name) for name in vars(total)})
-        if scenario.name == "intake":
-            fractions = [
-                min(1.0, check.handled / check.intake_ok) if check.intake_ok else 0.0
-                for check in scenario.checks
-            ]
-            served = total.intake_ok
+def work_per_cpu_second(scenario: Scenario, server: Server, points: int) -> tuple[list[float], list[float]]:
+    """Per round: the server's work per CPU-second, and the fraction of it that counts. Intake:
+    points handled by every monitoring plugin (a sidecar that answers 202 and then drops gets no
+    credit); route: requests."""
+    runs = scenario.runs[server.name]
+    if not server.is_sidecar:
+        return [run.per_cpu_second * (points if scenario.name != "route" else 1) for run in runs], [
+            1.0
+        ] * len(runs)
+    fractions = []
+    for check in scenario.checks[server.name]:
+        if scenario.name == "route":
+            fractions.append(1.0 if not (check.dropped or check.failed) else 0.0)
         else:
-            fractions = [1.0 if not check.dropped else 0.0 for check in scenario.checks]
-            served = total.route_requests
-        delivered = [rps * fraction for rps, fraction in zip(side, fractions, strict=True)]
-        pairs = [d / b for d, b in zip(delivered, bare, strict=True) if b]
-        side_cpu = [run.per_cpu_second * f for run, f in zip(side_runs, fractions, strict=True)]
-        bare_cpu = [run.per_cpu_second for run in bare_runs]
-        cpu_pairs = [s / b for s, b in zip(side_cpu, bare_cpu, strict=True) if b and s]
-        raw_pairs = [s / b for s, b in zip(side, bare, strict=True) if b]
-        ratio = statistics.median(pairs) if pairs else 0.0
-        errors = sum(run.errors + run.non_2xx for run in [*side_runs, *bare_runs])
-        wrk_requests = sum(run.requests for run in side_runs)
-        # wrk does not count the requests still in flight when it stops (at most -c per run)
-        if errors or not 0 <= served - wrk_requests <= args.connections * len(side_runs):
-            consistent = False
-        scale = args.points if scenario.name == "intake" else 1
-        row: dict[str, Any] = {
-            "scenario": scenario.name,
-            "unit": "points/s" if scenario.name == "intake" else "requests/s",
-            "sidecar": statistics.median(delivered) * scale,
-            "bare": statistics.median(bare) * scale,
-            "ratio": ratio,
-            "target": TARGETS[scenario.name],
-            "passed": ratio >= TARGETS[scenario.name],
-            "sidecar_rps": statistics.median(side),
-            "bare_rps": statistics.median(bare),
-            "accepted_ratio": statistics.median(raw_pairs) if raw_pairs else 0.0,
-            "sidecar_per_cpu_s": statistics.median(side_cpu) * scale,
-            "bare_per_cpu_s": statistics.median(bare_cpu) * scale,
-            "cpu_ratio": statistics.median(cpu_pairs) if cpu_pairs else 0.0,
-            "server_cpu_share": statistics.median(
-                run.server_cpu / run.seconds for run in [*side_runs, *bare_runs] if run.seconds
-            ),
-            "sidecar_rps_rounds": side,
-            "bare_rps_rounds": bare,
-            "handled_fraction_rounds": fractions,
-            "paired_ratios": pairs,
-            "wrk_errors": errors,
-            "sidecar_p50_ms": statistics.median(run.p50_ms for run in side_runs),
-            "bare_p50_ms": statistics.median(run.p50_ms for run in bare_runs),
-            "sidecar_p99_ms": statistics.median(run.p99_ms for run in side_runs),
-            "bare_p99_ms": statistics.median(run.p99_ms for run in bare_runs),
-            "wrk_sidecar_requests": wrk_requests,
-            "counters": vars(total),
-        }
-        if scenario.name == "intake":
-            row["points_accepted"] = total.intake_items
-            row["points_handled"] = total.handled * args.points
-            row["points_dropped"] = total.dropped * args.points
-            row["points_failed"] = total.failed * args.points
-        rows.append(row)
-    return rows, consistent
+            expected = check.intake_ok * server.monitors
+            fractions.append(min(1.0, check.handled / expected) if expected else 0.0)
+    scale = points if scenario.name != "route" else 1
+    return [run.per_cpu_second * scale * f for run, f in zip(runs, fractions, strict=True)], fractions
 
 
-def print_report(bench: Bench, rows: list[dict[str, Any]], consistent: bool) -> None:
+def check_counts(scenario: Scenario, server: Server, args: argparse.Namespace) -> list[str]:
+    """What disagrees between wrk and the sidecar's counters (empty: all agree). wrk does not count
+    the requests still in flight when it stops, so the sidecar may have served up to ``-c`` more
+    per run."""
+    runs, checks = scenario.runs[server.name], scenario.checks[server.name]
+    completed = sum(run.requests for run in runs)
+    total = Snapshot()
+    for check in checks:
+        total = total.plus(check)
+    problems = []
+    errors = sum(run.errors + run.non_2xx for run in runs)
+    if errors:
+        problems.append(f"wrk saw {errors} socket errors or non-2xx answers")
+    served = total.route_requests if scenario.name == "route" else total.intake_ok
+    if not 0 <= served - completed <= args.connections * len(runs):
+        problems.append(f"wrk completed {completed:,} requests, the sidecar counted {served:,.0f}")
+    if scenario.name == "route":
+        if total.point_requests != total.route_requests:
+            problems.append(
+                f"{total.route_requests:,.0f} route requests became {total.point_requests:,.0f} points"
+            )
+    else:
+        if total.intake_bad:
+            problems.append(f"the intake refused {total.intake_bad:,.0f} requests")
+        if total.intake_items != total.intake_ok * args.points:
+            problems.append(f"{total.intake_ok:,.0f} batches accepted but {total.intake_items:,.0f} points")
+        if total.handled != total.intake_ok * server.monitors:
+            problems.append(
+                f"{total.intake_ok:,.0f} batches accepted x {server.monitors} plugins, "
+                f"{total.handled:,.0f} handled"
+            )
+    if total.dropped or total.failed:
+        problems.append(f"plugins dropped {total.dropped:,.0f} and failed {total.failed:,.0f} batches")
+    return problems
+
+
+def summarize(bench: Bench) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per scenario and server, with per-round figures and ratios; and the problems
+    found in the counters (empty when wrk and the sidecars agree)."""
+    args = bench.args
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    figures: dict[tuple[str, str], list[float]] = {}
+    for scenario in bench.scenarios:
+        for server in scenario.servers:
+            figures[(scenario.name, server.name)] = work_per_cpu_second(scenario, server, args.points)[0]
+    for scenario in bench.scenarios:
+        for server in scenario.servers:
+            runs = scenario.runs[server.name]
+            per_cpu, fractions = work_per_cpu_second(scenario, server, args.points)
+            row: dict[str, Any] = {
+                "scenario": scenario.name,
+                "server": server.name,
+                "unit": "requests" if scenario.name == "route" else "points",
+                "per_cpu_second_rounds": per_cpu,
+                "per_cpu_second": statistics.median(per_cpu),
+                "per_second": statistics.median(run.rps for run in runs)
+                * (1 if scenario.name == "route" else args.points),
+                "server_cpu_share": statistics.median(run.server_cpu / run.seconds for run in runs),
+                "p50_ms": statistics.median(run.p50_ms for run in runs),
+                "p99_ms": statistics.median(run.p99_ms for run in runs),
+                "wrk_requests": sum(run.requests for run in runs),
+                "cpu_seconds": sum(run.server_cpu for run in runs),
+            }
+            if server.is_sidecar:
+                # the reference: the bare app, or for intake10 the 1-plugin sidecar of the same tree
+                suffix = server.name.partition("@")[2]
+                if scenario.name == "intake10":
+                    reference = ("intake", "sidecar" + (f"@{suffix}" if suffix else ""))
+                else:
+                    reference = (scenario.name, "bare")
+                base = figures.get(reference)
+                if base:
+                    ratios = [mine / theirs for mine, theirs in zip(per_cpu, base, strict=True) if theirs]
+                    row["reference"] = reference[1] if reference[0] == scenario.name else "/".join(reference)
+                    row["ratio_rounds"] = ratios
+                    row["ratio"] = statistics.median(ratios) if ratios else 0.0
+                    row["target"] = TARGETS[scenario.name]
+                total = Snapshot()
+                for check in scenario.checks[server.name]:
+                    total = total.plus(check)
+                row["counters"] = vars(total)
+                row["handled_fraction_rounds"] = fractions
+                problems += [
+                    f"{scenario.name}/{server.name}: {p}" for p in check_counts(scenario, server, args)
+                ]
+            rows.append(row)
+    return rows, problems
+
+
+def print_report(bench: Bench, rows: list[dict[str, Any]], problems: list[str], limit: float) -> None:
     args = bench.args
     print()
+    print(f"machine: {machine_note()}")
     print(
-        f"wrk -t{args.threads} -c{args.connections}, {args.rounds} rounds x {args.duration:g} s, "
+        f"wrk -t{args.threads} -c{args.connections}, {args.rounds} round(s) x {args.duration:g} s, "
         f"{args.points} points per intake batch; {bench.pin.note}"
     )
-    header = f"{'scenario':<34}{'sidecar':>12}{'bare aiohttp':>14}{'ratio':>7}{'target':>8}  result"
+    header = (
+        f"{'scenario / server':<30}{'per CPU-s':>12}{'per s':>11}{'CPU':>6}{'ratio':>7}{'target':>8}  result"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
-        result = "PASS" if row["passed"] else "MISS"
-        if row["scenario"] == "intake":
-            print(
-                f"{'intake: points/s handled by plugin':<34}{row['sidecar']:>12,.0f}{row['bare']:>14,.0f}"
-                f"{row['ratio']:>7.2f}{row['target']:>8.2f}  {result}"
-            )
-            print(
-                f"{'  points/s answered 202':<34}{row['sidecar_rps'] * args.points:>12,.0f}"
-                f"{row['bare']:>14,.0f}{row['accepted_ratio']:>7.2f}"
-            )
-            print(f"{'  requests/s':<34}{row['sidecar_rps']:>12,.0f}{row['bare_rps']:>14,.0f}")
-            print(
-                f"{'  handled points per server CPU-s':<34}{row['sidecar_per_cpu_s']:>12,.0f}"
-                f"{row['bare_per_cpu_s']:>14,.0f}{row['cpu_ratio']:>7.2f}"
-            )
-        else:
-            print(
-                f"{'route GET /hello: requests/s':<34}{row['sidecar']:>12,.0f}{row['bare']:>14,.0f}"
-                f"{row['ratio']:>7.2f}{row['target']:>8.2f}  {result}"
-            )
-            print(
-                f"{'  requests per server CPU-s':<34}{row['sidecar_per_cpu_s']:>12,.0f}"
-                f"{row['bare_per_cpu_s']:>14,.0f}{row['cpu_ratio']:>7.2f}"
-            )
-        print(
-            f"{'  latency p50 / p99, ms':<34}{row['sidecar_p50_ms']:>5.1f} / {row['sidecar_p99_ms']:<4.1f}"
-            f"{row['bare_p50_ms']:>7.1f} / {row['bare_p99_ms']:<4.1f}"
+        unit = "points" if row["unit"] == "points" else "req"
+        name = f"{row['scenario']} / {row['server']}"
+        line = (
+            f"{name:<30}{row['per_cpu_second']:>12,.0f}{row['per_second']:>11,.0f}"
+            f"{row['server_cpu_share']:>6.0%}"
         )
+        if "ratio" in row:
+            verdict = "" if args.smoke else ("PASS" if row["ratio"] >= row["target"] else "MISS")
+            line += f"{row['ratio']:>7.2f}{row['target']:>8.2f}  {verdict} (to {row['reference']})"
+        print(f"{line}  [{unit}]")
     print(
-        "columns: medians over rounds; ratio: median over rounds of sidecar/bare, each pair measured "
-        "back to back;\nper CPU-s: work per CPU second the server process used (robust to other "
-        "load); server CPU use during runs: "
-        + ", ".join(f"{row['scenario']} {row['server_cpu_share']:.0%}" for row in rows)
+        "per CPU-s: work per CPU-second of the server process (intake: points handled by every plugin);\n"
+        "ratio: median over rounds of the per-round ratio of per-CPU-s figures; CPU: the server's CPU share"
     )
+    intake = next((row for row in rows if row["scenario"] == "intake" and row["server"] == "sidecar"), None)
+    bare = next((row for row in rows if row["scenario"] == "intake" and row["server"] == "bare"), None)
+    if limit:
+        line = f"decode-only limit (one core, the sidecar's decoder alone): {limit:,.0f} points per CPU-s"
+        if intake and bare:
+            line += (
+                f"; the sidecar intake reaches {intake['per_cpu_second'] / limit:.0%} of it, "
+                f"the bare app {bare['per_cpu_second'] / limit:.0%}"
+            )
+        print(line)
     print()
     for row in rows:
-        ratios = ", ".join(f"{value:.2f}" for value in row["paired_ratios"])
-        print(
-            f"{row['scenario']}: per-round ratios {ratios}; wrk socket errors + non-2xx: {row['wrk_errors']}"
-        )
-        counters = row["counters"]
-        if row["scenario"] == "intake":
+        if "ratio_rounds" in row:
+            ratios = ", ".join(f"{value:.2f}" for value in row["ratio_rounds"])
+            print(f"{row['scenario']}/{row['server']}: per-round ratios to {row['reference']}: {ratios}")
+    for row in rows:
+        counters = row.get("counters")
+        if counters is None:
+            continue
+        if row["scenario"] == "route":
             print(
-                f"  sidecar counters: {row['wrk_sidecar_requests']:,} requests completed by wrk, "
-                f"{counters['intake_ok']:,.0f} answered 202, {counters['intake_bad']:,.0f} refused;\n"
-                f"  points accepted {row['points_accepted']:,.0f}, handled by the plugin "
-                f"{row['points_handled']:,.0f}, dropped (queue full) {row['points_dropped']:,.0f}, "
-                f"failed {row['points_failed']:,.0f}; "
-                f"in luna_requests_total {counters['point_requests']:,.0f}"
+                f"{row['scenario']}/{row['server']}: wrk completed {row['wrk_requests']:,}, the plugin route "
+                f"served {counters['route_requests']:,.0f}, points in luna_requests_total "
+                f"{counters['point_requests']:,.0f}; monitoring batches handled {counters['handled']:,.0f}, "
+                f"dropped {counters['dropped']:,.0f}, failed {counters['failed']:,.0f}"
             )
         else:
             print(
-                f"  sidecar counters: {row['wrk_sidecar_requests']:,} requests completed by wrk, "
-                f"{counters['route_requests']:,.0f} served by the plugin route;\n"
-                f"  their points: {counters['point_requests']:,.0f} in luna_requests_total, "
-                f"{counters['handled']:,.0f} batches handled by the plugin, "
-                f"{counters['dropped']:,.0f} dropped"
+                f"{row['scenario']}/{row['server']}: wrk completed {row['wrk_requests']:,}, answered 202 "
+                f"{counters['intake_ok']:,.0f}, refused {counters['intake_bad']:,.0f}; points accepted "
+                f"{counters['intake_items']:,.0f}; batches handled {counters['handled']:,.0f} "
+                f"(all plugins), dropped {counters['dropped']:,.0f}, failed {counters['failed']:,.0f}"
             )
+    print(f"CPU used by the servers during the measured runs: {cpu_note(rows)}")
     print()
-    if not consistent:
-        print("check FAILED: wrk saw errors or its count disagrees with the sidecar's; do not trust these")
-    elif any(row["counters"]["dropped"] or row["counters"]["failed"] for row in rows):
-        print("check: the plugin dropped or failed batches; the intake score counts handled points only")
+    if problems:
+        print("check FAILED: do not trust these figures")
+        for problem in problems:
+            print(f"  {problem}")
     else:
-        print("check: every batch the sidecar accepted was handled by the plugin; no drops, no errors")
+        print(
+            "check: wrk and the sidecars' counters agree; every accepted point reached every plugin; no drops"
+        )
+
+
+def cpu_note(rows: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{row['scenario']}/{row['server']} {row['cpu_seconds']:.1f} s" for row in rows)
 
 
 # ---------------------------------------------------------------- main
@@ -657,36 +735,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--points", type=bounded(int, 1, 10_000), default=100, help="points per intake batch (default 100)"
     )
     parser.add_argument(
-        "--scenarios", default="intake,route", help="comma-separated: intake, route (default both)"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from {', '.join(SCENARIOS)} (default all; intake10 needs intake)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin wrk and the servers to CPUs")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="also run the sidecars from the source tree DIR (another revision), side by side",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record the measured sidecar runs with py-spy into DIR and print the top entries",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the benchmark itself: judge the counters, not the targets (for the test suite)",
+    )
     parser.add_argument(
         "--output",
         type=Path,
         default=BENCH / "results" / "latest.json",
         help="where to write the raw figures as JSON (default bench/results/latest.json)",
     )
-    parser.add_argument(
-        "--profile-sidecar", type=Path, help="run the sidecar under cProfile, write the profile here"
-    )
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
-    unknown = set(names) - set(TARGETS)
+    unknown = set(names) - set(SCENARIOS)
     if unknown or not names:
-        parser.error(f"--scenarios: choose from {sorted(TARGETS)}")
-    args.scenarios = names
+        parser.error(f"--scenarios: choose from {', '.join(SCENARIOS)}")
+    if "intake10" in names and "intake" not in names:
+        parser.error("--scenarios: intake10 is scored against intake; choose both")
+    args.scenarios = [name for name in SCENARIOS if name in names]
     if args.connections < args.threads:
         parser.error("--connections must be at least --threads")
+    if args.compare is not None and not (args.compare / "sidecar" / "luna_sidecar").is_dir():
+        parser.error(f"--compare: {args.compare} is not a source tree of this project")
     return args
 
 
-def sidecar_command(args: argparse.Namespace, ports: dict[str, int]) -> list[str]:
-    settings = [
+def sidecar_command(plugins_dir: Path, active: list[str], ports: dict[str, int]) -> list[str]:
+    """The sidecar as users run it, on loopback, with default settings otherwise."""
+    return [
+        sys.executable,
+        "-m",
+        "luna_cli.main",
         "sidecar",
         "--plugins-dir",
-        str(BENCH / "plugins"),
+        str(plugins_dir),
         "--active",
-        ",".join(PLUGINS),
+        ",".join(active),
         "--host",
         "127.0.0.1",
         "--port",
@@ -702,13 +804,35 @@ def sidecar_command(args: argparse.Namespace, ports: dict[str, int]) -> list[str
         "--log-level",
         "WARNING",
     ]
-    if args.profile_sidecar:
-        profile = str(args.profile_sidecar.resolve())
-        return [sys.executable, "-m", "cProfile", "-o", profile, "-m", "luna_cli.main", *settings]
-    script = Path(sys.executable).parent / "luna-plugins"
-    if script.exists():
-        return [str(script), *settings]
-    return [sys.executable, "-m", "luna_cli.main", *settings]
+
+
+def tree_environment(tree: Path | None) -> dict[str, str]:
+    """The environment that makes Python import the project from ``tree`` (None: this one)."""
+    env = dict(os.environ)
+    if tree is not None:
+        paths = [str(tree / part) for part in ("sidecar", "cli", "tools", "operator")]
+        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        where = subprocess.run(
+            [sys.executable, "-c", "import luna_sidecar; print(luna_sidecar.__file__)"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        if not Path(where).resolve().is_relative_to(tree.resolve()):
+            raise BenchError(f"--compare: the sidecar would not be imported from {tree} (got {where!r})")
+    return env
+
+
+def fan_out_plugins(workdir: Path) -> tuple[Path, list[str]]:
+    """A plugins directory with FAN_OUT copies of the no-op monitoring plugin."""
+    folder = workdir / "fan-out-plugins"
+    folder.mkdir()
+    code = (BENCH / "plugins" / f"{MONITOR}.py").read_text()
+    names = [f"{MONITOR}_{index}" for index in range(FAN_OUT)]
+    for name in names:
+        (folder / f"{name}.py").write_text(code)
+    return folder, names
 
 
 def machine_note() -> str:
@@ -718,8 +842,17 @@ def machine_note() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    versions = []
+    for package in ("aiohttp", "msgspec", "uvloop", "httptools"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions.append(f"{package} {version(package)}")
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return f"{os.cpu_count()} CPUs ({model}); load average {load}; Python {sys.version.split()[0]}"
+    return (
+        f"CPU {model}, {os.cpu_count()} CPUs; Python {sys.version.split()[0]} "
+        f"({sys.implementation.name}); {', '.join(versions)}; load average {load}"
+    )
 
 
 @contextlib.contextmanager
@@ -738,6 +871,57 @@ def started(processes: Processes) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def start_sidecar(
+    processes: Processes,
+    pin: Pinning,
+    workdir: Path,
+    name: str,
+    plugins: tuple[Path, list[str]],
+    tree: Path | None,
+) -> Server:
+    """Start one sidecar (from ``tree``, or this project) and wait until its plugins run."""
+    public, admin, metrics = free_ports(3)
+    ports = {"public": public, "admin": admin, "metrics": metrics}
+    child = processes.start(
+        name,
+        [*pin.server, *sidecar_command(*plugins, ports)],
+        workdir / f"{name.replace('@', '-at-')}.log",
+        env=tree_environment(tree),
+    )
+    server = Server(
+        name,
+        child.pid,
+        public=f"http://127.0.0.1:{public}",
+        admin=f"http://127.0.0.1:{admin}",
+        metrics=f"http://127.0.0.1:{metrics}/metrics",
+        monitors=sum(1 for plugin in plugins[1] if plugin.startswith(MONITOR)),
+    )
+    wait_until(
+        f"the readiness of {name}",
+        lambda: http_get(f"http://127.0.0.1:{metrics}/readyz")[0] == 200,
+        processes,
+        READY_TIMEOUT,
+    )
+    states = {
+        item["name"]: item["state"] for item in json.loads(http_get(server.admin + "/plugins")[1])["plugins"]
+    }
+    if any(states.get(plugin) != "running" for plugin in plugins[1]):
+        raise BenchError(f"the plugins of {name} are not all running: {states}")
+    return server
+
+
+def check_servers(servers: list[Server], body: bytes, points: int) -> None:
+    """One request of each kind, answered as the benchmark expects."""
+    for server in servers:
+        status, reply = http_post(server.admin + INTAKE_PATH, body)
+        if status != 202:
+            raise BenchError(f"the intake of {server.name} answered {status}: {reply[:200]!r}")
+        if server.is_sidecar:
+            answer = json.loads(reply)
+            if answer.get("accepted") != points or answer.get("queued") != server.monitors:
+                raise BenchError(f"the intake of {server.name} answered {answer}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -745,69 +929,76 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+    py_spy = find_py_spy() if args.profile else None
+    if args.profile and py_spy is None:
+        print("bench: --profile needs py-spy (pip install py-spy; a dev dependency)", file=sys.stderr)
+        return 2
     pin = plan_pinning(not args.no_pin)
-    total = (args.warmup + args.rounds * args.duration) * 2 * len(args.scenarios)
+    per_round = sum(2 if name == "intake10" else 3 for name in args.scenarios)  # servers per scenario
+    if args.compare is None:
+        per_round -= len(args.scenarios)
+    total = (args.warmup + args.rounds * args.duration) * per_round
     print(f"machine: {machine_note()}")
     print(f"{pin.note}; about {total / 60:.1f} min of load to run", flush=True)
-    if args.profile_sidecar:
-        print("the sidecar runs under cProfile: its figures are NOT comparable", flush=True)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        print(f"the sidecars run under py-spy ({args.profile}): their figures are NOT comparable", flush=True)
+    body = make_body(args.points)
+    limit = decode_limit(body)
+    print(f"decode-only limit: {limit:,.0f} points per CPU-s", flush=True)
     processes = Processes()
+    problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="luna-bench-") as tmp, started(processes):
         workdir = Path(tmp)
-        body = make_body(args.points)
         post, get = write_scripts(workdir, body)
-        public, admin, metrics, bare = free_ports(4)
-        ports = {"public": public, "admin": admin, "metrics": metrics}
         try:
-            sidecar = processes.start(
-                "sidecar", [*pin.server, *sidecar_command(args, ports)], workdir / "sidecar.log"
-            )
-            bare_app = processes.start(
-                "bare aiohttp",
-                [*pin.server, sys.executable, str(BENCH / "bare_app.py"), str(bare)],
+            trees: list[tuple[str, Path | None]] = [("", None)]
+            if args.compare is not None:
+                trees.append((f"@{args.compare.name}", args.compare))
+            one = (BENCH / "plugins", [MONITOR, ROUTE_PLUGIN])
+            ten = fan_out_plugins(workdir)
+            singles, fans = [], []
+            for suffix, tree in trees:
+                singles.append(start_sidecar(processes, pin, workdir, f"sidecar{suffix}", one, tree))
+                if "intake10" in args.scenarios:
+                    fans.append(start_sidecar(processes, pin, workdir, f"sidecar10{suffix}", ten, tree))
+            port = free_ports(1)[0]
+            child = processes.start(
+                "bare",
+                [*pin.server, sys.executable, str(BENCH / "bare_app.py"), str(port)],
                 workdir / "bare.log",
             )
-            sidecar_url = f"http://127.0.0.1:{public}"
-            admin_url = f"http://127.0.0.1:{admin}"
-            bare_url = f"http://127.0.0.1:{bare}"
-            metrics_url = f"http://127.0.0.1:{metrics}/metrics"
-            wait_until(
-                "the sidecar's /readyz",
-                lambda: http_get(f"http://127.0.0.1:{metrics}/readyz")[0] == 200,
-                processes,
-                READY_TIMEOUT,
+            bare = Server(
+                "bare", child.pid, public=f"http://127.0.0.1:{port}", admin=f"http://127.0.0.1:{port}"
             )
-            wait_until(
-                "the plugin route", lambda: http_get(sidecar_url + ROUTE_PATH)[0] == 200, processes, 30
-            )
-            wait_until("the bare app", lambda: http_get(bare_url + ROUTE_PATH)[0] == 200, processes, 30)
-            states = {
-                item["name"]: item["state"]
-                for item in json.loads(http_get(admin_url + "/plugins")[1])["plugins"]
-            }
-            if any(states.get(name) != "running" for name in PLUGINS):
-                raise BenchError(f"bench plugins are not all running: {states}")
-            status, reply = http_post(admin_url + INTAKE_PATH, body)
-            answer = json.loads(reply)
-            if status != 202 or answer.get("accepted") != args.points or answer.get("queued") != 1:
-                raise BenchError(f"the sidecar's intake answered {status} {answer}")
-            status, _ = http_post(bare_url + INTAKE_PATH, body)
-            if status != 202:
-                raise BenchError(f"the bare app's intake answered {status}")
+            wait_until("the bare app", lambda: http_get(bare.public + ROUTE_PATH)[0] == 200, processes, 30)
+            for sidecar in singles:
+                wait_until(
+                    f"the plugin route of {sidecar.name}",
+                    lambda sidecar=sidecar: http_get(sidecar.public + ROUTE_PATH)[0] == 200,  # type: ignore[misc]
+                    processes,
+                    30,
+                )
+            check_servers([*singles, *fans, bare], body, args.points)
             scenarios = []
             for name in args.scenarios:
-                if name == "intake":
-                    side = Target("sidecar", admin_url + INTAKE_PATH, post)
-                    base = Target("bare", bare_url + INTAKE_PATH, post)
+                if name == "intake10":
+                    scenarios.append(Scenario(name, post, fans))
                 else:
-                    side = Target("sidecar", sidecar_url + ROUTE_PATH, get)
-                    base = Target("bare", bare_url + ROUTE_PATH, get)
-                scenarios.append(Scenario(name, side, base))
-            pids = {"sidecar": sidecar.pid, "bare": bare_app.pid}
-            bench = Bench(args, wrk, pin, metrics_url, processes, scenarios, pids)
+                    main_one, *others = singles
+                    scenarios.append(
+                        Scenario(name, post if name == "intake" else get, [main_one, bare, *others])
+                    )
+            bench = Bench(args, wrk, pin, processes, scenarios, args.profile, py_spy)
             measure(bench)
-            rows, consistent = summarize(bench)
-            print_report(bench, rows, consistent)
+            rows, problems = summarize(bench)
+            print_report(bench, rows, problems, limit)
+            if args.profile:
+                for scenario in scenarios:
+                    files = sorted(args.profile.glob(f"{scenario.name}-sidecar*-*.txt"))
+                    main_files = [path for path in files if "@" not in path.name]
+                    print(f"\nprofile of {scenario.name} ({scenario.servers[0].name}, py-spy):")
+                    print(top_entries(read_profiles(main_files)))
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(
                 json.dumps(
@@ -818,8 +1009,9 @@ def main(argv: list[str] | None = None) -> int:
                             name: str(value) if isinstance(value, Path) else value
                             for name, value in vars(args).items()
                         },
-                        "consistent": consistent,
-                        "scenarios": rows,
+                        "decode_limit_points_per_cpu_second": limit,
+                        "problems": problems,
+                        "rows": rows,
                     },
                     indent=2,
                 )
@@ -834,9 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("bench: interrupted; stopping the servers", file=sys.stderr)
             return 130
-    if args.profile_sidecar:
-        print(f"sidecar profile: {args.profile_sidecar}")
-    return 0 if consistent else 1
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ The original service's import paths work as they are
 ``log``); this module re-exports the whole public surface in one place.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import (
     EVENT_NAMES,
@@ -17,7 +19,9 @@ from luna_plugins.base.plugins_meta.base_plugins import (
 from luna_plugins.handler_event.base_plugin import BaseEventSendingPlugin, Event, RawEvent
 from luna_plugins.http import PluginRequest, RequestParameters, pluginHTTPResponse
 from luna_plugins.log import Logger
-from luna_plugins.monitoring import MonitoringPoint
+
+if TYPE_CHECKING:
+    from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 
 __all__ = [
     "EVENT_NAMES",
@@ -33,7 +37,18 @@ __all__ = [
     "MonitoringPoint",
     "PluginRequest",
     "RawEvent",
+    "ReadOnlyDict",
     "RequestParameters",
     "RouteSpec",
     "pluginHTTPResponse",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The monitoring types are built on msgspec; importing them on first use keeps
+    # ``luna_plugins.client`` (which services import) free of anything beyond aiohttp.
+    if name in ("MonitoringPoint", "ReadOnlyDict"):
+        from luna_plugins import monitoring
+
+        return getattr(monitoring, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,18 +34,22 @@ class PluginRequest:
     ``raw`` is the underlying aiohttp request for anything else.
     """
 
-    __slots__ = ("_args", "_json", "body", "headers", "match_info", "method", "path", "query_string", "raw")
+    __slots__ = ("_args", "_json", "body", "headers", "match_info", "method", "path", "raw")
 
     def __init__(self, raw: web.Request, body: bytes, match_info: Mapping[str, str]) -> None:
         self.raw = raw
         self.method: str = raw.method
         self.path: str = raw.path
         self.headers: CIMultiDictProxy[str] = raw.headers
-        self.query_string: str = raw.query_string
         self._args: RequestParameters | None = None
         self.match_info: dict[str, str] = dict(match_info)
         self.body = body
         self._json: Any = _UNPARSED
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string (without ``?``)."""
+        return self.raw.query_string
 
     @property
     def args(self) -> RequestParameters:
@@ -88,24 +92,24 @@ def pluginHTTPResponse(
 ) -> web.Response:
     """Build a route reply: a ``str`` body is text, ``bytes`` are sent as they are, a ``dict``
     or ``list`` is JSON. ``headers`` are sent as given (a ``Content-Type`` there wins)."""
-    header_map = dict(headers or {})
-    has_type = any(name.lower() == "content-type" for name in header_map)
-    if isinstance(body, dict | list):
-        payload: bytes = _json.dumps(body).encode()
-        if not has_type:
-            header_map["Content-Type"] = "application/json"
-    elif isinstance(body, str):
+    content_type: str | None
+    if isinstance(body, str):
         payload = body.encode()
-        if not has_type:
-            header_map["Content-Type"] = "text/plain; charset=utf-8"
+        content_type = "text/plain; charset=utf-8"
+    elif isinstance(body, dict | list):
+        payload = _json.dumps(body).encode()
+        content_type = "application/json"
     elif isinstance(body, bytes | bytearray | memoryview):
         payload = bytes(body)
-        if not has_type:
-            header_map["Content-Type"] = "application/octet-stream"
+        content_type = "application/octet-stream"
     elif body is None:
-        payload = b""
+        payload, content_type = b"", None
     else:
         raise TypeError(f"response body must be str, bytes, dict, list or None, not {type(body).__name__}")
+    header_map = dict(headers) if headers else {}
+    if content_type is not None and "Content-Type" not in header_map:
+        if not any(name.lower() == "content-type" for name in header_map):
+            header_map["Content-Type"] = content_type
     return web.Response(status=statusCode, body=payload, headers=header_map)
 
 

@@ -1,28 +1,40 @@
-"""The admin listener (loopback by default): event intake and the plugins' state.
+"""What the admin listener (loopback by default) answers: event intake and the plugins' state.
 
 ``POST /events/{eventName}`` validates the body, offers it to the subscribed plugins' queues and
 answers 202 with counts; it never waits for a plugin. ``GET /plugins`` shows every plugin.
+Anything else is a 404 with a JSON error. Everything here is synchronous and knows nothing of
+sockets: the HTTP server (:mod:`luna_sidecar.admin_server`) hands over a complete request.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-
-import orjson
-from aiohttp import web
-from prometheus_client import Counter
+from urllib.parse import unquote
 
 from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
 from luna_sidecar.bus import Delivery, EventBus
+from luna_sidecar.loop_metrics import CounterChild
 from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.payloads import PayloadError, parse_points, parse_sending
+from luna_sidecar.payloads import PayloadError, decode_sending
+from luna_sidecar.point_decoding import PointDecoder
+
+EVENTS_PREFIX = "/events/"
 
 
-def json_response(status: int, payload: Any) -> web.Response:
-    """A JSON reply."""
-    return web.Response(status=status, text=json.dumps(payload), content_type="application/json")
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response: status and a JSON body (UTF-8)."""
+
+    status: int
+    body: bytes
+
+
+def json_reply(status: int, payload: Any) -> Reply:
+    """A JSON reply of ``payload``."""
+    return Reply(status, json.dumps(payload).encode())
 
 
 #: why the intake answers 503 before its first sync and after SIGTERM
@@ -46,49 +58,45 @@ class EventIntake:
         self.max_body_bytes = max_body_bytes
         self.max_items = max_items
         self.refusing: str | None = None
-        # metric children by label values: prometheus-client's labels() locks and hashes per call
-        self._requests: dict[tuple[str, str], Counter] = {}
-        self._items: dict[str, Counter] = {}
+        self._points = PointDecoder(max_items=max_items)
+        # metric series by label values, found once
+        self._requests: dict[tuple[str, str], CounterChild] = {}
+        self._items: dict[str, CounterChild] = {}
 
-    async def handle(self, request: web.Request) -> web.Response:
-        event_name = request.match_info["eventName"]
+    def handle(self, event_name: str, body: bytes | None, *, declared_length: int | None = None) -> Reply:
+        """Answer one ``POST /events/{event_name}`` whose body is ``body``; None means it was
+        not kept because it is over ``max_body_bytes`` (``declared_length`` is the length its
+        headers announced, if any). The whole batch is handled in one go, without a loop turn."""
         try:
-            response = await self._handle(event_name, request)
+            reply = self._accept(event_name, body, declared_length)
         except PayloadError as exc:
-            response = json_response(exc.status, {"error": exc.message, "eventName": event_name})
+            reply = json_reply(exc.status, {"error": exc.message, "eventName": event_name})
         label = event_name if event_name in EVENT_NAMES else "unknown"
-        key = (label, str(response.status))
+        key = (label, str(reply.status))
         counter = self._requests.get(key)
         if counter is None:
             counter = self._requests[key] = self.metrics.intake_requests.labels(*key)
         counter.inc()
-        return response
+        return reply
 
-    async def _handle(self, event_name: str, request: web.Request) -> web.Response:
+    def _accept(self, event_name: str, body: bytes | None, declared_length: int | None) -> Reply:
         if self.refusing is not None:
             raise PayloadError(503, self.refusing)
         if event_name not in EVENT_NAMES:
             raise PayloadError(404, f"unknown event name {event_name!r}; known: {sorted(EVENT_NAMES)}")
-        length = request.content_length
-        if length is not None and length > self.max_body_bytes:
+        if declared_length is not None and declared_length > self.max_body_bytes:
             raise PayloadError(
-                413, f"body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes"
+                413, f"body of {declared_length} bytes exceeds the limit of {self.max_body_bytes} bytes"
             )
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadError(413, f"body exceeds the limit of {self.max_body_bytes} bytes") from None
-        try:
-            body = orjson.loads(raw)  # strict JSON (no NaN/Infinity), ~3x faster than json here
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(400, f"body is not valid JSON: {exc}") from None
+        if body is None or len(body) > self.max_body_bytes:
+            raise PayloadError(413, f"body exceeds the limit of {self.max_body_bytes} bytes")
         if event_name == "monitoring_event":
-            points = parse_points(body, max_items=self.max_items)
-            delivery = self.bus.publish_points(points, body_bytes=len(raw))
+            points = self._points.decode(body)
+            delivery = self.bus.publish_points(points, body_bytes=len(body))
             count = len(points)
         else:
-            arguments = parse_sending(body, max_items=self.max_items)
-            delivery = self.bus.publish(event_name, arguments, body_bytes=len(raw))
+            arguments = decode_sending(body, max_items=self.max_items)
+            delivery = self.bus.publish(event_name, arguments, body_bytes=len(body))
             count = len(arguments[0])
         items = self._items.get(event_name)
         if items is None:
@@ -97,24 +105,35 @@ class EventIntake:
         return _accepted(count, delivery)
 
 
-def _accepted(count: int, delivery: Delivery) -> web.Response:
-    return json_response(202, {"accepted": count, "queued": delivery.queued, "dropped": delivery.dropped})
+def _accepted(count: int, delivery: Delivery) -> Reply:
+    # the bytes json.dumps would give, without building a dict and encoding it per request
+    return Reply(
+        202, b'{"accepted": %d, "queued": %d, "dropped": %d}' % (count, delivery.queued, delivery.dropped)
+    )
 
 
-def build_admin_app(
-    intake: EventIntake, describe: Callable[[], dict[str, Any]], *, max_body_bytes: int
-) -> web.Application:
-    """The admin application: intake and ``GET /plugins``."""
+class AdminEndpoints:
+    """Routes a request of the admin listener: ``POST /events/{eventName}`` to the intake,
+    ``GET`` (or ``HEAD``) ``/plugins`` to ``describe``, a JSON 404 for anything else."""
 
-    async def plugins(_: web.Request) -> web.Response:
-        return json_response(200, describe())
+    def __init__(self, intake: EventIntake, describe: Callable[[], dict[str, Any]]) -> None:
+        self.intake = intake
+        self.describe = describe
 
-    async def not_found(request: web.Request) -> web.Response:
-        return json_response(404, {"error": f"no such endpoint: {request.method} {request.path}"})
+    @property
+    def max_body_bytes(self) -> int:
+        """Bodies past this size are not kept (the intake refuses them)."""
+        return self.intake.max_body_bytes
 
-    # a little headroom so our own 413 with a JSON body answers before aiohttp's plain one
-    app = web.Application(client_max_size=max_body_bytes + 1)
-    app.router.add_post("/events/{eventName}", intake.handle)
-    app.router.add_get("/plugins", plugins)
-    app.router.add_route("*", "/{tail:.*}", not_found)
-    return app
+    def respond(
+        self, method: str, raw_path: str, body: bytes | None, *, declared_length: int | None = None
+    ) -> Reply:
+        """The reply to ``method raw_path`` (the path as sent: percent-encoded, no query)."""
+        path = unquote(raw_path) if "%" in raw_path else raw_path
+        if method == "POST" and path.startswith(EVENTS_PREFIX):
+            event_name = path[len(EVENTS_PREFIX) :]
+            if event_name and "/" not in event_name:
+                return self.intake.handle(event_name, body, declared_length=declared_length)
+        elif path == "/plugins" and method in ("GET", "HEAD"):
+            return json_reply(200, self.describe())
+        return json_reply(404, {"error": f"no such endpoint: {method} {path}"})

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(config.event_loop)
     try:
         return _run_contained(loop, serve(config))
     except StartupError as exc:
@@ -42,6 +42,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         _close_loop(loop)
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of ``kind`` (``uvloop`` or ``asyncio``); asyncio's own when uvloop is
+    asked for but not installed (said in the log)."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger("luna.sidecar").warning("uvloop is not installed; using asyncio's event loop")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def _run_contained(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, int]) -> int:

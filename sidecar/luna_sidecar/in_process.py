@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession
-from aiohttp.test_utils import RawTestServer, TestServer
+from aiohttp.test_utils import RawTestServer
 from packaging.requirements import Requirement
 
 from luna_contract.requirements import check_requirements
 from luna_plugins.compat import install_log_alias
 from luna_plugins.monitoring import MonitoringPoint
-from luna_sidecar.admin_http import SHUTTING_DOWN, build_admin_app
+from luna_sidecar.admin_http import SHUTTING_DOWN, AdminEndpoints
+from luna_sidecar.admin_server import AdminServer
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.loader import forget_module
 from luna_sidecar.server import Sidecar, build_sidecar
@@ -358,9 +359,7 @@ async def run_plugin(
     if on_path:
         sys.path.append(str(file.parent))  # helper modules beside the plugin, as in the sidecar
     sidecar = build_sidecar(config)
-    admin_server = TestServer(
-        build_admin_app(sidecar.intake, sidecar.describe, max_body_bytes=config.max_body_bytes)
-    )
+    admin_server = AdminServer(AdminEndpoints(sidecar.intake, sidecar.describe))
     route_server = RawTestServer(sidecar.dispatcher)
     try:
         await sidecar.runtime.apply([desired])
@@ -368,10 +367,10 @@ async def run_plugin(
         if state["state"] != "running":
             raise PluginNotLoadedError(f"plugin {module} ({file}) did not load: {state['error']}")
         sidecar.ready = True
-        await admin_server.start_server()
+        await admin_server.start("127.0.0.1", 0)
         await route_server.start_server()
         async with (
-            ClientSession(base_url=admin_server.make_url("/")) as admin,
+            ClientSession(base_url=f"http://127.0.0.1:{admin_server.port}/") as admin,
             ClientSession(base_url=route_server.make_url("/")) as routes,
         ):
             yield PluginHarness(sidecar, module, capture, admin, routes, callback_timeout + 5)

@@ -52,11 +52,11 @@ class _Overflow:
         self._counter = counter
         self._errors = errors
 
-    def overflow(self, metric: str) -> None:
-        self._counter.labels(metric).inc()
+    def overflow(self, metric: str, points: int = 1) -> None:
+        self._counter.labels(metric).inc(points)
 
-    def bad_value(self, metric: str) -> None:
-        self._errors.labels(metric).inc()
+    def bad_value(self, metric: str, points: int = 1) -> None:
+        self._errors.labels(metric).inc(points)
 
 
 class PointMetric:
@@ -93,6 +93,17 @@ class PointMetric:
         else:
             self._overflow.overflow(self.name)
 
+    def count(self, key: tuple[str, ...], points: int) -> None:
+        """Add ``points`` to the counter for ``key``; when the label set does not fit, each of
+        them counts as an overflow."""
+        values = self._values
+        if key in values:
+            values[key] += points
+        elif len(values) < self.max_label_sets:
+            values[key] = points
+        else:
+            self._overflow.overflow(self.name, points)
+
     def set(self, key: tuple[str, ...], value: float) -> None:
         """Set the gauge for ``key``."""
         values = self._values
@@ -112,6 +123,20 @@ class PointMetric:
             state = self._histograms[key] = [0.0] * (len(self.buckets) + 2)
         state[bisect_left(self.buckets, value)] += 1
         state[-1] += value
+
+    def observe_all(self, key: tuple[str, ...], values: list[float]) -> None:
+        """Record each of ``values`` in the histogram for ``key`` (as many overflows as values
+        when the label set does not fit)."""
+        state = self._histograms.get(key)
+        if state is None:
+            if len(self._histograms) >= self.max_label_sets:
+                self._overflow.overflow(self.name, len(values))
+                return
+            state = self._histograms[key] = [0.0] * (len(self.buckets) + 2)
+        buckets = self.buckets
+        for value in values:
+            state[bisect_left(buckets, value)] += 1
+        state[-1] += sum(values)
 
     def family(self) -> Metric:
         """The metric as it is now, for the exposition."""
@@ -233,6 +258,8 @@ class PointMetrics(Collector):
             "Monitoring points of series without a built-in mapping.",
             ("series",),
         )
+        #: raw (service, route, status_code) tag values -> the label tuples they become
+        self._request_labels: dict[tuple[Any, Any, Any], tuple[tuple[str, str, str], tuple[str, str]]] = {}
         self.rules: dict[str, list[MappingRule]] = {}
         self._families = [self.requests, self.duration, self.errors, self.other_points]
         taken = {exposed for family in self._families for exposed in exposed_names(family.kind, family.name)}
@@ -296,42 +323,71 @@ class PointMetrics(Collector):
         return MappingRule(series, metric, tuple(labels), value)
 
     def observe(self, points: Iterable[MonitoringPoint]) -> None:
-        """Record a batch of (already validated) points in every metric they map to."""
-        requests, duration, errors, others, rules = (
-            self.requests,
-            self.duration,
-            self.errors,
-            self.other_points,
-            self.rules,
-        )
+        """Record a batch of (already validated) points in every metric they map to.
+
+        The built-in series are first counted per distinct raw label values (most points of a
+        batch share a few), then each label set is converted and recorded once; the result is
+        what recording point by point would give, overflow counts included (only which label
+        sets are admitted when a metric reaches its cap within one batch may differ).
+        """
+        requests: dict[tuple[Any, Any, Any], list[Any]] = {}  # raw labels -> execution times
+        errors: dict[tuple[Any, Any, Any], int] = {}
+        others: dict[str, int] = {}
+        rules = self.rules
         for point in points:
             series = point.series
             tags = point.tags
             if series == "requests":
-                service, route = str(tags.get("service", "")), str(tags.get("route", ""))
-                requests.inc((service, route, str(tags.get("status_code", ""))))
-                elapsed = point.fields.get("execution_time")
-                if elapsed.__class__ is float:  # the intake already refused non-finite floats
-                    duration.observe((service, route), elapsed)
-                elif elapsed is not None:
-                    seconds = _number(elapsed) if elapsed.__class__ is int else None
-                    if seconds is None:
-                        self._overflow.bad_value(duration.name)
-                    else:
-                        duration.observe((service, route), seconds)
+                key = (tags.get("service", ""), tags.get("route", ""), tags.get("status_code", ""))
+                times = requests.get(key)
+                if times is None:
+                    times = requests[key] = []
+                times.append(point.fields.get("execution_time"))
             elif series == "errors":
-                errors.inc(
-                    (
-                        str(tags.get("service", "")),
-                        str(tags.get("route", "")),
-                        str(tags.get("error_code", "")),
-                    )
-                )
+                key = (tags.get("service", ""), tags.get("route", ""), tags.get("error_code", ""))
+                errors[key] = errors.get(key, 0) + 1
             else:
-                others.inc((series,))
+                others[series] = others.get(series, 0) + 1
             if rules:
                 for rule in rules.get(series, ()):
                     rule.apply(point)
+        if requests:
+            self._record_requests(requests)
+        for (service, route, code), count in errors.items():
+            self.errors.count((str(service), str(route), str(code)), count)
+        for series, count in others.items():
+            self.other_points.count((series,), count)
+
+    def _record_requests(self, requests: dict[tuple[Any, Any, Any], list[Any]]) -> None:
+        durations: dict[tuple[str, str], list[float]] = {}
+        bad = 0
+        known = self._request_labels
+        for raw, times in requests.items():
+            found = known.get(raw)
+            if found is None:
+                if len(known) >= 4 * self.max_label_sets:
+                    known.clear()  # raw values that are not labels (yet): keep the cache bounded
+                service, route, code = (str(value) for value in raw)
+                found = known[raw] = ((service, route, code), (service, route))
+            key, labels = found
+            self.requests.count(key, len(times))
+            seconds = durations.get(labels)
+            if seconds is None:
+                seconds = durations[labels] = []
+            for elapsed in times:
+                if elapsed.__class__ is float:  # the intake already refused non-finite floats
+                    seconds.append(elapsed)
+                elif elapsed is not None:
+                    number = _number(elapsed) if elapsed.__class__ is int else None
+                    if number is None:
+                        bad += 1
+                    else:
+                        seconds.append(number)
+        for labels, seconds in durations.items():
+            if seconds:
+                self.duration.observe_all(labels, seconds)
+        if bad:
+            self._overflow.bad_value(self.duration.name, bad)
 
     def collect(self) -> Iterator[Metric]:
         for family in self._families:

@@ -13,13 +13,23 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
+from luna_sidecar.loop_metrics import LoopCounter, LoopHistogram
+
 CALLBACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _PluginSeries(Protocol):
+    """A metric family with series per plugin (prometheus-client's or :mod:`loop_metrics`)."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+    def remove(self, *values: str) -> None: ...
 
 
 class RuntimeMetrics:
@@ -28,18 +38,19 @@ class RuntimeMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.plugin_events = Counter(
+        # the busiest families are changed on the event loop only: no lock (loop_metrics)
+        self.plugin_events = LoopCounter(
             "luna_plugin_events",
             "Event batches per plugin by outcome (handled, failed, timeout, dropped on a full queue).",
             ["plugin", "class", "outcome"],
-            registry=registry,
+            registry,
         )
-        self.callback_seconds = Histogram(
+        self.callback_seconds = LoopHistogram(
             "luna_plugin_callback_duration_seconds",
             "Time one event callback of a plugin took.",
             ["plugin", "class"],
+            registry,
             buckets=CALLBACK_BUCKETS,
-            registry=registry,
         )
         self.reloads = Counter(
             "luna_plugin_reloads",
@@ -47,23 +58,23 @@ class RuntimeMetrics:
             ["plugin", "result"],
             registry=registry,
         )
-        self.route_requests = Counter(
+        self.route_requests = LoopCounter(
             "luna_plugin_route_requests",
             "Requests served by plugin routes, by plugin and status code.",
             ["plugin", "status_code"],
-            registry=registry,
+            registry,
         )
-        self.intake_requests = Counter(
+        self.intake_requests = LoopCounter(
             "luna_intake_requests",
             "Event intake requests by event name and status code.",
             ["event_name", "status_code"],
-            registry=registry,
+            registry,
         )
-        self.intake_items = Counter(
+        self.intake_items = LoopCounter(
             "luna_intake_items",
             "Points or events accepted by the intake, by event name.",
             ["event_name"],
-            registry=registry,
+            registry,
         )
         self.loop_lag = Gauge(
             "luna_event_loop_lag_seconds",
@@ -82,11 +93,11 @@ class RuntimeMetrics:
             ["metric"],
             registry=registry,
         )
-        self.dropped_items = Counter(
+        self.dropped_items = LoopCounter(
             "luna_plugin_dropped_items",
             "Points or events not delivered to a plugin because its queue was full.",
             ["plugin", "class"],
-            registry=registry,
+            registry,
         )
         self.loop_blocked = Counter(
             "luna_event_loop_blocked_seconds",
@@ -105,7 +116,7 @@ class RuntimeMetrics:
             registry=registry,
         )
         #: the series labelled ``plugin``, and their label names, for :meth:`forget_plugin`
-        self._per_plugin: list[tuple[MetricWrapperBase, tuple[str, ...]]] = [
+        self._per_plugin: list[tuple[_PluginSeries, tuple[str, ...]]] = [
             (self.plugin_events, ("plugin", "class", "outcome")),
             (self.callback_seconds, ("plugin", "class")),
             (self.reloads, ("plugin", "result")),

@@ -1,7 +1,9 @@
 """Validation of event-intake bodies. Everything that reaches a plugin passed through here.
 
-``parse_points`` and ``parse_sending`` raise :class:`PayloadError` with an HTTP status and a
-message naming the offending element (``points[3].tags.route: ...``).
+``parse_points`` and ``parse_sending`` take a JSON value (``decode_json``), ``decode_sending``
+the request body. All raise :class:`PayloadError` with an HTTP status and a message naming the
+offending element (``points[3].tags.route: ...``). ``parse_points`` is also the reference the
+fast monitoring decoder (:mod:`luna_sidecar.point_decoding`) defers to for every body it refuses.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from luna_plugins.handler_event.base_plugin import Event, RawEvent
-from luna_plugins.monitoring import MonitoringPoint
+from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 
 _TAG_TYPES = (str, int, float)
 _FIELD_TYPES = (str, int, float, bool)
@@ -45,6 +49,19 @@ def _check_values(index: int, part: str, values: Any, allowed: tuple[type, ...],
         if kind is float and not math.isfinite(value):
             raise _bad(f"points[{index}].{part}.{key}: must be a finite number")
     return values
+
+
+def decode_json(raw: bytes) -> Any:
+    """``raw`` as strict JSON (no NaN or Infinity); raises :class:`PayloadError` 400 otherwise."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(400, f"body is not valid JSON: {exc}") from None
+
+
+def decode_sending(raw: bytes, *, max_items: int) -> tuple[list[Event | RawEvent], str, str, str, str, str]:
+    """A ``sending_event`` request body -> the callback's arguments (see :func:`parse_sending`)."""
+    return parse_sending(decode_json(raw), max_items=max_items)
 
 
 def _json_type(value: Any) -> str:
@@ -82,6 +99,7 @@ def parse_points(body: Any, *, max_items: int) -> list[MonitoringPoint]:
 
     ``series`` (non-empty string) and ``eventTime`` (UNIX seconds) are required; ``tags`` values
     are strings or numbers, ``fields`` values strings, numbers or booleans; other keys are ignored.
+    The points' tags and fields are :class:`ReadOnlyDict`.
     """
     items = _items(_object(body, "points"), "points", max_items)
     points = []
@@ -133,7 +151,7 @@ def parse_points(body: Any, *, max_items: int) -> list[MonitoringPoint]:
                     _check_values(index, "fields", fields, _FIELD_TYPES, "strings, numbers or booleans")
         else:
             _check_values(index, "fields", fields, _FIELD_TYPES, "strings, numbers or booleans")
-        points.append(MonitoringPoint(series, event_seconds, tags, fields))
+        points.append(MonitoringPoint(series, event_seconds, ReadOnlyDict(tags), ReadOnlyDict(fields)))
     return points
 
 

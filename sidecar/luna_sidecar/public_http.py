@@ -15,27 +15,45 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from aiohttp import web
+from multidict import istr
 
 from luna_plugins.http import PluginRequest
-from luna_plugins.monitoring import MonitoringPoint
+from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 from luna_sidecar.bus import PointBuffer
 from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.loader import describe_exception
 from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.routing import RouteTable
+from luna_sidecar.routing import RouteEntry, RouteTable
 from luna_sidecar.timeouts import CANCEL_GRACE
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "Luna-Request-Id"
+REQUEST_ID_HEADER = istr("Luna-Request-Id")  # case-folded once, not per lookup
+#: (route, status) tag sets of the runtime's own points kept for reuse
+TAG_SETS_KEPT = 4096
 
 
 def _error(status: int, message: str, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
     body = json.dumps({"error": message, "requestId": request_id})
     return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+def _is_response(value: object) -> TypeGuard[web.StreamResponse]:
+    """Whether ``value`` is a response (asked of every handler's result: the common case is
+    answered without the abstract-base-class check that isinstance makes for aiohttp's
+    responses, which are mutable mappings)."""
+    return value.__class__ is web.Response or isinstance(value, web.StreamResponse)
+
+
+async def _read_body(request: web.BaseRequest, request_id: str) -> bytes | web.StreamResponse:
+    """The request's body, or the 413 to answer when it is over the limit."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        return _error(413, f"request body too large: {exc.text}", request_id)
 
 
 class RouteDispatcher:
@@ -69,22 +87,20 @@ class RouteDispatcher:
         self._overdue: set[asyncio.Task[object]] = set()
         self._watchdog: asyncio.TimerHandle | None = None
         self._sweep_every = max(0.05, min(1.0, timeout / 10))
-        self._id_prefix = os.urandom(4).hex()
+        self._id_prefix = os.urandom(4).hex() + "-"  # then a counter: unique per process and start
         self._ids = itertools.count()
         self._counters: dict[tuple[str, int], Any] = {}
+        self._tags: dict[tuple[str, int], ReadOnlyDict] = {}
 
     def forget_plugin(self, plugin: str) -> None:
         """Drop the metric children cached for ``plugin`` (its series were removed)."""
         for key in [key for key in self._counters if key[0] == plugin]:
             del self._counters[key]
 
-    def _request_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):012x}"
-
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         event_time = time.time()
-        request_id = request.headers.get(REQUEST_ID_HEADER) or self._request_id()
+        request_id = request.headers.get(REQUEST_ID_HEADER) or self._id_prefix + hex(next(self._ids))[2:]
         entry, match_info, allowed = self.routes.resolve(request.method, request.path)
         plugin = entry.plugin if entry else ""
         route = entry.label if entry else f"{request.method}:unmatched"
@@ -99,17 +115,36 @@ class RouteDispatcher:
             else:
                 response = _error(404, f"no plugin route for {request.path}", request_id)
         else:
-            response = await self._call(
-                entry.plugin, entry.spec.endpoint, entry.label, request, match_info, request_id
-            )
+            body: bytes | web.StreamResponse = b""
+            if request.body_exists:
+                body = await _read_body(request, request_id)
+            if not isinstance(body, bytes):
+                response = body
+            else:
+                # a synchronous handler is answered here, without another coroutine
+                plugin_request = PluginRequest(request, body, match_info)  # type: ignore[arg-type]
+                outcome = self._call(entry, plugin_request, request_id)
+                if _is_response(outcome):
+                    response = outcome
+                else:  # what an asynchronous handler returned, to await
+                    pending = cast(Awaitable[object], outcome)
+                    response = await self._finish(pending, entry, request, request_id)
         response.headers.setdefault(REQUEST_ID_HEADER, request_id)
         status = response.status
+        tags = self._tags.get((route, status))
+        if tags is None:
+            if len(self._tags) >= TAG_SETS_KEPT:
+                self._tags.clear()
+            # read-only, so every point of this route and status can share one
+            tags = self._tags[(route, status)] = ReadOnlyDict(
+                service=self.service, route=route, status_code=status
+            )
         self.points.add(
             MonitoringPoint(
                 "requests",
                 event_time,
-                {"service": self.service, "route": route, "status_code": status},
-                {"request_id": request_id, "execution_time": time.perf_counter() - started},
+                tags,
+                ReadOnlyDict(request_id=request_id, execution_time=time.perf_counter() - started),
             )
         )
         if plugin:
@@ -121,40 +156,56 @@ class RouteDispatcher:
             counter.inc()
         return response
 
-    async def _call(
-        self,
-        plugin: str,
-        endpoint: object,
-        label: str,
-        request: web.BaseRequest,
-        match_info: dict[str, str],
-        request_id: str,
-    ) -> web.StreamResponse:
-        body = b""
-        if request.body_exists:
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge as exc:
-                return _error(413, f"request body too large: {exc.text}", request_id)
-        plugin_request = PluginRequest(request, body, match_info)  # type: ignore[arg-type]
+    def _call(
+        self, entry: RouteEntry, plugin_request: PluginRequest, request_id: str
+    ) -> web.StreamResponse | Awaitable[object]:
+        """Call the handler: its response (or the error response it earned), or what it returned
+        to await when it is asynchronous."""
         try:
-            result = endpoint(plugin_request)  # type: ignore[operator]
-            if inspect.isawaitable(result):
-                result = await self._await_in_time(result, plugin, label, request)
-        except web.HTTPException as exc:
+            result = entry.spec.endpoint(plugin_request)
+        except BaseException as exc:
+            return self._failure(exc, entry, request_id)
+        if _is_response(result):
+            return result
+        if inspect.isawaitable(result):
+            return result
+        return self._no_response(result, entry, request_id)
+
+    async def _finish(
+        self, awaitable: Awaitable[object], entry: RouteEntry, request: web.BaseRequest, request_id: str
+    ) -> web.StreamResponse:
+        """Await an asynchronous handler under the route timeout."""
+        try:
+            result = await self._await_in_time(awaitable, entry.plugin, entry.label, request)
+        except BaseException as exc:
+            return self._failure(exc, entry, request_id)
+        if _is_response(result):
+            return result
+        return self._no_response(result, entry, request_id)
+
+    def _failure(self, exc: BaseException, entry: RouteEntry, request_id: str) -> web.StreamResponse:
+        """The response for what a handler raised (cancellation and loop shutdown go on up)."""
+        plugin, label = entry.plugin, entry.label
+        if isinstance(exc, web.HTTPException):
             return exc
-        except TimeoutError:
+        if isinstance(exc, TimeoutError):
             log.warning("plugin %s: %s took longer than %g s", plugin, label, self.timeout)
             return _error(504, f"plugin {plugin!r} did not answer within {self.timeout:g} s", request_id)
-        except (asyncio.CancelledError, GeneratorExit):
-            raise  # the client went away, or the server is stopping
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: this request's failure only
-            log.error("plugin %s: %s failed: %s", plugin, label, describe_exception(exc), exc_info=exc)
-            return _error(500, f"plugin {plugin!r} failed to handle this request", request_id)
-        if not isinstance(result, web.StreamResponse):
-            log.error("plugin %s: %s returned %r instead of a response", plugin, label, type(result).__name__)
-            return _error(500, f"plugin {plugin!r} returned no response", request_id)
-        return result
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            raise exc  # the client went away, or the server is stopping
+        # anything else (SystemExit, KeyboardInterrupt included) is this request's failure only
+        log.error("plugin %s: %s failed: %s", plugin, label, describe_exception(exc), exc_info=exc)
+        return _error(500, f"plugin {plugin!r} failed to handle this request", request_id)
+
+    @staticmethod
+    def _no_response(result: object, entry: RouteEntry, request_id: str) -> web.StreamResponse:
+        log.error(
+            "plugin %s: %s returned %r instead of a response",
+            entry.plugin,
+            entry.label,
+            type(result).__name__,
+        )
+        return _error(500, f"plugin {entry.plugin!r} returned no response", request_id)
 
     async def _await_in_time(
         self, awaitable: Awaitable[object], plugin: str, label: str, request: web.BaseRequest

@@ -1,6 +1,12 @@
 """Per-plugin event queues: each event plugin has its own bounded queue and worker, so a slow or
 failing plugin delays nobody else, and intake never waits on a plugin.
 
+A batch offered to an idle worker (nothing queued, no callback running) starts at once: the
+callback runs up to its first ``await`` right where the batch is offered (:mod:`eager`), so a
+callback that does not wait for anything costs no task, timer or loop turn. What is left of a
+callback that awaits goes to the worker's task like any queued batch, and its timeout counts
+from the moment it started.
+
 A queue is bounded by the points (``monitoring_event``) or events (``sending_event``) it holds,
 counting the batch in the callback: that, not the number of batches, is what costs memory. A
 batch weighs its points or events, or one per KiB of the request body that brought it if that
@@ -11,15 +17,18 @@ whole and counted.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, NamedTuple
 
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
+from luna_sidecar import eager
 from luna_sidecar.loader import describe_exception
 from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.timeouts import CANCEL_GRACE, PluginCancelledError, PluginEscapeError
+from luna_sidecar.timeouts import CANCEL_GRACE, PluginCancelledError, PluginEscapeError, escaped
 
 #: most points one merged monitoring_event callback receives
 MERGE_LIMIT = 10_000
@@ -38,6 +47,17 @@ def batch_weight(items: int, body_bytes: int = 0) -> int:
     """What a batch of ``items`` points or events from a ``body_bytes`` request body counts
     against a queue's capacity."""
     return max(items, body_bytes // BYTES_PER_ITEM, 1)
+
+
+class _Queued(NamedTuple):
+    """A batch in a worker's queue: its callback's arguments, or what is left of a callback that
+    already started (``rest``, begun at ``started``/``clock`` on perf_counter/monotonic)."""
+
+    payload: tuple[Any, ...]
+    weight: int
+    rest: Awaitable[Any] | None = None
+    started: float = 0.0
+    clock: float = 0.0
 
 
 class EventWorker:
@@ -73,11 +93,16 @@ class EventWorker:
         self.last_error: str | None = None
         self.stuck_task: asyncio.Task[None] | None = None
         """Set by :meth:`stop` when the callback ignored the cancellation and still runs."""
-        self._queue: asyncio.Queue[tuple[tuple[Any, ...], int]] = asyncio.Queue()  # (payload, weight)
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # one context for the worker's task and the callbacks started at once: a context
+        # variable a callback sets before its first await is still set after it
+        self._context = contextvars.copy_context()
         self._in_flight = 0
         self._items = 0
         self._call_started: float | None = None
+        self._rest_waiting = False  # the rest of a callback started at once is first in the queue
+        self._waiting = False  # the worker's task waits in the queue for the next batch
         self._stopped = False
         self._metrics = metrics
         labels = (plugin, self.class_name)
@@ -108,11 +133,14 @@ class EventWorker:
     def start(self) -> None:
         """Start delivering; idempotent."""
         if self._task is None and not self._stopped:
-            self._task = asyncio.create_task(self._run(), name=f"luna-events-{self.plugin}.{self.class_name}")
+            self._task = asyncio.create_task(
+                self._run(), name=f"luna-events-{self.plugin}.{self.class_name}", context=self._context
+            )
 
     def offer(self, payload: tuple[Any, ...], weight: int | None = None) -> bool:
-        """Queue one batch weighing ``weight`` (default: its points or events); returns False
-        (and counts a drop) when it does not fit."""
+        """Accept one batch weighing ``weight`` (default: its points or events); returns False
+        (and counts a drop) when it does not fit. An idle, started worker starts the callback at
+        once (see the module's docstring); otherwise the batch is queued."""
         if weight is None:
             weight = batch_items(payload)
         if self._items and self._items + weight > self.capacity:
@@ -123,8 +151,48 @@ class EventWorker:
             self._count_dropped_items.inc(count)
             return False
         self._items += weight
-        self._queue.put_nowait((payload, weight))
+        task = self._task
+        if (
+            self._waiting  # its task waits for the next batch (so it is not running, nor done)
+            and task is not None
+            and not self._stopped
+            and self._queue.empty()
+            and asyncio.current_task(task.get_loop()) is None  # offered from a protocol or a timer
+        ):
+            self._start_now(task, payload, weight)
+        else:
+            self._queue.put_nowait(_Queued(payload, weight))
         return True
+
+    def _start_now(self, task: asyncio.Task[None], payload: tuple[Any, ...], weight: int) -> None:
+        started, clock = time.perf_counter(), time.monotonic()
+        self._in_flight, self._call_started = 1, clock
+        try:
+            # as the worker's task, so what the callback opens before its first await is the
+            # worker's, like the rest it will await
+            rest = eager.start_as(task, self._context, self.instance.handleEvent, *payload, self.logger)
+        except BaseException as exc:  # anything the plugin raised is this batch failing, nothing more
+            if isinstance(exc, asyncio.CancelledError):
+                exc = PluginCancelledError("the plugin's callback raised CancelledError")
+            self._failed(1, escaped(exc))
+        else:
+            if rest is not None:
+                # it awaits something: the worker awaits the rest, under the timeout from now
+                self._in_flight, self._call_started = 0, None
+                self._rest_waiting = True
+                self._queue.put_nowait(_Queued(payload, weight, rest, started, clock))
+                return
+            self.handled += 1
+            self._count_handled.inc()
+        self._in_flight, self._call_started = 0, None
+        self._items -= weight
+        self._latency.observe(time.perf_counter() - started)
+
+    def _failed(self, batches: int, exc: BaseException) -> None:
+        self.failed += batches
+        self.last_error = describe_exception(exc)
+        self._count_failed.inc(batches)
+        self.logger.error("%s.handleEvent failed: %s", self.class_name, self.last_error, exc_info=exc)
 
     async def drain(self, deadline: float) -> int:
         """Wait until every queued batch is handled or ``deadline`` (monotonic) passes; returns
@@ -159,40 +227,56 @@ class EventWorker:
             else:
                 self.stuck_task = task
         while not self._queue.empty():  # what is queued is lost: free its memory now
-            self._items -= self._queue.get_nowait()[1]
+            queued = self._queue.get_nowait()
+            self._items -= queued.weight
+            if isinstance(queued.rest, eager.Continuation):
+                queued.rest.close(self.logger)
         return left
 
     async def _run(self) -> None:
         queue = self._queue
         merge = self.event_name == "monitoring_event"
         while not self._stopped:
-            payload, weight = await queue.get()
+            self._waiting = not queue.qsize()
+            try:
+                payload, weight, rest, started, clock = await queue.get()
+            except asyncio.CancelledError:
+                if self._stopped or not self._rest_waiting:
+                    raise
+                # a timer or task group that a callback started at once opened (as this task)
+                # fired before the rest was taken over: the rest gets the cancellation
+                payload, weight, rest, started, clock = queue.get_nowait()
+                if isinstance(rest, eager.Continuation):
+                    rest = rest.cancelled_meanwhile()
+            finally:
+                self._waiting = False
+            self._rest_waiting = False
             batches = 1
-            if merge and queue.qsize() and isinstance(payload[0], list):
+            if rest is None and merge and queue.qsize() and isinstance(payload[0], list):
                 # A busy plugin gets what queued up meanwhile in one call: one callback per
-                # batch would cost more loop turns than the plugin's own work.
+                # batch would cost more loop turns than the plugin's own work. (A started
+                # callback is only ever queued first, into an empty queue, so none is merged.)
                 points = list(payload[0])
                 while queue.qsize() and len(points) < MERGE_LIMIT:
-                    more, more_weight = queue.get_nowait()
-                    points.extend(more[0])
-                    weight += more_weight
+                    more = queue.get_nowait()
+                    points.extend(more.payload[0])
+                    weight += more.weight
                     batches += 1
                 payload = (points,)
-            started = time.perf_counter()
+                del points
+            if rest is None:
+                started, clock = time.perf_counter(), time.monotonic()
             self._in_flight = batches
-            self._call_started = time.monotonic()
+            self._call_started = clock
             try:
-                await self._call(payload)
+                await self._call(payload, rest, clock + self.timeout)
             except TimeoutError:
                 self.failed += batches
                 self.last_error = f"callback timed out after {self.timeout:g} s"
                 self._count_timeout.inc(batches)
                 self.logger.warning("%s.handleEvent timed out after %g s", self.class_name, self.timeout)
             except Exception as exc:
-                self.failed += batches
-                self.last_error = describe_exception(exc)
-                self._count_failed.inc(batches)
-                self.logger.error("%s.handleEvent failed: %s", self.class_name, self.last_error, exc_info=exc)
+                self._failed(batches, exc)
             else:
                 self.handled += batches
                 self._count_handled.inc(batches)
@@ -200,23 +284,30 @@ class EventWorker:
                 self._in_flight = 0
                 self._items -= weight
                 self._call_started = None
-                del payload  # release the points before waiting for the next batch
+                del payload, rest  # release the points before waiting for the next batch
                 self._latency.observe(time.perf_counter() - started)
                 for _ in range(batches):
                     queue.task_done()
 
-    async def _call(self, payload: tuple[Any, ...]) -> None:
-        """One callback under the timeout, awaited in this worker's own task: a plugin that
-        ignores cancellation can stall only its own queue (its drops are counted)."""
+    async def _call(self, payload: tuple[Any, ...], rest: Awaitable[Any] | None, deadline: float) -> None:
+        """One callback (or the ``rest`` of one started at once) under the timeout, awaited in
+        this worker's own task: a plugin that ignores cancellation can stall only its own queue
+        (its drops are counted). ``deadline`` is on the monotonic clock."""
         try:
-            async with asyncio.timeout(self.timeout):
-                result = self.instance.handleEvent(*payload, self.logger)
-                if inspect.isawaitable(result):
-                    await result
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + deadline - time.monotonic()):
+                if rest is None:
+                    result = self.instance.handleEvent(*payload, self.logger)
+                    if inspect.isawaitable(result):
+                        await result
+                else:
+                    await rest
         except asyncio.CancelledError:
+            if self._stopped:
+                raise  # the worker itself is being stopped
+            # the plugin raised it, or cancelled the task its callback runs in: its failure only
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                raise  # the worker itself is being stopped
+                task.uncancel()
             raise PluginCancelledError("the plugin's callback raised CancelledError") from None
         except (Exception, GeneratorExit):  # GeneratorExit: the loop closing this worker
             raise

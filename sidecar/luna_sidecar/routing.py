@@ -33,6 +33,15 @@ class RouteEntry:
 class _Pattern:
     regex: re.Pattern[str]
     by_method: dict[str, RouteEntry]
+    verbs: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Exact:
+    """The routes of one path without variables, and the verbs it allows (made once per change)."""
+
+    by_method: dict[str, RouteEntry]
+    verbs: frozenset[str]
 
 
 def route_shape(path: str) -> str:
@@ -59,7 +68,7 @@ class RouteTable:
 
     def __init__(self) -> None:
         self._by_plugin: dict[str, tuple[RouteEntry, ...]] = {}
-        self._exact: dict[str, dict[str, RouteEntry]] = {}
+        self._exact: dict[str, _Exact] = {}
         self._patterns: tuple[_Pattern, ...] = ()
 
     def routes_of(self, plugin: str) -> tuple[RouteEntry, ...]:
@@ -112,7 +121,7 @@ class RouteTable:
         self.replace(plugin, [*dict.fromkeys(entry.spec for entry in self.routes_of(plugin)), spec])
 
     def _rebuild(self, by_plugin: dict[str, tuple[RouteEntry, ...]]) -> None:
-        exact: dict[str, dict[str, RouteEntry]] = {}
+        exact_methods: dict[str, dict[str, RouteEntry]] = {}
         patterns: dict[str, _Pattern] = {}
         for entries in by_plugin.values():
             for entry in entries:
@@ -124,9 +133,14 @@ class RouteTable:
                         pattern = patterns[path] = _Pattern(_compile(path), {})
                     pattern.by_method[method] = entry
                 else:
-                    exact.setdefault(path, {})[method] = entry
+                    exact_methods.setdefault(path, {})[method] = entry
+        exact = {path: _Exact(methods, frozenset(methods)) for path, methods in exact_methods.items()}
+        compiled = tuple(
+            _Pattern(pattern.regex, pattern.by_method, frozenset(pattern.by_method))
+            for pattern in patterns.values()
+        )
         # Swap all three at once: a request in flight sees either the old or the new table.
-        self._by_plugin, self._exact, self._patterns = by_plugin, exact, tuple(patterns.values())
+        self._by_plugin, self._exact, self._patterns = by_plugin, exact, compiled
 
     def resolve(self, method: str, path: str) -> tuple[RouteEntry | None, dict[str, str], frozenset[str]]:
         """The entry for ``method path``, its path variables, and the verbs the path allows.
@@ -136,18 +150,18 @@ class RouteTable:
         exact = self._exact.get(path)
         allowed: set[str] = set()
         if exact is not None:
-            entry = self._pick(exact, method)
+            entry = self._pick(exact.by_method, method)
             if entry is not None:
-                return entry, {}, frozenset(exact)
-            allowed.update(exact)  # a variable route may still serve this verb
+                return entry, {}, exact.verbs
+            allowed.update(exact.verbs)  # a variable route may still serve this verb
         for pattern in self._patterns:
             found = pattern.regex.match(path)
             if found is None:
                 continue
             entry = self._pick(pattern.by_method, method)
             if entry is not None:
-                return entry, found.groupdict(), frozenset(pattern.by_method)
-            allowed.update(pattern.by_method)
+                return entry, found.groupdict(), pattern.verbs
+            allowed.update(pattern.verbs)
         return None, {}, frozenset(allowed)
 
     @staticmethod

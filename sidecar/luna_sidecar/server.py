@@ -14,7 +14,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -26,7 +26,8 @@ from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.compat import install_log_alias
-from luna_sidecar.admin_http import SHUTTING_DOWN, STARTING, EventIntake, build_admin_app
+from luna_sidecar.admin_http import SHUTTING_DOWN, STARTING, AdminEndpoints, EventIntake
+from luna_sidecar.admin_server import AdminServer
 from luna_sidecar.bus import EventBus, PointBuffer
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
@@ -177,8 +178,26 @@ async def _listening(runner: web.BaseRunner, host: str, port: int, what: str) ->
         await runner.cleanup()
 
 
-def _public_runner(sidecar: Sidecar) -> web.ServerRunner:
-    max_size = sidecar.config.max_body_bytes
+@contextlib.asynccontextmanager
+async def _admin_listening(server: AdminServer, host: str, port: int, what: str) -> AsyncIterator[None]:
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from None
+    log.info("listening for %s on http://%s:%d", what, host, port)
+    try:
+        yield
+    finally:
+        await server.close()
+
+
+def _low_level_runner(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, max_body_bytes: int
+) -> web.ServerRunner:
+    """A listener on aiohttp's low-level server: every request goes to ``handler``, no router.
+    Made on the running loop."""
+
+    loop = asyncio.get_running_loop()
 
     def request_factory(
         message: RawRequestMessage,
@@ -187,10 +206,9 @@ def _public_runner(sidecar: Sidecar) -> web.ServerRunner:
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
-        loop = asyncio.get_running_loop()
-        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_size)
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes)
 
-    server = web.Server(sidecar.dispatcher, request_factory=request_factory, access_log=None)
+    server = web.Server(handler, request_factory=request_factory, access_log=None)
     return web.ServerRunner(server, handle_signals=False, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
 
 
@@ -236,12 +254,7 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
         access_log=None,
         shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
     )
-    admin_runner = web.AppRunner(
-        build_admin_app(sidecar.intake, sidecar.describe, max_body_bytes=config.max_body_bytes),
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
-    )
+    admin = AdminServer(AdminEndpoints(sidecar.intake, sidecar.describe))
     tasks: list[asyncio.Task[None]] = []
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -249,9 +262,9 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
                 _listening(metrics_runner, config.metrics_host, config.metrics_port, "metrics and probes")
             )
             await stack.enter_async_context(
-                _listening(admin_runner, config.admin_host, config.admin_port, "event intake and /plugins")
+                _admin_listening(admin, config.admin_host, config.admin_port, "event intake and /plugins")
             )
-            public = _public_runner(sidecar)
+            public = _low_level_runner(sidecar.dispatcher, max_body_bytes=config.max_body_bytes)
             await stack.enter_async_context(_listening(public, config.host, config.port, "plugin routes"))
             tasks.append(asyncio.create_task(watch_loop_lag(sidecar.metrics.loop_lag), name="luna-loop-lag"))
             sidecar.watchdog.start()

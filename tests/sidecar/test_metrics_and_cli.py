@@ -118,6 +118,12 @@ def base_args(tmp_path: Path) -> list[str]:
     ]
 
 
+def test_asyncios_own_event_loop_serves_too(sidecar_factory) -> None:
+    sidecar = sidecar_factory(plugins={}, active=[], args=["--event-loop", "asyncio"])
+    assert sidecar.post_event("monitoring_event", points(3)).json()["accepted"] == 3
+    assert sidecar.stop() == 0
+
+
 def test_startup_errors_are_clear_and_exit_2(tmp_path: Path) -> None:
     missing = run_cli("--plugins-dir", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "no such directory" in missing.stderr

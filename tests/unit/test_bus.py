@@ -16,6 +16,7 @@ from luna_plugins.monitoring import MonitoringPoint
 from luna_sidecar.bus import Delivery, EventBus, PointBuffer
 from luna_sidecar.mapping import PointMetrics
 from luna_sidecar.metrics import RuntimeMetrics
+from luna_sidecar.point_decoding import PointDecoder
 from luna_sidecar.queues import EventWorker
 
 from .conftest import metric_value, wait_until
@@ -101,6 +102,47 @@ async def test_publish_points_feeds_metrics_and_every_monitor(
     assert second.received == [points], "one plugin clearing its list must not affect the other"
     assert len(points) == 3
     assert metric_value(registry, "luna_monitoring_points_total", {"series": "custom"}) == 3
+
+
+class Meddler(BaseEventPlugin):
+    """Tries to change the points it receives; records what each attempt raised."""
+
+    eventName = "monitoring_event"
+
+    def __init__(self, app: LunaApplication) -> None:
+        super().__init__(app)
+        self.refused: list[str] = []
+
+    async def handleEvent(self, points: list[MonitoringPoint], logger: Any) -> None:
+        for point in points:
+            for attempt in (
+                lambda point=point: point.tags.__setitem__("i", -1),
+                lambda point=point: point.fields.update(added=True),
+                lambda point=point: setattr(point, "series", "hijacked"),
+            ):
+                try:
+                    attempt()
+                except (TypeError, AttributeError) as exc:
+                    self.refused.append(type(exc).__name__)
+
+
+async def test_plugins_share_points_that_none_can_change(
+    app: LunaApplication, bus: EventBus, worker_for: Callable[..., EventWorker]
+) -> None:
+    """Every plugin gets the same point objects (built once per batch), read-only."""
+    meddler, monitor = Meddler(app), Monitor(app)
+    worker_a, worker_b = worker_for(meddler), worker_for(monitor)
+    bus.subscribe(worker_a)
+    bus.subscribe(worker_b)
+    decoded = PointDecoder(max_items=10).decode(
+        b'{"points": [{"series": "custom", "eventTime": 1, "tags": {"i": 1}, "fields": {"f": 2}}]}'
+    )
+    bus.publish_points(decoded)
+    await wait_until(lambda: worker_a.handled == 1 and worker_b.handled == 1, what="both monitors")
+    assert meddler.refused == ["TypeError", "TypeError", "AttributeError"]
+    [[seen]] = monitor.received
+    assert seen is decoded[0], "shared, not copied"
+    assert (seen.series, seen.tags, seen.fields) == ("custom", {"i": 1}, {"f": 2})
 
 
 async def test_publish_points_without_subscribers_still_records_metrics(

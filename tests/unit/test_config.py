@@ -152,3 +152,22 @@ def test_argparse_flags_round_trip_through_resolve() -> None:
     assert config.active == ("a", "b")
     assert config.reload_debounce == 0.1
     assert config.admin_host == "127.0.0.1"
+
+
+def test_event_loop_is_uvloop_unless_asked_otherwise() -> None:
+    import asyncio
+
+    import uvloop
+
+    from luna_sidecar.cli import new_event_loop
+
+    assert resolve({}, environ={}).event_loop == "uvloop"
+    assert resolve({"event_loop": "asyncio"}, environ={}).event_loop == "asyncio"
+    with pytest.raises(ConfigError, match=r"--event-loop='trio': unknown event loop 'trio'"):
+        resolve({"event_loop": "trio"}, environ={})
+    for kind, expected in (("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):
+        loop = new_event_loop(kind)
+        try:
+            assert isinstance(loop, expected)
+        finally:
+            loop.close()

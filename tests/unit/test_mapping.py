@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -546,3 +547,111 @@ def test_exposition_passes_promtool(registry: CollectorRegistry, build: Build) -
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+# -- batches are recorded as point by point ----------------------------------------------------------
+
+
+def _record_point_by_point(metrics: PointMetrics, points: Iterable[MonitoringPoint]) -> None:
+    """The model: every point recorded on its own (the mapping's first implementation)."""
+    for point in points:
+        tags = point.tags
+        if point.series == "requests":
+            service, route = str(tags.get("service", "")), str(tags.get("route", ""))
+            metrics.requests.inc((service, route, str(tags.get("status_code", ""))))
+            elapsed = point.fields.get("execution_time")
+            if elapsed.__class__ is float:
+                metrics.duration.observe((service, route), elapsed)
+            elif elapsed is not None:
+                seconds = None
+                if elapsed.__class__ is int:
+                    try:
+                        seconds = float(elapsed)
+                    except OverflowError:
+                        seconds = None
+                if seconds is None:
+                    metrics._overflow.bad_value(metrics.duration.name)
+                else:
+                    metrics.duration.observe((service, route), seconds)
+        elif point.series == "errors":
+            code = str(tags.get("error_code", ""))
+            metrics.errors.inc((str(tags.get("service", "")), str(tags.get("route", "")), code))
+        else:
+            metrics.other_points.inc((point.series,))
+
+
+def _random_points(rng: random.Random, count: int) -> list[MonitoringPoint]:
+    points = []
+    for _ in range(count):
+        series = rng.choice(["requests", "requests", "requests", "errors", "custom", "other"])
+        tags: dict[str, Any] = {}
+        for name, values in (
+            ("service", ["handlers", "faces", 7]),
+            ("route", ["GET:/a", "POST:/b", "PUT:/c/{id}"]),
+            ("status_code", [200, "200", 404, 500, 201.0]),
+            ("error_code", [11027, "x"]),
+        ):
+            if rng.random() < 0.9:
+                tags[name] = rng.choice(values)
+        fields: dict[str, Any] = {}
+        if rng.random() < 0.9:
+            fields["execution_time"] = rng.choice(
+                [rng.uniform(0, 0.2), rng.uniform(0, 40), 3, 0, -1, 10**400, "slow", True]
+            )
+        points.append(MonitoringPoint(series, 1.0, tags, fields))
+    return points
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_batch_is_recorded_as_point_by_point(runtime_metrics: RuntimeMetrics, seed: int) -> None:
+    def fresh() -> tuple[CollectorRegistry, PointMetrics]:
+        registry = CollectorRegistry()
+        metrics = RuntimeMetrics(registry)
+        point_metrics = PointMetrics(
+            overflow_counter=metrics.label_overflow, error_counter=metrics.point_errors, max_label_sets=1000
+        )
+        registry.register(point_metrics)
+        return registry, point_metrics
+
+    rng = random.Random(seed)
+    batches = [_random_points(rng, rng.randrange(1, 300)) for _ in range(5)]
+    batch_registry, batch_metrics = fresh()
+    model_registry, model_metrics = fresh()
+    for points in batches:
+        batch_metrics.observe(points)
+        _record_point_by_point(model_metrics, points)
+
+    def shown(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(exposition(registry))
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        }
+
+    batch, model = shown(batch_registry), shown(model_registry)
+    assert batch.keys() == model.keys()
+    for key, value in model.items():
+        # histogram sums may differ in the last bits: values are added in another order
+        assert batch[key] == pytest.approx(value, rel=1e-12), key
+    assert any(name == "luna_metric_point_errors_total" for name, _ in batch)
+
+
+def test_overflow_counts_every_point_of_a_label_set_that_does_not_fit(
+    registry: CollectorRegistry, build: Build
+) -> None:
+    metrics = build(max_label_sets=1)
+    metrics.observe([request(route="GET:/a")] + [request(route="GET:/b")] * 3)
+    overflow = samples(registry, "luna_metric_label_overflow_total")
+    assert overflow[(("metric", "luna_requests"),)] == 3
+    assert overflow[(("metric", "luna_request_duration_seconds"),)] == 3
+
+
+def test_many_distinct_label_values_keep_counting_right(registry: CollectorRegistry, build: Build) -> None:
+    metrics = build(max_label_sets=3)
+    for round_number in range(3):
+        metrics.observe([request(route=f"GET:/{index}") for index in range(20)])
+        counted = samples(registry, "luna_requests_total")
+        assert len(counted) == 3 and set(counted.values()) == {round_number + 1.0}
+    overflow = samples(registry, "luna_metric_label_overflow_total")
+    assert overflow[(("metric", "luna_requests"),)] == 3 * 17

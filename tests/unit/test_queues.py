@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -304,3 +305,187 @@ async def test_system_exit_in_a_callback_is_that_batch_failing(
     worker.offer(("after",))
     await wait_until(lambda: worker.handled == 1, what="the batch after")
     assert worker.failed == 1 and worker.last_error == "SystemExit: 2"
+
+
+# -- callbacks started at once ---------------------------------------------------------------------
+
+
+async def offer_from_a_callback(worker: EventWorker, payload: tuple[Any, ...]) -> dict[str, Any]:
+    """Offer ``payload`` from a plain loop callback (as the intake's protocol and the runtime's
+    timers do: no task running) once the worker waits; returns its state right after offer."""
+    await wait_until(lambda: worker._waiting, what="the worker to wait")
+    loop = asyncio.get_running_loop()
+    seen: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+    def offer() -> None:
+        accepted = worker.offer(payload)
+        seen.set_result({"accepted": accepted, "handled": worker.handled, "depth": worker.depth})
+
+    loop.call_soon(offer)
+    return await seen
+
+
+async def test_an_idle_worker_runs_a_callback_that_does_not_await_at_once(
+    plugin: Recorder, make_worker: Callable[..., EventWorker], registry: CollectorRegistry
+) -> None:
+    worker = make_worker(plugin)
+    worker.start()
+    state = await offer_from_a_callback(worker, ([1, 2],))
+    assert state == {"accepted": True, "handled": 1, "depth": 0}, "handled inside offer"
+    assert plugin.batches == [[1, 2]]
+    assert (worker.items, worker.depth) == (0, 0)
+    assert events(registry, "handled") == 1
+
+
+async def test_offered_from_a_task_the_batch_is_queued(
+    plugin: Recorder, make_worker: Callable[..., EventWorker]
+) -> None:
+    worker = make_worker(plugin)
+    worker.start()
+    await wait_until(lambda: worker._waiting, what="the worker to wait")
+    worker.offer(([1],))  # this test is a task: the worker's task must not be entered from it
+    assert worker.handled == 0 and worker.depth == 1
+    await wait_until(lambda: worker.handled == 1, what="the worker")
+
+
+async def test_a_callback_that_awaits_is_finished_by_the_worker_in_order(
+    plugin: Recorder, make_worker: Callable[..., EventWorker]
+) -> None:
+    gate = asyncio.Event()
+    begun: list[Any] = []
+
+    async def wait_for_gate(batch: Any) -> None:
+        begun.append(batch)
+        await gate.wait()
+
+    plugin.behaviour = wait_for_gate
+    worker = make_worker(plugin)
+    worker.start()
+    await offer_from_a_callback(worker, ([1],))
+    assert begun == [[1]], "its first step ran at once"
+    worker.offer(([2],))
+    worker.offer(([3],))
+    assert begun == [[1]], "the others wait their turn"
+    assert worker.items == 3
+    gate.set()
+    await wait_until(lambda: worker.handled == 3, what="all three")
+    assert plugin.batches == [[1], [2, 3]], "what queued behind it is merged"
+    assert worker.items == 0
+
+
+async def test_the_timeout_of_a_started_callback_counts_from_its_start(
+    plugin: Recorder, make_worker: Callable[..., EventWorker], registry: CollectorRegistry
+) -> None:
+    plugin.behaviour = lambda batch: asyncio.Event().wait()
+    worker = make_worker(plugin, timeout=0.05)
+    worker.start()
+    await offer_from_a_callback(worker, ("hangs",))
+    await wait_until(lambda: worker.failed == 1, what="the timeout")
+    assert worker.last_error == "callback timed out after 0.05 s"
+    assert events(registry, "timeout") == 1 and worker.items == 0
+
+
+class Tracer(BaseEventPlugin):
+    """Records what its callback sees before and after its first await."""
+
+    eventName = "monitoring_event"
+    variable: contextvars.ContextVar[str] = contextvars.ContextVar("unit_eager", default="unset")
+
+    def __init__(self, app: LunaApplication) -> None:
+        super().__init__(app)
+        self.seen: list[Any] = []
+
+    async def handleEvent(self, batch: Any, logger: Any) -> None:
+        self.variable.set(str(batch))
+        before = asyncio.current_task()
+        await asyncio.sleep(0)
+        self.seen.append((self.variable.get(), before, asyncio.current_task()))
+
+
+async def test_a_started_callback_is_the_workers_task_in_the_workers_context(
+    app: LunaApplication, make_worker: Callable[..., EventWorker]
+) -> None:
+    tracer = Tracer(app)
+    worker = make_worker(tracer)
+    worker.start()
+    await offer_from_a_callback(worker, ("traced",))
+    await wait_until(lambda: worker.handled == 1, what="the callback")
+    [(value, before, after)] = tracer.seen
+    assert value == "traced", "a context variable set before the first await is kept after it"
+    assert before is after is worker._task
+    assert Tracer.variable.get() == "unset", "the caller's context is untouched"
+
+
+async def test_a_timeout_the_callback_opens_at_once_is_its_own(
+    app: LunaApplication, make_worker: Callable[..., EventWorker]
+) -> None:
+    outcomes: list[str] = []
+
+    class Impatient(BaseEventPlugin):
+        eventName = "monitoring_event"
+
+        async def handleEvent(self, batch: Any, logger: Any) -> None:
+            try:
+                async with asyncio.timeout(batch[0]):
+                    await asyncio.sleep(10)
+            except TimeoutError:
+                outcomes.append("timed out")
+
+    worker = make_worker(Impatient(app), timeout=5.0)
+    worker.start()
+    # 0: expires before the worker took the rest over; 0.01: while the worker awaits it
+    for count, seconds in enumerate((0, 0.01), start=1):
+        await offer_from_a_callback(worker, ([seconds],))
+        await wait_until(lambda count=count: len(outcomes) == count, what="the plugin's timeout")
+    assert outcomes == ["timed out", "timed out"]
+    assert (worker.handled, worker.failed) == (2, 0), "the worker is unharmed"
+
+
+async def test_a_callback_cancelling_its_task_fails_only_its_batch(
+    app: LunaApplication, make_worker: Callable[..., EventWorker]
+) -> None:
+    class Rude(BaseEventPlugin):
+        eventName = "monitoring_event"
+
+        async def handleEvent(self, batch: Any, logger: Any) -> None:
+            if batch == "cancel":
+                asyncio.current_task().cancel()  # type: ignore[union-attr]
+                await asyncio.sleep(0)
+
+    worker = make_worker(Rude(app))
+    worker.start()
+    await offer_from_a_callback(worker, ("cancel",))
+    await wait_until(lambda: worker.failed == 1, what="the batch to fail")
+    assert "CancelledError" in (worker.last_error or "")
+    state = await offer_from_a_callback(worker, ("fine",))
+    assert state["handled"] == 1, "the worker goes on"
+
+
+async def test_stopping_closes_a_started_callback_the_worker_did_not_take_yet(
+    app: LunaApplication, make_worker: Callable[..., EventWorker]
+) -> None:
+    seen: list[str] = []
+
+    class Closing(BaseEventPlugin):
+        eventName = "monitoring_event"
+
+        async def handleEvent(self, batch: Any, logger: Any) -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                seen.append("finally")
+
+    worker = make_worker(Closing(app))
+    worker.start()
+    await wait_until(lambda: worker._waiting, what="the worker to wait")
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[int] = loop.create_future()
+
+    def offer_then_stop() -> None:
+        worker.offer(([1],))
+        assert worker.depth == 1, "the rest waits for the worker"
+        loop.create_task(worker.stop()).add_done_callback(lambda done: stopped.set_result(done.result()))
+
+    loop.call_soon(offer_then_stop)
+    assert await stopped == 1
+    assert seen == ["finally"] and worker.items == 0
