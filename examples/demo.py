@@ -403,6 +403,7 @@ class ClusterDemo:
 
     def start_operator(self) -> None:
         self.ports["operator"] = port_or_free(8090)
+        self.ports["operator-metrics"] = port_or_free(8091)
         child = self.spawn(
             "operator",
             [
@@ -412,6 +413,8 @@ class ClusterDemo:
                 NAMESPACE,
                 "--liveness",
                 f"{HOST}:{self.ports['operator']}",
+                "--metrics",
+                f"{HOST}:{self.ports['operator-metrics']}",
             ],
         )
         self.wait_until(

@@ -1,5 +1,4 @@
-"""The operator's view of the LunaPlugins: filled by one LIST at start-up, then kept current
-from kopf's watch events, so every reconcile sees every plugin of its service."""
+"""What the operator keeps of a LunaPlugin: :class:`PluginRecord`, made from the object's body."""
 
 from __future__ import annotations
 
@@ -40,6 +39,11 @@ class PluginRecord:
             and self.spec == other.spec
         )
 
+    def intent(self) -> tuple[object, ...]:
+        """What the plugin asks for, comparable: equal intents differ only in status or metadata
+        (finalizers, annotations), which changes nothing a pass derives. Starts with the service."""
+        return (self.service, self.uid, self.generation, self.deleting, self.created, self.spec)
+
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PluginRecord:
         meta = body.get("metadata") or {}
@@ -53,53 +57,3 @@ class PluginRecord:
             spec=dict(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
         )
-
-
-class PluginStore:
-    """LunaPlugins by (namespace, name); ``put`` returns the services that need a reconcile.
-
-    A change of status or metadata only (e.g. the operator's own status write coming back through
-    the watch) needs none: the periodic resync still corrects anything else that drifts."""
-
-    def __init__(self) -> None:
-        self._plugins: dict[tuple[str, str], PluginRecord] = {}
-
-    def put(self, record: PluginRecord) -> set[tuple[str, str]]:
-        """Add or replace a plugin; returns its (namespace, service) and, if it moved, the old one;
-        nothing when only its status or metadata changed."""
-        previous = self._plugins.get(record.key)
-        self._plugins[record.key] = record
-        if previous is not None and previous.same_intent(record):
-            return set()
-        services = {(record.namespace, record.service)}
-        if previous is not None:
-            services.add((previous.namespace, previous.service))
-        return services
-
-    def remove(self, namespace: str, name: str) -> set[tuple[str, str]]:
-        """Forget a deleted plugin; returns the service it belonged to."""
-        previous = self._plugins.pop((namespace, name), None)
-        return {(previous.namespace, previous.service)} if previous else set()
-
-    def get(self, namespace: str, name: str) -> PluginRecord | None:
-        return self._plugins.get((namespace, name))
-
-    def of_service(self, namespace: str, service: str) -> list[PluginRecord]:
-        """The service's plugins, oldest first (the oldest wins a module-name clash)."""
-        found = [p for p in self._plugins.values() if p.namespace == namespace and p.service == service]
-        return sorted(found, key=lambda p: (p.created, p.name))
-
-    def services(self) -> set[tuple[str, str]]:
-        return {(p.namespace, p.service) for p in self._plugins.values()}
-
-    def referencing(self, namespace: str, config_map: str) -> set[tuple[str, str]]:
-        """Services with a plugin whose ``codeFrom`` names this ConfigMap."""
-        services = set()
-        for plugin in self._plugins.values():
-            ref = (plugin.spec.get("codeFrom") or {}).get("configMapKeyRef") or {}
-            if plugin.namespace == namespace and ref.get("name") == config_map:
-                services.add((plugin.namespace, plugin.service))
-        return services
-
-    def __len__(self) -> int:
-        return len(self._plugins)

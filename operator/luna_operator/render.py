@@ -21,6 +21,8 @@ LABEL_PLUGIN = "luna.dev/plugin"
 LABEL_ROLE = "luna.dev/role"
 ANNOTATION_HASH = "luna.dev/code-hash"
 PLUGINS_KEY = "plugins.json"
+PLUGIN_CONFIGMAP_PREFIX = "lunaplugin-"
+ACTIVE_LIST_PREFIX = "luna-plugins-"
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,12 @@ class ExistingConfigMap:
 
 def plugin_configmap_name(plugin: str) -> str:
     """The ConfigMap holding a plugin's code (``lunaplugin-<name>``)."""
-    return f"lunaplugin-{plugin}"
+    return PLUGIN_CONFIGMAP_PREFIX + plugin
 
 
 def active_list_name(service: str) -> str:
     """The active-list ConfigMap of a service (``luna-plugins-<service>``)."""
-    return f"luna-plugins-{service}"
+    return ACTIVE_LIST_PREFIX + service
 
 
 def active_list_key(service: str) -> str:
