@@ -26,8 +26,12 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # kopf logs every handler run at INFO; ours are frequent and say more themselves
-    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # kopf logs every handler run at INFO, and the probe server every probe; ours say more
+    # themselves. The API client's DEBUG lines carry whole response bodies: INFO at least.
+    level = logging.getLogger().level
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, level))
+    logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, level))
+    logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, level))
     import kopf
 
     from luna_operator.handlers import OperatorState, build_registry

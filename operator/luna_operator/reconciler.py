@@ -20,6 +20,7 @@ after doing everything else; the :class:`~luna_operator.scheduling.Coalescer` re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -54,6 +55,8 @@ __all__ = ["PassIncompleteError", "ServiceReconciler", "listed_settings"]
 log = logging.getLogger("luna.operator")
 
 ServiceKey = tuple[str, str]
+#: statuses written at once (each is one PATCH): a service-wide change writes many
+STATUS_WRITERS = 8
 
 
 class WritableView(Protocol):
@@ -342,34 +345,35 @@ class ServiceReconciler:
     async def _write_statuses(
         self, key: ServiceKey, outcomes: list[PluginOutcome], dirty: set[str] | None
     ) -> list[str]:
-        known = self.reports_known()
-        snapshot = self.reports.snapshot(key, self.clock()) if known else None
-        failures = []
-        for outcome in outcomes:
+        """Write the statuses of ``outcomes`` (a few at a time) and announce what changed;
+        returns what failed and may pass."""
+        snapshot = self.reports.snapshot(key, self.clock()) if self.reports_known() else None
+        slots = asyncio.Semaphore(STATUS_WRITERS)
+
+        async def write(outcome: PluginOutcome) -> str | None:
             pods: PodsOfPlugin | None = pods_of_plugin(outcome, snapshot) if snapshot is not None else None
-            error = await self.status.write(outcome, pods)
-            if error is not None:
-                if is_transient(error):
-                    failures.append(f"status of {outcome.plugin.name}: {describe(error)}")
+            async with slots:
+                error = await self.status.write(outcome, pods)
+                if error is not None:
+                    if not is_transient(error):
+                        return None
                     if dirty is not None:  # retried: this module's status is still to write
-                        self._dirty.setdefault(key, set())
-                        entry = self._dirty[key]
+                        entry = self._dirty.setdefault(key, set())
                         if entry is not None:
                             entry.add(outcome.serving_module)
-                continue
-            if outcome.plugin.uid in self.status.gone:
-                continue
-            await self.events.phase(outcome)
-            if pods is not None:
-                await self.events.pods(outcome, pods)
-                self._gauges[outcome.plugin.uid] = PluginGauges(
-                    outcome.plugin.namespace,
-                    outcome.plugin.service,
-                    outcome.plugin.name,
-                    pods.outdated,
-                    pods.failing,
-                )
-        return failures
+                    return f"status of {outcome.plugin.name}: {describe(error)}"
+                plugin = outcome.plugin
+                if plugin.uid in self.status.gone:
+                    return None
+                await self.events.phase(outcome)
+                if pods is not None:
+                    await self.events.pods(outcome, pods)
+                    self._gauges[plugin.uid] = PluginGauges(
+                        plugin.namespace, plugin.service, plugin.name, pods.outdated, pods.failing
+                    )
+                return None
+
+        return [failure for failure in await asyncio.gather(*map(write, outcomes)) if failure]
 
     # --- what the metrics read ----------------------------------------------------------------
 

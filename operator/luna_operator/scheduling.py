@@ -125,6 +125,7 @@ class Coalescer:
                     slot.pending = _merge(slot.pending, kind)
                     slot.backoff = min(slot.backoff * 2, self._max_backoff)
                 finally:
+                    log.debug("%s pass of %s/%s: %s in %.3f s", kind, *key, outcome, self._clock() - started)
                     slot.running = False
                     if self._observer is not None:
                         self._observer(key, kind, outcome, self._clock() - started)
