@@ -230,3 +230,29 @@ def assert_every_query_returns_data(prometheus: Prometheus) -> None:
     up = prometheus.query("up")
     assert up and all(value == 1 or "pod-b" in key for key, value in up.items()), up
     assert http("GET", prometheus.url + "/-/ready").status == 200
+
+
+def test_the_operators_liveness_fails_while_the_reports_cannot_be_read(
+    cluster: Cluster, kube: Any, tmp_path: Path
+) -> None:
+    from tests.kube.control_plane import stop_apiserver
+
+    running = start_operator(kube, cluster.namespace, tmp_path, "--api-timeout", "2")
+    try:
+        start_again = stop_apiserver(kube)
+        try:
+            wait_for(
+                lambda: http("GET", running.liveness, timeout=5).status != 200,
+                timeout=30,  # --api-timeout, plus kopf's 10 s cache of probe results
+                what="the liveness endpoint to fail without the API server",
+            )
+        finally:
+            start_again()
+        wait_for(
+            lambda: http("GET", running.liveness, timeout=5).status == 200,
+            timeout=60,
+            what="the liveness endpoint to recover with the API server",
+        )
+        assert running.process.poll() is None
+    finally:
+        running.stop()
