@@ -332,7 +332,9 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         for key in code_from_services(namespace, name, plugins):
             state.coalescer.trigger(key)
         version = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        if type != "DELETED" and state.view.is_echo(namespace, name, version):
+        if type == "DELETED":
+            state.view.deleted(namespace, name)
+        elif state.view.is_echo(namespace, name, version):
             return  # our own write coming back
         for key in managing_services(namespace, name, config_map_service(body), plugins):
             state.coalescer.trigger(key)

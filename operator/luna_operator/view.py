@@ -159,11 +159,18 @@ class IndexView:
         if written is None:
             return indexed
         base, body = written
+        if indexed is None and base is not None:  # we replaced it, and it is gone since
+            del self._written[(namespace, name)]
+            return None
         current = (indexed or {}).get("metadata", {}).get("resourceVersion")
         if indexed is None or current == base:
             return body  # the watch has not shown our write yet
         del self._written[(namespace, name)]  # caught up (or moved on): the index is the truth
         return indexed
+
+    def deleted(self, namespace: str, name: str) -> None:
+        """A ConfigMap was deleted: whatever this process wrote to it is gone too."""
+        self._written.pop((namespace, name), None)
 
     def active_lists(self) -> list[dict[str, Any]]:
         """Every active list in the index (services whose plugins may all be gone)."""

@@ -244,3 +244,10 @@ async def test_the_last_plugin_deleted_empties_the_list() -> None:
     await operator.full()
     assert operator.active() == []
     assert operator.reconciler.phases() == {}
+    # the garbage collector deletes the emptied list; a pass must not make it again
+    del operator.cluster.config_maps[("ns", "luna-plugins-handlers")]
+    operator.cluster.view.deleted("ns", "luna-plugins-handlers")
+    before = len(operator.cluster.requests)
+    await operator.full(watch=False)
+    await operator.full()
+    assert operator.cluster.requests[before:] == [] and operator.cluster.data("luna-plugins-handlers") is None

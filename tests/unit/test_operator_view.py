@@ -59,6 +59,11 @@ def test_the_view_shows_its_own_write_until_the_index_catches_up() -> None:
     assert view.config_map("ns", "lunaplugin-p")["data"] == {"code": "newer"}  # type: ignore[index]
     view.wrote("ns", config_map("luna-plugins-handlers", "8"), None)  # created: not in the index yet
     assert view.config_map("ns", "luna-plugins-handlers") is not None
+    view.deleted("ns", "luna-plugins-handlers")  # and deleted (by the garbage collector) before it showed
+    assert view.config_map("ns", "luna-plugins-handlers") is None
+    view.wrote("ns", config_map("lunaplugin-p", "9", code="mine"), "7")
+    del indexed[("ns", "lunaplugin-p")]  # replaced by us, then deleted: never shown again
+    assert view.config_map("ns", "lunaplugin-p") is None
 
 
 def test_a_plugin_the_api_server_says_is_gone_is_left_out() -> None:
