@@ -141,21 +141,19 @@ class PeeringGate:
 
     async def _status(self, namespace: str | None) -> Mapping[str, Any]:
         """The peers the peering object of ``namespace`` lists; none where it does not exist
-        (kopf does not pause for a namespace without one either)."""
-        try:
-            if namespace is None:
-                found = await self.custom.get_cluster_custom_object(
-                    "kopf.dev", "v1", "clusterkopfpeerings", self.name
-                )
-            else:
-                found = await self.custom.get_namespaced_custom_object(
-                    "kopf.dev", "v1", namespace, "kopfpeerings", self.name
-                )
-        except ApiException as exc:
-            if exc.status == 404:
-                return {}
-            raise
-        status = found.get("status") if isinstance(found, dict) else None
+        (kopf does not pause for a namespace without one either). Read with a LIST by name: the
+        verbs kopf's peering needs anyway (list, watch, patch), no more."""
+        selector = f"metadata.name={self.name}"
+        if namespace is None:
+            found = await self.custom.list_cluster_custom_object(
+                "kopf.dev", "v1", "clusterkopfpeerings", field_selector=selector
+            )
+        else:
+            found = await self.custom.list_namespaced_custom_object(
+                "kopf.dev", "v1", namespace, "kopfpeerings", field_selector=selector
+            )
+        items = found.get("items") if isinstance(found, dict) else None
+        status = items[0].get("status") if items and isinstance(items[0], dict) else None
         return status if isinstance(status, dict) else {}
 
     async def active(self) -> bool:
