@@ -57,6 +57,10 @@ log = logging.getLogger("luna.operator")
 ServiceKey = tuple[str, str]
 #: statuses written at once (each is one PATCH): a service-wide change writes many
 STATUS_WRITERS = 8
+#: sidecar reports that own a service's active list. Any one keeps the list alive while the
+#: service's sidecars run; more would make every pod that starts or stops rewrite a list that
+#: every sidecar of the service watches (owners at 1000 pods: 150 KB per list)
+MAX_REPORT_OWNERS = 5
 
 
 class WritableView(Protocol):
@@ -270,20 +274,22 @@ class ServiceReconciler:
         return True
 
     def _report_owners(self, key: ServiceKey, current_list: dict[str, Any] | None) -> list[Owner]:
-        """The sidecar reports that own the active list: those that exist, or, while the reports
-        are not all known yet, those it names already (so a restart never orphans it)."""
-        if self.reports_known():
-            return [
-                ("LunaPluginRuntime", report.name, report.uid)
-                for report in self.reports.reports(key)
-                if report.uid
-            ]
+        """The sidecar reports that own the active list: at most :data:`MAX_REPORT_OWNERS` of
+        those that exist, the ones it names already first (so a pod that comes or goes rarely
+        rewrites a list every sidecar watches), or, while the reports are not all known yet,
+        those it names already (so a restart never orphans it)."""
         references = ((current_list or {}).get("metadata") or {}).get("ownerReferences") or []
-        return [
-            ("LunaPluginRuntime", str(ref["name"]), str(ref["uid"]))
+        named = [
+            ("LunaPluginRuntime", str(ref.get("name")), str(ref.get("uid")))
             for ref in references
-            if ref.get("kind") == "LunaPluginRuntime"
+            if isinstance(ref, dict) and ref.get("kind") == "LunaPluginRuntime"
         ]
+        if not self.reports_known():
+            return named
+        existing = [("LunaPluginRuntime", r.name, r.uid) for r in self.reports.reports(key) if r.uid]
+        alive = set(existing)
+        kept = [owner for owner in named if owner in alive][:MAX_REPORT_OWNERS]
+        return kept + [owner for owner in existing if owner not in kept][: MAX_REPORT_OWNERS - len(kept)]
 
     async def _write_active_list(
         self,

@@ -3,9 +3,10 @@ service. Pure functions: the same plugins always render the same objects.
 
 Ownership, so that nothing outlives its use (and no finalizer is needed): a plugin's ConfigMap is
 controlled by its LunaPlugin; a service's active list is owned by every LunaPlugin of the service
-and by every sidecar report (LunaPluginRuntime, itself owned by its pod) of the service, so the
-garbage collector deletes it once the last of them is gone. While a sidecar of the service runs,
-its list stays, and so the operator can empty it when the service's last plugin is deleted."""
+and by a few sidecar reports (LunaPluginRuntime, each owned by its pod) of the service (the
+reconciler keeps up to five that exist), so the garbage collector deletes it once the last of them
+is gone. While a sidecar of the service runs, its list stays, and so the operator can empty it
+when the service's last plugin is deleted."""
 
 from __future__ import annotations
 

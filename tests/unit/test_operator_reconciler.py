@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from luna_operator.errors import ApiError, PassIncompleteError
-from luna_operator.reconciler import ServiceReconciler
+from luna_operator.reconciler import MAX_REPORT_OWNERS, ServiceReconciler
 from luna_operator.reports import ReportBook
 from luna_operator.validation import Problem, code_hash, validate_code
 from tests.unit.fake_cluster import FakeCluster
@@ -251,3 +251,31 @@ async def test_the_last_plugin_deleted_empties_the_list() -> None:
     await operator.full(watch=False)
     await operator.full()
     assert operator.cluster.requests[before:] == [] and operator.cluster.data("luna-plugins-handlers") is None
+
+
+async def test_a_few_reports_own_the_list_and_pods_coming_and_going_rarely_rewrite_it() -> None:
+    operator = Operator()
+    operator.cluster.add_plugin("p", code=V1)
+    await operator.full()
+    bodies = {f"pod-{index}": report(f"pod-{index}", {"p": code_hash(V1)}) for index in range(8)}
+    for body in bodies.values():
+        operator.report(body)
+    await operator.full()
+
+    def report_owners() -> list[str]:
+        metadata = operator.cluster.config_maps[("ns", "luna-plugins-handlers")]["metadata"]
+        return [o["name"] for o in metadata["ownerReferences"] if o["kind"] == "LunaPluginRuntime"]
+
+    owners = report_owners()
+    assert len(owners) == MAX_REPORT_OWNERS and operator.cluster.status("p")["loaded"] == "8/8"
+    rewrites = operator.cluster.count("update")
+    operator.report(report("pod-new", {"p": code_hash(V1)}))  # one more pod: its status, not the list
+    spare = next(name for name in bodies if f"{name}-handlers" not in owners)
+    operator.reports.remove(bodies[spare], now=operator.now)  # a pod that owns nothing goes
+    await operator.full()
+    assert operator.cluster.count("update") == rewrites and operator.cluster.status("p")["loaded"] == "8/8"
+    gone = owners[0].removesuffix("-handlers")
+    operator.reports.remove(bodies[gone], now=operator.now)  # an owner goes: another one takes its place
+    await operator.full()
+    assert operator.cluster.count("update") == rewrites + 1
+    assert owners[0] not in report_owners() and len(report_owners()) == MAX_REPORT_OWNERS
