@@ -118,13 +118,13 @@ class OperatorState:
         sources.plugins = lambda: self.reconciler.plugin_gauges() if self.reconciler else []
         sources.services = self._service_gauges
 
-    async def _pass(self, key: tuple[str, str], kind: PassKind) -> None:
+    async def _pass(self, key: tuple[str, str], kind: PassKind) -> float | None:
         if self.reconciler is None:
-            return
+            return None
         if self.gate is not None and not await self.gate.active():
             log.debug("%s pass of %s/%s skipped: another replica is active", kind, *key)
-            return
-        await self.reconciler.run(key, kind)
+            return None
+        return await self.reconciler.run(key, kind)
 
     def _observed(self, key: tuple[str, str], kind: PassKind, outcome: str, seconds: float) -> None:
         self.metrics.observe_pass(key[0], key[1], kind, outcome, seconds)

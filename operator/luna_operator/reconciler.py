@@ -61,6 +61,8 @@ STATUS_WRITERS = 8
 #: service's sidecars run; more would make every pod that starts or stops rewrite a list that
 #: every sidecar of the service watches (owners at 1000 pods: 150 KB per list)
 MAX_REPORT_OWNERS = 5
+#: seconds after which a service whose writes the API server refused is passed over again
+REFUSED_RETRY = 10.0
 
 
 class WritableView(Protocol):
@@ -102,6 +104,7 @@ class ServiceReconciler:
         self._outcomes: dict[ServiceKey, list[PluginOutcome]] = {}
         self._dirty: dict[ServiceKey, set[str] | None] = {}
         self._gauges: dict[str, PluginGauges] = {}
+        self._refused = False
         self.full_passes = 0
         self.status_passes = 0
 
@@ -119,20 +122,24 @@ class ServiceReconciler:
             return "full"
         return "status" if change.modules is None or change.modules else None
 
-    async def run(self, key: ServiceKey, kind: PassKind) -> None:
-        """The pass the scheduler asks for."""
+    async def run(self, key: ServiceKey, kind: PassKind) -> float | None:
+        """The pass the scheduler asks for; returns when to run a full pass again although
+        nothing changes (a write the API server refused may be allowed later), else None."""
         if kind == "status" and key in self._outcomes:
             await self.status_pass(key)
-        else:
-            await self.full_pass(key)
+            return None
+        return await self.full_pass(key)
 
     # --- full pass ----------------------------------------------------------------------------
 
-    async def full_pass(self, key: ServiceKey) -> None:
+    async def full_pass(self, key: ServiceKey) -> float | None:
         """Converge the service; raises :class:`PassIncompleteError` (after doing all it could)
-        when something failed that a later pass may do."""
+        when something failed that a later pass may do. Returns :data:`REFUSED_RETRY` when the API
+        server refused a write for good (an admission policy, a quota: they may change without
+        an event the operator sees), else None."""
         namespace, service = key
         self._dirty.pop(key, None)
+        self._refused = False
         plugins = self.view.plugins(key)
         live = [plugin for plugin in plugins if not plugin.deleting]
         codes = {plugin.name: await self._checked_code(plugin) for plugin in live}
@@ -165,6 +172,7 @@ class ServiceReconciler:
         self.full_passes += 1
         if failures:
             raise PassIncompleteError(bounded("; ".join(failures)))
+        return REFUSED_RETRY if self._refused else None
 
     async def _checked_code(self, plugin: PluginRecord) -> CheckedCode:
         """The plugin's code (inline or from ``codeFrom``) and the verdict of the code check."""
@@ -225,6 +233,7 @@ class ServiceReconciler:
             except ApiError as exc:
                 reason = f"ConfigMap {body['metadata']['name']!r} could not be written: {describe(exc)}"
                 log.warning("%s/%s: %s", plugin.namespace, plugin.name, reason)
+                self._refused |= not is_transient(exc)
                 serving = {o.active.module for i, o in enumerate(results) if o.active and i != index}
                 results[index] = after_failed_write(
                     outcome, reason, existing.get(plugin.name), serving, transient=is_transient(exc)
@@ -323,6 +332,7 @@ class ServiceReconciler:
         except ApiError as exc:
             reason = f"the active list {name!r} could not be written: {describe(exc)}"
             log.warning("%s/%s: %s", namespace, service, reason)
+            self._refused |= not is_transient(exc)
             return reason, is_transient(exc)
         if written:
             modules = json.loads(next(iter(body["data"].values())))

@@ -6,7 +6,9 @@ Each trigger says how soon it wants its pass (``delay``): the first trigger of a
 time and later ones may only bring it forward, so a burst of sidecar reports is one pass.
 Triggers that arrive while a pass runs cause exactly one more. A failed pass is retried with
 backoff (``backoff`` seconds, doubling up to ``max_backoff``), and nothing triggered meanwhile runs it sooner.
-Passes wait until :meth:`Coalescer.open` is called (the operator's view is complete).
+A pass may ask to run again after some seconds although nothing changes (a refused write that may
+be allowed later). Passes wait until :meth:`Coalescer.open` is called (the operator's view is
+complete).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ log = logging.getLogger("luna.operator")
 
 ServiceKey = tuple[str, str]
 PassKind = Literal["full", "status"]
-PassWork = Callable[[ServiceKey, PassKind], Awaitable[None]]
+PassWork = Callable[[ServiceKey, PassKind], Awaitable[float | None]]
+"""runs a pass; may return seconds after which to run a full pass again though nothing changes"""
 PassObserver = Callable[[ServiceKey, PassKind, str, float], None]
 """called after every pass with (service, kind, outcome: ok | incomplete | error, seconds)"""
 
@@ -106,8 +109,10 @@ class Coalescer:
                 started = self._clock()
                 outcome = "ok"
                 try:
-                    await self._work(key, kind)
+                    again = await self._work(key, kind)
                     slot.backoff = self._backoff
+                    if again is not None:
+                        self._again(key, slot, again)
                 except Exception as exc:
                     outcome = "incomplete" if isinstance(exc, PassIncompleteError) else "error"
                     if outcome == "error":
@@ -133,6 +138,12 @@ class Coalescer:
             slot.task = None
             if slot.pending is None:
                 self._slots.pop(key, None)
+
+    def _again(self, key: ServiceKey, slot: _Slot, delay: float) -> None:
+        """A full pass of ``key`` ``delay`` seconds from now (or sooner if triggered meanwhile)."""
+        due = self._clock() + delay
+        slot.due = min(slot.due, due) if slot.pending is not None else due
+        slot.pending = "full"
 
     async def _wait_until_due(self, slot: _Slot) -> None:
         while True:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from luna_operator.errors import ApiError, PassIncompleteError
-from luna_operator.reconciler import MAX_REPORT_OWNERS, ServiceReconciler
+from luna_operator.reconciler import MAX_REPORT_OWNERS, REFUSED_RETRY, ServiceReconciler
 from luna_operator.reports import ReportBook
 from luna_operator.validation import Problem, code_hash, validate_code
 from tests.unit.fake_cluster import FakeCluster
@@ -138,10 +138,16 @@ async def test_a_refused_configmap_costs_only_its_plugin() -> None:
     operator.cluster.add_plugin("q", code=V1.replace("class P", "class Q"))
     operator.cluster.watch()
     operator.cluster.failures[("create", "lunaplugin-p")] = ApiError(422, "denied by an admission policy")
-    await operator.full()
+    operator.cluster.watch()
+    assert await operator.reconciler.full_pass(KEY) == REFUSED_RETRY  # the policy may change: again later
+    operator.cluster.watch()
     assert operator.cluster.status("p")["phase"] == "Invalid"
     assert "denied by an admission policy" in operator.cluster.status("p")["message"]
     assert operator.cluster.status("q")["phase"] == "Ready" and operator.active() == ["q"]
+    del operator.cluster.failures[("create", "lunaplugin-p")]  # allowed now
+    assert await operator.reconciler.full_pass(KEY) is None
+    operator.cluster.watch()
+    assert operator.cluster.status("p")["phase"] == "Ready" and operator.active() == ["p", "q"]
 
 
 async def test_reports_update_loaded_without_touching_desired_state() -> None:

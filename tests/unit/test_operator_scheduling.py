@@ -98,3 +98,18 @@ async def test_stop_cancels_what_runs_and_what_waits() -> None:
     await wait_until(lambda: work.running == 1, what="a pass to run")
     await passes.stop()
     assert passes.pending() == {"full": 0, "status": 0} and passes.running() == 0
+
+
+async def test_a_pass_may_ask_to_run_again_later_as_a_full_pass() -> None:
+    calls: list[PassKind] = []
+
+    async def work(key: tuple[str, str], kind: PassKind) -> float | None:
+        calls.append(kind)
+        return 0.01 if len(calls) < 3 else None  # refused twice, then allowed
+
+    passes = Coalescer(work, backoff=0.01)
+    passes.open()
+    passes.trigger(A, "status", delay=0)
+    await wait_until(lambda: len(calls) == 3, what="the pass asked for again")
+    await asyncio.sleep(0.05)
+    assert calls == ["status", "full", "full"] and passes.pending() == {"full": 0, "status": 0}
