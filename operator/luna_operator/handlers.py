@@ -47,7 +47,7 @@ from luna_operator.events import EventRecorder
 from luna_operator.injection import InjectionRefusedError, InjectionTemplate, load_template, plan
 from luna_operator.metrics import OperatorMetrics, ServiceGauges
 from luna_operator.peering import PeeringGate, replica_priority
-from luna_operator.reconciler import ServiceReconciler
+from luna_operator.reconciler import PassRequest, ServiceReconciler
 from luna_operator.records import PluginRecord
 from luna_operator.report_feed import ReportFeed
 from luna_operator.reports import ReportBook, ReportChange
@@ -118,7 +118,7 @@ class OperatorState:
         sources.plugins = lambda: self.reconciler.plugin_gauges() if self.reconciler else []
         sources.services = self._service_gauges
 
-    async def _pass(self, key: tuple[str, str], kind: PassKind) -> float | None:
+    async def _pass(self, key: tuple[str, str], kind: PassKind) -> PassRequest | None:
         if self.reconciler is None:
             return None
         if self.gate is not None and not await self.gate.active():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -50,7 +51,7 @@ from luna_operator.scheduling import PassKind
 from luna_operator.status import PodsOfPlugin, StatusWriter, pods_of_plugin
 from luna_operator.validation import CheckUnavailableError, CodeChecker
 
-__all__ = ["PassIncompleteError", "ServiceReconciler", "listed_settings"]
+__all__ = ["PassIncompleteError", "PassRequest", "ServiceReconciler", "listed_settings"]
 
 log = logging.getLogger("luna.operator")
 
@@ -63,6 +64,11 @@ STATUS_WRITERS = 8
 MAX_REPORT_OWNERS = 5
 #: seconds after which a service whose writes the API server refused is passed over again
 REFUSED_RETRY = 10.0
+#: every status.loaded of a service is rewritten at most this often when pods start or stop
+#: counting (the modules whose reports changed are written at once)
+COUNTS_INTERVAL = 5.0
+PassRequest = tuple[PassKind, float]
+"""a pass the reconciler asks to run later: (kind, in seconds)"""
 
 
 class WritableView(Protocol):
@@ -91,6 +97,7 @@ class ServiceReconciler:
         events: EventRecorder | None = None,
         reports_known: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.view = view
@@ -101,8 +108,13 @@ class ServiceReconciler:
         self.reports_known = reports_known
         """whether the report book holds every report (its first LIST is done)"""
         self.clock = clock
+        self.timer = timer
         self._outcomes: dict[ServiceKey, list[PluginOutcome]] = {}
-        self._dirty: dict[ServiceKey, set[str] | None] = {}
+        self._stale_modules: dict[ServiceKey, set[str]] = {}
+        """modules whose reports changed since their statuses were written"""
+        self._stale_counts: set[ServiceKey] = set()
+        """services where pods started or stopped counting: every status.loaded is to write"""
+        self._counts_written: dict[ServiceKey, float] = {}
         self._gauges: dict[str, PluginGauges] = {}
         self._refused = False
         self.full_passes = 0
@@ -113,32 +125,46 @@ class ServiceReconciler:
     def note(self, change: ReportChange) -> PassKind | None:
         """Record a change of the reports; returns the pass it needs (None: none)."""
         if change.modules is None:
-            self._dirty[change.service] = None
+            self._stale_counts.add(change.service)
         elif change.modules:
-            dirty = self._dirty.setdefault(change.service, set())
-            if dirty is not None:
-                dirty |= change.modules
+            self._stale_modules.setdefault(change.service, set()).update(change.modules)
         if change.owners:
             return "full"
         return "status" if change.modules is None or change.modules else None
 
-    async def run(self, key: ServiceKey, kind: PassKind) -> float | None:
-        """The pass the scheduler asks for; returns when to run a full pass again although
-        nothing changes (a write the API server refused may be allowed later), else None."""
+    def _take_stale(self, key: ServiceKey, *, full: bool) -> tuple[set[str] | None, float | None]:
+        """The modules whose ``loaded``/``pods`` to write now (None: every module), and in how
+        many seconds the others may be. Every status of a service is rewritten when pods start or
+        stop counting, but at most every :data:`COUNTS_INTERVAL` seconds: while pods come and go,
+        a service of 200 plugins would otherwise write 200 statuses per pod."""
+        modules = self._stale_modules.pop(key, set())
+        if key not in self._stale_counts:
+            return (None if full else modules), None
+        since = self.timer() - self._counts_written.get(key, -math.inf)
+        if since >= COUNTS_INTERVAL:
+            self._stale_counts.discard(key)
+            self._counts_written[key] = self.timer()
+            return None, None
+        return modules, COUNTS_INTERVAL - since
+
+    async def run(self, key: ServiceKey, kind: PassKind) -> PassRequest | None:
+        """The pass the scheduler asks for; returns the pass to run later although nothing
+        changes (statuses held back, a write the API server refused), else None."""
         if kind == "status" and key in self._outcomes:
-            await self.status_pass(key)
-            return None
+            return await self.status_pass(key)
         return await self.full_pass(key)
 
     # --- full pass ----------------------------------------------------------------------------
 
-    async def full_pass(self, key: ServiceKey) -> float | None:
+    async def full_pass(self, key: ServiceKey) -> PassRequest | None:
         """Converge the service; raises :class:`PassIncompleteError` (after doing all it could)
-        when something failed that a later pass may do. Returns :data:`REFUSED_RETRY` when the API
-        server refused a write for good (an admission policy, a quota: they may change without
-        an event the operator sees), else None."""
+        when something failed that a later pass may do. Returns a full pass in
+        :data:`REFUSED_RETRY` seconds when the API server refused a write for good (an admission
+        policy, a quota: they may change without an event the operator sees), a status pass when
+        statuses were held back (see :meth:`_take_stale`), else None."""
         namespace, service = key
-        self._dirty.pop(key, None)
+        selected, later = self._take_stale(key, full=True)
+        previous = {o.plugin.uid: _shown_part(o) for o in self._outcomes.get(key, [])}
         self._refused = False
         plugins = self.view.plugins(key)
         live = [plugin for plugin in plugins if not plugin.deleting]
@@ -160,7 +186,14 @@ class ServiceReconciler:
             outcomes = [
                 o if o.active is None else _not_listed(o, reason, transient=transient) for o in outcomes
             ]
-        failures += await self._write_statuses(key, outcomes, None)
+        counted = [
+            o
+            for o in outcomes
+            if selected is None
+            or o.serving_module in selected
+            or previous.get(o.plugin.uid) != _shown_part(o)
+        ]
+        failures += await self._write_statuses(key, outcomes, counted)
         failures += [f"{o.plugin.name}: {o.message}" for o in outcomes if o.transient]
         gone = [o.plugin for o in outcomes if o.plugin.uid in self.status.gone]
         for plugin in gone:  # deleted, though the view still showed it: drop it from the list now
@@ -172,7 +205,9 @@ class ServiceReconciler:
         self.full_passes += 1
         if failures:
             raise PassIncompleteError(bounded("; ".join(failures)))
-        return REFUSED_RETRY if self._refused else None
+        if self._refused:
+            return ("full", REFUSED_RETRY)
+        return ("status", later) if later is not None else None
 
     async def _checked_code(self, plugin: PluginRecord) -> CheckedCode:
         """The plugin's code (inline or from ``codeFrom``) and the verdict of the code check."""
@@ -347,36 +382,40 @@ class ServiceReconciler:
 
     # --- statuses -----------------------------------------------------------------------------
 
-    async def status_pass(self, key: ServiceKey) -> None:
+    async def status_pass(self, key: ServiceKey) -> PassRequest | None:
         """Bring ``loaded`` and ``pods`` in line with the reports, for the modules whose reports
-        changed since the last pass (all of them when pods started or stopped counting)."""
+        changed since the last pass (all of them when pods started or stopped counting, at most
+        every :data:`COUNTS_INTERVAL` seconds: then it asks for the next status pass)."""
         outcomes = self._outcomes.get(key, [])
-        dirty = self._dirty.pop(key, None) if key in self._dirty else set()
-        chosen = outcomes if dirty is None else [o for o in outcomes if o.serving_module in dirty]
-        failures = await self._write_statuses(key, chosen, dirty)
+        selected, later = self._take_stale(key, full=False)
+        chosen = outcomes if selected is None else [o for o in outcomes if o.serving_module in selected]
+        failures = await self._write_statuses(key, chosen, chosen)
         self.status_passes += 1
         if failures:
             raise PassIncompleteError(bounded("; ".join(failures)))
+        return ("status", later) if later is not None else None
 
     async def _write_statuses(
-        self, key: ServiceKey, outcomes: list[PluginOutcome], dirty: set[str] | None
+        self, key: ServiceKey, outcomes: list[PluginOutcome], counted: list[PluginOutcome]
     ) -> list[str]:
-        """Write the statuses of ``outcomes`` (a few at a time) and announce what changed;
-        returns what failed and may pass."""
+        """Write the statuses of ``outcomes`` (a few at a time), with ``loaded`` and ``pods``
+        for those in ``counted`` (the others keep theirs), and announce what changed; returns
+        what failed and may pass."""
         snapshot = self.reports.snapshot(key, self.clock()) if self.reports_known() else None
+        recount = {o.plugin.uid for o in counted}
         slots = asyncio.Semaphore(STATUS_WRITERS)
 
         async def write(outcome: PluginOutcome) -> str | None:
-            pods: PodsOfPlugin | None = pods_of_plugin(outcome, snapshot) if snapshot is not None else None
+            pods: PodsOfPlugin | None = None
+            if snapshot is not None and outcome.plugin.uid in recount:
+                pods = pods_of_plugin(outcome, snapshot)
             async with slots:
                 error = await self.status.write(outcome, pods)
                 if error is not None:
                     if not is_transient(error):
                         return None
-                    if dirty is not None:  # retried: this module's status is still to write
-                        entry = self._dirty.setdefault(key, set())
-                        if entry is not None:
-                            entry.add(outcome.serving_module)
+                    # retried: this module's status is still to write
+                    self._stale_modules.setdefault(key, set()).add(outcome.serving_module)
                     return f"status of {outcome.plugin.name}: {describe(error)}"
                 plugin = outcome.plugin
                 if plugin.uid in self.status.gone:
@@ -441,6 +480,17 @@ def _same(current: dict[str, Any], body: dict[str, Any]) -> bool:
         and all(labels.get(k) == v for k, v in wanted["labels"].items())
         and all(annotations.get(k) == v for k, v in wanted.get("annotations", {}).items())
         and (meta.get("ownerReferences") or []) == wanted.get("ownerReferences", [])
+    )
+
+
+def _shown_part(outcome: PluginOutcome) -> tuple[object, ...]:
+    """What of an outcome a status shows apart from ``loaded`` and ``pods``."""
+    return (
+        outcome.phase,
+        outcome.message,
+        outcome.code_hash,
+        outcome.serving_module,
+        outcome.plugin.generation,
     )
 
 

@@ -5,10 +5,10 @@ A pass is *full* (desired state: ConfigMaps, active list, statuses) or *status* 
 Each trigger says how soon it wants its pass (``delay``): the first trigger of a burst sets the
 time and later ones may only bring it forward, so a burst of sidecar reports is one pass.
 Triggers that arrive while a pass runs cause exactly one more. A failed pass is retried with
-backoff (``backoff`` seconds, doubling up to ``max_backoff``), and nothing triggered meanwhile runs it sooner.
-A pass may ask to run again after some seconds although nothing changes (a refused write that may
-be allowed later). Passes wait until :meth:`Coalescer.open` is called (the operator's view is
-complete).
+backoff (``backoff`` seconds, doubling up to ``max_backoff``), and nothing triggered meanwhile
+runs it sooner. A pass may ask for another one some seconds later although nothing changes (a
+refused write that may be allowed later, statuses held back). Passes wait until
+:meth:`Coalescer.open` is called (the operator's view is complete).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ log = logging.getLogger("luna.operator")
 
 ServiceKey = tuple[str, str]
 PassKind = Literal["full", "status"]
-PassWork = Callable[[ServiceKey, PassKind], Awaitable[float | None]]
-"""runs a pass; may return seconds after which to run a full pass again though nothing changes"""
+PassWork = Callable[[ServiceKey, PassKind], Awaitable[tuple[PassKind, float] | None]]
+"""runs a pass; may return a pass to run later though nothing changes: (kind, in seconds)"""
 PassObserver = Callable[[ServiceKey, PassKind, str, float], None]
 """called after every pass with (service, kind, outcome: ok | incomplete | error, seconds)"""
 
@@ -112,7 +112,7 @@ class Coalescer:
                     again = await self._work(key, kind)
                     slot.backoff = self._backoff
                     if again is not None:
-                        self._again(key, slot, again)
+                        self._again(slot, *again)
                 except Exception as exc:
                     outcome = "incomplete" if isinstance(exc, PassIncompleteError) else "error"
                     if outcome == "error":
@@ -139,11 +139,11 @@ class Coalescer:
             if slot.pending is None:
                 self._slots.pop(key, None)
 
-    def _again(self, key: ServiceKey, slot: _Slot, delay: float) -> None:
-        """A full pass of ``key`` ``delay`` seconds from now (or sooner if triggered meanwhile)."""
+    def _again(self, slot: _Slot, kind: PassKind, delay: float) -> None:
+        """A ``kind`` pass of the slot's service ``delay`` seconds from now (sooner if triggered)."""
         due = self._clock() + delay
         slot.due = min(slot.due, due) if slot.pending is not None else due
-        slot.pending = "full"
+        slot.pending = _merge(slot.pending, kind)
 
     async def _wait_until_due(self, slot: _Slot) -> None:
         while True:

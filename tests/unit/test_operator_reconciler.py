@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from luna_operator.errors import ApiError, PassIncompleteError
-from luna_operator.reconciler import MAX_REPORT_OWNERS, REFUSED_RETRY, ServiceReconciler
+from luna_operator.reconciler import COUNTS_INTERVAL, MAX_REPORT_OWNERS, REFUSED_RETRY, ServiceReconciler
 from luna_operator.reports import ReportBook
 from luna_operator.validation import Problem, code_hash, validate_code
 from tests.unit.fake_cluster import FakeCluster
@@ -39,7 +39,8 @@ class Operator:
             self.cluster.view,
             self.reports,
             checker=InProcessChecker(),
-            clock=lambda: self.now,  # type: ignore[arg-type]
+            clock=lambda: self.now,
+            timer=lambda: self.now,
         )
 
     async def full(self, *, watch: bool = True) -> None:
@@ -139,7 +140,7 @@ async def test_a_refused_configmap_costs_only_its_plugin() -> None:
     operator.cluster.watch()
     operator.cluster.failures[("create", "lunaplugin-p")] = ApiError(422, "denied by an admission policy")
     operator.cluster.watch()
-    assert await operator.reconciler.full_pass(KEY) == REFUSED_RETRY  # the policy may change: again later
+    assert await operator.reconciler.full_pass(KEY) == ("full", REFUSED_RETRY)  # the policy may change
     operator.cluster.watch()
     assert operator.cluster.status("p")["phase"] == "Invalid"
     assert "denied by an admission policy" in operator.cluster.status("p")["message"]
@@ -203,6 +204,8 @@ async def test_pods_that_roll_back_are_announced_once_even_after_a_restart() -> 
     for index in range(3):
         operator.report(report(f"pod-{index}", {"p": rolled}))
         await operator.reconciler.run(KEY, "status")
+    operator.now += COUNTS_INTERVAL  # pods that start counting rewrite every status at most this often
+    await operator.reconciler.run(KEY, "status")
     operator.cluster.watch()
     warnings = [e for e in operator.cluster.events if e["reason"] == "RolledBack"]
     assert len(warnings) == 1 and "keep serving the last good version" in warnings[0]["message"]
@@ -285,3 +288,31 @@ async def test_a_few_reports_own_the_list_and_pods_coming_and_going_rarely_rewri
     await operator.full()
     assert operator.cluster.count("update") == rewrites + 1
     assert owners[0] not in report_owners() and len(report_owners()) == MAX_REPORT_OWNERS
+
+
+async def test_pods_that_come_and_go_rewrite_every_status_at_most_so_often() -> None:
+    operator = Operator()
+    codes = {f"p{index}": V1.replace("class P", f"class P{index}") for index in range(10)}
+    for name, code in codes.items():
+        operator.cluster.add_plugin(name, code=code)
+    await operator.full()
+    running = {name: code_hash(code) for name, code in codes.items()}
+    patches = operator.cluster.count("patch", "lunaplugins/status")
+    operator.report(report("pod-a", running))
+    assert await operator.reconciler.run(KEY, "status") is None  # the first change: written at once
+    assert operator.cluster.count("patch", "lunaplugins/status") == patches + 10
+    for pod in ("pod-b", "pod-c", "pod-d"):  # more pods within the interval: held back ...
+        operator.now += 1
+        operator.report(report(pod, running))
+        again = await operator.reconciler.run(KEY, "status")
+        assert again is not None and again[0] == "status" and 0 < again[1] <= COUNTS_INTERVAL
+    assert operator.cluster.count("patch", "lunaplugins/status") == patches + 10
+    changed = dict(running, p3="new")  # ... but a module whose reports changed is written at once
+    operator.report(report("pod-a", changed, beat=operator.now))
+    await operator.reconciler.run(KEY, "status")
+    assert operator.cluster.count("patch", "lunaplugins/status") == patches + 11
+    operator.now += COUNTS_INTERVAL  # and then every count at once
+    assert await operator.reconciler.run(KEY, "status") is None
+    assert (
+        operator.cluster.status("p0")["loaded"] == "4/4" and operator.cluster.status("p3")["loaded"] == "3/4"
+    )

@@ -103,9 +103,9 @@ async def test_stop_cancels_what_runs_and_what_waits() -> None:
 async def test_a_pass_may_ask_to_run_again_later_as_a_full_pass() -> None:
     calls: list[PassKind] = []
 
-    async def work(key: tuple[str, str], kind: PassKind) -> float | None:
+    async def work(key: tuple[str, str], kind: PassKind) -> tuple[PassKind, float] | None:
         calls.append(kind)
-        return 0.01 if len(calls) < 3 else None  # refused twice, then allowed
+        return ("full", 0.01) if len(calls) < 3 else None  # refused twice, then allowed
 
     passes = Coalescer(work, backoff=0.01)
     passes.open()
