@@ -143,6 +143,7 @@ class Phase:
     """requests by user agent (first word), every client"""
     all_requests_per_s: float = 0.0
     apiserver_cpu_percent: float | None = None
+    fleet_cpu_percent: float | None = None
     full_passes: float = 0.0
     status_passes: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)
@@ -326,6 +327,7 @@ class Measure:
         self.started = time.monotonic()
         self.cpu = cpu_seconds(self.operator_pid)
         self.api_cpu = cpu_seconds(self.apiserver_pid) if self.apiserver_pid else None
+        self.fleet_cpu = cpu_seconds(self.fleet_pid) if self.fleet_pid else None
         self.requests = self.api.apiserver_requests()
         self.load = load_average()
         text = operator_metrics(self.metrics_port)
@@ -353,6 +355,8 @@ class Measure:
         )
         if self.apiserver_pid and self.api_cpu is not None:
             phase.apiserver_cpu_percent = 100 * (cpu_seconds(self.apiserver_pid) - self.api_cpu) / seconds
+        if self.fleet_pid and self.fleet_cpu is not None:
+            phase.fleet_cpu_percent = 100 * (cpu_seconds(self.fleet_pid) - self.fleet_cpu) / seconds
         return phase
 
 
@@ -420,7 +424,9 @@ def scenario(
             flush=True,
         )
         time.sleep(options.settle)
-        measure = Measure(operator.pid, apiserver_pid, AuditLog(audit_path), api, metrics_port)
+        measure = Measure(
+            operator.pid, apiserver_pid, AuditLog(audit_path), api, metrics_port, fleet.process.pid
+        )
         measure.start()
         time.sleep(options.rest)
         result.rest = measure.stop()
