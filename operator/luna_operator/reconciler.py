@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from luna_operator.cluster_api import ClusterApi
 from luna_operator.desired import CheckedCode, PluginOutcome, after_failed_write, bounded, decide
@@ -50,6 +50,7 @@ from luna_operator.reports import ReportBook, ReportChange
 from luna_operator.scheduling import PassKind
 from luna_operator.status import PodsOfPlugin, StatusWriter, pods_of_plugin
 from luna_operator.validation import CheckUnavailableError, CodeChecker
+from luna_operator.view import ClusterView
 
 __all__ = ["PassIncompleteError", "PassRequest", "ServiceReconciler", "listed_settings"]
 
@@ -71,26 +72,13 @@ PassRequest = tuple[PassKind, float]
 """a pass the reconciler asks to run later: (kind, in seconds)"""
 
 
-class WritableView(Protocol):
-    """What a pass reads of the cluster (see :class:`~luna_operator.view.IndexView`), and how it
-    tells the view about its own writes and about plugins the API server says are gone."""
-
-    def plugins(self, key: ServiceKey) -> list[PluginRecord]: ...
-
-    def config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    def wrote(self, namespace: str, stored: dict[str, Any], replaced: str | None) -> None: ...
-
-    def forget(self, uid: str) -> None: ...
-
-
 class ServiceReconciler:
     """Full and status passes over one service at a time (the caller serializes per service)."""
 
     def __init__(
         self,
         api: ClusterApi,
-        view: WritableView,
+        view: ClusterView,
         reports: ReportBook,
         *,
         checker: CodeChecker | None = None,

@@ -110,7 +110,8 @@ def managing_services(
 
 
 class ClusterView(Protocol):
-    """What a pass reads of the cluster, without an API call."""
+    """What a pass reads of the cluster, without an API call, and how it tells the view about its
+    own writes and about plugins the API server says are gone."""
 
     def plugins(self, key: ServiceKey) -> list[PluginRecord]:
         """The service's LunaPlugins, oldest first (the oldest wins a module-name clash)."""
@@ -118,6 +119,14 @@ class ClusterView(Protocol):
 
     def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A ConfigMap a pass may touch (see :func:`index_config_maps`), or None: there is none."""
+        ...
+
+    def wrote(self, namespace: str, stored: dict[str, Any], replaced: str | None) -> None:
+        """This process wrote ``stored`` over resourceVersion ``replaced`` (None: created it)."""
+        ...
+
+    def forget(self, uid: str) -> None:
+        """The API server says this LunaPlugin is gone."""
         ...
 
 
