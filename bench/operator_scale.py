@@ -317,9 +317,15 @@ class Measure:
     """CPU, requests and passes over one phase."""
 
     def __init__(
-        self, operator_pid: int, apiserver_pid: int | None, audit: AuditLog, api: Api, metrics_port: int
+        self,
+        operator_pid: int,
+        apiserver_pid: int | None,
+        audit: AuditLog,
+        api: Api,
+        metrics_port: int,
+        fleet_pid: int | None = None,
     ):
-        self.operator_pid, self.apiserver_pid = operator_pid, apiserver_pid
+        self.operator_pid, self.apiserver_pid, self.fleet_pid = operator_pid, apiserver_pid, fleet_pid
         self.audit, self.api, self.metrics_port = audit, api, metrics_port
 
     def start(self) -> None:
@@ -557,6 +563,8 @@ def report(results: list[Result]) -> str:
             api_cpu = (
                 f", API server {phase.apiserver_cpu_percent:.0f} % CPU" if phase.apiserver_cpu_percent else ""
             )
+            if phase.fleet_cpu_percent is not None:
+                api_cpu += f", simulated sidecars {phase.fleet_cpu_percent:.0f} % CPU"
             top = sorted(phase.operator_requests.items(), key=lambda kv: -kv[1])[:6]
             agents = sorted(phase.agents.items(), key=lambda kv: -kv[1])[:4]
             lines.append(
