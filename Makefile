@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-node test lint typecheck unit bench bench-kube clean cluster-tools system-deps e2e-kind
+.PHONY: venv demo demo-node test lint typecheck unit bench bench-kube bench-scale clean cluster-tools system-deps e2e-kind
 
 venv: $(STAMP)
 
@@ -71,6 +71,11 @@ bench: venv system-deps
 bench-kube: venv cluster-tools
 	$(BIN)/python bench/apply_to_serve.py
 	$(BIN)/python bench/operator_bench.py
+
+## bench-scale: the operator against 500 simulated sidecars (CPU, API requests, RSS, rollout latency);
+## the curve in docs/performance.md: bench/operator_scale.py --pods 50,200,500,1000 --services 1,5
+bench-scale: venv cluster-tools
+	$(BIN)/python bench/operator_scale.py
 
 ## e2e-kind: the chart on a kind cluster, then the end-to-end suite against it (needs Docker and kind;
 ## not part of `make test`). KIND_CLUSTER names the cluster, KEEP_CLUSTER=1 keeps it

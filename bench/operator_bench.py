@@ -213,14 +213,13 @@ def install_crds(kubectl: Kubectl) -> None:
 
 
 def start_operator(
-    processes: Processes, kubeconfig: str, namespace: str, log: Path
+    processes: Processes, kubeconfig: str, namespace: str, log: Path, *extra: str
 ) -> subprocess.Popen[bytes]:
-    """`luna-plugins operator --namespace NS`; returns once its liveness endpoint answers."""
+    """`luna-plugins operator --namespace NS [extra...]`; returns once its liveness endpoint answers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_")} | {"KUBECONFIG": kubeconfig}
-    process = processes.start(
-        "operator", [CLI, "operator", "--namespace", namespace, "--liveness", f"{HOST}:{port}"], log, env
-    )
+    argv = [CLI, "operator", "--namespace", namespace, "--liveness", f"{HOST}:{port}"]
+    process = processes.start("operator", [*argv, "--metrics", f"{HOST}:{free_port()}", *extra], log, env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

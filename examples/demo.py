@@ -404,6 +404,7 @@ class ClusterDemo:
 
     def start_operator(self) -> None:
         self.ports["operator"] = port_or_free(8090)
+        self.ports["operator-metrics"] = port_or_free(8091)
         child = self.spawn(
             "operator",
             [
@@ -413,6 +414,8 @@ class ClusterDemo:
                 NAMESPACE,
                 "--liveness",
                 f"{HOST}:{self.ports['operator']}",
+                "--metrics",
+                f"{HOST}:{self.ports['operator-metrics']}",
             ],
         )
         self.wait_until(

@@ -26,33 +26,43 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # kopf logs every handler run at INFO; ours are frequent and say more themselves
-    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # kopf logs every handler run at INFO, and the probe server every probe; ours say more
+    # themselves. The API client's DEBUG lines carry whole response bodies: INFO at least.
+    level = logging.getLogger().level
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, level))
+    logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, level))
+    logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, level))
     import kopf
 
     from luna_operator.handlers import OperatorState, build_registry
     from luna_operator.injection import TemplateError
+    from luna_operator.metrics_http import serving_metrics
+    from luna_operator.peering import own_identity
 
+    identity = own_identity()
     try:
-        state = OperatorState(options)
+        state = OperatorState(options, identity=identity)
     except TemplateError as exc:
         print(f"luna-plugins operator: {exc}", file=sys.stderr)
         return 2
     registry = build_registry(state)
     host, _, port = options.liveness.rpartition(":")
+    metrics_host, _, metrics_port = options.metrics.rpartition(":")
 
     async def main() -> None:
         if options.peering:
             async with await api_client() as api:
                 await ensure_peering_objects(api, options.peering, options.namespaces)
-        await kopf.operator(
-            registry=registry,
-            clusterwide=not options.namespaces,
-            namespaces=list(options.namespaces),
-            standalone=options.peering is None,
-            peering_name=options.peering,
-            liveness_endpoint=f"http://{host or '127.0.0.1'}:{port}/healthz",
-        )
+        async with serving_metrics(state.metrics.registry, metrics_host or "127.0.0.1", int(metrics_port)):
+            await kopf.operator(
+                registry=registry,
+                clusterwide=not options.namespaces,
+                namespaces=list(options.namespaces),
+                standalone=options.peering is None,
+                peering_name=options.peering,
+                identity=identity,  # type: ignore[arg-type]
+                liveness_endpoint=f"http://{host or '127.0.0.1'}:{port}/healthz",
+            )
 
     from luna_operator.handlers import api_client
     from luna_operator.peering import PeeringSetupError, ensure_peering_objects

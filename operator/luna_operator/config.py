@@ -44,8 +44,14 @@ class OperatorConfig:
     """Inject the sidecar into Pods annotated luna.dev/inject (needs --webhook, --inject-template)."""
     inject_template: str | None = None
     """YAML file with the sidecar to inject: container, volumes, annotations, labels."""
+    metrics: str = "127.0.0.1:8091"
+    """host:port of the Prometheus endpoint (GET /metrics)."""
     report_ttl: float = 30.0
     """Seconds after which a sidecar's report stops counting in status.loaded."""
+    resync_interval: float = 60.0
+    """Seconds between full passes over every service (a safety net: passes run on every change)."""
+    api_timeout: float = 120.0
+    """Seconds the sidecar reports may go unread (the API unreachable) before the liveness endpoint fails."""
     code_check_memory: int = 192
     """MiB of address space the child process that parses a plugin's code may use."""
     code_check_timeout: float = 15.0
@@ -68,7 +74,10 @@ _FLAGS = {
     "webhook_certs_dir": ("--webhook-certs-dir", "LUNA_OPERATOR_WEBHOOK_CERTS_DIR"),
     "inject": ("--inject", "LUNA_OPERATOR_INJECT"),
     "inject_template": ("--inject-template", "LUNA_OPERATOR_INJECT_TEMPLATE"),
+    "metrics": ("--metrics", "LUNA_OPERATOR_METRICS"),
     "report_ttl": ("--report-ttl", "LUNA_OPERATOR_REPORT_TTL"),
+    "resync_interval": ("--resync-interval", "LUNA_OPERATOR_RESYNC_INTERVAL"),
+    "api_timeout": ("--api-timeout", "LUNA_OPERATOR_API_TIMEOUT"),
     "code_check_memory": ("--code-check-memory", "LUNA_OPERATOR_CODE_CHECK_MEMORY"),
     "code_check_timeout": ("--code-check-timeout", "LUNA_OPERATOR_CODE_CHECK_TIMEOUT"),
     "log_level": ("--log-level", "LUNA_OPERATOR_LOG_LEVEL"),
@@ -250,11 +259,14 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "peering": _peering_name,
     "priority": _integer,
     "liveness": _address,
+    "metrics": _address,
     "webhook": _boolean,
     "webhook_managed": _boolean,
     "webhook_port": _port,
     "inject": _boolean,
     "report_ttl": _seconds,
+    "resync_interval": _seconds,
+    "api_timeout": _seconds,
     "code_check_memory": _mebibytes,
     "code_check_timeout": _seconds,
     "log_level": _log_level,

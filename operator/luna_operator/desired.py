@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from luna_operator.records import PluginRecord
 from luna_operator.render import (
     ActiveEntry,
     ExistingConfigMap,
@@ -36,7 +37,6 @@ from luna_operator.render import (
     entry_details,
     plugin_configmap_name,
 )
-from luna_operator.store import PluginRecord
 from luna_operator.validation import (
     Problem,
     code_hash,

@@ -1,9 +1,23 @@
-"""kopf wiring: watch events feed the store and trigger per-service reconciles.
+"""kopf wiring: indexes hold the operator's view, handlers and the report watch trigger passes.
 
-- startup: one LIST of all LunaPlugins (so no reconcile ever sees half of a service) and of
-  the existing active lists (services whose last plugin went away while we were down);
-- ``on.event`` of LunaPlugins: update the store, trigger the plugin's service (and its old one);
-  a deleted plugin leaves the store and its service's next pass drops it from the active list.
+- ``@kopf.index``: every LunaPlugin by (namespace, service), and every ConfigMap a pass may
+  touch (:mod:`luna_operator.view`). kopf lists both before any handler runs, so the first
+  handler call opens the :class:`~luna_operator.scheduling.Coalescer`: no pass ever sees half a
+  service. There is no start-up LIST and no store of our own.
+- ``on.event`` of LunaPlugins: a full pass of the plugin's service (and of the one it left) when
+  what it asks for changed (kopf's per-object ``memo`` remembers the last intent); status-only
+  changes, such as our own status writes coming back, cause nothing.
+- ``on.event`` of ConfigMaps: a full pass when a ConfigMap the operator manages changed other
+  than by its own write (drift, or deletion), and for plugins whose ``codeFrom`` names it.
+- the sidecars' reports (:mod:`luna_operator.report_feed`, outside kopf: their rate grows with
+  pods): a report that appears or goes is a full pass (it owns the active list); one whose
+  plugins changed, or that starts or stops counting, is a status pass; a heartbeat is nothing.
+- every ``--resync-interval`` seconds a full pass over every service, from the indexes (no API
+  call unless something drifted).
+- ``on.validate``: the admission webhook, with the same checks as the pass; ``on.mutate`` of
+  Pods (with ``--inject``): the sidecar injection (see ``injection``); both counted in the
+  metrics.
+- ``on.probe``: liveness fails when the report watch has not reached the API for too long.
 
 No finalizer: a LunaPlugin stays deletable while the operator is down or uninstalled. Its
 ConfigMap is owned by it and garbage-collected; a sidecar keeps serving the version it loaded
@@ -12,29 +26,32 @@ does. kopf adds a finalizer only for non-optional ``on.delete`` handlers and for
 timers; there are none. kopf also *removes* its finalizer from objects whose handlers no longer
 need one: ``settings.persistence.finalizer`` keeps the name earlier versions used
 (``luna.dev/finalizer``), so their objects are released on their first event.
-- ``on.event`` of ConfigMaps: re-render plugins whose ``codeFrom`` names the ConfigMap;
-- ``on.validate``: the admission webhook, with the same checks as the reconcile;
-- ``on.mutate`` of Pods (with ``--inject``): the sidecar injection (see ``injection``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import kopf
 from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from luna_operator.certs import self_signed
+from luna_operator.cluster_api import KubeClusterApi
 from luna_operator.config import OperatorConfig
+from luna_operator.events import EventRecorder
 from luna_operator.injection import InjectionRefusedError, InjectionTemplate, load_template, plan
-from luna_operator.peering import replica_priority
-from luna_operator.reconciler import GROUP, PLURAL, VERSION, Coalescer, ServiceReconciler
-from luna_operator.store import PluginRecord, PluginStore
+from luna_operator.metrics import OperatorMetrics, ServiceGauges
+from luna_operator.peering import PeeringGate, replica_priority
+from luna_operator.reconciler import PassRequest, ServiceReconciler
+from luna_operator.records import PluginRecord
+from luna_operator.report_feed import ReportFeed
+from luna_operator.reports import ReportBook, ReportChange
+from luna_operator.scheduling import Coalescer, PassKind
 from luna_operator.validation import (
     CheckUnavailableError,
     CodeChecker,
@@ -44,108 +61,166 @@ from luna_operator.validation import (
     validate_requirements,
     validate_settings,
 )
+from luna_operator.view import (
+    CONFIG_MAPS_INDEX,
+    PLUGINS_INDEX,
+    IndexView,
+    code_from_services,
+    config_map_service,
+    index_config_maps,
+    index_plugins,
+    managing_services,
+)
 
 log = logging.getLogger("luna.operator")
 
+GROUP, VERSION, PLURAL = "luna.dev", "v1alpha1", "lunaplugins"
 WEBHOOK_CONFIGURATION = "lunaplugins.luna.dev"
 """Name of the Validating- and MutatingWebhookConfiguration kopf manages (``--webhook-managed``)."""
+USER_AGENT = "luna-plugins-operator"
+"""the User-Agent of the operator's own requests (kopf's say ``kopf/<version>``)"""
+#: how soon a pass runs after what triggered it: a plugin change, a report that appeared or
+#: went (pods come and go in bursts during a rollout of the service), a change of the reports
+DELAY_CHANGE, DELAY_OWNERS, DELAY_STATUS = 0.05, 1.0, 0.5
+#: how often reports that stopped counting (no heartbeat for --report-ttl) are looked for
+EXPIRY_INTERVAL = 1.0
 
 
 class OperatorState:
-    """The store, the API client and the reconciler, shared by the handlers.
+    """Everything the handlers share: the view, the reports, the API, passes and metrics.
 
     With ``options.inject`` the injection template is loaded here, once: a bad file raises
     ``injection.TemplateError`` (a ``ValueError`` naming the file) before anything starts."""
 
-    def __init__(self, options: OperatorConfig) -> None:
+    def __init__(self, options: OperatorConfig, *, identity: str | None = None) -> None:
         self.options = options
+        self.identity = identity
+        self.priority = replica_priority(options.priority)
+        """this replica's peering priority (random when --priority is unset), chosen once"""
         self.inject_template: InjectionTemplate | None = (
             load_template(options.inject_template) if options.inject and options.inject_template else None
         )
-        self.store = PluginStore()
+        self.metrics = OperatorMetrics()
         self.checker = CodeChecker(
             memory_bytes=options.code_check_memory * 1024 * 1024, timeout=options.code_check_timeout
         )
+        self.view = IndexView()
+        self.book = ReportBook(ttl=options.report_ttl)
+        self.coalescer = Coalescer(self._pass, observer=self._observed)
         self.api: client.ApiClient | None = None
         self.reconciler: ServiceReconciler | None = None
-        self.coalescer = Coalescer(self._reconcile)
-        self._known_services: set[tuple[str, str]] = set()
-        self._resync: asyncio.Task[None] | None = None
+        self.feed: ReportFeed | None = None
+        self.gate: PeeringGate | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        sources = self.metrics.sources
+        sources.pending = self.coalescer.pending
+        sources.running = self.coalescer.running
+        sources.phases = lambda: self.reconciler.phases() if self.reconciler else {}
+        sources.plugins = lambda: self.reconciler.plugin_gauges() if self.reconciler else []
+        sources.services = self._service_gauges
 
-    async def _reconcile(self, key: tuple[str, str]) -> None:
-        assert self.reconciler is not None
-        self._known_services.add(key)
-        await self.reconciler.reconcile(key)
+    async def _pass(self, key: tuple[str, str], kind: PassKind) -> PassRequest | None:
+        if self.reconciler is None:
+            return None
+        if self.gate is not None and not await self.gate.active():
+            log.debug("%s pass of %s/%s skipped: another replica is active", kind, *key)
+            return None
+        return await self.reconciler.run(key, kind)
 
-    async def connect(self) -> None:
+    def _observed(self, key: tuple[str, str], kind: PassKind, outcome: str, seconds: float) -> None:
+        self.metrics.observe_pass(key[0], key[1], kind, outcome, seconds)
+
+    def _service_gauges(self) -> list[ServiceGauges]:
+        return [
+            ServiceGauges(namespace, service, fresh, stale, age)
+            for (namespace, service), (fresh, stale, age) in self.book.ages(time.time()).items()
+        ]
+
+    async def start(self, plugins_index: Any, config_maps_index: Any) -> None:
+        """Connect, bind the view to kopf's indexes, and start following the reports."""
+        self.view.bind(plugins_index, config_maps_index)
         self.api = await api_client()
-        self.reconciler = ServiceReconciler(
-            self.api, self.store, checker=self.checker, stale_after=self.options.report_ttl
+        self.api.user_agent = USER_AGENT
+        cluster = KubeClusterApi(self.api, self.metrics)
+        self.feed = ReportFeed(
+            self.api,
+            self.book,
+            self.on_report_change,
+            namespaces=self.options.namespaces,
+            metrics=self.metrics,
         )
+        self.reconciler = ServiceReconciler(
+            cluster,
+            self.view,
+            self.book,
+            checker=self.checker,
+            events=EventRecorder(cluster, self.metrics),
+            reports_known=self.feed.synced.is_set,
+        )
+        if self.options.peering:
+            self.gate = PeeringGate(
+                self.api,
+                self.options.peering,
+                self.options.namespaces,
+                identity=self.identity or "",
+                priority=self.priority,
+            )
+        self._tasks = [
+            asyncio.create_task(self.feed.run(), name="luna-report-feed"),
+            asyncio.create_task(self._expire(), name="luna-report-expiry"),
+            asyncio.create_task(self._resync(), name="luna-resync"),
+        ]
 
-    async def initial_sync(self, *, attempts: int = 30) -> None:
-        """LIST every LunaPlugin and active list we can see, then reconcile every service.
+    def view_complete(self) -> None:
+        """kopf ran a handler, so its indexes hold everything listed: passes may run. The first
+        time, every service known is given a full pass."""
+        if self.coalescer.is_open:
+            return
+        self.coalescer.open()
+        self.resync_all()
 
-        Transient API errors (a 429 while the CRD's storage initializes, 5xx, a refused
-        connection) are retried with backoff; anything else stops the start-up."""
-        delay = 0.5
-        for attempt in range(1, attempts + 1):
-            try:
-                await self._list_everything()
-                return
-            except (ApiException, OSError, aiohttp.ClientError) as exc:
-                status = getattr(exc, "status", None)
-                if (status is not None and status != 429 and status < 500) or attempt == attempts:
-                    raise
-                log.warning("initial list failed (%s), retrying in %.1f s", status or exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+    def on_report_change(self, change: ReportChange) -> None:
+        if self.reconciler is None:
+            return
+        kind = self.reconciler.note(change)
+        if kind is not None and self.coalescer.is_open:
+            delay = DELAY_OWNERS if change.owners else DELAY_STATUS
+            self.coalescer.trigger(change.service, kind, delay=delay)
+
+    def resync_all(self) -> None:
+        """A full pass of every service with plugins, an active list or reports."""
+        services = self.view.services() | self.book.services()
+        for body in self.view.active_lists():
+            service = config_map_service(body)
+            if service:
+                services.add((body["metadata"]["namespace"], service))
+        for key in sorted(services):
+            self.coalescer.trigger(key, "full")
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_INTERVAL)
+            for change in self.book.expire(time.time()):
+                self.on_report_change(change)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.resync_interval)
+            if self.coalescer.is_open:
+                self.resync_all()
 
     async def stop(self) -> None:
-        """Stop reconciling before the API session closes: otherwise queued passes retry on a
-        closed session until kopf gives up, and every stop takes seconds."""
-        if self._resync is not None:
-            self._resync.cancel()
+        """Stop passes and the report watch before the API session closes: otherwise queued
+        passes retry on a closed session until kopf gives up, and every stop takes seconds."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.coalescer.stop()
+        if self.api is not None:
+            await self.api.close()
 
-    def start_resync(self, interval: float | None = None) -> None:
-        """Every ``interval`` seconds, reconcile every known service: a sidecar that vanished
-        without a word stops counting within STALE_AFTER_SECONDS + interval."""
-
-        period = interval if interval is not None else min(10.0, self.options.report_ttl / 3)
-
-        async def resync() -> None:
-            while True:
-                await asyncio.sleep(period)
-                for key in self.store.services() | self._known_services:
-                    self.coalescer.trigger(key)
-
-        self._resync = asyncio.create_task(resync(), name="luna-resync")
-
-    async def _list_everything(self) -> None:
-        assert self.api is not None
-        custom, core = client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
-        services: set[tuple[str, str]] = set()
-        for namespace in self.options.namespaces or (None,):
-            if namespace is None:
-                plugins = await custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-                lists = await core.list_config_map_for_all_namespaces(
-                    label_selector="luna.dev/role=active-list"
-                )
-            else:
-                plugins = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-                lists = await core.list_namespaced_config_map(
-                    namespace, label_selector="luna.dev/role=active-list"
-                )
-            for body in plugins.get("items", []):
-                services |= self.store.put(PluginRecord.from_body(body))
-            for item in lists.items:
-                service = (item.metadata.labels or {}).get("luna.dev/service")
-                if service:
-                    services.add((item.metadata.namespace, service))
-        log.info("initial sync: %d plugin(s) in %d service(s)", len(self.store), len(services))
-        for key in sorted(services):
-            self.coalescer.trigger(key)
+    def feed_healthy(self) -> bool:
+        return self.feed is None or self.feed.healthy(within=self.options.api_timeout)
 
 
 async def api_client() -> client.ApiClient:
@@ -161,8 +236,8 @@ LEGACY_FINALIZER = "luna.dev/finalizer"
 """The finalizer earlier versions put on every LunaPlugin; kopf removes it (see the module doc)."""
 
 
-def configure(settings: kopf.OperatorSettings, options: OperatorConfig) -> None:
-    """kopf settings for production use."""
+def configure(settings: kopf.OperatorSettings, options: OperatorConfig, *, priority: int) -> None:
+    """kopf settings for production use; ``priority``: this replica's peering priority."""
     settings.persistence.finalizer = LEGACY_FINALIZER
     # no changing handlers (on.create/update/delete/resume): kopf keeps no diff-base or progress
     # annotations on our objects, so a plugin of any size never meets the 256 KiB annotation cap
@@ -175,7 +250,7 @@ def configure(settings: kopf.OperatorSettings, options: OperatorConfig) -> None:
     if options.peering:
         settings.peering.name = options.peering
         settings.peering.mandatory = True
-        settings.peering.priority = replica_priority(options.priority)
+        settings.peering.priority = priority
         settings.peering.lifetime = 30  # a replica that died is replaced after at most this long
     if options.webhook:
         cert, key = (
@@ -199,12 +274,18 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
     """All handlers of the operator, in a registry of their own."""
     registry = kopf.OperatorRegistry()
 
+    @kopf.index(GROUP, VERSION, PLURAL, id=PLUGINS_INDEX, registry=registry)
+    async def plugins_by_service(body: Any, **_: Any) -> Any:
+        return index_plugins(body)
+
+    @kopf.index("", "v1", "configmaps", id=CONFIG_MAPS_INDEX, registry=registry)
+    async def config_maps(body: Any, **_: Any) -> Any:
+        return index_config_maps(body)
+
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure(settings, state.options)
-        await state.connect()
-        await state.initial_sync()
-        state.start_resync()
+    async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        configure(settings, state.options, priority=state.priority)
+        await state.start(kwargs[PLUGINS_INDEX], kwargs[CONFIG_MAPS_INDEX])
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -214,50 +295,88 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await state.stop()
-        if state.api is not None:
-            await state.api.close()
+
+    @kopf.on.probe(id="reports", registry=registry)
+    async def reports_probe(**_: Any) -> str:
+        if not state.feed_healthy():
+            raise kopf.PermanentError(
+                f"the sidecar reports could not be read for more than {state.options.api_timeout:g} s"
+            )
+        return "ok"
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def plugin_event(type: str | None, body: Any, **_: Any) -> None:
+    async def plugin_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+        state.view_complete()
         record = PluginRecord.from_body(body)
+        previous = memo.get("luna_intent")
         if type == "DELETED":
-            services = state.store.remove(record.namespace, record.name)
             if state.reconciler is not None:
-                state.reconciler.status.forget(record.uid)
-        else:
-            services = state.store.put(record)
-        for key in services:
-            state.coalescer.trigger(key)
-
-    @kopf.on.event(GROUP, VERSION, "lunapluginruntimes", registry=registry)
-    async def runtime_event(namespace: str | None, body: Any, **_: Any) -> None:
-        service = ((body.get("spec") or {}).get("service")) or (body.get("metadata") or {}).get(
-            "labels", {}
-        ).get("luna.dev/service")
-        if namespace and service:
-            state.coalescer.trigger((namespace, str(service)))
+                state.reconciler.forget(record.uid)
+            state.coalescer.trigger((record.namespace, record.service))
+            return
+        intent = record.intent()
+        memo["luna_intent"] = intent
+        if previous == intent:
+            return
+        state.coalescer.trigger((record.namespace, record.service))
+        if previous is not None and previous[0] != record.service:
+            state.coalescer.trigger((record.namespace, previous[0]))
 
     @kopf.on.event("", "v1", "configmaps", registry=registry)
-    async def configmap_event(namespace: str | None, name: str | None, **_: Any) -> None:
-        if namespace and name:
-            for key in state.store.referencing(namespace, name):
-                state.coalescer.trigger(key)
+    async def configmap_event(
+        type: str | None, body: Any, namespace: str | None, name: str | None, **_: Any
+    ) -> None:
+        state.view_complete()
+        if not namespace or not name:
+            return
+        plugins = state.view.all_plugins()
+        for key in code_from_services(namespace, name, plugins):
+            state.coalescer.trigger(key)
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        if type == "DELETED":
+            state.view.deleted(namespace, name)
+        elif state.view.is_echo(namespace, name, version):
+            return  # our own write coming back
+        for key in managing_services(namespace, name, config_map_service(body), plugins):
+            state.coalescer.trigger(key)
 
     if state.options.webhook:
         register_webhook(registry, state)
         if state.inject_template is not None:
-            register_injection(registry, state.inject_template, state.options.namespaces)
+            register_injection(registry, state.inject_template, state.options.namespaces, state.metrics)
     return registry
 
 
+@contextlib.contextmanager
+def _timed(metrics: OperatorMetrics, webhook: str) -> Any:
+    """Count one admission request: allowed unless it raises AdmissionError (denied) or else (error)."""
+    started = time.monotonic()
+    outcome = "allowed"
+    try:
+        yield
+    except kopf.AdmissionError:
+        outcome = "denied"
+        raise
+    except Exception:
+        outcome = "error"
+        raise
+    finally:
+        metrics.webhook_requests.labels(webhook, outcome).inc()
+        metrics.webhook_duration.labels(webhook).observe(time.monotonic() - started)
+
+
 def register_injection(
-    registry: kopf.OperatorRegistry, template: InjectionTemplate, namespaces: tuple[str, ...] = ()
+    registry: kopf.OperatorRegistry,
+    template: InjectionTemplate,
+    namespaces: tuple[str, ...] = (),
+    metrics: OperatorMetrics | None = None,
 ) -> None:
     """The mutating webhook ``/inject-sidecar``: Pods created with ``luna.dev/inject: "true"``
     get the template's sidecar. Pods are not watched: kopf only needs to discover the resource
     (core v1, already scanned for ConfigMaps) to serve admission for it. The failure policy is
     Ignore: with the operator down, Pods are created without the sidecar. Pods outside
     ``namespaces`` (when set) are left alone."""
+    counted = metrics or OperatorMetrics()
 
     @kopf.on.mutate(
         "",
@@ -269,36 +388,39 @@ def register_injection(
         registry=registry,
     )
     async def inject_sidecar(body: Any, patch: kopf.Patch, **_: Any) -> None:
-        meta = body.get("metadata") or {}
-        namespace = str(meta.get("namespace") or "")
-        if namespaces and namespace and namespace not in namespaces:
-            return
-        try:
-            change = plan(body, template)
-        except InjectionRefusedError as exc:
-            raise kopf.AdmissionError(str(exc), code=422) from None
-        except Exception:  # a Pod shaped as we did not expect: created as without the webhook
-            log.exception("sidecar injection failed; the pod is created without it")
-            return
-        if change is None:
-            return
-        patch.spec["containers"] = change.containers
-        if change.volumes_added:
-            patch.spec["volumes"] = change.volumes
-        for key, value in change.annotations.items():
-            patch.meta.annotations[key] = value
-        for key, value in change.labels.items():
-            patch.meta.labels[key] = value
-        pod = f"{namespace}/{meta.get('name') or str(meta.get('generateName') or '') + '*'}"
-        log.info("injected sidecar %r into pod %s (service %s)", change.container_name, pod, change.service)
-        for warning in change.warnings:
-            log.warning("pod %s: %s", pod, warning)
+        with _timed(counted, "inject"):
+            meta = body.get("metadata") or {}
+            namespace = str(meta.get("namespace") or "")
+            if namespaces and namespace and namespace not in namespaces:
+                return
+            try:
+                change = plan(body, template)
+            except InjectionRefusedError as exc:
+                raise kopf.AdmissionError(str(exc), code=422) from None
+            except Exception:  # a Pod shaped as we did not expect: created as without the webhook
+                log.exception("sidecar injection failed; the pod is created without it")
+                return
+            if change is None:
+                return
+            patch.spec["containers"] = change.containers
+            if change.volumes_added:
+                patch.spec["volumes"] = change.volumes
+            for key, value in change.annotations.items():
+                patch.meta.annotations[key] = value
+            for key, value in change.labels.items():
+                patch.meta.labels[key] = value
+            pod = f"{namespace}/{meta.get('name') or str(meta.get('generateName') or '') + '*'}"
+            log.info(
+                "injected sidecar %r into pod %s (service %s)", change.container_name, pod, change.service
+            )
+            for warning in change.warnings:
+                log.warning("pod %s: %s", pod, warning)
 
 
 def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> None:
-    """The validating admission webhook: the reconcile's checks at `kubectl apply` time. Its
-    failure policy is Ignore, so an operator that is down never blocks users; the reconcile
-    still marks invalid plugins."""
+    """The validating admission webhook: the pass's checks at `kubectl apply` time. Its failure
+    policy is Ignore, so an operator that is down never blocks users; the pass still marks
+    invalid plugins."""
 
     @kopf.on.validate(
         GROUP,
@@ -310,31 +432,36 @@ def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> N
         ignore_failures=True,
     )
     async def validate(spec: Any, body: Any, old: Any = None, **_: Any) -> None:
-        meta = body.get("metadata") or {}
-        if meta.get("deletionTimestamp") or (old is not None and old.get("spec") == body.get("spec")):
-            return  # metadata or status only (finalizers, labels): an invalid plugin must stay deletable
-        name = str(meta.get("name") or meta.get("generateName") or "")
-        namespace = str(meta.get("namespace") or "")
-        module = module_name(name, spec.get("module"))
-        problems = [
-            str(p)
-            for p in validate_name(name)
-            + validate_module(module)
-            + validate_settings(spec.get("settings"))
-            + validate_requirements(spec.get("requirements"))[1]
-        ]
-        code = spec.get("code")
-        if isinstance(code, str):
-            try:
-                checked = await state.checker.check(code, pinned_sha256=spec.get("sha256"))
-            except CheckUnavailableError as exc:  # no verdict now: admit it, the reconcile decides
-                log.warning("webhook: %s/%s: %s", namespace, name, exc)
-                checked = []
-            problems += [str(p) for p in checked]
-        if spec.get("enabled", True):
-            for other in state.store.of_service(namespace, str(spec.get("service") or "handlers")):
-                same = module_name(other.name, other.spec.get("module")) == module
-                if other.name != name and not other.deleting and other.spec.get("enabled", True) and same:
-                    problems.append(f"module {module!r} is already provided by LunaPlugin {other.name!r}")
-        if problems:
-            raise kopf.AdmissionError("; ".join(problems), code=422)
+        with _timed(state.metrics, "validate"):
+            await _validate(state, spec, body, old)
+
+
+async def _validate(state: OperatorState, spec: Any, body: Any, old: Any) -> None:
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp") or (old is not None and old.get("spec") == body.get("spec")):
+        return  # metadata or status only (finalizers, labels): an invalid plugin must stay deletable
+    name = str(meta.get("name") or meta.get("generateName") or "")
+    namespace = str(meta.get("namespace") or "")
+    module = module_name(name, spec.get("module"))
+    problems = [
+        str(p)
+        for p in validate_name(name)
+        + validate_module(module)
+        + validate_settings(spec.get("settings"))
+        + validate_requirements(spec.get("requirements"))[1]
+    ]
+    code = spec.get("code")
+    if isinstance(code, str):
+        try:
+            checked = await state.checker.check(code, pinned_sha256=spec.get("sha256"))
+        except CheckUnavailableError as exc:  # no verdict now: admit it, the pass decides
+            log.warning("webhook: %s/%s: %s", namespace, name, exc)
+            checked = []
+        problems += [str(p) for p in checked]
+    if spec.get("enabled", True):
+        for other in state.view.plugins((namespace, str(spec.get("service") or "handlers"))):
+            same = module_name(other.name, other.spec.get("module")) == module
+            if other.name != name and not other.deleting and other.spec.get("enabled", True) and same:
+                problems.append(f"module {module!r} is already provided by LunaPlugin {other.name!r}")
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)

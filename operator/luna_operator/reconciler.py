@@ -1,15 +1,21 @@
 """Converging one service's ConfigMaps, statuses and active list on its LunaPlugins.
 
-``ServiceReconciler.reconcile`` reads the plugins of (namespace, service) from the store,
-reads and checks their code, decides (``desired.decide``) and writes: plugin ConfigMaps first,
-then the active list, then statuses. It is level-based: running it twice changes nothing the
-second time, and it may be interrupted at any point and run again.
+:meth:`ServiceReconciler.full_pass` reads the service's plugins and ConfigMaps from the view
+(kopf's indexes: no API call), checks their code, decides (``desired.decide``) and writes what
+differs: plugin ConfigMaps first, then the active list, then statuses. It is level-based:
+running it twice changes nothing the second time, and it may be interrupted at any point and run
+again. It runs when a desired input changes: a LunaPlugin, a ConfigMap it manages or reads
+(``codeFrom``), the set of the service's sidecar reports (they own the active list).
+
+:meth:`ServiceReconciler.status_pass` only brings ``status.loaded`` and ``status.pods`` in line
+with the sidecars' reports, for the modules whose reports changed, using what the last full pass
+decided; it never touches desired state. Reports that change nothing but their heartbeat cause
+no pass at all.
 
 One plugin never stops the others: a plugin whose code cannot be read or checked, or whose
-ConfigMap the API server refuses, gets that reason in its status and the pass goes on, so the
-active list and every other status are still written. A pass that met a failure that may go away
-by itself (the API unreachable, a conflict) raises :class:`PassIncompleteError` at its end, after
-doing everything else; ``Coalescer`` then runs it again with backoff.
+ConfigMap the API server refuses, gets that reason in its status and the pass goes on. A pass
+that met a failure that may go away by itself raises :class:`PassIncompleteError` at its end,
+after doing everything else; the :class:`~luna_operator.scheduling.Coalescer` retries it.
 """
 
 from __future__ import annotations
@@ -17,15 +23,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import math
+import time
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
+from luna_operator.cluster_api import ClusterApi
 from luna_operator.desired import CheckedCode, PluginOutcome, after_failed_write, bounded, decide
+from luna_operator.errors import ApiError, PassIncompleteError, describe, is_transient
+from luna_operator.events import EventRecorder
+from luna_operator.metrics import PluginGauges
+from luna_operator.records import PluginRecord
 from luna_operator.render import (
     LABEL_ROLE,
     PLUGINS_KEY,
@@ -37,104 +46,156 @@ from luna_operator.render import (
     plugin_configmap_name,
     read_plugin_configmap,
 )
-from luna_operator.status import GROUP, PLURAL, VERSION, StatusWriter, loaded_status
-from luna_operator.store import PluginRecord, PluginStore
+from luna_operator.reports import ReportBook, ReportChange
+from luna_operator.scheduling import PassKind
+from luna_operator.status import PodsOfPlugin, StatusWriter, pods_of_plugin
 from luna_operator.validation import CheckUnavailableError, CodeChecker
+from luna_operator.view import ClusterView
 
-__all__ = [
-    "GROUP",
-    "PLURAL",
-    "VERSION",
-    "Coalescer",
-    "PassIncompleteError",
-    "ServiceReconciler",
-    "loaded_status",
-]
+__all__ = ["PassIncompleteError", "PassRequest", "ServiceReconciler", "listed_entries"]
 
 log = logging.getLogger("luna.operator")
 
-RUNTIMES = "lunapluginruntimes"
-#: a sidecar report older than this no longer counts (sidecars refresh theirs every 10 s)
-STALE_AFTER_SECONDS = 30.0
 ServiceKey = tuple[str, str]
-
-
-class PassIncompleteError(RuntimeError):
-    """Some of a pass could not be done for a reason that may go away by itself; everything
-    else was done. The message lists what failed."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failed API call may succeed when tried again: a conflict, throttling, a server
-    error or no answer at all; other 4xx answers are the API server's final word."""
-    if isinstance(exc, ApiException):
-        return exc.status in (409, 429) or not exc.status or exc.status >= 500
-    return True
-
-
-def describe(exc: BaseException) -> str:
-    """An API failure in a few words: the status and the API server's message, if any."""
-    if isinstance(exc, ApiException):
-        try:
-            message = json.loads(exc.body or "{}").get("message") or exc.reason
-        except (ValueError, AttributeError):
-            message = exc.reason
-        return f"HTTP {exc.status}: {message}"
-    return f"{type(exc).__name__}: {exc}"
+#: statuses written at once (each is one PATCH): a service-wide change writes many
+STATUS_WRITERS = 8
+#: sidecar reports that own a service's active list. Any one keeps the list alive while the
+#: service's sidecars run; more would make every pod that starts or stops rewrite a list that
+#: every sidecar of the service watches (owners at 1000 pods: 150 KB per list)
+MAX_REPORT_OWNERS = 5
+#: seconds after which a service whose writes the API server refused is passed over again
+REFUSED_RETRY = 10.0
+#: every status.loaded of a service is rewritten at most this often when pods start or stop
+#: counting (the modules whose reports changed are written at once)
+COUNTS_INTERVAL = 5.0
+PassRequest = tuple[PassKind, float]
+"""a pass the reconciler asks to run later: (kind, in seconds)"""
 
 
 class ServiceReconciler:
-    """Writes what ``decide`` wants for one service; every call is a full, idempotent pass."""
+    """Full and status passes over one service at a time (the caller serializes per service)."""
 
     def __init__(
         self,
-        api: client.ApiClient,
-        store: PluginStore,
+        api: ClusterApi,
+        view: ClusterView,
+        reports: ReportBook,
         *,
         checker: CodeChecker | None = None,
-        reporter: str = "luna-plugins-operator",
-        stale_after: float = STALE_AFTER_SECONDS,
+        events: EventRecorder | None = None,
+        reports_known: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.stale_after = stale_after
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
         self.api = api
-        self.store = store
+        self.view = view
+        self.reports = reports
         self.checker = checker or CodeChecker()
-        self.status = StatusWriter(api, reporter=reporter)
-        self.passes = 0
+        self.status = StatusWriter(api)
+        self.events = events or EventRecorder(api)
+        self.reports_known = reports_known
+        """whether the report book holds every report (its first LIST is done)"""
+        self.clock = clock
+        self.timer = timer
+        self._outcomes: dict[ServiceKey, list[PluginOutcome]] = {}
+        self._stale_modules: dict[ServiceKey, set[str]] = {}
+        """modules whose reports changed since their statuses were written"""
+        self._stale_counts: set[ServiceKey] = set()
+        """services where pods started or stopped counting: every status.loaded is to write"""
+        self._counts_written: dict[ServiceKey, float] = {}
+        self._gauges: dict[str, PluginGauges] = {}
+        self._refused = False
+        self.full_passes = 0
+        self.status_passes = 0
 
-    async def reconcile(self, key: ServiceKey) -> None:
-        """One full pass over the service; raises :class:`PassIncompleteError` (after doing all it
-        could) when something failed that a later pass may do."""
+    # --- what changed -------------------------------------------------------------------------
+
+    def note(self, change: ReportChange) -> PassKind | None:
+        """Record a change of the reports; returns the pass it needs (None: none)."""
+        if change.modules is None:
+            self._stale_counts.add(change.service)
+        elif change.modules:
+            self._stale_modules.setdefault(change.service, set()).update(change.modules)
+        if change.owners:
+            return "full"
+        return "status" if change.modules is None or change.modules else None
+
+    def _take_stale(self, key: ServiceKey, *, full: bool) -> tuple[set[str] | None, float | None]:
+        """The modules whose ``loaded``/``pods`` to write now (None: every module), and in how
+        many seconds the others may be. Every status of a service is rewritten when pods start or
+        stop counting, but at most every :data:`COUNTS_INTERVAL` seconds: while pods come and go,
+        a service of 200 plugins would otherwise write 200 statuses per pod."""
+        modules = self._stale_modules.pop(key, set())
+        if key not in self._stale_counts:
+            return (None if full else modules), None
+        since = self.timer() - self._counts_written.get(key, -math.inf)
+        if since >= COUNTS_INTERVAL:
+            self._stale_counts.discard(key)
+            self._counts_written[key] = self.timer()
+            return None, None
+        return modules, COUNTS_INTERVAL - since
+
+    async def run(self, key: ServiceKey, kind: PassKind) -> PassRequest | None:
+        """The pass the scheduler asks for; returns the pass to run later although nothing
+        changes (statuses held back, a write the API server refused), else None."""
+        if kind == "status" and key in self._outcomes:
+            return await self.status_pass(key)
+        return await self.full_pass(key)
+
+    # --- full pass ----------------------------------------------------------------------------
+
+    async def full_pass(self, key: ServiceKey) -> PassRequest | None:
+        """Converge the service; raises :class:`PassIncompleteError` (after doing all it could)
+        when something failed that a later pass may do. Returns a full pass in
+        :data:`REFUSED_RETRY` seconds when the API server refused a write for good (an admission
+        policy, a quota: they may change without an event the operator sees), a status pass when
+        statuses were held back (see :meth:`_take_stale`), else None."""
         namespace, service = key
-        plugins = self.store.of_service(namespace, service)
+        selected, later = self._take_stale(key, full=True)
+        previous = {o.plugin.uid: _shown_part(o) for o in self._outcomes.get(key, [])}
+        self._refused = False
+        plugins = self.view.plugins(key)
         live = [plugin for plugin in plugins if not plugin.deleting]
         codes = {plugin.name: await self._checked_code(plugin) for plugin in live}
-        found = await self._plugin_configmaps(namespace, service, live)
+        found = {
+            plugin.name: body
+            for plugin in live
+            if (body := self.view.config_map(namespace, plugin_configmap_name(plugin.name))) is not None
+        }
         existing = {name: read_plugin_configmap(body) for name, body in found.items()}
-        current_list, problem = await self._read_active_list(namespace, service)
+        current_list = self.view.config_map(namespace, active_list_name(service))
         outcomes = decide(plugins, codes, existing, listed_entries(current_list))
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
         failures: list[str] = []
-        runtimes = await self._runtimes(namespace, service, failures)
-        if problem is None:
-            owners = [("LunaPlugin", p.name, p.uid) for p in live] + _runtime_owners(runtimes, current_list)
-            problem = await self._write_active_list(namespace, service, outcomes, owners, current_list)
+        owners = [("LunaPlugin", p.name, p.uid) for p in live] + self._report_owners(key, current_list)
+        problem = await self._write_active_list(namespace, service, outcomes, owners, current_list)
         if problem is not None:
             reason, transient = problem
             outcomes = [
                 o if o.active is None else _not_listed(o, reason, transient=transient) for o in outcomes
             ]
-        reports = self._fresh(runtimes, service) if runtimes is not None else None
-        for outcome in outcomes:
-            error = await self.status.write(outcome, reports)
-            if error is not None and is_transient(error):
-                failures.append(f"status of {outcome.plugin.name}: {describe(error)}")
+        counted = [
+            o
+            for o in outcomes
+            if selected is None
+            or o.serving_module in selected
+            or previous.get(o.plugin.uid) != _shown_part(o)
+        ]
+        failures += await self._write_statuses(key, outcomes, counted)
         failures += [f"{o.plugin.name}: {o.message}" for o in outcomes if o.transient]
-        self.passes += 1
+        gone = [o.plugin for o in outcomes if o.plugin.uid in self.status.gone]
+        for plugin in gone:  # deleted, though the view still showed it: drop it from the list now
+            self.view.forget(plugin.uid)
+            failures.append(f"LunaPlugin {plugin.name!r} is gone")
+        self._outcomes[key] = [o for o in outcomes if o.plugin.uid not in self.status.gone]
+        if not outcomes:
+            self._outcomes.pop(key, None)
+        self.full_passes += 1
         if failures:
             raise PassIncompleteError(bounded("; ".join(failures)))
+        if self._refused:
+            return ("full", REFUSED_RETRY)
+        return ("status", later) if later is not None else None
 
     async def _checked_code(self, plugin: PluginRecord) -> CheckedCode:
         """The plugin's code (inline or from ``codeFrom``) and the verdict of the code check."""
@@ -146,18 +207,16 @@ class ServiceReconciler:
             if not name or not key:
                 return CheckedCode(None, waiting="spec needs code or codeFrom.configMapKeyRef.{name,key}")
             try:
-                config_map = await self.core.read_namespaced_config_map(name, plugin.namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return CheckedCode(None, waiting=f"ConfigMap {name!r} (spec.codeFrom) not found")
+                config_map = await self.api.read_config_map(plugin.namespace, str(name))
+            except ApiError as exc:
                 return CheckedCode(
                     None,
                     waiting=f"could not read ConfigMap {name!r} (spec.codeFrom): {describe(exc)}",
                     transient=is_transient(exc),
                 )
-            except Exception as exc:
-                return CheckedCode(None, waiting=f"could not read ConfigMap {name!r}: {exc}", transient=True)
-            data = config_map.data or {}
+            if config_map is None:
+                return CheckedCode(None, waiting=f"ConfigMap {name!r} (spec.codeFrom) not found")
+            data = config_map.get("data") or {}
             if key not in data:
                 keys = bounded(str(sorted(data)), 300)
                 return CheckedCode(None, waiting=f"ConfigMap {name!r} has no key {key!r} (keys: {keys})")
@@ -170,31 +229,6 @@ class ServiceReconciler:
             log.exception("code check of %s/%s", plugin.namespace, plugin.name)
             return CheckedCode(None, waiting=f"the code check failed: {type(exc).__name__}", transient=True)
         return CheckedCode(code, tuple(problems))
-
-    async def _plugin_configmaps(
-        self, namespace: str, service: str, plugins: list[PluginRecord]
-    ) -> dict[str, dict[str, Any]]:
-        """The ConfigMap named like each plugin's (``lunaplugin-<name>``), as the API returns it,
-        by plugin name: one LIST of the service's, then a GET for each plugin not found there
-        (it moved here from another service, or its name is taken by a ConfigMap of someone else)."""
-        listed = await self.core.list_namespaced_config_map(
-            namespace, label_selector=f"{LABEL_ROLE}=plugin-code,luna.dev/service={service}"
-        )
-        by_name = {item.metadata.name: self.api.sanitize_for_serialization(item) for item in listed.items}
-        found: dict[str, dict[str, Any]] = {}
-        for plugin in plugins:
-            name = plugin_configmap_name(plugin.name)
-            if name in by_name:
-                found[plugin.name] = by_name[name]
-                continue
-            try:
-                item = await self.core.read_namespaced_config_map(name, namespace)
-            except ApiException as exc:
-                if exc.status in (404, 422):  # 422: a name no ConfigMap can have
-                    continue
-                raise
-            found[plugin.name] = self.api.sanitize_for_serialization(item)
-        return found
 
     async def _write_plugin_configmaps(
         self,
@@ -219,9 +253,10 @@ class ServiceReconciler:
             )
             try:
                 written = await self._apply_configmap(plugin.namespace, body, found.get(plugin.name))
-            except Exception as exc:
+            except ApiError as exc:
                 reason = f"ConfigMap {body['metadata']['name']!r} could not be written: {describe(exc)}"
                 log.warning("%s/%s: %s", plugin.namespace, plugin.name, reason)
+                self._refused |= not is_transient(exc)
                 serving = {o.active.module for i, o in enumerate(results) if o.active and i != index}
                 results[index] = after_failed_write(
                     outcome, reason, existing.get(plugin.name), serving, transient=is_transient(exc)
@@ -241,32 +276,52 @@ class ServiceReconciler:
     async def _apply_configmap(
         self, namespace: str, body: dict[str, Any], current: dict[str, Any] | None
     ) -> bool:
-        """Create ``body``, or replace ``current`` with it; False when ``current`` already has
-        its data, labels, annotations and owners."""
+        """Create ``body``, or replace ``current`` with it; False when ``current`` already has its
+        data, labels, annotations and owners. The view may lag: a create that meets an existing
+        object, or a replace of one that is gone, is told to the view and retried by the next pass."""
+        name = body["metadata"]["name"]
         if current is None:
-            await self.core.create_namespaced_config_map(namespace, body)
+            try:
+                stored = await self.api.create_config_map(namespace, body)
+            except ApiError as exc:
+                if exc.status == 409:  # it exists after all: show the view, decide again
+                    there = await self.api.read_config_map(namespace, name)
+                    if there is not None:
+                        self.view.wrote(namespace, there, None)
+                raise
+            self.view.wrote(namespace, stored, None)
             return True
         if _same(current, body):
             return False
-        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        await self.core.replace_namespaced_config_map(body["metadata"]["name"], namespace, body)
+        replaced = str(current["metadata"].get("resourceVersion") or "")
+        body["metadata"]["resourceVersion"] = replaced
+        try:
+            stored = await self.api.replace_config_map(namespace, name, body)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            del body["metadata"]["resourceVersion"]  # gone meanwhile: create it again
+            stored = await self.api.create_config_map(namespace, body)
+        self.view.wrote(namespace, stored, replaced)
         return True
 
-    async def _read_active_list(
-        self, namespace: str, service: str
-    ) -> tuple[dict[str, Any] | None, tuple[str, bool] | None]:
-        """The service's active list as the API returns it (None: there is none), or why it could
-        not be read as (reason, transient)."""
-        name = active_list_name(service)
-        try:
-            current = await self.core.read_namespaced_config_map(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None, None
-            return None, (f"the active list {name!r} could not be read: {describe(exc)}", is_transient(exc))
-        except Exception as exc:
-            return None, (f"the active list {name!r} could not be read: {describe(exc)}", True)
-        return self.api.sanitize_for_serialization(current), None
+    def _report_owners(self, key: ServiceKey, current_list: dict[str, Any] | None) -> list[Owner]:
+        """The sidecar reports that own the active list: at most :data:`MAX_REPORT_OWNERS` of
+        those that exist, the ones it names already first (so a pod that comes or goes rarely
+        rewrites a list every sidecar watches), or, while the reports are not all known yet,
+        those it names already (so a restart never orphans it)."""
+        references = ((current_list or {}).get("metadata") or {}).get("ownerReferences") or []
+        named = [
+            ("LunaPluginRuntime", str(ref.get("name")), str(ref.get("uid")))
+            for ref in references
+            if isinstance(ref, dict) and ref.get("kind") == "LunaPluginRuntime"
+        ]
+        if not self.reports_known():
+            return named
+        existing = [("LunaPluginRuntime", r.name, r.uid) for r in self.reports.reports(key) if r.uid]
+        alive = set(existing)
+        kept = [owner for owner in named if owner in alive][:MAX_REPORT_OWNERS]
+        return kept + [owner for owner in existing if owner not in kept][: MAX_REPORT_OWNERS - len(kept)]
 
     async def _write_active_list(
         self,
@@ -297,62 +352,91 @@ class ServiceReconciler:
                 body["metadata"]["ownerReferences"] = found["metadata"].get("ownerReferences") or []
         try:
             written = await self._apply_configmap(namespace, body, found)
-        except Exception as exc:
+        except ApiError as exc:
             reason = f"the active list {name!r} could not be written: {describe(exc)}"
             log.warning("%s/%s: %s", namespace, service, reason)
+            self._refused |= not is_transient(exc)
             return reason, is_transient(exc)
         if written:
             modules = json.loads(next(iter(body["data"].values())))
-            log.info("active list of %s/%s: %s", namespace, service, modules)
+            log.info(
+                "active list of %s/%s: %d module(s): %s",
+                namespace,
+                service,
+                len(modules),
+                bounded(str(modules), 300),
+            )
         return None
 
-    async def _runtimes(
-        self, namespace: str, service: str, failures: list[str]
-    ) -> list[dict[str, Any]] | None:
-        """The service's sidecar reports (LunaPluginRuntimes), as the API returns them; None (and
-        a failure noted) when they could not be read."""
-        try:
-            found = await self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, RUNTIMES, label_selector=f"luna.dev/service={service}"
-            )
-        except Exception as exc:
-            failures.append(f"sidecar reports: {describe(exc)}")
-            return None
-        return [item for item in found.get("items", []) if isinstance(item, dict)]
+    # --- statuses -----------------------------------------------------------------------------
 
-    def _fresh(self, runtimes: list[dict[str, Any]], service: str) -> list[dict[str, Any]]:
-        """The reports of ``service`` refreshed within ``stale_after`` seconds, by pod."""
-        now = datetime.now(UTC)
-        fresh = []
-        for item in runtimes:
-            spec = item.get("spec") or {}
-            try:
-                beat = datetime.fromisoformat(str(spec.get("heartbeatTime")).replace("Z", "+00:00"))
-                age = (now - beat).total_seconds()
-            except (ValueError, TypeError):
-                continue
-            if age <= self.stale_after and spec.get("service") == service:
-                fresh.append(spec)
-        return sorted(fresh, key=lambda spec: str(spec.get("pod")))
+    async def status_pass(self, key: ServiceKey) -> PassRequest | None:
+        """Bring ``loaded`` and ``pods`` in line with the reports, for the modules whose reports
+        changed since the last pass (all of them when pods started or stopped counting, at most
+        every :data:`COUNTS_INTERVAL` seconds: then it asks for the next status pass)."""
+        outcomes = self._outcomes.get(key, [])
+        selected, later = self._take_stale(key, full=False)
+        chosen = outcomes if selected is None else [o for o in outcomes if o.serving_module in selected]
+        failures = await self._write_statuses(key, chosen, chosen)
+        self.status_passes += 1
+        if failures:
+            raise PassIncompleteError(bounded("; ".join(failures)))
+        return ("status", later) if later is not None else None
 
+    async def _write_statuses(
+        self, key: ServiceKey, outcomes: list[PluginOutcome], counted: list[PluginOutcome]
+    ) -> list[str]:
+        """Write the statuses of ``outcomes`` (a few at a time), with ``loaded`` and ``pods``
+        for those in ``counted`` (the others keep theirs), and announce what changed; returns
+        what failed and may pass."""
+        snapshot = self.reports.snapshot(key, self.clock()) if self.reports_known() else None
+        recount = {o.plugin.uid for o in counted}
+        slots = asyncio.Semaphore(STATUS_WRITERS)
 
-def _runtime_owners(
-    runtimes: list[dict[str, Any]] | None, current_list: dict[str, Any] | None
-) -> list[Owner]:
-    """The sidecar reports that own the active list: those that exist, or, when they could not be
-    read, those it names already (so an API hiccup never orphans it)."""
-    if runtimes is not None:
-        return [
-            ("LunaPluginRuntime", str(item["metadata"]["name"]), str(item["metadata"]["uid"]))
-            for item in runtimes
-            if (item.get("metadata") or {}).get("uid")
-        ]
-    references = ((current_list or {}).get("metadata") or {}).get("ownerReferences") or []
-    return [
-        ("LunaPluginRuntime", str(ref["name"]), str(ref["uid"]))
-        for ref in references
-        if ref.get("kind") == "LunaPluginRuntime"
-    ]
+        async def write(outcome: PluginOutcome) -> str | None:
+            pods: PodsOfPlugin | None = None
+            if snapshot is not None and outcome.plugin.uid in recount:
+                pods = pods_of_plugin(outcome, snapshot)
+            async with slots:
+                error = await self.status.write(outcome, pods)
+                if error is not None:
+                    if not is_transient(error):
+                        return None
+                    # retried: this module's status is still to write
+                    self._stale_modules.setdefault(key, set()).add(outcome.serving_module)
+                    return f"status of {outcome.plugin.name}: {describe(error)}"
+                plugin = outcome.plugin
+                if plugin.uid in self.status.gone:
+                    return None
+                await self.events.phase(outcome)
+                if pods is not None:
+                    await self.events.pods(outcome, pods)
+                    self._gauges[plugin.uid] = PluginGauges(
+                        plugin.namespace, plugin.service, plugin.name, pods.outdated, pods.failing
+                    )
+                return None
+
+        return [failure for failure in await asyncio.gather(*map(write, outcomes)) if failure]
+
+    # --- what the metrics read ----------------------------------------------------------------
+
+    def phases(self) -> dict[str, int]:
+        """LunaPlugins by the phase their last full pass decided."""
+        counts: dict[str, int] = {}
+        for outcomes in self._outcomes.values():
+            for outcome in outcomes:
+                counts[outcome.phase] = counts.get(outcome.phase, 0) + 1
+        return counts
+
+    def plugin_gauges(self) -> list[PluginGauges]:
+        """Each LunaPlugin's outdated and failing pods, as its last status computation found them."""
+        return list(self._gauges.values())
+
+    def forget(self, uid: str) -> None:
+        """A LunaPlugin was deleted: drop what was remembered of it."""
+        self.status.forget(uid)
+        self.events.forget(uid)
+        self._gauges.pop(uid, None)
 
 
 def listed_entries(active_list_body: dict[str, Any] | None) -> dict[str, Any]:
@@ -391,58 +475,19 @@ def _same(current: dict[str, Any], body: dict[str, Any]) -> bool:
     )
 
 
+def _shown_part(outcome: PluginOutcome) -> tuple[object, ...]:
+    """What of an outcome a status shows apart from ``loaded`` and ``pods``."""
+    return (
+        outcome.phase,
+        outcome.message,
+        outcome.code_hash,
+        outcome.serving_module,
+        outcome.plugin.generation,
+    )
+
+
 def _not_listed(outcome: PluginOutcome, reason: str, *, transient: bool) -> PluginOutcome:
     """A plugin that should be served while the active list could not be written."""
     phase = "Pending" if outcome.phase == "Ready" else outcome.phase
     message = f"{outcome.message}; {reason}" if outcome.message else reason
     return replace(outcome, phase=phase, message=bounded(message), transient=outcome.transient or transient)
-
-
-class Coalescer:
-    """Runs ``work(key)`` for each triggered key, one run per key at a time: triggers that arrive
-    while a run is under way cause exactly one more run; failures retry with backoff."""
-
-    def __init__(
-        self, work: Callable[[ServiceKey], Awaitable[None]], *, delay: float = 0.05, max_backoff: float = 30.0
-    ) -> None:
-        self._work = work
-        self._delay = delay
-        self._max_backoff = max_backoff
-        self._dirty: set[ServiceKey] = set()
-        self._tasks: dict[ServiceKey, asyncio.Task[None]] = {}
-        self._locks: dict[ServiceKey, asyncio.Lock] = {}
-
-    def trigger(self, key: ServiceKey) -> None:
-        """Schedule a run for ``key`` (merged with any run not yet started)."""
-        self._dirty.add(key)
-        if key not in self._tasks:
-            self._tasks[key] = asyncio.create_task(self._run(key), name=f"luna-reconcile-{key[0]}-{key[1]}")
-
-    def _lock(self, key: ServiceKey) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
-
-    async def _run(self, key: ServiceKey) -> None:
-        backoff = 0.5
-        try:
-            while key in self._dirty:
-                await asyncio.sleep(self._delay)
-                self._dirty.discard(key)
-                try:
-                    async with self._lock(key):
-                        await self._work(key)
-                    backoff = 0.5
-                except Exception as exc:
-                    log.warning("reconcile of %s/%s failed, retrying in %.1f s: %s", *key, backoff, exc)
-                    self._dirty.add(key)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self._max_backoff)
-        finally:
-            self._tasks.pop(key, None)
-
-    async def stop(self) -> None:
-        """Cancel every scheduled or running pass (shutdown: the API session is about to close)."""
-        self._dirty.clear()
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

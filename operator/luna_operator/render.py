@@ -3,9 +3,10 @@ service. Pure functions: the same plugins always render the same objects.
 
 Ownership, so that nothing outlives its use (and no finalizer is needed): a plugin's ConfigMap is
 controlled by its LunaPlugin; a service's active list is owned by every LunaPlugin of the service
-and by every sidecar report (LunaPluginRuntime, itself owned by its pod) of the service, so the
-garbage collector deletes it once the last of them is gone. While a sidecar of the service runs,
-its list stays, and so the operator can empty it when the service's last plugin is deleted."""
+and by a few sidecar reports (LunaPluginRuntime, each owned by its pod) of the service (the
+reconciler keeps up to five that exist), so the garbage collector deletes it once the last of them
+is gone. While a sidecar of the service runs, its list stays, and so the operator can empty it
+when the service's last plugin is deleted."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ LABEL_PLUGIN = "luna.dev/plugin"
 LABEL_ROLE = "luna.dev/role"
 ANNOTATION_HASH = "luna.dev/code-hash"
 PLUGINS_KEY = "plugins.json"
+PLUGIN_CONFIGMAP_PREFIX = "lunaplugin-"
+ACTIVE_LIST_PREFIX = "luna-plugins-"
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,12 @@ class ExistingConfigMap:
 
 def plugin_configmap_name(plugin: str) -> str:
     """The ConfigMap holding a plugin's code (``lunaplugin-<name>``)."""
-    return f"lunaplugin-{plugin}"
+    return PLUGIN_CONFIGMAP_PREFIX + plugin
 
 
 def active_list_name(service: str) -> str:
     """The active-list ConfigMap of a service (``luna-plugins-<service>``)."""
-    return f"luna-plugins-{service}"
+    return ACTIVE_LIST_PREFIX + service
 
 
 def active_list_key(service: str) -> str:

@@ -1,182 +1,215 @@
-"""Reporting a pass's outcome on each LunaPlugin: its status, and an Event when its phase changes.
+"""Each LunaPlugin's status: what the last full pass decided, and which pods run which version.
 
-``StatusWriter.write`` patches one plugin's status only when it differs from what the plugin
-shows (or what was written last, which the watch may not have delivered yet); it never raises
-for the API's answers, so one plugin's status never keeps another's from being written.
+- :func:`pods_of_plugin` (pure): ``loaded``, ``pods`` and the counts behind them, from a
+  :class:`~luna_operator.reports.ReportSnapshot`; it looks at each distinct report content once,
+  so its cost grows with the number of distinct contents, not of pods;
+- :func:`desired_status` (pure): the whole ``status`` object for a plugin;
+- :class:`StatusWriter`: patches a plugin's status only when it differs from what the plugin
+  shows (or what this process wrote last, which the watch may not have delivered yet). It never
+  raises for the API's answers, so one plugin's status never keeps another's from being written.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
+from luna_operator.cluster_api import ClusterApi
 from luna_operator.desired import PluginOutcome, bounded
+from luna_operator.errors import ApiError
 from luna_operator.render import plugin_configmap_name
-from luna_operator.store import PluginRecord
+from luna_operator.reports import PodPlugin, ReportSnapshot
 
 log = logging.getLogger("luna.operator")
 
-GROUP, VERSION, PLURAL = "luna.dev", "v1alpha1", "lunaplugins"
-#: at most this many pods are listed in ``status.pods``
+#: at most this many pods are listed in ``status.pods`` (those with a problem first)
 MAX_PODS = 50
-#: the longest error of one pod quoted in ``status.pods``
-MAX_POD_ERROR_CHARS = 500
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class FailedVersion:
+    """Pods that report the version in service as failed to load."""
+
+    code_hash: str
+    pods: int
+    example_pod: str
+    error: str
+    kept: str | None
+    """the version those pods keep serving instead (the last good one), None: none"""
+
+
+@dataclass(frozen=True)
+class PodsOfPlugin:
+    """Where a plugin's version in service runs, from the service's fresh reports."""
+
+    running: int
+    total: int
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    """at most :data:`MAX_PODS` entries, pods with a problem first, sorted by pod name"""
+    outdated: int = 0
+    """pods that do not run the version in service"""
+    failing: int = 0
+    """pods that report an error for the plugin"""
+    failed: FailedVersion | None = None
+
+    @property
+    def loaded(self) -> str:
+        return f"{self.running}/{self.total}"
+
+
+def _pod_entry(pod: str, entry: PodPlugin | None) -> dict[str, Any]:
+    if entry is None:
+        return {"pod": pod, "state": "absent"}
+    found: dict[str, Any] = {"pod": pod, "state": entry.state}
+    if entry.code_hash:
+        found["codeHash"] = entry.code_hash
+    if entry.failed_code_hash:
+        found["failedCodeHash"] = entry.failed_code_hash
+    if entry.error:
+        found["error"] = entry.error
+    return found
+
+
+def pods_of_plugin(outcome: PluginOutcome, snapshot: ReportSnapshot) -> PodsOfPlugin:
+    """Count and list the pods of ``snapshot`` for the module ``outcome`` serves."""
+    module, current = outcome.serving_module, outcome.code_hash
+    running = outdated = failing = 0
+    problems: list[tuple[str, PodPlugin | None]] = []
+    fine: list[tuple[str, PodPlugin | None]] = []
+    failed_pods = 0
+    failed_example: tuple[str, PodPlugin] | None = None
+    for group in snapshot:
+        entry = group.plugins.get(module)
+        count = len(group.pods)
+        serving = entry is not None and entry.state == "running" and entry.code_hash == current
+        if serving:
+            running += count
+        else:
+            outdated += count
+        if entry is not None and entry.error:
+            failing += count
+        if entry is not None and current and _failed_version(entry) == current:
+            failed_pods += count
+            if failed_example is None or group.pods[0] < failed_example[0]:
+                failed_example = (group.pods[0], entry)
+        target = problems if not serving or (entry is not None and entry.error) else fine
+        if len(target) < MAX_PODS:
+            target.extend((pod, entry) for pod in group.pods[: MAX_PODS - len(target)])
+    listed = sorted((problems + fine)[:MAX_PODS], key=lambda pair: pair[0])
+    failed = None
+    if failed_example is not None and current:
+        pod, entry = failed_example
+        failed = FailedVersion(
+            current,
+            failed_pods,
+            pod,
+            entry.error or "",
+            entry.code_hash if entry.state == "running" else None,
+        )
+    return PodsOfPlugin(
+        running,
+        snapshot.pods,
+        [_pod_entry(pod, entry) for pod, entry in listed],
+        outdated,
+        failing,
+        failed,
+    )
+
+
+def _failed_version(entry: PodPlugin) -> str | None:
+    """The version a pod reports as failed: the newer one it could not load, or the one that failed."""
+    if entry.failed_code_hash:
+        return entry.failed_code_hash
+    return entry.code_hash if entry.state == "failed" else None
+
+
+def desired_status(
+    outcome: PluginOutcome, pods: PodsOfPlugin | None, current: dict[str, Any]
+) -> dict[str, Any]:
+    """The plugin's whole status; ``pods`` None keeps ``loaded`` and ``pods`` as ``current`` has
+    them (the reports are not known yet). ``current`` is the status the plugin shows now."""
+    plugin = outcome.plugin
+    ready = outcome.phase == "Ready"
+    condition: dict[str, Any] = {
+        "type": "Ready",
+        "status": "True" if ready else "False",
+        "reason": outcome.phase,
+        "message": outcome.message or "the code is valid and in the service's active list",
+        "observedGeneration": plugin.generation,
+    }
+    previous: dict[str, Any] = next(
+        (c for c in current.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Ready"), {}
+    )
+    # the transition time moves only when the condition's status flips
+    flipped = previous.get("status") != condition["status"] or not previous.get("lastTransitionTime")
+    condition["lastTransitionTime"] = _now() if flipped else previous["lastTransitionTime"]
+    message = outcome.message
+    if pods is not None and pods.failing and ready:
+        first = next((p for p in pods.pods if p.get("error")), None)
+        if first is not None:
+            message = bounded(f"{pods.failing} pod(s) report an error: {first['pod']}: {first['error']}")
+    status = {
+        "phase": outcome.phase,
+        "message": message,
+        "module": outcome.serving_module,
+        "codeHash": outcome.code_hash,
+        "configMap": plugin_configmap_name(plugin.name) if outcome.code_hash else None,
+        "observedGeneration": plugin.generation,
+        "conditions": [condition],
+    }
+    if pods is not None:
+        status |= {"loaded": pods.loaded, "pods": pods.pods}
+    return status
+
+
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
+    """``status`` without the condition's transition time (which only moves on a flip)."""
+    conditions = [{**c, "lastTransitionTime": None} for c in status.get("conditions") or []]
+    return {**status, "conditions": conditions}
+
+
 class StatusWriter:
-    """Writes ``status`` and posts Events for the LunaPlugins of every pass."""
+    """Writes the status of LunaPlugins through ``api``."""
 
-    def __init__(self, api: client.ApiClient, *, reporter: str = "luna-plugins-operator") -> None:
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self.reporter = reporter
-        # the last status written per plugin uid: the watch may not have shown it to the store yet
+    def __init__(self, api: ClusterApi) -> None:
+        self.api = api
+        # the last status written per plugin uid: the watch may not have shown it to the view yet
         self._written: dict[str, dict[str, Any]] = {}
+        self.patches = 0
+        self.gone: set[str] = set()
+        """uids of plugins whose status patch met 404: deleted, whatever the view still shows"""
 
-    async def write(self, outcome: PluginOutcome, reports: list[dict[str, Any]] | None) -> Exception | None:
-        """Bring the plugin's status in line with ``outcome``; ``reports`` (the service's fresh
-        sidecar reports) set ``loaded`` and ``pods``, or leave them as they are when None (the
-        reports could not be read). Returns the error when the status could not be written."""
-        try:
-            await self._write(outcome, reports)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None  # deleted meanwhile: nothing to report on
-            log.warning(
-                "status of %s/%s not written: HTTP %s %s",
-                outcome.plugin.namespace,
-                outcome.plugin.name,
-                exc.status,
-                exc.reason,
-            )
-            return exc
-        except Exception as exc:  # the API unreachable: the pass is retried
-            return exc
-        return None
+    def shown(self, outcome: PluginOutcome) -> dict[str, Any]:
+        """The status the plugin has: what this process wrote last, else what the view shows."""
+        return self._written.get(outcome.plugin.uid) or dict(outcome.plugin.status)
 
-    async def _write(self, outcome: PluginOutcome, reports: list[dict[str, Any]] | None) -> None:
+    async def write(self, outcome: PluginOutcome, pods: PodsOfPlugin | None) -> ApiError | None:
+        """Bring the plugin's status in line; returns the error when it could not be written (a
+        404 is no error: the plugin was deleted meanwhile, see :attr:`gone`)."""
         plugin = outcome.plugin
-        current = plugin.status
-        ready = outcome.phase == "Ready"
-        condition: dict[str, Any] = {
-            "type": "Ready",
-            "status": "True" if ready else "False",
-            "reason": outcome.phase,
-            "message": outcome.message or "the code is valid and in the service's active list",
-            "observedGeneration": plugin.generation,
-        }
-        previous: dict[str, Any] = next(
-            (c for c in current.get("conditions") or [] if c.get("type") == "Ready"), {}
-        )
-        same_condition = all(previous.get(k) == v for k, v in condition.items())
-        # the transition time moves only when the condition's status flips
-        flipped = previous.get("status") != condition["status"] or not previous.get("lastTransitionTime")
-        condition["lastTransitionTime"] = _now() if flipped else previous["lastTransitionTime"]
-        loaded = loaded_status(outcome, reports) if reports is not None else {}
-        message = outcome.message
-        failing = [pod for pod in loaded.get("pods", []) if pod.get("error")]
-        if failing and outcome.phase == "Ready":
-            first = failing[0]
-            message = bounded(f"{len(failing)} pod(s) report an error: {first['pod']}: {first['error']}")
-        desired = {
-            "phase": outcome.phase,
-            "message": message,
-            "module": outcome.serving_module,
-            "codeHash": outcome.code_hash,
-            "configMap": plugin_configmap_name(plugin.name) if outcome.code_hash else None,
-            "observedGeneration": plugin.generation,
-            "conditions": [condition],
-            **loaded,
-        }
-        comparable = {**desired, "conditions": [{**condition, "lastTransitionTime": None}]}
-        if self._written.get(plugin.uid) == comparable:
-            return  # we wrote exactly this already; the store has not caught up yet
-        if same_condition and all(current.get(k) == v for k, v in desired.items() if k != "conditions"):
-            self._written[plugin.uid] = comparable
-            return
-        await self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            plugin.namespace,
-            PLURAL,
-            plugin.name,
-            {"status": desired},
-            _content_type="application/merge-patch+json",
-        )
-        previous_phase = (self._written.get(plugin.uid) or current).get("phase")
-        self._written[plugin.uid] = comparable
-        if previous_phase != outcome.phase:
-            kind = "Warning" if outcome.phase in ("Invalid", "Pending") else "Normal"
-            await self.post_event(
-                plugin, kind, outcome.phase, outcome.message or f"module {outcome.serving_module} is active"
-            )
+        shown = self.shown(outcome)
+        desired = desired_status(outcome, pods, shown)
+        if _comparable(desired) == _comparable({k: shown.get(k) for k in desired}):
+            return None
+        try:
+            await self.api.patch_plugin_status(plugin.namespace, plugin.name, desired)
+        except ApiError as exc:
+            if exc.status == 404:
+                self.gone.add(plugin.uid)
+                return None
+            log.warning("status of %s/%s not written: %s", plugin.namespace, plugin.name, exc)
+            return exc
+        self.patches += 1
+        self._written[plugin.uid] = {**shown, **desired}
+        return None
 
     def forget(self, uid: str) -> None:
         """Drop what was remembered of a deleted plugin."""
         self._written.pop(uid, None)
-
-    async def post_event(self, plugin: PluginRecord, kind: str, reason: str, message: str) -> None:
-        """A Kubernetes Event on the LunaPlugin, for `kubectl describe` (best effort)."""
-        now = datetime.now(UTC)
-        body = {
-            "metadata": {"generateName": f"{plugin.name}.", "namespace": plugin.namespace},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "LunaPlugin",
-                "name": plugin.name,
-                "namespace": plugin.namespace,
-                "uid": plugin.uid,
-            },
-            "type": kind,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": self.reporter},
-            "reportingComponent": self.reporter,
-            "reportingInstance": self.reporter,
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "count": 1,
-        }
-        try:
-            await self.core.create_namespaced_event(plugin.namespace, body)
-        except Exception as exc:  # events inform; they never fail a pass
-            log.debug("could not post an event for %s/%s: %s", plugin.namespace, plugin.name, exc)
-
-
-def loaded_status(outcome: PluginOutcome, reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """``loaded`` ("pods running the version in service / pods of the service") and ``pods``
-    (each pod's hash, state and error for the module the plugin is served as), from fresh
-    sidecar reports."""
-    module = outcome.serving_module
-    pods = []
-    running = 0
-    for report in reports:
-        listed = report.get("plugins")
-        mine = (
-            next(
-                (p for p in listed if isinstance(p, dict) and p.get("module") == module),
-                None,
-            )
-            if isinstance(listed, list)
-            else None
-        )
-        entry: dict[str, Any] = {
-            "pod": str(report.get("pod")),
-            "state": str(mine.get("state")) if mine else "absent",
-        }
-        if mine:
-            entry["codeHash"] = mine.get("codeHash")
-            if mine.get("error"):
-                entry["error"] = bounded(str(mine["error"]), MAX_POD_ERROR_CHARS)
-        if mine and mine.get("state") == "running" and mine.get("codeHash") == outcome.code_hash:
-            running += 1
-        pods.append(entry)
-    return {"loaded": f"{running}/{len(reports)}", "pods": pods[:MAX_PODS]}
+        self.gone.discard(uid)

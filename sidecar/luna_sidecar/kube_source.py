@@ -185,9 +185,10 @@ class ConfigMapMirror:
                         if code == 410:
                             return None
                         raise RuntimeError(f"watch error: {item}")
-                    version = str(item.metadata.resource_version)
-                    if kind == "BOOKMARK":
+                    if kind == "BOOKMARK":  # its object is a dict: only the version to resume from
+                        version = str(event["raw_object"]["metadata"]["resourceVersion"])
                         continue
+                    version = str(item.metadata.resource_version)
                     if kind == "DELETED":
                         self.items.pop(item.metadata.name, None)
                     else:

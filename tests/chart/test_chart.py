@@ -36,7 +36,7 @@ COMBINATIONS: dict[str, list[str]] = {
         "--set",
         "sidecar.serviceAccount.name=handlers",
         "--set",
-        "operator.prometheusScrape.enabled=true",
+        "operator.prometheusScrape.enabled=false",
         "--set",
         "image.tag=0.1.0-rc1",
     ],
@@ -229,14 +229,15 @@ def test_scrape_annotations_follow_the_values(kube: Any) -> None:
         annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
         return {key: value for key, value in annotations.items() if key.startswith("prometheus.io/")}
 
-    assert scrape_annotations(render(kube, "--set", "operator.prometheusScrape.enabled=true")) == {
+    assert scrape_annotations(render(kube)) == {
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": "8090",
+        "prometheus.io/port": "8091",
         "prometheus.io/path": "/metrics",
     }
-    assert scrape_annotations(render(kube)) == {}
-    # without webhooks there is no checksum to roll the pod on either: no annotations at all
-    (deployment,) = of_kind(render(kube, *COMBINATIONS["webhook-disabled"]), "Deployment")
+    assert scrape_annotations(render(kube, "--set", "operator.prometheusScrape.enabled=false")) == {}
+    # without webhooks or scraping there is nothing to annotate the pod with
+    off = [*COMBINATIONS["webhook-disabled"], "--set", "operator.prometheusScrape.enabled=false"]
+    (deployment,) = of_kind(render(kube, *off), "Deployment")
     assert "annotations" not in deployment["spec"]["template"]["metadata"]
 
 
@@ -318,7 +319,8 @@ def test_objects_carry_the_recommended_labels(kube: Any) -> None:
         *("--set", "operator.peering.enabled=true", "--set", "operator.replicas=2"),
         *("--set", "webhook.certManager.enabled=true", "--set", "sidecar.namespaces={team-a}"),
         *("--set", "demo.enabled=true", "--set", "prometheus.podMonitor.enabled=true"),
-        *("--set", "prometheus.serviceMonitor.enabled=true"),
+        *("--set", "prometheus.serviceMonitor.enabled=true", "--set", "prometheus.rules.enabled=true"),
+        *("--set", "grafana.dashboards.enabled=true"),
     ]
     components: set[str] = set()
     for obj in render(kube) + render(kube, *everything):
@@ -328,7 +330,7 @@ def test_objects_carry_the_recommended_labels(kube: Any) -> None:
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/part-of"] == "luna-plugins"
         components.add(labels["app.kubernetes.io/component"])
-    assert components == {"operator", "sidecar", "webhook", "demo", "monitoring"}
+    assert components == {"operator", "operator-metrics", "sidecar", "webhook", "demo", "monitoring"}
 
 
 # --- the API server -----------------------------------------------------------------------------

@@ -28,8 +28,18 @@ PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.85.
 MONITOR_CRDS = {
     "podmonitors.monitoring.coreos.com": "monitoring.coreos.com_podmonitors.yaml",
     "servicemonitors.monitoring.coreos.com": "monitoring.coreos.com_servicemonitors.yaml",
+    "prometheusrules.monitoring.coreos.com": "monitoring.coreos.com_prometheusrules.yaml",
 }
-MONITORS = ["--set", "prometheus.podMonitor.enabled=true", "--set", "prometheus.serviceMonitor.enabled=true"]
+MONITORS = [
+    "--set",
+    "prometheus.podMonitor.enabled=true",
+    "--set",
+    "prometheus.serviceMonitor.enabled=true",
+    "--set",
+    "prometheus.rules.enabled=true",
+    "--set",
+    "grafana.dashboards.enabled=true",
+]
 DEMO_PLUGINS = ("kettle", "route_digest", "http_forwarder")
 
 
@@ -43,7 +53,8 @@ def test_chart_demo_plugins_are_the_example_plugins() -> None:
 
 @pytest.fixture(scope="session")
 def monitoring_crds(kube: Any) -> None:
-    """prometheus-operator's PodMonitor and ServiceMonitor CRDs, installed in the test cluster."""
+    """prometheus-operator's PodMonitor, ServiceMonitor and PrometheusRule CRDs, installed in the test
+    cluster."""
     try:
         info = go_module(PROMETHEUS_OPERATOR)
     except ModuleUnavailableError as exc:
@@ -67,7 +78,10 @@ def test_no_monitors_and_no_demo_by_default(kube: Any) -> None:
 @pytest.mark.kube
 def test_monitors_select_the_demo_pods_and_service_on_the_metrics_port(kube: Any) -> None:
     objects = render(kube, *MONITORS, "--set", "demo.enabled=true", "--set", "prometheus.interval=15s")
-    pod_monitor, service_monitor = only(objects, "PodMonitor"), only(objects, "ServiceMonitor")
+    pod_monitor = only(objects, "PodMonitor")
+    (service_monitor,) = [
+        o for o in of_kind(objects, "ServiceMonitor") if o["metadata"]["name"].endswith("-sidecars")
+    ]
     deployment = next(o for o in of_kind(objects, "Deployment") if o["metadata"]["name"].endswith("-demo"))
     service = next(o for o in of_kind(objects, "Service") if o["metadata"]["name"].endswith("-demo"))
     pod = deployment["spec"]["template"]
@@ -103,7 +117,8 @@ def test_monitors_select_the_demo_pods_and_service_on_the_metrics_port(kube: Any
         "demo.enabled=true",
     )
     assert only(objects, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
-    assert only(objects, "ServiceMonitor")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    for monitor in of_kind(objects, "ServiceMonitor"):  # the sidecars' and the operator's
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     demo = next(o for o in of_kind(objects, "Deployment") if o["metadata"]["name"].endswith("-demo"))
     assert "annotations" not in demo["spec"]["template"]["metadata"]
 
@@ -121,7 +136,9 @@ def test_monitors_and_demo_are_accepted_by_the_api_server(
 ) -> None:
     restricted_namespace(kube, namespace)
     objects = render(kube, *MONITORS, "--set", "demo.enabled=true", namespace=namespace)
-    assert {"PodMonitor", "ServiceMonitor", "LunaPlugin"} <= {obj["kind"] for obj in objects}
+    assert {"PodMonitor", "ServiceMonitor", "PrometheusRule", "LunaPlugin"} <= {
+        obj["kind"] for obj in objects
+    }
     stderr = dry_run(kube, namespace, objects)
     assert "Warning" not in stderr, stderr  # the demo pod passes the restricted Pod Security level
 

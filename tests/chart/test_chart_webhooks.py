@@ -262,7 +262,7 @@ def test_webhook_and_injection_can_be_turned_off(kube: Any) -> None:
     }
     container = operator_container(objects)
     assert not [arg for arg in container["args"] if arg.startswith(("--webhook", "--inject"))]
-    assert [port["name"] for port in container["ports"]] == ["liveness"]
+    assert [port["name"] for port in container["ports"]] == ["liveness", "metrics"]  # no webhook port
     assert [mount["name"] for mount in container["volumeMounts"]] == ["tmp"]
 
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from luna_cluster import cluster, pki, procs, tools
 from tests.sidecar.harness import wait_for
@@ -246,3 +247,13 @@ def test_a_failed_build_reports_the_tail_of_its_output(
         tools.build(plan, io.StringIO(), interval=60)
     assert "main.go:3" in str(failure.value)
     assert not plan.ready
+
+
+def test_the_audit_log_is_opt_in_and_records_no_bodies(tmp_path: Path) -> None:
+    state = cluster.StateDir.at(tmp_path / "state")
+    plain = cluster._apiserver_args(state, Path("kube-apiserver"), 1, 3)
+    assert not [arg for arg in plain if arg.startswith("--audit")]
+    audited = cluster._apiserver_args(state, Path("kube-apiserver"), 1, 3, audit=True)
+    assert f"--audit-log-path={state.audit_log}" in audited
+    policy = yaml.safe_load(state.audit_policy.read_text())
+    assert [rule["level"] for rule in policy["rules"]] == ["Metadata"]  # who and what, never bodies

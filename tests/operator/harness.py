@@ -68,6 +68,7 @@ class Operator:
     process: subprocess.Popen[bytes]
     log_path: Path
     liveness: str
+    metrics_url: str
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -80,18 +81,30 @@ class Operator:
 
 def start_operator(kube: Any, namespace: str, workdir: Path, *args: str) -> Operator:
     """Start `luna-plugins operator` for ``namespace`` and wait for its liveness endpoint."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     log_path = workdir / f"operator-{time.monotonic_ns()}.log"
     env = {k: v for k, v in kube.env.items() if not k.startswith("LUNA_")}
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            [*sidecar_command(), "operator", "--namespace", namespace, "--liveness", f"{HOST}:{port}", *args],
+            [
+                *sidecar_command(),
+                "operator",
+                "--namespace",
+                namespace,
+                "--liveness",
+                f"{HOST}:{port}",
+                "--metrics",
+                f"{HOST}:{metrics_port}",
+                *args,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=workdir,
         )
-    operator = Operator(process, log_path, f"http://{HOST}:{port}/healthz")
+    operator = Operator(
+        process, log_path, f"http://{HOST}:{port}/healthz", f"http://{HOST}:{metrics_port}/metrics"
+    )
 
     def alive() -> bool:
         if process.poll() is not None:

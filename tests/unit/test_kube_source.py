@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from luna_contract.secret_settings import ENTRY_FIELD, encode, version_of
 from luna_sidecar.kube_source import MirroredConfigMap, active_list_key, active_list_name, desired_plugins
 from luna_sidecar.secret_settings import SecretSettingsDir
@@ -161,3 +163,44 @@ def test_without_a_mounted_folder_a_plugin_with_secret_settings_waits_and_says_w
     with_secret(items, "a", version_of(b"{}"))
     found = desired_plugins("handlers", items, lambda module: None, None)
     assert found.plugins == [] and "--secret-settings-dir" in found.waiting["a"]
+
+
+class _Stream:
+    """What ``kubernetes_asyncio.watch.Watch().stream`` yields, for canned events."""
+
+    def __init__(self, events: list[dict[str, object]]) -> None:
+        self._events = events
+
+    async def __aenter__(self) -> _Stream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> dict[str, object]:
+        if not self._events:
+            raise StopAsyncIteration
+        return self._events.pop(0)
+
+
+async def test_a_bookmark_moves_the_resume_version_without_a_relist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API server sends bookmarks about once a minute; their object is a plain dict (kubernetes_asyncio
+    deserializes only real objects), so reading it as a ConfigMap used to end the watch and re-LIST."""
+    from types import SimpleNamespace
+
+    from luna_sidecar import kube_source
+
+    bookmark = {"metadata": {"resourceVersion": "42"}}
+    events = [{"type": "BOOKMARK", "object": bookmark, "raw_object": bookmark}]
+    monkeypatch.setattr(
+        kube_source.watch, "Watch", lambda: SimpleNamespace(stream=lambda *a, **k: _Stream(events))
+    )
+    changed: list[int] = []
+    mirror = kube_source.ConfigMapMirror(
+        SimpleNamespace(), "ns", "luna.dev/service=handlers", lambda: changed.append(1)
+    )
+    assert await mirror._watch("7") == "42"  # resume from the bookmark, no re-list
+    assert changed == []

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from luna_operator.desired import CheckedCode, PluginOutcome, after_failed_write, decide
+from luna_operator.records import PluginRecord
 from luna_operator.render import (
     ExistingConfigMap,
     StoredVersion,
@@ -16,7 +17,6 @@ from luna_operator.render import (
     plugin_configmap,
     read_plugin_configmap,
 )
-from luna_operator.store import PluginRecord, PluginStore
 from luna_operator.validation import Problem, code_hash
 
 GOOD = "class P(BaseBackgroundPlugin):\n    pass\n"
@@ -289,31 +289,20 @@ def test_the_active_list_is_owned_by_the_plugins_and_the_sidecars_of_the_service
     assert not any(o.get("controller") for o in references)
 
 
-# --- the store ----------------------------------------------------------------------------------
+# --- what a plugin asks for ---------------------------------------------------------------------
 
 
-def test_store_reports_old_and_new_service_when_a_plugin_moves() -> None:
-    store = PluginStore()
-    assert store.put(plugin("p")) == {("ns", "handlers")}
-    moved = PluginRecord("ns", "p", "uid-p", 2, "", False, {"service": "matcher"})
-    assert store.put(moved) == {("ns", "handlers"), ("ns", "matcher")}
-    assert store.remove("ns", "p") == {("ns", "matcher")}
-    assert store.remove("ns", "p") == set()
-
-
-def test_store_asks_no_reconcile_for_a_status_only_change() -> None:
-    store = PluginStore()
+def test_the_intent_ignores_status_and_metadata_and_starts_with_the_service() -> None:
     record = PluginRecord("ns", "p", "uid-p", 1, "t0", False, {"service": "handlers", "code": "x"})
-    assert store.put(record) == {("ns", "handlers")}
     written = PluginRecord("ns", "p", "uid-p", 1, "t0", False, dict(record.spec), {"phase": "Ready"})
-    assert store.put(written) == set()
-    assert store.get("ns", "p") is written  # the store still holds the newest status
+    assert written.intent() == record.intent() and record.intent()[0] == "handlers"
     for changed in (
         PluginRecord("ns", "p", "uid-p", 2, "t0", False, {"service": "handlers", "code": "y"}),
         PluginRecord("ns", "p", "uid-p", 2, "t0", True, {"service": "handlers", "code": "y"}),
         PluginRecord("ns", "p", "uid-q", 1, "t1", False, {"service": "handlers", "code": "y"}),
+        PluginRecord("ns", "p", "uid-p", 1, "t0", False, {"service": "matcher", "code": "x"}),
     ):
-        assert store.put(changed) == {("ns", "handlers")}, changed
+        assert changed.intent() != record.intent(), changed
 
 
 # --- settings -----------------------------------------------------------------------------------

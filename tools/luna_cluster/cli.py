@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="build: also build Prometheus and promtool with Kubernetes service discovery (for the tests)",
     )
+    parser.add_argument(
+        "--audit-log",
+        action="store_true",
+        help="up: the API server logs every request (user, user agent, verb, resource; no bodies) to "
+        "STATE_DIR/logs/kube-apiserver-audit.log, e.g. to count one client's requests",
+    )
     parser.add_argument("--purge", action="store_true", help="down: also delete the whole state directory")
     parser.add_argument(
         "--tag", default="luna-plugins:dev", help="image: the image's name and tag (default: %(default)s)"
@@ -76,7 +82,14 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "up":
             with cluster.locked(state):
-                cluster.up(state, sys.stderr, apiserver_port=args.port, timeout=args.timeout, node=args.node)
+                cluster.up(
+                    state,
+                    sys.stderr,
+                    apiserver_port=args.port,
+                    timeout=args.timeout,
+                    node=args.node,
+                    audit=args.audit_log,
+                )
             print(state.kubeconfig)
             return 0
         if args.action == "image":

@@ -105,8 +105,31 @@ def _etcd_args(state: StateDir, binary: Path, client: int, peer: int) -> list[st
     ]
 
 
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+"""
+"""``up --audit-log``: who asked what (user, user agent, verb, resource), never bodies"""
+
+
+def _audit_args(state: StateDir) -> list[str]:
+    state.run.mkdir(parents=True, exist_ok=True)
+    state.audit_policy.write_text(AUDIT_POLICY)
+    return [
+        f"--audit-policy-file={state.audit_policy}",
+        f"--audit-log-path={state.audit_log}",
+        "--audit-log-format=json",
+        "--audit-log-mode=batch",  # written from a buffer: requests do not wait for the file
+        "--audit-log-maxsize=500",
+        "--audit-log-maxbackup=1",
+    ]
+
+
 def _apiserver_args(
-    state: StateDir, binary: Path, etcd_client: int, port: int, *, node: bool = False
+    state: StateDir, binary: Path, etcd_client: int, port: int, *, node: bool = False, audit: bool = False
 ) -> list[str]:
     pki = state.pki
     # with a node, pods reach the API server through the `kubernetes` Service, whose endpoint is the
@@ -144,6 +167,7 @@ def _apiserver_args(
         # on SIGTERM, give open watches 2 s instead of --request-timeout (60 s) to go away: a test
         # that restarts the API server, or `down`, should not wait a minute
         "--shutdown-send-retry-after=true",
+        *(_audit_args(state) if audit else []),
     ]
 
 
@@ -217,12 +241,13 @@ def _link_binaries(state: StateDir, binaries: dict[str, Path]) -> None:
 # --- up / down / status ---------------------------------------------------------------------------
 
 
-def _running(state: StateDir, *, node: bool) -> bool:
-    """Whether every component of ``state`` runs (with ``node``, the node's too) and /readyz answers."""
+def _running(state: StateDir, *, node: bool, audit: bool = False) -> bool:
+    """Whether every component of ``state`` runs (with ``node``, the node's too; with ``audit``,
+    the API server writes its audit log) and /readyz answers."""
     data = state.load()
     if data is None or not all(status.alive for status in component_status(state, data)):
         return False
-    if node and not data.get("node"):
+    if (node and not data.get("node")) or (audit and not data.get("auditLog")):
         return False
     try:
         context = admin_tls(state)
@@ -243,16 +268,19 @@ def up(
     timeout: float = 90.0,
     *,
     node: bool = False,
+    audit: bool = False,
 ) -> dict[str, Any]:
     """Start the cluster of ``state`` (or reuse it when it already runs); returns cluster.json.
 
     With ``node`` the cluster also gets a node that runs pods (see :mod:`.node`); a cluster that
-    runs without one is restarted with one. Raises :class:`ClusterError` with the reason.
+    runs without one is restarted with one. With ``audit`` the API server logs every request
+    (user, user agent, verb, resource; no bodies) to ``StateDir.audit_log``; a cluster that runs
+    without it is restarted. Raises :class:`ClusterError` with the reason.
     """
     started = time.monotonic()
     state.root.mkdir(parents=True, exist_ok=True)
     existing = state.load()
-    if _running(state, node=node):
+    if _running(state, node=node, audit=audit):
         binaries = _ensure_binaries(out, bool(existing and existing.get("node")))
         _link_binaries(state, binaries)
         assert existing is not None
@@ -274,7 +302,7 @@ def up(
         node_mod.prepare_host(state, out)
     for attempt in range(3):
         try:
-            data = _start(state, binaries, apiserver_port, timeout, out, node=node)
+            data = _start(state, binaries, apiserver_port, timeout, out, node=node, audit=audit)
             break
         except PortRaceError as exc:
             # a free port we picked was taken before the component bound it: pick others
@@ -310,6 +338,7 @@ def _start(
     out: TextIO,
     *,
     node: bool,
+    audit: bool = False,
 ) -> dict[str, Any]:
     """Start the processes on fresh ports and wait until they are ready."""
     etcd_client, etcd_peer, apiserver, kcm = procs.pick_ports(4, {2: apiserver_port})
@@ -345,6 +374,7 @@ def _start(
         },
         "kubeconfig": str(state.kubeconfig),
         "started": time.time(),
+        **({"auditLog": str(state.audit_log)} if audit else {}),
     }
     state.save(data)
     shutil.rmtree(state.etcd_data, ignore_errors=True)
@@ -362,7 +392,9 @@ def _start(
         api = spawn(
             state,
             "kube-apiserver",
-            _apiserver_args(state, binaries["kube-apiserver"], etcd_client, apiserver, node=node),
+            _apiserver_args(
+                state, binaries["kube-apiserver"], etcd_client, apiserver, node=node, audit=audit
+            ),
         )
         wait_until(
             "kube-apiserver /readyz",

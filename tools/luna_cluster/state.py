@@ -83,6 +83,15 @@ class StateDir:
     def log(self, component: str) -> Path:
         return self.logs / f"{component}.log"
 
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (``up --audit-log``): one JSON line per request."""
+        return self.logs / "kube-apiserver-audit.log"
+
+    @property
+    def audit_policy(self) -> Path:
+        return self.run / "audit-policy.yaml"
+
     def load(self) -> dict[str, Any] | None:
         try:
             data: dict[str, Any] = json.loads(self.state_file.read_text())

@@ -268,6 +268,17 @@ prometheus.io/path: /metrics
 {{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.peering.enabled) }}
 {{- fail (printf "operator.replicas=%d needs operator.peering.enabled=true: without kopf peering every replica would handle every LunaPlugin. Set operator.peering.enabled=true, or operator.replicas to 0 or 1." (int .Values.operator.replicas)) }}
 {{- end }}
+{{- $ports := list (int .Values.operator.livenessPort) (int .Values.operator.metricsPort) }}
+{{- if .Values.webhook.enabled }}{{ $ports = append $ports (int .Values.webhook.port) }}{{ end }}
+{{- if ne (len $ports) (len (uniq $ports)) }}
+{{- fail (printf "operator.livenessPort, operator.metricsPort and webhook.port must differ (they are %v): each is a listener of the operator pod." $ports) }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the operator's metrics Service, which the operator's ServiceMonitor selects. */}}
+{{- define "luna-plugins.operatorMetricsLabels" -}}
+{{ include "luna-plugins.labels" . }}
+app.kubernetes.io/component: operator-metrics
 {{- end }}
 
 {{/* Labels of the admission webhook objects. */}}

@@ -1,0 +1,162 @@
+"""A fleet of simulated sidecars: N real report writers against a real API server, no pods.
+
+    .venv/bin/python bench/sidecar_fleet.py --kubeconfig K --namespace NS --services a,b --pods 500
+
+What is real and what is not:
+
+- each simulated sidecar writes its ``LunaPluginRuntime`` with the sidecar's own
+  :class:`~luna_sidecar.kube_report.RuntimeReporter` (the same body, merge patch, create on 404),
+  every ``--interval`` seconds (10, the sidecar's default ``--heartbeat-interval``) and at once
+  when what it runs changes; the first reports are spread evenly over one interval;
+- what it "runs" is what a sidecar of its service would load: the service's ConfigMaps are
+  mirrored with the sidecar's own :class:`~luna_sidecar.kube_source.ConfigMapMirror` (LIST, then
+  WATCH) and turned into plugins by the sidecar's own
+  :func:`~luna_sidecar.kube_source.desired_plugins`, so a module moves to a new hash only once
+  its ConfigMap holds the hash the active list names, after the sidecar's 50 ms debounce;
+- not real: all simulated sidecars of a service share **one** mirror (a real sidecar watches on
+  its own, so the API server serves N watches instead of one per service), and "loading" takes
+  no time: a simulated sidecar reports every plugin ``running`` with the hash it would load.
+
+It prints JSON lines on stdout: one per report write that changed a module's hash
+(``{"t": monotonic seconds, "pod": ..., "service": ..., "changed": {module: hash}}``), one each
+time a service's simulated sidecars take a new desired state (``{"t": ..., "applied": service}``),
+and ``{"ready": N}`` once every simulated sidecar has written its first report. SIGTERM or
+SIGINT stops it; the reports stay (the caller deletes the namespace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from kubernetes_asyncio import client, config
+
+from luna_sidecar.kube_report import RuntimeReporter
+from luna_sidecar.kube_source import ConfigMapMirror, desired_plugins
+from luna_sidecar.sources import PluginSource
+
+
+class SimulatedSidecar(RuntimeReporter):
+    """One pod's report writer; :attr:`running` is what it would run now."""
+
+    def __init__(self, api: client.ApiClient, *, namespace: str, service: str, pod: str, interval: float):
+        self.running: list[dict[str, Any]] = []
+        self._reported: dict[str, str] = {}
+        self.first = asyncio.Event()
+        super().__init__(
+            api,
+            namespace=namespace,
+            service=service,
+            pod=pod,
+            pod_uid=None,
+            plugins=lambda: self.running,
+            ready=lambda: True,
+            interval=interval,
+        )
+
+    async def report(self) -> None:
+        hashes = {plugin["name"]: str(plugin["codeHash"]) for plugin in self.running}
+        await super().report()
+        changed = {
+            module: digest for module, digest in hashes.items() if self._reported.get(module) != digest
+        }
+        if changed and self._reported:
+            print(
+                json.dumps(
+                    {"t": time.monotonic(), "pod": self.pod, "service": self.service, "changed": changed}
+                ),
+                flush=True,
+            )
+        self._reported = hashes
+        self.first.set()
+
+
+class ServiceFleet:
+    """The simulated sidecars of one service and the one mirror they share."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, service: str, pods: list[str], interval: float):
+        self.service = service
+        self.sidecars = [
+            SimulatedSidecar(api, namespace=namespace, service=service, pod=pod, interval=interval)
+            for pod in pods
+        ]
+        self._changed = asyncio.Event()
+        self.mirror = ConfigMapMirror(api, namespace, f"luna.dev/service={service}", self._changed.set)
+        self._running: dict[str, PluginSource] = {}
+
+    def _current(self, module: str) -> PluginSource | None:
+        return self._running.get(module)
+
+    async def follow(self) -> None:
+        """Apply the mirror to every simulated sidecar whenever it changes (50 ms debounce)."""
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(0.05)
+            self._changed.clear()
+            found = desired_plugins(self.service, self.mirror.items, self._current)
+            if found.plugins is None:
+                continue
+            self._running = {p.module: p.source for p in found.plugins if p.source is not None}
+            running = [
+                {"name": module, "state": "running", "codeHash": source.code_hash}
+                for module, source in self._running.items()
+            ]
+            for sidecar in self.sidecars:
+                sidecar.running = running
+                sidecar.poke()
+            print(json.dumps({"t": time.monotonic(), "applied": self.service}), flush=True)
+
+
+async def run(options: argparse.Namespace) -> None:
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=options.kubeconfig, client_configuration=configuration)
+    configuration.connection_pool_maxsize = options.connections
+    services = [name for name in options.services.split(",") if name]
+    pods: dict[str, list[str]] = {service: [] for service in services}
+    for index in range(options.pods):
+        pods[services[index % len(services)]].append(f"sim-{index:04d}")
+    async with client.ApiClient(configuration) as api:
+        api.user_agent = "luna-plugins-sim-sidecar"  # tells its requests from the operator's
+        fleets = [ServiceFleet(api, options.namespace, s, pods[s], options.interval) for s in services]
+        tasks = [asyncio.create_task(fleet.mirror.run()) for fleet in fleets]
+        tasks += [asyncio.create_task(fleet.follow()) for fleet in fleets]
+        await asyncio.gather(*(fleet.mirror.synced.wait() for fleet in fleets))
+        await asyncio.sleep(0.2)  # the first apply of the mirror
+        sidecars = [sidecar for fleet in fleets for sidecar in fleet.sidecars]
+        spread = options.interval / max(1, len(sidecars))
+        for sidecar in sorted(sidecars, key=lambda s: s.pod):
+            tasks.append(asyncio.create_task(sidecar.run()))
+            await asyncio.sleep(spread)
+        await asyncio.gather(*(sidecar.first.wait() for sidecar in sidecars))
+        print(json.dumps({"ready": len(sidecars)}), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--services", default="handlers", help="comma-separated; pods are spread evenly")
+    parser.add_argument("--pods", type=int, default=50, help="simulated sidecars in all (50)")
+    parser.add_argument("--interval", type=float, default=10.0, help="heartbeat seconds (10)")
+    parser.add_argument("--connections", type=int, default=32, help="HTTP connections to the API server")
+    asyncio.run(run(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""What the operator keeps of a LunaPlugin: :class:`PluginRecord`, made from the object's body."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """What the operator needs of one LunaPlugin."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    created: str
+    deleting: bool
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def service(self) -> str:
+        return str(self.spec.get("service") or "handlers")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def same_intent(self, other: PluginRecord) -> bool:
+        """Whether ``other`` asks for exactly what this record asks for: only status or metadata
+        (finalizers, annotations) differ, which changes nothing a reconcile derives."""
+        return (
+            self.uid == other.uid
+            and self.generation == other.generation
+            and self.deleting == other.deleting
+            and self.created == other.created
+            and self.spec == other.spec
+        )
+
+    def intent(self) -> tuple[object, ...]:
+        """What the plugin asks for, comparable: equal intents differ only in status or metadata
+        (finalizers, annotations), which changes nothing a pass derives. Starts with the service."""
+        return (self.service, self.uid, self.generation, self.deleting, self.created, self.spec)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PluginRecord:
+        meta = body.get("metadata") or {}
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            uid=str(meta.get("uid", "")),
+            generation=int(meta.get("generation") or 0),
+            created=str(meta.get("creationTimestamp") or ""),
+            deleting=bool(meta.get("deletionTimestamp")),
+            spec=dict(body.get("spec") or {}),
+            status=dict(body.get("status") or {}),
+        )
