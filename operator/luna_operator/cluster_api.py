@@ -36,6 +36,14 @@ class ClusterApi(Protocol):
         """Replace it (``body`` carries the resourceVersion it replaces); returns what was stored."""
         ...
 
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a Secret (a service's settings Secret); returns what the API server stored."""
+        ...
+
+    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace a Secret (``body`` carries the resourceVersion it replaces)."""
+        ...
+
     async def patch_plugin_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge ``status`` into the LunaPlugin's status subresource."""
         ...
@@ -92,6 +100,18 @@ class KubeClusterApi:
     async def replace_config_map(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         replaced: dict[str, Any] = await self._call(
             "update", "configmaps", self.core.replace_namespaced_config_map, name, namespace, body
+        )
+        return replaced
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = await self._call(
+            "create", "secrets", self.core.create_namespaced_secret, namespace, body
+        )
+        return created
+
+    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        replaced: dict[str, Any] = await self._call(
+            "update", "secrets", self.core.replace_namespaced_secret, name, namespace, body
         )
         return replaced
 

@@ -51,7 +51,7 @@ class OperatorConfig:
     resync_interval: float = 60.0
     """Seconds between full passes over every service (a safety net: passes run on every change)."""
     api_timeout: float = 120.0
-    """Seconds the sidecar reports may go unread (the API unreachable) before the liveness endpoint fails."""
+    """Seconds the sidecar reports or offered Secrets may go unread before the liveness probe fails."""
     code_check_memory: int = 192
     """MiB of address space the child process that parses a plugin's code may use."""
     code_check_timeout: float = 15.0

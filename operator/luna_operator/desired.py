@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from luna_contract.secret_settings import ENTRY_FIELD, version_of
 from luna_operator.records import PluginRecord
 from luna_operator.render import (
     ActiveEntry,
@@ -37,6 +38,7 @@ from luna_operator.render import (
     entry_details,
     plugin_configmap_name,
 )
+from luna_operator.secret_settings import Resolved, check_shape
 from luna_operator.validation import (
     Problem,
     code_hash,
@@ -111,11 +113,14 @@ def decide(
     codes: dict[str, CheckedCode],
     existing: dict[str, ExistingConfigMap],
     listed: Mapping[str, Mapping[str, Any]] | None = None,
+    secrets: Mapping[str, Resolved] | None = None,
 ) -> list[PluginOutcome]:
-    """``plugins`` oldest first; ``codes``, ``existing`` and ``listed`` (each plugin's entry in the
-    current active list: its ``settings`` and ``requirements``) by plugin name. Returns an outcome
-    per plugin not being deleted, in the same order."""
+    """``plugins`` oldest first; ``codes``, ``existing``, ``listed`` (each plugin's entry in the
+    current active list: its ``settings``, ``requirements`` and ``secretSettingsHash``) and
+    ``secrets`` (the resolution of each ``spec.settingsFrom``; absent: the plugin has none) by
+    plugin name. Returns an outcome per plugin not being deleted, in the same order."""
     listed = listed or {}
+    secrets = secrets or {}
     live = [plugin for plugin in plugins if not plugin.deleting]
     claims: dict[str, str] = {}  # module -> the oldest enabled plugin asking for it
     for plugin in live:
@@ -132,6 +137,7 @@ def decide(
                 listed.get(plugin.name),
                 claims,
                 serving,
+                secrets.get(plugin.name),
             )
         except Exception as exc:  # a bug or a shape we did not foresee: this plugin only
             outcome = PluginOutcome(
@@ -186,21 +192,31 @@ def _decide_one(
     listed: Mapping[str, Any] | None,
     claims: dict[str, str],
     serving: set[str],
+    secret: Resolved | None = None,
 ) -> PluginOutcome:
     spec = plugin.spec
     module = module_name(plugin.name, spec.get("module"))
     enabled = _enabled(plugin)
     previous = last_good(plugin, existing)
     settings_problems = validate_settings(spec.get("settings"))
+    settings_problems += [Problem(p) for p in check_shape(spec.get("settingsFrom"), spec.get("settings"))]
+    if not settings_problems and secret is not None and secret.problems and not secret.waiting:
+        settings_problems += [Problem(p) for p in secret.problems]
+    secret_waiting = not settings_problems and secret is not None and secret.waiting
     requirements, requirements_problems = validate_requirements(spec.get("requirements"))
-    # the settings and requirements the plugin's entry carries: the new ones, or, when either is
-    # refused, those of the version in service (a last good version without an entry cannot
-    # keep serving)
-    if settings_problems or requirements_problems:
+    # the settings, requirements and secret settings the plugin's entry carries: the new ones,
+    # or, when any is refused or a Secret is awaited, those of the version in service (a last
+    # good version without an entry cannot keep serving)
+    secret_hash: str | None = None
+    if settings_problems or requirements_problems or secret_waiting:
         settings = listed.get("settings") if listed is not None else None
         requirements = tuple(listed.get("requirements") or ()) if listed is not None else ()
+        kept_hash = listed.get(ENTRY_FIELD) if listed is not None else None
+        secret_hash = kept_hash if isinstance(kept_hash, str) else None
     else:
         settings = dict(spec.get("settings") or {})
+        encoded = secret.encoded if secret is not None else None
+        secret_hash = version_of(encoded) if encoded is not None else None
     problems: list[Problem] = (
         validate_name(plugin.name) + validate_module(module) + settings_problems + requirements_problems
     )
@@ -223,6 +239,9 @@ def _decide_one(
     new: StoredVersion | None = None
     if problems:
         phase = "Invalid"
+    elif secret_waiting and secret is not None:
+        phase, transient = "Pending", secret.transient
+        problems = [Problem(p) for p in secret.problems]
     elif checked is None or checked.code is None:
         phase, transient = "Pending", checked is not None and checked.transient
         problems = [Problem((checked.waiting if checked else None) or "waiting for the code")]
@@ -263,6 +282,7 @@ def _decide_one(
             order=int(spec.get("order") or 0),
             settings=dict(settings),
             requirements=requirements,
+            secret_settings_hash=secret_hash,
         )
     return PluginOutcome(plugin, module, phase, bounded(message), stored, active, transient)
 

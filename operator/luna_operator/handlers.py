@@ -52,6 +52,8 @@ from luna_operator.records import PluginRecord
 from luna_operator.report_feed import ReportFeed
 from luna_operator.reports import ReportBook, ReportChange
 from luna_operator.scheduling import Coalescer, PassKind
+from luna_operator.secret_feed import SecretBook, SecretChange, SecretFeed
+from luna_operator.secret_settings import referenced_secrets
 from luna_operator.validation import (
     CheckUnavailableError,
     CodeChecker,
@@ -106,10 +108,12 @@ class OperatorState:
         )
         self.view = IndexView()
         self.book = ReportBook(ttl=options.report_ttl)
+        self.secrets = SecretBook()
         self.coalescer = Coalescer(self._pass, observer=self._observed)
         self.api: client.ApiClient | None = None
         self.reconciler: ServiceReconciler | None = None
         self.feed: ReportFeed | None = None
+        self.secret_feed: SecretFeed | None = None
         self.gate: PeeringGate | None = None
         self._tasks: list[asyncio.Task[None]] = []
         sources = self.metrics.sources
@@ -149,6 +153,9 @@ class OperatorState:
             namespaces=self.options.namespaces,
             metrics=self.metrics,
         )
+        self.secret_feed = SecretFeed(
+            self.api, self.secrets, self.on_secret_change, namespaces=self.options.namespaces
+        )
         self.reconciler = ServiceReconciler(
             cluster,
             self.view,
@@ -156,6 +163,8 @@ class OperatorState:
             checker=self.checker,
             events=EventRecorder(cluster, self.metrics),
             reports_known=self.feed.synced.is_set,
+            secrets=self.secrets,
+            secrets_known=self.secret_feed.synced.is_set,
         )
         if self.options.peering:
             self.gate = PeeringGate(
@@ -167,6 +176,7 @@ class OperatorState:
             )
         self._tasks = [
             asyncio.create_task(self.feed.run(), name="luna-report-feed"),
+            asyncio.create_task(self.secret_feed.run(), name="luna-secret-feed"),
             asyncio.create_task(self._expire(), name="luna-report-expiry"),
             asyncio.create_task(self._resync(), name="luna-resync"),
         ]
@@ -186,6 +196,19 @@ class OperatorState:
         if kind is not None and self.coalescer.is_open:
             delay = DELAY_OWNERS if change.owners else DELAY_STATUS
             self.coalescer.trigger(change.service, kind, delay=delay)
+
+    def on_secret_change(self, change: SecretChange) -> None:
+        """A Secret offered to plugins changed: a full pass of every service with a plugin that
+        reads it; a service's settings Secret changed other than by a pass: a full pass of it."""
+        if not self.coalescer.is_open:
+            return  # the first passes come when the view is complete, and read the book then
+        namespace, name, service = change
+        if service is not None:
+            self.coalescer.trigger((namespace, service))
+            return
+        for plugin in self.view.all_plugins():
+            if plugin.namespace == namespace and name in referenced_secrets(plugin.spec.get("settingsFrom")):
+                self.coalescer.trigger((namespace, plugin.service))
 
     def resync_all(self) -> None:
         """A full pass of every service with plugins, an active list or reports."""
@@ -220,7 +243,8 @@ class OperatorState:
             await self.api.close()
 
     def feed_healthy(self) -> bool:
-        return self.feed is None or self.feed.healthy(within=self.options.api_timeout)
+        within = self.options.api_timeout
+        return all(feed is None or feed.healthy(within) for feed in (self.feed, self.secret_feed))
 
 
 async def api_client() -> client.ApiClient:
@@ -300,7 +324,8 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
     async def reports_probe(**_: Any) -> str:
         if not state.feed_healthy():
             raise kopf.PermanentError(
-                f"the sidecar reports could not be read for more than {state.options.api_timeout:g} s"
+                "the sidecar reports or the plugin-settings Secrets could not be read for more than "
+                f"{state.options.api_timeout:g} s"
             )
         return "ok"
 

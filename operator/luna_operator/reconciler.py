@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from luna_contract.secret_settings import ENTRY_FIELD
 from luna_operator.cluster_api import ClusterApi
 from luna_operator.desired import CheckedCode, PluginOutcome, after_failed_write, bounded, decide
 from luna_operator.errors import ApiError, PassIncompleteError, describe, is_transient
@@ -42,12 +43,15 @@ from luna_operator.render import (
     Owner,
     active_list,
     active_list_name,
+    already_holds,
     plugin_configmap,
     plugin_configmap_name,
     read_plugin_configmap,
 )
 from luna_operator.reports import ReportBook, ReportChange
 from luna_operator.scheduling import PassKind
+from luna_operator.secret_feed import SecretBook
+from luna_operator.settings_delivery import SettingsDelivery
 from luna_operator.status import PodsOfPlugin, StatusWriter, pods_of_plugin
 from luna_operator.validation import CheckUnavailableError, CodeChecker
 from luna_operator.view import ClusterView
@@ -84,6 +88,8 @@ class ServiceReconciler:
         checker: CodeChecker | None = None,
         events: EventRecorder | None = None,
         reports_known: Callable[[], bool] = lambda: True,
+        secrets: SecretBook | None = None,
+        secrets_known: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,6 +101,7 @@ class ServiceReconciler:
         self.events = events or EventRecorder(api)
         self.reports_known = reports_known
         """whether the report book holds every report (its first LIST is done)"""
+        self.settings = SettingsDelivery(api, secrets or SecretBook(), secrets_known)
         self.clock = clock
         self.timer = timer
         self._outcomes: dict[ServiceKey, list[PluginOutcome]] = {}
@@ -164,10 +171,22 @@ class ServiceReconciler:
         }
         existing = {name: read_plugin_configmap(body) for name, body in found.items()}
         current_list = self.view.config_map(namespace, active_list_name(service))
-        outcomes = decide(plugins, codes, existing, listed_entries(current_list))
+        resolved = self.settings.resolve(live)
+        outcomes = decide(plugins, codes, existing, listed_entries(current_list), resolved)
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
         failures: list[str] = []
         owners = [("LunaPlugin", p.name, p.uid) for p in live] + self._report_owners(key, current_list)
+        # the settings Secret before the list naming its hashes: a sidecar finds what it is told
+        problem = await self.settings.write(namespace, service, outcomes, resolved, owners)
+        if problem is not None:
+            reason, transient = problem
+            self._refused |= not transient
+            outcomes = [
+                _not_listed(o, reason, transient=transient)
+                if o.active is not None and o.active.secret_settings_hash is not None
+                else o
+                for o in outcomes
+            ]
         problem = await self._write_active_list(namespace, service, outcomes, owners, current_list)
         if problem is not None:
             reason, transient = problem
@@ -291,7 +310,7 @@ class ServiceReconciler:
                 raise
             self.view.wrote(namespace, stored, None)
             return True
-        if _same(current, body):
+        if already_holds(current, body):
             return False
         replaced = str(current["metadata"].get("resourceVersion") or "")
         body["metadata"]["resourceVersion"] = replaced
@@ -459,20 +478,9 @@ def listed_entries(active_list_body: dict[str, Any] | None) -> dict[str, Any]:
                 listed[str(entry.get("plugin"))] = {
                     "settings": entry["settings"],
                     "requirements": requirements if isinstance(requirements, list) else [],
+                    ENTRY_FIELD: entry.get(ENTRY_FIELD) if isinstance(entry.get(ENTRY_FIELD), str) else None,
                 }
     return listed
-
-
-def _same(current: dict[str, Any], body: dict[str, Any]) -> bool:
-    """Whether ``current`` already has ``body``'s data and our labels, annotations and owners."""
-    meta, wanted = current.get("metadata") or {}, body["metadata"]
-    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
-    return (
-        (current.get("data") or {}) == body["data"]
-        and all(labels.get(k) == v for k, v in wanted["labels"].items())
-        and all(annotations.get(k) == v for k, v in wanted.get("annotations", {}).items())
-        and (meta.get("ownerReferences") or []) == wanted.get("ownerReferences", [])
-    )
 
 
 def _shown_part(outcome: PluginOutcome) -> tuple[object, ...]:

@@ -10,11 +10,14 @@ when the service's last plugin is deleted."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from luna_contract.secret_settings import ENTRY_FIELD, settings_key, settings_secret_name
 
 MANAGED_BY = "luna-plugins-operator"
 LABEL_SERVICE = "luna.dev/service"
@@ -112,6 +115,8 @@ class ActiveEntry:
     order: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)
     requirements: tuple[str, ...] = ()
+    secret_settings_hash: str | None = None
+    """the SHA-256 of the plugin's key in the service's settings Secret (``spec.settingsFrom``)"""
 
 
 def entry_details(entry: ActiveEntry) -> dict[str, Any]:
@@ -124,6 +129,8 @@ def entry_details(entry: ActiveEntry) -> dict[str, Any]:
     }
     if entry.requirements:
         details["requirements"] = list(entry.requirements)
+    if entry.secret_settings_hash is not None:
+        details[ENTRY_FIELD] = entry.secret_settings_hash
     return details
 
 
@@ -150,6 +157,45 @@ def active_list(service: str, entries: Iterable[ActiveEntry], owners: Iterable[O
             PLUGINS_KEY: json.dumps(details, sort_keys=True),
         },
     }
+
+
+def settings_secret(
+    service: str, values: Mapping[str, bytes], owners: Iterable[Owner] = ()
+) -> dict[str, Any]:
+    """The service's settings Secret: one key ``<module>.json`` per plugin with settings from
+    Secrets (``values`` by module, as :func:`luna_contract.secret_settings.encode` made them),
+    owned like the active list. Labelled so that the operator's Secret watch sees it, with a value
+    that never offers it to plugins."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": settings_secret_name(service),
+            "labels": {
+                LABEL_SERVICE: service,
+                LABEL_ROLE: "settings",
+                "luna.dev/plugin-settings": "service",
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+            },
+            "ownerReferences": [owner_reference(*owner) for owner in sorted(owners)],
+        },
+        "data": {
+            settings_key(module): base64.b64encode(data).decode() for module, data in sorted(values.items())
+        },
+    }
+
+
+def already_holds(current: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Whether ``current`` already has ``body``'s data and our labels, annotations and owners."""
+    meta, wanted = current.get("metadata") or {}, body["metadata"]
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    return (
+        (current.get("data") or {}) == body["data"]
+        and all(labels.get(k) == v for k, v in wanted["labels"].items())
+        and all(annotations.get(k) == v for k, v in wanted.get("annotations", {}).items())
+        and (meta.get("ownerReferences") or []) == wanted.get("ownerReferences", [])
+    )
 
 
 def read_plugin_configmap(body: Mapping[str, Any]) -> ExistingConfigMap:

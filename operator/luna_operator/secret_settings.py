@@ -55,6 +55,8 @@ class Resolved:
     values: dict[str, str] | None
     problems: tuple[str, ...] = ()
     waiting: bool = False
+    transient: bool = False
+    """the wait may end without any change (the Secrets are not listed yet): retry the pass"""
 
     @property
     def encoded(self) -> bytes | None:
@@ -152,7 +154,9 @@ def resolve(
         name = item[ref]["name"]
         secret = secrets.get(name)
         if secret is None:
-            missing.append(f"{where}: Secret {name!r} not found")
+            missing.append(
+                f"{where}: Secret {name!r} not found, or not offered to plugins (label it {OFFER_LABEL}=true)"
+            )
             continue
         if not secret.offered:
             problems.append(

@@ -10,6 +10,7 @@ until it is called, the view lags behind the writes, as a real one can.
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 from collections import defaultdict
@@ -17,16 +18,20 @@ from typing import Any
 
 from luna_operator.errors import ApiError
 from luna_operator.records import PluginRecord
+from luna_operator.secret_feed import SecretBook
 from luna_operator.view import IndexView, index_config_maps, index_plugins
 
 _uids = itertools.count(1)
 
 
 class FakeCluster:
-    """ConfigMaps, LunaPlugins and Events of one in-memory cluster."""
+    """ConfigMaps, Secrets, LunaPlugins and Events of one in-memory cluster."""
 
     def __init__(self) -> None:
         self.config_maps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secret_book = SecretBook()
+        """the labelled Secrets, as the operator's Secret watch would hold them after :meth:`watch`"""
         self.plugins: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, str]] = []
@@ -72,8 +77,36 @@ class FakeCluster:
         self.config_maps[(namespace, stored["metadata"]["name"])] = stored
         return stored
 
+    def put_secret(
+        self, name: str, data: dict[str, str], *, offered: bool = True, namespace: str = "ns"
+    ) -> None:
+        """Store a Secret as a user would (``data`` in plain text; no request recorded)."""
+        labels = {"luna.dev/plugin-settings": "true"} if offered else {}
+        self.secrets[(namespace, name)] = {
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "resourceVersion": str(next(self._version)),
+                "uid": f"secret-{next(_uids)}",
+            },
+            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+        }
+
+    def secret_data(self, name: str, namespace: str = "ns") -> dict[str, bytes] | None:
+        found = self.secrets.get((namespace, name))
+        if found is None:
+            return None
+        return {key: base64.b64decode(value) for key, value in (found.get("data") or {}).items()}
+
     def watch(self) -> None:
         """Let the view see the cluster as it is now (what kopf's watch does, eventually)."""
+        labelled = [
+            copy.deepcopy(body)
+            for body in self.secrets.values()
+            if "luna.dev/plugin-settings" in (body["metadata"].get("labels") or {})
+        ]
+        self.secret_book.replace(None, labelled)
         plugins: dict[Any, list[Any]] = defaultdict(list)
         for body in self.plugins.values():
             for key, value in index_plugins(copy.deepcopy(body)).items():
@@ -140,6 +173,36 @@ class FakeCluster:
             "uid": current["metadata"]["uid"],
         }
         self.config_maps[(namespace, name)] = stored
+        return copy.deepcopy(stored)
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        self._call("create", "secrets", name)
+        if (namespace, name) in self.secrets:
+            raise ApiError(409, f'secrets "{name}" already exists')
+        stored = copy.deepcopy(body)
+        stored["metadata"] |= {
+            "namespace": namespace,
+            "resourceVersion": str(next(self._version)),
+            "uid": f"secret-{next(_uids)}",
+        }
+        self.secrets[(namespace, name)] = stored
+        return copy.deepcopy(stored)
+
+    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._call("update", "secrets", name)
+        current = self.secrets.get((namespace, name))
+        if current is None:
+            raise ApiError(404, f'secrets "{name}" not found')
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise ApiError(409, "the object has been modified")
+        stored = copy.deepcopy(body)
+        stored["metadata"] |= {
+            "namespace": namespace,
+            "resourceVersion": str(next(self._version)),
+            "uid": current["metadata"]["uid"],
+        }
+        self.secrets[(namespace, name)] = stored
         return copy.deepcopy(stored)
 
     async def patch_plugin_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:

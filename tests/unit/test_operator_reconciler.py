@@ -39,6 +39,7 @@ class Operator:
             self.cluster.view,
             self.reports,
             checker=InProcessChecker(),
+            secrets=self.cluster.secret_book,
             clock=lambda: self.now,
             timer=lambda: self.now,
         )
