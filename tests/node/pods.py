@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from tests.kube.fixtures import Kube
-from tests.sidecar.harness import wait_for
+from tests.sidecar.harness import Reply, http, wait_for
 
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -20,6 +20,32 @@ RESTRICTED_CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+def answered(method: str, url: str, *, timeout: float = 10.0, **kwargs: Any) -> Reply | None:
+    """One HTTP request, None when the connection fails: a Service refuses connections until
+    kube-proxy has programmed an endpoint for it, a moment after the pod is Ready."""
+    try:
+        return http(method, url, timeout=timeout, **kwargs)
+    except OSError:
+        return None
+
+
+def wait_ok(url: str, *, timeout: float) -> Reply:
+    """Wait until ``GET url`` answers 200; the failure names the last answer."""
+    last: list[Reply | None] = [None]
+
+    def ok() -> bool:
+        last[0] = answered("GET", url)
+        return last[0] is not None and last[0].status == 200
+
+    try:
+        wait_for(ok, timeout=timeout, what=f"{url} to answer 200")
+    except AssertionError as exc:
+        seen = "no connection" if last[0] is None else f"{last[0].status} {last[0].text[:300]!r}"
+        raise AssertionError(f"{exc}; last answer: {seen}") from None
+    assert last[0] is not None
+    return last[0]
 
 
 def get(kube: Kube, namespace: str, *what: str) -> Any:

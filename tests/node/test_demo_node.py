@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.node.conftest import NodeCluster
-from tests.sidecar.harness import http, wait_for
+from tests.node.pods import wait_ok
+from tests.sidecar.harness import http
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo_node.py"
 
@@ -37,8 +38,7 @@ def test_the_node_demo_serves_what_it_prints_and_uninstalls_on_interrupt(node_cl
         urls = re.findall(r"curl (?:-s )?(http://[0-9.]+:\d+/\S+)", printed)
         assert urls, printed
         for url in urls:
-            reply = wait_for(lambda url=url: http("GET", url, timeout=10), timeout=60, what=url)
-            assert reply.status == 200, (url, reply.status, reply.text)
+            wait_ok(url, timeout=120)
         kettle = next(url for url in urls if url.endswith("/kettle"))
         assert "temperature" in http("GET", kettle, timeout=10).json()
         # a status line follows, showing the plugins loaded

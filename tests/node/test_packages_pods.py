@@ -9,11 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.node.conftest import NodeCluster
-from tests.node.pods import get
+from tests.node.pods import answered, get
 from tests.node.workload import (
     RELEASE,
     apply,
@@ -23,7 +24,7 @@ from tests.node.workload import (
     reach,
     wait_ready_replicas,
 )
-from tests.sidecar.harness import http, wait_for
+from tests.sidecar.harness import wait_for
 from tests.sidecar.package_index import PackageIndex, make_wheel, write_simple_index
 
 USES_PACKAGE = """
@@ -74,12 +75,17 @@ def test_a_plugins_packages_are_installed_in_its_pod_and_an_index_outage_keeps_i
         with reach(node_cluster, namespace, "handlers", 8080) as routes:
 
             def served() -> str:
-                reply = http("GET", f"{routes}/lunatestpkg", timeout=10)
-                return reply.text if reply.status == 200 else ""
+                reply = answered("GET", f"{routes}/lunatestpkg")
+                return reply.text if reply is not None and reply.status == 200 else ""
 
             wait_for(lambda: served() == "1.0", timeout=240, what="the plugin on lunatestpkg 1.0")
-            status = get(kube, namespace, "lunaplugin", "uses-package")["status"]
-            assert status["phase"] == "Ready" and status["loaded"] == "1/1", status
+
+            def counted() -> dict[str, Any]:
+                status: dict[str, Any] = get(kube, namespace, "lunaplugin", "uses-package")["status"]
+                return status if status["phase"] == "Ready" and status.get("loaded") == "1/1" else {}
+
+            # the status counts the pod once its report says so (a heartbeat later than the route)
+            wait_for(counted, timeout=60, what="the plugin Ready and loaded 1/1 in its status")
 
             plugin["spec"]["requirements"] = ["lunatestpkg==2.0"]
             apply(kube, namespace, plugin)

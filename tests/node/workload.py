@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -48,6 +49,26 @@ def install_chart(cluster: NodeCluster, namespace: str, *values: str, timeout: s
         timeout,
         timeout=600,
     )
+    wait_webhook_served(cluster.kube, namespace)
+
+
+def wait_webhook_served(kube: Kube, namespace: str) -> None:
+    """Wait until the API server reaches the operator's webhooks through their Service.
+
+    ``helm --wait`` sees the operator Ready, but kube-proxy programs the webhook Service a moment
+    later; until then the API server cannot call the webhooks and, their failure policy being
+    Ignore, admits what they would refuse and creates pods without the sidecar. A server-side
+    dry run of a LunaPlugin only the webhook refuses tells when they are served."""
+    probe = lunaplugin("webhook-probe", "def broken(:\n")
+    probe["metadata"]["namespace"] = namespace
+
+    def refused() -> bool:
+        result = kube.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(probe), check=False, timeout=60
+        )
+        return result.returncode != 0 and "denied the request" in result.stderr
+
+    wait_for(refused, timeout=120, what="the operator's webhooks to be served through their Service")
 
 
 def lunaplugin(
@@ -155,11 +176,24 @@ def wait_ready_replicas(kube: Kube, namespace: str, name: str, replicas: int, ti
     wait_for(ready, timeout=timeout, what=f"deployment {name} to have {replicas} ready replicas")
 
 
+def _connects(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def reach(cluster: NodeCluster, namespace: str, service: str, port: int) -> Iterator[str]:
     """An HTTP base URL for ``service:port`` from this machine."""
     if cluster.state_dir is not None:
         address = get(cluster.kube, namespace, "service", service)["spec"]["clusterIP"]
+        wait_for(
+            lambda: _connects(address, port),
+            timeout=120,
+            what=f"Service {service}:{port} ({address}) to accept connections (kube-proxy programs it)",
+        )
         yield f"http://{address}:{port}"
         return
     forward = subprocess.Popen(
