@@ -53,7 +53,7 @@ from luna_operator.report_feed import ReportFeed
 from luna_operator.reports import ReportBook, ReportChange
 from luna_operator.scheduling import Coalescer, PassKind
 from luna_operator.secret_feed import SecretBook, SecretChange, SecretFeed
-from luna_operator.secret_settings import referenced_secrets
+from luna_operator.secret_settings import check_shape, referenced_secrets
 from luna_operator.validation import (
     CheckUnavailableError,
     CodeChecker,
@@ -475,6 +475,7 @@ async def _validate(state: OperatorState, spec: Any, body: Any, old: Any) -> Non
         + validate_settings(spec.get("settings"))
         + validate_requirements(spec.get("requirements"))[1]
     ]
+    problems += check_shape(spec.get("settingsFrom"), spec.get("settings"))
     code = spec.get("code")
     if isinstance(code, str):
         try:

@@ -16,12 +16,17 @@ from typing import Any, Literal
 
 import yaml
 
+from luna_contract.secret_settings import settings_secret_name
+
 INJECT_ANNOTATION = "luna.dev/inject"
 INJECTED_ANNOTATION = "luna.dev/injected"
 SERVICE_ANNOTATION = "luna.dev/service"
 SERVICE_ENV = "LUNA_SIDECAR_SERVICE"
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_VOLUME = "luna-sidecar-token"
+SETTINGS_VOLUME = "luna-sidecar-settings"
+"""the template's volume of the service's settings Secret: it follows the Pod's service"""
+DEFAULT_SERVICE = "handlers"
 
 _TEMPLATE_KEYS = ("container", "volumes", "annotations", "labels")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -154,7 +159,8 @@ def plan(pod: Mapping[str, Any], template: InjectionTemplate) -> Injection | Non
     sidecar: dict[str, Any] = copy.deepcopy(dict(template.container))
     service = _set_service(sidecar, annotations.get(SERVICE_ANNOTATION))
     volumes = copy.deepcopy(list(spec.get("volumes") or []))
-    added = _add_volumes(volumes, [copy.deepcopy(dict(v)) for v in template.volumes])
+    wanted = [_for_service(copy.deepcopy(dict(v)), service or DEFAULT_SERVICE) for v in template.volumes]
+    added = _add_volumes(volumes, wanted)
     token = _give_token(sidecar, existing, volumes, spec)
     added = added or token == "projected"
     labels = meta.get("labels") or {}
@@ -192,6 +198,13 @@ def _set_service(sidecar: dict[str, Any], wanted: object) -> str | None:
         del sidecar["env"]
     current = next((item for item in env if item.get("name") == SERVICE_ENV), None)
     return None if current is None or "value" not in current else str(current["value"])
+
+
+def _for_service(volume: dict[str, Any], service: str) -> dict[str, Any]:
+    """The template's volume for a Pod of ``service``: the settings Secret's is that service's."""
+    if volume.get("name") == SETTINGS_VOLUME and isinstance(volume.get("secret"), dict):
+        volume["secret"]["secretName"] = settings_secret_name(service)
+    return volume
 
 
 def _add_volumes(volumes: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> bool:

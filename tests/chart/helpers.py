@@ -124,7 +124,7 @@ spec:
             capabilities: {drop: [ALL]}
         {{- include "luna-plugins.sidecarContainer" (dict "context" $ "service" "handlers") | nindent 8 }}
       volumes:
-        {{- include "luna-plugins.sidecarVolumes" . | nindent 8 }}
+        {{- include "luna-plugins.sidecarVolumes" (dict "context" $ "service" "handlers") | nindent 8 }}
 """
     )
     return chart

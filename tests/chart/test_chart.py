@@ -68,6 +68,7 @@ OPERATOR_RULES = {
     ("luna.dev", "lunaplugins/status"): {"patch"},
     ("luna.dev", "lunapluginruntimes"): {"list", "watch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "update"},
+    ("", "secrets"): {"list", "watch", "create", "update"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }

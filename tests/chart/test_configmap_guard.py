@@ -7,6 +7,7 @@ deleted namespace, ``helm uninstall`` removes the guard."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -258,3 +259,46 @@ def test_the_guard_follows_its_values(kube: Any) -> None:
     assert not of_kind(off, "ValidatingAdmissionPolicy") and not of_kind(
         off, "ValidatingAdmissionPolicyBinding"
     )
+
+
+def offered_secret(name: str, value: str) -> str:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "labels": {"luna.dev/plugin-settings": "true"}},
+        "stringData": {"token": value},
+    }
+    return json.dumps(body)
+
+
+def test_settings_secrets_are_the_operators_and_offered_secrets_the_users(
+    guarded: Guarded, kube: Any, tmp_path: Path
+) -> None:
+    g = guarded
+    cluster = Cluster(kube, g.namespace)
+    # the editor offers a Secret of its own to plugins: its label is not guarded
+    made = g.as_(g.editor, "create", "-f", "-", input=offered_secret("creds", "guarded-value-1"))
+    assert made.returncode == 0, made.stderr
+    operator = start_operator(g.operator, g.namespace, tmp_path)
+    try:
+        from_secret = [{"setting": "token", "secretKeyRef": {"name": "creds", "key": "token"}}]
+        cluster.apply(plugin_manifest("sec", g.namespace, route_code("/s", "1"), settingsFrom=from_secret))
+        cluster.wait_phase("sec", "Ready", timeout=30)
+        settings = "luna-plugins-handlers-settings"
+        wait_for(lambda: cluster.get("secret", settings), what="the settings Secret")
+        # the operator's ServiceAccount wrote it; the editor may neither change nor delete it
+        tamper = json.dumps({"stringData": {"sec.json": '{"token": "mine"}'}})
+        assert refused(g.as_(g.editor, "patch", "secret", settings, "--type=merge", "-p", tamper), "UPDATE")
+        assert refused(g.as_(g.editor, "delete", "secret", settings), "DELETE")
+        rotated = g.as_(g.editor, "apply", "-f", "-", input=offered_secret("creds", "guarded-value-2"))
+        assert rotated.returncode == 0, rotated.stderr
+
+        def holds_rotated() -> bool:
+            data = (cluster.get("secret", settings) or {}).get("data") or {}
+            return "guarded-value-2" in base64.b64decode(data.get("sec.json", "")).decode()
+
+        wait_for(holds_rotated, timeout=30, what="the rotated value in the settings Secret")
+    finally:
+        operator.stop()
+    assert "Forbidden" not in operator.log() and REFUSED not in operator.log(), operator.log()[-3000:]
+    assert "guarded-value" not in operator.log()

@@ -276,3 +276,15 @@ def test_a_bad_template_names_the_file_and_the_problem(tmp_path: Path, text: str
 def test_a_missing_template_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match=r"missing\.yaml: cannot read it"):
         load_template(tmp_path / "missing.yaml")
+
+
+def test_the_settings_secret_volume_follows_the_pods_service() -> None:
+    settings = {"name": "luna-sidecar-settings", "secret": {"secretName": "x", "optional": True}}
+    with_settings = parse_template(copy.deepcopy(TEMPLATE) | {"volumes": [settings]})
+    billing = plan(pod({"luna.dev/inject": "true", "luna.dev/service": "billing"}), with_settings)
+    default = plan(pod(), with_settings)
+    assert billing is not None and default is not None
+    secret_of = {"billing": billing.volumes[-1]["secret"], "default": default.volumes[-1]["secret"]}
+    assert secret_of["billing"] == {"secretName": "luna-plugins-billing-settings", "optional": True}
+    assert secret_of["default"]["secretName"] == "luna-plugins-handlers-settings"
+    assert settings["secret"]["secretName"] == "x"  # the template is not changed

@@ -137,6 +137,9 @@ the service container posts its events there.
           fieldPath: metadata.uid
     - name: LUNA_SIDECAR_LOG_LEVEL
       value: {{ .logLevel | default $sidecar.logLevel | default "INFO" | quote }}
+    # settings from Secrets (spec.settingsFrom): the service's settings Secret, see sidecarVolumes
+    - name: LUNA_SIDECAR_SECRET_SETTINGS_DIR
+      value: /etc/luna-plugins/settings
     {{- $packages := $sidecar.packages | default dict }}
     {{- if $packages.enabled }}
     - name: LUNA_SIDECAR_PACKAGES_DIR
@@ -203,6 +206,9 @@ the service container posts its events there.
   volumeMounts:
     - name: luna-sidecar-tmp
       mountPath: /tmp
+    - name: luna-sidecar-settings
+      mountPath: /etc/luna-plugins/settings
+      readOnly: true
     {{- $packages := $sidecar.packages | default dict }}
     {{- if $packages.enabled }}
     - name: luna-sidecar-packages
@@ -221,19 +227,33 @@ the service container posts its events there.
 {{- end }}
 
 {{/*
-The volumes the sidecar container mounts: /tmp (its root filesystem is read-only) and, with
+The volumes the sidecar container mounts: /tmp (its root filesystem is read-only), the service's
+settings Secret (`luna-plugins-<service>-settings`: the values of plugins' spec.settingsFrom,
+written by the operator; optional, so a service without any needs nothing) and, with
 sidecar.packages.enabled, where plugins' packages are installed (and the index's CA bundle, the
-wheelhouse when set). Include them in the pod's `volumes` list next to the container:
+wheelhouse when set). Include them in the pod's `volumes` list next to the container, with the
+same service as the container:
 
   volumes:
-    {{- include "luna-plugins.sidecarVolumes" . | nindent 4 }}
+    {{- include "luna-plugins.sidecarVolumes" (dict "context" $ "service" "handlers") | nindent 4 }}
+
+(`include "luna-plugins.sidecarVolumes" .` takes the service from sidecar.service.)
 */}}
 {{- define "luna-plugins.sidecarVolumes" -}}
-{{- $values := .Values -}}
-{{- with .Subcharts }}{{ with index . "luna-plugins" }}{{ $values = .Values }}{{ end }}{{ end -}}
-{{- $packages := ($values.sidecar | default dict).packages | default dict -}}
+{{- $ctx := . -}}
+{{- $service := "" -}}
+{{- if hasKey . "context" }}{{ $ctx = .context }}{{ $service = .service | default "" }}{{ end -}}
+{{- $values := $ctx.Values -}}
+{{- with $ctx.Subcharts }}{{ with index . "luna-plugins" }}{{ $values = .Values }}{{ end }}{{ end -}}
+{{- $sidecar := $values.sidecar | default dict -}}
+{{- $service = $service | default $sidecar.service | default "handlers" -}}
+{{- $packages := $sidecar.packages | default dict -}}
 - name: luna-sidecar-tmp
   emptyDir: {}
+- name: luna-sidecar-settings
+  secret:
+    secretName: {{ printf "luna-plugins-%s-settings" $service | quote }}
+    optional: true
 {{- if $packages.enabled }}
 - name: luna-sidecar-packages
   {{- toYaml ($packages.volume | default (dict "emptyDir" dict)) | nindent 2 }}
