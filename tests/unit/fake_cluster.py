@@ -143,25 +143,30 @@ class FakeCluster:
         found = self.config_maps.get((namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    async def create_config_map(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _store(self, resource: str) -> dict[tuple[str, str], dict[str, Any]]:
+        return self.config_maps if resource == "configmaps" else self.secrets
+
+    def _create(self, resource: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
-        self._call("create", "configmaps", name)
-        if (namespace, name) in self.config_maps:
-            raise ApiError(409, f'configmaps "{name}" already exists')
+        self._call("create", resource, name)
+        store = self._store(resource)
+        if (namespace, name) in store:
+            raise ApiError(409, f'{resource} "{name}" already exists')
         stored = copy.deepcopy(body)
         stored["metadata"] |= {
             "namespace": namespace,
             "resourceVersion": str(next(self._version)),
-            "uid": f"cm-{next(_uids)}",
+            "uid": f"{resource}-{next(_uids)}",
         }
-        self.config_maps[(namespace, name)] = stored
+        store[(namespace, name)] = stored
         return copy.deepcopy(stored)
 
-    async def replace_config_map(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        self._call("update", "configmaps", name)
-        current = self.config_maps.get((namespace, name))
+    def _replace(self, resource: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._call("update", resource, name)
+        store = self._store(resource)
+        current = store.get((namespace, name))
         if current is None:
-            raise ApiError(404, f'configmaps "{name}" not found')
+            raise ApiError(404, f'{resource} "{name}" not found')
         if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
             raise ApiError(
                 409, "the object has been modified; please apply your changes to the latest version"
@@ -172,38 +177,20 @@ class FakeCluster:
             "resourceVersion": str(next(self._version)),
             "uid": current["metadata"]["uid"],
         }
-        self.config_maps[(namespace, name)] = stored
+        store[(namespace, name)] = stored
         return copy.deepcopy(stored)
+
+    async def create_config_map(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._create("configmaps", namespace, body)
+
+    async def replace_config_map(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._replace("configmaps", namespace, name, body)
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        self._call("create", "secrets", name)
-        if (namespace, name) in self.secrets:
-            raise ApiError(409, f'secrets "{name}" already exists')
-        stored = copy.deepcopy(body)
-        stored["metadata"] |= {
-            "namespace": namespace,
-            "resourceVersion": str(next(self._version)),
-            "uid": f"secret-{next(_uids)}",
-        }
-        self.secrets[(namespace, name)] = stored
-        return copy.deepcopy(stored)
+        return self._create("secrets", namespace, body)
 
     async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        self._call("update", "secrets", name)
-        current = self.secrets.get((namespace, name))
-        if current is None:
-            raise ApiError(404, f'secrets "{name}" not found')
-        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "the object has been modified")
-        stored = copy.deepcopy(body)
-        stored["metadata"] |= {
-            "namespace": namespace,
-            "resourceVersion": str(next(self._version)),
-            "uid": current["metadata"]["uid"],
-        }
-        self.secrets[(namespace, name)] = stored
-        return copy.deepcopy(stored)
+        return self._replace("secrets", namespace, name, body)
 
     async def patch_plugin_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self._call("patch", "lunaplugins/status", name)
