@@ -6,6 +6,7 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -98,3 +99,14 @@ def test_the_image_starts_the_operator_and_the_sidecar_as_10001_read_only(
     """
     log = run_pod(node_cluster.kube, node_namespace, python_pod("image-probe", node_cluster.image, script))
     assert log.split() == ["operator", "ok", "sidecar", "ok"]
+
+
+def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(node_cluster: NodeCluster) -> None:
+    """A bridge whose address was never set takes its lowest port's, which changes with pod churn
+    and breaks pods' ARP entries for the gateway for a moment (seen as "No route to host")."""
+    if node_cluster.state_dir is None:
+        pytest.skip("our own node's bridge")
+    from luna_cluster.node_config import BRIDGE
+
+    # /sys/class/net/<if>/addr_assign_type: 3 is NET_ADDR_SET (set by userspace: never recomputed)
+    assert (Path("/sys/class/net") / BRIDGE / "addr_assign_type").read_text().strip() == "3"

@@ -220,6 +220,12 @@ def prepare(layout: NodeLayout, state_root: Path) -> HostChanges:
         changes.bridge = True
         changes.save(layout)
         run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+        # A bridge whose address was never set takes the lowest address of its ports, so it
+        # changes as pods come and go; pods' ARP entries for the gateway then point at an
+        # address nobody has, and connections to them fail for a moment ("No route to host").
+        # Setting its own random address pins it.
+        mac = Path(f"/sys/class/net/{BRIDGE}/address").read_text().strip()
+        run(["ip", "link", "set", "dev", BRIDGE, "address", mac])
     prefix = POD_CIDR.split("/")[1]
     addresses = run(["ip", "-4", "-o", "addr", "show", "dev", BRIDGE]).stdout
     if f"{NODE_IP}/{prefix}" not in addresses:
