@@ -276,6 +276,7 @@ class ClusterWatcher:
 
     async def _apply_once(self, retry_failed: bool) -> None:
         self._changed.clear()
+        self.secrets.reading()  # a kubelet update after this point is noticed by the next check
         found = desired_plugins(self.service, self.mirror.items, self._current, self.secrets)
         self._report(found)
         if found.plugins is None:

@@ -32,8 +32,15 @@ class SecretSettingsDir:
             entries = ()
         return (link, entries)
 
+    def reading(self) -> None:
+        """Call before the files are read for a desired state: a change the kubelet makes from
+        now on (even before the first :meth:`changed`) is one :meth:`changed` reports."""
+        if self.path is not None:
+            self._seen = self._fingerprint()
+
     def changed(self) -> bool:
-        """Whether the mounted content changed since the last call (False the first time)."""
+        """Whether the mounted content changed since the last call or :meth:`reading` (False
+        when neither came before)."""
         if self.path is None:
             return False
         current = self._fingerprint()

@@ -149,6 +149,16 @@ def test_the_mounted_folder_reports_a_kubelet_update_as_a_change(tmp_path: Path)
     assert secrets.changed() and not secrets.changed()
 
 
+def test_an_update_between_reading_and_the_first_check_is_still_a_change(tmp_path: Path) -> None:
+    """Seen on a real node: the sidecar read the old file, the kubelet switched ``..data`` 0.2 s
+    later, and the first check only remembered the new state: the plugin waited forever."""
+    secrets = SecretSettingsDir(tmp_path)
+    mount(tmp_path, {"a.json": b"{}"})
+    secrets.reading()
+    mount(tmp_path, {"a.json": b'{"k":"v"}'})
+    assert secrets.changed() and not secrets.changed()
+
+
 def test_mounted_settings_of_the_wrong_shape_are_refused_without_showing_them(tmp_path: Path) -> None:
     for bad in (b"not json", b'["a"]', b'{"k": 1}'):
         items = mirror({"a": "x = 1\n"}, {"a": "x = 1\n"})
