@@ -82,7 +82,9 @@ class SecretBook:
     def remove(self, body: dict[str, Any]) -> SecretChange | None:
         """Forget ``body``'s Secret; returns the change, None when it was not held."""
         meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        return self._forget((str(meta.get("namespace") or ""), str(meta.get("name") or "")))
+
+    def _forget(self, key: ObjectKey) -> SecretChange | None:
         settings = self._settings.pop(key, None)
         offered = self._offered.pop(key, None)
         if settings is None and offered is None:
@@ -99,8 +101,7 @@ class SecretBook:
         changes: list[SecretChange] = []
         for key in [*self._offered, *self._settings]:
             if (namespace is None or key[0] == namespace) and key not in seen:
-                held = self._settings.get(key) or {"metadata": {"namespace": key[0], "name": key[1]}}
-                change = self.remove(held)
+                change = self._forget(key)
                 if change is not None:
                     changes.append(change)
         for item in items:
