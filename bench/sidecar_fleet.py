@@ -17,6 +17,9 @@ What is real and what is not:
   its own, so the API server serves N watches instead of one per service), and "loading" takes
   no time: a simulated sidecar reports every plugin ``running`` with the hash it would load.
 
+``--reports full`` writes what sidecars wrote before reports named the active list's revision
+(every module in every report): the baseline of ``bench/operator_scale.py --reports``.
+
 It prints JSON lines on stdout: one per report write that changed a module's hash
 (``{"t": monotonic seconds, "pod": ..., "service": ..., "changed": {module: hash}}``), one each
 time a service's simulated sidecars take a new desired state (``{"t": ..., "applied": service}``),
@@ -44,8 +47,11 @@ from luna_sidecar.sources import PluginSource
 class SimulatedSidecar(RuntimeReporter):
     """One pod's report writer; :attr:`running` is what it would run now."""
 
-    def __init__(self, api: client.ApiClient, *, namespace: str, service: str, pod: str, interval: float):
+    def __init__(
+        self, api: client.ApiClient, *, namespace: str, service: str, pod: str, interval: float, compact: bool
+    ):
         self.running: list[dict[str, Any]] = []
+        self.named: dict[str, str] | None = None
         self._reported: dict[str, str] = {}
         self.first = asyncio.Event()
         super().__init__(
@@ -57,7 +63,9 @@ class SimulatedSidecar(RuntimeReporter):
             plugins=lambda: self.running,
             ready=lambda: True,
             interval=interval,
+            code_hashes=lambda: self.named,
         )
+        self.compact = compact
 
     async def report(self) -> None:
         hashes = {plugin["name"]: str(plugin["codeHash"]) for plugin in self.running}
@@ -79,10 +87,20 @@ class SimulatedSidecar(RuntimeReporter):
 class ServiceFleet:
     """The simulated sidecars of one service and the one mirror they share."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, service: str, pods: list[str], interval: float):
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        service: str,
+        pods: list[str],
+        interval: float,
+        compact: bool,
+    ):
         self.service = service
         self.sidecars = [
-            SimulatedSidecar(api, namespace=namespace, service=service, pod=pod, interval=interval)
+            SimulatedSidecar(
+                api, namespace=namespace, service=service, pod=pod, interval=interval, compact=compact
+            )
             for pod in pods
         ]
         self._changed = asyncio.Event()
@@ -108,6 +126,7 @@ class ServiceFleet:
             ]
             for sidecar in self.sidecars:
                 sidecar.running = running
+                sidecar.named = found.code_hashes
                 sidecar.poke()
             print(json.dumps({"t": time.monotonic(), "applied": self.service}), flush=True)
 
@@ -122,7 +141,10 @@ async def run(options: argparse.Namespace) -> None:
         pods[services[index % len(services)]].append(f"sim-{index:04d}")
     async with client.ApiClient(configuration) as api:
         api.user_agent = "luna-plugins-sim-sidecar"  # tells its requests from the operator's
-        fleets = [ServiceFleet(api, options.namespace, s, pods[s], options.interval) for s in services]
+        compact = options.reports == "compact"
+        fleets = [
+            ServiceFleet(api, options.namespace, s, pods[s], options.interval, compact) for s in services
+        ]
         tasks = [asyncio.create_task(fleet.mirror.run()) for fleet in fleets]
         tasks += [asyncio.create_task(fleet.follow()) for fleet in fleets]
         await asyncio.gather(*(fleet.mirror.synced.wait() for fleet in fleets))
@@ -154,6 +176,13 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=50, help="simulated sidecars in all (50)")
     parser.add_argument("--interval", type=float, default=10.0, help="heartbeat seconds (10)")
     parser.add_argument("--connections", type=int, default=32, help="HTTP connections to the API server")
+    parser.add_argument(
+        "--reports",
+        choices=("compact", "full"),
+        default="compact",
+        help="compact: the active list's revision and the differences (what sidecars write); "
+        "full: every module, as sidecars wrote before and do with an old CRD (compact)",
+    )
     asyncio.run(run(parser.parse_args()))
     return 0
 

@@ -49,6 +49,7 @@ from luna_operator.metrics import OperatorMetrics, ServiceGauges
 from luna_operator.peering import PeeringGate, replica_priority
 from luna_operator.reconciler import PassRequest, ServiceReconciler
 from luna_operator.records import PluginRecord
+from luna_operator.render import active_list_code_hashes
 from luna_operator.report_feed import ReportFeed
 from luna_operator.reports import ReportBook, ReportChange
 from luna_operator.scheduling import Coalescer, PassKind
@@ -196,6 +197,16 @@ class OperatorState:
         if kind is not None and self.coalescer.is_open:
             delay = DELAY_OWNERS if change.owners else DELAY_STATUS
             self.coalescer.trigger(change.service, kind, delay=delay)
+
+    def learn_active_list(self, namespace: str, body: Any) -> None:
+        """A ConfigMap arrived: when it is an active list, the reports naming its revision can
+        be read in full (the operator's own writes come back this way, and every list on start)."""
+        found = active_list_code_hashes(body)
+        if found is None:
+            return
+        service, hashes = found
+        for change in self.book.learn((namespace, service), hashes, now=time.time()):
+            self.on_report_change(change)
 
     def on_secret_change(self, change: SecretChange) -> None:
         """A Secret offered to plugins changed: a full pass of every service with a plugin that
@@ -358,6 +369,8 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         for key in code_from_services(namespace, name, plugins):
             state.coalescer.trigger(key)
         version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        if type != "DELETED":
+            state.learn_active_list(namespace, body)
         if type == "DELETED":
             state.view.deleted(namespace, name)
         elif state.view.is_echo(namespace, name, version):

@@ -198,6 +198,31 @@ def already_holds(current: dict[str, Any], body: dict[str, Any]) -> bool:
     )
 
 
+def active_list_code_hashes(body: Mapping[str, Any]) -> tuple[str, dict[str, str]] | None:
+    """(service, module -> code hash) of an active-list ConfigMap the operator wrote (``body``
+    as the API returns it): what the sidecars following it report against. None when ``body``
+    is no such list or cannot be read; modules without a readable hash are left out."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    service = labels.get(LABEL_SERVICE)
+    if labels.get(LABEL_ROLE) != "active-list" or not isinstance(service, str) or not service:
+        return None
+    data = body.get("data") or {}
+    try:
+        modules = json.loads(data.get(active_list_key(service)) or "[]")
+        details = json.loads(data.get(PLUGINS_KEY) or "{}")
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(modules, list) or not isinstance(details, dict):
+        return None
+    hashes: dict[str, str] = {}
+    for module in modules:
+        entry = details.get(module) if isinstance(module, str) else None
+        if isinstance(entry, dict) and isinstance(entry.get("codeHash"), str):
+            hashes[module] = entry["codeHash"]
+    return service, hashes
+
+
 def read_plugin_configmap(body: Mapping[str, Any]) -> ExistingConfigMap:
     """What a ConfigMap named like a plugin's holds (``body`` as the API returns it)."""
     meta = body.get("metadata") or {}

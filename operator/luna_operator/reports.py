@@ -12,6 +12,12 @@ when it cannot be used (no service). :class:`ReportBook` keeps the usable report
 Reports whose plugins are reported alike share one :class:`ReportedPlugins` object, so a
 service of a thousand pods at rest holds one copy of what they run, and a status pass looks at
 each distinct content once (:meth:`ReportBook.snapshot`).
+
+A report that names its active list's revision lists only where the sidecar differs from that
+list (:mod:`luna_contract.reports`); the book expands it with what that revision names, learnt
+from the active lists (:meth:`ReportBook.learn`, the last :data:`MAX_REVISIONS` per service).
+A report naming a revision not learnt yet counts with what it lists, and is read again once the
+revision is learnt.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from luna_contract.reports import MAX_REVISION_CHARS, REVISION_FIELD, active_revision
+
 ServiceKey = tuple[str, str]
 """(namespace, service)"""
 
@@ -32,6 +40,9 @@ MAX_REPORTED_PLUGINS = 5000
 MAX_ERROR_CHARS = 500
 #: the longest module, state, hash or pod name kept; longer values are cut
 MAX_NAME_CHARS = 253
+#: active-list revisions remembered per service (a report on an older one counts only what it
+#: lists: its pod stays outdated until it follows a newer list)
+MAX_REVISIONS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +86,9 @@ class RuntimeReport:
     """when the sidecar last refreshed it (epoch seconds; never later than when it arrived),
     None when the report carries no readable time (then it never counts as fresh)"""
     plugins: ReportedPlugins
+    revision: str | None = None
+    """the active list's revision the report names, when that revision was not known when it
+    was read (its plugins are then only what it lists); None otherwise"""
 
     @property
     def key(self) -> ServiceKey:
@@ -116,15 +130,19 @@ def _raw_key(plugins: list[Any]) -> tuple[object, ...]:
     )
 
 
-def _shared(plugins: object) -> ReportedPlugins:
+def _shared(plugins: object, base: tuple[str, Mapping[str, str]] | None = None) -> ReportedPlugins:
     """The ``spec.plugins`` of a report as a shared :class:`ReportedPlugins` (bounded; entries
-    that are not objects with a module name are skipped; the first entry of a module wins).
+    that are not objects with a module name are skipped; the first entry of a module wins),
+    over ``base`` (a revision and what it names: each module ``running`` that version) when the
+    report names a known revision.
 
     Reports are mostly the same as the last one: their raw entries are looked up first, and
     only a content not seen before is parsed."""
-    if not isinstance(plugins, list) or not plugins:
+    if not isinstance(plugins, list):
+        plugins = []
+    if not plugins and base is None:
         return _EMPTY
-    raw: tuple[object, ...] | None = _raw_key(plugins)
+    raw: tuple[object, ...] | None = (base[0] if base else None, *_raw_key(plugins))
     try:
         found = _BY_RAW.get(raw) if raw is not None else None
     except TypeError:  # a list or an object where a string belongs: parse it the long way
@@ -132,12 +150,16 @@ def _shared(plugins: object) -> ReportedPlugins:
     if found is not None:
         return found
     entries: dict[str, PodPlugin] = {}
+    if base is not None:
+        entries.update((module, PodPlugin("running", code_hash)) for module, code_hash in base[1].items())
+    listed: set[str] = set()
     for item in plugins[:MAX_REPORTED_PLUGINS]:
         if not isinstance(item, dict):
             continue
         module = _text(item.get("module"))
-        if module is None or module in entries:
+        if module is None or module in listed:
             continue
+        listed.add(module)
         error = item.get("error")
         entries[module] = PodPlugin(
             _text(item.get("state"), 32) or "unknown",
@@ -164,9 +186,17 @@ def _epoch(text: object) -> float | None:
         return None
 
 
-def parse_report(body: Mapping[str, Any], *, received: float) -> RuntimeReport | None:
+def parse_report(
+    body: Mapping[str, Any],
+    *,
+    received: float,
+    revisions: Mapping[ServiceKey, Mapping[str, Mapping[str, str]]] | None = None,
+) -> RuntimeReport | None:
     """The usable part of a ``LunaPluginRuntime`` as the API returns it, received at
-    ``received`` (epoch seconds); None when it names no service. Never raises for its shape."""
+    ``received`` (epoch seconds); None when it names no service. Never raises for its shape.
+
+    ``revisions``: per service, the active-list revisions known (revision -> module -> code
+    hash), to expand a report that names one."""
     meta = body.get("metadata")
     spec = body.get("spec")
     if not isinstance(meta, dict) or not isinstance(spec, dict):
@@ -177,6 +207,15 @@ def parse_report(body: Mapping[str, Any], *, received: float) -> RuntimeReport |
     if service is None or name is None or namespace is None:
         return None
     beat = _epoch(spec.get("heartbeatTime"))
+    revision = spec.get(REVISION_FIELD)
+    base: tuple[str, Mapping[str, str]] | None = None
+    unknown: str | None = None
+    if isinstance(revision, str) and 0 < len(revision) <= MAX_REVISION_CHARS:
+        named = (revisions or {}).get((namespace, service), {}).get(revision)
+        if named is not None:
+            base = (revision, named)
+        else:
+            unknown = sys.intern(revision)
     return RuntimeReport(
         namespace=namespace,
         name=name,
@@ -184,7 +223,8 @@ def parse_report(body: Mapping[str, Any], *, received: float) -> RuntimeReport |
         service=service,
         pod=_text(spec.get("pod")) or name,
         heartbeat=min(beat, received) if beat is not None else None,
-        plugins=_shared(spec.get("plugins")),
+        plugins=_shared(spec.get("plugins"), base),
+        revision=unknown,
     )
 
 
@@ -236,20 +276,45 @@ class ReportBook:
         self._by_service: dict[ServiceKey, dict[str, RuntimeReport]] = {}
         self._where: dict[tuple[str, str], ServiceKey] = {}  # (namespace, name) -> its service
         self._fresh: dict[ServiceKey, frozenset[str]] = {}  # names counted at the last check
+        self._revisions: dict[ServiceKey, dict[str, Mapping[str, str]]] = {}  # oldest first
+        self._unresolved: dict[tuple[str, str], Mapping[str, Any]] = {}  # reports on unknown revisions
         self.rejected = 0
         """reports ignored because they name no service (or are no object at all)"""
 
     # --- changes ------------------------------------------------------------------------------
 
+    def learn(self, key: ServiceKey, code_hashes: Mapping[str, str], *, now: float) -> list[ReportChange]:
+        """The service's active list names ``code_hashes`` (module -> code hash): reports naming
+        its revision are expanded with it from now on, and those that named it before are read
+        again."""
+        revision = active_revision(code_hashes)
+        known = self._revisions.setdefault(key, {})
+        if revision in known:
+            known[revision] = known.pop(revision)  # the most recent last
+            return []
+        known[revision] = {sys.intern(m[:MAX_NAME_CHARS]): sys.intern(h) for m, h in code_hashes.items()}
+        while len(known) > MAX_REVISIONS:
+            del known[next(iter(known))]
+        changes: list[ReportChange] = []
+        for body in list(self._unresolved.values()):
+            report = self.get(body)
+            if report is not None and report.key == key and report.revision == revision:
+                changes += self.put(body, now=now)
+        return changes
+
     def put(self, body: Mapping[str, Any], *, now: float) -> list[ReportChange]:
         """Add or replace a report (ADDED or MODIFIED)."""
-        report = parse_report(body, received=now)
+        report = parse_report(body, received=now, revisions=self._revisions)
         meta = body.get("metadata")
         ident = (
             (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
             if isinstance(meta, dict)
             else ("", "")
         )
+        if report is not None and report.revision is not None:
+            self._unresolved[ident] = body
+        else:
+            self._unresolved.pop(ident, None)
         if report is None:
             self.rejected += 1
             return self._drop(ident, now)  # a report that lost its service no longer counts
@@ -310,6 +375,7 @@ class ReportBook:
         return changes
 
     def _drop(self, ident: tuple[str, str], now: float) -> list[ReportChange]:
+        self._unresolved.pop(ident, None)
         key = self._where.pop(ident, None)
         if key is None:
             return []

@@ -131,6 +131,7 @@ class ClusterFeed:
             ready=lambda: bool(getattr(self._ready, "ready", False)),
             interval=self.config.heartbeat_interval,
             problems=self.problems,
+            code_hashes=lambda: self.watcher.code_hashes if self.watcher is not None else None,
         )
         self.reporter = reporter
         self.runtime.on_change.append(reporter.poke)

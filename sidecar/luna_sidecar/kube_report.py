@@ -1,18 +1,26 @@
 """The per-pod report: a ``LunaPluginRuntime`` object saying which module and code hash this
 sidecar runs, with what state or error. Written on every change and every heartbeat, owned by
 the Pod (so Kubernetes deletes it with the Pod) and deleted on a clean shutdown. The operator
-reads these to fill each LunaPlugin's ``status.loaded``."""
+reads these to fill each LunaPlugin's ``status.loaded``.
+
+Once the sidecar follows an active list, the report names that list's revision and lists only
+the modules where the sidecar differs from it (see :mod:`luna_contract.reports`). When the API
+server drops ``spec.revision`` (a CRD older than this sidecar), the sidecar says so once and
+writes full reports from then on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from luna_contract.reports import REVISION_FIELD, WAITING, active_revision
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +30,26 @@ GROUP, VERSION, PLURAL = "luna.dev", "v1alpha1", "lunapluginruntimes"
 def report_name(pod: str, service: str) -> str:
     """``<pod>-<service>``, trimmed to a valid object name."""
     return f"{pod}-{service}"[:253].rstrip("-.")
+
+
+def _as_named(entry: dict[str, Any], code_hashes: Mapping[str, str]) -> bool:
+    """Whether a report entry says no more than "runs the version the active list names"."""
+    return (
+        entry["state"] == "running"
+        and entry.get("codeHash") == code_hashes.get(entry["module"])
+        and entry.get("requirements") in (None, "installed")
+        and entry.keys() <= {"module", "state", "codeHash", "requirements"}
+    )
+
+
+def differences(entries: list[dict[str, Any]], code_hashes: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The report entries that differ from an active list naming ``code_hashes``: every entry
+    that says more than "runs the named version", and a ``waiting`` entry for each named module
+    the sidecar does not run at all."""
+    reported = {entry["module"] for entry in entries}
+    return [entry for entry in entries if not _as_named(entry, code_hashes)] + [
+        {"module": module, "state": WAITING} for module in code_hashes if module not in reported
+    ]
 
 
 class RuntimeReporter:
@@ -39,6 +67,7 @@ class RuntimeReporter:
         ready: Callable[[], bool],
         interval: float = 10.0,
         problems: Callable[[], list[str]] = list,
+        code_hashes: Callable[[], Mapping[str, str] | None] = lambda: None,
     ) -> None:
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
@@ -49,7 +78,11 @@ class RuntimeReporter:
         self._plugins = plugins
         self._ready = ready
         self._problems = problems
+        self._code_hashes = code_hashes
         self.interval = interval
+        self.compact = True
+        """whether reports name the active list's revision and list only differences (False
+        once the API server was seen dropping ``spec.revision``)"""
         self._poked = asyncio.Event()
         self.reports = 0
 
@@ -86,26 +119,49 @@ class RuntimeReporter:
             }
             for plugin in self._plugins()
         ]
+        spec: dict[str, Any] = {
+            "service": self.service,
+            "pod": self.pod,
+            "ready": self._ready(),
+            "heartbeatTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            # always written, so a merge patch also clears problems that went away
+            "problems": self._problems(),
+            # null removes it from the stored report (merge patch) when no revision applies
+            REVISION_FIELD: None,
+        }
+        code_hashes = self._code_hashes() if self.compact else None
+        if code_hashes is not None:
+            spec[REVISION_FIELD] = active_revision(code_hashes)
+            plugins = differences(plugins, code_hashes)
+        spec["plugins"] = plugins
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "LunaPluginRuntime",
             "metadata": metadata,
-            "spec": {
-                "service": self.service,
-                "pod": self.pod,
-                "ready": self._ready(),
-                "heartbeatTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "plugins": plugins,
-                # always written, so a merge patch also clears problems that went away
-                "problems": self._problems(),
-            },
+            "spec": spec,
         }
 
     async def report(self) -> None:
         """Write the report now (create, or replace the spec)."""
         body = self.body()
+        stored = await self._write(body)
+        self.reports += 1
+        revision = body["spec"][REVISION_FIELD]
+        if revision is not None and _spec(stored).get(REVISION_FIELD) != revision:
+            log.warning(
+                "the API server dropped spec.%s from the runtime report %s: its LunaPluginRuntime "
+                "CRD is older than this sidecar (apply the chart's crds/); writing full reports",
+                REVISION_FIELD,
+                self.name,
+            )
+            self.compact = False
+            await self._write(self.body())
+            self.reports += 1
+
+    async def _write(self, body: dict[str, Any]) -> object:
+        """Merge-patch the spec, or create the report when there is none; returns what is stored."""
         try:
-            await self.custom.patch_namespaced_custom_object(
+            return await self.custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 self.namespace,
@@ -117,8 +173,9 @@ class RuntimeReporter:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            await self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
-        self.reports += 1
+        created = {**body, "spec": {k: v for k, v in body["spec"].items() if v is not None}}
+        custom = self.custom
+        return await custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, created)
 
     async def run(self) -> None:
         """Report on every poke and every ``interval`` seconds; API trouble is retried."""
@@ -146,3 +203,8 @@ class RuntimeReporter:
                 log.warning("could not delete the runtime report %s: %s", self.name, exc.reason)
         except Exception as exc:
             log.warning("could not delete the runtime report %s: %s", self.name, exc)
+
+
+def _spec(stored: object) -> dict[str, Any]:
+    spec = stored.get("spec") if isinstance(stored, dict) else None
+    return spec if isinstance(spec, dict) else {}

@@ -60,12 +60,14 @@ class DesiredState:
     ``plugins`` is None when there is nothing usable to converge on (no active list yet, or a
     broken one: then ``problems`` says why), so nothing is unloaded. ``waiting`` maps modules
     whose named code has not arrived (or does not match) to the reason; their running version,
-    if any, stays in ``plugins``.
+    if any, stays in ``plugins``. ``code_hashes`` is what the usable active list names (module ->
+    code hash; None with ``plugins``), what the sidecar's report is written against.
     """
 
     plugins: list[DesiredPlugin] | None
     waiting: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    code_hashes: dict[str, str] | None = None
 
 
 def desired_plugins(
@@ -104,7 +106,7 @@ def desired_plugins(
         running = current(entry.module)
         if running is not None:  # keep serving what runs until the named version arrives
             desired.append(DesiredPlugin(entry.module, running))
-    return DesiredState(desired, waiting)
+    return DesiredState(desired, waiting, code_hashes={entry.module: entry.code_hash for entry in entries})
 
 
 class ConfigMapMirror:
@@ -244,6 +246,8 @@ class ClusterWatcher:
         self.debounce = debounce
         self.on_applied = on_applied
         self.waiting: dict[str, str] = {}
+        self.code_hashes: dict[str, str] | None = None
+        """what the last usable active list names (module -> code hash); None before the first"""
         self._problems: list[str] = []
         self._mirror_task: asyncio.Task[None] | None = None
         self._retry = False
@@ -281,6 +285,7 @@ class ClusterWatcher:
         self._report(found)
         if found.plugins is None:
             return
+        self.code_hashes = found.code_hashes
         await self._apply(found.plugins, retry_failed)
         if self.on_applied is not None:
             self.on_applied()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from luna_contract.reports import active_revision
 from tests.kube.control_plane import stop_apiserver
 from tests.operator.harness import Cluster, plugin_manifest, route_code
 from tests.sidecar.harness import http, wait_for
@@ -77,6 +78,12 @@ def test_two_sidecars_report_and_one_that_vanishes_stops_counting(
     wait_for(lambda: cluster.status("shared").get("loaded") == "2/2", what="status.loaded 2/2")
     printed = cluster.kube.kubectl("get", "lp", "shared", "-n", ns).stdout
     assert "2/2" in printed
+    # what counted them: reports that name the active list's revision and list nothing else
+    listed, details = cluster.active()
+    revision = active_revision({module: details[module]["codeHash"] for module in listed})
+    reports = json.loads(cluster.kube.kubectl("get", "lpr", "-n", ns, "-o", "json").stdout)["items"]
+    assert sorted(r["spec"]["pod"] for r in reports) == ["pod-1", "pod-2"]
+    assert all(r["spec"]["revision"] == revision and r["spec"]["plugins"] == [] for r in reports), reports
     # a clean stop withdraws the report at once; a crash (SIGKILL) stops counting after the TTL
     second.stop(signal.SIGKILL)
     wait_for(

@@ -184,4 +184,6 @@ def test_the_per_pod_report_says_which_plugin_blocks_the_loop(cluster: Cluster, 
         }
 
     wait_for(lambda: blocked().get("blocks", 0) >= 0.3, what="the blocking charged in the report")
-    assert blocked()["hello"] < 0.3  # (a stray tick on a machine loaded enough to pause the process)
+    # hello runs as the active list names it: a report lists it only if it blocked the loop too
+    # (a stray tick on a machine loaded enough to pause the process)
+    assert blocked().get("hello", 0) < 0.3

@@ -1,0 +1,190 @@
+"""Reports that name the active list's revision and list only differences: what the sidecar
+writes (its own ``RuntimeReporter``) reads back in the operator's report book exactly as the
+full report would, and a revision the book does not know yet never counts a pod as loaded."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+from luna_contract.reports import active_revision
+from luna_operator.reports import MAX_REVISIONS, ReportBook, ReportChange
+from luna_sidecar.kube_report import RuntimeReporter, differences
+from tests.unit.reports_kit import NOW, iso
+
+KEY = ("ns", "handlers")
+H1, H2, H3 = "1" * 64, "2" * 64, "3" * 64
+
+
+def running(module: str, code_hash: str, **more: Any) -> dict[str, Any]:
+    """A plugin as the runtime describes it (``GET /plugins``), running ``code_hash``."""
+    return {"name": module, "state": "running", "codeHash": code_hash, **more}
+
+
+class StoredReports:
+    """The few calls the reporter makes, answered like an API server whose CRD keeps (or,
+    with ``prunes``, drops) ``spec.revision``."""
+
+    def __init__(self, *, prunes: bool = False) -> None:
+        self.prunes = prunes
+        self.written: list[dict[str, Any]] = []
+
+    async def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        spec = {k: v for k, v in args[5]["spec"].items() if v is not None}
+        if self.prunes:
+            spec.pop("revision", None)
+        self.written.append(spec)
+        return {"spec": spec}
+
+
+def reporter(plugins: list[dict[str, Any]], code_hashes: dict[str, str] | None) -> RuntimeReporter:
+    found = RuntimeReporter(
+        object(),  # type: ignore[arg-type]  # the API calls go to StoredReports
+        namespace="ns",
+        service="handlers",
+        pod="pod-a",
+        pod_uid="uid-a",
+        plugins=lambda: plugins,
+        ready=lambda: True,
+        code_hashes=lambda: code_hashes,
+    )
+    return found
+
+
+def stored(body: dict[str, Any], uid: str = "uid-report") -> dict[str, Any]:
+    """``body`` as the API server returns it (namespace and uid set)."""
+    found = copy.deepcopy(body)
+    found["metadata"] = {**found["metadata"], "namespace": "ns", "uid": uid}
+    found["spec"] = {k: v for k, v in found["spec"].items() if v is not None}
+    found["spec"]["heartbeatTime"] = iso(NOW)
+    return found
+
+
+def test_the_revision_is_the_same_for_the_same_pairs_and_differs_for_any_change() -> None:
+    first = active_revision({"a": H1, "b": H2})
+    assert first == active_revision({"b": H2, "a": H1}) and len(first) == 32
+    assert first != active_revision({"a": H1, "b": H3})
+    assert first != active_revision({"a": H1, "c": H2})
+    assert first != active_revision({"a": H1})
+    # no pair can be forged by moving text between a module and its hash
+    assert active_revision({"ab": "c"}) != active_revision({"a": "bc"})
+
+
+def test_only_what_differs_from_the_active_list_is_listed() -> None:
+    named = {"same": H1, "newer": H2, "broken": H1, "slow": H1, "installing": H1, "absent": H1}
+    entries = [
+        {"module": "same", "state": "running", "codeHash": H1, "requirements": "installed"},
+        {"module": "newer", "state": "running", "codeHash": H1},  # still on the old version
+        {"module": "broken", "state": "running", "codeHash": H1, "failedCodeHash": H2, "error": "boom"},
+        {"module": "slow", "state": "running", "codeHash": H1, "loopBlockedSeconds": 0.8},
+        {"module": "installing", "state": "loading", "requirements": "installing"},
+        {"module": "stray", "state": "stopping", "codeHash": H3},  # no longer listed
+    ]
+    listed = differences(entries, named)
+    modules = [entry["module"] for entry in listed]
+    assert modules == ["newer", "broken", "slow", "installing", "stray", "absent"]
+    assert listed[-1] == {"module": "absent", "state": "waiting"}
+
+
+def test_a_compact_report_reads_back_as_the_full_report_would() -> None:
+    plugins = [running("a", H1), running("b", H2), running("c", H1, error="callback failed")]
+    named = {"a": H1, "b": H3, "c": H1, "d": H2}
+    compact = reporter(plugins, named).body()
+    full = reporter(plugins, None).body()
+    assert compact["spec"]["revision"] == active_revision(named)
+    assert [entry["module"] for entry in compact["spec"]["plugins"]] == ["b", "c", "d"]
+    assert full["spec"]["revision"] is None and len(full["spec"]["plugins"]) == 3
+
+    learnt, unlearnt = ReportBook(ttl=30), ReportBook(ttl=30)
+    learnt.learn(KEY, named, now=NOW)
+    learnt.put(stored(compact, "u1"), now=NOW)
+    unlearnt.put(stored(full, "u2"), now=NOW)
+    (expanded,), (plain,) = learnt.snapshot(KEY, NOW).groups, unlearnt.snapshot(KEY, NOW).groups
+    assert {m: expanded.plugins.get(m) for m in "abcd"} == {
+        **{m: plain.plugins.get(m) for m in "abc"},
+        "d": expanded.plugins.get("d"),
+    }
+    waiting = expanded.plugins.get("d")
+    assert waiting is not None and waiting.state == "waiting" and waiting.code_hash is None
+
+
+def test_a_report_on_an_unknown_revision_counts_only_what_it_lists_until_the_revision_is_learnt() -> None:
+    named = {"a": H1, "b": H2}
+    body = stored(reporter([running("a", H1), running("b", H3)], named).body())
+    book = ReportBook(ttl=30)
+    book.put(body, now=NOW)
+    (group,) = book.snapshot(KEY, NOW).groups
+    assert group.plugins.get("a") is None  # not counted as loaded on a revision nobody named
+    entry = group.plugins.get("b")
+    assert entry is not None and entry.code_hash == H3
+    assert book.learn(("ns", "other"), named, now=NOW) == []  # another service's list
+    changes = book.learn(KEY, named, now=NOW)
+    assert changes == [ReportChange(KEY, modules=frozenset({"a"}))]
+    (group,) = book.snapshot(KEY, NOW).groups
+    found = group.plugins.get("a")
+    assert found is not None and (found.state, found.code_hash) == ("running", H1)
+    assert book.learn(KEY, named, now=NOW) == []  # known: nothing to read again
+
+
+def test_reports_alike_on_one_revision_share_one_content() -> None:
+    named = {f"m{index}": H1 for index in range(200)}
+    book = ReportBook(ttl=30)
+    book.learn(KEY, named, now=NOW)
+    for index in range(50):
+        body = reporter([running(m, H1) for m in named], named).body()
+        body["metadata"]["name"] = f"pod-{index}-handlers"
+        body["spec"]["pod"] = f"pod-{index}"
+        assert body["spec"]["plugins"] == []
+        book.put(stored(body, f"u{index}"), now=NOW)
+    (group,) = book.snapshot(KEY, NOW).groups
+    assert len(group.pods) == 50 and len(group.plugins) == 200
+
+
+def test_only_the_latest_revisions_are_kept() -> None:
+    book = ReportBook(ttl=30)
+    lists = [{"a": f"{index:064x}"} for index in range(MAX_REVISIONS + 1)]
+    for named in lists:
+        book.learn(KEY, named, now=NOW)
+    oldest, newest = lists[0], lists[-1]
+    for named, pod in ((oldest, "old"), (newest, "new")):
+        body = reporter([running("a", named["a"])], named).body()
+        body["metadata"]["name"], body["spec"]["pod"] = f"{pod}-handlers", pod
+        book.put(stored(body, pod), now=NOW)
+    by_pod = {group.pods[0]: group.plugins.get("a") for group in book.snapshot(KEY, NOW)}
+    assert by_pod["old"] is None  # forgotten revision: this pod is outdated until it follows a newer list
+    assert by_pod["new"] is not None and by_pod["new"].code_hash == newest["a"]
+
+
+@pytest.mark.parametrize("revision", [7, "", "x" * 65, ["a"], {"a": 1}])
+def test_a_revision_of_the_wrong_shape_is_read_as_none(revision: Any) -> None:
+    body = stored(reporter([running("a", H1)], None).body())
+    body["spec"]["revision"] = revision
+    book = ReportBook(ttl=30)
+    book.learn(KEY, {"a": H2}, now=NOW)
+    book.put(body, now=NOW)
+    (group,) = book.snapshot(KEY, NOW).groups
+    entry = group.plugins.get("a")
+    assert entry is not None and entry.code_hash == H1
+
+
+def test_a_sidecar_whose_revision_the_api_server_drops_writes_full_reports_from_then_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plugins = [running("a", H1), running("b", H2)]
+    named = {"a": H1, "b": H2}
+    for prunes, sizes in ((False, [0, 0]), (True, [0, 2, 2])):
+        sidecar = reporter(plugins, named)
+        api = StoredReports(prunes=prunes)
+        sidecar.custom = api  # type: ignore[assignment]
+
+        async def twice(sidecar: RuntimeReporter = sidecar) -> None:
+            await sidecar.report()
+            await sidecar.report()
+
+        asyncio.run(twice())
+        assert [len(spec["plugins"]) for spec in api.written] == sizes
+        assert sidecar.compact is not prunes
+    assert "older than this sidecar" in caplog.text
