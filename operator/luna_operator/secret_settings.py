@@ -19,6 +19,8 @@ invalid.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -195,18 +197,27 @@ def resolve(
     return Resolved(values)
 
 
+def secret_bytes(body: Mapping[str, Any] | None) -> dict[str, bytes | None]:
+    """A Secret's ``data`` (as the API returns it: base64) decoded, by key; None for a value
+    that is not base64."""
+    found: dict[str, bytes | None] = {}
+    for key, encoded in ((body or {}).get("data") or {}).items():
+        try:
+            found[str(key)] = base64.b64decode(str(encoded), validate=True)
+        except (binascii.Error, ValueError):
+            found[str(key)] = None
+    return found
+
+
 def offered_secret(body: Mapping[str, Any]) -> OfferedSecret:
     """An :class:`OfferedSecret` from a Secret as the API returns it (base64 ``data``)."""
-    import base64
-    import binascii
-
     labels = (body.get("metadata") or {}).get("labels") or {}
     data: dict[str, str | None] = {}
-    for key, encoded in (body.get("data") or {}).items():
+    for key, value in secret_bytes(body).items():
         try:
-            data[str(key)] = base64.b64decode(str(encoded), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            data[str(key)] = None
+            data[key] = value.decode() if value is not None else None
+        except UnicodeDecodeError:
+            data[key] = None
     return OfferedSecret(
         str((body.get("metadata") or {}).get("name")),
         str(labels.get(OFFER_LABEL, "")).lower() == "true",

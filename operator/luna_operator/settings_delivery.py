@@ -17,8 +17,6 @@ Nothing here logs, raises or returns a value: messages name Secrets, keys and se
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,7 +28,7 @@ from luna_operator.errors import ApiError, describe, is_transient
 from luna_operator.records import PluginRecord
 from luna_operator.render import Owner, already_holds, settings_secret
 from luna_operator.secret_feed import SecretBook
-from luna_operator.secret_settings import Resolved, check_shape, resolve
+from luna_operator.secret_settings import Resolved, check_shape, resolve, secret_bytes
 
 log = logging.getLogger("luna.operator")
 
@@ -77,7 +75,7 @@ class SettingsDelivery:
         transient) when it could not be written."""
         name = settings_secret_name(service)
         current = self.book.settings_secret(namespace, name)
-        held = _decoded(current)
+        held = secret_bytes(current)
         values: dict[str, bytes] = {}
         for outcome in outcomes:
             entry = outcome.active
@@ -130,14 +128,3 @@ class SettingsDelivery:
                 raise
             del body["metadata"]["resourceVersion"]  # gone meanwhile: create it again
             return await self.api.create_secret(namespace, body)
-
-
-def _decoded(body: dict[str, Any] | None) -> dict[str, bytes]:
-    """A Secret's data, decoded; keys whose value is not base64 are left out."""
-    found: dict[str, bytes] = {}
-    for key, value in ((body or {}).get("data") or {}).items():
-        try:
-            found[str(key)] = base64.b64decode(str(value), validate=True)
-        except (binascii.Error, ValueError):
-            continue
-    return found
