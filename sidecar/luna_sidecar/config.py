@@ -50,7 +50,8 @@ class SidecarConfig:
     """Seconds the desired state may go unread (the Kubernetes API unreachable, or its feed failing)
     before /healthz fails; plugins keep serving."""
     heartbeat_interval: float = 10.0
-    """Seconds between refreshes of the per-pod report (also refreshed on every change)."""
+    """Most seconds between refreshes of the per-pod report (also refreshed on every change); each
+    wait is drawn between 80 and 100 % of it, so pods started together do not refresh together."""
     host: str = "0.0.0.0"
     """Address of the plugin-route listener."""
     port: int = 8080

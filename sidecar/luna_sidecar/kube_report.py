@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -178,7 +179,9 @@ class RuntimeReporter:
         return await custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, created)
 
     async def run(self) -> None:
-        """Report on every poke and every ``interval`` seconds; API trouble is retried."""
+        """Report on every poke and at most every ``interval`` seconds (80 to 100 % of it, drawn
+        afresh each time: pods started by one rollout spread their heartbeats); API trouble is
+        retried."""
         while True:
             try:
                 await self.report()
@@ -187,7 +190,7 @@ class RuntimeReporter:
             except Exception as exc:
                 log.warning("could not write the runtime report %s: %s", self.name, exc)
             try:
-                await asyncio.wait_for(self._poked.wait(), timeout=self.interval)
+                await asyncio.wait_for(self._poked.wait(), timeout=self.interval * random.uniform(0.8, 1.0))
             except TimeoutError:
                 pass
             self._poked.clear()
