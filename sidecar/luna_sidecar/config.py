@@ -51,7 +51,7 @@ class SidecarConfig:
     before /healthz fails; plugins keep serving."""
     heartbeat_interval: float = 10.0
     """Most seconds between refreshes of the per-pod report (also refreshed on every change); each
-    wait is drawn between 80 and 100 % of it, so pods started together do not refresh together."""
+    wait is drawn between 0.8 and 1 times it, so pods started together do not refresh together."""
     host: str = "0.0.0.0"
     """Address of the plugin-route listener."""
     port: int = 8080
