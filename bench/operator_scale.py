@@ -161,6 +161,8 @@ class Result:
     plugins: int
     reports: str = "compact"
     """what the simulated sidecars write: ``compact`` or ``full``"""
+    report_bytes: float = 0.0
+    """the mean size of one report's spec as JSON, at rest"""
     rest: Phase = field(default_factory=Phase)
     rollout: Phase = field(default_factory=Phase)
     all_reports_seconds: list[float] = field(default_factory=list)
@@ -202,6 +204,8 @@ class Fleet:
             )
         processes.started.append(("fleet", self.process))
         self.writes: list[dict[str, Any]] = []
+        self.report_bytes = 0.0
+        """the mean size of a report's spec (JSON) once all simulated sidecars reported"""
         self.applied: list[tuple[float, str]] = []
         self.ready = threading.Event()
         self._lock = threading.Lock()
@@ -216,6 +220,7 @@ class Fleet:
             except ValueError:
                 continue
             if "ready" in entry:
+                self.report_bytes = float(entry.get("report_bytes") or 0)
                 self.ready.set()
             elif "applied" in entry:
                 with self._lock:
@@ -433,6 +438,7 @@ def scenario(
         fleet = Fleet(processes, kubeconfig, namespace, names, pods, fleet_log, reports)
         if not fleet.ready.wait(timeout=120):
             raise BenchError(f"the simulated sidecars did not all report within 120 s; see {workdir}")
+        result.report_bytes = fleet.report_bytes
 
         def all_loaded() -> bool:
             statuses = api.statuses(namespace)
@@ -542,9 +548,9 @@ def report(results: list[Result]) -> str:
     lines = [
         "At rest (operator CPU in % of one core; requests per second):",
         "",
-        "| pods | services | reports | operator CPU | operator requests | all clients' requests | "
-        "API server CPU | full passes | status passes | RSS (peak) MiB |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "| pods | services | reports | report bytes | operator CPU | operator requests | "
+        "all clients' requests | API server CPU | full passes | status passes | RSS (peak) MiB |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         rest = r.rest
@@ -552,6 +558,7 @@ def report(results: list[Result]) -> str:
             str(r.pods),
             str(r.services),
             r.reports,
+            f"{r.report_bytes:.0f}",
             f"{rest.operator_cpu_percent:.1f} %",
             f"{rest.operator_requests_per_s:.2f}",
             f"{rest.all_requests_per_s:.1f}",

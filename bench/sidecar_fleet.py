@@ -23,7 +23,8 @@ What is real and what is not:
 It prints JSON lines on stdout: one per report write that changed a module's hash
 (``{"t": monotonic seconds, "pod": ..., "service": ..., "changed": {module: hash}}``), one each
 time a service's simulated sidecars take a new desired state (``{"t": ..., "applied": service}``),
-and ``{"ready": N}`` once every simulated sidecar has written its first report. SIGTERM or
+and ``{"ready": N, "report_bytes": B}`` once every simulated sidecar has written its first
+report (B: the mean size of the spec each wrote last, as JSON). SIGTERM or
 SIGINT stops it; the reports stay (the caller deletes the namespace).
 """
 
@@ -51,6 +52,7 @@ class SimulatedSidecar(RuntimeReporter):
         self, api: client.ApiClient, *, namespace: str, service: str, pod: str, interval: float, compact: bool
     ):
         self.running: list[dict[str, Any]] = []
+        self.last_bytes = 0
         self.named: dict[str, str] | None = None
         self._reported: dict[str, str] = {}
         self.first = asyncio.Event()
@@ -66,6 +68,10 @@ class SimulatedSidecar(RuntimeReporter):
             code_hashes=lambda: self.named,
         )
         self.compact = compact
+
+    async def _write(self, body: dict[str, Any]) -> object:
+        self.last_bytes = len(json.dumps(body["spec"]))
+        return await super()._write(body)
 
     async def report(self) -> None:
         hashes = {plugin["name"]: str(plugin["codeHash"]) for plugin in self.running}
@@ -155,7 +161,8 @@ async def run(options: argparse.Namespace) -> None:
             tasks.append(asyncio.create_task(sidecar.run()))
             await asyncio.sleep(spread)
         await asyncio.gather(*(sidecar.first.wait() for sidecar in sidecars))
-        print(json.dumps({"ready": len(sidecars)}), flush=True)
+        sizes = [sidecar.last_bytes for sidecar in sidecars]
+        print(json.dumps({"ready": len(sidecars), "report_bytes": sum(sizes) / len(sizes)}), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
