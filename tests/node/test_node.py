@@ -110,3 +110,39 @@ def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(node_cluster: Node
 
     # /sys/class/net/<if>/addr_assign_type: 3 is NET_ADDR_SET (set by userspace: never recomputed)
     assert (Path("/sys/class/net") / BRIDGE / "addr_assign_type").read_text().strip() == "3"
+
+
+def test_a_rebuilt_image_replaces_the_one_it_supersedes_in_the_engine(
+    node_cluster: NodeCluster, tmp_path: Path
+) -> None:
+    """Each ``cluster image`` used to leave the image it replaced behind: the engine's data in
+    the cache directory grew by the image's size on every rebuild."""
+    if node_cluster.state_dir is None:
+        pytest.skip("the engine that built our own node's image")
+    import io
+
+    from luna_cluster import image
+    from luna_cluster.state import StateDir
+
+    out = io.StringIO()
+    docker = image.engine(StateDir(node_cluster.state_dir), out)  # the one `cluster image` started
+    base = image.choose_base(docker, None, out)
+    tag = "luna-plugins-rebuild-test:dev"
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}\nARG WHEELS\nCOPY stamp /stamp\n"
+    )
+    built = []
+    try:
+        for stamp in ("first", "second"):
+            (tmp_path / "stamp").write_text(stamp)
+            built.append(image.build(docker, tmp_path, tag, base, out, tmp_path / "build.log"))
+        first, second = built
+        assert first != second
+        assert docker.run("image", "inspect", first, check=False).returncode != 0, out.getvalue()
+        assert docker.run("image", "inspect", second, check=False).returncode == 0
+        assert "removed the image" in out.getvalue()
+        if docker.private:
+            dangling = docker.run("images", "--quiet", "--filter", "dangling=true").stdout.split()
+            assert dangling == [], out.getvalue()
+    finally:
+        docker.run("image", "rm", tag, check=False)

@@ -59,6 +59,8 @@ class Engine:
     env: dict[str, str]
     #: the buildx plugin is there (BuildKit); otherwise the classic builder is used
     buildkit: bool
+    #: the private daemon (its images are all ours: dangling ones may be pruned)
+    private: bool = False
 
     def run(
         self, *args: str, timeout: float = 600, check: bool = True, input: bytes | None = None
@@ -92,13 +94,13 @@ def _private_env(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _with_builder(cli: str, env: dict[str, str]) -> Engine:
+def _with_builder(cli: str, env: dict[str, str], *, private: bool = False) -> Engine:
     buildx = (
         subprocess.run([cli, "buildx", "version"], env=env, capture_output=True, check=False).returncode == 0
     )
     if not buildx:
         env = {**env, "DOCKER_BUILDKIT": "0"}
-    return Engine(cli, env, buildkit=buildx)
+    return Engine(cli, env, buildkit=buildx, private=private)
 
 
 def engine(state: StateDir, out: TextIO) -> Engine:
@@ -109,7 +111,7 @@ def engine(state: StateDir, out: TextIO) -> Engine:
         return _with_builder(cli, env)
     private = _private_env(env)
     if cli and _answers(cli, private):
-        return _with_builder(cli, private)
+        return _with_builder(cli, private, private=True)
     dockerd = shutil.which("dockerd")
     if cli is None or dockerd is None:
         raise EngineUnavailableError(
@@ -141,7 +143,7 @@ def engine(state: StateDir, out: TextIO) -> Engine:
         ],
     )
     wait_until("dockerd to answer", lambda: _answers(cli, private), state, "dockerd", process, 120)
-    return _with_builder(cli, private)
+    return _with_builder(cli, private, private=True)
 
 
 # --- the base image -------------------------------------------------------------------------------
@@ -302,15 +304,40 @@ def build_wheels(context: Path, out: TextIO) -> None:
 
 
 def build(docker: Engine, context: Path, tag: str, base: str | None, out: TextIO, log: Path) -> str:
-    """``docker build`` of ``context``'s Dockerfile, offline; returns the image ID."""
+    """``docker build`` of ``context``'s Dockerfile, offline; returns the image ID.
+
+    The image ``tag`` named before is removed once the new one has the tag (unless something
+    else still uses it), and the private daemon's dangling images are pruned: rebuilds do not
+    pile up images in the cache directory."""
+    previous = _image_id(docker, tag)
     argv = [docker.cli, "build", "--network", "none", "--tag", tag, "--build-arg", "WHEELS=wheelhouse"]
     if base:
         argv += ["--build-arg", f"BASE_IMAGE={base}"]
     if docker.buildkit:
         argv += ["--load"]
     _run_logged([*argv, str(context)], log, f"docker build {tag}", out, env=docker.env)
-    image_id = docker.run("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip()
+    image_id = _image_id(docker, tag)
+    if image_id is None:
+        raise ImageError(f"docker build {tag} succeeded but no image has that tag")
+    if previous is not None and previous != image_id:
+        if docker.run("image", "rm", previous, check=False, timeout=300).returncode == 0:
+            print(f"removed the image {tag} named before ({previous[:19]})", file=out, flush=True)
+    if docker.private:
+        pruned = docker.run("image", "prune", "--force", check=False, timeout=900)
+        reclaimed = [
+            line for line in pruned.stdout.decode(errors="replace").splitlines() if "reclaimed" in line
+        ]
+        if pruned.returncode == 0 and reclaimed and not reclaimed[0].rstrip().endswith(": 0B"):
+            print(f"pruned the private engine's dangling images ({reclaimed[0].strip()})", file=out)
     return image_id
+
+
+def _image_id(docker: Engine, reference: str) -> str | None:
+    """The ID of the image ``reference`` names, None when there is none."""
+    found = docker.run("image", "inspect", "--format", "{{.Id}}", reference, check=False, timeout=60)
+    if found.returncode != 0:
+        return None
+    return found.stdout.decode().strip() or None
 
 
 def smoke_test(docker: Engine, tag: str) -> None:
