@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,36 @@ def test_plan_names_the_cache_folder_by_version_and_key(
     assert plan.output.parent == tmp_path / "luna-plugins" / "bin"
     assert plan.output.name == f"helm-{plan.version}-{plan.key}"
     assert not plan.ready
+
+
+def test_cached_builds_unused_for_a_month_are_removed_and_the_one_in_use_never(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    helm = tools.plan(tools.BINARIES["helm"], go_env="go1.26 linux amd64")
+    bin_dir = helm.output.parent
+    now = 2_000_000_000.0
+    old = now - tools.UNUSED_FOR - 60
+
+    def cached(name: str, used: float | None) -> Path:
+        folder = bin_dir / name
+        folder.mkdir(parents=True)
+        if used is not None:
+            (folder / tools.COMPLETE_MARKER).write_text("{}")
+            os.utime(folder / tools.COMPLETE_MARKER, (used, used))
+        return folder
+
+    in_use = cached(helm.output.name, old)  # old marker, but it is the plan's own folder
+    stale = cached("helm-v0.1.0-0123456789ab", old)
+    recent = cached("helm-v0.2.0-0123456789ab", now - 3600)
+    unmarked = cached("helm-v0.3.0-0123456789ab", None)  # a build under way, or not ours
+    other_tool = cached("etcd-v3.0.0-0123456789ab", old)  # not a module of these plans
+    out = io.StringIO()
+    assert tools.prune_unused([helm], out, now=now) == [stale]
+    assert not stale.exists() and all(p.is_dir() for p in (in_use, recent, unmarked, other_tool))
+    assert "removed 1 cached build(s) unused for 30 days: helm-v0.1.0-0123456789ab" in out.getvalue()
+    tools.mark_used(helm)
+    assert time.time() - (in_use / tools.COMPLETE_MARKER).stat().st_mtime < 3600
 
 
 def test_certificate_extensions() -> None:

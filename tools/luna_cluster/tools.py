@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -31,6 +31,9 @@ from typing import TextIO
 TOOLS_DIR = Path(os.environ.get("LUNA_TOOLS_DIR", Path(__file__).resolve().parent.parent))
 
 COMPLETE_MARKER = ".complete"
+#: a cached build of a tool (another version or key than the one in use) that no build or
+#: ``cluster up`` used for this long is removed; the marker's mtime is its last use
+UNUSED_FOR = 30 * 24 * 3600.0
 
 
 class BuildError(RuntimeError):
@@ -406,20 +409,55 @@ def build(plan_: BuildPlan, out: TextIO = sys.stderr, interval: float = 15.0) ->
     return plan_
 
 
+def mark_used(plan_: BuildPlan) -> None:
+    """Record that ``plan_``'s cached build is in use now (see :data:`UNUSED_FOR`)."""
+    with contextlib.suppress(OSError):
+        os.utime(plan_.output / COMPLETE_MARKER)
+
+
+def prune_unused(plans: Iterable[BuildPlan], out: TextIO, *, now: float | None = None) -> list[Path]:
+    """Remove the cached builds of these plans' modules that are not the plans' own and were
+    not used for :data:`UNUSED_FOR` seconds; returns what was removed. A folder without the
+    completion marker (not ours, or a build under way) is left alone."""
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    for plan_ in plans:
+        for folder in sorted(plan_.output.parent.glob(f"{plan_.module.name}-*")):
+            if folder == plan_.output or not folder.is_dir():
+                continue
+            try:
+                used = (folder / COMPLETE_MARKER).stat().st_mtime
+            except OSError:
+                continue
+            if now - used > UNUSED_FOR:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    if removed:
+        days = UNUSED_FOR / 86400
+        names = ", ".join(folder.name for folder in removed)
+        print(f"removed {len(removed)} cached build(s) unused for {days:g} days: {names}", file=out)
+    return removed
+
+
 def ensure_all(
     out: TextIO = sys.stderr, *, node: bool = False, extras: tuple[ToolModule, ...] = ()
 ) -> dict[str, Path]:
     """Build or reuse every control-plane module (with ``node`` the node's too, and ``extras``);
-    returns binary name -> path."""
+    returns binary name -> path. Cached builds of these modules unused for
+    :data:`UNUSED_FOR` seconds are removed."""
     go_env = go_environment()
     binaries: dict[str, Path] = {}
+    plans: list[BuildPlan] = []
     for module in (*MODULES, *(NODE_MODULES if node else ()), *extras):
         ready = plan(module, go_env)
         if ready.ready:
             print(f"reusing {', '.join(module.packages)} {ready.version} from {ready.output}", file=out)
         build(ready, out)
+        mark_used(ready)
+        plans.append(ready)
         for binary in module.packages:
             binaries[binary] = ready.binary(binary)
+    prune_unused(plans, out)
     return binaries
 
 
