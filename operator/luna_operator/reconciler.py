@@ -42,6 +42,7 @@ from luna_operator.render import (
     ExistingConfigMap,
     Owner,
     active_list,
+    active_list_code_hashes,
     active_list_name,
     already_holds,
     plugin_configmap,
@@ -158,6 +159,8 @@ class ServiceReconciler:
         policy, a quota: they may change without an event the operator sees), a status pass when
         statuses were held back (see :meth:`_take_stale`), else None."""
         namespace, service = key
+        current_list = self.view.config_map(namespace, active_list_name(service))
+        self._learn_revision(key, current_list)
         selected, later = self._take_stale(key, full=True)
         previous = {o.plugin.uid: _shown_part(o) for o in self._outcomes.get(key, [])}
         self._refused = False
@@ -170,7 +173,6 @@ class ServiceReconciler:
             if (body := self.view.config_map(namespace, plugin_configmap_name(plugin.name))) is not None
         }
         existing = {name: read_plugin_configmap(body) for name, body in found.items()}
-        current_list = self.view.config_map(namespace, active_list_name(service))
         resolved = self.settings.resolve(live)
         outcomes = decide(plugins, codes, existing, listed_entries(current_list), resolved)
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
@@ -215,6 +217,15 @@ class ServiceReconciler:
         if self._refused:
             return ("full", REFUSED_RETRY)
         return ("status", later) if later is not None else None
+
+    def _learn_revision(self, key: ServiceKey, active: dict[str, Any] | None) -> None:
+        """Let the report book know the revision of the service's active list as the view holds
+        it, so that no status is counted from reports it cannot read yet (after a restart, the
+        reports may be listed before the ConfigMap's event reaches the handlers)."""
+        found = active_list_code_hashes(active) if active is not None else None
+        if found is not None and found[0] == key[1]:
+            for change in self.reports.learn(key, found[1], now=self.clock()):
+                self.note(change)
 
     async def _checked_code(self, plugin: PluginRecord) -> CheckedCode:
         """The plugin's code (inline or from ``codeFrom``) and the verdict of the code check."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from luna_contract.reports import active_revision
 from luna_operator.errors import ApiError, PassIncompleteError
 from luna_operator.reconciler import COUNTS_INTERVAL, MAX_REPORT_OWNERS, REFUSED_RETRY, ServiceReconciler
 from luna_operator.reports import ReportBook
@@ -175,6 +176,19 @@ async def test_reports_update_loaded_without_touching_desired_state() -> None:
     assert operator.cluster.status("q")["loaded"] == "0/1" and operator.cluster.status("p")["loaded"] == "1/1"
     gauges = {g.plugin: (g.outdated, g.failing) for g in operator.reconciler.plugin_gauges()}
     assert gauges == {"p": (0, 0), "q": (1, 0)}
+
+
+async def test_after_a_restart_compact_reports_count_once_the_first_pass_has_read_the_active_list() -> None:
+    operator = Operator()
+    operator.cluster.add_plugin("p", code=V1)
+    await operator.full()
+    restarted = Operator(operator.cluster)  # an empty report book, and no ConfigMap event yet
+    for pod in ("pod-a", "pod-b"):
+        body = report(pod, {})
+        body["spec"]["revision"] = active_revision({"p": code_hash(V1)})  # "all as listed"
+        restarted.report(body)
+    await restarted.full()
+    assert restarted.cluster.status("p")["loaded"] == "2/2"
 
 
 async def test_a_report_that_goes_quiet_stops_counting() -> None:
