@@ -163,6 +163,8 @@ class Result:
     """what the simulated sidecars write: ``compact`` or ``full``"""
     report_bytes: float = 0.0
     """the mean size of one report's spec as JSON, at rest"""
+    watches: int = 0
+    """ConfigMap watches of the simulated sidecars besides the shared one per service"""
     rest: Phase = field(default_factory=Phase)
     rollout: Phase = field(default_factory=Phase)
     all_reports_seconds: list[float] = field(default_factory=list)
@@ -194,10 +196,12 @@ class Fleet:
         pods: int,
         log: Path,
         reports: str,
+        watches: str = "shared",
     ):
         env = {**os.environ, "KUBECONFIG": kubeconfig}
         argv = [sys.executable, str(FLEET), "--kubeconfig", kubeconfig, "--namespace", namespace]
         argv += ["--services", ",".join(services), "--pods", str(pods), "--reports", reports]
+        argv += ["--watches", watches]
         with log.open("ab") as err:
             self.process = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True
@@ -206,6 +210,8 @@ class Fleet:
         self.writes: list[dict[str, Any]] = []
         self.report_bytes = 0.0
         """the mean size of a report's spec (JSON) once all simulated sidecars reported"""
+        self.watches = 0
+        """per-pod ConfigMap watches open by then (``--watches per-pod``)"""
         self.applied: list[tuple[float, str]] = []
         self.ready = threading.Event()
         self._lock = threading.Lock()
@@ -221,6 +227,7 @@ class Fleet:
                 continue
             if "ready" in entry:
                 self.report_bytes = float(entry.get("report_bytes") or 0)
+                self.watches = int(entry.get("watches") or 0)
                 self.ready.set()
             elif "applied" in entry:
                 with self._lock:
@@ -435,10 +442,13 @@ def scenario(
             flush=True,
         )
         fleet_log = workdir / f"fleet-{pods}-{services}-{reports}.log"
-        fleet = Fleet(processes, kubeconfig, namespace, names, pods, fleet_log, reports)
+        fleet = Fleet(processes, kubeconfig, namespace, names, pods, fleet_log, reports, options.watches)
         if not fleet.ready.wait(timeout=120):
             raise BenchError(f"the simulated sidecars did not all report within 120 s; see {workdir}")
         result.report_bytes = fleet.report_bytes
+        result.watches = fleet.watches
+        if options.watches == "per-pod" and fleet.watches < pods:
+            raise BenchError(f"only {fleet.watches} of {pods} per-pod watches are open; see {workdir}")
 
         def all_loaded() -> bool:
             statuses = api.statuses(namespace)
@@ -449,7 +459,8 @@ def scenario(
 
         converged = wait(all_loaded, 180, "status.loaded to count every pod", interval=2.0)
         print(
-            f"  every status.loaded counts all pods after {converged:.1f} s; settling",
+            f"  every status.loaded counts all pods after {converged:.1f} s "
+            f"({result.watches} per-pod watches); settling",
             file=sys.stderr,
             flush=True,
         )
@@ -656,6 +667,13 @@ def main() -> int:
     parser.add_argument("--rollouts", type=int, default=5, help="rollouts (5)")
     parser.add_argument("--rollout-interval", type=float, default=10.0, help="seconds between rollouts (10)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one rollout may take (60)")
+    parser.add_argument(
+        "--watches",
+        choices=("shared", "per-pod"),
+        default="shared",
+        help="shared: the simulated sidecars of a service share one ConfigMap watch; per-pod: each "
+        "also holds its own, as real sidecars do (see bench/sidecar_fleet.py) (shared)",
+    )
     parser.add_argument("--output", help="write the raw figures as JSON")
     parser.add_argument("--keep-logs", action="store_true", help="keep the operator and fleet logs")
     options = parser.parse_args()

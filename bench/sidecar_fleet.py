@@ -16,6 +16,10 @@ What is real and what is not:
 - not real: all simulated sidecars of a service share **one** mirror (a real sidecar watches on
   its own, so the API server serves N watches instead of one per service), and "loading" takes
   no time: a simulated sidecar reports every plugin ``running`` with the hash it would load.
+  With ``--watches per-pod`` every simulated sidecar also holds a watch of its own on the
+  service's ConfigMaps, as a real one does, so the API server sends every change N times; what
+  these watches receive is read and dropped (decoding it N times would load this machine's CPU,
+  which real sidecars spend on their own nodes).
 
 ``--reports full`` writes what sidecars wrote before reports named the active list's revision
 (every module in every report): the baseline of ``bench/operator_scale.py --reports``.
@@ -23,8 +27,9 @@ What is real and what is not:
 It prints JSON lines on stdout: one per report write that changed a module's hash
 (``{"t": monotonic seconds, "pod": ..., "service": ..., "changed": {module: hash}}``), one each
 time a service's simulated sidecars take a new desired state (``{"t": ..., "applied": service}``),
-and ``{"ready": N, "report_bytes": B}`` once every simulated sidecar has written its first
-report (B: the mean size of the spec each wrote last, as JSON). SIGTERM or
+and ``{"ready": N, "report_bytes": B, "watches": W}`` once every simulated sidecar has written
+its first report (B: the mean size of the spec each wrote last, as JSON; W: the per-pod watches
+the API server answered by then). SIGTERM or
 SIGINT stops it; the reports stay (the caller deletes the namespace).
 """
 
@@ -90,6 +95,31 @@ class SimulatedSidecar(RuntimeReporter):
         self.first.set()
 
 
+WATCHING: set[int] = set()
+"""the per-pod watches that the API server answered (ids of their tasks)"""
+
+
+async def drain_watch(api: client.ApiClient, namespace: str, selector: str) -> None:
+    """Hold a watch of the ConfigMaps ``selector`` picks, as a sidecar does, reading and dropping
+    what it sends; reconnect when it ends."""
+    core = client.CoreV1Api(api)
+    me = id(asyncio.current_task())
+    while True:
+        try:
+            response = await core.list_namespaced_config_map(
+                namespace, label_selector=selector, watch=True, timeout_seconds=300, _preload_content=False
+            )
+            async with response:
+                if response.status == 200:
+                    WATCHING.add(me)
+                async for _ in response.content.iter_chunked(65536):
+                    pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            await asyncio.sleep(1.0)
+
+
 class ServiceFleet:
     """The simulated sidecars of one service and the one mirror they share."""
 
@@ -152,6 +182,20 @@ async def run(options: argparse.Namespace) -> None:
             ServiceFleet(api, options.namespace, s, pods[s], options.interval, compact) for s in services
         ]
         tasks = [asyncio.create_task(fleet.mirror.run()) for fleet in fleets]
+        watchers: client.ApiClient | None = None
+        if options.watches == "per-pod":
+            watching = client.Configuration()
+            await config.load_kube_config(config_file=options.kubeconfig, client_configuration=watching)
+            watching.connection_pool_maxsize = options.pods + 8  # a watch holds its connection
+            watchers = client.ApiClient(watching)
+            watchers.user_agent = "luna-plugins-sim-sidecar"
+            tasks += [
+                asyncio.create_task(
+                    drain_watch(watchers, options.namespace, f"luna.dev/service={fleet.service}")
+                )
+                for fleet in fleets
+                for _ in fleet.sidecars
+            ]
         tasks += [asyncio.create_task(fleet.follow()) for fleet in fleets]
         await asyncio.gather(*(fleet.mirror.synced.wait() for fleet in fleets))
         await asyncio.sleep(0.2)  # the first apply of the mirror
@@ -162,7 +206,8 @@ async def run(options: argparse.Namespace) -> None:
             await asyncio.sleep(spread)
         await asyncio.gather(*(sidecar.first.wait() for sidecar in sidecars))
         sizes = [sidecar.last_bytes for sidecar in sidecars]
-        print(json.dumps({"ready": len(sidecars), "report_bytes": sum(sizes) / len(sizes)}), flush=True)
+        ready = {"ready": len(sidecars), "report_bytes": sum(sizes) / len(sizes), "watches": len(WATCHING)}
+        print(json.dumps(ready), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -171,6 +216,8 @@ async def run(options: argparse.Namespace) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if watchers is not None:
+            await watchers.close()
 
 
 def main() -> int:
@@ -189,6 +236,13 @@ def main() -> int:
         default="compact",
         help="compact: the active list's revision and the differences (what sidecars write); "
         "full: every module, as sidecars wrote before and do with an old CRD (compact)",
+    )
+    parser.add_argument(
+        "--watches",
+        choices=("shared", "per-pod"),
+        default="shared",
+        help="shared: one ConfigMap watch per service; per-pod: also one per simulated sidecar, "
+        "read and dropped (shared)",
     )
     asyncio.run(run(parser.parse_args()))
     return 0
