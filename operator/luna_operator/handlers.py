@@ -369,12 +369,12 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         for key in code_from_services(namespace, name, plugins):
             state.coalescer.trigger(key)
         version = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        if type != "DELETED":
-            state.learn_active_list(namespace, body)
         if type == "DELETED":
             state.view.deleted(namespace, name)
-        elif state.view.is_echo(namespace, name, version):
-            return  # our own write coming back
+        else:
+            state.learn_active_list(namespace, body)  # also from our own writes
+            if state.view.is_echo(namespace, name, version):
+                return  # our own write coming back
         for key in managing_services(namespace, name, config_map_service(body), plugins):
             state.coalescer.trigger(key)
 
