@@ -156,7 +156,7 @@ def base_recipe_hash(mirror: str) -> str:
 
 
 def _has_image(docker: Engine, reference: str) -> bool:
-    return docker.run("image", "inspect", reference, check=False, timeout=60).returncode == 0
+    return _image_id(docker, reference) is not None
 
 
 @contextlib.contextmanager
