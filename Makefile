@@ -72,10 +72,11 @@ bench-kube: venv cluster-tools
 	$(BIN)/python bench/apply_to_serve.py
 	$(BIN)/python bench/operator_bench.py
 
-## bench-scale: the operator against 500 simulated sidecars (CPU, API requests, RSS, rollout latency);
-## the curve in docs/performance.md: bench/operator_scale.py --pods 50,200,500,1000 --services 1,5
+## bench-scale: the operator against 500 simulated sidecars (CPU, API requests, RSS, rollout latency),
+## with the reports sidecars write and the full reports of before side by side; the curves in
+## docs/performance.md: bench/operator_scale.py --pods 50,200,500,1000 --services 1,5 [--watches per-pod]
 bench-scale: venv cluster-tools
-	$(BIN)/python bench/operator_scale.py
+	$(BIN)/python bench/operator_scale.py --reports compact,full
 
 ## e2e-kind: the chart on a kind cluster, then the end-to-end suite against it (needs Docker and kind;
 ## not part of `make test`). KIND_CLUSTER names the cluster, KEEP_CLUSTER=1 keeps it
