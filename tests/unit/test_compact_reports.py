@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from typing import Any
 
 import pytest
 
 from luna_contract.reports import active_revision
+from luna_operator.render import ActiveEntry, active_list, active_list_code_hashes
 from luna_operator.reports import MAX_REVISIONS, ReportBook, ReportChange
 from luna_sidecar.kube_report import RuntimeReporter, differences
+from luna_sidecar.kube_source import MirroredConfigMap, desired_plugins
 from tests.unit.reports_kit import NOW, iso
 
 KEY = ("ns", "handlers")
@@ -188,3 +191,45 @@ def test_a_sidecar_whose_revision_the_api_server_drops_writes_full_reports_from_
         assert [len(spec["plugins"]) for spec in api.written] == sizes
         assert sidecar.compact is not prunes
     assert "older than this sidecar" in caplog.text
+
+
+def test_the_operator_and_the_sidecar_read_one_active_list_as_the_same_revision() -> None:
+    entries = [
+        ActiveEntry("alpha", "alpha", H1, "lunaplugin-alpha", order=2, settings={"k": "v"}),
+        ActiveEntry("beta", "beta-plugin", H2, "lunaplugin-beta-plugin", requirements=("redis>=5",)),
+    ]
+    body = active_list("handlers", entries)
+    found = active_list_code_hashes(body)
+    assert found == ("handlers", {"alpha": H1, "beta": H2})
+    mirrored = {body["metadata"]["name"]: MirroredConfigMap(body["metadata"]["name"], body["data"], {})}
+    sidecar = desired_plugins("handlers", mirrored, lambda module: None)
+    assert sidecar.code_hashes is not None
+    assert active_revision(sidecar.code_hashes) == active_revision(found[1])
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda body: body["metadata"]["labels"].pop("luna.dev/role"),
+        lambda body: body["metadata"]["labels"].update({"luna.dev/service": ["x"]}),
+        lambda body: body["data"].update({"plugins.json": "{not json"}),
+        lambda body: body["data"].update({"LUNA_HANDLERS_ACTIVE_PLUGINS": '{"a": 1}'}),
+        lambda body: body["data"].update({"plugins.json": "[1, 2]"}),
+        lambda body: body.update({"data": None}),
+        lambda body: body.update({"metadata": {}}),
+    ],
+)
+def test_an_active_list_of_the_wrong_shape_teaches_no_revision(mangle: Any) -> None:
+    body = active_list("handlers", [ActiveEntry("alpha", "alpha", H1, "lunaplugin-alpha")])
+    mangle(body)
+    found = active_list_code_hashes(body)
+    assert found is None or found == ("handlers", {})
+
+
+def test_entries_of_the_wrong_shape_are_left_out_of_the_learnt_revision() -> None:
+    body = active_list("handlers", [ActiveEntry("alpha", "alpha", H1, "lunaplugin-alpha")])
+    body["data"]["LUNA_HANDLERS_ACTIVE_PLUGINS"] = json.dumps(["alpha", 7, ["x"], "ghost", "bad"])
+    details = json.loads(body["data"]["plugins.json"])
+    details["bad"] = {"codeHash": 12}
+    body["data"]["plugins.json"] = json.dumps(details)
+    assert active_list_code_hashes(body) == ("handlers", {"alpha": H1})
