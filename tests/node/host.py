@@ -22,6 +22,39 @@ SYSCTLS = (
 SHARED = ("/run/containerd", "/var/lib/cni", "/var/log/containers", "/var/log/pods", "/var/run/netns")
 
 
+#: the chains each iptables table is born with: once the kernel loads a table (any program touching
+#: it does, and nothing unloads it), ``iptables-save`` lists them with policy ACCEPT and no rules
+BUILTIN_CHAINS = {
+    "filter": frozenset({"INPUT", "FORWARD", "OUTPUT"}),
+    "nat": frozenset({"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"}),
+    "mangle": frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}),
+    "raw": frozenset({"PREROUTING", "OUTPUT"}),
+    "security": frozenset({"INPUT", "FORWARD", "OUTPUT"}),
+}
+
+
+def firewall_lines(saved: str) -> tuple[str, ...]:
+    """The rules and chains of an ``iptables-save`` listing, each prefixed with its table, packet
+    counters removed; a built-in chain with its default policy (ACCEPT) is left out, so a table
+    the kernel merely loaded compares equal to one it never had. Anything else stays: a rule in
+    any chain, a chain of ours, a built-in chain whose policy was changed."""
+    table = ""
+    found: list[str] = []
+    for raw in saved.splitlines():
+        line = re.sub(r"\s*\[\d+:\d+\]", "", raw).strip()
+        if not line or line.startswith("#") or line == "COMMIT":
+            continue
+        if line.startswith("*"):
+            table = line[1:]
+            continue
+        if line.startswith(":"):
+            chain, _, policy = line[1:].partition(" ")
+            if chain in BUILTIN_CHAINS.get(table, ()) and policy == "ACCEPT":
+                continue
+        found.append(f"{table} {line}")
+    return tuple(found)
+
+
 def _lines(argv: list[str]) -> list[str]:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     return [line for line in result.stdout.splitlines() if line.strip()]
@@ -56,11 +89,7 @@ def snapshot(ignore_mounts_below: tuple[str, ...] = ()) -> HostSnapshot:
     links = tuple(
         line.split()[0].split("@")[0] for line in _lines(["ip", "-br", "link"]) if not line.startswith("veth")
     )
-    firewall = tuple(
-        re.sub(r"\[\d+:\d+\]", "", line)
-        for line in _lines(["iptables-save"])
-        if not line.startswith(("#", "*", "COMMIT"))
-    )
+    firewall = firewall_lines("\n".join(_lines(["iptables-save"])))
     mounts = tuple(
         point
         for point in (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())

@@ -1,7 +1,9 @@
 """``cluster down`` leaves the machine as it found it; ``up --node`` reuses a running node.
 
 This module takes the session's node down and brings it back, so it holds no pods of other
-modules (module-scoped fixtures of other modules are gone when it runs).
+modules (module-scoped fixtures of other modules are gone when it runs). Every test that stops
+the node starts it again in a ``finally``: a failure here is reported once, not by every test
+after it.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ def test_down_removes_everything_the_node_made_and_up_brings_it_back(
     kube.kubectl("apply", "-n", node_namespace, "-f", "-", input=yaml.safe_dump(pod))
     kube.kubectl("wait", "-n", node_namespace, "--for=condition=Ready", "pod/running", "--timeout=120s")
 
-    down = node_cluster.cluster_command("down")
-    assert "could not" not in down.stderr, down.stderr
-    after = snapshot()
+    try:
+        down = node_cluster.cluster_command("down")
+        assert "could not" not in down.stderr, down.stderr
+        after = snapshot()
+    finally:
+        # whatever failed above, the modules after this one get the session's node back
+        up = node_cluster.cluster_command("up", "--node")
     assert node_cluster.host_before.differences(after) == {}, down.stderr
-
-    up = node_cluster.cluster_command("up", "--node")
     assert "with node luna-node" in up.stderr, up.stderr
     # the image store survived: pods of the image start without importing it again
     namespace = "lifecycle-check"
