@@ -3,21 +3,24 @@
 aiohttp freezes its router at start-up, so plugin routes live here instead and the public
 listener asks this table for every request. A plugin's routes are swapped in one step
 (``replace``), so a reload never shows a mix of old and new routes.
+
+No plugin can take another plugin's requests: two plugins' routes that some request could match
+both (same verb, overlapping paths: ``/{a}/{b}`` and ``/users/{id}``) are a conflict, refused for
+the plugin that comes later. Inside one plugin, overlapping paths are allowed and the one with a
+literal segment earlier wins.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from luna_plugins.base.plugins_meta.base_plugins import RouteSpec
-
-_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+from luna_plugins.route_paths import RoutePath, parse_route_path, request_segments
 
 
 class RouteConflictError(ValueError):
-    """A route is already served by another plugin (same path and verb)."""
+    """A route overlaps one another plugin serves, or one this plugin already has (same verb)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class RouteEntry:
 
 @dataclass(frozen=True)
 class _Pattern:
-    regex: re.Pattern[str]
+    path: RoutePath
     by_method: dict[str, RouteEntry]
     verbs: frozenset[str] = frozenset()
 
@@ -46,54 +49,65 @@ class _Exact:
 
 def route_shape(path: str) -> str:
     """The path with variable names erased: ``/a/{x}`` and ``/a/{y}`` claim the same shape."""
-    return _VARIABLE.sub("{}", path)
+    return parse_route_path(path).shape
 
 
-def _compile(path: str) -> re.Pattern[str]:
-    pieces, last = [], 0
-    for match in _VARIABLE.finditer(path):
-        pieces.append(re.escape(path[last : match.start()]))
-        pieces.append(f"(?P<{match.group(1)}>[^/]+)")
-        last = match.end()
-    pieces.append(re.escape(path[last:]))
-    return re.compile("^" + "".join(pieces) + "$")
+def _verbs(methods: Iterable[str]) -> set[str]:
+    """The verbs a route answers: GET also answers HEAD."""
+    verbs = {method.upper() for method in methods}
+    if "GET" in verbs:
+        verbs.add("HEAD")
+    return verbs
 
 
 class RouteTable:
     """Resolves (method, path) to the plugin route serving it.
 
-    Exact paths are one dict lookup; paths with ``{name}`` variables are tried in the order
-    they were added, after exact paths. Lookups never see a half-applied change.
+    Exact paths are one dict lookup; paths with ``{name}`` variables are tried after exact
+    paths, the most specific first. Lookups never see a half-applied change.
     """
 
     def __init__(self) -> None:
         self._by_plugin: dict[str, tuple[RouteEntry, ...]] = {}
         self._exact: dict[str, _Exact] = {}
-        self._patterns: tuple[_Pattern, ...] = ()
+        #: patterns by their number of segments, most specific first
+        self._patterns: dict[int, tuple[_Pattern, ...]] = {}
 
     def routes_of(self, plugin: str) -> tuple[RouteEntry, ...]:
         """The routes ``plugin`` serves now."""
         return self._by_plugin.get(plugin, ())
 
     def conflicts(self, plugin: str, specs: Iterable[RouteSpec]) -> list[str]:
-        """Routes in ``specs`` (or among themselves) already claimed by other plugins."""
-        claimed: dict[tuple[str, str], str] = {}
-        for owner, entries in self._by_plugin.items():
-            if owner == plugin:
-                continue
-            for entry in entries:
-                for method in entry.spec.methods:
-                    claimed[(method, route_shape(entry.spec.path))] = owner
-        problems = []
+        """Routes in ``specs`` that overlap a route of another plugin, or repeat one of their own
+        (same path shape and verb); each problem names both routes and the other plugin."""
+        others = [
+            (owner, entry.spec, parse_route_path(entry.spec.path), _verbs(entry.spec.methods))
+            for owner, entries in self._by_plugin.items()
+            if owner != plugin
+            for entry in dict.fromkeys(entries, None)
+        ]
+        problems: list[str] = []
+        mine: dict[tuple[str, str], str] = {}
         for spec in specs:
+            path = parse_route_path(spec.path)
+            verbs = _verbs(spec.methods)
             for method in sorted(spec.methods):
-                key = (method, route_shape(spec.path))
-                if key in claimed:
-                    owner = claimed[key]
-                    who = "this plugin twice" if owner == plugin else f"plugin {owner!r}"
-                    problems.append(f"{method.upper()} {spec.path} is already served by {who}")
-                claimed[key] = plugin
-        return problems
+                key = (method, path.shape)
+                if key in mine:
+                    problems.append(f"{method.upper()} {spec.path} is already served by this plugin twice")
+                mine[key] = spec.path
+            for owner, other, other_path, other_verbs in others:
+                shared = sorted(verbs & other_verbs)
+                if not shared or not path.overlaps(other_path):
+                    continue
+                if path.shape == other_path.shape:
+                    problems.append(f"{shared[0]} {spec.path} is already served by plugin {owner!r}")
+                else:
+                    problems.append(
+                        f"{shared[0]} {spec.path} overlaps {other.path} of plugin {owner!r} "
+                        "(a request could match both)"
+                    )
+        return list(dict.fromkeys(problems))
 
     def replace(self, plugin: str, specs: Iterable[RouteSpec]) -> None:
         """Make ``specs`` the routes of ``plugin`` (an empty list removes them), in one step.
@@ -122,30 +136,28 @@ class RouteTable:
 
     def _rebuild(self, by_plugin: dict[str, tuple[RouteEntry, ...]]) -> None:
         exact_methods: dict[str, dict[str, RouteEntry]] = {}
-        patterns: dict[str, _Pattern] = {}
+        patterns: dict[str, tuple[RoutePath, dict[str, RouteEntry]]] = {}
         for entries in by_plugin.values():
             for entry in entries:
                 method = entry.label.split(":", 1)[0]
-                path = entry.spec.path
-                if _VARIABLE.search(path):
-                    pattern = patterns.get(path)
-                    if pattern is None:
-                        pattern = patterns[path] = _Pattern(_compile(path), {})
-                    pattern.by_method[method] = entry
+                path = parse_route_path(entry.spec.path)
+                if path.has_variables:
+                    patterns.setdefault(path.text, (path, {}))[1][method] = entry
                 else:
-                    exact_methods.setdefault(path, {})[method] = entry
+                    exact_methods.setdefault(path.text, {})[method] = entry
         exact = {path: _Exact(methods, frozenset(methods)) for path, methods in exact_methods.items()}
-        compiled = tuple(
-            _Pattern(pattern.regex, pattern.by_method, frozenset(pattern.by_method))
-            for pattern in patterns.values()
-        )
+        by_length: dict[int, list[_Pattern]] = {}
+        for path, methods in sorted(patterns.values(), key=lambda item: item[0].specificity()):
+            by_length.setdefault(len(path.segments), []).append(_Pattern(path, methods, frozenset(methods)))
+        compiled = {length: tuple(found) for length, found in by_length.items()}
         # Swap all three at once: a request in flight sees either the old or the new table.
         self._by_plugin, self._exact, self._patterns = by_plugin, exact, compiled
 
     def resolve(self, method: str, path: str) -> tuple[RouteEntry | None, dict[str, str], frozenset[str]]:
         """The entry for ``method path``, its path variables, and the verbs the path allows.
 
-        No entry with a non-empty verb set means 405; no entry and no verbs means 404.
+        No entry with a non-empty verb set means 405; no entry and no verbs means 404. A path
+        variable never matches ``.``, ``..``, an empty segment or an encoded slash.
         """
         exact = self._exact.get(path)
         allowed: set[str] = set()
@@ -154,14 +166,16 @@ class RouteTable:
             if entry is not None:
                 return entry, {}, exact.verbs
             allowed.update(exact.verbs)  # a variable route may still serve this verb
-        for pattern in self._patterns:
-            found = pattern.regex.match(path)
-            if found is None:
-                continue
-            entry = self._pick(pattern.by_method, method)
-            if entry is not None:
-                return entry, found.groupdict(), pattern.verbs
-            allowed.update(pattern.verbs)
+        if self._patterns:
+            segments = request_segments(path)
+            for pattern in self._patterns.get(len(segments), ()):
+                found = pattern.path.match(segments)
+                if found is None:
+                    continue
+                entry = self._pick(pattern.by_method, method)
+                if entry is not None:
+                    return entry, found, pattern.verbs
+                allowed.update(pattern.verbs)
         return None, {}, frozenset(allowed)
 
     @staticmethod

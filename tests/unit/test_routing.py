@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import pytest
@@ -86,13 +87,85 @@ def test_regex_characters_in_paths_are_literal(table: RouteTable) -> None:
     assert table.resolve("GET", "/v1x0/itemss")[0] is None
 
 
-def test_exact_paths_win_over_variables(table: RouteTable) -> None:
-    table.replace("a", [spec("/items/{id}")])
-    table.replace("b", [spec("/items/new")])
+def test_exact_paths_win_over_variables_inside_one_plugin(table: RouteTable) -> None:
+    table.replace("a", [spec("/items/{id}"), spec("/items/new")])
     exact, _, _ = table.resolve("GET", "/items/new")
-    assert exact is not None and exact.plugin == "b"
+    assert exact is not None and exact.spec.path == "/items/new"
     by_var, variables, _ = table.resolve("GET", "/items/7")
-    assert by_var is not None and by_var.plugin == "a" and variables == {"id": "7"}
+    assert by_var is not None and by_var.spec.path == "/items/{id}" and variables == {"id": "7"}
+
+
+def test_an_earlier_literal_segment_wins_inside_one_plugin(table: RouteTable) -> None:
+    table.replace("a", [spec("/{kind}/x"), spec("/x/{name}")])
+    entry, variables, _ = table.resolve("GET", "/x/x")
+    assert entry is not None and entry.spec.path == "/x/{name}" and variables == {"name": "x"}
+    entry, variables, _ = table.resolve("GET", "/y/x")
+    assert entry is not None and entry.spec.path == "/{kind}/x" and variables == {"kind": "y"}
+
+
+@pytest.mark.parametrize(
+    ("first", "later"),
+    [
+        ("/{a}/{b}", "/users/{id}"),  # the red team's hijack: a catch-all loaded first
+        ("/users/{id}", "/{a}/{b}"),  # and the other way round
+        ("/items/{id}", "/items/new"),  # a literal path inside another plugin's variable route
+        ("/{a}/x", "/x/{b}"),  # crossing variables
+        ("/{a}", "/hello"),
+    ],
+)
+def test_overlapping_routes_of_two_plugins_are_refused_for_the_later(
+    table: RouteTable, first: str, later: str
+) -> None:
+    table.replace("first", [spec(first)])
+    with pytest.raises(RouteConflictError, match=rf"GET {re.escape(later)} .*plugin 'first'"):
+        table.replace("second", [spec(later)])
+    assert table.routes_of("second") == ()
+    assert table.routes_of("first")[0].spec.path == first
+
+
+def test_get_overlaps_an_explicit_head(table: RouteTable) -> None:
+    table.replace("first", [spec("/x/{a}", ("get",))])
+    assert table.conflicts("second", [spec("/x/y", ("head",))]) == [
+        "HEAD /x/y overlaps /x/{a} of plugin 'first' (a request could match both)"
+    ]
+
+
+def test_routes_that_cannot_match_one_request_do_not_conflict(table: RouteTable) -> None:
+    table.replace("first", [spec("/{a}/{b}")])
+    assert table.conflicts("second", [spec("/users/{id}", ("post",))]) == []  # another verb
+    assert table.conflicts("second", [spec("/users/{id}/x")]) == []  # another length
+    assert table.conflicts("second", [spec("/a/")]) == []  # a variable never matches ''
+
+
+@pytest.mark.parametrize(
+    "path", ["/files/..", "/files/.", "/files/a%2Fb", "/files/a%2fb", "/files/a%5Cb", "/files/a\\b"]
+)
+def test_path_variables_never_carry_dot_segments_or_separators(table: RouteTable, path: str) -> None:
+    table.replace("p", [spec("/files/{name}")])
+    entry, _, allowed = table.resolve("GET", path)
+    assert entry is None and allowed == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/x/{a}/{a}", "names the variable {a} twice"),
+        ("/y/{b}/z/{b}", "names the variable {b} twice"),
+        ("/x/{a}.json", "is not a variable"),
+        ("/x/{1a}", "is not a variable"),
+        ("/x/{a", "is not a variable"),
+        ("/x//y", "empty segment"),
+        ("/x/../y", "'..' segment"),
+        ("/x y", "contains ' '"),
+        ("/x?y=1", "contains '?'"),
+        ("x", "starting with '/'"),
+        ("/" + "a" * 1100, "at most 1024"),
+        ("/a" * 40, "has 40 segments; at most 32"),
+    ],
+)
+def test_bad_paths_are_refused_at_add_route(path: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _Plugin(LunaApplication("handlers")).addRoute(path, _endpoint)
 
 
 def test_patterns_are_tried_in_order_and_collect_allowed_verbs(table: RouteTable) -> None:

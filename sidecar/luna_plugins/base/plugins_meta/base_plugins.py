@@ -19,6 +19,7 @@ from aiohttp import web
 from luna_plugins import settings as _settings
 from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication
 from luna_plugins.http import HTTP_VERBS, PluginRequest, normalize_methods, pluginHTTPResponse
+from luna_plugins.route_paths import parse_route_path
 
 __all__ = [
     "T_LUNA_APPLICATION",
@@ -153,9 +154,7 @@ class BaseBackgroundPlugin(BasePlugin):
 
 
 def _check_path(path: str) -> str:
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ValueError(f"route path must be a string starting with '/', got {path!r}")
-    return path
+    return parse_route_path(path).text
 
 
 def _route_methods(handler: Any, methods: Iterable[str] | None) -> frozenset[str]:
