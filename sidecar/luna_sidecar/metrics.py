@@ -99,6 +99,23 @@ class RuntimeMetrics:
             ["plugin", "class"],
             registry,
         )
+        self.dropped_batches = LoopCounter(
+            "luna_plugin_dropped_batches",
+            "Event batches accepted by the intake but not delivered to a plugin, by reason: queue_full "
+            "(its queue was full), timeout (its callback ran past --callback-timeout), retired (still "
+            "queued when its version was reloaded, unloaded or quarantined), shutdown (still queued at "
+            "the shutdown deadline).",
+            ["plugin", "class", "reason"],
+            registry,
+        )
+        self.contained = Counter(
+            "luna_plugin_contained",
+            "Things a plugin did that would have harmed the sidecar and were contained, by what: fork "
+            "(the child was ended at once), signal_handler (a handler of SIGTERM, SIGINT or SIGHUP was "
+            "refused or restored), loop_stop (the event loop was stopped and resumed).",
+            ["plugin", "what"],
+            registry=registry,
+        )
         self.loop_blocked = Counter(
             "luna_event_loop_blocked_seconds",
             "Time the event loop did not turn for longer than the watchdog threshold, whoever held it.",
@@ -122,6 +139,8 @@ class RuntimeMetrics:
             (self.reloads, ("plugin", "result")),
             (self.route_requests, ("plugin", "status_code")),
             (self.dropped_items, ("plugin", "class")),
+            (self.dropped_batches, ("plugin", "class", "reason")),
+            (self.contained, ("plugin", "what")),
             (self.plugin_loop_blocked, ("plugin",)),
         ]
         self._forget_listeners: list[Callable[[str], None]] = []

@@ -111,6 +111,8 @@ class EventWorker:
         self._count_timeout = metrics.plugin_events.labels(*labels, "timeout")
         self._count_dropped = metrics.plugin_events.labels(*labels, "dropped")
         self._count_dropped_items = metrics.dropped_items.labels(*labels)
+        self._lost_full = metrics.dropped_batches.labels(*labels, "queue_full")
+        self._lost_timeout = metrics.dropped_batches.labels(*labels, "timeout")
         self._latency = metrics.callback_seconds.labels(*labels)
 
     @property
@@ -149,6 +151,7 @@ class EventWorker:
             self.dropped_items += count
             self._count_dropped.inc()
             self._count_dropped_items.inc(count)
+            self._lost_full.inc()
             return False
         self._items += weight
         task = self._task
@@ -210,12 +213,15 @@ class EventWorker:
                 joined.cancel()
         return self._queue.qsize() + self._in_flight
 
-    async def stop(self, grace: float = CANCEL_GRACE) -> int:
+    async def stop(self, grace: float = CANCEL_GRACE, *, reason: str = "retired") -> int:
         """Stop the worker; returns the batches still queued or in a callback that is cut short
-        (they are lost). Waits at most ``grace`` seconds for the callback to end: one that
-        ignores cancellation is left running as :attr:`stuck_task` (it takes nothing more from
-        the queue, whose batches are released at once)."""
+        (they are lost, and counted in ``luna_plugin_dropped_batches`` with ``reason``). Waits at
+        most ``grace`` seconds for the callback to end: one that ignores cancellation is left
+        running as :attr:`stuck_task` (it takes nothing more from the queue, whose batches are
+        released at once)."""
         left = self._queue.qsize() + self._in_flight
+        if left:
+            self._metrics.dropped_batches.labels(self.plugin, self.class_name, reason).inc(left)
         self._stopped = True
         task, self._task = self._task, None
         if task is not None:
@@ -274,6 +280,7 @@ class EventWorker:
                 self.failed += batches
                 self.last_error = f"callback timed out after {self.timeout:g} s"
                 self._count_timeout.inc(batches)
+                self._lost_timeout.inc(batches)
                 self.logger.warning("%s.handleEvent timed out after %g s", self.class_name, self.timeout)
             except Exception as exc:
                 self._failed(batches, exc)

@@ -26,7 +26,7 @@ from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
 from luna_sidecar.bus import EventBus
 from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.lifecycle import PluginVersion, close_instances, load_version
-from luna_sidecar.loader import PluginLoadError, forget_module, publish_module
+from luna_sidecar.loader import PluginLoadError, describe_exception, forget_module, publish_module
 from luna_sidecar.metrics import PluginState, QueueState, RuntimeMetrics
 from luna_sidecar.packages import PackageManager, PackageSettings, PackageStatus
 from luna_sidecar.queues import EventWorker
@@ -203,7 +203,17 @@ class Runtime:
                 ordered[entry.module] = slot
                 self._slots[entry.module] = slot
                 slot.packages = packages[entry.module]
-                await self._converge(slot, entry, retry_failed=retry_failed)
+                try:
+                    await self._converge(slot, entry, retry_failed=retry_failed)
+                except Exception as exc:  # one plugin's change never stops the others applying
+                    source = entry.source
+                    log.error("plugin %s: applying its change failed", entry.module, exc_info=exc)
+                    self._failed(
+                        slot,
+                        source.code_hash if source else None,
+                        f"could not be applied: {describe_exception(exc)}",
+                        _version_key(source) if source else None,
+                    )
             self._slots = ordered
 
     def _packages_done(self) -> None:
@@ -256,11 +266,20 @@ class Runtime:
             return
         try:
             self.routes.replace(slot.module, version.routes())
-        except RouteConflictError as exc:
+        except Exception as exc:  # a conflict, or anything else its routes made the table raise
             await self._close(version)
-            self._failed(slot, source.code_hash, f"routes: {exc}", _version_key(source))
+            reason = str(exc) if isinstance(exc, RouteConflictError) else describe_exception(exc)
+            self._failed(slot, source.code_hash, f"routes: {reason}", _version_key(source))
             return
-        await self._swap_in(slot, version)
+        try:
+            await self._swap_in(slot, version)
+        except Exception:
+            # the table may hold the new routes: give the slot back what it served before
+            previous = slot.current
+            self.routes.replace(slot.module, previous.routes() if previous is not None else [])
+            if slot.current is not version:
+                await self._close(version)
+            raise
 
     async def _swap_in(self, slot: PluginSlot, version: PluginVersion) -> None:
         """Route table already holds the new routes: move events over, then retire the old."""
@@ -313,10 +332,14 @@ class Runtime:
         await self._close(version)
 
     async def _stop_worker(
-        self, worker: EventWorker, version: PluginVersion, grace: float = CANCEL_GRACE
+        self,
+        worker: EventWorker,
+        version: PluginVersion,
+        grace: float = CANCEL_GRACE,
+        reason: str = "retired",
     ) -> int:
         """Stop ``worker`` (bounded); a callback that ignores the cancellation is reported."""
-        lost = await worker.stop(grace)
+        lost = await worker.stop(grace, reason=reason)
         if worker.stuck_task is not None:
             self.leftovers.add_task(
                 worker.stuck_task,
@@ -426,7 +449,7 @@ class Runtime:
             await asyncio.gather(*(worker.drain(drain_until) for worker, _ in workers))
             grace = min(CANCEL_GRACE, close_phase / 2)
             losses = await asyncio.gather(
-                *(self._stop_worker(worker, version, grace) for worker, version in workers)
+                *(self._stop_worker(worker, version, grace, "shutdown") for worker, version in workers)
             )
             for slot in slots:
                 slot.state = "stopping"

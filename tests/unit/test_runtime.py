@@ -468,3 +468,36 @@ async def test_initialize_raising_cancelled_error_marks_the_plugin_failed(
     )
     assert kit.slot(name)["state"] == "failed"
     assert kit.slot(other)["state"] == "running"
+
+
+async def test_a_change_that_makes_the_runtime_raise_fails_only_that_plugin(
+    make_runtime: MakeRuntime,
+    recorder: types.ModuleType,
+    module_name: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever applying one plugin's change raises (here: the route table itself), that plugin
+    fails with the reason, its new version is closed, and the plugins after it still apply."""
+    kit = make_runtime()
+    bad, good = module_name("bad"), module_name("good")
+    real_replace = kit.routes.replace
+
+    def replace(plugin: str, specs: Any) -> None:
+        specs = list(specs)
+        if plugin == bad and specs:
+            raise RuntimeError("the table broke")
+        real_replace(plugin, specs)
+
+    monkeypatch.setattr(kit.routes, "replace", replace)
+    await kit.runtime.apply(
+        desired(
+            source(bad, kettle(recorder, "bad", path="/bad")),
+            source(good, kettle(recorder, "good", path="/good")),
+        )
+    )
+    assert kit.slot(bad)["state"] == "failed"
+    assert "routes: RuntimeError: the table broke" in kit.slot(bad)["error"]
+    assert ("close", "bad") in recorder.events
+    assert kit.slot(good)["state"] == "running"
+    assert served_by(kit, "/good") == "good"
+    assert served_by(kit, "/bad") is None
