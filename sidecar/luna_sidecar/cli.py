@@ -75,6 +75,11 @@ def _run_contained(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, in
                 exc,
                 exc_info=exc,
             )
+        except RuntimeError:
+            if task.done():
+                raise
+            # the loop was stopped past the guard (luna_sidecar.containment): run it again
+            logging.getLogger("luna.sidecar").error("the event loop was stopped; the sidecar carries on")
 
 
 def _quiet_about_pending_tasks(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from luna_sidecar.admin_http import SHUTTING_DOWN, STARTING, AdminEndpoints, Eve
 from luna_sidecar.admin_server import AdminServer
 from luna_sidecar.bus import EventBus, PointBuffer
 from luna_sidecar.config import SidecarConfig
+from luna_sidecar.containment import Containment
 from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
 from luna_sidecar.health_http import build_metrics_app
 from luna_sidecar.leftovers import Leftovers
@@ -231,10 +232,8 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
     problems.set_function(lambda: len(feed.problems()))
     supervisors: list[Supervisor] = []
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, feed.request_reload)
+    containment = Containment(sidecar.metrics, lambda: sidecar.runtime.ledger.plugins)
+    containment.arm({signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: feed.request_reload})
 
     def live() -> tuple[bool, str]:
         for check in (feed.live, *(supervisor.live for supervisor in supervisors)):
@@ -307,6 +306,5 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
             await feed.close()
             log.info("all plugins closed in %.1f s; bye", time.monotonic() - started)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
+        containment.disarm()
     return 0
