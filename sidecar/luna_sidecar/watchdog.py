@@ -7,6 +7,12 @@ not turned for ``threshold`` seconds it samples the loop thread's stack
 (``sys._current_frames``) and charges the time to the innermost plugin module on it (time with
 no plugin on the stack is counted as the loop's only). A plugin over its budget of blocked
 seconds per minute can be quarantined by the runtime (``over_budget``).
+
+A stall need not be on the loop thread: a plugin thread running C code that holds the GIL (a
+backtracking regular expression, ``sum(range(10**9))``) stops the loop, and every other thread,
+while the loop thread's stack shows it idle. So the watchdog also keeps each other thread's CPU
+time (from ``/proc/self/task``), and when the loop stalled with no plugin on its stack, it
+charges the thread that used the CPU meanwhile, by the plugin module on that thread's stack.
 """
 
 from __future__ import annotations
@@ -40,6 +46,39 @@ def plugin_on_stack(frame: FrameType | None, plugins: frozenset[str]) -> str | N
             return str(name)
         frame = frame.f_back
     return None
+
+
+def thread_cpu_seconds(native_id: int) -> float | None:
+    """CPU time of the thread ``native_id`` of this process, or None when it is gone."""
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as file:
+            return int(file.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class ThreadClock:
+    """CPU seconds each thread (but those excluded) used between two :meth:`sample` calls."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, float] = {}
+
+    def sample(self, exclude: set[int]) -> dict[int, float]:
+        """Per thread ident, CPU seconds used since the previous sample (threads new since then
+        count from their start)."""
+        used: dict[int, float] = {}
+        seen: dict[int, float] = {}
+        for thread in threading.enumerate():
+            ident, native = thread.ident, thread.native_id
+            if ident is None or native is None or ident in exclude:
+                continue
+            cpu = thread_cpu_seconds(native)
+            if cpu is None:
+                continue
+            seen[ident] = cpu
+            used[ident] = cpu - self._last.get(ident, 0.0)
+        self._last = seen
+        return used
 
 
 class BlockLedger:
@@ -170,9 +209,12 @@ class LoopWatchdog:
         stalled_plugins: dict[str | None, float] = {}
         unlogged: dict[str | None, float] = {}
         stalls, logged_at = 0, -LOG_EVERY
+        clock = ThreadClock()
+        exclude = {self._loop_thread, threading.get_ident()}
         while not self._stop.wait(self._tick):
             now = time.monotonic()
             beat = self._beat
+            used = clock.sample(exclude) if threading.active_count() > 2 else {}
             if now - beat < self.threshold:
                 if stalled_plugins:
                     stalls += 1
@@ -186,9 +228,11 @@ class LoopWatchdog:
             start = max(beat, charged_until)
             seconds = now - start
             charged_until = now
-            frame = sys._current_frames().get(self._loop_thread)
-            plugin = plugin_on_stack(frame, self.ledger.plugins)
-            del frame  # a frame kept alive keeps the plugin's locals alive
+            frames = sys._current_frames()
+            plugin = plugin_on_stack(frames.get(self._loop_thread), self.ledger.plugins)
+            if plugin is None and used:
+                plugin = self._gil_holder(frames, used, seconds)
+            del frames  # a frame kept alive keeps the plugin's locals alive
             self._metrics.loop_blocked.inc(seconds)
             stalled_plugins[plugin] = stalled_plugins.get(plugin, 0.0) + seconds
             if plugin is None:
@@ -196,6 +240,14 @@ class LoopWatchdog:
             recent = self.ledger.charge(plugin, seconds, now)
             if recent is not None and self.budget > 0 and recent > self.budget:
                 self._report_over_budget(plugin, recent)
+
+    def _gil_holder(self, frames: dict[int, FrameType], used: dict[int, float], seconds: float) -> str | None:
+        """The plugin of the thread that used the CPU while the loop stalled (at least half of
+        the stall's time), if its stack shows one."""
+        ident, cpu = max(used.items(), key=lambda item: item[1])
+        if cpu < seconds / 2:
+            return None
+        return plugin_on_stack(frames.get(ident), self.ledger.plugins)
 
     def _report_over_budget(self, plugin: str, recent: float) -> None:
         if self.over_budget is None or self._loop is None or not self.ledger.flag(plugin):
