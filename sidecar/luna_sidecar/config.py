@@ -114,6 +114,10 @@ class SidecarConfig:
     packages_require_hashes: bool = False
     """Install only distributions whose SHA-256 the plugins' requirements pin (``pkg==1.0
     --hash=sha256:...``, every dependency too), as pip's hash-checking mode."""
+    state_dir: Path | None = None
+    """Directory for what must survive a restart of the sidecar's container (the marker of a plugin
+    version being loaded: one that took the process down while loading is quarantined at the next
+    start); unset: ``luna-sidecar-<service>-<port>`` in the temporary directory."""
     log_level: str = "INFO"
     """Log level of the runtime and plugins (DEBUG, INFO, WARNING, ERROR)."""
     event_loop: str = "uvloop"
@@ -252,6 +256,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "loop_block_budget": _not_negative,
     "log_level": _log_level,
     "packages_dir": _path,
+    "state_dir": _path,
     "packages_index_url": _url,
     "packages_extra_index_urls": _urls,
     "packages_find_links": _path,

@@ -24,6 +24,7 @@ from typing import Any
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
 from luna_sidecar.bus import EventBus
+from luna_sidecar.crash_guard import CrashGuard
 from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.lifecycle import PluginVersion, close_instances, load_version
 from luna_sidecar.loader import PluginLoadError, describe_exception, forget_module, publish_module
@@ -140,6 +141,7 @@ class Runtime:
         leftovers: Leftovers | None = None,
         ledger: BlockLedger | None = None,
         packages: PackageSettings | None = None,
+        crash_guard: CrashGuard | None = None,
     ) -> None:
         self.app = app
         self.bus = bus
@@ -148,6 +150,7 @@ class Runtime:
         self.limits = limits
         self.leftovers = leftovers if leftovers is not None else Leftovers()
         self.ledger = ledger if ledger is not None else BlockLedger(metrics)
+        self.crash_guard = crash_guard if crash_guard is not None else CrashGuard(None)
         self._slots: dict[str, PluginSlot] = {}
         self._lock = asyncio.Lock()
         self._quarantines: set[asyncio.Task[None]] = set()
@@ -191,6 +194,8 @@ class Runtime:
             if self._shut_down:
                 return
             self._last_desired = list(desired)
+            if retry_failed:
+                self.crash_guard.release()
             packages = self.packages.status(
                 [(entry.module, entry.source.requirements if entry.source else ()) for entry in desired]
             )
@@ -254,13 +259,26 @@ class Runtime:
                 return
             self._failed(slot, source.code_hash, packages.error or "requirements not installed", None)
             return
+        crashed = self.crash_guard.quarantined(slot.module)
+        if crashed == source.code_hash:
+            self._failed(
+                slot,
+                source.code_hash,
+                "quarantined: the sidecar process exited while loading this version (os._exit, a crash in "
+                "C code); fix the code, or send SIGHUP to retry",
+                _version_key(source),
+            )
+            return
+        if crashed is not None:
+            self.crash_guard.release(slot.module)  # its code changed
         verb = "reloading" if current else "loading"
         log.info("%s plugin %s (code %s)", verb, slot.module, source.code_hash[:12])
         self.ledger.track(slot.module)  # initialize() and start() run on the loop already
         try:
-            version = await load_version(
-                source, app=self.app, timeout=self.limits.lifecycle_timeout, leftovers=self.leftovers
-            )
+            with self.crash_guard.loading(slot.module, source.code_hash):
+                version = await load_version(
+                    source, app=self.app, timeout=self.limits.lifecycle_timeout, leftovers=self.leftovers
+                )
         except PluginLoadError as exc:
             self._failed(slot, source.code_hash, str(exc), _version_key(source))
             return

@@ -13,9 +13,11 @@ import contextlib
 import gc
 import logging
 import signal
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -31,6 +33,7 @@ from luna_sidecar.admin_server import AdminServer
 from luna_sidecar.bus import EventBus, PointBuffer
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.containment import Containment
+from luna_sidecar.crash_guard import CrashGuard
 from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
 from luna_sidecar.health_http import build_metrics_app
 from luna_sidecar.leftovers import Leftovers
@@ -138,6 +141,9 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
         leftovers=leftovers,
         ledger=ledger,
         packages=packages,
+        crash_guard=CrashGuard(
+            config.state_dir or Path(tempfile.gettempdir()) / f"luna-sidecar-{config.service}-{config.port}"
+        ),
     )
     watchdog = LoopWatchdog(
         threshold=config.loop_block_threshold,

@@ -208,6 +208,8 @@ def start_sidecar(
     ]
     if active is not None:
         command += ["--active", ",".join(active)]
+    if "--state-dir" not in command:
+        command += ["--state-dir", str(workdir / "state")]
     log_path = workdir / "sidecar.log"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_")}
     child_env.update(env or {})
