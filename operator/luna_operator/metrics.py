@@ -79,6 +79,9 @@ class GaugeSources:
     """LunaPlugins by the phase the last pass decided"""
     services: Callable[[], Iterable[ServiceGauges]] = list
     plugins: Callable[[], Iterable[PluginGauges]] = list
+    blocked_names: Callable[[], Iterable[tuple[str, str, str]]] = list
+    """(namespace, kind, name) of objects the operator must write but cannot: another object
+    holds the name"""
 
 
 class OperatorMetrics:
@@ -275,6 +278,15 @@ class _GaugeCollector(Collector):
             failing.add_metric(values, plugin.failing)
         yield outdated
         yield failing
+        blocked = GaugeMetricFamily(
+            "luna_operator_blocked_names",
+            "Objects the operator must write but cannot, because an object it did not write holds the "
+            "name (1 while blocked): delete or rename that object.",
+            labels=["luna_namespace", "kind", "name"],
+        )
+        for namespace, kind, name in list(sources.blocked_names())[: self._metrics.max_plugins]:
+            blocked.add_metric([namespace, kind, name], 1)
+        yield blocked
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

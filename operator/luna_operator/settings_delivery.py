@@ -43,6 +43,8 @@ class SettingsDelivery:
         self.book = book
         self.known = known
         """whether the book holds every offered Secret (its first LIST is done)"""
+        self.blocked: set[tuple[str, str, str]] = set()
+        """(namespace, kind, name) of settings Secrets another object keeps the operator from writing"""
 
     def resolve(self, plugins: list[PluginRecord]) -> dict[str, Resolved]:
         """The resolution of each plugin's ``settingsFrom``, by plugin name; plugins without one,
@@ -90,6 +92,7 @@ class SettingsDelivery:
                 if kept is not None and version_of(kept) == entry.secret_settings_hash:
                     values[entry.module] = kept
         if current is None and not values:
+            self.blocked.discard((namespace, "Secret", name))
             return None
         body = settings_secret(service, values, owners)
         if current is not None:
@@ -103,9 +106,13 @@ class SettingsDelivery:
         except ApiError as exc:
             reason = f"the settings Secret {name!r} could not be written: {describe(exc)}"
             if exc.status == 409 and current is None:
+                # a Secret the operator did not write (its label missing) holds the name: tried
+                # again with backoff, so the service recovers once it is removed
                 reason += " (a Secret of that name that the operator did not write: delete or rename it)"
+                self.blocked.add((namespace, "Secret", name))
             log.warning("%s/%s: %s", namespace, service, reason)
-            return reason, is_transient(exc) and exc.status != 409
+            return reason, is_transient(exc)
+        self.blocked.discard((namespace, "Secret", name))
         self.book.put(stored)
         log.info(
             "settings Secret of %s/%s: %d plugin(s): %s",

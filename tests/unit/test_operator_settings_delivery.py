@@ -152,6 +152,31 @@ async def test_a_settings_secret_the_api_server_refuses_leaves_the_plugin_pendin
     assert operator.cluster.status("p")["phase"] == "Ready"
 
 
+async def test_a_squatted_settings_secret_name_is_reported_and_recovers_once_it_is_removed() -> None:
+    """A Secret named like the service's settings Secret but not written by the operator (so not
+    in its book): the create meets 409. The plugin is pending with what to do, the name is
+    reported as blocked, the pass is retried; once the squatter is gone the service recovers."""
+    operator = Operator()
+    operator.cluster.put_secret("creds", {"token": VALUE})
+    operator.cluster.add_plugin("p", code=V1, settingsFrom=TOKEN_FROM)
+    operator.cluster.failures[("create", SETTINGS)] = ApiError(409, f'secrets "{SETTINGS}" already exists')
+    for _ in range(2):  # tried again, not given up on
+        try:
+            await operator.full()
+        except PassIncompleteError as exc:
+            assert "settings Secret" in str(exc)
+        else:
+            raise AssertionError("a squatted name must leave the pass incomplete, to be retried")
+        status = operator.cluster.status("p")
+        assert status["phase"] == "Pending", status
+        assert "did not write: delete or rename it" in status["message"]
+        assert operator.reconciler.settings.blocked == {("ns", "Secret", SETTINGS)}
+    del operator.cluster.failures[("create", SETTINGS)]  # the squatter is deleted
+    await operator.full()
+    assert operator.cluster.status("p")["phase"] == "Ready"
+    assert operator.reconciler.settings.blocked == set()
+
+
 async def test_until_the_secrets_are_listed_a_plugin_is_waiting_not_missing() -> None:
     operator = Operator()
     operator.reconciler.settings.known = lambda: False
