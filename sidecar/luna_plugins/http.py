@@ -31,25 +31,33 @@ class PluginRequest:
     Offers what the original service's handlers used: ``method`` (upper case), ``path``,
     ``headers`` (case-insensitive), ``args`` (query parameters), ``match_info`` (path
     variables), ``body`` (bytes, already read) and ``json`` (the parsed body; a property).
-    ``raw`` is the underlying aiohttp request for anything else.
+    ``raw`` is the listener's own request for anything else: ``method``, ``path``, ``headers``,
+    ``query``, ``query_string``, ``remote`` (the client's address) and ``transport``.
     """
 
-    __slots__ = ("_args", "_json", "body", "headers", "match_info", "method", "path", "raw")
+    __slots__ = ("_args", "_headers", "_json", "body", "match_info", "method", "path", "raw")
 
-    def __init__(self, raw: web.Request, body: bytes, match_info: Mapping[str, str]) -> None:
+    def __init__(self, raw: Any, body: bytes, match_info: Mapping[str, str]) -> None:
         self.raw = raw
         self.method: str = raw.method
         self.path: str = raw.path
-        self.headers: CIMultiDictProxy[str] = raw.headers
+        self._headers: CIMultiDictProxy[str] | None = None
         self._args: RequestParameters | None = None
         self.match_info: dict[str, str] = dict(match_info)
         self.body = body
         self._json: Any = _UNPARSED
 
     @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The request's headers, case-insensitive (made on first use)."""
+        if self._headers is None:
+            self._headers = self.raw.headers
+        return self._headers
+
+    @property
     def query_string(self) -> str:
         """The raw query string (without ``?``)."""
-        return self.raw.query_string
+        return str(self.raw.query_string)
 
     @property
     def args(self) -> RequestParameters:

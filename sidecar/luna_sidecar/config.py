@@ -66,6 +66,17 @@ class SidecarConfig:
     """Port of ``/metrics``, ``/healthz`` and ``/readyz``."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest event-intake or route request body accepted; larger gets 413."""
+    max_connections: int = 512
+    """Open connections each of the route and admin listeners keeps at most; one more gets 503 and
+    is closed (probes have a listener of their own)."""
+    max_requests_in_flight: int = 256
+    """Requests each listener lets wait for an asynchronous route handler at once; one more gets 503."""
+    header_timeout: float = 10.0
+    """Seconds from a request's first byte to the end of its headers; then 408 and the connection
+    is closed."""
+    request_read_timeout: float = 60.0
+    """Seconds from a request's first byte to the end of its body; then 408 (the route timeout
+    starts once the body is read)."""
     max_batch_items: int = 10_000
     """Most points or events in one intake request; more gets 413."""
     queue_items: int = 20_000
@@ -257,6 +268,10 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "packages_dir": _path,
     "state_dir": _path,
+    "max_connections": _positive(int),
+    "max_requests_in_flight": _positive(int),
+    "header_timeout": _positive(float),
+    "request_read_timeout": _positive(float),
     "packages_index_url": _url,
     "packages_extra_index_urls": _urls,
     "packages_find_links": _path,

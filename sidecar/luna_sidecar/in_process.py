@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession
-from aiohttp.test_utils import RawTestServer
 from packaging.requirements import Requirement
 
 from luna_contract.requirements import check_requirements
@@ -39,6 +38,7 @@ from luna_sidecar.admin_http import SHUTTING_DOWN, AdminEndpoints
 from luna_sidecar.admin_server import AdminServer
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.loader import forget_module
+from luna_sidecar.public_http import PublicServer
 from luna_sidecar.server import Sidecar, build_sidecar
 from luna_sidecar.sources import DesiredPlugin, DirectorySource
 
@@ -360,7 +360,7 @@ async def run_plugin(
         sys.path.append(str(file.parent))  # helper modules beside the plugin, as in the sidecar
     sidecar = build_sidecar(config)
     admin_server = AdminServer(AdminEndpoints(sidecar.intake, sidecar.describe))
-    route_server = RawTestServer(sidecar.dispatcher)
+    route_server = PublicServer(sidecar.dispatcher)
     try:
         await sidecar.runtime.apply([desired])
         (state,) = sidecar.runtime.describe()
@@ -368,10 +368,10 @@ async def run_plugin(
             raise PluginNotLoadedError(f"plugin {module} ({file}) did not load: {state['error']}")
         sidecar.ready = True
         await admin_server.start("127.0.0.1", 0)
-        await route_server.start_server()
+        await route_server.start("127.0.0.1", 0)
         async with (
             ClientSession(base_url=f"http://127.0.0.1:{admin_server.port}/") as admin,
-            ClientSession(base_url=route_server.make_url("/")) as routes,
+            ClientSession(base_url=f"http://127.0.0.1:{route_server.port}/") as routes,
         ):
             yield PluginHarness(sidecar, module, capture, admin, routes, callback_timeout + 5)
     finally:

@@ -1,8 +1,14 @@
 """The plugin-route listener: every request is resolved against the live :class:`RouteTable`.
 
-It runs on aiohttp's low-level server (no frozen router). Each request served also becomes a
+It runs on the sidecar's hardened HTTP server (:mod:`luna_sidecar.http_server`): a handler that
+answers synchronously is answered without a task. Each request served also becomes a
 ``requests`` monitoring point (service, route, status code, execution time), so metrics and
 monitoring plugins see plugin traffic like any other service traffic.
+
+Handlers return what ``pluginHTTPResponse`` builds (an aiohttp ``web.Response``; any other
+``web.Response``, an ``HTTPException`` raised or returned, cookies included, works alike); a
+streamed response (``web.StreamResponse`` that is not a ``web.Response``) is not supported and
+gets its client a 500.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from collections.abc import Awaitable
 from typing import Any, TypeGuard, cast
 
 from aiohttp import web
-from multidict import istr
+from prometheus_client import Counter
 
 from luna_plugins.http import PluginRequest
 from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 from luna_sidecar.bus import PointBuffer
+from luna_sidecar.http_server import HttpRequest, HttpServer, ListenerLimits, response_bytes
 from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.loader import describe_exception
 from luna_sidecar.metrics import RuntimeMetrics
@@ -31,9 +38,12 @@ from luna_sidecar.timeouts import CANCEL_GRACE
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = istr("Luna-Request-Id")  # case-folded once, not per lookup
+REQUEST_ID_HEADER = "Luna-Request-Id"
+_REQUEST_ID = b"luna-request-id"
 #: (route, status) tag sets of the runtime's own points kept for reuse
 TAG_SETS_KEPT = 4096
+#: response headers the server writes itself
+_OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 
 
 def _error(status: int, message: str, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -48,12 +58,29 @@ def _is_response(value: object) -> TypeGuard[web.StreamResponse]:
     return value.__class__ is web.Response or isinstance(value, web.StreamResponse)
 
 
-async def _read_body(request: web.BaseRequest, request_id: str) -> bytes | web.StreamResponse:
-    """The request's body, or the 413 to answer when it is over the limit."""
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        return _error(413, f"request body too large: {exc.text}", request_id)
+def encode_response(response: web.StreamResponse, *, head: bool, close: bool) -> bytes | None:
+    """The bytes of ``response`` (a ``web.Response``); None for a response that cannot be sent
+    in one piece (streamed, or a body that is not bytes)."""
+    if not isinstance(response, web.Response):
+        return None
+    body = response.body
+    if body is None:
+        payload = b""
+    elif isinstance(body, bytes | bytearray):
+        payload = bytes(body)
+    else:  # a Payload: only in-memory bytes are sent
+        value = getattr(body, "_value", None)
+        if not isinstance(value, bytes | bytearray):
+            return None
+        payload = bytes(value)
+    headers = [(name, value) for name, value in response.headers.items() if name.lower() not in _OWN_HEADERS]
+    if payload and not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/octet-stream"))
+    for cookie in response.cookies.values():
+        headers.append(("Set-Cookie", cookie.OutputString()))
+    return response_bytes(
+        response.status, payload, content_type=None, headers=headers, close=close, head=head
+    )
 
 
 class RouteDispatcher:
@@ -74,8 +101,10 @@ class RouteDispatcher:
         service: str,
         timeout: float,
         leftovers: Leftovers | None = None,
+        max_body_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.routes = routes
+        self.max_body_bytes = max_body_bytes
         self.leftovers = leftovers if leftovers is not None else Leftovers()
         self.points = points
         self.metrics = metrics
@@ -83,7 +112,7 @@ class RouteDispatcher:
         self.timeout = timeout
         self.accepting = True
         #: request task -> (deadline, plugin, route label, request)
-        self._deadlines: dict[asyncio.Task[object], tuple[float, str, str, web.BaseRequest]] = {}
+        self._deadlines: dict[asyncio.Task[object], tuple[float, str, str, HttpRequest]] = {}
         self._overdue: set[asyncio.Task[object]] = set()
         self._watchdog: asyncio.TimerHandle | None = None
         self._sweep_every = max(0.05, min(1.0, timeout / 10))
@@ -97,40 +126,78 @@ class RouteDispatcher:
         for key in [key for key in self._counters if key[0] == plugin]:
             del self._counters[key]
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    def __call__(self, request: HttpRequest) -> bytes | Awaitable[bytes]:
+        """Answer ``request``: the response's bytes, or an awaitable of them when the handler is
+        asynchronous."""
         started = time.perf_counter()
         event_time = time.time()
-        request_id = request.headers.get(REQUEST_ID_HEADER) or self._id_prefix + hex(next(self._ids))[2:]
-        entry, match_info, allowed = self.routes.resolve(request.method, request.path)
-        plugin = entry.plugin if entry else ""
-        route = entry.label if entry else f"{request.method}:unmatched"
+        given = request.header(_REQUEST_ID)
+        request_id = given.decode("latin-1") if given else self._id_prefix + hex(next(self._ids))[2:]
+        method = request.method
+        entry, match_info, allowed = self.routes.resolve(method, request.path)
         if not self.accepting:
             response: web.StreamResponse = _error(503, "the sidecar is shutting down", request_id)
         elif entry is None:
             if allowed:
                 verbs = ", ".join(sorted(allowed))
                 response = _error(
-                    405, f"{request.method} not allowed here; allowed: {verbs}", request_id, {"Allow": verbs}
+                    405, f"{method} not allowed here; allowed: {verbs}", request_id, {"Allow": verbs}
                 )
             else:
                 response = _error(404, f"no plugin route for {request.path}", request_id)
+        elif request.body_too_large:
+            response = _error(
+                413, f"request body too large: more than {self.max_body_bytes} bytes", request_id
+            )
         else:
-            body: bytes | web.StreamResponse = b""
-            if request.body_exists:
-                body = await _read_body(request, request_id)
-            if not isinstance(body, bytes):
-                response = body
-            else:
-                # a synchronous handler is answered here, without another coroutine
-                plugin_request = PluginRequest(request, body, match_info)  # type: ignore[arg-type]
-                outcome = self._call(entry, plugin_request, request_id)
-                if _is_response(outcome):
-                    response = outcome
-                else:  # what an asynchronous handler returned, to await
-                    pending = cast(Awaitable[object], outcome)
-                    response = await self._finish(pending, entry, request, request_id)
+            # a synchronous handler is answered here, without another coroutine
+            plugin_request = PluginRequest(request, request.body, match_info)
+            outcome = self._call(entry, plugin_request, request_id)
+            if not _is_response(outcome):  # what an asynchronous handler returned, to await
+                return self._answer_later(
+                    cast(Awaitable[object], outcome), entry, request, request_id, started, event_time
+                )
+            response = outcome
+        return self._answer(response, entry, request, request_id, started, event_time)
+
+    async def _answer_later(
+        self,
+        pending: Awaitable[object],
+        entry: RouteEntry,
+        request: HttpRequest,
+        request_id: str,
+        started: float,
+        event_time: float,
+    ) -> bytes:
+        response = await self._finish(pending, entry, request, request_id)
+        return self._answer(response, entry, request, request_id, started, event_time)
+
+    def _answer(
+        self,
+        response: web.StreamResponse,
+        entry: RouteEntry | None,
+        request: HttpRequest,
+        request_id: str,
+        started: float,
+        event_time: float,
+    ) -> bytes:
+        """The response's bytes; its ``requests`` point and counters recorded."""
         response.headers.setdefault(REQUEST_ID_HEADER, request_id)
+        data = encode_response(response, head=request.method == "HEAD", close=not request.keep_alive)
+        if data is None and entry is not None:
+            log.error(
+                "plugin %s: %s returned a %s, which cannot be sent (return pluginHTTPResponse)",
+                entry.plugin,
+                entry.label,
+                type(response).__name__,
+            )
+            response = _error(
+                500, f"plugin {entry.plugin!r} returned a response that cannot be sent", request_id
+            )
+            data = encode_response(response, head=request.method == "HEAD", close=not request.keep_alive)
+        assert data is not None
         status = response.status
+        route = entry.label if entry else f"{request.method}:unmatched"
         tags = self._tags.get((route, status))
         if tags is None:
             if len(self._tags) >= TAG_SETS_KEPT:
@@ -147,14 +214,15 @@ class RouteDispatcher:
                 ReadOnlyDict(request_id=request_id, execution_time=time.perf_counter() - started),
             )
         )
-        if plugin:
+        if entry is not None:
+            plugin = entry.plugin
             counter = self._counters.get((plugin, status))
             if counter is None:
                 counter = self._counters[(plugin, status)] = self.metrics.route_requests.labels(
                     plugin, str(status)
                 )
             counter.inc()
-        return response
+        return data
 
     def _call(
         self, entry: RouteEntry, plugin_request: PluginRequest, request_id: str
@@ -172,7 +240,7 @@ class RouteDispatcher:
         return self._no_response(result, entry, request_id)
 
     async def _finish(
-        self, awaitable: Awaitable[object], entry: RouteEntry, request: web.BaseRequest, request_id: str
+        self, awaitable: Awaitable[object], entry: RouteEntry, request: HttpRequest, request_id: str
     ) -> web.StreamResponse:
         """Await an asynchronous handler under the route timeout."""
         try:
@@ -208,7 +276,7 @@ class RouteDispatcher:
         return _error(500, f"plugin {entry.plugin!r} returned no response", request_id)
 
     async def _await_in_time(
-        self, awaitable: Awaitable[object], plugin: str, label: str, request: web.BaseRequest
+        self, awaitable: Awaitable[object], plugin: str, label: str, request: HttpRequest
     ) -> object:
         """Await a handler; raises TimeoutError when the watchdog finds it overdue."""
         task = asyncio.current_task()
@@ -239,7 +307,7 @@ class RouteDispatcher:
                 self._abandon(task, plugin, label, request)
         self._watchdog = loop.call_later(self._sweep_every, self._sweep) if self._deadlines else None
 
-    def _abandon(self, task: asyncio.Task[object], plugin: str, label: str, request: web.BaseRequest) -> None:
+    def _abandon(self, task: asyncio.Task[object], plugin: str, label: str, request: HttpRequest) -> None:
         """The handler ignored its cancellation: let its client go and stop watching it."""
         del self._deadlines[task]
         log.warning("plugin %s: %s ignores cancellation; closing its connection", plugin, label)
@@ -247,3 +315,17 @@ class RouteDispatcher:
         if transport is not None:
             transport.close()
         self.leftovers.add_task(task, plugin=plugin, code_hash="", what=f"route {label.replace(':', ' ', 1)}")
+
+
+class PublicServer(HttpServer):
+    """The plugin-route listener: ``start(host, port)``, ``close()``."""
+
+    def __init__(
+        self,
+        dispatcher: RouteDispatcher,
+        *,
+        limits: ListenerLimits | None = None,
+        refused: Counter | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        super().__init__(dispatcher, name="routes", limits=limits, refused=refused)

@@ -15,15 +15,11 @@ import logging
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
 from luna_plugins.application import LunaApplication
@@ -36,11 +32,12 @@ from luna_sidecar.containment import Containment
 from luna_sidecar.crash_guard import CrashGuard
 from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
 from luna_sidecar.health_http import build_metrics_app
+from luna_sidecar.http_server import HttpServer, ListenerLimits, refused_counter
 from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.mapping import MappingError, PointMetrics, load_rules
 from luna_sidecar.metrics import LeftoverCollector, PluginStateCollector, RuntimeMetrics, watch_loop_lag
 from luna_sidecar.packages import PackageSettings
-from luna_sidecar.public_http import RouteDispatcher
+from luna_sidecar.public_http import PublicServer, RouteDispatcher
 from luna_sidecar.routing import RouteTable
 from luna_sidecar.runtime import Runtime, RuntimeLimits
 from luna_sidecar.supervisor import Supervisor
@@ -156,6 +153,7 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
     registry.register(LeftoverCollector(leftovers.counts))
     points = PointBuffer(bus)
     dispatcher = RouteDispatcher(
+        max_body_bytes=config.max_body_bytes,
         routes=routes,
         points=points,
         metrics=metrics,
@@ -186,7 +184,7 @@ async def _listening(runner: web.BaseRunner, host: str, port: int, what: str) ->
 
 
 @contextlib.asynccontextmanager
-async def _admin_listening(server: AdminServer, host: str, port: int, what: str) -> AsyncIterator[None]:
+async def _serving(server: HttpServer, host: str, port: int, what: str) -> AsyncIterator[None]:
     try:
         await server.start(host, port)
     except OSError as exc:
@@ -195,28 +193,18 @@ async def _admin_listening(server: AdminServer, host: str, port: int, what: str)
     try:
         yield
     finally:
-        await server.close()
+        await server.close(LISTENER_SHUTDOWN_TIMEOUT)
 
 
-def _low_level_runner(
-    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, max_body_bytes: int
-) -> web.ServerRunner:
-    """A listener on aiohttp's low-level server: every request goes to ``handler``, no router.
-    Made on the running loop."""
-
-    loop = asyncio.get_running_loop()
-
-    def request_factory(
-        message: RawRequestMessage,
-        payload: StreamReader,
-        protocol: RequestHandler,
-        writer: AbstractStreamWriter,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes)
-
-    server = web.Server(handler, request_factory=request_factory, access_log=None)
-    return web.ServerRunner(server, handle_signals=False, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
+def listener_limits(config: SidecarConfig) -> ListenerLimits:
+    """The limits both listeners apply, from the settings."""
+    return ListenerLimits(
+        max_body_bytes=config.max_body_bytes,
+        max_connections=config.max_connections,
+        max_in_flight=config.max_requests_in_flight,
+        header_timeout=config.header_timeout,
+        request_timeout=config.request_read_timeout,
+    )
 
 
 async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> int:
@@ -259,7 +247,10 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
         access_log=None,
         shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
     )
-    admin = AdminServer(AdminEndpoints(sidecar.intake, sidecar.describe))
+    refused = refused_counter(sidecar.registry)
+    limits = listener_limits(config)
+    admin = AdminServer(AdminEndpoints(sidecar.intake, sidecar.describe), limits=limits, refused=refused)
+    public = PublicServer(sidecar.dispatcher, limits=limits, refused=refused)
     tasks: list[asyncio.Task[None]] = []
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -267,10 +258,9 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
                 _listening(metrics_runner, config.metrics_host, config.metrics_port, "metrics and probes")
             )
             await stack.enter_async_context(
-                _admin_listening(admin, config.admin_host, config.admin_port, "event intake and /plugins")
+                _serving(admin, config.admin_host, config.admin_port, "event intake and /plugins")
             )
-            public = _low_level_runner(sidecar.dispatcher, max_body_bytes=config.max_body_bytes)
-            await stack.enter_async_context(_listening(public, config.host, config.port, "plugin routes"))
+            await stack.enter_async_context(_serving(public, config.host, config.port, "plugin routes"))
             tasks.append(asyncio.create_task(watch_loop_lag(sidecar.metrics.loop_lag), name="luna-loop-lag"))
             sidecar.watchdog.start()
             stack.callback(sidecar.watchdog.stop)

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from luna_sidecar.admin_http import AdminEndpoints, EventIntake
 from luna_sidecar.admin_server import AdminServer
 from luna_sidecar.bus import EventBus
+from luna_sidecar.http_server import ListenerLimits, refused_counter
 from luna_sidecar.mapping import PointMetrics
 from luna_sidecar.metrics import RuntimeMetrics
 
@@ -37,7 +38,12 @@ async def server(runtime_metrics: RuntimeMetrics) -> AsyncIterator[AdminServer]:
     intake = EventIntake(
         bus=EventBus(point_metrics), metrics=runtime_metrics, max_body_bytes=LIMIT, max_items=5
     )
-    admin = AdminServer(AdminEndpoints(intake, lambda: {"plugins": []}), keepalive_timeout=0.5)
+    admin = AdminServer(
+        AdminEndpoints(intake, lambda: {"plugins": []}),
+        keepalive_timeout=0.5,
+        limits=ListenerLimits(header_timeout=1.0),
+        refused=refused_counter(None),
+    )
     await admin.start("127.0.0.1", 0)
     yield admin
     await admin.close()
@@ -236,7 +242,14 @@ async def test_malformed_requests_get_400_and_are_closed(server: AdminServer) ->
 
 async def test_idle_connections_are_closed(server: AdminServer) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"POST /events/monitoring_event HTTP/1.1\r\n")  # and nothing more
     assert await asyncio.wait_for(reader.read(), 30) == b"", "closed without an answer"
     writer.close()
     assert not server.connections
+
+
+async def test_a_request_whose_headers_do_not_come_in_time_gets_408(server: AdminServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"POST /events/monitoring_event HTTP/1.1\r\n")  # and nothing more
+    data = await asyncio.wait_for(reader.read(), 30)
+    assert data.startswith(b"HTTP/1.1 408") and b"Connection: close" in data
+    writer.close()
