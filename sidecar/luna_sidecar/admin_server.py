@@ -61,6 +61,7 @@ class AdminServer(HttpServer):
         except Exception:
             log.exception("the admin listener failed to answer %s %r", method, request.target[:200])
             reply, close = json_reply(500, {"error": "the sidecar failed to answer this request"}), True
+        request.close_after = close
         return response_bytes(reply.status, reply.body, close=close, head=method == "HEAD")
 
 

@@ -107,6 +107,9 @@ def http_date() -> str:
     return _Date.now()
 
 
+_STATUS_LINES: dict[int, str] = {}
+
+
 def response_bytes(
     status: int,
     body: bytes,
@@ -117,16 +120,18 @@ def response_bytes(
     head: bool = False,
 ) -> bytes:
     """A complete HTTP/1.1 response. ``headers`` must not hold Content-Length or Connection."""
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+    text = line
     if content_type is not None:
-        lines.append(f"Content-Type: {content_type}\r\n")
+        text += "Content-Type: " + content_type + "\r\n"
     if headers:
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-    lines.append(f"Content-Length: {len(body)}\r\nDate: {_Date.now()}\r\n")
-    if close:
-        lines.append("Connection: close\r\n")
-    lines.append("\r\n")
-    head_bytes = "".join(lines).encode("latin-1", "replace")
+        for name, value in headers:
+            text += name + ": " + value + "\r\n"
+    text += f"Content-Length: {len(body)}\r\nDate: {_Date.now()}\r\n"
+    text += "Connection: close\r\n\r\n" if close else "\r\n"
+    head_bytes = text.encode("latin-1", "replace")
     return head_bytes if head else head_bytes + body
 
 
@@ -146,6 +151,7 @@ class HttpRequest:
         "_query_string",
         "body",
         "body_too_large",
+        "close_after",
         "connection",
         "declared_length",
         "keep_alive",
@@ -174,6 +180,8 @@ class HttpRequest:
         self.keep_alive = keep_alive
         self.declared_length = declared_length
         self.body_too_large = body_too_large
+        #: set by a handler whose answer closes the connection
+        self.close_after = not keep_alive
         self._path: str | None = None
         self._query_string = ""
         self._headers: CIMultiDictProxy[str] | None = None
@@ -517,13 +525,13 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _write(self, data: bytes, request: HttpRequest) -> bool:
-        """Write a reply (one with ``Connection: close`` closes the connection); False when the
-        connection is (now) closed."""
+        """Write a reply (the connection is closed after it when the request asks, or its handler
+        set ``close_after``); False when the connection is (now) closed."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
         transport.write(data)
-        if not request.keep_alive or b"\r\nConnection: close\r\n" in data[: data.find(b"\r\n\r\n") + 2]:
+        if request.close_after:
             transport.close()
             return False
         self.idle_since = self._loop.time()

@@ -73,11 +73,21 @@ def encode_response(response: web.StreamResponse, *, head: bool, close: bool) ->
         if not isinstance(value, bytes | bytearray):
             return None
         payload = bytes(value)
-    headers = [(name, value) for name, value in response.headers.items() if name.lower() not in _OWN_HEADERS]
-    if payload and not any(name.lower() == "content-type" for name, _ in headers):
+    headers: list[tuple[str, str]] = []
+    content_type = False
+    for name, value in response.headers.items():
+        lowered = name.lower()
+        if lowered == "content-type":
+            content_type = True
+        elif lowered in _OWN_HEADERS:
+            continue
+        headers.append((name, value))
+    if payload and not content_type:
         headers.append(("Content-Type", "application/octet-stream"))
-    for cookie in response.cookies.values():
-        headers.append(("Set-Cookie", cookie.OutputString()))
+    cookies = response._cookies  # read without making an empty jar per response
+    if cookies:
+        for cookie in cookies.values():
+            headers.append(("Set-Cookie", cookie.OutputString()))
     return response_bytes(
         response.status, payload, content_type=None, headers=headers, close=close, head=head
     )
@@ -134,7 +144,8 @@ class RouteDispatcher:
         given = request.header(_REQUEST_ID)
         request_id = given.decode("latin-1") if given else self._id_prefix + hex(next(self._ids))[2:]
         method = request.method
-        entry, match_info, allowed = self.routes.resolve(method, request.path)
+        path = request.path
+        entry, match_info, allowed = self.routes.resolve(method, path)
         if not self.accepting:
             response: web.StreamResponse = _error(503, "the sidecar is shutting down", request_id)
         elif entry is None:
@@ -144,7 +155,7 @@ class RouteDispatcher:
                     405, f"{method} not allowed here; allowed: {verbs}", request_id, {"Allow": verbs}
                 )
             else:
-                response = _error(404, f"no plugin route for {request.path}", request_id)
+                response = _error(404, f"no plugin route for {path}", request_id)
         elif request.body_too_large:
             response = _error(
                 413, f"request body too large: more than {self.max_body_bytes} bytes", request_id
@@ -183,7 +194,7 @@ class RouteDispatcher:
     ) -> bytes:
         """The response's bytes; its ``requests`` point and counters recorded."""
         response.headers.setdefault(REQUEST_ID_HEADER, request_id)
-        data = encode_response(response, head=request.method == "HEAD", close=not request.keep_alive)
+        data = encode_response(response, head=request.method == "HEAD", close=request.close_after)
         if data is None and entry is not None:
             log.error(
                 "plugin %s: %s returned a %s, which cannot be sent (return pluginHTTPResponse)",
@@ -194,7 +205,7 @@ class RouteDispatcher:
             response = _error(
                 500, f"plugin {entry.plugin!r} returned a response that cannot be sent", request_id
             )
-            data = encode_response(response, head=request.method == "HEAD", close=not request.keep_alive)
+            data = encode_response(response, head=request.method == "HEAD", close=request.close_after)
         assert data is not None
         status = response.status
         route = entry.label if entry else f"{request.method}:unmatched"
