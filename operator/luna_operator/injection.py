@@ -143,8 +143,9 @@ def plan(pod: Mapping[str, Any], template: InjectionTemplate) -> Injection | Non
     None when the Pod does not ask for injection (annotation ``luna.dev/inject`` is not "true")
     or already has it (a container or init container of the template's name, or the annotation
     ``luna.dev/injected``). Raises :class:`InjectionRefusedError` when the Pod asks for it but cannot
-    have it: a ``luna.dev/service`` that is not a DNS-1123 label, or a volume of the template's
-    name that differs from the template's. ``pod`` is not modified.
+    have it: a ``luna.dev/service`` that is not a DNS-1123 label, a volume of the template's
+    name that differs from the template's, or ``hostNetwork`` (the loopback intake would be the
+    node's). ``pod`` is not modified.
     """
     meta = pod.get("metadata") or {}
     annotations = meta.get("annotations") or {}
@@ -155,6 +156,13 @@ def plan(pod: Mapping[str, Any], template: InjectionTemplate) -> Injection | Non
     existing = containers + list(spec.get("initContainers") or [])
     if INJECTED_ANNOTATION in annotations or any(c.get("name") == template.name for c in existing):
         return None
+    if spec.get("hostNetwork") is True:
+        raise InjectionRefusedError(
+            "the Pod sets hostNetwork: true, so the sidecar's event intake and GET /plugins (loopback "
+            "127.0.0.1:8081, meant for this Pod's containers only) would listen on the node's loopback, "
+            "open to every process and host-network Pod of the node; run the Pod without hostNetwork, "
+            "or drop the luna.dev/inject annotation and add the sidecar yourself"
+        )
 
     sidecar: dict[str, Any] = copy.deepcopy(dict(template.container))
     service = _set_service(sidecar, annotations.get(SERVICE_ANNOTATION))

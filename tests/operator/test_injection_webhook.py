@@ -183,6 +183,12 @@ def test_pods_asking_for_the_sidecar_get_it(ready_namespace: Cluster, injecting:
     assert "luna.dev/service='Bad_Name' is not a valid service name" in denied.stderr
     assert cluster.get("pod", "bad") is None
 
+    on_host = json.loads(pod_manifest("on-host", ns, {"luna.dev/inject": "true"}))
+    on_host["spec"]["hostNetwork"] = True
+    denied = create(cluster, json.dumps(on_host), check=False)
+    assert denied.returncode != 0 and "hostNetwork: true" in denied.stderr, denied.stderr
+    assert cluster.get("pod", "on-host") is None
+
 
 def test_unmanaged_webhook_serves_a_configuration_made_elsewhere(
     ready_namespace: Cluster, kube: Any, tmp_path: Path, template_file: Path

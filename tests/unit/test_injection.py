@@ -132,6 +132,16 @@ def test_the_service_annotation_adds_the_env_when_the_template_has_none() -> Non
     assert plan(pod(), bare).service is None  # type: ignore[union-attr]
 
 
+def test_a_host_network_pod_is_refused(template: InjectionTemplate) -> None:
+    """Its loopback intake would be the node's loopback."""
+    with pytest.raises(InjectionRefusedError, match=r"hostNetwork: true.*node's loopback"):
+        plan(pod(hostNetwork=True), template)
+    assert plan(pod(hostNetwork=False), template) is not None
+    assert plan(pod({"luna.dev/inject": "false"}, hostNetwork=True), template) is None, (
+        "not asking: untouched"
+    )
+
+
 @pytest.mark.parametrize("service", ["Bad_Name", "UPPER", "-dash", "dash-", "", "a" * 64, "a.b"])
 def test_a_bad_service_name_is_refused(template: InjectionTemplate, service: str) -> None:
     with pytest.raises(InjectionRefusedError, match=r"annotation luna\.dev/service=.*DNS-1123 label"):
