@@ -55,6 +55,8 @@ COMBINATIONS: dict[str, list[str]] = {
     "webhook-disabled": ["--set", "webhook.enabled=false", "--set", "injection.enabled=false"],
     # no ValidatingAdmissionPolicy guarding the plugin ConfigMaps
     "guard-disabled": ["--set", "configMapGuard.enabled=false"],
+    # no ValidatingAdmissionPolicy guarding the sidecars' reports
+    "report-guard-disabled": ["--set", "reportGuard.enabled=false"],
     "injection-disabled": ["--set", "injection.enabled=false"],
     # sidecar ServiceAccount, Role and RoleBinding in one more (existing) namespace
     "sidecar-namespaces": ["--set", "sidecar.namespaces={default}"],
@@ -402,7 +404,18 @@ def test_operator_and_sidecar_work_with_the_charts_rbac(
     kube: Any, namespace: str, release: str, tmp_path: Path
 ) -> None:
     operator_kube = service_account_kube(kube, namespace, f"{release}-luna-plugins", tmp_path)
-    sidecar_kube = service_account_kube(kube, namespace, f"{release}-luna-plugins-sidecar", tmp_path)
+    # the sidecar's token is bound to its pod, as the kubelet's projected token is (the report
+    # guard lets a ServiceAccount write only its own pod's report): a Pod object stands for it
+    account = f"{release}-luna-plugins-sidecar"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pod-a"},
+        "spec": {"serviceAccountName": account, "containers": [{"name": "app", "image": "app:1"}]},
+    }
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    pod_uid = kube.kubectl("get", "pod", "pod-a", "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout
+    sidecar_kube = service_account_kube(kube, namespace, account, tmp_path, pod=("pod-a", pod_uid))
     cluster = Cluster(kube, namespace)
     operator = start_operator(operator_kube, namespace, tmp_path)
     sidecar = None
@@ -414,7 +427,16 @@ def test_operator_and_sidecar_work_with_the_charts_rbac(
         sidecar = start_sidecar(
             workdir,
             standalone=False,
-            args=["--namespace", namespace, "--service", "handlers", "--pod-name", "pod-a"],
+            args=[
+                "--namespace",
+                namespace,
+                "--service",
+                "handlers",
+                "--pod-name",
+                "pod-a",
+                "--pod-uid",
+                pod_uid,
+            ],
             env={"KUBECONFIG": str(sidecar_kube.kubeconfig)},
         )
         wait_for(lambda: sidecar.get("/hello").status == 200, timeout=20, what="the plugin route")
@@ -482,7 +504,13 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
     ):
         assert name.format(release) in names, names
     cluster_wide = kube.kubectl("get", cluster_kinds, "-l", selector, "-o", "name").stdout.split()
-    assert len(cluster_wide) == 7, cluster_wide
+    # ClusterRole and its binding, two webhook configurations, the ClusterKopfPeering, and the
+    # ConfigMap and report guards (a policy and a binding each)
+    assert len(cluster_wide) == 9, cluster_wide
+    for name in ("{}-luna-plugins-configmaps", "{}-luna-plugins-reports"):
+        assert (
+            f"validatingadmissionpolicy.admissionregistration.k8s.io/{name.format(release)}" in cluster_wide
+        )
     notes = kube.helm("status", release, "--namespace", namespace).stdout
     assert "The operator watches LunaPlugins in all namespaces" in notes, notes
     assert 'luna.dev/inject: "true"' in notes, notes

@@ -8,14 +8,22 @@ from pathlib import Path
 from typing import Any
 
 
-def service_account_kube(kube: Any, namespace: str, account: str, directory: Path) -> Any:
+def service_account_kube(
+    kube: Any, namespace: str, account: str, directory: Path, *, pod: tuple[str, str] | None = None
+) -> Any:
     """``kube`` with a kubeconfig that authenticates as ``namespace``/``account``: a token from
-    the TokenRequest API (`kubectl create token`), valid for an hour."""
-    token = kube.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    the TokenRequest API (`kubectl create token`), valid for an hour; with ``pod`` (name, uid)
+    bound to that Pod, as the kubelet's projected tokens are (the API server then knows the pod)."""
+    bound = (
+        ["--bound-object-kind", "Pod", "--bound-object-name", pod[0], "--bound-object-uid", pod[1]]
+        if pod
+        else []
+    )
+    token = kube.kubectl("create", "token", account, "-n", namespace, "--duration=1h", *bound).stdout.strip()
     config = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
     user = config["contexts"][0]["context"]["user"]
     config["users"] = [{"name": user, "user": {"token": token}}]
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{namespace}-{account}.kubeconfig"
+    path = directory / f"{namespace}-{account}{'-' + pod[0] if pod else ''}.kubeconfig"
     path.write_text(json.dumps(config))
     return dataclasses.replace(kube, kubeconfig=path)
