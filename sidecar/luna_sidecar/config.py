@@ -125,6 +125,10 @@ class SidecarConfig:
     packages_require_hashes: bool = False
     """Install only distributions whose SHA-256 the plugins' requirements pin (``pkg==1.0
     --hash=sha256:...``, every dependency too), as pip's hash-checking mode."""
+    packages_max_bytes: int = 512 * 1024 * 1024
+    """Most bytes the plugins' packages of one service may take (one requirement set); a plugin
+    whose packages would go past it is refused alone. Keep it below half the packages volume's
+    size: the set in use and the one being installed may both be there for a moment."""
     state_dir: Path | None = None
     """Directory for what must survive a restart of the sidecar's container (the marker of a plugin
     version being loaded: one that took the process down while loading is quarantined at the next
@@ -268,6 +272,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "packages_dir": _path,
     "state_dir": _path,
+    "packages_max_bytes": _positive(int),
     "max_connections": _positive(int),
     "max_requests_in_flight": _positive(int),
     "header_timeout": _positive(float),

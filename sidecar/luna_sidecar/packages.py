@@ -76,6 +76,9 @@ class PackageSettings:
     """hosts whose plain-HTTP index pip may use (pip ``--trusted-host``)"""
     timeout: float = 300.0
     require_hashes: bool = False
+    max_bytes: int = 512 * 1024 * 1024
+    """most bytes one requirement set may install; a plugin whose packages would go past it is
+    refused (the others are installed)"""
 
     def pip_options(self) -> list[str]:
         """Index options of every pip command."""
@@ -241,13 +244,32 @@ class PackageManager:
         return self.settings.root / "envs" / key
 
     def _cached(self, key: str) -> Environment | None:
-        marker = self._env_dir(key) / ".complete"
+        folder = self._env_dir(key)
+        marker = folder / ".complete"
         try:
             refused = json.loads(marker.read_text()).get("refused", {})
         except (OSError, ValueError, AttributeError):
             return None
+        problem = verify_manifest(folder)
+        if problem is not None:
+            log.warning(
+                "the installed requirement set %s is not as installed (%s): installing it again", key, problem
+            )
+            remove_tree(folder)
+            return None
         log.info("reusing the installed requirement set %s", key)
-        return Environment(self._env_dir(key), {str(k): str(v) for k, v in dict(refused).items()})
+        self._remove_others(key)
+        return Environment(folder, {str(k): str(v) for k, v in dict(refused).items()})
+
+    def _remove_others(self, key: str) -> None:
+        """Remove every environment but ``key``'s, and pip's cache: only the set in use is kept."""
+        assert self.settings.root is not None
+        envs = self.settings.root / "envs"
+        with contextlib.suppress(OSError):
+            for entry in envs.iterdir():
+                if entry.name != key and entry.is_dir():
+                    remove_tree(entry)
+        remove_tree(self.settings.root / "pip-cache")
 
     async def _install(self, attempt: _Attempt) -> None:
         started = time.monotonic()
@@ -308,19 +330,74 @@ class PackageManager:
                 outcome = await self._resolve(work, plugins)
                 if isinstance(outcome, PipFailure):
                     raise InstallError(outcome.message)
-            staging = work / "env"
-            staging.mkdir()
-            if outcome:
-                failure = await self._pip(work, self._install_command(work, outcome, staging))
-                if failure is not None:
-                    raise InstallError(failure.message)
+            staging = await self._install_into(work, outcome)
+            installed = installed_files(staging)
+            if installed.overlaps or installed.total > self.settings.max_bytes:
+                # refuse, in load order, the plugins whose packages overwrite another's files or
+                # go past the size cap; install what the others need
+                plugins, more = await self._fit(work, plugins, installed)
+                refused |= more
+                remove_tree(staging)
+                outcome = await self._resolve(work, plugins)
+                if isinstance(outcome, PipFailure):
+                    raise InstallError(outcome.message)
+                staging = await self._install_into(work, outcome)
+                installed = installed_files(staging)
+                if installed.overlaps or installed.total > self.settings.max_bytes:
+                    raise InstallError(installed.describe(self.settings.max_bytes))
+            write_manifest(staging)
             if lasting:  # a refusal that may pass (a version not on the index yet) is not kept
                 (staging / ".complete").write_text(json.dumps({"refused": refused, "plugins": plugins}))
             final = self._env_dir(attempt.key)
             if final.exists():
-                shutil.rmtree(final, ignore_errors=True)
+                remove_tree(final)
             staging.rename(final)
+            make_read_only(final)
+            self._remove_others(attempt.key)
             return Environment(final, refused)
+
+    async def _install_into(self, work: Path, pins: list[str]) -> Path:
+        staging = work / "env"
+        staging.mkdir()
+        if pins:
+            failure = await self._pip(work, self._install_command(work, pins, staging))
+            if failure is not None:
+                raise InstallError(failure.message)
+        return staging
+
+    async def _fit(
+        self, work: Path, plugins: tuple[tuple[str, tuple[str, ...]], ...], installed: InstalledFiles
+    ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], dict[str, str]]:
+        """Plugins in load order, each accepted when what it needs, with what the ones before it
+        need, neither overlaps nor goes past the size cap; the others refused with the reason."""
+        accepted: list[tuple[str, tuple[str, ...]]] = []
+        refused: dict[str, str] = {}
+        needed: set[str] = set()
+        cap = self.settings.max_bytes
+        for plugin in plugins:
+            alone = await self._resolve(work, (plugin,))
+            names = (
+                {canonicalize_name(pin.split("==")[0]) for pin in alone} if isinstance(alone, list) else set()
+            )
+            together = needed | names
+            clash = next(
+                (o for o in installed.overlaps if o.first in together and o.second in together), None
+            )
+            size = sum(installed.sizes.get(name, 0) for name in together)
+            if clash is not None:
+                refused[plugin[0]] = (
+                    f"requirements refused: distribution {clash.second!r} would overwrite {clash.path} of "
+                    f"distribution {clash.first!r}"
+                )
+            elif size > cap:
+                refused[plugin[0]] = (
+                    f"requirements refused: with them the service's packages would take {size:,} bytes, "
+                    f"over --packages-max-bytes ({cap:,})"
+                )
+            else:
+                accepted.append(plugin)
+                needed = together
+        return tuple(accepted), refused
 
     async def _attribute(
         self, work: Path, plugins: tuple[tuple[str, tuple[str, ...]], ...]
@@ -520,3 +597,138 @@ class PipFailure:
         if any(marker in output for marker in _CONFLICT_MARKERS):
             return cls("conflict", message)
         return cls("other", message)
+
+
+MANIFEST = ".manifest.json"
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """A file that two distributions of one environment both ship."""
+
+    path: str
+    first: str
+    second: str
+
+
+@dataclass(frozen=True)
+class InstalledFiles:
+    """What the wheels of an environment put there: bytes per distribution, shared files."""
+
+    sizes: dict[str, int]
+    overlaps: tuple[Overlap, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes.values())
+
+    def describe(self, cap: int) -> str:
+        if self.overlaps:
+            o = self.overlaps[0]
+            return f"distribution {o.second!r} would overwrite {o.path} of distribution {o.first!r}"
+        return f"the packages would take {self.total:,} bytes, over --packages-max-bytes ({cap:,})"
+
+
+def installed_files(folder: Path) -> InstalledFiles:
+    """Read every ``*.dist-info/RECORD`` of ``folder``: sizes per distribution (canonical name)
+    and the files more than one distribution lists."""
+    owner: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    overlaps: list[Overlap] = []
+    for record in sorted(folder.glob("*.dist-info/RECORD")):
+        name = canonicalize_name(record.parent.name[: -len(".dist-info")].rsplit("-", 1)[0])
+        total = 0
+        try:
+            lines = record.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.rsplit(",", 2)
+            if len(fields) != 3:
+                continue
+            path, _, size = fields
+            if size.isdigit():
+                total += int(size)
+            if ".dist-info/" in path:
+                continue  # each distribution's own metadata
+            path = os.path.normpath(path)
+            first = owner.setdefault(path, name)
+            if first != name:
+                overlaps.append(Overlap(path, first, name))
+        sizes[name] = total
+    return InstalledFiles(sizes, tuple(overlaps))
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for base, directories, names in os.walk(folder):
+        directories.sort()
+        for name in names:
+            path = Path(base) / name
+            relative = path.relative_to(folder).as_posix()
+            if relative not in (MANIFEST, ".complete"):
+                found[relative] = path
+    return found
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the SHA-256 of every file of an environment (checked before it is used again)."""
+    files = {relative: _digest(path) for relative, path in sorted(_files(folder).items())}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}))
+
+
+def verify_manifest(folder: Path) -> str | None:
+    """None when ``folder`` holds exactly the files its manifest names, with their hashes; else
+    what differs."""
+    try:
+        expected = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no manifest"
+    if not isinstance(expected, dict):
+        return "no manifest"
+    present = _files(folder)
+    added = sorted(set(present) - set(expected))
+    missing = sorted(set(expected) - set(present))
+    if added or missing:
+        return f"{len(added)} file(s) added, {len(missing)} missing, e.g. {(added or missing)[0]}"
+    for relative, path in present.items():
+        try:
+            if _digest(path) != expected[relative]:
+                return f"{relative} changed"
+        except OSError as exc:
+            return f"{relative}: {exc.strerror or exc}"
+    return None
+
+
+def make_read_only(folder: Path) -> None:
+    """Files 0444 and folders 0555: code of the same user must make them writable on purpose."""
+    for base, directories, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.chmod(Path(base) / name, 0o444)
+        for name in directories:
+            with contextlib.suppress(OSError):
+                os.chmod(Path(base) / name, 0o555)
+    with contextlib.suppress(OSError):
+        os.chmod(folder, 0o555)
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove ``folder`` and everything in it, read-only parts included (missing: nothing)."""
+    if not folder.exists():
+        return
+    for base, directories, _ in os.walk(folder):
+        for name in directories:
+            with contextlib.suppress(OSError):
+                os.chmod(Path(base) / name, 0o755)
+    with contextlib.suppress(OSError):
+        os.chmod(folder, 0o755)
+    shutil.rmtree(folder, ignore_errors=True)

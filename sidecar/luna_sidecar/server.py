@@ -128,6 +128,7 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
         trusted_hosts=config.packages_trusted_hosts,
         timeout=config.packages_timeout,
         require_hashes=config.packages_require_hashes,
+        max_bytes=config.packages_max_bytes,
     )
     runtime = Runtime(
         app=app,

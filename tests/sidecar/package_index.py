@@ -24,12 +24,21 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def make_wheel(folder: Path, name: str, version: str, *, requires: tuple[str, ...] = ()) -> Path:
-    """A wheel of distribution ``name`` whose module ``name`` (dashes as underscores) has ``VERSION``."""
+def make_wheel(
+    folder: Path,
+    name: str,
+    version: str,
+    *,
+    requires: tuple[str, ...] = (),
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """A wheel of distribution ``name`` whose module ``name`` (dashes as underscores) has ``VERSION``,
+    plus ``extra_files`` (path in the wheel -> content)."""
     module = name.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
     files = {
         f"{module}/__init__.py": f'VERSION = "{version}"\n'.encode(),
+        **(extra_files or {}),
         f"{dist_info}/METADATA": "".join(
             [f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"]
             + [f"Requires-Dist: {requirement}\n" for requirement in requires]

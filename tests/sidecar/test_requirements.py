@@ -7,6 +7,7 @@ so a plugin can import it, two plugins can conflict over it, and the index can g
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ def index(tmp_path: Path) -> Iterator[PackageIndex]:
     wheels = root / "files"
     for version in ("1.0", "2.0"):
         make_wheel(wheels, "lunatestpkg", version)
+    # ships lunatestpkg's module besides its own: it would overwrite another distribution's files
+    make_wheel(wheels, "squatpkg", "1.0", extra_files={"lunatestpkg/__init__.py": b'VERSION = "planted"\n'})
+    make_wheel(wheels, "bigpkg", "1.0", extra_files={"bigpkg/blob.bin": b"x" * 200_000})
     write_simple_index(wheels, root)
     served = PackageIndex(root).start()
     try:
@@ -205,5 +209,101 @@ def test_without_a_packages_dir_a_plugin_with_requirements_says_so(tmp_path: Pat
         )
         assert "--packages-dir" in info["error"], info
         assert json.dumps(info)  # the answer stays JSON
+    finally:
+        sidecar.stop()
+
+
+def _env_dirs(workdir: Path) -> list[Path]:
+    envs = workdir / "packages" / "envs"
+    return sorted(path for path in envs.iterdir() if path.is_dir()) if envs.is_dir() else []
+
+
+def test_an_environment_changed_on_disk_is_installed_again_not_trusted(
+    tmp_path: Path, index: PackageIndex
+) -> None:
+    """A planted module, or a changed file, in an installed set: found by its manifest at the next
+    start, and the set is installed afresh."""
+    reqs = {"usespkg": ["lunatestpkg==1.0"]}
+    first = start(tmp_path, index, {"usespkg": plugin("version")}, reqs)
+    try:
+        wait_for(lambda: answers(first, "/version") == "1.0", timeout=120, what="the first install")
+    finally:
+        first.stop()
+    (env,) = _env_dirs(tmp_path)
+    assert (env / ".manifest.json").exists()
+    module = env / "lunatestpkg" / "__init__.py"
+    assert not os.access(module, os.W_OK) or os.geteuid() == 0, "installed files are read-only"
+    env.chmod(0o755)
+    (env / "lunatestpkg").chmod(0o755)
+    module.chmod(0o644)
+    module.write_text('VERSION = "tampered"\n')
+    (env / "planted.py").write_text("import os\n")
+    again = start(tmp_path, index, {"usespkg": plugin("version")}, reqs)
+    try:
+        wait_for(lambda: answers(again, "/version") == "1.0", timeout=120, what="the set installed again")
+        assert "is not as installed" in again.log()
+        (env,) = _env_dirs(tmp_path)
+        assert not (env / "planted.py").exists()
+    finally:
+        again.stop()
+
+
+def test_a_wheel_that_would_overwrite_another_distributions_files_is_refused(
+    tmp_path: Path, index: PackageIndex
+) -> None:
+    sidecar = start(
+        tmp_path,
+        index,
+        {"first": plugin("first"), "squatter": plugin("squatter")},
+        {"first": ["lunatestpkg==1.0"], "squatter": ["squatpkg==1.0"]},
+    )
+    try:
+        wait_for(lambda: answers(sidecar, "/first") == "1.0", timeout=120, what="the first plugin")
+        refused = wait_for(
+            lambda: (info := plugin_info(sidecar, "squatter")).get("state") == "failed" and info,
+            timeout=120,
+            what="the squatter refused",
+        )
+        assert (
+            "'squatpkg' would overwrite lunatestpkg/__init__.py of distribution 'lunatestpkg'"
+            in refused["error"]
+        )
+    finally:
+        sidecar.stop()
+
+
+def test_a_plugin_whose_packages_pass_the_size_cap_is_refused_alone(
+    tmp_path: Path, index: PackageIndex
+) -> None:
+    sidecar = start(
+        tmp_path,
+        index,
+        {"small": plugin("small"), "big": plugin("big")},
+        {"small": ["lunatestpkg==1.0"], "big": ["bigpkg==1.0"]},
+        "--packages-max-bytes",
+        "100000",
+    )
+    try:
+        wait_for(lambda: answers(sidecar, "/small") == "1.0", timeout=120, what="the small plugin")
+        refused = wait_for(
+            lambda: (info := plugin_info(sidecar, "big")).get("state") == "failed" and info,
+            timeout=120,
+            what="the big plugin refused",
+        )
+        assert "over --packages-max-bytes (100,000)" in refused["error"], refused["error"]
+    finally:
+        sidecar.stop()
+
+
+def test_only_the_set_in_use_and_no_pip_cache_are_kept(tmp_path: Path, index: PackageIndex) -> None:
+    sidecar = start(tmp_path, index, {"usespkg": plugin("version")}, {"usespkg": ["lunatestpkg==1.0"]})
+    try:
+        wait_for(lambda: answers(sidecar, "/version") == "1.0", timeout=120, what="version 1.0")
+        (old,) = _env_dirs(tmp_path)
+        requirements(tmp_path / "plugins", "usespkg", "lunatestpkg==2.0")
+        wait_for(lambda: answers(sidecar, "/version") == "2.0", timeout=120, what="the reload on 2.0")
+        (current,) = _env_dirs(tmp_path)
+        assert current != old and not old.exists()
+        assert not (tmp_path / "packages" / "pip-cache").exists()
     finally:
         sidecar.stop()
