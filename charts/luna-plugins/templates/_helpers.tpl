@@ -146,6 +146,8 @@ the service container posts its events there.
       value: /var/lib/luna-plugins/packages
     - name: LUNA_SIDECAR_PACKAGES_TIMEOUT
       value: {{ $packages.timeoutSeconds | default 300 | quote }}
+    - name: LUNA_SIDECAR_PACKAGES_MAX_BYTES
+      value: {{ $packages.maxBytes | default 419430400 | int64 | quote }}
     {{- with $packages.indexUrl }}
     - name: LUNA_SIDECAR_PACKAGES_INDEX_URL
       value: {{ . | quote }}
@@ -249,7 +251,8 @@ same service as the container:
 {{- $service = $service | default $sidecar.service | default "handlers" -}}
 {{- $packages := $sidecar.packages | default dict -}}
 - name: luna-sidecar-tmp
-  emptyDir: {}
+  emptyDir:
+    sizeLimit: {{ $sidecar.tmpSizeLimit | default "64Mi" }}
 - name: luna-sidecar-settings
   secret:
     secretName: {{ printf "luna-plugins-%s-settings" $service | quote }}
