@@ -221,7 +221,7 @@ def test_operator_pod_is_restricted_and_probed(kube: Any) -> None:
     assert {"name": "liveness", "containerPort": 8090, "protocol": "TCP"} in container["ports"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
-    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert pod["serviceAccountName"] == "luna-luna-plugins"
 
 
@@ -244,10 +244,16 @@ def test_scrape_annotations_follow_the_values(kube: Any) -> None:
     assert "annotations" not in deployment["spec"]["template"]["metadata"]
 
 
+def operator_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's own ClusterRole (the chart also has roles aggregated into the built-in ones)."""
+    (role,) = [o for o in of_kind(objects, "ClusterRole") if o["metadata"]["name"].endswith("-operator")]
+    return role
+
+
 @pytest.mark.kube
 def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
     objects = render(kube)
-    (cluster_role,) = of_kind(objects, "ClusterRole")
+    cluster_role = operator_role(objects)
     assert rules_of(cluster_role) == OPERATOR_RULES
     (role,) = of_kind(objects, "Role")
     assert rules_of(role) == SIDECAR_RULES
@@ -256,7 +262,7 @@ def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
         for rule in each["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
     # watching named namespaces, kopf also lists and watches namespaces
-    (cluster_role,) = of_kind(render(kube, "--set", "operator.namespaces={a}"), "ClusterRole")
+    cluster_role = operator_role(render(kube, "--set", "operator.namespaces={a}"))
     assert rules_of(cluster_role) == OPERATOR_RULES | {("", "namespaces"): {"list", "watch"}}
     (binding,) = of_kind(objects, "RoleBinding")
     assert binding["subjects"] == [
@@ -264,7 +270,7 @@ def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
     ]
     # no verb for the webhooks: the chart owns their configurations, the operator only serves them
     for combination in ("webhook-disabled", "injection-disabled"):
-        (cluster_role,) = of_kind(render(kube, *COMBINATIONS[combination]), "ClusterRole")
+        cluster_role = operator_role(render(kube, *COMBINATIONS[combination]))
         assert rules_of(cluster_role) == OPERATOR_RULES, combination
 
 
@@ -273,12 +279,12 @@ def test_peering_rbac_is_exactly_what_kopf_and_the_operator_use(kube: Any) -> No
     """kopf lists and watches the peering objects and merge-patches its entry into ours (the CRDs
     have no status subresource); luna_operator.peering creates ours when it is missing."""
     peering = ["--set", "operator.peering.enabled=true"]
-    (cluster_role,) = of_kind(render(kube, *peering), "ClusterRole")
+    cluster_role = operator_role(render(kube, *peering))
     assert rules_of(cluster_role) == OPERATOR_RULES | {
         ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "create"},
         ("kopf.dev", "clusterkopfpeerings#luna-luna-plugins"): {"patch"},
     }
-    (cluster_role,) = of_kind(render(kube, *peering, "--set", "operator.namespaces={a,b}"), "ClusterRole")
+    cluster_role = operator_role(render(kube, *peering, "--set", "operator.namespaces={a,b}"))
     assert rules_of(cluster_role) == OPERATOR_RULES | {
         ("", "namespaces"): {"list", "watch"},
         ("kopf.dev", "kopfpeerings"): {"list", "watch", "create"},
@@ -504,9 +510,10 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
     ):
         assert name.format(release) in names, names
     cluster_wide = kube.kubectl("get", cluster_kinds, "-l", selector, "-o", "name").stdout.split()
-    # ClusterRole and its binding, two webhook configurations, the ClusterKopfPeering, and the
-    # ConfigMap and report guards (a policy and a binding each)
-    assert len(cluster_wide) == 9, cluster_wide
+    # the operator's ClusterRole and its binding, the view role aggregated into the built-in ones,
+    # two webhook configurations, the ClusterKopfPeering, and the ConfigMap and report guards (a
+    # policy and a binding each)
+    assert len(cluster_wide) == 10, cluster_wide
     for name in ("{}-luna-plugins-configmaps", "{}-luna-plugins-reports"):
         assert (
             f"validatingadmissionpolicy.admissionregistration.k8s.io/{name.format(release)}" in cluster_wide

@@ -624,7 +624,7 @@ def test_the_charts_webhooks_inject_and_validate(
         )
         assert {"name": "luna-sidecar-tmp", "mountPath": "/tmp"} in sidecar["volumeMounts"]
         volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
-        assert volumes["luna-sidecar-tmp"] == {"name": "luna-sidecar-tmp", "emptyDir": {}}
+        assert volumes["luna-sidecar-tmp"] == {"name": "luna-sidecar-tmp", "emptyDir": {"sizeLimit": "64Mi"}}
         annotations = pod["metadata"]["annotations"]
         assert annotations["luna.dev/injected"] == "luna-sidecar"
         assert {key: annotations[key] for key in wanted["annotations"]} == wanted["annotations"]
