@@ -196,7 +196,10 @@ class PackageManager:
         if not wanted:
             return result
         if self.settings.root is None:
-            error = "this sidecar installs no packages (no --packages-dir): bake them into the image"
+            error = (
+                "this sidecar installs no packages (no --packages-dir; with the chart: no "
+                "sidecar.packages.indexUrl or wheelhouse): bake them into the image, or name an index"
+            )
             return result | {module: PackageStatus("failed", error) for module, _ in wanted}
         key = set_key(wanted, self.settings, self._constraints)
         attempt = self._current

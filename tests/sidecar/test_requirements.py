@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.sidecar.harness import Sidecar, start_sidecar, wait_for
-from tests.sidecar.package_index import PackageIndex, make_wheel, write_simple_index
+from tests.sidecar.package_index import PackageIndex, make_wheel, sha256_of, write_simple_index
 
 USES_PACKAGE = """
 import lunatestpkg
@@ -307,3 +307,42 @@ def test_only_the_set_in_use_and_no_pip_cache_are_kept(tmp_path: Path, index: Pa
         assert not (tmp_path / "packages" / "pip-cache").exists()
     finally:
         sidecar.stop()
+
+
+def test_with_hash_checking_only_the_pinned_wheel_is_installed(tmp_path: Path, index: PackageIndex) -> None:
+    """The chart's default: what a pod installs is exactly what was reviewed. (One requirement set
+    is checked as a whole: pip accepts a wheel whose hash any of its plugins pins.)"""
+    digest = sha256_of(index.root / "files" / "lunatestpkg-1.0-py3-none-any.whl")
+    pinned = start(
+        tmp_path / "pinned",
+        index,
+        {"pinned": plugin("pinned")},
+        {"pinned": [f"lunatestpkg==1.0 --hash=sha256:{digest}"]},
+        "--packages-require-hashes",
+        "true",
+    )
+    try:
+        wait_for(lambda: answers(pinned, "/pinned") == "1.0", timeout=120, what="the pinned plugin")
+    finally:
+        pinned.stop()
+    others = start(
+        tmp_path / "others",
+        index,
+        {"unpinned": plugin("unpinned"), "forged": plugin("forged")},
+        {"unpinned": ["lunatestpkg==1.0"], "forged": [f"lunatestpkg==1.0 --hash=sha256:{'0' * 64}"]},
+        "--packages-require-hashes",
+        "true",
+    )
+    try:
+        for module in ("unpinned", "forged"):
+            info = wait_for(
+                lambda module=module: (
+                    (found := plugin_info(others, module)).get("state") == "failed" and found
+                ),
+                timeout=120,
+                what=f"{module} refused",
+            )
+            assert "hash" in info["error"].lower(), info["error"]
+        assert answers(others, "/unpinned") is None and answers(others, "/forged") is None
+    finally:
+        others.stop()

@@ -141,7 +141,7 @@ the service container posts its events there.
     - name: LUNA_SIDECAR_SECRET_SETTINGS_DIR
       value: /etc/luna-plugins/settings
     {{- $packages := $sidecar.packages | default dict }}
-    {{- if $packages.enabled }}
+    {{- if and $packages.enabled (or $packages.indexUrl $packages.wheelhouse) }}
     - name: LUNA_SIDECAR_PACKAGES_DIR
       value: /var/lib/luna-plugins/packages
     - name: LUNA_SIDECAR_PACKAGES_TIMEOUT
@@ -212,7 +212,7 @@ the service container posts its events there.
       mountPath: /etc/luna-plugins/settings
       readOnly: true
     {{- $packages := $sidecar.packages | default dict }}
-    {{- if $packages.enabled }}
+    {{- if and $packages.enabled (or $packages.indexUrl $packages.wheelhouse) }}
     - name: luna-sidecar-packages
       mountPath: /var/lib/luna-plugins/packages
     {{- if $packages.caConfigMap }}
@@ -257,7 +257,7 @@ same service as the container:
   secret:
     secretName: {{ printf "luna-plugins-%s-settings" $service | quote }}
     optional: true
-{{- if $packages.enabled }}
+{{- if and $packages.enabled (or $packages.indexUrl $packages.wheelhouse) }}
 - name: luna-sidecar-packages
   {{- toYaml ($packages.volume | default (dict "emptyDir" dict)) | nindent 2 }}
 {{- with $packages.caConfigMap }}
