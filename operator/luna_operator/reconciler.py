@@ -38,6 +38,7 @@ from luna_operator.metrics import PluginGauges
 from luna_operator.records import PluginRecord
 from luna_operator.render import (
     LABEL_ROLE,
+    MANAGED_BY,
     PLUGINS_KEY,
     ExistingConfigMap,
     Owner,
@@ -173,6 +174,12 @@ class ServiceReconciler:
             if (body := self.view.config_map(namespace, plugin_configmap_name(plugin.name))) is not None
         }
         existing = {name: read_plugin_configmap(body) for name, body in found.items()}
+        for plugin in live:  # a plugin's ConfigMap name held by someone else's: reported
+            held = (namespace, "ConfigMap", plugin_configmap_name(plugin.name))
+            if plugin.name in existing and not existing[plugin.name].managed:
+                self.settings.blocked.add(held)
+            else:
+                self.settings.blocked.discard(held)
         resolved = self.settings.resolve(live)
         outcomes = decide(plugins, codes, existing, listed_entries(current_list), resolved)
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
@@ -310,17 +317,29 @@ class ServiceReconciler:
         data, labels, annotations and owners. The view may lag: a create that meets an existing
         object, or a replace of one that is gone, is told to the view and retried by the next pass."""
         name = body["metadata"]["name"]
+        blocked = (namespace, "ConfigMap", name)
         if current is None:
             try:
                 stored = await self.api.create_config_map(namespace, body)
             except ApiError as exc:
                 if exc.status == 409:  # it exists after all: show the view, decide again
                     there = await self.api.read_config_map(namespace, name)
+                    if there is not None and not _written_by_operator(there):
+                        # someone else's: never overwritten; tried again with backoff, so the
+                        # service recovers once it is removed
+                        self.settings.blocked.add(blocked)
+                        raise ApiError(
+                            409,
+                            "a ConfigMap of that name that the operator did not write exists: "
+                            "delete or rename it",
+                        ) from exc
                     if there is not None:
                         self.view.wrote(namespace, there, None)
                 raise
+            self.settings.blocked.discard(blocked)
             self.view.wrote(namespace, stored, None)
             return True
+        self.settings.blocked.discard(blocked)
         if already_holds(current, body):
             return False
         replaced = str(current["metadata"].get("resourceVersion") or "")
@@ -373,10 +392,11 @@ class ServiceReconciler:
             return None
         if found is not None:
             if (found["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list":
+                self.settings.blocked.add((namespace, "ConfigMap", name))
                 return (
                     f"ConfigMap {name!r} exists and was not written by the operator, so the active list "
                     "cannot be written: delete or rename that ConfigMap",
-                    False,
+                    True,  # tried again with backoff: the service recovers once it is removed
                 )
             if not owners:
                 body["metadata"]["ownerReferences"] = found["metadata"].get("ownerReferences") or []
@@ -503,6 +523,11 @@ def _shown_part(outcome: PluginOutcome) -> tuple[object, ...]:
         outcome.serving_module,
         outcome.plugin.generation,
     )
+
+
+def _written_by_operator(body: dict[str, Any]) -> bool:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/managed-by") == MANAGED_BY)
 
 
 def _not_listed(outcome: PluginOutcome, reason: str, *, transient: bool) -> PluginOutcome:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.operator.harness import Cluster, plugin_manifest, route_code
+from tests.operator.test_squatted_names import blocked
 from tests.sidecar.harness import wait_for
 
 pytestmark = pytest.mark.kube
@@ -176,6 +177,11 @@ def test_a_plugin_whose_configmap_name_is_taken_costs_only_itself(cluster: Clust
     )
     kept = cluster.get("configmap", "lunaplugin-squatted")
     assert kept is not None and kept["data"] == {"precious": "a user's data"}
+    wait_for(lambda: blocked(operator, cluster.namespace) == 1, what="luna_operator_blocked_names at 1")
+    # once its owner removes it, the plugin gets its ConfigMap
+    cluster.kube.kubectl("delete", "configmap", "lunaplugin-squatted", "-n", cluster.namespace)
+    cluster.wait_phase("squatted", "Ready", timeout=60)
+    wait_for(lambda: blocked(operator, cluster.namespace) == 0, what="luna_operator_blocked_names at 0")
 
 
 def test_a_name_too_long_for_a_label_is_refused_at_apply(cluster: Cluster) -> None:

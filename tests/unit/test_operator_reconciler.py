@@ -106,17 +106,26 @@ async def test_a_configmap_deleted_behind_the_views_back_is_created_again() -> N
     ]
 
 
-async def test_a_configmap_of_someone_else_found_on_create_makes_the_plugin_invalid_not_overwritten() -> None:
+async def test_a_configmap_of_someone_else_met_on_create_is_reported_not_overwritten_and_recovered_from() -> (
+    None
+):
     operator = Operator()
     operator.cluster.add_plugin("p", code=V1)
     operator.cluster.watch()
     operator.cluster.put_config_map({"metadata": {"name": "lunaplugin-p"}, "data": {"theirs": "1"}})
-    with pytest.raises(PassIncompleteError):
-        await operator.full(watch=False)  # the view did not show it: the create meets it
+    for _ in range(2):  # the view did not show it: the create meets it, every pass, until it is gone
+        with pytest.raises(PassIncompleteError):
+            await operator.full(watch=False)
+        assert operator.cluster.data("lunaplugin-p") == {"theirs": "1"}
+        status = operator.cluster.status("p")
+        assert status["phase"] == "Pending", status
+        assert "the operator did not write exists: delete or rename it" in status["message"]
+        assert ("ns", "ConfigMap", "lunaplugin-p") in operator.reconciler.settings.blocked
+    del operator.cluster.config_maps[("ns", "lunaplugin-p")]  # its owner removes it
     await operator.full(watch=False)
-    assert operator.cluster.data("lunaplugin-p") == {"theirs": "1"}
-    status = operator.cluster.status("p")
-    assert status["phase"] == "Invalid" and "was not written by the operator" in status["message"]
+    assert operator.cluster.data("lunaplugin-p") == {"p.py": V1}
+    assert operator.cluster.status("p")["phase"] == "Ready"
+    assert operator.reconciler.settings.blocked == set()
 
 
 async def test_an_invalid_update_keeps_the_last_good_version_and_is_announced_once() -> None:
