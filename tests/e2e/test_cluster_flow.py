@@ -117,9 +117,11 @@ def test_operator_and_sidecar_recover_when_the_api_server_restarts(
     wait_for(lambda: answers(sidecar, "/before", "b"), what="the route before the restart")
 
     start_again = stop_apiserver(kube)
-    time.sleep(2)  # a real outage: watches break, requests fail
-    assert answers(sidecar, "/before", "b"), "loaded plugins keep serving while the API is away"
-    start_again()
+    try:
+        time.sleep(2)  # a real outage: watches break, requests fail
+        assert answers(sidecar, "/before", "b"), "loaded plugins keep serving while the API is away"
+    finally:
+        start_again()  # the session's API server: back for the tests after this one, whatever failed
     cluster.apply(plugin_manifest("after", ns, route_code("/after", "a")))
     wait_for(lambda: answers(sidecar, "/after", "a"), timeout=60, what="the sidecar to follow changes again")
     wait_for(lambda: cluster.status("after").get("phase") == "Ready", timeout=30, what="the operator again")
