@@ -128,7 +128,12 @@ def test_sandbox_image_is_a_valid_oci_layout(tmp_path: Path) -> None:
         assert member.mode == 0o755 and inner.extractfile(member).read() == binary.read_bytes()
 
 
-def test_host_changes_survive_a_restart_of_the_process(tmp_path: Path) -> None:
+def test_host_changes_survive_a_restart_of_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the machine's own record (/run/luna-plugins/node.json) is not this test's to write: a later
+    # `up --node` on this machine would take the made-up owner for a node to clean up after
+    monkeypatch.setattr(hostnet, "RECORD_FILE", tmp_path / "run" / "node.json")
     layout = _layout(tmp_path)
     changes = hostnet.HostChanges(
         owner="/x", sysctls={"net/ipv4/ip_forward": "0"}, bridge=True, cgroups=["/a"]
