@@ -47,7 +47,6 @@ __all__ = [
     "HttpServer",
     "ListenerLimits",
     "RequestHandler",
-    "http_date",
     "response_bytes",
 ]
 
@@ -100,11 +99,6 @@ class _Date:
         if second != cls.second:
             cls.second, cls.text = second, formatdate(second, usegmt=True)
         return cls.text
-
-
-def http_date() -> str:
-    """The current ``Date`` header value (cached per second)."""
-    return _Date.now()
 
 
 _STATUS_LINES: dict[int, str] = {}
@@ -204,13 +198,8 @@ class HttpRequest:
     @property
     def raw_path(self) -> str:
         """The path as sent (not percent-decoded), without query or fragment."""
-        target = self.target
-        if not target.startswith(b"/"):
-            try:
-                target = httptools.parse_url(target).path or b"/"
-            except httptools.HttpParserInvalidURLError:
-                return target.decode("latin-1")
-        return target.split(b"?", 1)[0].split(b"#", 1)[0].decode("latin-1")
+        split = _split_raw(self.target)
+        return (split[0] if split is not None else self.target).decode("latin-1")
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -224,10 +213,7 @@ class HttpRequest:
 
     def header(self, lowered_name: bytes) -> bytes | None:
         """The first value of the header ``lowered_name`` (lower-case bytes), without the map."""
-        for name, value in self.raw_headers:
-            if len(name) == len(lowered_name) and name.lower() == lowered_name:
-                return value
-        return None
+        return _first_header(self.raw_headers, lowered_name)
 
     @property
     def query(self) -> MultiDictProxy[str]:
@@ -248,23 +234,35 @@ class HttpRequest:
         peer = transport.get_extra_info("peername") if transport is not None else None
         return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
-    @property
-    def body_exists(self) -> bool:
-        return bool(self.body) or bool(self.declared_length)
+
+def _first_header(headers: list[tuple[bytes, bytes]], lowered_name: bytes) -> bytes | None:
+    """The first value of the header ``lowered_name`` (lower-case bytes) in raw ``headers``."""
+    for name, value in headers:
+        if len(name) == len(lowered_name) and name.lower() == lowered_name:
+            return value
+    return None
 
 
-def _split_target(target: bytes) -> tuple[str, str]:
-    """(decoded path, raw query string) of a request target (origin or absolute form)."""
+def _split_raw(target: bytes) -> tuple[bytes, bytes] | None:
+    """(path, query) of a request target (origin or absolute form) as sent, fragment dropped;
+    None for a target that is no URL at all."""
     if not target.startswith(b"/"):
         try:
             parsed = httptools.parse_url(target)
         except httptools.HttpParserInvalidURLError:
-            return target.decode("latin-1"), ""
-        raw_path, raw_query = parsed.path or b"/", parsed.query or b""
-    else:
-        raw_path, _, raw_query = target.partition(b"?")
-        raw_path = raw_path.split(b"#", 1)[0]
-        raw_query = raw_query.split(b"#", 1)[0]
+            return None
+        return parsed.path or b"/", parsed.query or b""
+    raw_path, _, raw_query = target.partition(b"?")
+    return raw_path.split(b"#", 1)[0], raw_query.split(b"#", 1)[0]
+
+
+def _split_target(target: bytes) -> tuple[str, str]:
+    """(decoded path, raw query string) of a request target; one that is no URL is all path, as
+    sent."""
+    split = _split_raw(target)
+    if split is None:
+        return target.decode("latin-1"), ""
+    raw_path, raw_query = split
     if b"%" in raw_path:
         path = URL.build(path=raw_path.decode("latin-1"), encoded=True).path
     else:
@@ -411,7 +409,7 @@ class _Connection(asyncio.Protocol):
             )
         if self._declared is not None and self._declared > limits.max_body_bytes:
             self._over = True
-        expect = self._find(b"expect")
+        expect = _first_header(self._headers, b"expect")
         if expect is not None and expect.strip().lower() == b"100-continue" and self.transport is not None:
             if self._over:
                 # final answer instead of 100 Continue: the client sends no body
@@ -419,12 +417,6 @@ class _Connection(asyncio.Protocol):
                     413, "body_too_large", f"body exceeds the limit of {limits.max_body_bytes} bytes"
                 )
             self.transport.write(_CONTINUE)
-
-    def _find(self, lowered: bytes) -> bytes | None:
-        for name, value in self._headers:
-            if len(name) == len(lowered) and name.lower() == lowered:
-                return value
-        return None
 
     def on_body(self, body: bytes) -> None:
         if self._over:
