@@ -330,24 +330,20 @@ class PackageManager:
                 if outcome.kind == "network":
                     raise InstallError(outcome.message)
                 plugins, refused, lasting = await self._attribute(work, plugins)
-                outcome = await self._resolve(work, plugins)
-                if isinstance(outcome, PipFailure):
-                    raise InstallError(outcome.message)
+                outcome = await self._resolved(work, plugins)
+            cap = self.settings.max_bytes
             staging = await self._install_into(work, outcome)
             installed = installed_files(staging)
-            if installed.overlaps or installed.total > self.settings.max_bytes:
+            if not installed.fits(cap):
                 # refuse, in load order, the plugins whose packages overwrite another's files or
                 # go past the size cap; install what the others need
                 plugins, more = await self._fit(work, plugins, installed)
                 refused |= more
                 remove_tree(staging)
-                outcome = await self._resolve(work, plugins)
-                if isinstance(outcome, PipFailure):
-                    raise InstallError(outcome.message)
-                staging = await self._install_into(work, outcome)
+                staging = await self._install_into(work, await self._resolved(work, plugins))
                 installed = installed_files(staging)
-                if installed.overlaps or installed.total > self.settings.max_bytes:
-                    raise InstallError(installed.describe(self.settings.max_bytes))
+                if not installed.fits(cap):
+                    raise InstallError(installed.describe(cap))
             write_manifest(staging)
             if lasting:  # a refusal that may pass (a version not on the index yet) is not kept
                 (staging / ".complete").write_text(json.dumps({"refused": refused, "plugins": plugins}))
@@ -358,6 +354,13 @@ class PackageManager:
             make_read_only(final)
             self._remove_others(attempt.key)
             return Environment(final, refused)
+
+    async def _resolved(self, work: Path, plugins: Sequence[tuple[str, tuple[str, ...]]]) -> list[str]:
+        """:meth:`_resolve` of a set expected to resolve; raises :class:`InstallError` if not."""
+        outcome = await self._resolve(work, plugins)
+        if isinstance(outcome, PipFailure):
+            raise InstallError(outcome.message)
+        return outcome
 
     async def _install_into(self, work: Path, pins: list[str]) -> Path:
         staging = work / "env"
@@ -624,6 +627,10 @@ class InstalledFiles:
     @property
     def total(self) -> int:
         return sum(self.sizes.values())
+
+    def fits(self, cap: int) -> bool:
+        """No file shipped twice, and no more than ``cap`` bytes."""
+        return not self.overlaps and self.total <= cap
 
     def describe(self, cap: int) -> str:
         if self.overlaps:
