@@ -122,7 +122,7 @@ class OperatorState:
         sources.running = self.coalescer.running
         sources.phases = lambda: self.reconciler.phases() if self.reconciler else {}
         sources.plugins = lambda: self.reconciler.plugin_gauges() if self.reconciler else []
-        sources.blocked_names = lambda: sorted(self.reconciler.settings.blocked) if self.reconciler else []
+        sources.blocked_names = lambda: sorted(self.reconciler.blocked) if self.reconciler else []
         sources.services = self._service_gauges
 
     async def _pass(self, key: tuple[str, str], kind: PassKind) -> PassRequest | None:

@@ -103,7 +103,10 @@ class ServiceReconciler:
         self.events = events or EventRecorder(api)
         self.reports_known = reports_known
         """whether the report book holds every report (its first LIST is done)"""
-        self.settings = SettingsDelivery(api, secrets or SecretBook(), secrets_known)
+        self.blocked: set[tuple[str, str, str]] = set()
+        """(namespace, kind, name) of objects the operator must write but another object holds
+        the name of (a plugin's ConfigMap, an active list, a settings Secret)"""
+        self.settings = SettingsDelivery(api, secrets or SecretBook(), secrets_known, blocked=self.blocked)
         self.clock = clock
         self.timer = timer
         self._outcomes: dict[ServiceKey, list[PluginOutcome]] = {}
@@ -177,9 +180,9 @@ class ServiceReconciler:
         for plugin in live:  # a plugin's ConfigMap name held by someone else's: reported
             held = (namespace, "ConfigMap", plugin_configmap_name(plugin.name))
             if plugin.name in existing and not existing[plugin.name].managed:
-                self.settings.blocked.add(held)
+                self.blocked.add(held)
             else:
-                self.settings.blocked.discard(held)
+                self.blocked.discard(held)
         resolved = self.settings.resolve(live)
         outcomes = decide(plugins, codes, existing, listed_entries(current_list), resolved)
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
@@ -327,7 +330,7 @@ class ServiceReconciler:
                     if there is not None and not _written_by_operator(there):
                         # someone else's: never overwritten; tried again with backoff, so the
                         # service recovers once it is removed
-                        self.settings.blocked.add(blocked)
+                        self.blocked.add(blocked)
                         raise ApiError(
                             409,
                             "a ConfigMap of that name that the operator did not write exists: "
@@ -336,10 +339,10 @@ class ServiceReconciler:
                     if there is not None:
                         self.view.wrote(namespace, there, None)
                 raise
-            self.settings.blocked.discard(blocked)
+            self.blocked.discard(blocked)
             self.view.wrote(namespace, stored, None)
             return True
-        self.settings.blocked.discard(blocked)
+        self.blocked.discard(blocked)
         if already_holds(current, body):
             return False
         replaced = str(current["metadata"].get("resourceVersion") or "")
@@ -392,7 +395,7 @@ class ServiceReconciler:
             return None
         if found is not None:
             if (found["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list":
-                self.settings.blocked.add((namespace, "ConfigMap", name))
+                self.blocked.add((namespace, "ConfigMap", name))
                 return (
                     f"ConfigMap {name!r} exists and was not written by the operator, so the active list "
                     "cannot be written: delete or rename that ConfigMap",

@@ -38,13 +38,21 @@ NOT_LISTED_YET = "waiting for the Secrets offered to plugins to be listed"
 class SettingsDelivery:
     """Resolves settings from Secrets and keeps each service's settings Secret."""
 
-    def __init__(self, api: ClusterApi, book: SecretBook, known: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        api: ClusterApi,
+        book: SecretBook,
+        known: Callable[[], bool] = lambda: True,
+        *,
+        blocked: set[tuple[str, str, str]] | None = None,
+    ) -> None:
         self.api = api
         self.book = book
         self.known = known
         """whether the book holds every offered Secret (its first LIST is done)"""
-        self.blocked: set[tuple[str, str, str]] = set()
-        """(namespace, kind, name) of settings Secrets another object keeps the operator from writing"""
+        self.blocked = blocked if blocked is not None else set()
+        """where settings Secrets that another object keeps the operator from writing are
+        recorded, as (namespace, "Secret", name): the reconciler's set of blocked names"""
 
     def resolve(self, plugins: list[PluginRecord]) -> dict[str, Resolved]:
         """The resolution of each plugin's ``settingsFrom``, by plugin name; plugins without one,

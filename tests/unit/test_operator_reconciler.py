@@ -120,12 +120,12 @@ async def test_a_configmap_of_someone_else_met_on_create_is_reported_not_overwri
         status = operator.cluster.status("p")
         assert status["phase"] == "Pending", status
         assert "the operator did not write exists: delete or rename it" in status["message"]
-        assert ("ns", "ConfigMap", "lunaplugin-p") in operator.reconciler.settings.blocked
+        assert ("ns", "ConfigMap", "lunaplugin-p") in operator.reconciler.blocked
     del operator.cluster.config_maps[("ns", "lunaplugin-p")]  # its owner removes it
     await operator.full(watch=False)
     assert operator.cluster.data("lunaplugin-p") == {"p.py": V1}
     assert operator.cluster.status("p")["phase"] == "Ready"
-    assert operator.reconciler.settings.blocked == set()
+    assert operator.reconciler.blocked == set()
 
 
 async def test_an_invalid_update_keeps_the_last_good_version_and_is_announced_once() -> None:

@@ -170,11 +170,11 @@ async def test_a_squatted_settings_secret_name_is_reported_and_recovers_once_it_
         status = operator.cluster.status("p")
         assert status["phase"] == "Pending", status
         assert "did not write: delete or rename it" in status["message"]
-        assert operator.reconciler.settings.blocked == {("ns", "Secret", SETTINGS)}
+        assert operator.reconciler.blocked == {("ns", "Secret", SETTINGS)}
     del operator.cluster.failures[("create", SETTINGS)]  # the squatter is deleted
     await operator.full()
     assert operator.cluster.status("p")["phase"] == "Ready"
-    assert operator.reconciler.settings.blocked == set()
+    assert operator.reconciler.blocked == set()
 
 
 async def test_until_the_secrets_are_listed_a_plugin_is_waiting_not_missing() -> None:
