@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.chart.helpers import CHART, ROOT, of_kind, render, service_chart
-from tests.kube.accounts import service_account_kube
+from tests.kube.accounts import service_account_kube, stand_in_pod
 from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
 from tests.sidecar.harness import start_sidecar, wait_for
 
@@ -413,14 +413,7 @@ def test_operator_and_sidecar_work_with_the_charts_rbac(
     # the sidecar's token is bound to its pod, as the kubelet's projected token is (the report
     # guard lets a ServiceAccount write only its own pod's report): a Pod object stands for it
     account = f"{release}-luna-plugins-sidecar"
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "pod-a"},
-        "spec": {"serviceAccountName": account, "containers": [{"name": "app", "image": "app:1"}]},
-    }
-    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
-    pod_uid = kube.kubectl("get", "pod", "pod-a", "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout
+    pod_uid = stand_in_pod(kube, namespace, "pod-a", account)
     sidecar_kube = service_account_kube(kube, namespace, account, tmp_path, pod=("pod-a", pod_uid))
     cluster = Cluster(kube, namespace)
     operator = start_operator(operator_kube, namespace, tmp_path)

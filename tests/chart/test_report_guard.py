@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.chart.helpers import CHART
-from tests.kube.accounts import service_account_kube
+from tests.kube.accounts import service_account_kube, stand_in_pod
 from tests.sidecar.harness import wait_for
 
 pytestmark = pytest.mark.kube
@@ -51,18 +51,7 @@ def pods(kube: Any, crd: None, namespace: str, tmp_path: Path) -> Iterator[Pods]
     release = f"r{namespace[-6:]}"
     kube.helm("install", release, str(CHART), "--namespace", namespace)
     account = f"{release}-luna-plugins-sidecar"
-    uids: dict[str, str] = {}
-    for name in ("pod-a", "pod-b"):
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name},
-            "spec": {"serviceAccountName": account, "containers": [{"name": "app", "image": "app:1"}]},
-        }
-        kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
-        uids[name] = kube.kubectl(
-            "get", "pod", name, "-n", namespace, "-o", "jsonpath={.metadata.uid}"
-        ).stdout
+    uids = {name: stand_in_pod(kube, namespace, name, account) for name in ("pod-a", "pod-b")}
     accounts = tmp_path / "accounts"
     found = Pods(
         namespace,

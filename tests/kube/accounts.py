@@ -27,3 +27,16 @@ def service_account_kube(
     path = directory / f"{namespace}-{account}{'-' + pod[0] if pod else ''}.kubeconfig"
     path.write_text(json.dumps(config))
     return dataclasses.replace(kube, kubeconfig=path)
+
+
+def stand_in_pod(kube: Any, namespace: str, name: str, account: str) -> str:
+    """A Pod object running as ``account`` (it never runs without a node: it only stands for the
+    pod a token is bound to); returns its UID."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"serviceAccountName": account, "containers": [{"name": "app", "image": "app:1"}]},
+    }
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    return str(kube.kubectl("get", "pod", name, "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout)
