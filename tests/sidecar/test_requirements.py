@@ -77,6 +77,16 @@ def plugin_info(sidecar: Sidecar, module: str) -> dict[str, Any]:
     return sidecar.plugins().get(module, {})
 
 
+def refused_info(sidecar: Sidecar, module: str, *, timeout: float = 120) -> dict[str, Any]:
+    """``GET /plugins``' entry of ``module`` once it is failed (waits for it)."""
+    found: dict[str, Any] = wait_for(
+        lambda: (info := plugin_info(sidecar, module)).get("state") == "failed" and info,
+        timeout=timeout,
+        what=f"{module} refused",
+    )
+    return found
+
+
 def answers(sidecar: Sidecar, path: str) -> str | None:
     reply = sidecar.get(path, timeout=5)
     return reply.text if reply.status == 200 else None
@@ -135,11 +145,7 @@ def test_conflicting_requirements_refuse_the_later_plugin_only(tmp_path: Path, i
     )
     try:
         wait_for(lambda: answers(sidecar, "/first") == "1.0", timeout=120, what="the first plugin")
-        second = wait_for(
-            lambda: (info := plugin_info(sidecar, "second")).get("state") == "failed" and info,
-            timeout=120,
-            what="the second plugin refused",
-        )
+        second = refused_info(sidecar, "second")
         assert "conflict" in second["error"] and "first" in second["error"], second["error"]
         assert "lunatestpkg" in second["error"], second["error"]
         assert sidecar.get("/second").status == 404
@@ -151,11 +157,7 @@ def test_a_plugin_cannot_replace_the_sidecars_own_packages(tmp_path: Path, index
     # aiohttp is the runtime's: its installed version is a constraint no plugin can change
     sidecar = start(tmp_path, index, {"downgrade": plugin("downgrade")}, {"downgrade": ["aiohttp<3"]})
     try:
-        info = wait_for(
-            lambda: (found := plugin_info(sidecar, "downgrade")).get("state") == "failed" and found,
-            timeout=120,
-            what="the plugin refused",
-        )
+        info = refused_info(sidecar, "downgrade")
         assert "the sidecar's own packages" in info["error"] and "aiohttp" in info["error"], info["error"]
     finally:
         sidecar.stop()
@@ -202,11 +204,7 @@ def test_without_a_packages_dir_a_plugin_with_requirements_says_so(tmp_path: Pat
     requirements(plugins_dir, "usespkg", "lunatestpkg==1.0")
     sidecar = start_sidecar(tmp_path, plugins={"usespkg": plugin("version")}, active=["usespkg"])
     try:
-        info = wait_for(
-            lambda: (found := plugin_info(sidecar, "usespkg")).get("state") == "failed" and found,
-            timeout=30,
-            what="the plugin refused",
-        )
+        info = refused_info(sidecar, "usespkg", timeout=30)
         assert "--packages-dir" in info["error"], info
         assert json.dumps(info)  # the answer stays JSON
     finally:
@@ -259,11 +257,7 @@ def test_a_wheel_that_would_overwrite_another_distributions_files_is_refused(
     )
     try:
         wait_for(lambda: answers(sidecar, "/first") == "1.0", timeout=120, what="the first plugin")
-        refused = wait_for(
-            lambda: (info := plugin_info(sidecar, "squatter")).get("state") == "failed" and info,
-            timeout=120,
-            what="the squatter refused",
-        )
+        refused = refused_info(sidecar, "squatter")
         assert (
             "'squatpkg' would overwrite lunatestpkg/__init__.py of distribution 'lunatestpkg'"
             in refused["error"]
@@ -285,11 +279,7 @@ def test_a_plugin_whose_packages_pass_the_size_cap_is_refused_alone(
     )
     try:
         wait_for(lambda: answers(sidecar, "/small") == "1.0", timeout=120, what="the small plugin")
-        refused = wait_for(
-            lambda: (info := plugin_info(sidecar, "big")).get("state") == "failed" and info,
-            timeout=120,
-            what="the big plugin refused",
-        )
+        refused = refused_info(sidecar, "big")
         assert "over --packages-max-bytes (100,000)" in refused["error"], refused["error"]
     finally:
         sidecar.stop()
@@ -335,13 +325,7 @@ def test_with_hash_checking_only_the_pinned_wheel_is_installed(tmp_path: Path, i
     )
     try:
         for module in ("unpinned", "forged"):
-            info = wait_for(
-                lambda module=module: (
-                    (found := plugin_info(others, module)).get("state") == "failed" and found
-                ),
-                timeout=120,
-                what=f"{module} refused",
-            )
+            info = refused_info(others, module)
             assert "hash" in info["error"].lower(), info["error"]
         assert answers(others, "/unpinned") is None and answers(others, "/forged") is None
     finally:
