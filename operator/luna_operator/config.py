@@ -40,6 +40,8 @@ class OperatorConfig:
     """PEM private key of the webhook certificate."""
     webhook_certs_dir: str = ".luna/operator-webhook"
     """Where the self-signed webhook certificate is kept."""
+    webhook_cert_check_interval: float = 2.0
+    """Seconds between looks at the certificate files: a renewed pair is served this soon, no restart."""
     inject: bool = False
     """Inject the sidecar into Pods annotated luna.dev/inject (needs --webhook, --inject-template)."""
     inject_template: str | None = None
@@ -72,6 +74,10 @@ _FLAGS = {
     "webhook_cert": ("--webhook-cert", "LUNA_OPERATOR_WEBHOOK_CERT"),
     "webhook_key": ("--webhook-key", "LUNA_OPERATOR_WEBHOOK_KEY"),
     "webhook_certs_dir": ("--webhook-certs-dir", "LUNA_OPERATOR_WEBHOOK_CERTS_DIR"),
+    "webhook_cert_check_interval": (
+        "--webhook-cert-check-interval",
+        "LUNA_OPERATOR_WEBHOOK_CERT_CHECK_INTERVAL",
+    ),
     "inject": ("--inject", "LUNA_OPERATOR_INJECT"),
     "inject_template": ("--inject-template", "LUNA_OPERATOR_INJECT_TEMPLATE"),
     "metrics": ("--metrics", "LUNA_OPERATOR_METRICS"),
@@ -263,6 +269,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "webhook": _boolean,
     "webhook_managed": _boolean,
     "webhook_port": _port,
+    "webhook_cert_check_interval": _seconds,
     "inject": _boolean,
     "report_ttl": _seconds,
     "resync_interval": _seconds,

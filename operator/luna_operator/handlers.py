@@ -74,6 +74,7 @@ from luna_operator.view import (
     index_plugins,
     managing_services,
 )
+from luna_operator.webhook_tls import ReloadingTLS, ServedCertificate
 
 log = logging.getLogger("luna.operator")
 
@@ -117,6 +118,8 @@ class OperatorState:
         self.secret_feed: SecretFeed | None = None
         self.gate: PeeringGate | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.webhook_tls: ReloadingTLS | None = None
+        """the webhook server's certificates (set by :func:`configure`), watched while running"""
         sources = self.metrics.sources
         sources.pending = self.coalescer.pending
         sources.running = self.coalescer.running
@@ -182,6 +185,8 @@ class OperatorState:
             asyncio.create_task(self._expire(), name="luna-report-expiry"),
             asyncio.create_task(self._resync(), name="luna-resync"),
         ]
+        if self.webhook_tls is not None:
+            self._tasks.append(asyncio.create_task(self.webhook_tls.watch(), name="luna-webhook-tls"))
 
     def view_complete(self) -> None:
         """kopf ran a handler, so its indexes hold everything listed: passes may run. The first
@@ -272,8 +277,11 @@ LEGACY_FINALIZER = "luna.dev/finalizer"
 """The finalizer earlier versions put on every LunaPlugin; kopf removes it (see the module doc)."""
 
 
-def configure(settings: kopf.OperatorSettings, options: OperatorConfig, *, priority: int) -> None:
-    """kopf settings for production use; ``priority``: this replica's peering priority."""
+def configure(
+    settings: kopf.OperatorSettings, options: OperatorConfig, *, priority: int, metrics: OperatorMetrics
+) -> ReloadingTLS | None:
+    """kopf settings for production use; ``priority``: this replica's peering priority. Returns
+    the webhook server's certificates (None without ``--webhook``), to be watched."""
     settings.persistence.finalizer = LEGACY_FINALIZER
     # no changing handlers (on.create/update/delete/resume): kopf keeps no diff-base or progress
     # annotations on our objects, so a plugin of any size never meets the 256 KiB annotation cap
@@ -288,22 +296,50 @@ def configure(settings: kopf.OperatorSettings, options: OperatorConfig, *, prior
         settings.peering.mandatory = True
         settings.peering.priority = priority
         settings.peering.lifetime = 30  # a replica that died is replaced after at most this long
-    if options.webhook:
-        cert, key = (
-            (Path(options.webhook_cert), Path(options.webhook_key))
-            if options.webhook_cert and options.webhook_key
-            else self_signed(Path(options.webhook_certs_dir), options.webhook_host)
-        )
-        settings.admission.server = kopf.WebhookServer(
-            addr=options.webhook_host,
-            port=options.webhook_port,
-            host=options.webhook_host,
-            certfile=str(cert),
-            pkeyfile=str(key),
-            cafile=str(cert),
-        )
-        # unmanaged: the configurations (and their CA bundle) come from elsewhere, e.g. the chart
-        settings.admission.managed = WEBHOOK_CONFIGURATION if options.webhook_managed else None
+    if not options.webhook:
+        return None
+    tls = webhook_tls(options, metrics)
+    settings.admission.server = webhook_server(options, tls)
+    # unmanaged: the configurations (and their CA bundle) come from elsewhere, e.g. the chart
+    settings.admission.managed = WEBHOOK_CONFIGURATION if options.webhook_managed else None
+    return tls
+
+
+WEBHOOK_RESTART_INTERVAL = 10.0**9
+"""kopf restarts its webhook listener when the certificate files change; ours never needs to"""
+
+
+def webhook_tls(options: OperatorConfig, metrics: OperatorMetrics) -> ReloadingTLS:
+    """The webhook's certificate files (``--webhook-cert``/``--webhook-key``, else a self-signed
+    pair), served as they change (see :mod:`luna_operator.webhook_tls`) and in the metrics."""
+    cert, key = (
+        (Path(options.webhook_cert), Path(options.webhook_key))
+        if options.webhook_cert and options.webhook_key
+        else self_signed(Path(options.webhook_certs_dir), options.webhook_host)
+    )
+
+    def renewed(certificate: ServedCertificate) -> None:
+        metrics.webhook_certificate_reloads.inc()
+        metrics.webhook_certificate_expiry.set(certificate.not_after)
+
+    tls = ReloadingTLS(cert, key, check_interval=options.webhook_cert_check_interval, on_change=renewed)
+    metrics.webhook_certificate_expiry.set(tls.served.not_after)
+    return tls
+
+
+def webhook_server(options: OperatorConfig, tls: ReloadingTLS) -> kopf.WebhookServer:
+    """The admission webhook's server: one listener for the operator's whole life, whatever
+    the certificate files do."""
+    return kopf.WebhookServer(
+        addr=options.webhook_host,
+        port=options.webhook_port,
+        host=options.webhook_host,
+        context=tls.context,
+        certfile=str(tls.certfile),
+        pkeyfile=str(tls.keyfile),
+        cafile=str(tls.certfile),
+        file_check_interval=WEBHOOK_RESTART_INTERVAL,
+    )
 
 
 def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
@@ -320,7 +356,7 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
-        configure(settings, state.options, priority=state.priority)
+        state.webhook_tls = configure(settings, state.options, priority=state.priority, metrics=state.metrics)
         await state.start(kwargs[PLUGINS_INDEX], kwargs[CONFIG_MAPS_INDEX])
 
     @kopf.on.login(registry=registry)

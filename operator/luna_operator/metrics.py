@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -168,6 +168,16 @@ class OperatorMetrics:
             "Time the operator took to answer an admission request, by webhook.",
             ["webhook"],
             buckets=WEBHOOK_BUCKETS,
+            registry=r,
+        )
+        self.webhook_certificate_expiry = Gauge(
+            "luna_operator_webhook_certificate_expiry_timestamp_seconds",
+            "When the certificate the admission webhook serves to new connections expires (Unix time).",
+            registry=r,
+        )
+        self.webhook_certificate_reloads = Counter(
+            "luna_operator_webhook_certificate_reloads",
+            "Renewed webhook certificates served without a restart (the mounted files changed).",
             registry=r,
         )
         self.kubernetes_events = Counter(

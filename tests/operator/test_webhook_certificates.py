@@ -1,0 +1,249 @@
+"""A renewed webhook certificate is served without a restart and no admission call fails.
+
+The real operator serves its webhook from certificate files laid out as the kubelet lays out a
+mounted Secret (``..data`` swapped atomically); the real API server calls it through a
+configuration with ``failurePolicy: Fail``, so any call that fails the TLS handshake shows as a
+refused request. Admission calls run all through each renewal.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import ssl
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from luna_operator.pki import KeyPair, issue_serving, make_ca
+from tests.operator.harness import Cluster, Operator, plugin_manifest, route_code, start_operator
+from tests.sidecar.harness import HOST, free_port, wait_for
+
+pytestmark = pytest.mark.kube
+
+DAY = datetime.timedelta(days=1)
+
+
+class MountedSecret:
+    """Files as the kubelet writes a Secret volume: ``name -> ..data/name``, ``..data`` a symlink
+    to a timestamped directory that is replaced in one rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True)
+        self.generation = 0
+
+    def write(self, files: dict[str, bytes]) -> None:
+        self.generation += 1
+        target = self.root / f"..2026_{self.generation:04d}"
+        target.mkdir()
+        for name, data in files.items():
+            (target / name).write_bytes(data)
+        staging = self.root / "..data_tmp"
+        staging.symlink_to(target.name)
+        staging.rename(self.root / "..data")
+        for name in files:
+            link = self.root / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+
+    def serve(self, pair: KeyPair) -> None:
+        self.write({"tls.crt": pair.cert, "tls.key": pair.key})
+
+
+def served_certificate(port: int) -> str:
+    """The PEM certificate a fresh TLS handshake gets (no verification: we compare it)."""
+    return ssl.get_server_certificate((HOST, port), timeout=5)
+
+
+def same_certificate(pem: str, pair: KeyPair) -> bool:
+    return ssl.PEM_cert_to_DER_cert(pem) == ssl.PEM_cert_to_DER_cert(pair.cert.decode())
+
+
+class AdmissionLoad:
+    """Server-side dry-run creates through the API server, one after the other, in a thread."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.calls = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> AdmissionLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        manifest = plugin_manifest("probe", self.cluster.namespace, route_code())
+        while not self._stop.is_set():
+            result = self.cluster.kube.kubectl(
+                "create", "--dry-run=server", "-f", "-", input=manifest, check=False
+            )
+            self.calls += 1
+            if result.returncode != 0:
+                self.failures.append(result.stderr.strip())
+
+    def wait_calls(self, more: int) -> None:
+        target = self.calls + more
+        wait_for(lambda: self.calls >= target or self.failures, timeout=60, what=f"{more} admission calls")
+
+
+def webhook_failures(kube: Any) -> float:
+    """The API server's count of webhook calls that failed (not answers that denied)."""
+    text = kube.kubectl("get", "--raw", "/metrics").stdout
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(
+            ("apiserver_admission_webhook_rejection_count{", "apiserver_admission_webhook_fail_open_count{")
+        ):
+            if "lunaplugin-cert-test" in line and 'error_type="no_error"' not in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def metric(operator: Operator, name: str) -> float | None:
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+@pytest.fixture
+def configuration(kube: Any, cluster: Cluster) -> Iterator[dict[str, Any]]:
+    """A ValidatingWebhookConfiguration for LunaPlugins of the test's namespace that fails closed."""
+    name = "lunaplugin-cert-test"
+    yield {"name": name}
+    kube.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
+
+
+def register(kube: Any, namespace: str, name: str, port: int, ca: KeyPair) -> None:
+    body = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": f"{name}.luna.dev",
+                "clientConfig": {
+                    "url": f"https://{HOST}:{port}/lunaplugin",
+                    "caBundle": base64.b64encode(ca.cert).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": ["luna.dev"],
+                        "apiVersions": ["*"],
+                        "resources": ["lunaplugins"],
+                        "operations": ["CREATE", "UPDATE"],
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+            }
+        ],
+    }
+    kube.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+
+def test_a_renewed_certificate_is_served_within_seconds_and_no_call_fails(
+    cluster: Cluster, kube: Any, tmp_path: Path, configuration: dict[str, Any]
+) -> None:
+    if kube.state_dir is None:
+        pytest.skip("the API server calls the webhook on 127.0.0.1: needs the local control plane")
+    ca = make_ca("luna-plugins test webhook CA", 30 * DAY)
+    first, second, third = (issue_serving(ca, [HOST], DAY) for _ in range(3))
+    mounted = MountedSecret(tmp_path / "webhook-tls")
+    mounted.serve(first)
+    port = free_port()
+    running = start_operator(
+        kube,
+        cluster.namespace,
+        tmp_path,
+        "--webhook",
+        "--webhook-managed=false",
+        "--webhook-host",
+        HOST,
+        "--webhook-port",
+        str(port),
+        "--webhook-cert",
+        str(mounted.root / "tls.crt"),
+        "--webhook-key",
+        str(mounted.root / "tls.key"),
+        "--webhook-cert-check-interval",
+        "0.5",
+    )
+    try:
+        register(kube, cluster.namespace, configuration["name"], port, ca)
+        bad = plugin_manifest("bad", cluster.namespace, "def f(:\n")
+        denied = wait_for(
+            lambda: (r := cluster.apply(bad, check=False)).returncode != 0 and "denied" in r.stderr and r,
+            timeout=30,
+            what="the webhook to deny a broken plugin",
+        )
+        assert "syntax error" in denied.stderr
+        assert same_certificate(served_certificate(port), first)
+        assert metric(running, "luna_operator_webhook_certificate_expiry_timestamp_seconds") == pytest.approx(
+            first.not_after.timestamp()
+        )
+        failures_before = webhook_failures(kube)
+        pid = running.process.pid
+
+        with AdmissionLoad(cluster) as load:
+            load.wait_calls(3)
+            mounted.serve(second)
+            wait_for(
+                lambda: same_certificate(served_certificate(port), second),
+                timeout=30,
+                what="the renewed certificate to be served",
+            )
+            load.wait_calls(3)
+
+            # hostile: a certificate with another certificate's key, then garbage, then nothing:
+            # the last good pair keeps being served
+            mounted.write({"tls.crt": third.cert, "tls.key": second.key})
+            wait_for(
+                lambda: "not serving the changed webhook certificate files" in running.log(),
+                timeout=30,
+                what="the mismatched pair to be refused",
+            )
+            assert same_certificate(served_certificate(port), second)
+            mounted.write({"tls.crt": b"-----BEGIN CERTIFICATE-----\nAAAA\n", "tls.key": b"\x00" * 64})
+            load.wait_calls(2)
+            assert same_certificate(served_certificate(port), second)
+            mounted.write({})
+            load.wait_calls(2)
+            assert same_certificate(served_certificate(port), second)
+
+            mounted.serve(third)
+            wait_for(
+                lambda: same_certificate(served_certificate(port), third),
+                timeout=30,
+                what="the next good certificate to be served",
+            )
+            load.wait_calls(3)
+
+        assert load.failures == [], load.failures[:3]
+        assert load.calls >= 16
+        assert running.process.pid == pid and running.process.poll() is None
+        assert webhook_failures(kube) == failures_before
+        assert metric(running, "luna_operator_webhook_certificate_reloads_total") == 2
+        assert metric(running, "luna_operator_webhook_certificate_expiry_timestamp_seconds") == pytest.approx(
+            third.not_after.timestamp()
+        )
+        still = cluster.apply(bad, check=False)
+        assert still.returncode != 0 and "syntax error" in still.stderr
+    finally:
+        running.stop()
