@@ -42,6 +42,20 @@ class OperatorConfig:
     """Where the self-signed webhook certificate is kept."""
     webhook_cert_check_interval: float = 2.0
     """Seconds between looks at the certificate files: a renewed pair is served this soon, no restart."""
+    webhook_ca_secret: str | None = None
+    """NAMESPACE/NAME of a Secret where the operator keeps its own webhook CA, rotated with overlap."""
+    webhook_dns_names: tuple[str, ...] = ()
+    """DNS names (comma-separated) of the serving certificate made from the operator's own CA."""
+    webhook_configurations: tuple[str, ...] = ()
+    """Webhook configurations (comma-separated names) whose caBundle the operator's own CA fills."""
+    webhook_ca_validity: float = 31536000.0
+    """Seconds the operator's own webhook CA is valid; replaced after two thirds of it."""
+    webhook_ca_overlap: float = 3600.0
+    """Seconds a new webhook CA is trusted before it signs (below a third of the CA's validity)."""
+    webhook_serving_validity: float = 2592000.0
+    """Seconds a serving certificate from the operator's own CA is valid; replaced after two thirds."""
+    webhook_ca_check_interval: float = 30.0
+    """Seconds between checks of the CA Secret, the caBundles and the serving certificate."""
     inject: bool = False
     """Inject the sidecar into Pods annotated luna.dev/inject (needs --webhook, --inject-template)."""
     inject_template: str | None = None
@@ -78,6 +92,13 @@ _FLAGS = {
         "--webhook-cert-check-interval",
         "LUNA_OPERATOR_WEBHOOK_CERT_CHECK_INTERVAL",
     ),
+    "webhook_ca_secret": ("--webhook-ca-secret", "LUNA_OPERATOR_WEBHOOK_CA_SECRET"),
+    "webhook_dns_names": ("--webhook-dns-names", "LUNA_OPERATOR_WEBHOOK_DNS_NAMES"),
+    "webhook_configurations": ("--webhook-configurations", "LUNA_OPERATOR_WEBHOOK_CONFIGURATIONS"),
+    "webhook_ca_validity": ("--webhook-ca-validity", "LUNA_OPERATOR_WEBHOOK_CA_VALIDITY"),
+    "webhook_ca_overlap": ("--webhook-ca-overlap", "LUNA_OPERATOR_WEBHOOK_CA_OVERLAP"),
+    "webhook_serving_validity": ("--webhook-serving-validity", "LUNA_OPERATOR_WEBHOOK_SERVING_VALIDITY"),
+    "webhook_ca_check_interval": ("--webhook-ca-check-interval", "LUNA_OPERATOR_WEBHOOK_CA_CHECK_INTERVAL"),
     "inject": ("--inject", "LUNA_OPERATOR_INJECT"),
     "inject_template": ("--inject-template", "LUNA_OPERATOR_INJECT_TEMPLATE"),
     "metrics": ("--metrics", "LUNA_OPERATOR_METRICS"),
@@ -179,7 +200,30 @@ def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = Non
         raise ValueError(
             "--webhook-cert and --webhook-key go together: set both, or neither for a self-signed one"
         )
+    _check_own_ca(options)
     return options
+
+
+def _check_own_ca(options: OperatorConfig) -> None:
+    if options.webhook_ca_secret is None:
+        if options.webhook_dns_names or options.webhook_configurations:
+            raise ValueError("--webhook-dns-names and --webhook-configurations need --webhook-ca-secret")
+        return
+    if not options.webhook:
+        raise ValueError("--webhook-ca-secret needs --webhook: the CA is the webhook's")
+    if options.webhook_cert:
+        raise ValueError(
+            "--webhook-ca-secret and --webhook-cert exclude each other: one source of certificates"
+        )
+    if not options.webhook_dns_names:
+        raise ValueError("--webhook-ca-secret needs --webhook-dns-names: the names the API server calls")
+    if options.webhook_ca_overlap * 3 >= options.webhook_ca_validity:
+        raise ValueError(
+            "--webhook-ca-overlap must be below a third of --webhook-ca-validity: a new CA is made "
+            "after two thirds of the old one's life and must sign before that one expires"
+        )
+    if options.webhook_serving_validity > options.webhook_ca_validity:
+        raise ValueError("--webhook-serving-validity cannot exceed --webhook-ca-validity")
 
 
 _TRUE = ("1", "true", "yes", "on")
@@ -255,6 +299,34 @@ def _peering_name(text: str) -> str:
     return text
 
 
+def _namespaced_name(text: str) -> str:
+    namespace, slash, name = text.partition("/")
+    if not slash or not _DNS_LABEL.fullmatch(namespace) or len(namespace) > 63:
+        raise ValueError("expected NAMESPACE/NAME, e.g. luna-system/luna-plugins-webhook-ca")
+    _peering_name(name)
+    return text
+
+
+def _comma_list(text: str, check: Callable[[str], str], what: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    if not items:
+        raise ValueError(f"expected one or more {what}, comma-separated")
+    for item in items:
+        try:
+            check(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is not one of the {what} expected") from None
+    return items
+
+
+def _dns_names(text: str) -> tuple[str, ...]:
+    return _comma_list(text, _peering_name, "DNS names")
+
+
+def _object_names(text: str) -> tuple[str, ...]:
+    return _comma_list(text, _peering_name, "object names")
+
+
 def _namespace(origin: str, text: str) -> str:
     if len(text) > 63 or not _DNS_LABEL.fullmatch(text):
         raise ValueError(f"{origin}={text!r}: not a namespace name (lowercase letters, digits and '-')")
@@ -270,6 +342,13 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "webhook_managed": _boolean,
     "webhook_port": _port,
     "webhook_cert_check_interval": _seconds,
+    "webhook_ca_secret": _namespaced_name,
+    "webhook_dns_names": _dns_names,
+    "webhook_configurations": _object_names,
+    "webhook_ca_validity": _seconds,
+    "webhook_ca_overlap": _seconds,
+    "webhook_serving_validity": _seconds,
+    "webhook_ca_check_interval": _seconds,
     "inject": _boolean,
     "report_ttl": _seconds,
     "resync_interval": _seconds,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 from pathlib import Path
@@ -74,6 +75,7 @@ from luna_operator.view import (
     index_plugins,
     managing_services,
 )
+from luna_operator.webhook_ca import CAApi, CAKeeper, CAPolicy, CAState, ServingFiles
 from luna_operator.webhook_tls import ReloadingTLS, ServedCertificate
 
 log = logging.getLogger("luna.operator")
@@ -120,6 +122,8 @@ class OperatorState:
         self._tasks: list[asyncio.Task[None]] = []
         self.webhook_tls: ReloadingTLS | None = None
         """the webhook server's certificates (set by :func:`configure`), watched while running"""
+        self.webhook_ca: CAKeeper | None = None
+        """the operator's own webhook CA (``--webhook-ca-secret``), kept while running"""
         sources = self.metrics.sources
         sources.pending = self.coalescer.pending
         sources.running = self.coalescer.running
@@ -187,6 +191,8 @@ class OperatorState:
         ]
         if self.webhook_tls is not None:
             self._tasks.append(asyncio.create_task(self.webhook_tls.watch(), name="luna-webhook-tls"))
+        if self.webhook_ca is not None:
+            self._tasks.append(asyncio.create_task(self.webhook_ca.run(), name="luna-webhook-ca"))
 
     def view_complete(self) -> None:
         """kopf ran a handler, so its indexes hold everything listed: passes may run. The first
@@ -278,10 +284,16 @@ LEGACY_FINALIZER = "luna.dev/finalizer"
 
 
 def configure(
-    settings: kopf.OperatorSettings, options: OperatorConfig, *, priority: int, metrics: OperatorMetrics
+    settings: kopf.OperatorSettings,
+    options: OperatorConfig,
+    *,
+    priority: int,
+    metrics: OperatorMetrics,
+    serving: ServingFiles | None = None,
 ) -> ReloadingTLS | None:
-    """kopf settings for production use; ``priority``: this replica's peering priority. Returns
-    the webhook server's certificates (None without ``--webhook``), to be watched."""
+    """kopf settings for production use; ``priority``: this replica's peering priority;
+    ``serving``: the certificate files the operator's own CA keeps. Returns the webhook
+    server's certificates (None without ``--webhook``), to be watched."""
     settings.persistence.finalizer = LEGACY_FINALIZER
     # no changing handlers (on.create/update/delete/resume): kopf keeps no diff-base or progress
     # annotations on our objects, so a plugin of any size never meets the 256 KiB annotation cap
@@ -298,7 +310,7 @@ def configure(
         settings.peering.lifetime = 30  # a replica that died is replaced after at most this long
     if not options.webhook:
         return None
-    tls = webhook_tls(options, metrics)
+    tls = webhook_tls(options, metrics, serving)
     settings.admission.server = webhook_server(options, tls)
     # unmanaged: the configurations (and their CA bundle) come from elsewhere, e.g. the chart
     settings.admission.managed = WEBHOOK_CONFIGURATION if options.webhook_managed else None
@@ -309,14 +321,18 @@ WEBHOOK_RESTART_INTERVAL = 10.0**9
 """kopf restarts its webhook listener when the certificate files change; ours never needs to"""
 
 
-def webhook_tls(options: OperatorConfig, metrics: OperatorMetrics) -> ReloadingTLS:
-    """The webhook's certificate files (``--webhook-cert``/``--webhook-key``, else a self-signed
-    pair), served as they change (see :mod:`luna_operator.webhook_tls`) and in the metrics."""
-    cert, key = (
-        (Path(options.webhook_cert), Path(options.webhook_key))
-        if options.webhook_cert and options.webhook_key
-        else self_signed(Path(options.webhook_certs_dir), options.webhook_host)
-    )
+def webhook_tls(
+    options: OperatorConfig, metrics: OperatorMetrics, serving: ServingFiles | None = None
+) -> ReloadingTLS:
+    """The webhook's certificate files (``serving``, else ``--webhook-cert``/``--webhook-key``,
+    else a self-signed pair), served as they change (see :mod:`luna_operator.webhook_tls`) and
+    in the metrics."""
+    if serving is not None:
+        cert, key = serving.certfile, serving.keyfile
+    elif options.webhook_cert and options.webhook_key:
+        cert, key = Path(options.webhook_cert), Path(options.webhook_key)
+    else:
+        cert, key = self_signed(Path(options.webhook_certs_dir), options.webhook_host)
 
     def renewed(certificate: ServedCertificate) -> None:
         metrics.webhook_certificate_reloads.inc()
@@ -342,6 +358,37 @@ def webhook_server(options: OperatorConfig, tls: ReloadingTLS) -> kopf.WebhookSe
     )
 
 
+async def own_ca(options: OperatorConfig, metrics: OperatorMetrics) -> CAKeeper:
+    """The keeper of the operator's own webhook CA (``--webhook-ca-secret``), after a first
+    successful check: the serving certificate exists when this returns."""
+    assert options.webhook_ca_secret is not None
+    namespace, name = options.webhook_ca_secret.split("/", 1)
+    api = await api_client()
+    api.user_agent = USER_AGENT
+
+    def trusted(state: CAState) -> None:
+        if state.signer is not None:
+            metrics.webhook_ca_expiry.set(state.signer.not_after.timestamp())
+
+    keeper = CAKeeper(
+        CAApi(api),
+        namespace,
+        name,
+        options.webhook_configurations,
+        list(options.webhook_dns_names),
+        ServingFiles(Path(options.webhook_certs_dir)),
+        CAPolicy(
+            ca_validity=datetime.timedelta(seconds=options.webhook_ca_validity),
+            serving_validity=datetime.timedelta(seconds=options.webhook_serving_validity),
+            overlap=datetime.timedelta(seconds=options.webhook_ca_overlap),
+        ),
+        interval=options.webhook_ca_check_interval,
+        on_ca=trusted,
+    )
+    await keeper.bootstrap()
+    return keeper
+
+
 def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
     """All handlers of the operator, in a registry of their own."""
     registry = kopf.OperatorRegistry()
@@ -356,7 +403,17 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
-        state.webhook_tls = configure(settings, state.options, priority=state.priority, metrics=state.metrics)
+        if state.options.webhook_ca_secret:
+            state.webhook_ca = await own_ca(state.options, state.metrics)
+        state.webhook_tls = configure(
+            settings,
+            state.options,
+            priority=state.priority,
+            metrics=state.metrics,
+            serving=state.webhook_ca.files if state.webhook_ca else None,
+        )
+        if state.webhook_ca is not None and state.webhook_tls is not None:
+            state.webhook_ca.served = state.webhook_tls.refresh
         await state.start(kwargs[PLUGINS_INDEX], kwargs[CONFIG_MAPS_INDEX])
 
     @kopf.on.login(registry=registry)

@@ -175,6 +175,11 @@ class OperatorMetrics:
             "When the certificate the admission webhook serves to new connections expires (Unix time).",
             registry=r,
         )
+        self.webhook_ca_expiry = Gauge(
+            "luna_operator_webhook_ca_expiry_timestamp_seconds",
+            "When the operator's own webhook CA that signs now expires (Unix time; --webhook-ca-secret).",
+            registry=r,
+        )
         self.webhook_certificate_reloads = Counter(
             "luna_operator_webhook_certificate_reloads",
             "Renewed webhook certificates served without a restart (the mounted files changed).",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import socket
 import ssl
 import threading
 import urllib.request
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from luna_operator.pki import KeyPair, issue_serving, make_ca
+from luna_operator.webhook_ca import CAState
 from tests.operator.harness import Cluster, Operator, plugin_manifest, route_code, start_operator
 from tests.sidecar.harness import HOST, free_port, wait_for
 
@@ -127,7 +129,7 @@ def configuration(kube: Any, cluster: Cluster) -> Iterator[dict[str, Any]]:
     kube.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
 
 
-def register(kube: Any, namespace: str, name: str, port: int, ca: KeyPair) -> None:
+def register(kube: Any, namespace: str, name: str, port: int, ca: KeyPair | None) -> None:
     body = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -137,7 +139,7 @@ def register(kube: Any, namespace: str, name: str, port: int, ca: KeyPair) -> No
                 "name": f"{name}.luna.dev",
                 "clientConfig": {
                     "url": f"https://{HOST}:{port}/lunaplugin",
-                    "caBundle": base64.b64encode(ca.cert).decode(),
+                    **({"caBundle": base64.b64encode(ca.cert).decode()} if ca else {}),
                 },
                 "rules": [
                     {
@@ -245,5 +247,126 @@ def test_a_renewed_certificate_is_served_within_seconds_and_no_call_fails(
         )
         still = cluster.apply(bad, check=False)
         assert still.returncode != 0 and "syntax error" in still.stderr
+    finally:
+        running.stop()
+
+
+def secret_state(kube: Any, namespace: str, name: str) -> CAState:
+    found = json.loads(kube.kubectl("get", "secret", name, "-n", namespace, "-o", "json").stdout)
+    return CAState.from_secret(found.get("data"))
+
+
+def configuration_bundles(kube: Any, name: str) -> list[str]:
+    found = json.loads(kube.kubectl("get", "validatingwebhookconfiguration", name, "-o", "json").stdout)
+    return [webhook["clientConfig"].get("caBundle", "") for webhook in found["webhooks"]]
+
+
+def verifies(port: int, bundle_b64: str) -> bool:
+    """Whether a client trusting ``bundle_b64`` (as the API server does) accepts the server."""
+    context = ssl.create_default_context(cadata=base64.b64decode(bundle_b64).decode())
+    try:
+        with socket.create_connection((HOST, port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=HOST):
+                return True
+    except ssl.SSLError:
+        return False
+
+
+def test_the_operators_own_ca_rotates_with_overlap_and_no_call_fails(
+    cluster: Cluster, kube: Any, tmp_path: Path, configuration: dict[str, Any]
+) -> None:
+    if kube.state_dir is None:
+        pytest.skip("the API server calls the webhook on 127.0.0.1: needs the local control plane")
+    ns, name, secret = cluster.namespace, configuration["name"], "webhook-ca"
+    kube.kubectl("create", "secret", "generic", secret, "-n", ns)
+    port = free_port()
+    register(kube, ns, name, port, None)  # no caBundle: nothing is trusted until the operator says
+    running = start_operator(
+        kube,
+        ns,
+        tmp_path,
+        "--webhook",
+        "--webhook-managed=false",
+        "--webhook-host",
+        HOST,
+        "--webhook-port",
+        str(port),
+        "--webhook-certs-dir",
+        str(tmp_path / "serving"),
+        "--webhook-ca-secret",
+        f"{ns}/{secret}",
+        "--webhook-dns-names",
+        HOST,
+        "--webhook-configurations",
+        name,
+        # a CA lives 30 s: replaced after 20 s, signing 4 s later, the old one expiring at 30 s
+        "--webhook-ca-validity",
+        "30",
+        "--webhook-ca-overlap",
+        "4",
+        "--webhook-serving-validity",
+        "9",
+        "--webhook-ca-check-interval",
+        "0.5",
+    )
+    try:
+        bad = plugin_manifest("bad", ns, "def f(:\n")
+        wait_for(
+            lambda: (r := cluster.apply(bad, check=False)).returncode != 0 and "syntax error" in r.stderr,
+            timeout=60,
+            what="the webhook to be trusted through the operator's CA and deny a broken plugin",
+        )
+        first = secret_state(kube, ns, secret)
+        assert first.signer is not None
+        failures_before = webhook_failures(kube)
+        pid = running.process.pid
+        signers: list[bytes] = []
+
+        def rotated_and_old_dropped() -> bool:
+            state = secret_state(kube, ns, secret)
+            assert state.signer is not None
+            if not signers or signers[-1] != state.signer.cert:
+                signers.append(state.signer.cert)
+            # a second signer, and the CA it replaced gone from the bundle once expired
+            return len(signers) >= 2 and first.signer is not None and first.signer.cert not in state.bundle()
+
+        with AdmissionLoad(cluster) as load:
+            wait_for(rotated_and_old_dropped, timeout=120, what="a CA rotation and the old CA's expiry")
+            load.wait_calls(3)
+        assert load.failures == [], load.failures[:3]
+        assert load.calls >= 10
+        assert webhook_failures(kube) == failures_before
+        state = secret_state(kube, ns, secret)
+        (bundle,) = configuration_bundles(kube, name)
+        assert base64.b64decode(bundle) == state.bundle()
+        assert verifies(port, bundle)
+        assert running.process.pid == pid and running.process.poll() is None
+        expiry = metric(running, "luna_operator_webhook_ca_expiry_timestamp_seconds")
+        assert state.signer is not None and expiry == pytest.approx(state.signer.not_after.timestamp())
+
+        # a sync that empties the bundle is put right
+        kube.kubectl(
+            "patch",
+            "validatingwebhookconfiguration",
+            name,
+            "--type=json",
+            "-p",
+            '[{"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}]',
+        )
+        wait_for(lambda: all(configuration_bundles(kube, name)), timeout=30, what="the bundle to be restored")
+
+        # hostile: a Secret someone else rewrote is reported and never overwritten
+        kube.kubectl("patch", "secret", secret, "-n", ns, "-p", '{"data": {"ca.crt": "Z2FyYmFnZQ=="}}')
+        wait_for(
+            lambda: "keeping the webhook CA failed" in running.log(),
+            timeout=30,
+            what="the unreadable Secret to be reported",
+        )
+        raw = json.loads(kube.kubectl("get", "secret", secret, "-n", ns, "-o", "json").stdout)["data"]
+        assert raw["ca.crt"] == "Z2FyYmFnZQ=="
+        (still,) = configuration_bundles(kube, name)
+        assert verifies(port, still)
+        refused = cluster.apply(bad, check=False)
+        assert refused.returncode != 0 and "syntax error" in refused.stderr
     finally:
         running.stop()

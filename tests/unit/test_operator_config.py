@@ -176,3 +176,33 @@ def test_the_operator_process_exits_2_naming_the_flag(args: list[str], named: st
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"luna-plugins operator: {named}="), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_operators_own_ca_is_checked_before_anything_starts() -> None:
+    own = {
+        "webhook": "true",
+        "webhook_ca_secret": "luna-system/luna-webhook-ca",
+        "webhook_dns_names": "svc, svc.luna-system.svc ,",
+        "webhook_configurations": "luna,luna-inject",
+    }
+    config = resolve(own, {})
+    assert config.webhook_dns_names == ("svc", "svc.luna-system.svc")
+    assert config.webhook_configurations == ("luna", "luna-inject")
+    assert config.webhook_ca_validity > 3 * config.webhook_ca_overlap
+    for changed, message in [
+        ({"webhook": None}, "--webhook-ca-secret needs --webhook"),
+        ({"webhook_cert": "/c", "webhook_key": "/k"}, "exclude each other"),
+        ({"webhook_dns_names": None}, "needs --webhook-dns-names"),
+        ({"webhook_ca_secret": "no-slash"}, "expected NAMESPACE/NAME"),
+        ({"webhook_ca_secret": "Bad_NS/name"}, "expected NAMESPACE/NAME"),
+        ({"webhook_ca_secret": "ns/Bad Name"}, "not a Kubernetes object name"),
+        ({"webhook_dns_names": "svc,evil name"}, "'evil name' is not one of the DNS names expected"),
+        ({"webhook_dns_names": " , "}, "one or more DNS names"),
+        ({"webhook_ca_overlap": "3600", "webhook_ca_validity": "10800"}, "below a third"),
+        ({"webhook_serving_validity": "99999999999"}, "cannot exceed"),
+        ({"webhook_ca_validity": "-1"}, "above 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            resolve({**own, **changed}, {})
+    with pytest.raises(ValueError, match="need --webhook-ca-secret"):
+        resolve({"webhook": "true", "webhook_configurations": "luna"}, {})
