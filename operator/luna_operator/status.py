@@ -1,6 +1,7 @@
 """Each LunaPlugin's status: what the last full pass decided, and which pods run which version.
 
-- :func:`pods_of_plugin` (pure): ``loaded``, ``pods`` and the counts behind them, from a
+- :func:`pods_of_plugin` (pure): ``loaded``, ``pods`` and the counts behind them (also written as
+  the integers ``podsReady``, ``podsTotal`` and ``podsFailing``, for tools such as Argo CD), from a
   :class:`~luna_operator.reports.ReportSnapshot`; it looks at each distinct report content once,
   so its cost grows with the number of distinct contents, not of pods;
 - :func:`desired_status` (pure): the whole ``status`` object for a plugin;
@@ -132,8 +133,10 @@ def _failed_version(entry: PodPlugin) -> str | None:
 def desired_status(
     outcome: PluginOutcome, pods: PodsOfPlugin | None, current: dict[str, Any]
 ) -> dict[str, Any]:
-    """The plugin's whole status; ``pods`` None keeps ``loaded`` and ``pods`` as ``current`` has
-    them (the reports are not known yet). ``current`` is the status the plugin shows now."""
+    """The plugin's whole status; ``pods`` None keeps ``loaded``, the ``pods*`` counts and ``pods``
+    as ``current`` has them (the reports are not known yet). ``current`` is the status the plugin
+    shows now. ``podsReady``/``podsTotal`` are the two numbers of ``loaded``; ``podsFailing`` counts
+    the pods that report an error for the plugin (any version)."""
     plugin = outcome.plugin
     ready = outcome.phase == "Ready"
     condition: dict[str, Any] = {
@@ -164,7 +167,13 @@ def desired_status(
         "conditions": [condition],
     }
     if pods is not None:
-        status |= {"loaded": pods.loaded, "pods": pods.pods}
+        status |= {
+            "loaded": pods.loaded,
+            "podsReady": pods.running,
+            "podsTotal": pods.total,
+            "podsFailing": pods.failing,
+            "pods": pods.pods,
+        }
     return status
 
 

@@ -92,11 +92,26 @@ def test_a_ready_plugin_says_how_many_pods_report_an_error() -> None:
     status = desired_status(decided, pods, {})
     assert status["phase"] == "Ready" and status["message"] == "1 pod(s) report an error: a: boom"
     assert status["loaded"] == "1/2" and status["pods"][0]["failedCodeHash"] == CURRENT
+    assert (status["podsReady"], status["podsTotal"], status["podsFailing"]) == (1, 2, 1)
+
+
+def test_the_pod_counts_are_integers_matching_loaded() -> None:
+    decided = outcome()
+    for bodies, expected in (
+        ((), (0, 0, 0)),
+        ((report("a", {"p": CURRENT}), report("b", {"p": CURRENT})), (2, 2, 0)),
+        ((report("a", {"p": CURRENT}), report("b", {"p": "old"}), report("c", {})), (1, 3, 0)),
+        ((report("a", {"p": {"state": "failed", "error": "SyntaxError"}}),), (0, 1, 1)),
+    ):
+        status = desired_status(decided, pods_of_plugin(decided, snapshot(*bodies)), {})
+        counts = (status["podsReady"], status["podsTotal"], status["podsFailing"])
+        assert counts == expected and all(type(count) is int for count in counts)
+        assert status["loaded"] == f"{counts[0]}/{counts[1]}"
 
 
 def test_without_reports_loaded_and_pods_are_left_as_they_are() -> None:
-    status = desired_status(outcome(), None, {"loaded": "3/3"})
-    assert "loaded" not in status and "pods" not in status
+    status = desired_status(outcome(), None, {"loaded": "3/3", "podsReady": 3, "podsTotal": 3})
+    assert not {"loaded", "pods", "podsReady", "podsTotal", "podsFailing"} & set(status)
 
 
 def test_the_transition_time_moves_only_when_the_condition_flips() -> None:
