@@ -55,10 +55,10 @@ typecheck: venv
 	$(BIN)/mypy
 
 ## cluster-tools: build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm,
-## Prometheus with Kubernetes service discovery and, where a node can run (root), the node's
+## Prometheus with Kubernetes service discovery, gopher-lua's glua (Argo CD's Lua) and, where a node can run (root), the node's
 ## kubelet, containerd, CNI plugins and CoreDNS (needs Go)
 cluster-tools: venv
-	$(BIN)/luna-plugins cluster build --prometheus $$(if [ "$$(id -u)" = 0 ]; then echo --node; fi)
+	$(BIN)/luna-plugins cluster build --prometheus --lua $$(if [ "$$(id -u)" = 0 ]; then echo --node; fi)
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="build: also build Prometheus and promtool with Kubernetes service discovery (for the tests)",
     )
     parser.add_argument(
+        "--lua",
+        action="store_true",
+        help="build: also build glua, gopher-lua's interpreter (Argo CD's Lua), for the health check's tests",
+    )
+    parser.add_argument(
         "--audit-log",
         action="store_true",
         help="up: the API server logs every request (user, user agent, verb, resource; no bodies) to "
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "build":
             started = time.monotonic()
-            extras = (tools.PROMETHEUS,) if args.prometheus else ()
+            extras = (*((tools.PROMETHEUS,) if args.prometheus else ()), *((tools.LUA,) if args.lua else ()))
             binaries = tools.ensure_all(sys.stderr, node=args.node, extras=extras)
             for name, path in sorted(binaries.items()):
                 print(f"{name:<24} {path}")

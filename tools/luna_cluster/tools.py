@@ -149,9 +149,17 @@ PROMETHEUS = ToolModule(
     tags=("remove_all_sd", "enable_kubernetes_sd"),
 )
 
+#: for the tests of the Argo CD health check: gopher-lua's interpreter, the Lua that Argo CD runs
+#: resource health scripts with; built only when asked for
+LUA = ToolModule(
+    name="lua",
+    upstream="github.com/yuin/gopher-lua",
+    packages={"glua": "github.com/yuin/gopher-lua/cmd/glua"},
+)
+
 #: binary name -> module that builds it
 BINARIES: dict[str, ToolModule] = {
-    binary: module for module in (*MODULES, *NODE_MODULES, PROMETHEUS) for binary in module.packages
+    binary: module for module in (*MODULES, *NODE_MODULES, PROMETHEUS, LUA) for binary in module.packages
 }
 
 
