@@ -21,7 +21,7 @@ import yaml
 
 from luna_operator.certs import self_signed
 from tests.chart.helpers import CHART
-from tests.operator.harness import CRD, Operator, start_operator
+from tests.operator.harness import CRD, Operator, start_webhook_operator
 from tests.sidecar.harness import HOST, free_port, sidecar_command, wait_for
 
 pytestmark = pytest.mark.kube
@@ -134,8 +134,10 @@ class Release:
     name: str
     namespace: str
     operator: Operator
-    port: int
-    certs: Path
+    webhook: str
+    """the operator's webhook server, https://127.0.0.1:PORT"""
+    cert: Path
+    """the certificate it serves"""
 
     def point_webhook(self, url: str, ca_pem: bytes, failure_policy: str) -> None:
         """Send the release's LunaPlugin webhook to ``url``, trusting ``ca_pem``."""
@@ -170,7 +172,7 @@ class Release:
 
     @property
     def url(self) -> str:
-        return f"https://{HOST}:{self.port}/lunaplugin"
+        return f"{self.webhook}/lunaplugin"
 
     def check(self, *args: str) -> subprocess.CompletedProcess[str]:
         return check(self.kube, "--release", self.name, "--namespace", self.namespace, *args)
@@ -214,22 +216,9 @@ def release(kube: Any, crd: None, namespace: str, tmp_path: Path) -> Iterator[Re
     kube.helm("install", name, str(CHART), "--namespace", namespace)
     try:
         operator_pods_ready(kube, namespace, name)
-        port, certs = free_port(), tmp_path / "certs"
-        running = start_operator(
-            kube,
-            namespace,
-            tmp_path,
-            "--webhook",
-            "--webhook-managed",
-            "false",
-            "--webhook-port",
-            str(port),
-            "--webhook-certs-dir",
-            str(certs),
-        )
+        running, url, cert = start_webhook_operator(kube, namespace, tmp_path)
         try:
-            wait_for(lambda: (certs / "tls.crt").exists(), what="the operator's webhook certificate")
-            yield Release(kube, name, namespace, running, port, certs)
+            yield Release(kube, name, namespace, running, url, cert)
         finally:
             running.stop()
     finally:
@@ -237,7 +226,7 @@ def release(kube: Any, crd: None, namespace: str, tmp_path: Path) -> Iterator[Re
 
 
 def test_a_release_whose_operator_serves_its_webhook_passes(release: Release) -> None:
-    release.point_webhook(release.url, (release.certs / "tls.crt").read_bytes(), "Fail")
+    release.point_webhook(release.url, release.cert.read_bytes(), "Fail")
     result = release.check("--wait", "60s")
     found = lines(result)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -264,7 +253,7 @@ WEBHOOK_CHECKS = ("webhook certificate", "webhook admission")
 
 
 def test_a_webhook_serving_a_certificate_its_ca_bundle_does_not_trust_fails(release: Release) -> None:
-    other_ca, _ = self_signed(release.certs.parent / "other", HOST)
+    other_ca, _ = self_signed(release.cert.parent.parent / "other", HOST)
     for policy in ("Fail", "Ignore"):
         release.point_webhook(release.url, other_ca.read_bytes(), policy)
         result = release.check()
@@ -282,9 +271,7 @@ def test_a_webhook_serving_a_certificate_its_ca_bundle_does_not_trust_fails(rele
         assert found["operator"].startswith("ok    ")
 
     # nobody listening where the webhook points: a failed call, not a certificate verdict
-    release.point_webhook(
-        f"https://{HOST}:{free_port()}/lunaplugin", (release.certs / "tls.crt").read_bytes(), "Fail"
-    )
+    release.point_webhook(f"https://{HOST}:{free_port()}/lunaplugin", release.cert.read_bytes(), "Fail")
     found = lines(release.check())
     assert "not reachable from here" in found["webhook certificate"]
     admission = found["webhook admission"]

@@ -118,6 +118,31 @@ def start_operator(kube: Any, namespace: str, workdir: Path, *args: str) -> Oper
     return operator
 
 
+def start_webhook_operator(
+    kube: Any, namespace: str, workdir: Path, *args: str
+) -> tuple[Operator, str, Path]:
+    """Start the operator serving its admission webhooks on 127.0.0.1 without registering them
+    (``--webhook-managed false``: a configuration made elsewhere points at it); returns it, the
+    webhook's base URL (``https://127.0.0.1:PORT``) and its certificate, once written."""
+    port, certs = free_port(), workdir / "certs"
+    running = start_operator(
+        kube,
+        namespace,
+        workdir,
+        "--webhook",
+        "--webhook-managed",
+        "false",
+        "--webhook-port",
+        str(port),
+        "--webhook-certs-dir",
+        str(certs),
+        *args,
+    )
+    cert = certs / "tls.crt"
+    wait_for(cert.exists, what="the operator's webhook certificate")
+    return running, f"https://{HOST}:{port}", cert
+
+
 class Cluster:
     """kubectl helpers bound to one namespace."""
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.operator.harness import Cluster, Operator, pod_manifest, start_operator
-from tests.sidecar.harness import HOST, free_port, wait_for
+from tests.operator.harness import Cluster, Operator, pod_manifest, start_operator, start_webhook_operator
+from tests.sidecar.harness import free_port, wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -197,25 +197,11 @@ def test_unmanaged_webhook_serves_a_configuration_made_elsewhere(
     (as the chart does) reaches the operator at /inject-sidecar."""
     cluster = ready_namespace
     ns = cluster.namespace
-    port, certs = free_port(), tmp_path / "certs"
     own_name = f"luna-test-{ns}"
-    running = start_operator(
-        kube,
-        ns,
-        tmp_path,
-        "--webhook",
-        "--webhook-managed",
-        "false",
-        "--webhook-port",
-        str(port),
-        "--webhook-certs-dir",
-        str(certs),
-        "--inject",
-        "--inject-template",
-        str(template_file),
+    running, url, cert = start_webhook_operator(
+        kube, ns, tmp_path, "--inject", "--inject-template", str(template_file)
     )
     try:
-        cert = wait_for(lambda: (certs / "tls.crt").exists() and (certs / "tls.crt"), what="the certificate")
         configuration = {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
@@ -224,7 +210,7 @@ def test_unmanaged_webhook_serves_a_configuration_made_elsewhere(
                 {
                     "name": "inject-sidecar.luna.dev",
                     "clientConfig": {
-                        "url": f"https://{HOST}:{port}/inject-sidecar",
+                        "url": f"{url}/inject-sidecar",
                         "caBundle": base64.b64encode(cert.read_bytes()).decode(),
                     },
                     "rules": [

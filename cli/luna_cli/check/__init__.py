@@ -64,17 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the checks' results; 0 when all pass, 1 when one fails, 2 when the kubeconfig is unusable."""
     import asyncio
+    import dataclasses
 
     from luna_cli.check.runner import Options, check
 
-    options = Options(
-        kubeconfig=args.kubeconfig,
-        context=args.context,
-        namespace=args.namespace,
-        release=args.release,
-        selector=args.selector,
-        operator_namespace=args.operator_namespace,
-        wait=args.wait,
-        output=args.output,
-    )
+    # every option of the command is a field of Options, of the same name
+    options = Options(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Options)})
     return asyncio.run(check(options))
