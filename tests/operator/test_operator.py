@@ -46,6 +46,16 @@ def test_create_update_disable_reorder_delete(cluster: Cluster, operator: Any) -
         "plugin": "plugin-one",
         "settings": {"greeting": "hi"},
     }
+    # no sidecar reports in this namespace: the counts are there, as integers, and all zero
+    counted = wait_for(
+        lambda: (s := cluster.status("plugin-one")).get("podsTotal") is not None and s, what="the pod counts"
+    )
+    assert (counted["podsReady"], counted["podsTotal"], counted["podsFailing"], counted["loaded"]) == (
+        0,
+        0,
+        0,
+        "0/0",
+    )
 
     # update the code
     updated = route_code("/one", "1 again")
