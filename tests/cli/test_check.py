@@ -9,8 +9,12 @@ pointed at that process (its URL and caBundle), as the chart points it at the Se
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,3 +280,45 @@ def test_a_webhook_serving_a_certificate_its_ca_bundle_does_not_trust_fails(rele
     assert "not reachable from here" in found["webhook certificate"]
     admission = found["webhook admission"]
     assert f'failed calling webhook "{WEBHOOK}"' in admission and "not trusted" not in admission
+
+
+@contextlib.contextmanager
+def tls_server(cert: Path, key: Path) -> Iterator[int]:
+    """A server on 127.0.0.1 presenting ``cert`` to whoever connects (and answering nothing);
+    yields its port."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server((HOST, 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError), context.wrap_socket(connection, server_side=True):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=10)
+
+
+def test_a_webhook_certificate_for_another_host_fails(release: Release, tmp_path: Path) -> None:
+    """The caBundle trusts the certificate, but it names another address than the one called."""
+    cert, key = self_signed(tmp_path / "elsewhere", "10.9.9.9")
+    with tls_server(cert, key) as port:
+        release.point_webhook(f"https://{HOST}:{port}/lunaplugin", cert.read_bytes(), "Fail")
+        result = release.check()
+    found = lines(result)
+    assert result.returncode == 1
+    certificate, admission = found["webhook certificate"], found["webhook admission"]
+    assert certificate.startswith("FAIL  webhook certificate: ") and "mismatch" in certificate, certificate
+    assert admission.startswith("FAIL  webhook admission: ") and "not trusted" in admission, admission
+    assert "10.9.9.9" in admission
