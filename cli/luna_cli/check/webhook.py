@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from luna_cli.check.certificates import BundleError, Handshake, expiry_note, handshake, read_bundle
 from luna_cli.check.kube import Kube, Reply
@@ -53,12 +53,16 @@ class Webhook:
         return f"{self.configuration}/{self.name}"
 
 
+#: how the API server answered the probe: a webhook denied it, a webhook call failed, it was
+#: admitted, or anything else (the namespace is missing, the caller may not create plugins, ...)
+Outcome = Literal["refused", "call-failed", "admitted", "error"]
+
+
 @dataclass(frozen=True)
 class Admission:
     """How the API server answered the dry-run create of the broken probe."""
 
-    outcome: str
-    """``refused`` (a webhook denied it), ``call-failed``, ``admitted`` or ``error`` (anything else)"""
+    outcome: Outcome
     webhook: str
     """the webhook the message names (refused, call-failed)"""
     message: str
@@ -124,7 +128,8 @@ def classify(reply: Reply) -> Admission:
     if reply.ok:
         return Admission("admitted", "", "", reply.status)
     message = reply.message
-    for outcome, pattern in (("refused", _DENIED), ("call-failed", _FAILED)):
+    patterns: tuple[tuple[Outcome, re.Pattern[str]], ...] = (("refused", _DENIED), ("call-failed", _FAILED))
+    for outcome, pattern in patterns:
         found = pattern.search(message)
         if found:
             return Admission(outcome, found.group("webhook"), found.group("why").strip(), reply.status)
