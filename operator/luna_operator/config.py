@@ -47,7 +47,7 @@ class OperatorConfig:
     webhook_dns_names: tuple[str, ...] = ()
     """DNS names (comma-separated) of the serving certificate made from the operator's own CA."""
     webhook_configurations: tuple[str, ...] = ()
-    """Webhook configurations (comma-separated names) whose caBundle the operator's own CA fills."""
+    """Webhook configurations whose caBundle the operator's own CA fills: validating/NAME, mutating/NAME."""
     webhook_ca_validity: float = 31536000.0
     """Seconds the operator's own webhook CA is valid; replaced after two thirds of it."""
     webhook_ca_overlap: float = 3600.0
@@ -252,11 +252,22 @@ def _integer(text: str) -> int:
         raise ValueError("not an integer") from None
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
 def _seconds(text: str) -> float:
+    """A number of seconds, or a duration as Kubernetes tools write them (``8760h``, ``1h30m``,
+    ``500ms``)."""
     try:
         value = float(text)
     except ValueError:
-        raise ValueError("not a number of seconds") from None
+        parts = _DURATION.findall(text)
+        if not parts or "".join(number + unit for number, unit in parts) != text:
+            raise ValueError(
+                "not a number of seconds or a duration such as 90s, 30m, 720h or 1h30m"
+            ) from None
+        value = sum(float(number) * _UNITS[unit] for number, unit in parts)
     if not math.isfinite(value) or value <= 0:
         raise ValueError("must be a number of seconds above 0")
     return value
@@ -323,8 +334,15 @@ def _dns_names(text: str) -> tuple[str, ...]:
     return _comma_list(text, _peering_name, "DNS names")
 
 
-def _object_names(text: str) -> tuple[str, ...]:
-    return _comma_list(text, _peering_name, "object names")
+def _configuration(text: str) -> str:
+    kind, slash, name = text.partition("/")
+    if not slash or kind not in ("validating", "mutating"):
+        raise ValueError("not validating/NAME or mutating/NAME")
+    return _peering_name(name)
+
+
+def _configurations(text: str) -> tuple[str, ...]:
+    return _comma_list(text, _configuration, "webhook configurations (validating/NAME, mutating/NAME)")
 
 
 def _namespace(origin: str, text: str) -> str:
@@ -344,7 +362,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "webhook_cert_check_interval": _seconds,
     "webhook_ca_secret": _namespaced_name,
     "webhook_dns_names": _dns_names,
-    "webhook_configurations": _object_names,
+    "webhook_configurations": _configurations,
     "webhook_ca_validity": _seconds,
     "webhook_ca_overlap": _seconds,
     "webhook_serving_validity": _seconds,

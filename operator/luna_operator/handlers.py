@@ -264,6 +264,8 @@ class OperatorState:
         await self.coalescer.stop()
         if self.api is not None:
             await self.api.close()
+        if self.webhook_ca is not None:
+            await self.webhook_ca.api.close()
 
     def feed_healthy(self) -> bool:
         within = self.options.api_timeout
@@ -374,7 +376,7 @@ async def own_ca(options: OperatorConfig, metrics: OperatorMetrics) -> CAKeeper:
         CAApi(api),
         namespace,
         name,
-        options.webhook_configurations,
+        tuple(tuple(entry.split("/", 1)) for entry in options.webhook_configurations),  # type: ignore[misc]
         list(options.webhook_dns_names),
         ServingFiles(Path(options.webhook_certs_dir)),
         CAPolicy(

@@ -13,7 +13,8 @@ istiod do for theirs:
   Service's DNS names from the CA that signs, again when two thirds of its life have passed or
   the signer changed, and serves it at once (files in ``--webhook-certs-dir``, swapped as one,
   read by :class:`~luna_operator.webhook_tls.ReloadingTLS`);
-- each configuration named by ``--webhook-configurations`` gets the bundle in every webhook's
+- each configuration named by ``--webhook-configurations`` (``validating/NAME`` or
+  ``mutating/NAME``: RBAC grants the two kinds by name separately) gets the bundle in every webhook's
   ``caBundle``; a ``helm upgrade`` or a sync that empties it is put right at the next check
   (every ``--webhook-ca-check-interval`` seconds).
 
@@ -28,6 +29,7 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -194,14 +196,22 @@ class ServingFiles:
                 (self.directory / previous).rmdir()
 
 
+KINDS = ("validating", "mutating")
+"""the kinds of webhook configuration a ``--webhook-configurations`` entry names (KIND/NAME)"""
+
+
 class CAApi:
-    """The three API calls the keeper needs (a seam for the unit tests)."""
+    """The API calls the keeper needs (a seam for the unit tests)."""
 
     def __init__(self, api: Any) -> None:
         from kubernetes_asyncio import client
 
+        self._api = api
         self._core = client.CoreV1Api(api)
         self._admission = client.AdmissionregistrationV1Api(api)
+
+    async def close(self) -> None:
+        await self._api.close()
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str] | None, str]:
         secret = await self._core.read_namespaced_secret(name, namespace)
@@ -217,21 +227,21 @@ class CAApi:
             name, namespace, body, _content_type="application/json-patch+json"
         )
 
-    async def configurations(self, name: str) -> list[tuple[str, Any]]:
-        """(kind, object) of the validating and mutating configurations called ``name``."""
+    async def configuration(self, kind: str, name: str) -> Any | None:
+        """The ``kind`` (validating, mutating) webhook configuration ``name``; None when absent."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
-        found: list[tuple[str, Any]] = []
-        for kind, read in (
-            ("validating", self._admission.read_validating_webhook_configuration),
-            ("mutating", self._admission.read_mutating_webhook_configuration),
-        ):
-            try:
-                found.append((kind, await read(name)))
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-        return found
+        read = (
+            self._admission.read_validating_webhook_configuration
+            if kind == "validating"
+            else self._admission.read_mutating_webhook_configuration
+        )
+        try:
+            return await read(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     async def patch_bundle(self, kind: str, name: str, patch: list[dict[str, Any]]) -> None:
         call = (
@@ -250,7 +260,8 @@ class CAKeeper:
     api: CAApi
     namespace: str
     secret: str
-    configurations: tuple[str, ...]
+    configurations: tuple[tuple[str, str], ...]
+    """(kind, name) of the webhook configurations whose caBundle the keeper fills"""
     names: list[str]
     files: ServingFiles
     policy: CAPolicy = field(default_factory=CAPolicy)
@@ -290,7 +301,7 @@ class CAKeeper:
             try:
                 await self.check()
             except Exception as exc:  # the next round retries; the log says why
-                self._warn(f"keeping the webhook CA failed: {exc}")
+                self._warn(f"keeping the webhook CA failed: {reason(exc)}")
 
     async def bootstrap(self, attempts: int = 30) -> None:
         """:meth:`check` until it succeeds: there is nothing to serve before."""
@@ -301,38 +312,44 @@ class CAKeeper:
             except Exception as exc:
                 if attempt == attempts:
                     raise
-                self._warn(f"making the webhook certificate failed (retrying): {exc}")
+                self._warn(f"making the webhook certificate failed (retrying): {reason(exc)}")
                 await asyncio.sleep(min(2.0 * attempt, 10.0))
 
     async def _publish(self, bundle: bytes) -> None:
         encoded = base64.b64encode(bundle).decode()
-        for name in self.configurations:
-            found = await self.api.configurations(name)
-            if not found:
-                self._warn(f"no webhook configuration {name!r} to give the CA bundle to")
-            for kind, configuration in found:
-                patch = [
-                    {"op": "replace", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded}
-                    for index, webhook in enumerate(configuration.webhooks or [])
-                    if webhook.client_config.ca_bundle != encoded
-                ]
-                if patch:
-                    # test the version: a configuration changed meanwhile is patched next round
-                    patch.insert(
-                        0,
-                        {
-                            "op": "test",
-                            "path": "/metadata/resourceVersion",
-                            "value": configuration.metadata.resource_version,
-                        },
-                    )
-                    await self.api.patch_bundle(kind, name, patch)
-                    logger.info("webhook CA bundle given to the %s configuration %s", kind, name)
+        for kind, name in self.configurations:
+            configuration = await self.api.configuration(kind, name)
+            if configuration is None:
+                self._warn(f"no {kind} webhook configuration {name!r} to give the CA bundle to")
+                continue
+            patch = [
+                {"op": "replace", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded}
+                for index, webhook in enumerate(configuration.webhooks or [])
+                if webhook.client_config.ca_bundle != encoded
+            ]
+            if patch:
+                # test the version: a configuration changed meanwhile is patched next round
+                version = configuration.metadata.resource_version
+                patch.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": version})
+                await self.api.patch_bundle(kind, name, patch)
+                logger.info("webhook CA bundle given to the %s configuration %s", kind, name)
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
             logger.warning(message)
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why ``exc`` happened (an API error: its status and the server's message)."""
+    status, body = getattr(exc, "status", None), getattr(exc, "body", None)
+    if status is not None and body is not None:
+        try:
+            message = json.loads(body).get("message") or body
+        except (ValueError, TypeError, AttributeError):
+            message = body
+        return f"HTTP {status}: {message}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _pair(raw: dict[str, bytes], prefix: str) -> KeyPair | None:

@@ -298,7 +298,7 @@ def test_the_operators_own_ca_rotates_with_overlap_and_no_call_fails(
         "--webhook-dns-names",
         HOST,
         "--webhook-configurations",
-        name,
+        f"validating/{name}",
         # a CA lives 30 s: replaced after 20 s, signing 4 s later, the old one expiring at 30 s
         "--webhook-ca-validity",
         "30",

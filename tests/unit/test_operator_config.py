@@ -183,11 +183,11 @@ def test_the_operators_own_ca_is_checked_before_anything_starts() -> None:
         "webhook": "true",
         "webhook_ca_secret": "luna-system/luna-webhook-ca",
         "webhook_dns_names": "svc, svc.luna-system.svc ,",
-        "webhook_configurations": "luna,luna-inject",
+        "webhook_configurations": "validating/luna,mutating/luna-inject",
     }
     config = resolve(own, {})
     assert config.webhook_dns_names == ("svc", "svc.luna-system.svc")
-    assert config.webhook_configurations == ("luna", "luna-inject")
+    assert config.webhook_configurations == ("validating/luna", "mutating/luna-inject")
     assert config.webhook_ca_validity > 3 * config.webhook_ca_overlap
     for changed, message in [
         ({"webhook": None}, "--webhook-ca-secret needs --webhook"),
@@ -198,6 +198,9 @@ def test_the_operators_own_ca_is_checked_before_anything_starts() -> None:
         ({"webhook_ca_secret": "ns/Bad Name"}, "not a Kubernetes object name"),
         ({"webhook_dns_names": "svc,evil name"}, "'evil name' is not one of the DNS names expected"),
         ({"webhook_dns_names": " , "}, "one or more DNS names"),
+        ({"webhook_configurations": "luna"}, "'luna' is not one of the webhook configurations"),
+        ({"webhook_configurations": "admission/luna"}, "is not one of the webhook configurations"),
+        ({"webhook_configurations": "validating/Bad Name"}, "is not one of the webhook configurations"),
         ({"webhook_ca_overlap": "3600", "webhook_ca_validity": "10800"}, "below a third"),
         ({"webhook_serving_validity": "99999999999"}, "cannot exceed"),
         ({"webhook_ca_validity": "-1"}, "above 0"),
@@ -205,4 +208,18 @@ def test_the_operators_own_ca_is_checked_before_anything_starts() -> None:
         with pytest.raises(ValueError, match=message):
             resolve({**own, **changed}, {})
     with pytest.raises(ValueError, match="need --webhook-ca-secret"):
-        resolve({"webhook": "true", "webhook_configurations": "luna"}, {})
+        resolve({"webhook": "true", "webhook_configurations": "validating/luna"}, {})
+
+
+def test_seconds_take_durations_as_kubernetes_tools_write_them() -> None:
+    for text, seconds in [
+        ("720h", 2592000.0),
+        ("1h30m", 5400.0),
+        ("90s", 90.0),
+        ("500ms", 0.5),
+        ("2.5", 2.5),
+    ]:
+        assert resolve({"report_ttl": text}, {}).report_ttl == seconds
+    for text in ("1h 30m", "h", "30x", "1h-30m", "0s", "-5m", "inf", "nan"):
+        with pytest.raises(ValueError, match="--report-ttl="):
+            resolve({"report_ttl": text}, {})
