@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart.helpers import CHART
+from tests.chart.helpers import CHART, NO_KUBELET
 from tests.kube.accounts import service_account_kube
 from tests.operator.harness import plugin_manifest, route_code
 from tests.sidecar.harness import wait_for
@@ -40,7 +40,7 @@ def test_view_and_edit_users_get_what_the_chart_aggregates(
         )
         accounts[role] = service_account_kube(kube, namespace, role, tmp_path / "accounts")
     viewer, editor = accounts["view"], accounts["edit"]
-    kube.helm("install", release, str(CHART), "--namespace", namespace)
+    kube.helm("install", release, str(CHART), *NO_KUBELET, "--namespace", namespace)
     try:
         # the aggregation controller folds the chart's role into view, edit and admin a moment later
         wait_for(
@@ -57,7 +57,14 @@ def test_view_and_edit_users_get_what_the_chart_aggregates(
             assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
 
         kube.helm(
-            "upgrade", release, str(CHART), "--namespace", namespace, "--set", "rbac.aggregateToEdit=true"
+            "upgrade",
+            release,
+            str(CHART),
+            *NO_KUBELET,
+            "--namespace",
+            namespace,
+            "--set",
+            "rbac.aggregateToEdit=true",
         )
         wait_for(
             lambda: _can(editor, namespace, "create", "lunaplugins.luna.dev"),

@@ -5,8 +5,8 @@ real operator and sidecar run with the chart's ServiceAccounts' tokens)."""
 from __future__ import annotations
 
 import base64
+import datetime
 import filecmp
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helpers import CHART, ROOT, of_kind, render, service_chart
+from luna_operator.webhook_ca import CAPolicy, CAState, plan
+from tests.chart.helpers import CHART, NO_KUBELET, ROOT, of_kind, render, service_chart
 from tests.kube.accounts import service_account_kube, stand_in_pod
 from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
 from tests.sidecar.harness import start_sidecar, wait_for
@@ -74,6 +75,15 @@ OPERATOR_RULES = {
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
+#: with the operator's own webhook CA (the default): the chart's configurations, by name
+OWN_CA_RULES = {
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations#luna-luna-plugins"): {"get", "patch"},
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations#luna-luna-plugins-inject"): {
+        "get",
+        "patch",
+    },
+}
+OWN_CA_SECRET_RULES = {("", "secrets#luna-luna-plugins-webhook-ca"): {"get", "patch"}}
 SIDECAR_RULES = {
     ("", "configmaps"): {"get", "list", "watch"},
     ("luna.dev", "lunapluginruntimes"): {"get", "create", "patch", "delete"},
@@ -254,24 +264,39 @@ def operator_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
     objects = render(kube)
     cluster_role = operator_role(objects)
-    assert rules_of(cluster_role) == OPERATOR_RULES
-    (role,) = of_kind(objects, "Role")
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES
+    (role,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-sidecar")]
+    (ca_role,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-webhook-ca")]
     assert rules_of(role) == SIDECAR_RULES
-    assert role["metadata"]["namespace"] == "luna-system"
-    for each in (cluster_role, role):
+    assert rules_of(ca_role) == OWN_CA_SECRET_RULES
+    assert role["metadata"]["namespace"] == ca_role["metadata"]["namespace"] == "luna-system"
+    for each in (cluster_role, role, ca_role):
         for rule in each["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
     # watching named namespaces, kopf also lists and watches namespaces
     cluster_role = operator_role(render(kube, "--set", "operator.namespaces={a}"))
-    assert rules_of(cluster_role) == OPERATOR_RULES | {("", "namespaces"): {"list", "watch"}}
-    (binding,) = of_kind(objects, "RoleBinding")
-    assert binding["subjects"] == [
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | {("", "namespaces"): {"list", "watch"}}
+    bindings = {b["roleRef"]["name"]: b["subjects"] for b in of_kind(objects, "RoleBinding")}
+    assert bindings["luna-luna-plugins-sidecar"] == [
         {"kind": "ServiceAccount", "name": "luna-luna-plugins-sidecar", "namespace": "luna-system"}
     ]
-    # no verb for the webhooks: the chart owns their configurations, the operator only serves them
-    for combination in ("webhook-disabled", "injection-disabled"):
-        cluster_role = operator_role(render(kube, *COMBINATIONS[combination]))
-        assert rules_of(cluster_role) == OPERATOR_RULES, combination
+    assert bindings["luna-luna-plugins-operator-webhook-ca"] == [
+        {"kind": "ServiceAccount", "name": "luna-luna-plugins", "namespace": "luna-system"}
+    ]
+    # the operator's own CA patches only the configurations the chart renders
+    validating_only = {k: v for k, v in OWN_CA_RULES.items() if "validating" in k[1]}
+    assert rules_of(operator_role(render(kube, *COMBINATIONS["injection-disabled"]))) == (
+        OPERATOR_RULES | validating_only
+    )
+    # no verb for the webhooks when the chart or cert-manager makes the certificates
+    for values in (
+        COMBINATIONS["webhook-disabled"],
+        ["--set", "webhook.certificates=helm"],
+        ["--set", "webhook.certManager.enabled=true"],
+    ):
+        objects = render(kube, *values)
+        assert rules_of(operator_role(objects)) == OPERATOR_RULES, values
+        assert not [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-webhook-ca")]
 
 
 @pytest.mark.kube
@@ -280,12 +305,12 @@ def test_peering_rbac_is_exactly_what_kopf_and_the_operator_use(kube: Any) -> No
     have no status subresource); luna_operator.peering creates ours when it is missing."""
     peering = ["--set", "operator.peering.enabled=true"]
     cluster_role = operator_role(render(kube, *peering))
-    assert rules_of(cluster_role) == OPERATOR_RULES | {
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | {
         ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "create"},
         ("kopf.dev", "clusterkopfpeerings#luna-luna-plugins"): {"patch"},
     }
     cluster_role = operator_role(render(kube, *peering, "--set", "operator.namespaces={a,b}"))
-    assert rules_of(cluster_role) == OPERATOR_RULES | {
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | {
         ("", "namespaces"): {"list", "watch"},
         ("kopf.dev", "kopfpeerings"): {"list", "watch", "create"},
         ("kopf.dev", "kopfpeerings#luna-luna-plugins"): {"patch"},
@@ -296,13 +321,13 @@ def test_peering_rbac_is_exactly_what_kopf_and_the_operator_use(kube: Any) -> No
 def test_sidecar_rbac_in_more_namespaces(kube: Any) -> None:
     objects = render(kube, "--set", "sidecar.namespaces={team-a,luna-system,team-b}")
     sidecar = "luna-luna-plugins-sidecar"
-    accounts = [obj["metadata"]["namespace"] for obj in of_kind(objects, "ServiceAccount")]
-    assert sorted(accounts) == ["luna-system", "luna-system", "team-a", "team-b"]  # + the operator's
-    roles = of_kind(objects, "Role")
+    accounts = [obj["metadata"]["namespace"] for obj in of_component(objects, "ServiceAccount", "sidecar")]
+    assert sorted(accounts) == ["luna-system", "team-a", "team-b"]
+    roles = of_component(objects, "Role", "sidecar")
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["luna-system", "team-a", "team-b"]
     for role in roles:
         assert rules_of(role) == SIDECAR_RULES
-    for binding in of_kind(objects, "RoleBinding"):
+    for binding in of_component(objects, "RoleBinding", "sidecar"):
         namespace = binding["metadata"]["namespace"]
         assert binding["roleRef"]["name"] == sidecar
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sidecar, "namespace": namespace}]
@@ -316,10 +341,19 @@ def test_sidecar_rbac_in_more_namespaces(kube: Any) -> None:
         "--set",
         "sidecar.serviceAccount.name=handlers",
     )
-    assert [obj["metadata"]["name"] for obj in of_kind(objects, "ServiceAccount")] == ["luna-luna-plugins"]
-    subjects = [binding["subjects"] for binding in of_kind(objects, "RoleBinding")]
+    assert of_component(objects, "ServiceAccount", "sidecar") == []
+    subjects = [binding["subjects"] for binding in of_component(objects, "RoleBinding", "sidecar")]
     assert sorted(subject[0]["namespace"] for subject in subjects) == ["luna-system", "team-a"]
     assert {subject[0]["name"] for subject in subjects} == {"handlers"}
+
+
+def of_component(objects: list[dict[str, Any]], kind: str, component: str) -> list[dict[str, Any]]:
+    """The objects of ``kind`` the chart labels as part of ``component``."""
+    return [
+        o
+        for o in of_kind(objects, kind)
+        if o["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
 
 
 @pytest.mark.kube
@@ -339,7 +373,7 @@ def test_objects_carry_the_recommended_labels(kube: Any) -> None:
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/part-of"] == "luna-plugins"
         components.add(labels["app.kubernetes.io/component"])
-    assert components == {"operator", "operator-metrics", "sidecar", "webhook", "demo", "monitoring"}
+    assert components == {"operator", "operator-metrics", "sidecar", "webhook", "demo", "monitoring", "check"}
 
 
 # --- the API server -----------------------------------------------------------------------------
@@ -355,7 +389,17 @@ def test_rendered_objects_are_accepted_by_the_api_server(
         kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
     objects = render(kube, *combination_args(combination, namespace), namespace=namespace)
     assert objects
-    stderr = dry_run(kube, namespace, objects)
+    # the namespaces the operator is told to watch exist in the user's cluster (the check's probe
+    # role goes to the first of them)
+    named = {obj["metadata"].get("namespace") for obj in objects} - {None, namespace}
+    made = [name for name in sorted(named) if kube.kubectl("get", "namespace", name, check=False).returncode]
+    try:
+        for name in made:
+            kube.kubectl("create", "namespace", name)
+        stderr = dry_run(kube, namespace, objects)
+    finally:
+        for name in made:
+            kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
     assert "Warning" not in stderr, stderr  # e.g. would violate PodSecurity "restricted"
 
 
@@ -399,7 +443,14 @@ def test_sidecar_container_template(kube: Any, crd: None, namespace: str, tmp_pa
 def release(kube: Any, crd: None, namespace: str) -> Iterator[str]:
     name = f"r{namespace[-6:]}"
     kube.helm(
-        "install", name, str(CHART), "--namespace", namespace, "--set", f"operator.namespaces={{{namespace}}}"
+        "install",
+        name,
+        str(CHART),
+        *NO_KUBELET,
+        "--namespace",
+        namespace,
+        "--set",
+        f"operator.namespaces={{{namespace}}}",
     )
     yield name
     kube.helm("uninstall", name, "--namespace", namespace, check=False)
@@ -464,6 +515,11 @@ def secret_data(kube: Any, namespace: str, name: str) -> dict[str, str]:
     return secret["data"]  # type: ignore[no-any-return]
 
 
+def secret_data_or_none(kube: Any, namespace: str, name: str) -> dict[str, str] | None:
+    secret = json.loads(kube.kubectl("get", "secret", name, "-n", namespace, "-o", "json").stdout)
+    return secret.get("data")  # type: ignore[no-any-return]
+
+
 def ca_bundles(kube: Any, release: str) -> list[str]:
     bundles = []
     for kind, name in (
@@ -471,18 +527,24 @@ def ca_bundles(kube: Any, release: str) -> list[str]:
         ("mutatingwebhookconfiguration", f"{release}-luna-plugins-inject"),
     ):
         configuration = json.loads(kube.kubectl("get", kind, name, "-o", "json").stdout)
-        bundles += [webhook["clientConfig"]["caBundle"] for webhook in configuration["webhooks"]]
+        bundles += [webhook["clientConfig"].get("caBundle", "") for webhook in configuration["webhooks"]]
     return bundles
 
 
 @pytest.mark.kube
-def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, namespace: str) -> None:
-    """Peering with two replicas, so that every kind the chart makes is there. No --wait: without a
-    kubelet the operator pods never run."""
+@pytest.mark.parametrize("certificates", ["operator", "helm"])
+def test_install_upgrade_then_uninstall_leaves_nothing(
+    kube: Any, crd: None, namespace: str, certificates: str
+) -> None:
+    """Peering with two replicas, so that every kind the chart makes is there. No --wait and no
+    hooks: without a kubelet no pod runs (the node suite runs both)."""
     release = f"r{namespace[-6:]}"
     selector = f"app.kubernetes.io/instance={release}"
-    peering = ["--set", "operator.peering.enabled=true", "--set", "operator.replicas=2"]
-    kube.helm("install", release, str(CHART), "--namespace", namespace, *peering)
+    peering = [
+        *("--set", "operator.peering.enabled=true", "--set", "operator.replicas=2"),
+        *("--set", f"webhook.certificates={certificates}", "--no-hooks"),
+    ]
+    kube.helm("install", release, str(CHART), *NO_KUBELET, "--namespace", namespace, *peering)
     namespaced = (
         "deployments,replicasets,serviceaccounts,roles,rolebindings,services,secrets,configmaps,"
         "poddisruptionbudgets"
@@ -497,16 +559,17 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
         "deployment.apps/{}-luna-plugins-operator",
         "serviceaccount/{}-luna-plugins-sidecar",
         "service/{}-luna-plugins-webhook",
-        "secret/{}-luna-plugins-webhook-tls",
+        f"secret/{{}}-luna-plugins-webhook-{'ca' if certificates == 'operator' else 'tls'}",
+        "serviceaccount/{}-luna-plugins-check",
         "configmap/{}-luna-plugins-inject",
         "poddisruptionbudget.policy/{}-luna-plugins-operator",
     ):
         assert name.format(release) in names, names
     cluster_wide = kube.kubectl("get", cluster_kinds, "-l", selector, "-o", "name").stdout.split()
-    # the operator's ClusterRole and its binding, the view role aggregated into the built-in ones,
-    # two webhook configurations, the ClusterKopfPeering, and the ConfigMap and report guards (a
-    # policy and a binding each)
-    assert len(cluster_wide) == 10, cluster_wide
+    # the operator's ClusterRole and its binding, the check's, the view role aggregated into the
+    # built-in ones, two webhook configurations, the ClusterKopfPeering, and the ConfigMap and
+    # report guards (a policy and a binding each)
+    assert len(cluster_wide) == 12, cluster_wide
     for name in ("{}-luna-plugins-configmaps", "{}-luna-plugins-reports"):
         assert (
             f"validatingadmissionpolicy.admissionregistration.k8s.io/{name.format(release)}" in cluster_wide
@@ -519,9 +582,25 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
         name = f"{release}-luna-plugins-operator"
         return json.loads(kube.kubectl("get", "deployment", name, "-n", namespace, "-o", "json").stdout)  # type: ignore[no-any-return]
 
-    secret_name = f"{release}-luna-plugins-webhook-tls"
-    certificate = secret_data(kube, namespace, secret_name)
-    assert set(ca_bundles(kube, release)) == {certificate["ca.crt"]}
+    if certificates == "helm":
+        secret_name = f"{release}-luna-plugins-webhook-tls"
+        certificate = secret_data(kube, namespace, secret_name)
+        assert set(ca_bundles(kube, release)) == {certificate["ca.crt"]}
+    else:
+        # rendered empty; what the operator writes into it and into the caBundles, simulated here
+        secret_name = f"{release}-luna-plugins-webhook-ca"
+        assert secret_data_or_none(kube, namespace, secret_name) is None
+        assert set(ca_bundles(kube, release)) == {""}
+        certificate = plan(CAState(), datetime.datetime.now(datetime.UTC), CAPolicy()).to_secret()
+        patch = json.dumps({"data": certificate})
+        kube.kubectl("patch", "secret", secret_name, "-n", namespace, "--type=merge", "-p", patch)
+        bundle = base64.b64encode(base64.b64decode(certificate["ca.crt"])).decode()
+        for kind, name in (
+            ("validatingwebhookconfiguration", f"{release}-luna-plugins"),
+            ("mutatingwebhookconfiguration", f"{release}-luna-plugins-inject"),
+        ):
+            fill = [{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]
+            kube.kubectl("patch", kind, name, "--type=json", "-p", json.dumps(fill))
     before = deployment()
     kube.helm(
         "upgrade", release, str(CHART), "--namespace", namespace, *peering, "--set", "operator.logLevel=DEBUG"
@@ -529,13 +608,14 @@ def test_install_upgrade_then_uninstall_leaves_nothing(kube: Any, crd: None, nam
     after = deployment()
     assert after["metadata"]["generation"] > before["metadata"]["generation"]
     assert "--log-level=DEBUG" in after["spec"]["template"]["spec"]["containers"][0]["args"]
-    # the certificate was looked up and kept: the pods' certificate and the caBundle still agree
+    # the certificate was kept (looked up by Helm, or written by the operator and never rendered):
+    # the pods' certificate and the caBundle still agree
     assert secret_data(kube, namespace, secret_name) == certificate
-    assert set(ca_bundles(kube, release)) == {certificate["ca.crt"]}
-    # ... and so is the pod's checksum of it (only the log level rolled the pods)
-    served = hashlib.sha256(base64.b64decode(certificate["tls.crt"])).hexdigest()
+    expected = certificate["ca.crt"] if certificates == "helm" else bundle
+    assert set(ca_bundles(kube, release)) == {expected}
+    # certificates are followed as they change: no checksum rolls the pods
     for each in (before, after):
-        assert each["spec"]["template"]["metadata"]["annotations"]["checksum/webhook-cert"] == served
+        assert "checksum/webhook-cert" not in each["spec"]["template"]["metadata"].get("annotations", {})
 
     kube.helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout=60s")
 
@@ -562,6 +642,7 @@ def test_uninstall_with_the_demo_leaves_nothing_stuck(
         "install",
         release,
         str(CHART),
+        *NO_KUBELET,
         "--namespace",
         namespace,
         "--set",

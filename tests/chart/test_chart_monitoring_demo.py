@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helpers import CHART, ModuleUnavailableError, go_module, install_crds, of_kind, render
+from tests.chart.helpers import (
+    CHART,
+    NO_KUBELET,
+    ModuleUnavailableError,
+    go_module,
+    install_crds,
+    of_kind,
+    render,
+)
 from tests.chart.test_chart import dry_run, restricted_namespace
 from tests.operator.harness import Cluster, start_operator
 from tests.sidecar.harness import start_sidecar, wait_for
@@ -150,7 +158,7 @@ def demo_release(kube: Any, crd: None, namespace: str) -> Iterator[str]:
     name = f"d{namespace[-6:]}"
     # the chart's operator never runs here (no kubelet): the test runs one itself below
     kube.helm(
-        "install", name, str(CHART), "--namespace", namespace, "--set", "demo.enabled=true",
+        "install", name, str(CHART), *NO_KUBELET, "--namespace", namespace, "--set", "demo.enabled=true",
         "--set", "operator.replicas=0",
     )  # fmt: skip
     yield name

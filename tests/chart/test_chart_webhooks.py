@@ -22,9 +22,11 @@ import pytest
 import yaml
 
 from luna_operator.certs import self_signed
+from luna_operator.config import resolve
 from luna_operator.injection import load_template
 from tests.chart.helpers import (
     CHART,
+    NO_KUBELET,
     ModuleUnavailableError,
     go_module,
     install_crds,
@@ -50,6 +52,8 @@ CERT_MANAGER_CRDS = {
 CERT_MANAGER_KINDS = {"Issuer", "Certificate"}
 SERVICE = "luna-luna-plugins-webhook"
 SECRET = "luna-luna-plugins-webhook-tls"
+CA_SECRET = "luna-luna-plugins-webhook-ca"
+HELM_CERTIFICATES = ("--set", "webhook.certificates=helm")
 OPERATOR_SELECTOR = {
     "app.kubernetes.io/name": "luna-plugins",
     "app.kubernetes.io/instance": "luna",
@@ -91,9 +95,12 @@ def test_webhook_configurations_by_default(kube: Any) -> None:
         {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
     ]
 
+    # the operator keeps its own CA in a Secret rendered empty: nothing rendered depends on chance
+    # or on the cluster, so two renders are the same (GitOps tools compare them)
     secret = only(objects, "Secret")
-    assert (secret["metadata"]["name"], secret["type"]) == (SECRET, "kubernetes.io/tls")
-    assert sorted(secret["data"]) == ["ca.crt", "tls.crt", "tls.key"]
+    assert (secret["metadata"]["name"], secret["type"]) == (CA_SECRET, "Opaque")
+    assert "data" not in secret and "stringData" not in secret
+    assert yaml.safe_dump_all(render(kube)) == yaml.safe_dump_all(objects)
 
     validating = only(objects, "ValidatingWebhookConfiguration")
     mutating = only(objects, "MutatingWebhookConfiguration")
@@ -106,11 +113,10 @@ def test_webhook_configurations_by_default(kube: Any) -> None:
         (inject, "inject-sidecar.luna.dev", "/inject-sidecar"),
     ):
         assert webhook["name"] == name
+        # no caBundle: the operator fills it from its CA
         assert webhook["clientConfig"] == {
             "service": {"name": SERVICE, "namespace": "luna-system", "path": path, "port": 443},
-            "caBundle": secret["data"]["ca.crt"],
         }
-        assert webhook["failurePolicy"] == "Ignore"
         assert webhook["sideEffects"] == "None"
         assert webhook["admissionReviewVersions"] == ["v1"]
         assert webhook["timeoutSeconds"] == 5
@@ -124,6 +130,23 @@ def test_webhook_configurations_by_default(kube: Any) -> None:
         }
     ]
     assert "namespaceSelector" not in validate  # the operator watches all namespaces
+    # LunaPlugins fail closed; an object being deleted is let through (its finalizers can go);
+    # pods are never held up by the operator
+    assert validate["failurePolicy"] == "Fail" and inject["failurePolicy"] == "Ignore"
+    assert validate["matchConditions"] == [
+        {"name": "not-being-deleted", "expression": "!has(object.metadata.deletionTimestamp)"}
+    ]
+    assert "objectSelector" not in validate
+    (open_validate,) = only(
+        render(kube, "--set", "webhook.failurePolicy=Ignore"), "ValidatingWebhookConfiguration"
+    )["webhooks"]
+    assert open_validate["failurePolicy"] == "Ignore"
+    # the demo's own plugins, created with the chart before the operator answers, and only they
+    with_demo = render(kube, "--set", "demo.enabled=true")
+    (demo_validate,) = only(with_demo, "ValidatingWebhookConfiguration")["webhooks"]
+    assert demo_validate["objectSelector"] == {
+        "matchExpressions": [{"key": "luna.dev/chart-demo", "operator": "NotIn", "values": ["luna"]}]
+    }
     assert inject["rules"] == [
         {
             "apiGroups": [""],
@@ -154,7 +177,12 @@ def test_webhook_configurations_by_default(kube: Any) -> None:
 def test_helm_made_certificate_is_for_the_service_and_signed_by_the_ca_bundle(
     kube: Any, tmp_path: Path
 ) -> None:
-    secret = only(render(kube, namespace="team-x"), "Secret")
+    objects = render(kube, *HELM_CERTIFICATES, namespace="team-x")
+    secret = only(objects, "Secret")
+    assert (secret["metadata"]["name"], secret["type"]) == (SECRET, "kubernetes.io/tls")
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        (webhook,) = only(objects, kind)["webhooks"]
+        assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     ca, cert, key = (base64.b64decode(secret["data"][name]) for name in ("ca.crt", "tls.crt", "tls.key"))
     (tmp_path / "ca.crt").write_bytes(ca)
     (tmp_path / "tls.crt").write_bytes(cert)
@@ -172,7 +200,7 @@ def test_helm_made_certificate_is_for_the_service_and_signed_by_the_ca_bundle(
     assert openssl("pkey", "-pubout", input=key) == cert_key
 
 
-def test_operator_serves_the_webhooks_with_the_mounted_certificate_and_template(kube: Any) -> None:
+def test_operator_serves_the_webhooks_from_its_own_ca_or_the_mounted_certificate(kube: Any) -> None:
     objects = render(kube)
     deployment = only(objects, "Deployment")
     pod = deployment["spec"]["template"]
@@ -183,39 +211,70 @@ def test_operator_serves_the_webhooks_with_the_mounted_certificate_and_template(
         "--webhook-managed=false",
         "--webhook-host=0.0.0.0",
         "--webhook-port=9443",
-        "--webhook-cert=/etc/luna-plugins/webhook/tls.crt",
-        "--webhook-key=/etc/luna-plugins/webhook/tls.key",
+        f"--webhook-ca-secret=luna-system/{CA_SECRET}",
+        f"--webhook-dns-names={SERVICE},{SERVICE}.luna-system,{SERVICE}.luna-system.svc,"
+        f"{SERVICE}.luna-system.svc.cluster.local",
+        "--webhook-configurations=validating/luna-luna-plugins,mutating/luna-luna-plugins-inject",
+        "--webhook-certs-dir=/tmp/webhook-tls",
+        "--webhook-ca-validity=8760h",
+        "--webhook-ca-overlap=1h",
+        "--webhook-serving-validity=720h",
+        "--webhook-ca-check-interval=30s",
         "--inject",
         "--inject-template=/etc/luna-plugins/inject/sidecar.yaml",
     ):
         assert arg in args, args
-    assert not [arg for arg in args if arg.startswith("--peering")]
+    assert not [arg for arg in args if arg.startswith(("--peering", "--webhook-cert=", "--webhook-key="))]
+    # the operator accepts them as rendered
+    resolve(vars(_operator_parser().parse_args(args[1:])), {})
     assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
     mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
-    assert mounts["webhook-tls"] == {
-        "name": "webhook-tls",
-        "mountPath": "/etc/luna-plugins/webhook",
-        "readOnly": True,
-    }
+    assert "webhook-tls" not in mounts  # its serving certificate lives in /tmp, made by itself
     assert mounts["inject-template"] == {
         "name": "inject-template",
         "mountPath": "/etc/luna-plugins/inject",
         "readOnly": True,
     }
     volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
-    assert volumes["webhook-tls"]["secret"] == {"secretName": SECRET, "defaultMode": 0o440}
     assert volumes["inject-template"]["configMap"] == {"name": "luna-luna-plugins-inject"}
-    # the pod rolls when the template or the certificate changes
+    # the pod rolls when the template changes; certificates are followed as they change
     annotations = pod["metadata"]["annotations"]
     config_map = only(objects, "ConfigMap")
     template = config_map["data"]["sidecar.yaml"]
     assert (
         annotations["checksum/inject-template"] == hashlib.sha256(template.rstrip("\n").encode()).hexdigest()
     )
-    assert len(annotations["checksum/webhook-cert"]) == 64
+    assert "checksum/webhook-cert" not in annotations
     other = render(kube, "--set", "sidecar.logLevel=DEBUG")
     other_annotations = only(other, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert other_annotations["checksum/inject-template"] != annotations["checksum/inject-template"]
+
+    # with Helm's certificate: mounted, followed without a restart
+    helm_made = render(kube, *HELM_CERTIFICATES)
+    container = operator_container(helm_made)
+    assert "--webhook-cert=/etc/luna-plugins/webhook/tls.crt" in container["args"]
+    assert "--webhook-key=/etc/luna-plugins/webhook/tls.key" in container["args"]
+    assert not [arg for arg in container["args"] if arg.startswith("--webhook-ca")]
+    mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+    assert mounts["webhook-tls"] == {
+        "name": "webhook-tls",
+        "mountPath": "/etc/luna-plugins/webhook",
+        "readOnly": True,
+    }
+    helm_pod = only(helm_made, "Deployment")["spec"]["template"]
+    volumes = {volume["name"]: volume for volume in helm_pod["spec"]["volumes"]}
+    assert volumes["webhook-tls"]["secret"] == {"secretName": SECRET, "defaultMode": 0o440}
+    assert "checksum/webhook-cert" not in helm_pod["metadata"]["annotations"]
+
+
+def _operator_parser() -> Any:
+    import argparse
+
+    from luna_operator.config import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser
 
 
 def test_injection_template_is_the_charts_sidecar(kube: Any, tmp_path: Path) -> None:
@@ -343,13 +402,19 @@ def test_cert_manager_issues_the_certificate_instead_of_helm(
     kube: Any, crd: None, namespace: str, cert_manager_crds: bool
 ) -> None:
     objects = render(kube, "--set", "webhook.certManager.enabled=true", namespace=namespace)
-    assert not of_kind(objects, "Secret")  # cert-manager writes it
-    issuer, certificate = only(objects, "Issuer"), only(objects, "Certificate")
-    assert issuer["apiVersion"] == certificate["apiVersion"] == "cert-manager.io/v1"
-    assert issuer["spec"] == {"selfSigned": {}}
+    assert not of_kind(objects, "Secret")  # cert-manager writes them
     name = "luna-luna-plugins-webhook"
-    assert certificate["metadata"]["name"] == issuer["metadata"]["name"] == name
-    spec = certificate["spec"]
+    issuers = {issuer["metadata"]["name"]: issuer for issuer in of_kind(objects, "Issuer")}
+    certificates = {cert["metadata"]["name"]: cert for cert in of_kind(objects, "Certificate")}
+    for each in (*issuers.values(), *certificates.values()):
+        assert each["apiVersion"] == "cert-manager.io/v1"
+    # the usual bootstrap: self-signed issuer -> CA certificate -> CA issuer -> serving certificate
+    assert issuers[f"{name}-selfsigned"]["spec"] == {"selfSigned": {}}
+    ca = certificates[f"{name}-ca"]["spec"]
+    assert ca["isCA"] is True and ca["secretName"] == CA_SECRET and ca["duration"] == "87600h"
+    assert ca["issuerRef"] == {"name": f"{name}-selfsigned", "kind": "Issuer", "group": "cert-manager.io"}
+    assert issuers[name]["spec"] == {"ca": {"secretName": CA_SECRET}}
+    spec = certificates[name]["spec"]
     assert spec["secretName"] == SECRET
     assert spec["dnsNames"] == [
         SERVICE,
@@ -358,10 +423,12 @@ def test_cert_manager_issues_the_certificate_instead_of_helm(
         f"{SERVICE}.{namespace}.svc.cluster.local",
     ]
     assert spec["issuerRef"] == {"name": name, "kind": "Issuer", "group": "cert-manager.io"}
-    assert spec["duration"] == "8760h"
+    assert spec["duration"] == "2160h"
     assert "server auth" in spec["usages"]
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         configuration = only(objects, kind)
+        # the injector takes ca.crt of the serving certificate's Secret: the CA, which a renewal
+        # of the serving certificate does not change
         assert configuration["metadata"]["annotations"] == {
             "cert-manager.io/inject-ca-from": f"{namespace}/{name}"
         }
@@ -431,6 +498,7 @@ def test_service_accounts_get_what_they_use_and_nothing_more(
         "install",
         release,
         str(CHART),
+        *NO_KUBELET,
         "--namespace",
         namespace,
         "--set",
@@ -447,6 +515,8 @@ def test_service_accounts_get_what_they_use_and_nothing_more(
         operator = service_account_kube(kube, namespace, account, tmp_path / "operator")
         sidecar = service_account_kube(kube, namespace, f"{account}-sidecar", tmp_path / "sidecar")
         other = service_account_kube(kube, second_namespace, f"{account}-sidecar", tmp_path / "other")
+        (tmp_path / "checker").mkdir()
+        checker = service_account_kube(kube, namespace, f"{account}-check", tmp_path / "checker")
         ns = namespace
         cluster = Cluster(kube, ns)
 
@@ -463,6 +533,18 @@ def test_service_accounts_get_what_they_use_and_nothing_more(
             (operator, "update", "secrets"),
             (operator, "create", "kopfpeerings.kopf.dev"),
             (operator, "patch", f"kopfpeerings.kopf.dev/{release}-luna-plugins"),
+            # its own webhook CA: its Secret and the chart's configurations, by name
+            (operator, "get", f"secrets/{release}-luna-plugins-webhook-ca"),
+            (operator, "patch", f"secrets/{release}-luna-plugins-webhook-ca"),
+            (
+                operator,
+                "patch",
+                f"validatingwebhookconfigurations.admissionregistration.k8s.io/{release}-luna-plugins",
+            ),
+            (checker, "create", "lunaplugins.luna.dev"),
+            (checker, "list", "deployments.apps"),
+            (checker, "list", "pods"),
+            (checker, "get", "customresourcedefinitions.apiextensions.k8s.io/lunaplugins.luna.dev"),
             (sidecar, "watch", "configmaps"),
             (sidecar, "create", "lunapluginruntimes.luna.dev"),
             (sidecar, "delete", "lunapluginruntimes.luna.dev"),
@@ -478,6 +560,14 @@ def test_service_accounts_get_what_they_use_and_nothing_more(
             (operator, "patch", "kopfpeerings.kopf.dev/someone-else"),
             (operator, "delete", "kopfpeerings.kopf.dev"),
             (operator, "patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
+            (operator, "patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/someone-else"),
+            (operator, "patch", "secrets/someone-else"),
+            (checker, "delete", "lunaplugins.luna.dev"),
+            (checker, "update", "lunaplugins.luna.dev"),
+            (checker, "get", "secrets"),
+            (checker, "create", "configmaps"),
+            (checker, "create", "pods"),
+            (checker, "get", "customresourcedefinitions.apiextensions.k8s.io/other.example.com"),
             (sidecar, "create", "configmaps"),
             (sidecar, "list", "lunaplugins.luna.dev"),
             (sidecar, "get", "secrets"),

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart.helpers import CHART, of_kind, render
+from tests.chart.helpers import CHART, NO_KUBELET, of_kind, render
 from tests.kube.accounts import service_account_kube
 from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
 from tests.sidecar.harness import wait_for
@@ -60,6 +60,7 @@ def guarded(kube: Any, crd: None, namespace: str, tmp_path: Path) -> Iterator[Gu
         "install",
         release,
         str(CHART),
+        *NO_KUBELET,
         "--namespace",
         namespace,
         "--set",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart.helpers import CHART
+from tests.chart.helpers import CHART, NO_KUBELET
 from tests.kube.accounts import service_account_kube, stand_in_pod
 from tests.sidecar.harness import wait_for
 
@@ -49,7 +49,7 @@ class Pods:
 @pytest.fixture
 def pods(kube: Any, crd: None, namespace: str, tmp_path: Path) -> Iterator[Pods]:
     release = f"r{namespace[-6:]}"
-    kube.helm("install", release, str(CHART), "--namespace", namespace)
+    kube.helm("install", release, str(CHART), *NO_KUBELET, "--namespace", namespace)
     account = f"{release}-luna-plugins-sidecar"
     uids = {name: stand_in_pod(kube, namespace, name, account) for name in ("pod-a", "pod-b")}
     accounts = tmp_path / "accounts"

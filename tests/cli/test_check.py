@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from luna_operator.certs import self_signed
-from tests.chart.helpers import CHART
+from tests.chart.helpers import CHART, NO_KUBELET
 from tests.operator.harness import CRD, Operator, start_webhook_operator
 from tests.sidecar.harness import HOST, free_port, sidecar_command, wait_for
 
@@ -217,7 +217,7 @@ def release(kube: Any, crd: None, namespace: str, tmp_path: Path) -> Iterator[Re
     if kube.state_dir is None:
         pytest.skip("the webhook listens on 127.0.0.1, which an external cluster's API server cannot reach")
     name = f"r{namespace[-6:]}"
-    kube.helm("install", name, str(CHART), "--namespace", namespace)
+    kube.helm("install", name, str(CHART), *NO_KUBELET, "--namespace", namespace)
     try:
         operator_pods_ready(kube, namespace, name)
         running, url, cert = start_webhook_operator(kube, namespace, tmp_path)

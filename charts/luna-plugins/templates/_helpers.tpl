@@ -319,6 +319,31 @@ app.kubernetes.io/component: webhook
 {{- printf "%s-webhook-tls" (include "luna-plugins.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* Where the webhook's certificates come from: certManager, operator or helm. */}}
+{{- define "luna-plugins.webhookCertificateSource" -}}
+{{- if .Values.webhook.certManager.enabled }}certManager{{ else }}{{ .Values.webhook.certificates }}{{ end }}
+{{- end }}
+
+{{/* The Secret where the operator keeps its own webhook CA (webhook.certificates=operator). */}}
+{{- define "luna-plugins.webhookCASecretName" -}}
+{{- printf "%s-webhook-ca" (include "luna-plugins.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The DNS names the API server may call the webhook Service by (a YAML list). */}}
+{{- define "luna-plugins.webhookDNSNames" -}}
+{{- $service := include "luna-plugins.webhookServiceName" . }}
+{{- $namespace := .Release.Namespace }}
+{{- list $service (printf "%s.%s" $service $namespace) (printf "%s.%s.svc" $service $namespace) (printf "%s.%s.svc.cluster.local" $service $namespace) | toYaml }}
+{{- end }}
+
+{{/* The webhook configurations the chart renders, as KIND/NAME (a YAML list). */}}
+{{- define "luna-plugins.webhookConfigurationNames" -}}
+{{- $fullname := include "luna-plugins.fullname" . }}
+{{- $names := list (printf "validating/%s" $fullname) }}
+{{- if .Values.injection.enabled }}{{ $names = append $names (printf "mutating/%s-inject" $fullname) }}{{ end }}
+{{- $names | toYaml }}
+{{- end }}
+
 {{/* The cert-manager Certificate (and Issuer) of the webhook, for cert-manager.io/inject-ca-from. */}}
 {{- define "luna-plugins.webhookCertificateName" -}}
 {{- printf "%s-webhook" (include "luna-plugins.fullname" .) | trunc 63 | trimSuffix "-" }}
@@ -342,7 +367,7 @@ see the same certificate.
 {{- else }}
 {{- $service := include "luna-plugins.webhookServiceName" . }}
 {{- $namespace := .Release.Namespace }}
-{{- $names := list $service (printf "%s.%s" $service $namespace) (printf "%s.%s.svc" $service $namespace) (printf "%s.%s.svc.cluster.local" $service $namespace) }}
+{{- $names := include "luna-plugins.webhookDNSNames" . | fromYamlArray }}
 {{- $days := int .Values.webhook.certValidityDays }}
 {{- $ca := genCA (printf "%s-webhook-ca" (include "luna-plugins.fullname" .)) $days }}
 {{- $cert := genSignedCert (printf "%s.%s.svc" $service $namespace) nil $names $days $ca }}
@@ -361,7 +386,7 @@ service:
   namespace: {{ $ctx.Release.Namespace }}
   path: {{ .path }}
   port: 443
-{{- if not $ctx.Values.webhook.certManager.enabled }}
+{{- if eq (include "luna-plugins.webhookCertificateSource" $ctx) "helm" }}
 caBundle: {{ index (include "luna-plugins.webhookCerts" $ctx | fromYaml) "ca.crt" | b64enc }}
 {{- end }}
 {{- end }}
@@ -406,4 +431,51 @@ labels:
 namespace and sidecar.namespaces. */}}
 {{- define "luna-plugins.sidecarNamespaces" -}}
 {{- toYaml (prepend (without (.Values.sidecar.namespaces | default list) .Release.Namespace) .Release.Namespace | uniq) }}
+{{- end }}
+
+{{/* Where `luna-plugins check` sends its admission probe: the release's namespace when the
+operator watches it, else the first namespace it watches. */}}
+{{- define "luna-plugins.checkProbeNamespace" -}}
+{{- $watched := .Values.operator.namespaces }}
+{{- if or (not $watched) (has .Release.Namespace $watched) }}{{ .Release.Namespace }}{{ else }}{{ first $watched }}{{ end }}
+{{- end }}
+
+{{/* The pod spec running `luna-plugins check` for the hooks.
+(dict "context" $ "name" ACCOUNT "probeNamespace" NS "wait" SECONDS-or-0) */}}
+{{- define "luna-plugins.checkPodSpec" -}}
+{{- $ctx := .context -}}
+serviceAccountName: {{ .name }}
+automountServiceAccountToken: true
+restartPolicy: Never
+{{- with $ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $ctx.Values.podSecurityContext | nindent 2 }}
+containers:
+  - name: check
+    image: {{ include "luna-plugins.image" $ctx | quote }}
+    imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+    args:
+      - check
+      - --release={{ $ctx.Release.Name }}
+      - --operator-namespace={{ $ctx.Release.Namespace }}
+      - --namespace={{ .probeNamespace }}
+      {{- if .wait }}
+      - --wait={{ .wait }}s
+      {{- end }}
+    securityContext:
+      {{- toYaml $ctx.Values.securityContext | nindent 6 }}
+    {{- with $ctx.Values.hooks.resources }}
+    resources:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: 16Mi
 {{- end }}
