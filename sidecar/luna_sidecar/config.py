@@ -64,6 +64,9 @@ class SidecarConfig:
     """Address of ``/metrics``, ``/healthz`` and ``/readyz``."""
     metrics_port: int = 9100
     """Port of ``/metrics``, ``/healthz`` and ``/readyz``."""
+    metrics_max_connections: int = 64
+    """Open connections the metrics listener keeps at most; one more gets 503 and is closed. Its
+    own cap: a flood of the other listeners never takes the probes' connections."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest event-intake or route request body accepted; larger gets 413."""
     max_connections: int = 512
@@ -274,6 +277,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "state_dir": _path,
     "packages_max_bytes": _positive(int),
     "max_connections": _positive(int),
+    "metrics_max_connections": _positive(int),
     "max_requests_in_flight": _positive(int),
     "header_timeout": _positive(float),
     "request_read_timeout": _positive(float),

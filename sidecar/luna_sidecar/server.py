@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
 from luna_plugins.application import LunaApplication
@@ -31,7 +30,7 @@ from luna_sidecar.config import SidecarConfig
 from luna_sidecar.containment import Containment
 from luna_sidecar.crash_guard import CrashGuard
 from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
-from luna_sidecar.health_http import build_metrics_app
+from luna_sidecar.health_http import HealthServer, probe_limits
 from luna_sidecar.http_server import HttpServer, ListenerLimits, refused_counter
 from luna_sidecar.leftovers import Leftovers
 from luna_sidecar.mapping import MappingError, PointMetrics, load_rules
@@ -170,21 +169,6 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
 
 
 @contextlib.asynccontextmanager
-async def _listening(runner: web.BaseRunner, host: str, port: int, what: str) -> AsyncIterator[None]:
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from None
-        log.info("listening for %s on http://%s:%d", what, host, port)
-        yield
-    finally:
-        await runner.cleanup()
-
-
-@contextlib.asynccontextmanager
 async def _serving(server: HttpServer, host: str, port: int, what: str) -> AsyncIterator[None]:
     try:
         await server.start(host, port)
@@ -198,7 +182,8 @@ async def _serving(server: HttpServer, host: str, port: int, what: str) -> Async
 
 
 def listener_limits(config: SidecarConfig) -> ListenerLimits:
-    """The limits both listeners apply, from the settings."""
+    """The limits the route and admin listeners apply, from the settings (the metrics listener
+    has its own, :func:`luna_sidecar.health_http.probe_limits`)."""
     return ListenerLimits(
         max_body_bytes=config.max_body_bytes,
         max_connections=config.max_connections,
@@ -242,21 +227,27 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
             return False, "shutting down"
         return (True, "ready") if sidecar.ready else (False, "first sync of the plugins not done yet")
 
-    metrics_runner = web.AppRunner(
-        build_metrics_app(sidecar.registry, live=live, ready=ready),
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
-    )
     refused = refused_counter(sidecar.registry)
     limits = listener_limits(config)
+    probes = HealthServer(
+        sidecar.registry,
+        live=live,
+        ready=ready,
+        # a probe's request is a few hundred bytes: all of it within the header deadline
+        limits=probe_limits(
+            max_connections=config.metrics_max_connections,
+            header_timeout=config.header_timeout,
+            request_timeout=config.header_timeout,
+        ),
+        refused=refused,
+    )
     admin = AdminServer(AdminEndpoints(sidecar.intake, sidecar.describe), limits=limits, refused=refused)
     public = PublicServer(sidecar.dispatcher, limits=limits, refused=refused)
     tasks: list[asyncio.Task[None]] = []
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(
-                _listening(metrics_runner, config.metrics_host, config.metrics_port, "metrics and probes")
+                _serving(probes, config.metrics_host, config.metrics_port, "metrics and probes")
             )
             await stack.enter_async_context(
                 _serving(admin, config.admin_host, config.admin_port, "event intake and /plugins")

@@ -6,17 +6,15 @@ answers throughout, and every refusal is counted."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from tests.sidecar import hostile_plugins as hostile
+from tests.sidecar import raw_http as raw
 from tests.sidecar.harness import Sidecar, http, wait_for
 
 SLOW_ROUTE = """
@@ -35,37 +33,6 @@ class Slow(BaseBackgroundPlugin):
         await asyncio.sleep(float(request.args.get("s", "3")))
         return pluginHTTPResponse(body="slept")
 """
-
-
-def _address(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
-    return parts.hostname, parts.port
-
-
-def _connect(url: str) -> socket.socket:
-    sock = socket.create_connection(_address(url), timeout=30)
-    sock.settimeout(30)
-    return sock
-
-
-def _read_all(sock: socket.socket) -> bytes:
-    data = b""
-    with contextlib.suppress(OSError):
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @contextlib.contextmanager
@@ -125,16 +92,16 @@ def refused(sidecar: Sidecar, listener: str, reason: str) -> float:
 
 def test_600_half_open_requests_neither_exhaust_descriptors_nor_stop_the_probes(sidecar: Sidecar) -> None:
     pid = sidecar.process.pid
-    fds_before = _fds(pid)
+    fds_before = raw.fds(pid)
     with probing(sidecar) as failures:
         opened: list[socket.socket] = []
         try:
             for index in range(600):
                 url = sidecar.public if index % 2 == 0 else sidecar.admin
-                sock = _connect(url)
+                sock = raw.connect(url)
                 sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n")  # headers never end
                 opened.append(sock)
-            answers = [_read_all(sock) for sock in opened]
+            answers = [raw.read_all(sock) for sock in opened]
         finally:
             for sock in opened:
                 sock.close()
@@ -147,12 +114,12 @@ def test_600_half_open_requests_neither_exhaust_descriptors_nor_stop_the_probes(
     for listener in ("routes", "admin"):
         assert refused(sidecar, listener, "too_many_connections") >= 200
         assert refused(sidecar, listener, "header_timeout") >= 1
-    wait_for(lambda: _fds(pid) <= fds_before + 5, what="the connections' descriptors released")
+    wait_for(lambda: raw.fds(pid) <= fds_before + 5, what="the connections' descriptors released")
 
 
 def test_a_trickled_request_gets_408_although_every_byte_arrives_in_time(sidecar: Sidecar) -> None:
     for url in (sidecar.public, sidecar.admin):
-        sock = _connect(url)
+        sock = raw.connect(url)
         started = time.monotonic()
         answer = b""
         try:
@@ -161,19 +128,19 @@ def test_a_trickled_request_gets_408_although_every_byte_arrives_in_time(sidecar
                 time.sleep(0.05)
                 if time.monotonic() - started > 30:
                     break
-            answer = _read_all(sock)
+            answer = raw.read_all(sock)
         except OSError:
-            answer = answer or _read_all(sock)
+            answer = answer or raw.read_all(sock)
         finally:
             sock.close()
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
 def test_a_slow_body_gets_408_and_the_route_timeout_starts_after_it(sidecar: Sidecar) -> None:
-    sock = _connect(sidecar.public)
+    sock = raw.connect(sidecar.public)
     try:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
-        answer = _read_all(sock)
+        answer = raw.read_all(sock)
     finally:
         sock.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
@@ -198,10 +165,10 @@ def test_oversized_urls_headers_and_bodies_get_414_431_and_413(sidecar: Sidecar,
         ),
     ]
     for request, status in cases:
-        sock = _connect(url)
+        sock = raw.connect(url)
         try:
             sock.sendall(request)
-            answer = _read_all(sock)
+            answer = raw.read_all(sock)
         finally:
             sock.close()
         assert answer.startswith(b"HTTP/1.1 " + status), (status, answer[:200])
@@ -214,9 +181,9 @@ def test_oversized_urls_headers_and_bodies_get_414_431_and_413(sidecar: Sidecar,
 
 def test_a_24_mib_header_is_refused_without_being_held(sidecar: Sidecar) -> None:
     pid = sidecar.process.pid
-    before = _rss_kib(pid)
+    before = raw.rss_kib(pid)
     for url in (sidecar.public, sidecar.admin):
-        sock = _connect(url)
+        sock = raw.connect(url)
         answer = b""
         try:
             sock.sendall(b"GET /plugins HTTP/1.1\r\nHost: x\r\nX-Huge: ")
@@ -224,11 +191,11 @@ def test_a_24_mib_header_is_refused_without_being_held(sidecar: Sidecar) -> None
             with contextlib.suppress(OSError):  # the server closes while we are still sending
                 for _ in range(24):
                     sock.sendall(chunk)
-            answer = _read_all(sock)
+            answer = raw.read_all(sock)
         finally:
             sock.close()
         assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
-    grown = _rss_kib(pid) - before
+    grown = raw.rss_kib(pid) - before
     assert grown < 16 * 1024, f"RSS grew by {grown} KiB"
 
 
@@ -298,17 +265,17 @@ def _mutations(seed: int, count: int) -> Iterator[bytes]:
 
 def test_fuzzed_requests_crash_nothing_leak_nothing_and_probes_stay_up(sidecar: Sidecar) -> None:
     pid = sidecar.process.pid
-    fds_before, rss_before = _fds(pid), _rss_kib(pid)
+    fds_before, rss_before = raw.fds(pid), raw.rss_kib(pid)
     statuses: dict[bytes, int] = {}
     with probing(sidecar) as failures:
         for index, request in enumerate(_mutations(seed=20261207, count=1500)):
             url = sidecar.public if index % 2 == 0 else sidecar.admin
-            sock = _connect(url)
+            sock = raw.connect(url)
             sock.settimeout(5)
             try:
                 sock.sendall(request)
                 sock.shutdown(socket.SHUT_WR)  # what was sent is all there is
-                answer = _read_all(sock)
+                answer = raw.read_all(sock)
             except OSError:
                 answer = b""
             finally:
@@ -322,5 +289,5 @@ def test_fuzzed_requests_crash_nothing_leak_nothing_and_probes_stay_up(sidecar: 
     expected = {b"200", b"202", b"400", b"404", b"405", b"408", b"413", b"415", b"422", b"none"}
     assert not set(statuses) - expected, statuses
     assert statuses.get(b"400", 0) > 100 and statuses.get(b"200", 0) > 10, statuses
-    wait_for(lambda: _fds(pid) <= fds_before + 5, what="every connection's descriptor released")
-    assert _rss_kib(pid) - rss_before < 32 * 1024
+    wait_for(lambda: raw.fds(pid) <= fds_before + 5, what="every connection's descriptor released")
+    assert raw.rss_kib(pid) - rss_before < 32 * 1024
