@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, getversion
 
 #: HTTP verbs a handler class may implement, as lower-case method names
 HTTP_VERBS = frozenset({"get", "post", "put", "patch", "delete", "head", "options"})
@@ -93,13 +93,59 @@ class PluginRequest:
 _UNPARSED = object()
 
 
+#: response headers the HTTP server writes itself: left out of :attr:`PluginResponse.wire_lines`
+SERVER_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date"})
+
+
+def _version(headers: CIMultiDict[str]) -> int:
+    """The headers' version: it changes with every change of them."""
+    return getversion(cast("MultiDict[object]", headers))
+
+
+class PluginResponse(web.Response):
+    """What :func:`pluginHTTPResponse` builds: an aiohttp ``web.Response`` in every respect (a
+    handler may change its status, headers, body or cookies before returning it, and it can be
+    returned from a plain aiohttp application).
+
+    It also keeps its header lines as the sidecar writes them, made once from the arguments:
+    :meth:`wire` hands them out only while the response is unchanged since it was built.
+    """
+
+    def __init__(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+        super().__init__(status=status, body=payload, headers=headers)
+        lines = "".join(
+            [
+                name + ": " + value + "\r\n"
+                for name, value in headers.items()
+                if name.lower() not in SERVER_HEADERS
+            ]
+        )
+        #: the header lines (``Name: value\r\n`` each) of the headers given, server headers left out
+        self.wire_lines = lines
+        self._wire_body = payload
+        self._wire_status = status
+        self._wire_version = _version(self._headers)
+
+    def wire(self) -> tuple[str, bytes] | None:
+        """(header lines, body) as built; None once its status, headers, body or cookies changed."""
+        if (
+            _version(self._headers) != self._wire_version
+            or self._body is not self._wire_body
+            or self._status != self._wire_status
+            or self._cookies
+        ):
+            return None
+        return self.wire_lines, self._wire_body
+
+
 def pluginHTTPResponse(
     statusCode: int = 200,
     body: str | bytes | dict[str, Any] | list[Any] | None = None,
     headers: Mapping[str, str] | None = None,
-) -> web.Response:
-    """Build a route reply: a ``str`` body is text, ``bytes`` are sent as they are, a ``dict``
-    or ``list`` is JSON. ``headers`` are sent as given (a ``Content-Type`` there wins)."""
+) -> PluginResponse:
+    """Build a route reply (an aiohttp ``web.Response``): a ``str`` body is text, ``bytes`` are
+    sent as they are, a ``dict`` or ``list`` is JSON. ``headers`` are sent as given (a
+    ``Content-Type`` there wins); a header name or value holding CR or LF raises ``ValueError``."""
     content_type: str | None
     if isinstance(body, str):
         payload = body.encode()
@@ -115,10 +161,14 @@ def pluginHTTPResponse(
     else:
         raise TypeError(f"response body must be str, bytes, dict, list or None, not {type(body).__name__}")
     header_map = dict(headers) if headers else {}
+    if header_map:
+        given = "".join(header_map) + "".join(header_map.values())
+        if "\r" in given or "\n" in given:
+            raise ValueError("a response header name or value holds CR or LF")
     if content_type is not None and "Content-Type" not in header_map:
         if not any(name.lower() == "content-type" for name in header_map):
             header_map["Content-Type"] = content_type
-    return web.Response(status=statusCode, body=payload, headers=header_map)
+    return PluginResponse(statusCode, payload, header_map)
 
 
 def normalize_methods(methods: Iterable[str]) -> frozenset[str]:

@@ -92,12 +92,15 @@ class _Date:
 
     second = -1
     text = ""
+    #: the end of the Content-Length line and the Date line, as written
+    line = ""
 
     @classmethod
     def now(cls) -> str:
         second = int(time.time())
         if second != cls.second:
             cls.second, cls.text = second, formatdate(second, usegmt=True)
+            cls.line = "\r\nDate: " + cls.text + "\r\n"
         return cls.text
 
 
@@ -110,20 +113,23 @@ def response_bytes(
     *,
     content_type: str | None = "application/json; charset=utf-8",
     headers: list[tuple[str, str]] | None = None,
+    lines: str = "",
     close: bool = False,
     head: bool = False,
 ) -> bytes:
-    """A complete HTTP/1.1 response. ``headers`` must not hold Content-Length or Connection."""
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-    text = line
+    """A complete HTTP/1.1 response. ``headers`` (pairs) and ``lines`` (``Name: value\r\n``
+    each, already formatted) must not hold Content-Length, Date or Connection."""
+    text = _STATUS_LINES.get(status)
+    if text is None:
+        text = _STATUS_LINES[status] = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
     if content_type is not None:
         text += "Content-Type: " + content_type + "\r\n"
     if headers:
         for name, value in headers:
             text += name + ": " + value + "\r\n"
-    text += f"Content-Length: {len(body)}\r\nDate: {_Date.now()}\r\n"
+    if int(time.time()) != _Date.second:
+        _Date.now()
+    text += lines + "Content-Length: " + str(len(body)) + _Date.line
     text += "Connection: close\r\n\r\n" if close else "\r\n"
     head_bytes = text.encode("latin-1", "replace")
     return head_bytes if head else head_bytes + body

@@ -5,10 +5,11 @@ answers synchronously is answered without a task. Each request served also becom
 ``requests`` monitoring point (service, route, status code, execution time), so metrics and
 monitoring plugins see plugin traffic like any other service traffic.
 
-Handlers return what ``pluginHTTPResponse`` builds (an aiohttp ``web.Response``; any other
-``web.Response``, an ``HTTPException`` raised or returned, cookies included, works alike); a
-streamed response (``web.StreamResponse`` that is not a ``web.Response``) is not supported and
-gets its client a 500.
+Handlers return what ``pluginHTTPResponse`` builds (a ``PluginResponse``, an aiohttp
+``web.Response`` whose header lines are made once: written as they are while the handler left it
+unchanged); any other ``web.Response``, an ``HTTPException`` raised or returned, cookies
+included, works alike; a streamed response (``web.StreamResponse`` that is not a
+``web.Response``) is not supported and gets its client a 500.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, TypeGuard, cast
 from aiohttp import web
 from prometheus_client import Counter
 
-from luna_plugins.http import PluginRequest
+from luna_plugins.http import SERVER_HEADERS, PluginRequest, PluginResponse
 from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 from luna_sidecar.bus import PointBuffer
 from luna_sidecar.http_server import HttpRequest, HttpServer, ListenerLimits, response_bytes
@@ -42,8 +43,6 @@ REQUEST_ID_HEADER = "Luna-Request-Id"
 _REQUEST_ID = b"luna-request-id"
 #: (route, status) tag sets of the runtime's own points kept for reuse
 TAG_SETS_KEPT = 4096
-#: response headers the server writes itself
-_OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 
 
 def _error(status: int, message: str, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -55,7 +54,8 @@ def _is_response(value: object) -> TypeGuard[web.StreamResponse]:
     """Whether ``value`` is a response (asked of every handler's result: the common case is
     answered without the abstract-base-class check that isinstance makes for aiohttp's
     responses, which are mutable mappings)."""
-    return value.__class__ is web.Response or isinstance(value, web.StreamResponse)
+    cls = value.__class__
+    return cls is PluginResponse or cls is web.Response or isinstance(value, web.StreamResponse)
 
 
 def encode_response(response: web.StreamResponse, *, head: bool, close: bool) -> bytes | None:
@@ -79,7 +79,7 @@ def encode_response(response: web.StreamResponse, *, head: bool, close: bool) ->
         lowered = name.lower()
         if lowered == "content-type":
             content_type = True
-        elif lowered in _OWN_HEADERS:
+        elif lowered in SERVER_HEADERS:
             continue
         headers.append((name, value))
     if payload and not content_type:
@@ -193,8 +193,22 @@ class RouteDispatcher:
         event_time: float,
     ) -> bytes:
         """The response's bytes; its ``requests`` point and counters recorded."""
-        response.headers.setdefault(REQUEST_ID_HEADER, request_id)
-        data = encode_response(response, head=request.method == "HEAD", close=request.close_after)
+        wire = response.wire() if response.__class__ is PluginResponse else None
+        if wire is not None:  # as pluginHTTPResponse built it: its header lines are ready
+            lines, body = wire
+            if REQUEST_ID_HEADER not in response.headers:
+                lines += "Luna-Request-Id: " + request_id + "\r\n"
+            data: bytes | None = response_bytes(
+                response.status,
+                body,
+                content_type=None,
+                lines=lines,
+                close=request.close_after,
+                head=request.method == "HEAD",
+            )
+        else:
+            response.headers.setdefault(REQUEST_ID_HEADER, request_id)
+            data = encode_response(response, head=request.method == "HEAD", close=request.close_after)
         if data is None and entry is not None:
             log.error(
                 "plugin %s: %s returned a %s, which cannot be sent (return pluginHTTPResponse)",
