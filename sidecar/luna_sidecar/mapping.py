@@ -22,6 +22,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ RESERVED_LABELS = frozenset({"le", "quantile"})
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _KINDS = ("counter", "gauge", "histogram")
+#: the raw label values of a ``requests`` point, from its tags (KeyError when one is missing)
+_REQUEST_KEY = itemgetter("service", "route", "status_code")
 
 
 class MappingError(ValueError):
@@ -334,15 +337,20 @@ class PointMetrics(Collector):
         errors: dict[tuple[Any, Any, Any], int] = {}
         others: dict[str, int] = {}
         rules = self.rules
+        request_key = _REQUEST_KEY
         for point in points:
             series = point.series
             tags = point.tags
             if series == "requests":
-                key = (tags.get("service", ""), tags.get("route", ""), tags.get("status_code", ""))
+                try:
+                    key = request_key(tags)  # one call in C for the common point that has all three
+                except KeyError:
+                    key = (tags.get("service", ""), tags.get("route", ""), tags.get("status_code", ""))
                 times = requests.get(key)
                 if times is None:
-                    times = requests[key] = []
-                times.append(point.fields.get("execution_time"))
+                    requests[key] = [point.fields.get("execution_time")]
+                else:
+                    times.append(point.fields.get("execution_time"))
             elif series == "errors":
                 key = (tags.get("service", ""), tags.get("route", ""), tags.get("error_code", ""))
                 errors[key] = errors.get(key, 0) + 1

@@ -128,6 +128,23 @@ def test_request_duration_histogram_le_semantics(registry: CollectorRegistry, bu
     assert les == [*(str(bound) for bound in DURATION_BUCKETS), "+Inf"]
 
 
+def test_requests_missing_a_label_tag_count_with_an_empty_label(
+    registry: CollectorRegistry, build: Build
+) -> None:
+    no_status = MonitoringPoint("requests", 1.0, {"service": "s", "route": "GET:/a"}, {"execution_time": 0.5})
+    no_tags = MonitoringPoint("requests", 1.0, {}, {"execution_time": 0.5})
+    build().observe([no_status, request("GET:/a", service="s"), no_status, no_tags])
+    assert samples(registry, "luna_requests_total") == {
+        (("route", "GET:/a"), ("service", "s"), ("status_code", "")): 2.0,
+        (("route", "GET:/a"), ("service", "s"), ("status_code", "200")): 1.0,
+        (("route", ""), ("service", ""), ("status_code", "")): 1.0,
+    }
+    assert (
+        metric_value(registry, "luna_request_duration_seconds_count", {"service": "s", "route": "GET:/a"})
+        == 3
+    )
+
+
 def test_request_without_execution_time_is_counted_but_not_timed(
     registry: CollectorRegistry, build: Build
 ) -> None:
