@@ -7,7 +7,9 @@ Cases (each against a fresh sidecar, both listeners where it applies):
 - ``half-open``: 600 connections that send a request line and one header, then nothing (300 to
   the route listener, 300 to the admin listener); held for ``--hold`` seconds;
 - ``huge-header``: one request whose header grows to 24 MiB, sent to the admin listener;
-- ``trickle``: a request sent one byte every 0.2 s for ``--hold`` seconds.
+- ``trickle``: a request sent one byte every 0.2 s for ``--hold`` seconds;
+- ``probes-half-open`` and ``probes-huge-header``: the same two sent to the metrics listener
+  (``/healthz``, ``/readyz``, ``/metrics``) instead.
 
 Usage: ``python bench/listener_abuse.py [--compare /tmp/base] [--hold 15]``
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,11 +125,12 @@ def _answer(sock: socket.socket, timeout: float) -> str:
     return data[9:12].decode() if data.startswith(b"HTTP/1.1 ") else ("closed" if not data else "other")
 
 
-def half_open(sidecar: Sidecar, hold: float) -> dict[str, object]:
+def half_open(sidecar: Sidecar, hold: float, *, probes_port: bool = False) -> dict[str, object]:
+    ports = [sidecar.metrics] if probes_port else [sidecar.port, sidecar.admin]
     opened: list[socket.socket] = []
     refused = 0
     for index in range(600):
-        port = sidecar.port if index % 2 == 0 else sidecar.admin
+        port = ports[index % len(ports)]
         try:
             sock = socket.create_connection((HOST, port), timeout=5)
             sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
@@ -149,11 +154,12 @@ def half_open(sidecar: Sidecar, hold: float) -> dict[str, object]:
     }
 
 
-def huge_header(sidecar: Sidecar, hold: float) -> dict[str, object]:
-    sock = socket.create_connection((HOST, sidecar.admin), timeout=30)
+def huge_header(sidecar: Sidecar, hold: float, *, probes_port: bool = False) -> dict[str, object]:
+    port, path = (sidecar.metrics, b"/healthz") if probes_port else (sidecar.admin, b"/plugins")
+    sock = socket.create_connection((HOST, port), timeout=30)
     sent = 0
     with contextlib.suppress(OSError):
-        sock.sendall(b"GET /plugins HTTP/1.1\r\nHost: x\r\nX-Huge: ")
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nX-Huge: " % path)
         chunk = b"h" * (1 << 20)
         for _ in range(24):
             sock.sendall(chunk)
@@ -178,7 +184,13 @@ def trickle(sidecar: Sidecar, hold: float) -> dict[str, object]:
     return {"held_s": round(time.monotonic() - started, 1), "answer": answer}
 
 
-CASES = {"half-open": half_open, "huge-header": huge_header, "trickle": trickle}
+CASES: dict[str, Callable[[Sidecar, float], dict[str, object]]] = {
+    "half-open": half_open,
+    "huge-header": huge_header,
+    "trickle": trickle,
+    "probes-half-open": functools.partial(half_open, probes_port=True),
+    "probes-huge-header": functools.partial(huge_header, probes_port=True),
+}
 
 
 def main() -> None:
