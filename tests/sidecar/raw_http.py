@@ -44,3 +44,18 @@ def rss_kib(pid: int) -> int:
 def fds(pid: int) -> int:
     """Open file descriptors of process ``pid``."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def half_open_answers(urls: list[str], count: int, *, path: str = "/hello") -> list[bytes]:
+    """Open ``count`` connections (to ``urls`` in turn), each sending a request whose headers
+    never end; what each got until the server closed it, in order."""
+    opened: list[socket.socket] = []
+    try:
+        for index in range(count):
+            sock = connect(urls[index % len(urls)])
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode())
+            opened.append(sock)
+        return [read_all(sock) for sock in opened]
+    finally:
+        for sock in opened:
+            sock.close()

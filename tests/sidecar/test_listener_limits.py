@@ -94,17 +94,7 @@ def test_600_half_open_requests_neither_exhaust_descriptors_nor_stop_the_probes(
     pid = sidecar.process.pid
     fds_before = raw.fds(pid)
     with probing(sidecar) as failures:
-        opened: list[socket.socket] = []
-        try:
-            for index in range(600):
-                url = sidecar.public if index % 2 == 0 else sidecar.admin
-                sock = raw.connect(url)
-                sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n")  # headers never end
-                opened.append(sock)
-            answers = [raw.read_all(sock) for sock in opened]
-        finally:
-            for sock in opened:
-                sock.close()
+        answers = raw.half_open_answers([sidecar.public, sidecar.admin], 600)
         statuses = sorted({answer.split(b" ", 2)[1].decode() for answer in answers if answer})
         assert statuses == ["408", "503"], statuses
         assert all(answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 503")) for answer in answers)
