@@ -191,7 +191,11 @@ class HttpRequest:
     def path(self) -> str:
         """The path, percent-decoded (``%2F`` stays encoded)."""
         if self._path is None:
-            self._path, self._query_string = _split_target(self.target)
+            target = self.target
+            if target[:1] == b"/" and b"%" not in target and b"?" not in target and b"#" not in target:
+                self._path = target.decode("utf-8", "replace")  # nothing to split or decode
+            else:
+                self._path, self._query_string = _split_target(target)
         return self._path
 
     @property
@@ -276,6 +280,17 @@ def _split_target(target: bytes) -> tuple[str, str]:
     return path, raw_query.decode("latin-1")
 
 
+#: method names as llhttp gives them -> as handlers see them (llhttp knows a few dozen methods)
+_METHOD_NAMES: dict[bytes, str] = {}
+
+
+def _method_name(raw: bytes) -> str:
+    name = _METHOD_NAMES.get(raw)
+    if name is None:
+        name = _METHOD_NAMES[raw] = raw.decode("ascii", "replace")
+    return name
+
+
 class _RefusedError(Exception):
     """Raised inside a parser callback to stop parsing; the connection answers and closes."""
 
@@ -311,6 +326,9 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._declared: int | None = None
         self._over = False
+        #: bytes of the header names and values so far; the value of ``Expect``, if sent
+        self._header_size = 0
+        self._expect: bytes | None = None
 
     # -- asyncio.Protocol
 
@@ -400,22 +418,22 @@ class _Connection(asyncio.Protocol):
             raise _RefusedError(
                 431, "headers_too_large", f"more than {self._limits.max_headers} header fields"
             )
+        self._header_size += len(name) + len(value)
         if len(name) == 14 and name.lower() == b"content-length":
             self._declared = int(value)  # llhttp accepts digits only
+        elif len(name) == 6 and name.lower() == b"expect":
+            self._expect = value
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
         limits = self._limits
-        if (
-            sum(len(name) + len(value) for name, value in self._headers) + len(self._url)
-            > limits.max_header_bytes
-        ):
+        if self._header_size + len(self._url) > limits.max_header_bytes:
             raise _RefusedError(
                 431, "headers_too_large", f"request headers larger than {limits.max_header_bytes} bytes"
             )
         if self._declared is not None and self._declared > limits.max_body_bytes:
             self._over = True
-        expect = _first_header(self._headers, b"expect")
+        expect = self._expect
         if expect is not None and expect.strip().lower() == b"100-continue" and self.transport is not None:
             if self._over:
                 # final answer instead of 100 Continue: the client sends no body
@@ -440,7 +458,7 @@ class _Connection(asyncio.Protocol):
             self._server.refused("body_too_large")
         request = HttpRequest(
             self,
-            self._parser.get_method().decode("ascii", "replace"),
+            _method_name(self._parser.get_method()),
             self._url,
             self._headers,
             body,
