@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, getversion
@@ -93,12 +93,24 @@ class PluginRequest:
 _UNPARSED = object()
 
 
-#: response headers the HTTP server writes itself: left out of :attr:`PluginResponse.wire_lines`
+#: response headers the HTTP server writes itself: left out of :meth:`PluginResponse.wire`'s lines
 SERVER_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date"})
-
+#: the header the sidecar adds to every route response unless the handler set it
+REQUEST_ID_HEADER = "luna-request-id"
 
 #: the headers' version: it changes with every change of them (typed for a CIMultiDict of str)
 _version = cast("Callable[[CIMultiDict[str]], int]", getversion)
+
+
+class Wire(NamedTuple):
+    """A :class:`PluginResponse` as the sidecar writes it."""
+
+    status: int
+    lines: str
+    """the header lines (``Name: value\\r\\n`` each) given, :data:`SERVER_HEADERS` left out"""
+    body: bytes
+    has_request_id: bool
+    """whether the lines hold ``Luna-Request-Id``"""
 
 
 class PluginResponse(web.Response):
@@ -106,35 +118,40 @@ class PluginResponse(web.Response):
     handler may change its status, headers, body or cookies before returning it, and it can be
     returned from a plain aiohttp application).
 
-    It also keeps its header lines as the sidecar writes them, made once from the arguments:
-    :meth:`wire` hands them out only while the response is unchanged since it was built.
+    It also keeps itself as the sidecar writes it, made once from the arguments: :meth:`wire`
+    hands that out only while the response is unchanged since it was built. A header name or
+    value holding CR or LF raises ``ValueError``.
     """
 
     def __init__(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
         super().__init__(status=status, body=payload, headers=headers)
-        lines = "".join(
-            [
-                name + ": " + value + "\r\n"
-                for name, value in headers.items()
-                if name.lower() not in SERVER_HEADERS
-            ]
-        )
-        #: the header lines (``Name: value\r\n`` each) of the headers given, server headers left out
-        self.wire_lines = lines
-        self._wire_body = payload
-        self._wire_status = status
+        lines = ""
+        kept = 0
+        has_request_id = False
+        for name, value in headers.items():
+            lowered = name.lower()
+            if lowered in SERVER_HEADERS:
+                continue
+            has_request_id = has_request_id or lowered == REQUEST_ID_HEADER
+            lines += name + ": " + value + "\r\n"
+            kept += 1
+        # each line ends in the one CR and the one LF it may hold
+        if lines.count("\r") != kept or lines.count("\n") != kept:
+            raise ValueError("a response header name or value holds CR or LF")
+        self._wire = Wire(status, lines, payload, has_request_id)
         self._wire_version = _version(self._headers)
 
-    def wire(self) -> tuple[str, bytes] | None:
-        """(header lines, body) as built; None once its status, headers, body or cookies changed."""
+    def wire(self) -> Wire | None:
+        """The response as built; None once its status, headers, body or cookies changed."""
+        wire = self._wire
         if (
             _version(self._headers) != self._wire_version
-            or self._body is not self._wire_body
-            or self._status != self._wire_status
+            or self._body is not wire.body
+            or self._status != wire.status
             or self._cookies
         ):
             return None
-        return self.wire_lines, self._wire_body
+        return wire
 
 
 def pluginHTTPResponse(
@@ -160,10 +177,6 @@ def pluginHTTPResponse(
     else:
         raise TypeError(f"response body must be str, bytes, dict, list or None, not {type(body).__name__}")
     header_map = dict(headers) if headers else {}
-    if header_map:
-        given = "".join(header_map) + "".join(header_map.values())
-        if "\r" in given or "\n" in given:
-            raise ValueError("a response header name or value holds CR or LF")
     if content_type is not None and "Content-Type" not in header_map:
         if not any(name.lower() == "content-type" for name in header_map):
             header_map["Content-Type"] = content_type

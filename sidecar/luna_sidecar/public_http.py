@@ -195,12 +195,12 @@ class RouteDispatcher:
         """The response's bytes; its ``requests`` point and counters recorded."""
         wire = response.wire() if response.__class__ is PluginResponse else None
         if wire is not None:  # as pluginHTTPResponse built it: its header lines are ready
-            lines, body = wire
-            if REQUEST_ID_HEADER not in response.headers:
+            lines = wire.lines
+            if not wire.has_request_id:
                 lines += "Luna-Request-Id: " + request_id + "\r\n"
             data: bytes | None = response_bytes(
-                response.status,
-                body,
+                wire.status,
+                wire.body,
                 content_type=None,
                 lines=lines,
                 close=request.close_after,

@@ -76,7 +76,15 @@ async def test_responses_reach_the_client_as_the_handler_left_them(tmp_path: Pat
         assert (head.status, head.body) == (201, b"")
 
 
-@pytest.mark.parametrize("headers", [{"X-Split": "a\r\nSet-Cookie: evil=1"}, {"X-Bad\nName": "v"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Split": "a\r\nSet-Cookie: evil=1"},
+        {"X-Bad\nName": "v"},
+        {"X-Lone": "a\rb"},
+        {"Date": "left out", "X-Split": "a\r\nSet-Cookie: evil=1"},
+    ],
+)
 def test_a_header_that_would_split_the_response_is_refused(headers: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="CR or LF"):
         pluginHTTPResponse(body="x", headers=headers)
