@@ -96,7 +96,7 @@ _UNPARSED = object()
 #: response headers the HTTP server writes itself: left out of :meth:`PluginResponse.wire`'s lines
 SERVER_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 #: the header the sidecar adds to every route response unless the handler set it
-REQUEST_ID_HEADER = "luna-request-id"
+_REQUEST_ID_LOWERED = "luna-request-id"
 
 #: the headers' version: it changes with every change of them (typed for a CIMultiDict of str)
 _version = cast("Callable[[CIMultiDict[str]], int]", getversion)
@@ -132,7 +132,7 @@ class PluginResponse(web.Response):
             lowered = name.lower()
             if lowered in SERVER_HEADERS:
                 continue
-            has_request_id = has_request_id or lowered == REQUEST_ID_HEADER
+            has_request_id = has_request_id or lowered == _REQUEST_ID_LOWERED
             lines += name + ": " + value + "\r\n"
             kept += 1
         # each line ends in the one CR and the one LF it may hold
