@@ -13,7 +13,6 @@ import datetime
 import json
 import socket
 import ssl
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +22,14 @@ import pytest
 
 from luna_operator.pki import KeyPair, issue_serving, make_ca
 from luna_operator.webhook_ca import CAState
+from tests.kube.admission import AdmissionLoad, webhook_failures
 from tests.operator.harness import Cluster, Operator, plugin_manifest, route_code, start_operator
 from tests.sidecar.harness import HOST, free_port, wait_for
 
 pytestmark = pytest.mark.kube
 
 DAY = datetime.timedelta(days=1)
+CONFIGURATION_NAME = "lunaplugin-cert-test"
 
 
 class MountedSecret:
@@ -67,52 +68,6 @@ def same_certificate(pem: str, pair: KeyPair) -> bool:
     return ssl.PEM_cert_to_DER_cert(pem) == ssl.PEM_cert_to_DER_cert(pair.cert.decode())
 
 
-class AdmissionLoad:
-    """Server-side dry-run creates through the API server, one after the other, in a thread."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.calls = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> AdmissionLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        manifest = plugin_manifest("probe", self.cluster.namespace, route_code())
-        while not self._stop.is_set():
-            result = self.cluster.kube.kubectl(
-                "create", "--dry-run=server", "-f", "-", input=manifest, check=False
-            )
-            self.calls += 1
-            if result.returncode != 0:
-                self.failures.append(result.stderr.strip())
-
-    def wait_calls(self, more: int) -> None:
-        target = self.calls + more
-        wait_for(lambda: self.calls >= target or self.failures, timeout=60, what=f"{more} admission calls")
-
-
-def webhook_failures(kube: Any) -> float:
-    """The API server's count of webhook calls that failed (not answers that denied)."""
-    text = kube.kubectl("get", "--raw", "/metrics").stdout
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(
-            ("apiserver_admission_webhook_rejection_count{", "apiserver_admission_webhook_fail_open_count{")
-        ):
-            if "lunaplugin-cert-test" in line and 'error_type="no_error"' not in line:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def metric(operator: Operator, name: str) -> float | None:
     with urllib.request.urlopen(operator.metrics_url, timeout=5) as answer:
         for line in answer.read().decode().splitlines():
@@ -124,7 +79,7 @@ def metric(operator: Operator, name: str) -> float | None:
 @pytest.fixture
 def configuration(kube: Any, cluster: Cluster) -> Iterator[dict[str, Any]]:
     """A ValidatingWebhookConfiguration for LunaPlugins of the test's namespace that fails closed."""
-    name = "lunaplugin-cert-test"
+    name = CONFIGURATION_NAME
     yield {"name": name}
     kube.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
 
@@ -200,10 +155,10 @@ def test_a_renewed_certificate_is_served_within_seconds_and_no_call_fails(
         assert metric(running, "luna_operator_webhook_certificate_expiry_timestamp_seconds") == pytest.approx(
             first.not_after.timestamp()
         )
-        failures_before = webhook_failures(kube)
+        failures_before = webhook_failures(kube, CONFIGURATION_NAME)
         pid = running.process.pid
 
-        with AdmissionLoad(cluster) as load:
+        with AdmissionLoad(kube, plugin_manifest("probe", cluster.namespace, route_code())) as load:
             load.wait_calls(3)
             mounted.serve(second)
             wait_for(
@@ -240,7 +195,7 @@ def test_a_renewed_certificate_is_served_within_seconds_and_no_call_fails(
         assert load.failures == [], load.failures[:3]
         assert load.calls >= 16
         assert running.process.pid == pid and running.process.poll() is None
-        assert webhook_failures(kube) == failures_before
+        assert webhook_failures(kube, CONFIGURATION_NAME) == failures_before
         assert metric(running, "luna_operator_webhook_certificate_reloads_total") == 2
         assert metric(running, "luna_operator_webhook_certificate_expiry_timestamp_seconds") == pytest.approx(
             third.not_after.timestamp()
@@ -318,7 +273,7 @@ def test_the_operators_own_ca_rotates_with_overlap_and_no_call_fails(
         )
         first = secret_state(kube, ns, secret)
         assert first.signer is not None
-        failures_before = webhook_failures(kube)
+        failures_before = webhook_failures(kube, CONFIGURATION_NAME)
         pid = running.process.pid
         signers: list[bytes] = []
 
@@ -330,12 +285,12 @@ def test_the_operators_own_ca_rotates_with_overlap_and_no_call_fails(
             # a second signer, and the CA it replaced gone from the bundle once expired
             return len(signers) >= 2 and first.signer is not None and first.signer.cert not in state.bundle()
 
-        with AdmissionLoad(cluster) as load:
+        with AdmissionLoad(kube, plugin_manifest("probe", cluster.namespace, route_code())) as load:
             wait_for(rotated_and_old_dropped, timeout=120, what="a CA rotation and the old CA's expiry")
             load.wait_calls(3)
         assert load.failures == [], load.failures[:3]
         assert load.calls >= 10
-        assert webhook_failures(kube) == failures_before
+        assert webhook_failures(kube, CONFIGURATION_NAME) == failures_before
         state = secret_state(kube, ns, secret)
         (bundle,) = configuration_bundles(kube, name)
         assert base64.b64decode(bundle) == state.bundle()
