@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import filecmp
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,12 +143,33 @@ def restricted_namespace(kube: Any, namespace: str) -> None:
 # --- no cluster ---------------------------------------------------------------------------------
 
 
-def test_chart_crds_are_the_repository_crds() -> None:
+def test_one_source_for_the_crds_and_the_demo_plugins() -> None:
+    """crds/ is the chart's crds/ and the chart's demo plugins are examples/plugins: links, not
+    copies kept equal (Helm follows them when it loads or packages the chart)."""
     names = sorted(path.name for path in CRDS.glob("*.yaml"))
     assert names, "no CRDs in crds/"
-    assert sorted(path.name for path in (CHART / "crds").iterdir()) == names, "chart crds/ != crds/"
-    _, mismatch, errors = filecmp.cmpfiles(CRDS, CHART / "crds", names, shallow=False)
-    assert not mismatch and not errors, f"copy crds/*.yaml to charts/luna-plugins/crds/: {mismatch + errors}"
+    assert CRDS.resolve() == (CHART / "crds").resolve()
+    assert (CHART / "files" / "plugins").resolve() == (ROOT / "examples" / "plugins").resolve()
+
+
+@pytest.mark.kube
+def test_the_packaged_chart_holds_the_crds_and_demo_plugins_themselves(kube: Any, tmp_path: Path) -> None:
+    import tarfile
+
+    kube.helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("luna-plugins-*.tgz")
+    with tarfile.open(archive) as packed:
+        members = {member.name: member for member in packed.getmembers()}
+        for source, inside in [
+            *((path, f"luna-plugins/crds/{path.name}") for path in CRDS.glob("*.yaml")),
+            *(
+                (path, f"luna-plugins/files/plugins/{path.name}")
+                for path in (ROOT / "examples" / "plugins").glob("*.py")
+            ),
+        ]:
+            assert members[inside].isfile(), inside  # the file itself, not a link
+            extracted = packed.extractfile(members[inside])
+            assert extracted is not None and extracted.read() == source.read_bytes(), inside
 
 
 def test_schema_describes_every_default_value() -> None:
