@@ -38,16 +38,8 @@ from luna_operator.render import (
     entry_details,
     plugin_configmap_name,
 )
-from luna_operator.secret_settings import Resolved, check_shape
-from luna_operator.validation import (
-    Problem,
-    code_hash,
-    module_name,
-    validate_module,
-    validate_name,
-    validate_requirements,
-    validate_settings,
-)
+from luna_operator.secret_settings import Resolved
+from luna_operator.validation import Problem, check_spec, code_hash, module_name, module_taken
 
 #: the longest message a status carries (the whole resource must stay under about 1 MiB)
 MAX_MESSAGE_CHARS = 2000
@@ -198,12 +190,12 @@ def _decide_one(
     module = module_name(plugin.name, spec.get("module"))
     enabled = _enabled(plugin)
     previous = last_good(plugin, existing)
-    settings_problems = validate_settings(spec.get("settings"))
-    settings_problems += [Problem(p) for p in check_shape(spec.get("settingsFrom"), spec.get("settings"))]
+    checks = check_spec(plugin.name, module, spec)
+    settings_problems = list(checks.settings)
     if not settings_problems and secret is not None and secret.problems and not secret.waiting:
         settings_problems += [Problem(p) for p in secret.problems]
     secret_waiting = not settings_problems and secret is not None and secret.waiting
-    requirements, requirements_problems = validate_requirements(spec.get("requirements"))
+    requirements, requirements_problems = checks.requirements, checks.requirement_problems
     # the settings, requirements and secret settings the plugin's entry carries: the new ones,
     # or, when any is refused or a Secret is awaited, those of the version in service (a last
     # good version without an entry cannot keep serving)
@@ -217,9 +209,7 @@ def _decide_one(
         settings = dict(spec.get("settings") or {})
         encoded = secret.encoded if secret is not None else None
         secret_hash = version_of(encoded) if encoded is not None else None
-    problems: list[Problem] = (
-        validate_name(plugin.name) + validate_module(module) + settings_problems + requirements_problems
-    )
+    problems: list[Problem] = checks.names + settings_problems + requirements_problems
     if existing is not None and not existing.managed:
         problems.append(
             Problem(
@@ -229,12 +219,7 @@ def _decide_one(
         )
     claimant = claims.get(module)
     if enabled and claimant is not None and claimant != plugin.name:
-        problems.append(
-            Problem(
-                f"module {module!r} is already provided by LunaPlugin {claimant!r} of service "
-                f"{plugin.service!r}; set spec.module to another name"
-            )
-        )
+        problems.append(module_taken(module, claimant, plugin.service))
     transient = False
     new: StoredVersion | None = None
     if problems:

@@ -18,11 +18,13 @@ import hashlib
 import json
 import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from luna_contract.requirements import RequirementsError, check_requirements
 from luna_operator.code_check import check_source
+from luna_operator.secret_settings import check_shape
 from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
 from luna_plugins.naming import check_module_name
 
@@ -115,6 +117,43 @@ def validate_module(module: str) -> list[Problem]:
     if problem is None:
         return []
     return [Problem(f"module {problem}; set spec.module to another name")]
+
+
+@dataclass(frozen=True)
+class SpecChecks:
+    """Every check of a LunaPlugin that needs neither its code parsed nor the cluster: the pass
+    and the admission webhook both start from these (composed once, here)."""
+
+    names: list[Problem]
+    """``metadata.name`` and the module name"""
+    settings: list[Problem]
+    """``spec.settings`` and the shape of ``spec.settingsFrom``"""
+    requirements: tuple[str, ...]
+    """``spec.requirements`` in canonical spelling (empty when refused)"""
+    requirement_problems: list[Problem]
+
+    @property
+    def problems(self) -> list[Problem]:
+        """All of them, in the order users read them."""
+        return self.names + self.settings + self.requirement_problems
+
+
+def check_spec(name: str, module: str, spec: Mapping[str, Any]) -> SpecChecks:
+    """The checks of :class:`SpecChecks` for the LunaPlugin ``name`` serving ``module``."""
+    settings = validate_settings(spec.get("settings"))
+    settings += [Problem(p) for p in check_shape(spec.get("settingsFrom"), spec.get("settings"))]
+    requirements, requirement_problems = validate_requirements(spec.get("requirements"))
+    return SpecChecks(
+        validate_name(name) + validate_module(module), settings, requirements, requirement_problems
+    )
+
+
+def module_taken(module: str, claimant: str, service: str) -> Problem:
+    """The problem of a plugin whose module another enabled LunaPlugin of its service provides."""
+    return Problem(
+        f"module {module!r} is already provided by LunaPlugin {claimant!r} of service {service!r}; "
+        "set spec.module to another name"
+    )
 
 
 def precheck(code: str, pinned_sha256: str | None) -> list[Problem]:

@@ -1,0 +1,134 @@
+"""The operator's admission webhooks: validation of LunaPlugins (the pass's own checks, at
+`kubectl apply` time) and the sidecar injection into Pods; both counted in the metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from luna_operator.cluster_api import GROUP, PLURAL, VERSION
+from luna_operator.injection import InjectionRefusedError, InjectionTemplate, plan
+from luna_operator.metrics import OperatorMetrics
+from luna_operator.state import OperatorState
+from luna_operator.validation import CheckUnavailableError, check_spec, module_name, module_taken
+
+log = logging.getLogger("luna.operator")
+
+
+@contextlib.contextmanager
+def _timed(metrics: OperatorMetrics, webhook: str) -> Any:
+    """Count one admission request: allowed unless it raises AdmissionError (denied) or else (error)."""
+    started = time.monotonic()
+    outcome = "allowed"
+    try:
+        yield
+    except kopf.AdmissionError:
+        outcome = "denied"
+        raise
+    except Exception:
+        outcome = "error"
+        raise
+    finally:
+        metrics.webhook_requests.labels(webhook, outcome).inc()
+        metrics.webhook_duration.labels(webhook).observe(time.monotonic() - started)
+
+
+def register_injection(
+    registry: kopf.OperatorRegistry,
+    template: InjectionTemplate,
+    namespaces: tuple[str, ...] = (),
+    metrics: OperatorMetrics | None = None,
+) -> None:
+    """The mutating webhook ``/inject-sidecar``: Pods created with ``luna.dev/inject: "true"``
+    get the template's sidecar. Pods are not watched: kopf only needs to discover the resource
+    (core v1, already scanned for ConfigMaps) to serve admission for it. The failure policy is
+    Ignore: with the operator down, Pods are created without the sidecar. Pods outside
+    ``namespaces`` (when set) are left alone."""
+    counted = metrics or OperatorMetrics()
+
+    @kopf.on.mutate(
+        "",
+        "v1",
+        "pods",
+        id="inject-sidecar",
+        operations=["CREATE"],
+        ignore_failures=True,
+        registry=registry,
+    )
+    async def inject_sidecar(body: Any, patch: kopf.Patch, **_: Any) -> None:
+        with _timed(counted, "inject"):
+            meta = body.get("metadata") or {}
+            namespace = str(meta.get("namespace") or "")
+            if namespaces and namespace and namespace not in namespaces:
+                return
+            try:
+                change = plan(body, template)
+            except InjectionRefusedError as exc:
+                raise kopf.AdmissionError(str(exc), code=422) from None
+            except Exception:  # a Pod shaped as we did not expect: created as without the webhook
+                log.exception("sidecar injection failed; the pod is created without it")
+                return
+            if change is None:
+                return
+            patch.spec["containers"] = change.containers
+            if change.volumes_added:
+                patch.spec["volumes"] = change.volumes
+            for key, value in change.annotations.items():
+                patch.meta.annotations[key] = value
+            for key, value in change.labels.items():
+                patch.meta.labels[key] = value
+            pod = f"{namespace}/{meta.get('name') or str(meta.get('generateName') or '') + '*'}"
+            log.info(
+                "injected sidecar %r into pod %s (service %s)", change.container_name, pod, change.service
+            )
+            for warning in change.warnings:
+                log.warning("pod %s: %s", pod, warning)
+
+
+def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> None:
+    """The validating admission webhook: the pass's checks at `kubectl apply` time. Its failure
+    policy is Ignore, so an operator that is down never blocks users; the pass still marks
+    invalid plugins."""
+
+    @kopf.on.validate(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="lunaplugin",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+    )
+    async def validate(spec: Any, body: Any, old: Any = None, **_: Any) -> None:
+        with _timed(state.metrics, "validate"):
+            await _validate(state, spec, body, old)
+
+
+async def _validate(state: OperatorState, spec: Any, body: Any, old: Any) -> None:
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp") or (old is not None and old.get("spec") == body.get("spec")):
+        return  # metadata or status only (finalizers, labels): an invalid plugin must stay deletable
+    name = str(meta.get("name") or meta.get("generateName") or "")
+    namespace = str(meta.get("namespace") or "")
+    module = module_name(name, spec.get("module"))
+    service = str(spec.get("service") or "handlers")
+    problems = [str(p) for p in check_spec(name, module, spec).problems]
+    code = spec.get("code")
+    if isinstance(code, str):
+        try:
+            checked = await state.checker.check(code, pinned_sha256=spec.get("sha256"))
+        except CheckUnavailableError as exc:  # no verdict now: admit it, the pass decides
+            log.warning("webhook: %s/%s: %s", namespace, name, exc)
+            checked = []
+        problems += [str(p) for p in checked]
+    if spec.get("enabled", True):
+        for other in state.view.plugins((namespace, service)):
+            same = module_name(other.name, other.spec.get("module")) == module
+            if other.name != name and not other.deleting and other.spec.get("enabled", True) and same:
+                problems.append(str(module_taken(module, other.name, service)))
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
