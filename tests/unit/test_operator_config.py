@@ -130,7 +130,11 @@ def test_a_bad_inject_template_stops_the_operator_with_the_path(
         ({"liveness": "8090"}, {}, "--liveness='8090': expected host:port"),
         ({"liveness": "0.0.0.0:99999"}, {}, "--liveness='0.0.0.0:99999': not a port number (1-65535)"),
         ({"priority": "high"}, {}, "--priority='high': not an integer"),
-        ({"namespaces": ["team-a", "Team_B"]}, {}, "--namespace='Team_B': not a namespace name"),
+        (
+            {"namespaces": ["team-a", "Team_B"]},
+            {},
+            "--namespace='Team_B': 'Team_B' is not one of the namespace names expected: not a namespace name",
+        ),
         ({"peering": "Luna Peers"}, {}, "--peering='Luna Peers': not a Kubernetes object name"),
         ({"code_check_memory": "16"}, {}, "--code-check-memory='16': must be at least 64 (MiB)"),
         ({"code_check_timeout": "0"}, {}, "--code-check-timeout='0': must be a number of seconds above 0"),
@@ -202,7 +206,7 @@ def test_the_operators_own_ca_is_checked_before_anything_starts() -> None:
         ({"webhook_configurations": "admission/luna"}, "is not one of the webhook configurations"),
         ({"webhook_configurations": "validating/Bad Name"}, "is not one of the webhook configurations"),
         ({"webhook_ca_overlap": "3600", "webhook_ca_validity": "10800"}, "below a third"),
-        ({"webhook_serving_validity": "99999999999"}, "cannot exceed"),
+        ({"webhook_serving_validity": "99999999"}, "cannot exceed"),
         ({"webhook_ca_validity": "-1"}, "above 0"),
     ]:
         with pytest.raises(ValueError, match=message):
