@@ -1,28 +1,30 @@
-"""Sidecar settings: one table drives the command-line flags, the environment variables and the
-README's settings table, so the three never disagree.
+"""Sidecar settings: one declaration drives the command-line flags, the environment variables and
+the README's settings table, so the three never disagree.
 
-Precedence: command-line flag, then environment variable, then default.
+Precedence: command-line flag, then environment variable, then default. The rules (booleans,
+whitespace, ports, seconds, log levels) and the messages are the operator's too: both read their
+settings with :mod:`luna_contract.process_settings`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from luna_contract import process_settings as rules
+from luna_contract.process_settings import SettingError
 from luna_plugins.naming import check_module_name
 
 ENV_PREFIX = "LUNA_SIDECAR_"
 EVENT_LOOPS = ("uvloop", "asyncio")
 
-
-class ConfigError(ValueError):
-    """A setting has a value that cannot be used; the message names the flag or variable."""
+ConfigError = SettingError
+"""A setting has a value that cannot be used; the message names the flag or variable."""
 
 
 @dataclass(frozen=True)
@@ -143,10 +145,6 @@ class SidecarConfig:
     where it is not installed) or ``asyncio``."""
 
 
-def _path(value: str) -> Path:
-    return Path(value)
-
-
 def parse_active_list(text: str) -> tuple[str, ...]:
     """Parse an active list: a JSON list, ``[a, b]`` as in the original docs, or ``a,b``.
 
@@ -176,120 +174,75 @@ def parse_active_list(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _active(value: str) -> tuple[str, ...]:
-    return parse_active_list(value)
-
-
-def _urls(value: str) -> tuple[str, ...]:
-    urls = tuple(part.strip() for part in value.split(",") if part.strip())
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"not an http(s) URL: {url!r}")
-    return urls
-
-
 def _url(value: str) -> str:
-    (url,) = _urls(value) or ("",)
-    if not url:
-        raise ConfigError("empty URL")
-    return url
-
-
-def _hosts(value: str) -> tuple[str, ...]:
-    hosts = tuple(part.strip() for part in value.split(",") if part.strip())
-    for host in hosts:
-        if not all(char.isalnum() or char in ".-:[]" for char in host):
-            raise ConfigError(f"not a host name or address: {host!r}")
-    return hosts
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"expected true or false, got {value!r}")
-
-
-def _log_level(value: str) -> str:
-    level = value.upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise ConfigError(f"unknown log level {value!r}")
-    return level
-
-
-def _event_loop(value: str) -> str:
-    if value not in EVENT_LOOPS:
-        raise ConfigError(f"unknown event loop {value!r}; choose from {', '.join(EVENT_LOOPS)}")
+    if not value.startswith(("http://", "https://")) or any(c.isspace() or c == "," for c in value):
+        raise ValueError("not an http(s) URL")
     return value
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(value: str) -> Any:
-        converted = kind(value)
-        if not math.isfinite(converted) or converted <= 0:
-            raise ConfigError(f"must be positive, got {value!r}")
-        return converted
-
-    return convert
+def _host(value: str) -> str:
+    if not all(char.isascii() and (char.isalnum() or char in ".-:[]") for char in value):
+        raise ValueError("not a host name or address")
+    return value
 
 
-def _not_negative(value: str) -> float:
-    converted = float(value)
-    if not math.isfinite(converted) or converted < 0:
-        raise ConfigError(f"must be 0 or more, got {value!r}")
-    return converted
+_SECONDS = (
+    "api_timeout",
+    "heartbeat_interval",
+    "header_timeout",
+    "request_read_timeout",
+    "callback_timeout",
+    "lifecycle_timeout",
+    "route_timeout",
+    "shutdown_timeout",
+    "reload_debounce",
+    "poll_interval",
+    "loop_block_threshold",
+    "packages_timeout",
+)
+_COUNTS = (
+    "metrics_max_connections",
+    "max_body_bytes",
+    "max_connections",
+    "max_requests_in_flight",
+    "max_batch_items",
+    "queue_items",
+    "max_label_sets",
+    "packages_max_bytes",
+)
+_PATHS = (
+    "plugins_dir",
+    "active_file",
+    "secret_settings_dir",
+    "metrics_mapping",
+    "packages_dir",
+    "packages_find_links",
+    "packages_ca_file",
+    "state_dir",
+)
 
-
-def _port(value: str) -> int:
-    port = int(value)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"port out of range: {value!r}")
-    return port
-
-
-_CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "plugins_dir": _path,
-    "active": _active,
-    "active_file": _path,
-    "metrics_mapping": _path,
-    "secret_settings_dir": _path,
-    "port": _port,
-    "admin_port": _port,
-    "metrics_port": _port,
-    "max_body_bytes": _positive(int),
-    "max_batch_items": _positive(int),
-    "queue_items": _positive(int),
-    "max_label_sets": _positive(int),
-    "callback_timeout": _positive(float),
-    "lifecycle_timeout": _positive(float),
-    "route_timeout": _positive(float),
-    "shutdown_timeout": _positive(float),
-    "reload_debounce": _positive(float),
-    "poll_interval": _positive(float),
-    "api_timeout": _positive(float),
-    "heartbeat_interval": _positive(float),
-    "loop_block_threshold": _positive(float),
-    "loop_block_budget": _not_negative,
-    "log_level": _log_level,
-    "packages_dir": _path,
-    "state_dir": _path,
-    "packages_max_bytes": _positive(int),
-    "max_connections": _positive(int),
-    "metrics_max_connections": _positive(int),
-    "max_requests_in_flight": _positive(int),
-    "header_timeout": _positive(float),
-    "request_read_timeout": _positive(float),
-    "packages_index_url": _url,
-    "packages_extra_index_urls": _urls,
-    "packages_find_links": _path,
-    "packages_ca_file": _path,
-    "packages_trusted_hosts": _hosts,
-    "packages_timeout": _positive(float),
-    "packages_require_hashes": _boolean,
-    "event_loop": _event_loop,
-}
+SETTINGS = rules.Settings(
+    SidecarConfig,
+    env_prefix=ENV_PREFIX,
+    parsers={
+        **dict.fromkeys(_PATHS, rules.path),
+        **dict.fromkeys(_SECONDS, rules.seconds),
+        **dict.fromkeys(_COUNTS, rules.integer(minimum=1)),
+        "active": parse_active_list,
+        "namespace": rules.namespace_name,
+        "port": rules.port,
+        "admin_port": rules.port,
+        "metrics_port": rules.port,
+        "loop_block_budget": rules.seconds_or_zero,
+        "packages_index_url": _url,
+        "packages_extra_index_urls": rules.comma_list(_url, "http(s) URLs"),
+        "packages_trusted_hosts": rules.comma_list(_host, "host names or addresses"),
+        "packages_require_hashes": rules.boolean,
+        "log_level": rules.log_level,
+        "event_loop": rules.one_of(EVENT_LOOPS, "an event loop"),
+    },
+)
+"""Every sidecar setting: its flag, variable, parser, default and meaning."""
 
 
 def flag_name(field_name: str) -> str:
@@ -304,89 +257,31 @@ def env_name(field_name: str) -> str:
 
 def setting_docs() -> list[tuple[str, str, str, str]]:
     """(flag, variable, default, description) for every setting, in declaration order."""
-    return [
-        (flag_name(field.name), env_name(field.name), _shown_default(field.default), _field_doc(field.name))
-        for field in fields(SidecarConfig)
-    ]
-
-
-def _shown_default(default: Any) -> str:
-    if default is None or default == ():
-        return "unset"
-    return str(default).lower() if isinstance(default, bool) else str(default)
-
-
-def _field_doc(name: str) -> str:
-    return _FIELD_DOCS.get(name, "")
-
-
-def _collect_field_docs() -> dict[str, str]:
-    """Read the attribute docstrings of :class:`SidecarConfig` from its source."""
-    import ast
-    import inspect
-    import itertools
-
-    tree = ast.parse(inspect.getsource(SidecarConfig))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, following in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(following.value.value.split())  # one line per setting
-    return docs
-
-
-_FIELD_DOCS = _collect_field_docs()
+    return SETTINGS.rows()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; every flag defaults to ``None`` so that the environment and
     the defaults can be applied afterwards by :func:`resolve`."""
-    for field in fields(SidecarConfig):
-        parser.add_argument(
-            flag_name(field.name),
-            dest=field.name,
-            default=None,
-            metavar=field.name.upper(),
-            help=f"{_field_doc(field.name)} [env {env_name(field.name)}; "
-            f"default: {_shown_default(field.default)}]",
-        )
+    SETTINGS.add_arguments(parser)
 
 
-def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> SidecarConfig:
+def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = None) -> SidecarConfig:
     """Build the configuration from flag values (strings or ``None``) and the environment.
 
     Raises :class:`ConfigError` naming the flag or variable whose value is unusable.
     """
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for field in fields(SidecarConfig):
-        raw = flags.get(field.name)
-        origin = flag_name(field.name)
-        if raw is None:
-            raw = environ.get(env_name(field.name))
-            origin = env_name(field.name)
-        if raw is None or raw == "":
-            continue
-        convert = _CONVERTERS.get(field.name, str)
-        try:
-            values[field.name] = convert(raw)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{origin}={raw!r}: {exc}") from None
-    config = SidecarConfig(**values)
+    config = SETTINGS.resolve(flags, environ)
     if config.active is None and config.active_file is None:
         service_env = service_active_env(config.service)
-        if environ.get(service_env):
+        raw = environ.get(service_env, "")
+        if raw.strip():
             try:
-                values["active"] = parse_active_list(environ[service_env])
-            except ConfigError as exc:
-                raise ConfigError(f"{service_env}: {exc}") from None
-            config = SidecarConfig(**values)
+                active = parse_active_list(raw)
+            except ValueError as exc:
+                raise rules.refused(service_env, raw, exc) from None
+            config = dataclasses.replace(config, active=active)
     return config
 
 
@@ -397,10 +292,7 @@ def service_active_env(service: str) -> str:
 
 def settings_table() -> str:
     """The README's settings table, in Markdown (``python -m luna_sidecar.config`` prints it)."""
-    lines = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]
-    for flag, variable, default, doc in setting_docs():
-        lines.append(f"| `{flag}` | `{variable}` | `{default}` | {doc} |")
-    return "\n".join(lines)
+    return SETTINGS.markdown()
 
 
 if __name__ == "__main__":
