@@ -26,6 +26,7 @@ import itertools
 import math
 import os
 import re
+import textwrap
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -89,19 +90,15 @@ def boolean(value: str) -> bool:
     raise ValueError("not a boolean (true/false, 1/0, yes/no, on/off)")
 
 
-def _whole(value: str, what: str) -> int:
-    if not _INTEGER.fullmatch(value):
-        raise ValueError(what)
-    if len(value.lstrip("+-")) > MAX_DIGITS:
-        raise ValueError(f"{what} of at most {MAX_DIGITS} digits")
-    return int(value)
-
-
 def integer(*, minimum: int | None = None, unit: str = "") -> Parser:
     """A parser of whole numbers (ASCII digits, optional sign), at least ``minimum`` if given."""
 
     def parse(value: str) -> int:
-        number = _whole(value, "not an integer")
+        if not _INTEGER.fullmatch(value):
+            raise ValueError("not an integer")
+        if len(value.lstrip("+-")) > MAX_DIGITS:
+            raise ValueError(f"not an integer of at most {MAX_DIGITS} digits")
+        number = int(value)
         if minimum is not None and number < minimum:
             raise ValueError(f"must be at least {minimum}" + (f" ({unit})" if unit else ""))
         return number
@@ -111,10 +108,9 @@ def integer(*, minimum: int | None = None, unit: str = "") -> Parser:
 
 def port(value: str) -> int:
     """A TCP port, 1-65535."""
-    number = _whole(value, "not a port number (1-65535)")
-    if not 1 <= number <= 65535:
+    if not _INTEGER.fullmatch(value) or len(value) > 6 or not 1 <= int(value) <= 65535:
         raise ValueError("not a port number (1-65535)")
-    return number
+    return int(value)
 
 
 def address(value: str) -> str:
@@ -255,7 +251,7 @@ class Setting:
 
 def attribute_docs(config: type) -> dict[str, str]:
     """The attribute docstrings of a dataclass (the string under each field), each on one line."""
-    body = ast.parse(inspect.getsource(config)).body[0].body  # type: ignore[attr-defined]
+    body = ast.parse(textwrap.dedent(inspect.getsource(config))).body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for node, following in itertools.pairwise(body):
         if (
