@@ -362,7 +362,7 @@ class Settings(Generic[Config]):
                 origin = setting.variable
             else:
                 origin = setting.flag
-            if isinstance(given, list | tuple):
+            if setting.repeatable and isinstance(given, list | tuple):
                 parsed = [self._parse(setting, setting.flag, str(one)) for one in given]
                 kept = [one for one in parsed if one is not None]
                 if kept:
