@@ -160,12 +160,25 @@ def test_operator_killed_in_the_middle_of_50_applies_converges(
     code = "from luna_plugins import BaseBackgroundPlugin\n\n\nclass P{n}(BaseBackgroundPlugin):\n    pass\n"
     names = [f"p{n:02d}" for n in range(50)]
     victim = operator_pod(node_cluster, namespace)["metadata"]["name"]
+    refusals: list[str] = []
     for index, name in enumerate(names):
-        apply(kube, namespace, lunaplugin(name, code.format(n=index)))
+        # the webhook fails closed: while the operator is replaced, an apply is refused and, as a
+        # GitOps tool or a script would, applied again until it is admitted
+        def admitted(index: int = index, name: str = name) -> bool:
+            result = apply(kube, namespace, lunaplugin(name, code.format(n=index)), check=False)
+            if result.returncode != 0:
+                refusals.append(result.stderr)
+            return result.returncode == 0
+
+        wait_for(admitted, timeout=180, what=f"{name} to be admitted")
         if index == 20:
             kube.kubectl(
                 "delete", "pod", victim, "-n", namespace, "--grace-period=0", "--force", "--wait=false"
             )
+    # every refusal said the webhook could not be called (the operator was away), none denied
+    assert all('failed calling webhook "lunaplugin.luna.dev"' in refusal for refusal in refusals), refusals[
+        :3
+    ]
 
     def converged() -> bool:
         return all(phase(node_cluster, namespace, name) == "Ready" for name in names)
