@@ -7,7 +7,7 @@ The original service's import paths work as they are
 
 from typing import TYPE_CHECKING, Any
 
-from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication
+from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication, RouteCollector, RouteRegistrar
 from luna_plugins.base.plugins_meta.base_plugins import (
     EVENT_NAMES,
     BaseBackgroundHandler,
@@ -39,6 +39,8 @@ __all__ = [
     "RawEvent",
     "ReadOnlyDict",
     "RequestParameters",
+    "RouteCollector",
+    "RouteRegistrar",
     "RouteSpec",
     "pluginHTTPResponse",
 ]

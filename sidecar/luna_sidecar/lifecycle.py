@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from luna_plugins.application import LunaApplication
+from luna_plugins.application import LunaApplication, RouteRegistrar
 from luna_plugins.base.plugins_meta.base_plugins import (
     BaseBackgroundPlugin,
     BaseEventPlugin,
@@ -45,6 +45,8 @@ class PluginVersion:
     module: types.ModuleType
     instances: list[BasePlugin]
     logger: logging.Logger
+    #: ``app.router`` when it was loaded: it holds the routes the instances added
+    router: RouteRegistrar
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -57,7 +59,7 @@ class PluginVersion:
 
     def routes(self) -> list[RouteSpec]:
         """Routes the background plugins asked for so far."""
-        return [spec for plugin in self.background_plugins for spec in plugin.__dict__.get("_lunaRoutes", [])]
+        return [spec for plugin in self.background_plugins for spec in self.router.routes_of(plugin)]
 
 
 def plugin_logger(module: str) -> logging.Logger:
@@ -92,7 +94,7 @@ async def load_version(
     except BaseException:
         await close_instances(instances, timeout=timeout, logger=logger, leftovers=leftovers, source=source)
         raise
-    return PluginVersion(source, module, instances, logger)
+    return PluginVersion(source, module, instances, logger, app.router)
 
 
 def _import(source: PluginSource) -> tuple[types.ModuleType, list[type[BasePlugin]]]:

@@ -8,6 +8,9 @@ No plugin can take another plugin's requests: two plugins' routes that some requ
 both (same verb, overlapping paths: ``/{a}/{b}`` and ``/users/{id}``) are a conflict, refused for
 the plugin that comes later. Inside one plugin, overlapping paths are allowed and the one with a
 literal segment earlier wins.
+
+:class:`PluginRoutes` is the ``app.router`` the runtime hands the plugins: it keeps the routes
+each plugin instance adds until its version goes live, then puts later ones straight in the table.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from luna_plugins.base.plugins_meta.base_plugins import RouteSpec
+from luna_plugins.application import RouteCollector
+from luna_plugins.base.plugins_meta.base_plugins import BasePlugin, RouteSpec
 from luna_plugins.route_paths import RoutePath, parse_route_path, request_segments
 
 
@@ -184,3 +188,48 @@ class RouteTable:
         if entry is None and method == "HEAD":
             entry = by_method.get("GET")
         return entry
+
+
+class PluginRoutes(RouteCollector):
+    """The runtime's ``app.router``: the routes plugin instances add, and where they go.
+
+    A route added before its plugin serves (in ``__init__``, ``initialize()``, ``start()``) is
+    only kept: the runtime puts a version's routes in the table together (:meth:`routes_of`).
+    Once the version serves (:meth:`serve`), a route goes to the table at once, under the
+    plugin's module, or is refused (:class:`RouteConflictError` raised at the plugin's
+    ``addRoute``). A retired version's routes are kept and never served.
+    """
+
+    def __init__(self, table: RouteTable) -> None:
+        super().__init__()
+        self._table = table
+        #: id() of each plugin instance whose version serves, and its module
+        self._serving: dict[int, str] = {}
+
+    def add(self, spec: RouteSpec) -> None:
+        module = self._serving.get(id(spec.plugin))
+        if module is not None:
+            self._table.add(module, spec)  # before keeping it: a conflict keeps it out
+        super().add(spec)
+
+    def serve(self, module: str, plugins: Iterable[BasePlugin]) -> None:
+        """From now on, routes ``plugins`` add go to the table at once, as ``module``'s."""
+        for plugin in plugins:
+            self._serving[id(plugin)] = module
+
+    def retire(self, plugins: Iterable[BasePlugin]) -> None:
+        """Routes ``plugins`` add from now on are kept, never served."""
+        for plugin in plugins:
+            self._serving.pop(id(plugin), None)
+
+    def forget(self, plugins: Iterable[BasePlugin]) -> None:
+        """Drop everything about ``plugins`` (their version is closed)."""
+        gone = {id(plugin) for plugin in plugins}
+        for key in gone:
+            self._serving.pop(key, None)
+        self._drop(lambda key: key not in gone)
+
+    def forget_unserved(self) -> None:
+        """Drop the routes of every plugin that does not serve: a version that failed to load,
+        a retired one, plugin objects made outside the runtime."""
+        self._drop(lambda key: key in self._serving)

@@ -31,7 +31,7 @@ from luna_sidecar.loader import PluginLoadError, describe_exception, forget_modu
 from luna_sidecar.metrics import PluginState, QueueState, RuntimeMetrics
 from luna_sidecar.packages import PackageManager, PackageSettings, PackageStatus
 from luna_sidecar.queues import EventWorker
-from luna_sidecar.routing import RouteConflictError, RouteTable
+from luna_sidecar.routing import PluginRoutes, RouteConflictError, RouteTable
 from luna_sidecar.sources import DesiredPlugin, PluginSource
 from luna_sidecar.timeouts import CANCEL_GRACE
 from luna_sidecar.watchdog import BlockLedger
@@ -146,6 +146,9 @@ class Runtime:
         self.app = app
         self.bus = bus
         self.routes = routes
+        #: ``app.router`` from now on: the plugins' addRoute goes through it to ``routes``
+        self.plugin_routes = PluginRoutes(routes)
+        app.use_router(self.plugin_routes)
         self.metrics = metrics
         self.limits = limits
         self.leftovers = leftovers if leftovers is not None else Leftovers()
@@ -220,6 +223,7 @@ class Runtime:
                         _version_key(source) if source else None,
                     )
             self._slots = ordered
+            self.plugin_routes.forget_unserved()  # routes of versions that failed to load
 
     def _packages_done(self) -> None:
         """A requirement set finished installing (or failed): converge again on what is desired."""
@@ -309,8 +313,7 @@ class Runtime:
             self.bus.subscribe(worker)
         for worker in old_workers:
             self.bus.unsubscribe(worker)
-        for plugin in version.background_plugins:
-            plugin.__dict__["_lunaRouteSink"] = self._route_sink(slot.module)
+        self.plugin_routes.serve(slot.module, version.background_plugins)
         slot.current, slot.workers = version, workers
         slot.state, slot.failed_hash, slot.failed_key, slot.error = "running", None, None, None
         slot.changed_at = time.time()
@@ -319,12 +322,6 @@ class Runtime:
         log.info("plugin %s running (code %s)", slot.module, version.source.code_hash[:12])
         if old_version is not None:
             await self._retire(old_version, old_workers)
-
-    def _route_sink(self, module: str) -> Any:
-        def sink(spec: Any) -> None:
-            self.routes.add(module, spec)
-
-        return sink
 
     def _worker(self, module: str, instance: Any, version: PluginVersion) -> EventWorker:
         return EventWorker(
@@ -338,8 +335,7 @@ class Runtime:
 
     async def _retire(self, version: PluginVersion, workers: list[EventWorker]) -> None:
         """Let the old version finish what it had queued (bounded), then close it."""
-        for plugin in version.background_plugins:
-            plugin.__dict__["_lunaRouteSink"] = None
+        self.plugin_routes.retire(version.background_plugins)
         deadline = time.monotonic() + self.limits.callback_timeout
         for worker in workers:
             await worker.drain(deadline)
@@ -368,7 +364,8 @@ class Runtime:
         return lost
 
     async def _close(self, version: PluginVersion, deadline: float | None = None) -> list[str]:
-        return await close_instances(
+        self.plugin_routes.retire(version.background_plugins)  # close() adding routes serves nothing
+        problems = await close_instances(
             version.instances,
             timeout=self.limits.lifecycle_timeout,
             deadline=deadline,
@@ -376,6 +373,8 @@ class Runtime:
             leftovers=self.leftovers,
             source=version.source,
         )
+        self.plugin_routes.forget(version.background_plugins)
+        return problems
 
     def _failed(self, slot: PluginSlot, code_hash: str | None, error: str, key: str | None) -> None:
         if slot.current is None:

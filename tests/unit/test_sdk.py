@@ -23,6 +23,7 @@ from luna_plugins.base.plugins_meta.base_plugins import (
     BaseBackgroundHandler,
     BaseBackgroundPlugin,
     BaseEventPlugin,
+    BasePlugin,
     RouteSpec,
     pluginHTTPResponse,
 )
@@ -113,7 +114,7 @@ def plugin(app: LunaApplication) -> _Plugin:
 
 
 def _routes(plugin: BaseBackgroundPlugin) -> list[RouteSpec]:
-    return list(plugin.__dict__["_lunaRoutes"])
+    return plugin.app.router.routes_of(plugin)
 
 
 def test_implemented_verbs_are_the_verb_methods_defined_below_the_base() -> None:
@@ -205,19 +206,33 @@ async def test_class_endpoint_dispatches_async_verbs(plugin: _Plugin) -> None:
     assert response.body == b"post"
 
 
-def test_add_route_live_plugin_goes_through_the_sink(plugin: _Plugin) -> None:
-    received: list[RouteSpec] = []
-    plugin.__dict__["_lunaRouteSink"] = received.append
+class _Registrar:
+    """A runtime's router in miniature: ``refuse`` stands for a route another plugin serves."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.received: list[RouteSpec] = []
+        self.refuse = refuse
+
+    def add(self, spec: RouteSpec) -> None:
+        if self.refuse is not None:
+            raise ValueError(self.refuse)
+        self.received.append(spec)
+
+    def routes_of(self, plugin: BasePlugin) -> list[RouteSpec]:
+        return [spec for spec in self.received if spec.plugin is plugin]
+
+
+def test_add_route_live_plugin_goes_through_the_app_router() -> None:
+    registrar = _Registrar()
+    plugin = _Plugin(LunaApplication("handlers", router=registrar))
     plugin.addRoute("/live", lambda request: pluginHTTPResponse())
-    assert [spec.path for spec in received] == ["/live"]
+    assert [spec.path for spec in registrar.received] == ["/live"]
     assert [spec.path for spec in _routes(plugin)] == ["/live"]
 
 
-def test_add_route_sink_conflict_keeps_route_out(plugin: _Plugin) -> None:
-    def refuse(spec: RouteSpec) -> None:
-        raise ValueError("taken")
-
-    plugin.__dict__["_lunaRouteSink"] = refuse
+def test_add_route_router_refusal_keeps_route_out(app: LunaApplication) -> None:
+    plugin = _Plugin(app)
+    app.use_router(_Registrar(refuse="taken"))
     with pytest.raises(ValueError, match="taken"):
         plugin.addRoute("/taken", lambda request: pluginHTTPResponse())
     assert _routes(plugin) == []
@@ -230,7 +245,7 @@ def test_add_route_works_without_super_init(app: LunaApplication) -> None:
 
     lazy = Lazy(app)
     lazy.addRoute("/lazy", lambda request: pluginHTTPResponse())
-    assert [spec.path for spec in lazy.__dict__["_lunaRoutes"]] == ["/lazy"]
+    assert [spec.path for spec in app.router.routes_of(lazy)] == ["/lazy"]
 
 
 # -- requests -------------------------------------------------------------------------------------

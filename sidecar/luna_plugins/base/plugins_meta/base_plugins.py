@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from luna_plugins import settings as _settings
-from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication
+from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication, RouteRegistrar
 from luna_plugins.http import HTTP_VERBS, PluginRequest, normalize_methods, pluginHTTPResponse
 from luna_plugins.route_paths import parse_route_path
 
@@ -29,6 +29,7 @@ __all__ = [
     "BasePlugin",
     "LunaApplication",
     "PluginRequest",
+    "RouteRegistrar",
     "RouteSpec",
     "pluginHTTPResponse",
 ]
@@ -117,11 +118,6 @@ class BaseBackgroundPlugin(BasePlugin):
     ``start()`` must only start the work (create tasks) and return; ``close()`` stops it.
     """
 
-    def __init__(self, app: T_LUNA_APPLICATION) -> None:
-        super().__init__(app)
-        self._lunaRoutes: list[RouteSpec] = []
-        self._lunaRouteSink: Callable[[RouteSpec], None] | None = None
-
     async def start(self) -> None:
         """Start background work without awaiting its end. Runs under a timeout."""
 
@@ -137,7 +133,8 @@ class BaseBackgroundPlugin(BasePlugin):
         allowed methods) or a plain function, sync or async, taking the request and returning
         :func:`pluginHTTPResponse`; ``methods`` defaults to the class's verbs or ``{"get"}``.
         Routes added during ``initialize()`` go live together once the plugin has started;
-        raises ``ValueError`` for a bad path or method.
+        raises ``ValueError`` for a bad path or method, or when ``self.app.router`` refuses
+        the route (a running plugin's route that another plugin already serves).
         """
         spec = RouteSpec(
             path=_check_path(path),
@@ -145,12 +142,13 @@ class BaseBackgroundPlugin(BasePlugin):
             endpoint=_make_endpoint(self, handler),
             plugin=self,
         )
-        # Plugins that skipped super().__init__ still get routes (the attributes appear lazily).
-        routes: list[RouteSpec] = self.__dict__.setdefault("_lunaRoutes", [])
-        sink = self.__dict__.get("_lunaRouteSink")
-        if sink is not None:
-            sink(spec)  # a live plugin: register now (may raise on a conflict)
-        routes.append(spec)
+        router: RouteRegistrar | None = getattr(self.app, "router", None)
+        if router is None:
+            raise TypeError(
+                f"{type(self).__name__}.addRoute: self.app is {self.app!r}, not the LunaApplication "
+                "the plugin was constructed with; keep the app passed to __init__ as self.app"
+            )
+        router.add(spec)
 
 
 def _check_path(path: str) -> str:
