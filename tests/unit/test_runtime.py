@@ -13,6 +13,7 @@ import pytest
 
 from luna_plugins.monitoring import MonitoringPoint
 from luna_sidecar.metrics import PluginState
+from luna_sidecar.routing import RouteConflictError
 from luna_sidecar.sources import DesiredPlugin, PluginSource
 
 from .conftest import RuntimeKit, metric_value, source, wait_until
@@ -417,6 +418,48 @@ async def test_routes_added_while_running_go_live_and_stop_after_reload(
     assert served_by(kit, "/later") is None
     old.addRoute("/zombie", lambda request: _text("zombie"))
     assert served_by(kit, "/zombie") is None, "a retired version cannot add routes"
+
+
+async def test_a_running_plugin_route_another_plugin_serves_is_refused_at_add_route(
+    make_runtime: MakeRuntime, recorder: types.ModuleType, module_name: Callable[[str], str]
+) -> None:
+    kit = make_runtime()
+    first, second = module_name("first"), module_name("second")
+    await kit.runtime.apply(
+        desired(
+            source(first, kettle(recorder, "first")), source(second, kettle(recorder, "second", path="/pot"))
+        )
+    )
+    [plugin] = kit.instances(second)
+    with pytest.raises(RouteConflictError, match=f"already served by plugin '{first}'"):
+        plugin.addRoute("/kettle", lambda request: _text("stolen"))
+    assert served_by(kit, "/kettle") == "first"
+    assert kit.slot(second)["routes"] == ["GET /pot"]
+    assert [spec.path for spec in kit.runtime.app.router.routes_of(plugin)] == ["/pot"]
+
+
+async def test_plugin_instances_carry_no_runtime_state_and_closed_versions_are_forgotten(
+    make_runtime: MakeRuntime, recorder: types.ModuleType, module_name: Callable[[str], str]
+) -> None:
+    kit = make_runtime()
+    name, broken = module_name("kept"), module_name("broken")
+    await kit.runtime.apply(desired(source(name, kettle(recorder, "v1"))))
+    [old] = kit.instances(name)
+    assert set(vars(old)) == {"app", "settings"}, "the runtime writes nothing into plugin instances"
+    crash = "rec.events.append(('broken', self)); raise RuntimeError('no')"
+    await kit.runtime.apply(
+        desired(
+            source(name, kettle(recorder, "v2")),
+            source(broken, kettle(recorder, "b", path="/b", extra=crash)),
+        )
+    )
+    [new] = kit.instances(name)
+    assert kit.slot(broken)["state"] == "failed"
+    router = kit.runtime.plugin_routes
+    assert router.routes_of(old) == []
+    assert [spec.path for spec in router.routes_of(new)] == ["/kettle"]
+    [failed] = [event[1] for event in recorder.events if event[0] == "broken"]
+    assert router.routes_of(failed) == [], "a version that failed to load leaves nothing behind"
 
 
 def _text(body: str) -> Any:
