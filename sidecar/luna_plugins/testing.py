@@ -4,34 +4,30 @@
 
     from luna_plugins.testing import run_plugin
 
-    async def test_tally():              # an async test (pytest-asyncio/pytest-aiohttp), or asyncio.run
+    async def test_tally():
         async with run_plugin("plugins/route_tally.py", settings={"slowSeconds": 1}) as plugin:
-            await plugin.send_points([{"series": "requests", "tags": {...}, "fields": {...}}])
             reply = await plugin.request("GET", "/digest")
-            assert reply.json() == {...}
-            assert "tallied" in plugin.log_text()
 
-:func:`run_plugin` loads the file the way the sidecar loads its plugins directory: the same
-loader, lifecycle, timeouts and settings (``NAME.settings.json`` beside the file, or
-``settings=``; ``secret_settings=`` stands for the values ``spec.settingsFrom`` brings).
-Requirements (``NAME.requirements.txt`` beside the file, or ``requirements=``) are never
-installed: they must be installed where the tests run, else :class:`MissingRequirementError`
-names the one missing. Points and events go through the sidecar's intake and the plugin's own
-queue; routes are served by the sidecar's dispatcher on a loopback port of the test's process.
-:class:`PluginHarness` lists what a test may do. This is the one module of ``luna_plugins``
-that needs the runtime (``luna_sidecar``) installed; plugins themselves never import it.
+The harness belongs to the runtime (:mod:`luna_sidecar.testing` documents it); this module is its
+name for plugin authors and loads it on first use, so importing ``luna_plugins`` never imports
+the runtime, which sits above the SDK. Using it needs the runtime installed; plugins never do.
 """
 
-from luna_sidecar.in_process import (
-    Delivery,
-    IntakeRefusedError,
-    MissingRequirementError,
-    PluginCallbackError,
-    PluginHarness,
-    PluginNotLoadedError,
-    Reply,
-    run_plugin,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names are the runtime's; type checkers see them as they are there
+    from luna_sidecar.testing import (
+        Delivery,
+        IntakeRefusedError,
+        MissingRequirementError,
+        PluginCallbackError,
+        PluginHarness,
+        PluginNotLoadedError,
+        Reply,
+        run_plugin,
+    )
 
 __all__ = [
     "Delivery",
@@ -43,3 +39,18 @@ __all__ = [
     "Reply",
     "run_plugin",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # The one place the SDK reaches the runtime: when a test asks for the harness, never on import.
+    from luna_sidecar import testing
+
+    value = getattr(testing, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,5 +1,19 @@
-"""One plugin file run by the real runtime inside the calling process: what
-``luna_plugins.testing`` gives plugin authors.
+"""Testing a plugin file with pytest: one plugin file run by the real runtime inside the calling
+process. Plugin authors import it as ``luna_plugins.testing`` (the name the ``luna-plugins new``
+skeletons use), which loads this module on first use; the SDK itself never imports the runtime.
+
+::
+
+    from luna_plugins.testing import run_plugin
+
+    async def test_tally():              # an async test (pytest-asyncio/pytest-aiohttp), or asyncio.run
+        async with run_plugin("plugins/route_tally.py", settings={"slowSeconds": 1}) as plugin:
+            await plugin.send_points([{"series": "requests", "tags": {...}, "fields": {...}}])
+            reply = await plugin.request("GET", "/digest")
+            assert reply.json() == {...}
+            assert "tallied" in plugin.log_text()
+
+:class:`PluginHarness` lists what a test may do.
 
 Nothing here loads, starts or calls plugins itself. The components are those of the sidecar
 process (:func:`luna_sidecar.server.build_sidecar`): the file is read as the standalone sidecar

@@ -1,0 +1,146 @@
+"""The SDK sits under the runtime: nothing in ``luna_plugins`` imports ``luna_sidecar`` (or the
+operator, the CLI, the cluster harness) when it is imported.
+
+Read from the source with :mod:`ast`, so a new import fails here before anything runs it. The one
+exception is the test harness's name for plugin authors, ``luna_plugins.testing``: it loads
+``luna_sidecar.testing`` inside a function, when a test asks for it.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import luna_plugins
+
+SDK = Path(luna_plugins.__file__).parent
+#: packages above the SDK: they import it, so it must not import them
+ABOVE_THE_SDK = frozenset({"luna_sidecar", "luna_operator", "luna_cli", "luna_cluster"})
+#: (file, module it may load lazily): the harness alias, on first use
+LAZY_ALLOWED = frozenset({("testing.py", "luna_sidecar"), ("testing.py", "luna_sidecar.testing")})
+
+
+@dataclass(frozen=True)
+class Found:
+    file: str
+    line: int
+    module: str
+    when: str  # "import time", "in a function" or "type checking only"
+
+    def __str__(self) -> str:
+        return f"luna_plugins/{self.file}:{self.line} imports {self.module} ({self.when})"
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imported(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""] if node.level == 0 else []  # relative: inside the SDK
+    if (  # importlib.import_module("...") and __import__("..."): no way around this check
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute | ast.Name)
+        and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
+        in ("import_module", "__import__")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ):
+        return [node.args[0].value]
+    return []
+
+
+def _walk(node: ast.AST, file: str, when: str) -> Iterator[Found]:
+    for module in _imported(node):
+        yield Found(file, getattr(node, "lineno", 0), module, when)
+    if isinstance(node, ast.If) and _is_type_checking(node.test):
+        for child in node.body:
+            yield from _walk(child, file, "type checking only")
+        for child in node.orelse:
+            yield from _walk(child, file, when)
+        return
+    inner = "in a function" if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) else when
+    for child in ast.iter_child_nodes(node):
+        yield from _walk(child, file, inner)
+
+
+def sdk_imports_from_above() -> list[Found]:
+    """Every import in the SDK's source of a package above it."""
+    found = []
+    for path in sorted(SDK.rglob("*.py")):
+        file = path.relative_to(SDK).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        found += [
+            item for item in _walk(tree, file, "import time") if item.module.split(".")[0] in ABOVE_THE_SDK
+        ]
+    return found
+
+
+def test_no_sdk_module_imports_the_runtime_when_imported() -> None:
+    at_import = [str(item) for item in sdk_imports_from_above() if item.when == "import time"]
+    assert at_import == [], "the SDK must not depend on the runtime (hand things in through app)"
+
+
+def test_only_the_harness_alias_loads_the_runtime_and_only_on_use() -> None:
+    lazy = [item for item in sdk_imports_from_above() if item.when != "import time"]
+    assert [str(item) for item in lazy if (item.file, item.module) not in LAZY_ALLOWED] == []
+    assert {item.file for item in lazy} == {"testing.py"}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import luna_sidecar.runtime", ["import time"]),
+        ("from luna_sidecar import runtime", ["import time"]),
+        ("try:\n    import luna_operator\nexcept ImportError:\n    pass", ["import time"]),
+        ("class A:\n    import luna_cli", ["import time"]),
+        ("def f():\n    from luna_sidecar.testing import run_plugin", ["in a function"]),
+        ("if TYPE_CHECKING:\n    from luna_sidecar.bus import EventBus", ["type checking only"]),
+        ("import importlib\nimportlib.import_module('luna_sidecar.loader')", ["import time"]),
+        ("from . import luna_sidecar\nimport luna_contract\nimport luna_plugins.http", []),
+    ],
+)
+def test_the_check_sees_every_kind_of_import(source: str, expected: list[str]) -> None:
+    found = [
+        item.when
+        for item in _walk(ast.parse(source), "x.py", "import time")
+        if item.module.split(".")[0] in ABOVE_THE_SDK
+    ]
+    assert found == expected
+
+
+def test_importing_every_sdk_module_loads_no_runtime_module() -> None:
+    script = (
+        "import pkgutil, sys, luna_plugins\n"
+        "for info in pkgutil.walk_packages(luna_plugins.__path__, 'luna_plugins.'):\n"
+        "    __import__(info.name)\n"
+        f"above = sorted(name for name in sys.modules if name.split('.')[0] in {sorted(ABOVE_THE_SDK)!r})\n"
+        "print(above)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_harness_alias_gives_the_runtime_harness() -> None:
+    from luna_plugins import testing as alias
+    from luna_sidecar import testing
+
+    assert alias.__all__ == testing.__all__
+    for name in alias.__all__:
+        assert getattr(alias, name) is getattr(testing, name)
+    assert set(alias.__all__) <= set(dir(alias))
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        alias.nothing_here  # noqa: B018
