@@ -223,7 +223,7 @@ class Runtime:
                         _version_key(source) if source else None,
                     )
             self._slots = ordered
-            self.plugin_routes.forget_unserved()  # routes of versions that failed to load
+            self.plugin_routes.forget_unserved()  # of versions that failed to load, of stray plugin objects
 
     def _packages_done(self) -> None:
         """A requirement set finished installing (or failed): converge again on what is desired."""
