@@ -300,6 +300,12 @@ def test_the_red_teams_plugins_cost_only_themselves(sidecar_factory, tmp_path: P
             what="the old version's lost batch counted",
         )
         assert sidecar.get("/hello").text == "hello"
+        # enough of both kinds of traffic to judge by, however slow the machine is today
+        wait_for(
+            lambda: events.sent > 10 and traffic.results["hello"] > 10 and traffic.results["counted"] > 10,
+            timeout=120,
+            what="more than 10 events and route requests while the hostile plugins ran",
+        )
 
     assert traffic.failures == [], traffic.failures[:10]
     assert events.failures == [], events.failures[:10]
