@@ -3,55 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-if TYPE_CHECKING:
-    from luna_plugins.base.plugins_meta.base_plugins import BasePlugin, RouteSpec
+from luna_plugins.routes import RouteCollector, RouteRegistrar
 
-
-class RouteRegistrar(Protocol):
-    """``app.router``: where ``addRoute`` sends the routes a plugin asks for.
-
-    The runtime hosting the plugins hands its own in (:meth:`LunaApplication.use_router`), as an
-    aiohttp handler registers with ``app.router``; without a runtime, a :class:`RouteCollector`
-    only keeps them.
-    """
-
-    def add(self, spec: RouteSpec) -> None:
-        """Take ``spec`` (``spec.plugin`` asked for it); raise ``ValueError`` to refuse it, which
-        the plugin's ``addRoute`` call then raises."""
-
-    def routes_of(self, plugin: BasePlugin) -> list[RouteSpec]:
-        """The routes ``plugin`` added and this registrar took, in the order added."""
-
-
-class RouteCollector:
-    """The router of an application no runtime hosts: keeps every route, per plugin.
-
-    A plugin's unit test can look at what it registered: ``app.router.routes_of(plugin)``.
-    Safe to call from any thread (constructors run outside the event loop).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # by id(): plugins need not be hashable; each list holds its plugin, so the id stays its own
-        self._routes: dict[int, list[RouteSpec]] = {}
-
-    def add(self, spec: RouteSpec) -> None:
-        with self._lock:
-            self._routes.setdefault(id(spec.plugin), []).append(spec)
-
-    def routes_of(self, plugin: BasePlugin) -> list[RouteSpec]:
-        with self._lock:
-            return list(self._routes.get(id(plugin), ()))
-
-    def _drop(self, keep: Callable[[int], bool]) -> None:
-        """Forget the routes of every plugin whose ``id()`` ``keep`` refuses."""
-        with self._lock:
-            self._routes = {key: specs for key, specs in self._routes.items() if keep(key)}
+__all__ = ["T_LUNA_APPLICATION", "ApplicationContext", "LunaApplication", "RouteCollector", "RouteRegistrar"]
 
 
 class ApplicationContext:

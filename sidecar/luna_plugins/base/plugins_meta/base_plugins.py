@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from aiohttp import web
 
 from luna_plugins import settings as _settings
-from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication, RouteRegistrar
+from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication
 from luna_plugins.http import HTTP_VERBS, PluginRequest, normalize_methods, pluginHTTPResponse
 from luna_plugins.route_paths import parse_route_path
+from luna_plugins.routes import RouteEndpoint, RouteRegistrar, RouteSpec
 
 __all__ = [
     "T_LUNA_APPLICATION",
@@ -36,8 +36,6 @@ __all__ = [
 
 #: event names the service generates; an event plugin's ``eventName`` must be one of them
 EVENT_NAMES = frozenset({"monitoring_event", "sending_event"})
-
-RouteEndpoint = Callable[[PluginRequest], Awaitable[web.StreamResponse] | web.StreamResponse]
 
 
 class BasePlugin(ABC):  # noqa: B024 - abstract by role; subclasses add the abstract methods
@@ -99,17 +97,6 @@ class BaseBackgroundHandler:
             for verb in HTTP_VERBS
             if callable(getattr(cls, verb, None)) and not hasattr(BaseBackgroundHandler, verb)
         )
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    """A route a background plugin asked for: ``path`` (``{name}`` segments are variables),
-    the lower-case ``methods`` it serves and the ``endpoint`` called per request."""
-
-    path: str
-    methods: frozenset[str]
-    endpoint: RouteEndpoint
-    plugin: BaseBackgroundPlugin
 
 
 class BaseBackgroundPlugin(BasePlugin):
