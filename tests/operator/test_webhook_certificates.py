@@ -115,6 +115,18 @@ def register(kube: Any, namespace: str, name: str, port: int, ca: KeyPair | None
     kube.kubectl("apply", "-f", "-", input=json.dumps(body))
 
 
+def webhook_operator(kube: Any, namespace: str, workdir: Path, port: int, *certificates: str) -> Operator:
+    """The operator serving its webhooks on ``port`` of loopback for a configuration made
+    elsewhere (the test's), with its certificates from ``certificates`` (flags)."""
+    return start_operator(
+        kube,
+        namespace,
+        workdir,
+        *("--webhook", "--webhook-managed=false", "--webhook-host", HOST, "--webhook-port", str(port)),
+        *certificates,
+    )
+
+
 def test_a_renewed_certificate_is_served_within_seconds_and_no_call_fails(
     cluster: Cluster, kube: Any, tmp_path: Path, configuration: dict[str, Any]
 ) -> None:
@@ -125,16 +137,11 @@ def test_a_renewed_certificate_is_served_within_seconds_and_no_call_fails(
     mounted = MountedSecret(tmp_path / "webhook-tls")
     mounted.serve(first)
     port = free_port()
-    running = start_operator(
+    running = webhook_operator(
         kube,
         cluster.namespace,
         tmp_path,
-        "--webhook",
-        "--webhook-managed=false",
-        "--webhook-host",
-        HOST,
-        "--webhook-port",
-        str(port),
+        port,
         "--webhook-cert",
         str(mounted.root / "tls.crt"),
         "--webhook-key",
@@ -236,16 +243,11 @@ def test_the_operators_own_ca_rotates_with_overlap_and_no_call_fails(
     kube.kubectl("create", "secret", "generic", secret, "-n", ns)
     port = free_port()
     register(kube, ns, name, port, None)  # no caBundle: nothing is trusted until the operator says
-    running = start_operator(
+    running = webhook_operator(
         kube,
         ns,
         tmp_path,
-        "--webhook",
-        "--webhook-managed=false",
-        "--webhook-host",
-        HOST,
-        "--webhook-port",
-        str(port),
+        port,
         "--webhook-certs-dir",
         str(tmp_path / "serving"),
         "--webhook-ca-secret",
