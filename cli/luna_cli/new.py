@@ -1,7 +1,7 @@
 """`luna-plugins new NAME --kind event|background`: a plugin skeleton and its test.
 
 Writes ``NAME.py`` and ``test_NAME.py`` into ``--dir`` (default: the current directory), never
-over existing files. The test runs the plugin with ``luna_plugins.testing`` under plain pytest
+over existing files. The test runs the plugin with ``luna_sidecar.testing`` under plain pytest
 (no plugin for async tests needed); ``luna-plugins lint NAME.py`` passes on the skeleton.
 """
 
@@ -103,12 +103,12 @@ HINTS = """Packages the sidecar image lacks: one per line in {name}.requirements
 lint and render read it). Credentials: render --settings-from adds settings whose values come from
 Secrets (spec.settingsFrom); a test passes them as run_plugin(..., secret_settings={{...}})."""
 
-EVENT_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_plugins.testing)."""
+EVENT_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_sidecar.testing)."""
 
 import asyncio
 from pathlib import Path
 
-from luna_plugins.testing import run_plugin
+from luna_sidecar.testing import run_plugin
 
 PLUGIN = Path(__file__).with_name("{name}.py")
 
@@ -131,12 +131,12 @@ def test_counts_the_points_of_its_series():
     asyncio.run(scenario())
 '''
 
-SENDING_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_plugins.testing)."""
+SENDING_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_sidecar.testing)."""
 
 import asyncio
 from pathlib import Path
 
-from luna_plugins.testing import run_plugin
+from luna_sidecar.testing import run_plugin
 
 PLUGIN = Path(__file__).with_name("{name}.py")
 
@@ -151,12 +151,12 @@ def test_receives_the_events_of_a_request():
     asyncio.run(scenario())
 '''
 
-BACKGROUND_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_plugins.testing)."""
+BACKGROUND_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_sidecar.testing)."""
 
 import asyncio
 from pathlib import Path
 
-from luna_plugins.testing import run_plugin
+from luna_sidecar.testing import run_plugin
 
 PLUGIN = Path(__file__).with_name("{name}.py")
 

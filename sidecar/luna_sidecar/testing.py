@@ -1,10 +1,10 @@
 """Testing a plugin file with pytest: one plugin file run by the real runtime inside the calling
-process. Plugin authors import it as ``luna_plugins.testing`` (the name the ``luna-plugins new``
+process. Plugin authors import it as ``luna_sidecar.testing`` (the name the ``luna-plugins new``
 skeletons use), which loads this module on first use; the SDK itself never imports the runtime.
 
 ::
 
-    from luna_plugins.testing import run_plugin
+    from luna_sidecar.testing import run_plugin
 
     async def test_tally():              # an async test (pytest-asyncio/pytest-aiohttp), or asyncio.run
         async with run_plugin("plugins/route_tally.py", settings={"slowSeconds": 1}) as plugin:
@@ -311,7 +311,7 @@ def _check_installed(module: str, requirements: tuple[str, ...]) -> None:
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
         advice = (
-            "luna_plugins.testing does not install packages (a sidecar installs them from "
+            "luna_sidecar.testing does not install packages (a sidecar installs them from "
             f"spec.requirements): pip install {str(requirement)!r} where the tests run"
         )
         try:

@@ -34,7 +34,7 @@ def test_each_skeleton_lints_clean_and_its_test_passes(name: str, options: list[
     assert created.returncode == 0, created.stderr
     plugin, test = tmp_path / "plugins" / f"{name}.py", tmp_path / "plugins" / f"test_{name}.py"
     assert plugin.exists() and test.exists()
-    assert "luna_plugins.testing" in test.read_text()
+    assert "luna_sidecar.testing" in test.read_text()
     assert f"{name}.requirements.txt" in plugin.read_text() and "secret_settings=" in plugin.read_text()
     linted = luna("lint", str(plugin), cwd=tmp_path)
     assert linted.returncode == 0 and linted.stdout == "", linted.stdout + linted.stderr

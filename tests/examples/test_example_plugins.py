@@ -1,5 +1,5 @@
 """The example plugins (examples/plugins), tested as a plugin author would: with
-luna_plugins.testing, which runs each file in the real runtime inside the test's process."""
+luna_sidecar.testing, which runs each file in the real runtime inside the test's process."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from luna_plugins.testing import PluginCallbackError, run_plugin
+from luna_sidecar.testing import PluginCallbackError, run_plugin
 
 PLUGINS = Path(__file__).resolve().parents[2] / "examples" / "plugins"
 

@@ -1,4 +1,4 @@
-"""luna_plugins.testing itself: what a test sees when a plugin does not load, when the intake
+"""luna_sidecar.testing itself: what a test sees when a plugin does not load, when the intake
 refuses what the test sends, when settings cannot be plugin settings, how secret settings merge
 and how declared requirements are checked (never installed); and the user's own examples (their
 API document, when it is beside the project) under the harness."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from luna_plugins.testing import (
+from luna_sidecar.testing import (
     IntakeRefusedError,
     MissingRequirementError,
     PluginNotLoadedError,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from luna_plugins.base.plugins_meta.base_plugins import pluginHTTPResponse
-from luna_plugins.testing import run_plugin
+from luna_sidecar.testing import run_plugin
 
 ROUTES = """
 from aiohttp import web

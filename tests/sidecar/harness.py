@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from luna_plugins.testing import Reply
+from luna_sidecar.testing import Reply
 
 HOST = "127.0.0.1"
 

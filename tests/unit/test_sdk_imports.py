@@ -1,9 +1,8 @@
 """The SDK sits under the runtime: nothing in ``luna_plugins`` imports ``luna_sidecar`` (or the
 operator, the CLI, the cluster harness) when it is imported.
 
-Read from the source with :mod:`ast`, so a new import fails here before anything runs it. The one
-exception is the test harness's name for plugin authors, ``luna_plugins.testing``: it loads
-``luna_sidecar.testing`` inside a function, when a test asks for it.
+Read from the source with :mod:`ast`, so a new import fails here before anything runs it, lazy
+or not: the test harness is the runtime's (``luna_sidecar.testing``), not the SDK's.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ import luna_plugins
 SDK = Path(luna_plugins.__file__).parent
 #: packages above the SDK: they import it, so it must not import them
 ABOVE_THE_SDK = frozenset({"luna_sidecar", "luna_operator", "luna_cli", "luna_cluster"})
-#: (file, module it may load lazily): the harness alias, on first use
-LAZY_ALLOWED = frozenset({("testing.py", "luna_sidecar"), ("testing.py", "luna_sidecar.testing")})
+#: (file, module it may load lazily): none
+LAZY_ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,9 @@ def test_no_sdk_module_imports_the_runtime_when_imported() -> None:
     assert at_import == [], "the SDK must not depend on the runtime (hand things in through app)"
 
 
-def test_only_the_harness_alias_loads_the_runtime_and_only_on_use() -> None:
+def test_no_sdk_module_imports_the_runtime_later_either() -> None:
     lazy = [item for item in sdk_imports_from_above() if item.when != "import time"]
     assert [str(item) for item in lazy if (item.file, item.module) not in LAZY_ALLOWED] == []
-    assert {item.file for item in lazy} == {"testing.py"}
 
 
 @pytest.mark.parametrize(
@@ -132,15 +130,3 @@ def test_importing_every_sdk_module_loads_no_runtime_module() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
-
-
-def test_the_harness_alias_gives_the_runtime_harness() -> None:
-    from luna_plugins import testing as alias
-    from luna_sidecar import testing
-
-    assert alias.__all__ == testing.__all__
-    for name in alias.__all__:
-        assert getattr(alias, name) is getattr(testing, name)
-    assert set(alias.__all__) <= set(dir(alias))
-    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
-        alias.nothing_here  # noqa: B018
