@@ -73,7 +73,7 @@ async def own_ca(options: OperatorConfig, metrics: OperatorMetrics) -> CAKeeper:
         CAApi(api),
         namespace,
         name,
-        tuple(tuple(entry.split("/", 1)) for entry in options.webhook_configurations),  # type: ignore[misc]
+        tuple((kind, name) for kind, _, name in (e.partition("/") for e in options.webhook_configurations)),
         list(options.webhook_dns_names),
         ServingFiles(Path(options.webhook_certs_dir)),
         CAPolicy(

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from luna_operator.pki import certificate_expiry
@@ -170,6 +170,4 @@ def _digest(certfile: Path, keyfile: Path) -> str:
 
 
 def _when(timestamp: float) -> str:
-    from datetime import datetime
-
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -562,9 +562,9 @@ def test_install_upgrade_then_uninstall_leaves_nothing(
     selector = f"app.kubernetes.io/instance={release}"
     peering = [
         *("--set", "operator.peering.enabled=true", "--set", "operator.replicas=2"),
-        *("--set", f"webhook.certificates={certificates}", "--no-hooks"),
+        *("--set", f"webhook.certificates={certificates}", *NO_KUBELET),
     ]
-    kube.helm("install", release, str(CHART), *NO_KUBELET, "--namespace", namespace, *peering)
+    kube.helm("install", release, str(CHART), "--namespace", namespace, *peering)
     namespaced = (
         "deployments,replicasets,serviceaccounts,roles,rolebindings,services,secrets,configmaps,"
         "poddisruptionbudgets"
