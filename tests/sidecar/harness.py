@@ -24,11 +24,22 @@ from luna_sidecar.testing import Reply
 HOST = "127.0.0.1"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on loopback right now, never one this test process was handed before.
+
+    The kernel may hand a just-closed port out again at once, so two calls in a row could
+    otherwise give the same port to two listeners of one sidecar.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def http(
@@ -183,6 +194,35 @@ def start_sidecar(
         (plugins_dir / f"{name}.py").write_text(textwrap.dedent(code))
     for name, values in (settings or {}).items():
         (plugins_dir / f"{name}.settings.json").write_text(json.dumps(values))
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        sidecar = _launch(workdir, plugins_dir, list(args), active, env, standalone)
+        if not wait_ready:
+            return sidecar
+        try:
+            _wait_ready(sidecar)
+        except _PortTakenError:
+            # a port picked free was bound by someone else (another test's client connection
+            # takes its ephemeral port from the same range) before the sidecar bound it
+            if attempt == attempts:
+                raise
+            continue
+        return sidecar
+    raise AssertionError("unreachable")
+
+
+class _PortTakenError(AssertionError):
+    """The sidecar exited because one of its ports was taken before it could bind it."""
+
+
+def _launch(
+    workdir: Path,
+    plugins_dir: Path,
+    args: list[str],
+    active: Iterable[str] | None,
+    env: dict[str, str] | None,
+    standalone: bool,
+) -> Sidecar:
     port, admin_port, metrics_port = free_port(), free_port(), free_port()
     command = [
         *sidecar_command(),
@@ -225,15 +265,18 @@ def start_sidecar(
         f"http://{HOST}:{admin_port}",
         f"http://{HOST}:{metrics_port}",
     )
-    if wait_ready:
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"sidecar exited with {process.returncode}:\n{sidecar.log()[-3000:]}")
-            try:
-                return http("GET", sidecar.metrics_url + "/readyz", timeout=1).status == 200
-            except OSError:
-                return False
-
-        wait_for(ready, timeout=20, what="sidecar /readyz")
     return sidecar
+
+
+def _wait_ready(sidecar: Sidecar) -> None:
+    def ready() -> bool:
+        if sidecar.process.poll() is not None:
+            log = sidecar.log()
+            failure = _PortTakenError if "address already in use" in log.lower() else AssertionError
+            raise failure(f"sidecar exited with {sidecar.process.returncode}:\n{log[-3000:]}")
+        try:
+            return http("GET", sidecar.metrics_url + "/readyz", timeout=1).status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, timeout=20, what="sidecar /readyz")
