@@ -36,10 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from luna_contract.names import GROUP, VERSION
+from luna_contract.names import PLURAL_PLUGINS as PLURAL
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("luna-plugins"))
 HOST = "127.0.0.1"
-GROUP, VERSION, PLURAL = "luna.dev", "v1alpha1", "lunaplugins"
+
 CRDS = ("lunaplugins.luna.dev", "lunapluginruntimes.luna.dev")
 CODE = (
     "from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, pluginHTTPResponse\n\n"

@@ -194,7 +194,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the two files; 1 when the name is unusable or a file exists."""
-    from luna_plugins.naming import check_module_name
+    from luna_contract.plugin_modules import check_module_name
 
     problem = check_module_name(args.name)
     if problem is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from luna_contract.plugin_modules import check_module_name
 from luna_contract.requirements import (
     RequirementsError,
     check_requirement,
@@ -36,7 +37,6 @@ from luna_operator.validation import (
     CodeChecker,
     Problem,
 )
-from luna_plugins.naming import check_module_name
 
 #: exceptions whose handler makes an import optional (``try: import x / except ImportError:``)
 OPTIONAL_IMPORT_GUARDS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})

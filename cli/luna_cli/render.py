@@ -94,7 +94,9 @@ async def render(args: argparse.Namespace) -> list[dict[str, Any]]:
         operator_problems,
         read_plugin_file,
     )
-    from luna_operator.validation import CodeChecker, code_hash, module_name, precheck, validate_settings
+    from luna_contract.code import code_hash
+    from luna_contract.plugin_modules import module_name
+    from luna_operator.validation import CodeChecker, precheck, validate_settings
 
     path: Path = args.file
     try:

@@ -10,11 +10,13 @@ from typing import Any
 
 import kopf
 
-from luna_operator.cluster_api import GROUP, PLURAL, VERSION
+from luna_contract.names import GROUP, VERSION
+from luna_contract.names import PLURAL_PLUGINS as PLURAL
+from luna_contract.plugin_modules import module_name
 from luna_operator.injection import InjectionRefusedError, InjectionTemplate, plan
 from luna_operator.metrics import OperatorMetrics
 from luna_operator.state import OperatorState
-from luna_operator.validation import CheckUnavailableError, check_spec, module_name, module_taken
+from luna_operator.validation import CheckUnavailableError, check_spec, module_taken
 
 log = logging.getLogger("luna.operator")
 

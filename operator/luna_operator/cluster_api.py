@@ -15,10 +15,10 @@ from typing import Any, Protocol
 import aiohttp
 from kubernetes_asyncio import client
 
+from luna_contract.names import GROUP, VERSION
+from luna_contract.names import PLURAL_PLUGINS as PLURAL
 from luna_operator.errors import ApiError
 from luna_operator.metrics import OperatorMetrics
-
-GROUP, VERSION, PLURAL = "luna.dev", "v1alpha1", "lunaplugins"
 
 
 class ClusterApi(Protocol):

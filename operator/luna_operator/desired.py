@@ -27,19 +27,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
-from luna_contract.secret_settings import ENTRY_FIELD, version_of
+from luna_contract.active_list import ActiveEntry, encode_entry
+from luna_contract.code import code_hash
+from luna_contract.names import plugin_configmap_name
+from luna_contract.plugin_modules import module_name
+from luna_contract.secret_settings import version_of
 from luna_operator.records import PluginRecord
-from luna_operator.render import (
-    ActiveEntry,
-    ExistingConfigMap,
-    StoredVersion,
-    entry_details,
-    plugin_configmap_name,
-)
+from luna_operator.render import ExistingConfigMap, StoredVersion
 from luna_operator.secret_settings import Resolved
-from luna_operator.validation import Problem, check_spec, code_hash, module_name, module_taken
+from luna_operator.validation import Problem, check_spec, module_taken
 
 #: the longest message a status carries (the whole resource must stay under about 1 MiB)
 MAX_MESSAGE_CHARS = 2000
@@ -104,11 +101,11 @@ def decide(
     plugins: list[PluginRecord],
     codes: dict[str, CheckedCode],
     existing: dict[str, ExistingConfigMap],
-    listed: Mapping[str, Mapping[str, Any]] | None = None,
+    listed: Mapping[str, ActiveEntry] | None = None,
     secrets: Mapping[str, Resolved] | None = None,
 ) -> list[PluginOutcome]:
     """``plugins`` oldest first; ``codes``, ``existing``, ``listed`` (each plugin's entry in the
-    current active list: its ``settings``, ``requirements`` and ``secretSettingsHash``) and
+    current active list, whose settings, requirements and secret settings a refused change keeps) and
     ``secrets`` (the resolution of each ``spec.settingsFrom``; absent: the plugin has none) by
     plugin name. Returns an outcome per plugin not being deleted, in the same order."""
     listed = listed or {}
@@ -148,7 +145,7 @@ def decide(
 
 def entry_bytes(entry: ActiveEntry) -> int:
     """About what ``entry`` adds to its active list's data (both keys)."""
-    details = {entry.module: entry_details(entry)}
+    details = {entry.module: encode_entry(entry)}
     return len(json.dumps(details).encode()) + len(json.dumps(entry.module).encode()) + 2
 
 
@@ -181,7 +178,7 @@ def _decide_one(
     plugin: PluginRecord,
     checked: CheckedCode | None,
     existing: ExistingConfigMap | None,
-    listed: Mapping[str, Any] | None,
+    listed: ActiveEntry | None,
     claims: dict[str, str],
     serving: set[str],
     secret: Resolved | None = None,
@@ -201,10 +198,9 @@ def _decide_one(
     # good version without an entry cannot keep serving)
     secret_hash: str | None = None
     if settings_problems or requirements_problems or secret_waiting:
-        settings = listed.get("settings") if listed is not None else None
-        requirements = tuple(listed.get("requirements") or ()) if listed is not None else ()
-        kept_hash = listed.get(ENTRY_FIELD) if listed is not None else None
-        secret_hash = kept_hash if isinstance(kept_hash, str) else None
+        settings = listed.settings if listed is not None else None
+        requirements = listed.requirements if listed is not None else ()
+        secret_hash = listed.secret_settings_hash if listed is not None else None
     else:
         settings = dict(spec.get("settings") or {})
         encoded = secret.encoded if secret is not None else None

@@ -35,8 +35,9 @@ from typing import Any
 
 import kopf
 
+from luna_contract.names import GROUP, VERSION
+from luna_contract.names import PLURAL_PLUGINS as PLURAL
 from luna_operator.admission import register_injection, register_webhook
-from luna_operator.cluster_api import GROUP, PLURAL, VERSION
 from luna_operator.config import OperatorConfig
 from luna_operator.metrics import OperatorMetrics
 from luna_operator.records import PluginRecord

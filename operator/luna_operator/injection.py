@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 import yaml
 
+from luna_contract.names import LABEL_SERVICE
 from luna_contract.secret_settings import settings_secret_name
 
 INJECT_ANNOTATION = "luna.dev/inject"
 INJECTED_ANNOTATION = "luna.dev/injected"
-SERVICE_ANNOTATION = "luna.dev/service"
+SERVICE_ANNOTATION = LABEL_SERVICE
 SERVICE_ENV = "LUNA_SIDECAR_SERVICE"
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_VOLUME = "luna-sidecar-token"

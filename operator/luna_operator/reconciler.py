@@ -29,7 +29,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from luna_contract.secret_settings import ENTRY_FIELD
+from luna_contract.active_list import ActiveEntry, ActiveListError, decode_active_list
+from luna_contract.names import (
+    LABEL_ROLE,
+    MANAGED_BY_OPERATOR,
+    ROLE_ACTIVE_LIST,
+    active_list_key,
+    active_list_name,
+    plugin_configmap_name,
+)
 from luna_operator.cluster_api import ClusterApi
 from luna_operator.desired import CheckedCode, PluginOutcome, after_failed_write, bounded, decide
 from luna_operator.errors import ApiError, PassIncompleteError, describe, is_transient
@@ -37,17 +45,12 @@ from luna_operator.events import EventRecorder
 from luna_operator.metrics import PluginGauges
 from luna_operator.records import PluginRecord
 from luna_operator.render import (
-    LABEL_ROLE,
-    MANAGED_BY,
-    PLUGINS_KEY,
     ExistingConfigMap,
     Owner,
     active_list,
     active_list_code_hashes,
-    active_list_name,
     already_holds,
     plugin_configmap,
-    plugin_configmap_name,
     read_plugin_configmap,
 )
 from luna_operator.reports import ReportBook, ReportChange
@@ -184,7 +187,7 @@ class ServiceReconciler:
             else:
                 self.blocked.discard(held)
         resolved = self.settings.resolve(live)
-        outcomes = decide(plugins, codes, existing, listed_entries(current_list), resolved)
+        outcomes = decide(plugins, codes, existing, listed_entries(current_list, service), resolved)
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
         failures: list[str] = []
         owners = [("LunaPlugin", p.name, p.uid) for p in live] + self._report_owners(key, current_list)
@@ -394,7 +397,7 @@ class ServiceReconciler:
         if found is None and not any(kind == "LunaPlugin" for kind, _, _ in owners):
             return None
         if found is not None:
-            if (found["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list":
+            if (found["metadata"].get("labels") or {}).get(LABEL_ROLE) != ROLE_ACTIVE_LIST:
                 self.blocked.add((namespace, "ConfigMap", name))
                 return (
                     f"ConfigMap {name!r} exists and was not written by the operator, so the active list "
@@ -411,7 +414,7 @@ class ServiceReconciler:
             self._refused |= not is_transient(exc)
             return reason, is_transient(exc)
         if written:
-            modules = json.loads(next(iter(body["data"].values())))
+            modules = json.loads(body["data"][active_list_key(service)])
             log.info(
                 "active list of %s/%s: %d module(s): %s",
                 namespace,
@@ -492,29 +495,18 @@ class ServiceReconciler:
         self._gauges.pop(uid, None)
 
 
-def listed_entries(active_list_body: dict[str, Any] | None) -> dict[str, Any]:
-    """The entry (``settings``, ``requirements``) an active list (as the API returns it) has for
-    each plugin, by plugin name; empty when there is none or it cannot be read."""
-    if (
-        active_list_body is None
-        or (active_list_body["metadata"].get("labels") or {}).get(LABEL_ROLE) != "active-list"
-    ):
+def listed_entries(active_list_body: dict[str, Any] | None, service: str) -> dict[str, ActiveEntry]:
+    """The entry an active list (as the API returns it) has for each plugin, by plugin name;
+    empty when there is none or it is not the operator's or cannot be read (then a refused change
+    has no last good settings to keep, and the list is written anew)."""
+    meta = (active_list_body or {}).get("metadata") or {}
+    if active_list_body is None or (meta.get("labels") or {}).get(LABEL_ROLE) != ROLE_ACTIVE_LIST:
         return {}
     try:
-        details = json.loads((active_list_body.get("data") or {}).get(PLUGINS_KEY) or "{}")
-    except ValueError:
+        entries = decode_active_list(str(meta.get("name")), active_list_body.get("data") or {}, service)
+    except ActiveListError:
         return {}
-    listed: dict[str, Any] = {}
-    if isinstance(details, dict):
-        for entry in details.values():
-            if isinstance(entry, dict) and isinstance(entry.get("settings"), dict):
-                requirements = entry.get("requirements")
-                listed[str(entry.get("plugin"))] = {
-                    "settings": entry["settings"],
-                    "requirements": requirements if isinstance(requirements, list) else [],
-                    ENTRY_FIELD: entry.get(ENTRY_FIELD) if isinstance(entry.get(ENTRY_FIELD), str) else None,
-                }
-    return listed
+    return {entry.plugin: entry for entry in entries if entry.plugin is not None}
 
 
 def _shown_part(outcome: PluginOutcome) -> tuple[object, ...]:
@@ -530,7 +522,7 @@ def _shown_part(outcome: PluginOutcome) -> tuple[object, ...]:
 
 def _written_by_operator(body: dict[str, Any]) -> bool:
     labels = (body.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get("app.kubernetes.io/managed-by") == MANAGED_BY)
+    return bool(labels.get("app.kubernetes.io/managed-by") == MANAGED_BY_OPERATOR)
 
 
 def _not_listed(outcome: PluginOutcome, reason: str, *, transient: bool) -> PluginOutcome:

@@ -11,22 +11,41 @@ when the service's last plugin is deleted."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from luna_contract.secret_settings import ENTRY_FIELD, settings_key, settings_secret_name
+from luna_contract.active_list import ActiveEntry, code_hashes_of, encode_active_list
+from luna_contract.code import code_hash
+from luna_contract.names import (
+    ANNOTATION_CODE_HASH,
+    API_VERSION,
+    KIND_PLUGIN,
+    LABEL_PLUGIN,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    MANAGED_BY_OPERATOR,
+    ROLE_ACTIVE_LIST,
+    ROLE_PLUGIN_CODE,
+    ROLE_SETTINGS,
+    active_list_name,
+    code_key,
+    plugin_configmap_name,
+)
+from luna_contract.secret_settings import settings_key, settings_secret_name
 
-MANAGED_BY = "luna-plugins-operator"
-LABEL_SERVICE = "luna.dev/service"
-LABEL_PLUGIN = "luna.dev/plugin"
-LABEL_ROLE = "luna.dev/role"
-ANNOTATION_HASH = "luna.dev/code-hash"
-PLUGINS_KEY = "plugins.json"
-PLUGIN_CONFIGMAP_PREFIX = "lunaplugin-"
-ACTIVE_LIST_PREFIX = "luna-plugins-"
+__all__ = [
+    "ExistingConfigMap",
+    "Owner",
+    "StoredVersion",
+    "active_list",
+    "active_list_code_hashes",
+    "already_holds",
+    "owner_reference",
+    "plugin_configmap",
+    "read_plugin_configmap",
+    "settings_secret",
+]
 
 
 @dataclass(frozen=True)
@@ -53,28 +72,13 @@ class ExistingConfigMap:
     version: StoredVersion | None
 
 
-def plugin_configmap_name(plugin: str) -> str:
-    """The ConfigMap holding a plugin's code (``lunaplugin-<name>``)."""
-    return PLUGIN_CONFIGMAP_PREFIX + plugin
-
-
-def active_list_name(service: str) -> str:
-    """The active-list ConfigMap of a service (``luna-plugins-<service>``)."""
-    return ACTIVE_LIST_PREFIX + service
-
-
-def active_list_key(service: str) -> str:
-    """The active-list key, as the original service's setting: ``LUNA_<SERVICE>_ACTIVE_PLUGINS``."""
-    return f"LUNA_{service.upper().replace('-', '_')}_ACTIVE_PLUGINS"
-
-
 Owner = tuple[str, str, str]
 """(kind, name, uid) of a luna.dev/v1alpha1 object: LunaPlugin or LunaPluginRuntime."""
 
 
 def owner_reference(kind: str, name: str, uid: str, *, controller: bool = False) -> dict[str, Any]:
     """An ownerReference to a luna.dev/v1alpha1 object of ``kind``."""
-    reference: dict[str, Any] = {"apiVersion": "luna.dev/v1alpha1", "kind": kind, "name": name, "uid": uid}
+    reference: dict[str, Any] = {"apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid}
     if controller:
         # no blockOwnerDeletion: it only matters for foreground deletion, and where the API server
         # enforces owner-reference permissions it would need rights on lunaplugins/finalizers
@@ -94,52 +98,20 @@ def plugin_configmap(
             "labels": {
                 LABEL_SERVICE: service,
                 LABEL_PLUGIN: plugin,
-                LABEL_ROLE: "plugin-code",
-                "app.kubernetes.io/managed-by": MANAGED_BY,
+                LABEL_ROLE: ROLE_PLUGIN_CODE,
+                "app.kubernetes.io/managed-by": MANAGED_BY_OPERATOR,
             },
-            "annotations": {ANNOTATION_HASH: code_hash},
-            "ownerReferences": [owner_reference("LunaPlugin", plugin, uid, controller=True)],
+            "annotations": {ANNOTATION_CODE_HASH: code_hash},
+            "ownerReferences": [owner_reference(KIND_PLUGIN, plugin, uid, controller=True)],
         },
-        "data": {f"{module}.py": code},
+        "data": {code_key(module): code},
     }
-
-
-@dataclass(frozen=True)
-class ActiveEntry:
-    """A plugin in a service's active list."""
-
-    module: str
-    plugin: str
-    code_hash: str
-    config_map: str
-    order: int = 0
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    requirements: tuple[str, ...] = ()
-    secret_settings_hash: str | None = None
-    """the SHA-256 of the plugin's key in the service's settings Secret (``spec.settingsFrom``)"""
-
-
-def entry_details(entry: ActiveEntry) -> dict[str, Any]:
-    """``entry`` as ``plugins.json`` holds it (``requirements`` only when it has some)."""
-    details: dict[str, Any] = {
-        "codeHash": entry.code_hash,
-        "configMap": entry.config_map,
-        "plugin": entry.plugin,
-        "settings": dict(entry.settings),
-    }
-    if entry.requirements:
-        details["requirements"] = list(entry.requirements)
-    if entry.secret_settings_hash is not None:
-        details[ENTRY_FIELD] = entry.secret_settings_hash
-    return details
 
 
 def active_list(service: str, entries: Iterable[ActiveEntry], owners: Iterable[Owner] = ()) -> dict[str, Any]:
     """The active-list ConfigMap: modules in load order (``order``, then module name) under
     ``LUNA_<SERVICE>_ACTIVE_PLUGINS``, and ``plugins.json`` mapping each module to its code hash,
     ConfigMap and settings; owned by ``owners`` (the service's LunaPlugins and sidecar reports)."""
-    ordered = sorted(entries, key=lambda entry: (entry.order, entry.module))
-    details = {entry.module: entry_details(entry) for entry in ordered}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -147,15 +119,12 @@ def active_list(service: str, entries: Iterable[ActiveEntry], owners: Iterable[O
             "name": active_list_name(service),
             "labels": {
                 LABEL_SERVICE: service,
-                LABEL_ROLE: "active-list",
-                "app.kubernetes.io/managed-by": MANAGED_BY,
+                LABEL_ROLE: ROLE_ACTIVE_LIST,
+                "app.kubernetes.io/managed-by": MANAGED_BY_OPERATOR,
             },
             "ownerReferences": [owner_reference(*owner) for owner in sorted(owners)],
         },
-        "data": {
-            active_list_key(service): json.dumps([entry.module for entry in ordered]),
-            PLUGINS_KEY: json.dumps(details, sort_keys=True),
-        },
+        "data": encode_active_list(service, entries),
     }
 
 
@@ -174,9 +143,9 @@ def settings_secret(
             "name": settings_secret_name(service),
             "labels": {
                 LABEL_SERVICE: service,
-                LABEL_ROLE: "settings",
+                LABEL_ROLE: ROLE_SETTINGS,
                 "luna.dev/plugin-settings": "service",
-                "app.kubernetes.io/managed-by": MANAGED_BY,
+                "app.kubernetes.io/managed-by": MANAGED_BY_OPERATOR,
             },
             "ownerReferences": [owner_reference(*owner) for owner in sorted(owners)],
         },
@@ -205,43 +174,30 @@ def active_list_code_hashes(body: Mapping[str, Any]) -> tuple[str, dict[str, str
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
     service = labels.get(LABEL_SERVICE)
-    if labels.get(LABEL_ROLE) != "active-list" or not isinstance(service, str) or not service:
+    if labels.get(LABEL_ROLE) != ROLE_ACTIVE_LIST or not isinstance(service, str) or not service:
         return None
-    data = body.get("data") or {}
-    try:
-        modules = json.loads(data.get(active_list_key(service)) or "[]")
-        details = json.loads(data.get(PLUGINS_KEY) or "{}")
-    except (TypeError, ValueError):
-        return None
-    if not isinstance(modules, list) or not isinstance(details, dict):
-        return None
-    hashes: dict[str, str] = {}
-    for module in modules:
-        entry = details.get(module) if isinstance(module, str) else None
-        if isinstance(entry, dict) and isinstance(entry.get("codeHash"), str):
-            hashes[module] = entry["codeHash"]
-    return service, hashes
+    return service, code_hashes_of(body.get("data") or {}, service)
 
 
 def read_plugin_configmap(body: Mapping[str, Any]) -> ExistingConfigMap:
     """What a ConfigMap named like a plugin's holds (``body`` as the API returns it)."""
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
-    managed = labels.get(LABEL_ROLE) == "plugin-code"
+    managed = labels.get(LABEL_ROLE) == ROLE_PLUGIN_CODE
     owner_uid = next(
         (
             str(ref.get("uid"))
             for ref in meta.get("ownerReferences") or []
-            if ref.get("kind") == "LunaPlugin" and ref.get("controller")
+            if ref.get("kind") == KIND_PLUGIN and ref.get("controller")
         ),
         None,
     )
     data = body.get("data") or {}
-    digest = (meta.get("annotations") or {}).get(ANNOTATION_HASH)
+    digest = (meta.get("annotations") or {}).get(ANNOTATION_CODE_HASH)
     version = None
     if managed and len(data) == 1:
         ((key, code),) = data.items()
-        matches = isinstance(code, str) and hashlib.sha256(code.encode()).hexdigest() == digest
+        matches = isinstance(code, str) and code_hash(code) == digest
         if key.endswith(".py") and matches:
             version = StoredVersion(
                 key[: -len(".py")], code, str(digest), str(labels.get(LABEL_SERVICE) or "")

@@ -18,11 +18,12 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from luna_contract.names import GROUP, VERSION
+from luna_contract.names import PLURAL_RUNTIMES as PLURAL
 from luna_operator.list_watch import MAX_LINE_BYTES, ListWatch
 from luna_operator.metrics import OperatorMetrics
 from luna_operator.reports import ReportBook, ReportChange
 
-GROUP, VERSION, PLURAL = "luna.dev", "v1alpha1", "lunapluginruntimes"
 _EVENT_TYPES = {"ADDED": "added", "MODIFIED": "modified", "DELETED": "deleted"}
 
 

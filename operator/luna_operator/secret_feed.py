@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from luna_contract.names import LABEL_SERVICE
 from luna_operator.list_watch import ListWatch
 from luna_operator.secret_settings import OFFER_LABEL, OfferedSecret, offered_secret
 
@@ -33,7 +34,7 @@ def _service_of(body: dict[str, Any]) -> str | None:
     labels = (body.get("metadata") or {}).get("labels") or {}
     if labels.get(OFFER_LABEL) != SERVICE_SETTINGS:
         return None
-    service = labels.get("luna.dev/service")
+    service = labels.get(LABEL_SERVICE)
     return str(service) if service else None
 
 

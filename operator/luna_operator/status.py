@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from luna_contract.names import plugin_configmap_name
 from luna_operator.cluster_api import ClusterApi
 from luna_operator.desired import PluginOutcome, bounded
 from luna_operator.errors import ApiError
-from luna_operator.render import plugin_configmap_name
 from luna_operator.reports import PodPlugin, ReportSnapshot
 
 log = logging.getLogger("luna.operator")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import sys
 from collections import OrderedDict
@@ -22,11 +21,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = [
+    "DEFAULT_CHECK_MEMORY_BYTES",
+    "DEFAULT_CHECK_TIMEOUT",
+    "FAILURES_BEFORE_GIVING_UP",
+    "MAX_CODE_BYTES",
+    "MAX_NAME_CHARS",
+    "MAX_SETTINGS_BYTES",
+    "CheckUnavailableError",
+    "CodeChecker",
+    "Problem",
+    "SpecChecks",
+    "check_spec",
+    "module_taken",
+    "precheck",
+    "validate_code",
+    "validate_module",
+    "validate_name",
+    "validate_requirements",
+    "validate_settings",
+]
+
+from luna_contract.code import code_hash
+from luna_contract.plugin_modules import EVENT_NAMES, check_module_name
 from luna_contract.requirements import RequirementsError, check_requirements
 from luna_operator.code_check import check_source
 from luna_operator.secret_settings import check_shape
-from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
-from luna_plugins.naming import check_module_name
 
 #: the largest plugin code accepted: a ConfigMap's data is capped near 1 MiB and the resource
 #: also carries settings and metadata
@@ -57,16 +77,6 @@ class Problem:
 class CheckUnavailableError(RuntimeError):
     """The code could not be checked this time (the child could not start, died or ran out of
     time on a busy machine); a later pass tries again. Not a verdict on the code."""
-
-
-def code_hash(code: str) -> str:
-    """SHA-256 (hex) of the code as UTF-8: the identity of a plugin version everywhere."""
-    return hashlib.sha256(code.encode()).hexdigest()
-
-
-def module_name(name: str, spec_module: str | None) -> str:
-    """The plugin's module: ``spec.module``, else ``metadata.name`` with ``-`` as ``_``."""
-    return spec_module or name.replace("-", "_")
 
 
 def validate_name(name: str) -> list[Problem]:

@@ -21,8 +21,14 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from luna_contract.names import (
+    ACTIVE_LIST_PREFIX,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    PLUGIN_CONFIGMAP_PREFIX,
+    ROLE_ACTIVE_LIST,
+)
 from luna_operator.records import PluginRecord
-from luna_operator.render import ACTIVE_LIST_PREFIX, LABEL_ROLE, LABEL_SERVICE, PLUGIN_CONFIGMAP_PREFIX
 
 ServiceKey = tuple[str, str]
 ObjectKey = tuple[str, str]
@@ -187,7 +193,7 @@ class IndexView:
             body
             for store in self._config_maps.values()
             for body in store
-            if (body["metadata"].get("labels") or {}).get(LABEL_ROLE) == "active-list"
+            if (body["metadata"].get("labels") or {}).get(LABEL_ROLE) == ROLE_ACTIVE_LIST
         ]
 
     def wrote(self, namespace: str, stored: dict[str, Any], replaced: str | None) -> None:

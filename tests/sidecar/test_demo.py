@@ -24,7 +24,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from luna_operator.validation import module_name, validate_code, validate_module
+from luna_contract.plugin_modules import module_name
+from luna_operator.validation import validate_code, validate_module
 from tests.sidecar.harness import http, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from luna_contract.active_list import ActiveEntry
 from luna_contract.reports import active_revision
-from luna_operator.render import ActiveEntry, active_list, active_list_code_hashes
+from luna_operator.render import active_list, active_list_code_hashes
 from luna_operator.reports import MAX_REVISIONS, ReportBook, ReportChange
 from luna_sidecar.kube_report import RuntimeReporter, differences
 from luna_sidecar.kube_source import MirroredConfigMap, desired_plugins
@@ -195,8 +196,8 @@ def test_a_sidecar_whose_revision_the_api_server_drops_writes_full_reports_from_
 
 def test_the_operator_and_the_sidecar_read_one_active_list_as_the_same_revision() -> None:
     entries = [
-        ActiveEntry("alpha", "alpha", H1, "lunaplugin-alpha", order=2, settings={"k": "v"}),
-        ActiveEntry("beta", "beta-plugin", H2, "lunaplugin-beta-plugin", requirements=("redis>=5",)),
+        ActiveEntry("alpha", H1, "lunaplugin-alpha", "alpha", order=2, settings={"k": "v"}),
+        ActiveEntry("beta", H2, "lunaplugin-beta-plugin", "beta-plugin", requirements=("redis>=5",)),
     ]
     body = active_list("handlers", entries)
     found = active_list_code_hashes(body)
@@ -220,14 +221,14 @@ def test_the_operator_and_the_sidecar_read_one_active_list_as_the_same_revision(
     ],
 )
 def test_an_active_list_of_the_wrong_shape_teaches_no_revision(mangle: Any) -> None:
-    body = active_list("handlers", [ActiveEntry("alpha", "alpha", H1, "lunaplugin-alpha")])
+    body = active_list("handlers", [ActiveEntry("alpha", H1, "lunaplugin-alpha", "alpha")])
     mangle(body)
     found = active_list_code_hashes(body)
     assert found is None or found == ("handlers", {})
 
 
 def test_entries_of_the_wrong_shape_are_left_out_of_the_learnt_revision() -> None:
-    body = active_list("handlers", [ActiveEntry("alpha", "alpha", H1, "lunaplugin-alpha")])
+    body = active_list("handlers", [ActiveEntry("alpha", H1, "lunaplugin-alpha", "alpha")])
     body["data"]["LUNA_HANDLERS_ACTIVE_PLUGINS"] = json.dumps(["alpha", 7, ["x"], "ghost", "bad"])
     details = json.loads(body["data"]["plugins.json"])
     details["bad"] = {"codeHash": 12}

@@ -7,17 +7,19 @@ from typing import Any
 
 import pytest
 
+from luna_contract.active_list import ActiveEntry
+from luna_contract.code import code_hash
+from luna_contract.names import active_list_key
 from luna_operator.desired import CheckedCode, PluginOutcome, after_failed_write, decide
 from luna_operator.records import PluginRecord
 from luna_operator.render import (
     ExistingConfigMap,
     StoredVersion,
     active_list,
-    active_list_key,
     plugin_configmap,
     read_plugin_configmap,
 )
-from luna_operator.validation import Problem, code_hash
+from luna_operator.validation import Problem
 
 GOOD = "class P(BaseBackgroundPlugin):\n    pass\n"
 GOOD2 = "class Q(BaseBackgroundPlugin):\n    pass\n"
@@ -310,7 +312,7 @@ def test_the_intent_ignores_status_and_metadata_and_starts_with_the_service() ->
 
 def test_settings_too_large_are_invalid_and_the_version_in_service_keeps_its_settings() -> None:
     big = {"blob": "x" * 70_000}
-    listed = {"p": {"settings": {"a": 1}}}
+    listed = {"p": ActiveEntry("p", code_hash(GOOD), "lunaplugin-p", "p", {"a": 1})}
     (outcome,) = decide([plugin("p", settings=big)], {"p": valid(GOOD2)}, {"p": stored("p")}, listed)
     assert (
         outcome.phase == "Invalid"
@@ -357,7 +359,7 @@ def test_requirements_that_are_not_from_the_index_are_invalid_and_the_version_in
     None
 ):
     record = plugin("p", requirements=["evil @ https://attacker.invalid/evil.whl"])
-    listed = {"p": {"settings": {}, "requirements": ["redis==5.0.8"]}}
+    listed = {"p": ActiveEntry("p", code_hash(GOOD), "lunaplugin-p", "p", {}, ("redis==5.0.8",))}
     (outcome,) = decide([record], {"p": valid(GOOD2)}, {"p": stored("p")}, listed)
     assert (
         outcome.phase == "Invalid" and "spec.requirements[0]" in outcome.message and "URL" in outcome.message

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from luna_contract.code import code_hash
 from luna_contract.reports import active_revision
 from luna_operator.errors import ApiError, PassIncompleteError
 from luna_operator.reconciler import COUNTS_INTERVAL, MAX_REPORT_OWNERS, REFUSED_RETRY, ServiceReconciler
 from luna_operator.reports import ReportBook
-from luna_operator.validation import Problem, code_hash, validate_code
+from luna_operator.validation import Problem, validate_code
 from tests.unit.fake_cluster import FakeCluster
 from tests.unit.reports_kit import NOW, report
 

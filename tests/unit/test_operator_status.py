@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from luna_contract.code import code_hash
 from luna_operator.desired import CheckedCode, PluginOutcome, decide
 from luna_operator.records import PluginRecord
 from luna_operator.reports import MAX_ERROR_CHARS, ReportBook
 from luna_operator.status import MAX_PODS, desired_status, pods_of_plugin
-from luna_operator.validation import code_hash
 from tests.unit.reports_kit import NOW, report
 
 GOOD = "class P(BaseBackgroundPlugin):\n    pass\n"

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
+from luna_contract.code import code_hash
+from luna_contract.plugin_modules import module_name
 from luna_operator.validation import (
     FAILURES_BEFORE_GIVING_UP,
     MAX_CODE_BYTES,
     CheckUnavailableError,
     CodeChecker,
-    code_hash,
-    module_name,
     validate_code,
     validate_module,
     validate_name,

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from luna_contract.plugin_modules import EVENT_NAMES
 from luna_plugins import settings as _settings
 from luna_plugins.application import T_LUNA_APPLICATION, LunaApplication
 from luna_plugins.http import HTTP_VERBS, PluginRequest, normalize_methods, pluginHTTPResponse
@@ -22,6 +23,7 @@ from luna_plugins.route_paths import parse_route_path
 from luna_plugins.routes import RouteEndpoint, RouteRegistrar, RouteSpec
 
 __all__ = [
+    "EVENT_NAMES",
     "T_LUNA_APPLICATION",
     "BaseBackgroundHandler",
     "BaseBackgroundPlugin",
@@ -33,9 +35,6 @@ __all__ = [
     "RouteSpec",
     "pluginHTTPResponse",
 ]
-
-#: event names the service generates; an event plugin's ``eventName`` must be one of them
-EVENT_NAMES = frozenset({"monitoring_event", "sending_event"})
 
 
 class BasePlugin(ABC):  # noqa: B024 - abstract by role; subclasses add the abstract methods

@@ -1,0 +1,231 @@
+"""The LunaPlugin spec as typed structures: what a user may write under ``spec``.
+
+These structures are the one source of the spec's shape. The CRD's ``openAPIV3Schema`` for
+``spec`` is generated from them (:func:`luna_contract.crd_schema.spec_schema`), and a test fails
+when ``crds/lunaplugins.yaml`` says anything else. :func:`read_spec` decodes a stored spec into
+them; the rules that need more than a shape (code parsed, settings' size, module names taken)
+stay with the operator's checks.
+
+Adding a field: see "Adding a LunaPlugin field" in docs/contributing.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+__all__ = [
+    "CodeFrom",
+    "ConfigMapKeyRef",
+    "LunaPluginSpec",
+    "SecretKeyRef",
+    "SecretRef",
+    "SettingFrom",
+    "SpecError",
+    "read_spec",
+]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+OBJECT_NAME = Annotated[str, Meta(max_length=253)]
+
+
+class SpecError(ValueError):
+    """A stored spec does not have the shape of :class:`LunaPluginSpec`; the message names the
+    field (``spec.codeFrom.configMapKeyRef.name``) and what is expected."""
+
+
+class ConfigMapKeyRef(Struct, frozen=True):
+    """One key of a ConfigMap in the plugin's namespace."""
+
+    name: Annotated[str, Meta(max_length=253, pattern=DNS_SUBDOMAIN, description="The ConfigMap's name.")]
+    key: Annotated[
+        str,
+        Meta(
+            max_length=253,
+            pattern=r"^[-._a-zA-Z0-9]+$",
+            description="The key holding the code, e.g. my_plugin.py.",
+        ),
+    ]
+
+
+class CodeFrom(Struct, frozen=True, rename="camel"):
+    """Where the code is when it is not inline."""
+
+    config_map_key_ref: ConfigMapKeyRef
+
+
+class SecretKeyRef(Struct, frozen=True):
+    """One key of a Secret."""
+
+    name: OBJECT_NAME
+    key: OBJECT_NAME
+
+
+class SecretRef(Struct, frozen=True):
+    """Every key of a Secret."""
+
+    name: OBJECT_NAME
+
+
+class SettingFrom(Struct, frozen=True, rename="camel", omit_defaults=True):
+    """One ``spec.settingsFrom`` item: a setting from one key of a Secret, or every key of one."""
+
+    setting: (
+        Annotated[
+            str,
+            Meta(
+                max_length=128, description="The name the plugin reads the value under (with secretKeyRef)."
+            ),
+        ]
+        | None
+    ) = None
+    secret_key_ref: Annotated[SecretKeyRef, Meta(description="One key of a Secret.")] | None = None
+    secret_ref: (
+        Annotated[SecretRef, Meta(description="Every key of a Secret, each a setting (prefix + key).")] | None
+    ) = None
+    prefix: (
+        Annotated[
+            str, Meta(max_length=64, description="With secretRef, put before each key to name its setting.")
+        ]
+        | None
+    ) = None
+
+
+_SETTING_FROM_RULES = {
+    "x-kubernetes-validations": [
+        {
+            "rule": "has(self.secretKeyRef) != has(self.secretRef)",
+            "message": "each item needs exactly one of secretKeyRef and secretRef",
+        },
+        {
+            "rule": "!has(self.secretKeyRef) || has(self.setting)",
+            "message": "an item with secretKeyRef needs setting, the name the plugin reads the value under",
+        },
+    ]
+}
+
+_SPEC_RULES = {
+    "x-kubernetes-validations": [
+        {
+            "rule": "has(self.code) != has(self.codeFrom)",
+            "message": "set exactly one of spec.code (inline source) or spec.codeFrom (a ConfigMap key)",
+        }
+    ]
+}
+
+
+class LunaPluginSpec(Struct, frozen=True, rename="camel", omit_defaults=True):
+    """A LunaPlugin's ``spec``: the plugin's code and where it runs."""
+
+    service: Annotated[
+        str,
+        Meta(
+            max_length=40,
+            pattern=DNS_LABEL,
+            description="The service whose sidecars load this plugin (a DNS label), e.g. handlers.",
+        ),
+    ] = "handlers"
+    module: (
+        Annotated[
+            str,
+            Meta(
+                max_length=100,
+                pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                description=(
+                    "The plugin's Python module name; defaults to metadata.name with '-' replaced by '_'. "
+                    "Must not shadow a standard-library module."
+                ),
+            ),
+        ]
+        | None
+    ) = None
+    code: (
+        Annotated[
+            str,
+            Meta(
+                max_length=819200,
+                description=(
+                    "The plugin's Python source. Above ~250 KiB use `kubectl apply --server-side` "
+                    "(client-side apply copies the object into a 256 KiB annotation) or codeFrom."
+                ),
+            ),
+        ]
+        | None
+    ) = None
+    code_from: (
+        Annotated[
+            CodeFrom, Meta(description="Take the code from a key of a ConfigMap in the same namespace.")
+        ]
+        | None
+    ) = None
+    enabled: Annotated[
+        bool, Meta(description="When false the plugin stays validated but is left out of the active list.")
+    ] = True
+    order: Annotated[
+        int,
+        Meta(
+            description="Load order within the service (lower first; ties by module name).",
+            extra_json_schema={"format": "int32"},
+        ),
+    ] = 0
+    settings: Annotated[
+        dict[str, Any],
+        Meta(
+            description=(
+                "Free-form settings the plugin reads as the read-only mapping self.settings; at most 64 KiB "
+                "as JSON (they are copied into the service's active list)."
+            )
+        ),
+    ] = field(default_factory=dict)
+    settings_from: Annotated[
+        list[Annotated[SettingFrom, Meta(extra_json_schema=_SETTING_FROM_RULES)]],
+        Meta(
+            max_length=20,
+            description=(
+                "Settings whose values come from Secrets of the plugin's namespace, merged into "
+                "self.settings. Only Secrets labelled luna.dev/plugin-settings=true may be read. The "
+                "values travel in a Secret per service that the sidecar mounts: never in a ConfigMap, a "
+                "status or an event (docs/secrets.md)."
+            ),
+        ),
+    ] = field(default_factory=list)
+    requirements: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=400)]],
+        Meta(
+            max_length=50,
+            description=(
+                "Python packages the plugin needs, as PEP 508 requirement strings (redis>=5,<6), "
+                "optionally with --hash=sha256:<hex> for pip's hash-checking mode. The sidecar installs "
+                "them, with the other plugins' of the service, from the package index the chart "
+                "configures; URLs and pip options are refused."
+            ),
+        ),
+    ] = field(default_factory=list)
+    sha256: (
+        Annotated[
+            str,
+            Meta(
+                pattern=r"^[a-f0-9]{64}$",
+                description="Optional pin; code whose SHA-256 (hex) differs is refused.",
+            ),
+        ]
+        | None
+    ) = None
+
+
+SPEC_DESCRIPTION = "The plugin's code and where it runs."
+"""the description of ``spec`` itself in the CRD"""
+SPEC_EXTRA_SCHEMA = _SPEC_RULES
+"""what the CRD says of ``spec`` beyond its fields (its CEL rules)"""
+
+
+def read_spec(spec: object) -> LunaPluginSpec:
+    """``spec`` (as the API returns it) as a :class:`LunaPluginSpec`; unknown fields are ignored
+    (a newer CRD's), a wrong shape raises :class:`SpecError` naming the field."""
+    try:
+        return msgspec.convert(spec, LunaPluginSpec, strict=True)
+    except msgspec.ValidationError as exc:
+        raise SpecError(str(exc).replace("`$", "`spec")) from None
