@@ -14,17 +14,50 @@ sidecars did before, and do when the cluster's CRD is too old to keep the field)
 
 Both sides compute the revision with this function from what the active list holds, so the
 operator can expand a report without asking anyone.
+
+The report itself is written from :class:`RuntimeReportSpec` and :class:`PluginReport` by
+:func:`report_body`; the operator reads reports leniently (a report is untrusted input, and a
+thousand of them arrive every heartbeat), and a test reads every field the writer writes back
+through the operator's reader.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from luna_contract.names import (
+    API_VERSION,
+    KIND_RUNTIME,
+    LABEL_SERVICE,
+    MANAGED_BY_SIDECAR,
+    report_name,
+)
+
+__all__ = [
+    "INSTALLED",
+    "MAX_REVISION_CHARS",
+    "REVISION_FIELD",
+    "RUNNING",
+    "WAITING",
+    "PluginReport",
+    "RuntimeReportSpec",
+    "active_revision",
+    "differences",
+    "report_body",
+]
 
 #: the report field naming the active list's revision
 REVISION_FIELD = "revision"
 #: the state a report gives a module the active list names but the sidecar does not run yet
 WAITING = "waiting"
+#: the state of a module that runs (``codeHash`` says which version)
+RUNNING = "running"
+#: the packages state of a module whose requirements are installed
+INSTALLED = "installed"
 #: the longest revision read from a report (a revision is 32 hex characters)
 MAX_REVISION_CHARS = 64
 
@@ -37,3 +70,75 @@ def active_revision(code_hashes: Mapping[str, str]) -> str:
     for module, code_hash in sorted(code_hashes.items()):
         digest.update(f"{module}\0{code_hash}\n".encode())
     return digest.hexdigest()[:32]
+
+
+class PluginReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """One module as a sidecar reports it (fields left out when unset)."""
+
+    module: str
+    state: str
+    """``running``, ``failed``, ``loading``, ``stopped``, ``waiting``, ..."""
+    code_hash: str | None = None
+    """the version that runs"""
+    failed_code_hash: str | None = None
+    """a version that failed to load (a newer one, while ``code_hash`` keeps running)"""
+    error: str | None = None
+    loop_blocked_seconds: float | None = None
+    """how long this plugin blocked the event loop (absent: not at all)"""
+    requirements: str | None = None
+    """its packages: ``installing``, ``installed`` or ``failed`` (absent without requirements)"""
+
+    def as_named(self, code_hashes: Mapping[str, str]) -> bool:
+        """Whether this entry says no more than "runs the version the active list names"."""
+        return (
+            self.state == RUNNING
+            and self.code_hash is not None
+            and self.code_hash == code_hashes.get(self.module)
+            and self.requirements in (None, INSTALLED)
+            and self.failed_code_hash is None
+            and self.error is None
+            and self.loop_blocked_seconds is None
+        )
+
+
+class RuntimeReportSpec(msgspec.Struct, frozen=True, rename="camel"):
+    """The ``spec`` of a ``LunaPluginRuntime``. Every field is always written (a merge patch of
+    ``null`` removes a stored ``revision``; ``problems`` is written empty to clear old ones)."""
+
+    service: str
+    pod: str
+    ready: bool
+    heartbeat_time: str
+    """RFC 3339 in UTC with microseconds"""
+    problems: list[str]
+    revision: str | None
+    """the active list's :func:`active_revision` (then ``plugins`` lists only differences), or
+    None: ``plugins`` lists every module the sidecar runs"""
+    plugins: list[PluginReport]
+
+
+def differences(plugins: list[PluginReport], code_hashes: Mapping[str, str]) -> list[PluginReport]:
+    """The entries of a report that differ from an active list naming ``code_hashes``: every
+    entry that says more than "runs the named version", and a ``waiting`` entry for each named
+    module the sidecar does not run at all."""
+    reported = {plugin.module for plugin in plugins}
+    return [plugin for plugin in plugins if not plugin.as_named(code_hashes)] + [
+        PluginReport(module, WAITING) for module in code_hashes if module not in reported
+    ]
+
+
+def report_body(spec: RuntimeReportSpec, *, pod_uid: str | None) -> dict[str, Any]:
+    """The ``LunaPluginRuntime`` object of ``spec`` (as JSON-ready builtins), owned by its Pod
+    when ``pod_uid`` is known, so Kubernetes deletes it with the Pod."""
+    metadata: dict[str, Any] = {
+        "name": report_name(spec.pod, spec.service),
+        "labels": {LABEL_SERVICE: spec.service, "app.kubernetes.io/managed-by": MANAGED_BY_SIDECAR},
+    }
+    if pod_uid:
+        metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": spec.pod, "uid": pod_uid}]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND_RUNTIME,
+        "metadata": metadata,
+        "spec": msgspec.to_builtins(spec),
+    }
