@@ -12,7 +12,7 @@ import sys
 import time
 
 from luna_sidecar.config import SidecarConfig
-from luna_sidecar.point_decoding import PointDecoder
+from luna_sidecar.intake.point_decoding import PointDecoder
 
 
 def decode_limit(body: bytes, *, slices: int = 5, slice_seconds: float = 0.2) -> float:

@@ -5,13 +5,13 @@
 What is real and what is not:
 
 - each simulated sidecar writes its ``LunaPluginRuntime`` with the sidecar's own
-  :class:`~luna_sidecar.kube_report.RuntimeReporter` (the same body, merge patch, create on 404),
+  :class:`~luna_sidecar.kube.kube_report.RuntimeReporter` (the same body, merge patch, create on 404),
   every ``--interval`` seconds (10, the sidecar's default ``--heartbeat-interval``) and at once
   when what it runs changes; the first reports are spread evenly over one interval;
 - what it "runs" is what a sidecar of its service would load: the service's ConfigMaps are
-  mirrored with the sidecar's own :class:`~luna_sidecar.kube_source.ConfigMapMirror` (LIST, then
+  mirrored with the sidecar's own :class:`~luna_sidecar.kube.kube_source.ConfigMapMirror` (LIST, then
   WATCH) and turned into plugins by the sidecar's own
-  :func:`~luna_sidecar.kube_source.desired_plugins`, so a module moves to a new hash only once
+  :func:`~luna_sidecar.kube.kube_source.desired_plugins`, so a module moves to a new hash only once
   its ConfigMap holds the hash the active list names, after the sidecar's 50 ms debounce;
 - not real: all simulated sidecars of a service share **one** mirror (a real sidecar watches on
   its own, so the API server serves N watches instead of one per service), and "loading" takes
@@ -45,9 +45,9 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
-from luna_sidecar.kube_report import RuntimeReporter
-from luna_sidecar.kube_source import ConfigMapMirror, desired_plugins
-from luna_sidecar.sources import PluginSource
+from luna_sidecar.desired.sources import PluginSource
+from luna_sidecar.kube.kube_report import RuntimeReporter
+from luna_sidecar.kube.kube_source import ConfigMapMirror, desired_plugins
 
 
 class SimulatedSidecar(RuntimeReporter):

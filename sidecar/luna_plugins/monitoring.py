@@ -44,7 +44,7 @@ class ReadOnlyDict(dict[str, Any]):
 
 
 # forbid_unknown_fields: the runtime's decoder takes only this shape; a point with other keys is
-# read by its reference path, which ignores them (see luna_sidecar.point_decoding)
+# read by its reference path, which ignores them (see luna_sidecar.intake.point_decoding)
 class MonitoringPoint(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """One measurement of a service.
 

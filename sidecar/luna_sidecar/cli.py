@@ -23,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the settings and serve until SIGTERM; exit 2 on a configuration error."""
-    from luna_sidecar.feeds import StartupError
-    from luna_sidecar.server import serve
+    from luna_sidecar.assembly import StartupError, serve
 
     try:
         config = sidecar_config.resolve(vars(args))
@@ -78,7 +77,7 @@ def _run_contained(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, in
         except RuntimeError:
             if task.done():
                 raise
-            # the loop was stopped past the guard (luna_sidecar.containment): run it again
+            # the loop was stopped past the guard (luna_sidecar.isolation.containment): run it again
             logging.getLogger("luna.sidecar").error("the event loop was stopped; the sidecar carries on")
 
 

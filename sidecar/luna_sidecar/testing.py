@@ -16,8 +16,8 @@ skeletons use), which loads this module on first use; the SDK itself never impor
 :class:`PluginHarness` lists what a test may do.
 
 Nothing here loads, starts or calls plugins itself. The components are those of the sidecar
-process (:func:`luna_sidecar.server.build_sidecar`): the file is read as the standalone sidecar
-reads its plugins directory (:class:`~luna_sidecar.sources.DirectorySource`, with its
+process (:func:`luna_sidecar.assembly.server.build_sidecar`): the file is read as the standalone sidecar
+reads its plugins directory (:class:`~luna_sidecar.desired.sources.DirectorySource`, with its
 ``NAME.settings.json``), loaded by the same runtime (loader, lifecycle, timeouts), its events go
 through the same intake (validation, answers, per-plugin queues) and its routes through the same
 dispatcher, both served on loopback ports of this process.
@@ -48,13 +48,11 @@ from packaging.requirements import Requirement
 from luna_contract.requirements import check_requirements
 from luna_plugins.compat import install_log_alias
 from luna_plugins.monitoring import MonitoringPoint
-from luna_sidecar.admin_http import SHUTTING_DOWN, AdminEndpoints
-from luna_sidecar.admin_server import AdminServer
+from luna_sidecar.assembly import Sidecar, build_sidecar
 from luna_sidecar.config import SidecarConfig
-from luna_sidecar.loader import forget_module
-from luna_sidecar.public_http import PublicServer
-from luna_sidecar.server import Sidecar, build_sidecar
-from luna_sidecar.sources import DesiredPlugin, DirectorySource
+from luna_sidecar.desired import DesiredPlugin, DirectorySource
+from luna_sidecar.engine import forget_module
+from luna_sidecar.serving import SHUTTING_DOWN, AdminEndpoints, AdminServer, PublicServer
 
 #: loggers whose records a harness keeps: plugins (``app.ctx.logger`` and the per-plugin logger
 #: handed to callbacks) and the runtime (load failures, callback errors)

@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from luna_sidecar.payloads import PayloadError, decode_json, parse_points
+from luna_sidecar.intake.payloads import PayloadError, decode_json, parse_points
 from tests.intake_bodies import monitoring_bodies
 from tests.sidecar.harness import http, points, start_sidecar, wait_for
 from tests.sidecar.plugin_sources import RECORDER

@@ -15,12 +15,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from luna_plugins.application import LunaApplication
-from luna_sidecar.bus import EventBus
-from luna_sidecar.mapping import PointMetrics
-from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.routing import RouteTable
-from luna_sidecar.runtime import Runtime, RuntimeLimits
-from luna_sidecar.sources import PluginSource
+from luna_sidecar.desired.sources import PluginSource
+from luna_sidecar.engine.bus import EventBus
+from luna_sidecar.engine.routing import RouteTable
+from luna_sidecar.engine.runtime import Runtime, RuntimeLimits
+from luna_sidecar.observability.mapping import PointMetrics
+from luna_sidecar.observability.metrics import RuntimeMetrics
 
 _counter = itertools.count()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from luna_sidecar.active_list import (
+from luna_sidecar.desired.active_list import (
     PLUGINS_KEY,
     ActiveEntry,
     ActiveListError,

@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from luna_sidecar.admin_http import AdminEndpoints, EventIntake
-from luna_sidecar.admin_server import AdminServer
-from luna_sidecar.bus import EventBus
-from luna_sidecar.http_server import ListenerLimits, refused_counter
-from luna_sidecar.mapping import PointMetrics
-from luna_sidecar.metrics import RuntimeMetrics
+from luna_sidecar.engine.bus import EventBus
+from luna_sidecar.observability.mapping import PointMetrics
+from luna_sidecar.observability.metrics import RuntimeMetrics
+from luna_sidecar.serving.admin_http import AdminEndpoints, EventIntake
+from luna_sidecar.serving.admin_server import AdminServer
+from luna_sidecar.serving.http_server import ListenerLimits, refused_counter
 
 from .conftest import metric_value
 

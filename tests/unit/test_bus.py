@@ -13,11 +13,11 @@ from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
 from luna_plugins.handler_event.base_plugin import BaseEventSendingPlugin, Event
 from luna_plugins.monitoring import MonitoringPoint
-from luna_sidecar.bus import Delivery, EventBus, PointBuffer
-from luna_sidecar.mapping import PointMetrics
-from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.point_decoding import PointDecoder
-from luna_sidecar.queues import EventWorker
+from luna_sidecar.engine.bus import Delivery, EventBus, PointBuffer
+from luna_sidecar.engine.queues import EventWorker
+from luna_sidecar.intake.point_decoding import PointDecoder
+from luna_sidecar.observability.mapping import PointMetrics
+from luna_sidecar.observability.metrics import RuntimeMetrics
 
 from .conftest import metric_value, wait_until
 

@@ -15,8 +15,8 @@ from luna_contract.active_list import ActiveEntry
 from luna_contract.reports import active_revision
 from luna_operator.render import active_list, active_list_code_hashes
 from luna_operator.reports import MAX_REVISIONS, ReportBook, ReportChange
-from luna_sidecar.kube_report import RuntimeReporter, differences
-from luna_sidecar.kube_source import MirroredConfigMap, desired_plugins
+from luna_sidecar.kube.kube_report import RuntimeReporter, differences
+from luna_sidecar.kube.kube_source import MirroredConfigMap, desired_plugins
 from tests.unit.reports_kit import NOW, iso
 
 KEY = ("ns", "handlers")

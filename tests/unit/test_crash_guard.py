@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from luna_sidecar.crash_guard import LOADING, QUARANTINED, CrashGuard
+from luna_sidecar.isolation.crash_guard import LOADING, QUARANTINED, CrashGuard
 
 
 def test_a_load_that_ended_leaves_no_marker(tmp_path: Path) -> None:

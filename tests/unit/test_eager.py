@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from luna_sidecar import eager
+from luna_sidecar.engine import eager
 
 
 async def test_a_callback_that_does_not_await_finishes_at_once() -> None:

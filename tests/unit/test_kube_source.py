@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 
 from luna_contract.secret_settings import ENTRY_FIELD, encode, version_of
-from luna_sidecar.kube_source import MirroredConfigMap, active_list_key, active_list_name, desired_plugins
-from luna_sidecar.secret_settings import SecretSettingsDir
-from luna_sidecar.sources import PluginSource
+from luna_sidecar.desired.secret_settings import SecretSettingsDir
+from luna_sidecar.desired.sources import PluginSource
+from luna_sidecar.kube.kube_source import (
+    MirroredConfigMap,
+    active_list_key,
+    active_list_name,
+    desired_plugins,
+)
 
 CODE_V1 = "class P(BaseBackgroundPlugin):\n    pass\n"
 CODE_V2 = "class P(BaseBackgroundPlugin):\n    version = 2\n"
@@ -201,7 +206,7 @@ async def test_a_bookmark_moves_the_resume_version_without_a_relist(monkeypatch:
     deserializes only real objects), so reading it as a ConfigMap used to end the watch and re-LIST."""
     from types import SimpleNamespace
 
-    from luna_sidecar import kube_source
+    from luna_sidecar.kube import kube_source
 
     bookmark = {"metadata": {"resourceVersion": "42"}}
     events = [{"type": "BOOKMARK", "object": bookmark, "raw_object": bookmark}]

@@ -13,9 +13,9 @@ import pytest
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, BaseEventPlugin
-from luna_sidecar.leftovers import Leftovers
-from luna_sidecar.lifecycle import close_instances, load_version, plugin_logger
-from luna_sidecar.loader import PluginLoadError
+from luna_sidecar.engine.lifecycle import close_instances, load_version, plugin_logger
+from luna_sidecar.engine.loader import PluginLoadError
+from luna_sidecar.isolation.leftovers import Leftovers
 
 from .conftest import source
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from luna_sidecar.loader import (
+from luna_sidecar.engine.loader import (
     PluginLoadError,
     PluginModules,
     describe_exception,

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.registry import REGISTRY
 
-from luna_sidecar.loop_metrics import LoopCounter, LoopHistogram
+from luna_sidecar.observability.loop_metrics import LoopCounter, LoopHistogram
 
 BUCKETS = (0.001, 0.01, 0.5, 1, 2.5, 30)
 

@@ -7,7 +7,13 @@ import asyncio
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from luna_sidecar.metrics import PluginState, PluginStateCollector, QueueState, RuntimeMetrics, watch_loop_lag
+from luna_sidecar.observability.metrics import (
+    PluginState,
+    PluginStateCollector,
+    QueueState,
+    RuntimeMetrics,
+    watch_loop_lag,
+)
 
 from .conftest import metric_value, wait_until
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from luna_sidecar.packages import PackageSettings, PipFailure, runtime_constraints, set_key
+from luna_sidecar.engine.packages import PackageSettings, PipFailure, runtime_constraints, set_key
 
 PLUGINS = (("a", ("redis==5",)), ("b", ("lunatestpkg==1.0",)))
 

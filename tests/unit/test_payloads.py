@@ -10,7 +10,7 @@ import pytest
 
 from luna_plugins.handler_event.base_plugin import Event, RawEvent
 from luna_plugins.monitoring import MonitoringPoint
-from luna_sidecar.payloads import PayloadError, parse_points, parse_sending
+from luna_sidecar.intake.payloads import PayloadError, parse_points, parse_sending
 
 
 def _point(**overrides: Any) -> dict[str, Any]:

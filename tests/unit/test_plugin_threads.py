@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from luna_sidecar.leftovers import Leftovers
-from luna_sidecar.plugin_threads import run_in_thread
-from luna_sidecar.timeouts import PluginEscapeError
+from luna_sidecar.isolation.leftovers import Leftovers
+from luna_sidecar.isolation.plugin_threads import run_in_thread
+from luna_sidecar.isolation.timeouts import PluginEscapeError
 
 from .conftest import wait_until
 

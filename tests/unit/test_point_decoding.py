@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
-from luna_sidecar.payloads import PayloadError, decode_json, parse_points
-from luna_sidecar.point_decoding import PointDecoder
+from luna_sidecar.intake.payloads import PayloadError, decode_json, parse_points
+from luna_sidecar.intake.point_decoding import PointDecoder
 from tests.intake_bodies import monitoring_bodies
 
 MAX_ITEMS = 5

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
-from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.queues import EventWorker, batch_weight
+from luna_sidecar.engine.queues import EventWorker, batch_weight
+from luna_sidecar.observability.metrics import RuntimeMetrics
 
 from .conftest import metric_value, wait_until
 

@@ -9,7 +9,7 @@ import pytest
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, RouteSpec, pluginHTTPResponse
-from luna_sidecar.routing import RouteConflictError, RouteTable, route_shape
+from luna_sidecar.engine.routing import RouteConflictError, RouteTable, route_shape
 
 
 class _Plugin(BaseBackgroundPlugin):

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from luna_plugins.monitoring import MonitoringPoint
-from luna_sidecar.metrics import PluginState
-from luna_sidecar.routing import RouteConflictError
-from luna_sidecar.sources import DesiredPlugin, PluginSource
+from luna_sidecar.desired.sources import DesiredPlugin, PluginSource
+from luna_sidecar.engine.routing import RouteConflictError
+from luna_sidecar.observability.metrics import PluginState
 
 from .conftest import RuntimeKit, metric_value, source, wait_until
 

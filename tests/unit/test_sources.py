@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from luna_sidecar.config import ConfigError
-from luna_sidecar.sources import DesiredPlugin, DirectorySource, PluginSource, code_hash
+from luna_sidecar.desired.sources import DesiredPlugin, DirectorySource, PluginSource, code_hash
 
 
 def test_code_hash_is_sha256_hex() -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter
 
-from luna_sidecar.supervisor import Supervisor
+from luna_sidecar.isolation.supervisor import Supervisor
 
 from .conftest import metric_value, wait_until
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from luna_sidecar.timeouts import call_with_timeout
+from luna_sidecar.isolation.timeouts import call_with_timeout
 
 from .conftest import wait_until
 

@@ -8,8 +8,8 @@ import types
 
 from prometheus_client import CollectorRegistry
 
-from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.watchdog import BUDGET_WINDOW, BlockLedger, LoopWatchdog, plugin_on_stack
+from luna_sidecar.isolation.watchdog import BUDGET_WINDOW, BlockLedger, LoopWatchdog, plugin_on_stack
+from luna_sidecar.observability.metrics import RuntimeMetrics
 
 from .conftest import metric_value, wait_until
 

@@ -25,10 +25,10 @@ from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
-from luna_sidecar import eager
-from luna_sidecar.loader import describe_exception
-from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.timeouts import CANCEL_GRACE, PluginCancelledError, PluginEscapeError, escaped
+from luna_sidecar.engine import eager
+from luna_sidecar.engine.loader import describe_exception
+from luna_sidecar.isolation import CANCEL_GRACE, PluginCancelledError, PluginEscapeError, escaped
+from luna_sidecar.observability import RuntimeMetrics
 
 #: most points one merged monitoring_event callback receives
 MERGE_LIMIT = 10_000

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from luna_sidecar.config import ConfigError
-from luna_sidecar.sources import DesiredPlugin, DirectorySource
+from luna_sidecar.desired.sources import DesiredPlugin, DirectorySource
 
 log = logging.getLogger(__name__)
 

@@ -23,24 +23,33 @@ from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.compat import install_log_alias
-from luna_sidecar.admin_http import SHUTTING_DOWN, STARTING, AdminEndpoints, EventIntake
-from luna_sidecar.admin_server import AdminServer
-from luna_sidecar.bus import EventBus, PointBuffer
+from luna_sidecar.assembly.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
 from luna_sidecar.config import SidecarConfig
-from luna_sidecar.containment import Containment
-from luna_sidecar.crash_guard import CrashGuard
-from luna_sidecar.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
-from luna_sidecar.health_http import HealthServer, probe_limits
-from luna_sidecar.http_server import HttpServer, ListenerLimits, refused_counter
-from luna_sidecar.leftovers import Leftovers
-from luna_sidecar.mapping import MappingError, PointMetrics, load_rules
-from luna_sidecar.metrics import LeftoverCollector, PluginStateCollector, RuntimeMetrics, watch_loop_lag
-from luna_sidecar.packages import PackageSettings
-from luna_sidecar.public_http import PublicServer, RouteDispatcher
-from luna_sidecar.routing import RouteTable
-from luna_sidecar.runtime import Runtime, RuntimeLimits
-from luna_sidecar.supervisor import Supervisor
-from luna_sidecar.watchdog import BlockLedger, LoopWatchdog
+from luna_sidecar.engine import EventBus, PackageSettings, PointBuffer, RouteTable, Runtime, RuntimeLimits
+from luna_sidecar.isolation import BlockLedger, Containment, CrashGuard, Leftovers, LoopWatchdog, Supervisor
+from luna_sidecar.observability import (
+    LeftoverCollector,
+    MappingError,
+    PluginStateCollector,
+    PointMetrics,
+    RuntimeMetrics,
+    load_rules,
+    watch_loop_lag,
+)
+from luna_sidecar.serving import (
+    SHUTTING_DOWN,
+    STARTING,
+    AdminEndpoints,
+    AdminServer,
+    EventIntake,
+    HealthServer,
+    HttpServer,
+    ListenerLimits,
+    PublicServer,
+    RouteDispatcher,
+    probe_limits,
+    refused_counter,
+)
 
 log = logging.getLogger("luna.sidecar")
 
@@ -183,7 +192,7 @@ async def _serving(server: HttpServer, host: str, port: int, what: str) -> Async
 
 def listener_limits(config: SidecarConfig) -> ListenerLimits:
     """The limits the route and admin listeners apply, from the settings (the metrics listener
-    has its own, :func:`luna_sidecar.health_http.probe_limits`)."""
+    has its own, :func:`luna_sidecar.serving.health_http.probe_limits`)."""
     return ListenerLimits(
         max_body_bytes=config.max_body_bytes,
         max_connections=config.max_connections,

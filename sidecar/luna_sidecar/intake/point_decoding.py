@@ -22,7 +22,7 @@ import msgspec
 from msgspec.structs import force_setattr
 
 from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
-from luna_sidecar.payloads import decode_json, parse_points
+from luna_sidecar.intake.payloads import decode_json, parse_points
 
 
 class PointDecoder:
@@ -41,7 +41,7 @@ class PointDecoder:
 
     def decode(self, raw: bytes) -> list[MonitoringPoint]:
         """The points of ``raw``, each with read-only tags and fields; raises
-        :class:`~luna_sidecar.payloads.PayloadError` (400, 413 or 422, naming the element) for a
+        :class:`~luna_sidecar.intake.payloads.PayloadError` (400, 413 or 422, naming the element) for a
         body the intake refuses."""
         try:
             points: list[MonitoringPoint] = self._decoder.decode(raw).points

@@ -3,7 +3,7 @@
 ``parse_points`` and ``parse_sending`` take a JSON value (``decode_json``), ``decode_sending``
 the request body. All raise :class:`PayloadError` with an HTTP status and a message naming the
 offending element (``points[3].tags.route: ...``). ``parse_points`` is also the reference the
-fast monitoring decoder (:mod:`luna_sidecar.point_decoding`) defers to for every body it refuses.
+fast monitoring decoder (:mod:`luna_sidecar.intake.point_decoding`) defers to for every body it refuses.
 """
 
 from __future__ import annotations

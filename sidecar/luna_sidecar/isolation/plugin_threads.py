@@ -3,7 +3,7 @@ own, under a deadline, so a plugin that blocks there stalls neither routes, inta
 
 A thread cannot be stopped from outside. One that misses its deadline is abandoned: the caller
 gets ``TimeoutError`` at once, the thread's result is discarded whenever it comes, and the
-thread is counted in :class:`~luna_sidecar.leftovers.Leftovers` until it ends. What such a
+thread is counted in :class:`~luna_sidecar.isolation.leftovers.Leftovers` until it ends. What such a
 thread costs while it runs: its stack (mostly untouched virtual memory), whatever the plugin
 code holds, a share of the GIL if it computes rather than waits, and, if it is stuck inside an
 ``import`` of another module, that module's import lock.
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from luna_sidecar.leftovers import THREAD, Leftover, Leftovers
-from luna_sidecar.timeouts import escaped
+from luna_sidecar.isolation.leftovers import THREAD, Leftover, Leftovers
+from luna_sidecar.isolation.timeouts import escaped
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ async def run_in_thread(
     """Run ``work()`` in a new daemon thread and return its result within ``timeout`` seconds.
 
     Raises what ``work`` raised (a ``BaseException`` beyond ``Exception`` arrives as
-    :class:`~luna_sidecar.timeouts.PluginEscapeError`), or ``TimeoutError``: the thread is then
+    :class:`~luna_sidecar.isolation.timeouts.PluginEscapeError`), or ``TimeoutError``: the thread is then
     abandoned and its late result, whatever it is, is never seen by anyone. A daemon thread
     never holds up the process's exit.
     """

@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from luna_sidecar.timeouts import CANCEL_GRACE
+from luna_sidecar.isolation.timeouts import CANCEL_GRACE
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from luna_sidecar.timeouts import CANCEL_GRACE
+from luna_sidecar.isolation.timeouts import CANCEL_GRACE
 
 log = logging.getLogger(__name__)
 

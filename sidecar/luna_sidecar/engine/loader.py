@@ -26,8 +26,8 @@ from luna_plugins.base.plugins_meta.base_plugins import (
     BaseEventPlugin,
     BasePlugin,
 )
-from luna_sidecar.sources import PluginSource
-from luna_sidecar.timeouts import PluginEscapeError
+from luna_sidecar.desired import PluginSource
+from luna_sidecar.isolation import PluginEscapeError
 
 
 class PluginLoadError(Exception):

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.watchdog import plugin_on_stack
+from luna_sidecar.isolation.watchdog import plugin_on_stack
+from luna_sidecar.observability import RuntimeMetrics
 
 __all__ = ["FORKED_CHILD_EXIT", "OWNED_SIGNALS", "Containment"]
 

@@ -1,7 +1,7 @@
 """The admin listener: the event intake and ``GET /plugins`` for the service container, on the
-hardened server of :mod:`luna_sidecar.http_server`.
+hardened server of :mod:`luna_sidecar.serving.http_server`.
 
-Every answer is computed synchronously (:mod:`luna_sidecar.admin_http`). What a client may rely
+Every answer is computed synchronously (:mod:`luna_sidecar.serving.admin_http`). What a client may rely
 on beyond the server's own rules: a body past the limit is read and dropped, not kept, and gets
 the intake's 413; ``Content-Encoding: gzip`` or ``deflate`` bodies are inflated (never past the
 limit), other encodings get 415.
@@ -15,8 +15,8 @@ from dataclasses import replace
 
 from prometheus_client import Counter
 
-from luna_sidecar.admin_http import AdminEndpoints, Reply, json_reply
-from luna_sidecar.http_server import HttpRequest, HttpServer, ListenerLimits, response_bytes
+from luna_sidecar.serving.admin_http import AdminEndpoints, Reply, json_reply
+from luna_sidecar.serving.http_server import HttpRequest, HttpServer, ListenerLimits, response_bytes
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``POST /events/{eventName}`` validates the body, offers it to the subscribed plugins' queues and
 answers 202 with counts; it never waits for a plugin. ``GET /plugins`` shows every plugin.
 Anything else is a 404 with a JSON error. Everything here is synchronous and knows nothing of
-sockets: the HTTP server (:mod:`luna_sidecar.admin_server`) hands over a complete request.
+sockets: the HTTP server (:mod:`luna_sidecar.serving.admin_server`) hands over a complete request.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
-from luna_sidecar.bus import Delivery, EventBus
-from luna_sidecar.loop_metrics import CounterChild
-from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.payloads import PayloadError, decode_sending
-from luna_sidecar.point_decoding import PointDecoder
+from luna_sidecar.engine import Delivery, EventBus
+from luna_sidecar.intake import PayloadError, PointDecoder, decode_sending
+from luna_sidecar.observability import CounterChild, RuntimeMetrics
 
 EVENTS_PREFIX = "/events/"
 

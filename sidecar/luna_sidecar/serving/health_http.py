@@ -1,5 +1,5 @@
 """The metrics listener: ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz``, on
-the hardened server of :mod:`luna_sidecar.http_server`.
+the hardened server of :mod:`luna_sidecar.serving.http_server`.
 
 It has limits of its own (:func:`probe_limits`), so a flood of the route or admin listener
 never takes its connections, and nothing a probe needs is larger than a few kilobytes. Every
@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from luna_sidecar.http_server import HttpRequest, HttpServer, ListenerLimits, response_bytes
+from luna_sidecar.serving.http_server import HttpRequest, HttpServer, ListenerLimits, response_bytes
 
 #: (ok, reason): a failing check answers 503 with the reason
 Check = Callable[[], tuple[bool, str]]

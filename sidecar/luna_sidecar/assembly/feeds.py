@@ -14,15 +14,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from luna_sidecar.config import SidecarConfig
-from luna_sidecar.runtime import Runtime
-from luna_sidecar.sources import DesiredPlugin, DirectorySource
-from luna_sidecar.watcher import DirectoryWatcher
+from luna_sidecar.desired import DesiredPlugin, DirectorySource, DirectoryWatcher
+from luna_sidecar.engine import Runtime
 
 if TYPE_CHECKING:  # kubernetes_asyncio is imported only in cluster mode
     from kubernetes_asyncio.client import ApiClient
 
-    from luna_sidecar.kube_report import RuntimeReporter
-    from luna_sidecar.kube_source import ClusterWatcher
+    from luna_sidecar.kube import ClusterWatcher, RuntimeReporter
 
 
 Runner = Callable[[], Coroutine[Any, Any, None]]
@@ -106,9 +104,8 @@ class ClusterFeed:
         from kubernetes_asyncio import client
         from kubernetes_asyncio import config as kube_config
 
-        from luna_sidecar.kube_report import RuntimeReporter
-        from luna_sidecar.kube_source import ClusterWatcher, ConfigMapMirror
-        from luna_sidecar.secret_settings import SecretSettingsDir
+        from luna_sidecar.desired import SecretSettingsDir
+        from luna_sidecar.kube import ClusterWatcher, ConfigMapMirror, RuntimeReporter
 
         try:
             kube_config.load_incluster_config()

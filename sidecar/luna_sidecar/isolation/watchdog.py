@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from luna_sidecar.metrics import RuntimeMetrics
+from luna_sidecar.observability import RuntimeMetrics
 
 log = logging.getLogger(__name__)
 

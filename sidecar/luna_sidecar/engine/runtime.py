@@ -23,18 +23,15 @@ from typing import Any
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
-from luna_sidecar.bus import EventBus
-from luna_sidecar.crash_guard import CrashGuard
-from luna_sidecar.leftovers import Leftovers
-from luna_sidecar.lifecycle import PluginVersion, close_instances, load_version
-from luna_sidecar.loader import PluginLoadError, describe_exception, forget_module, publish_module
-from luna_sidecar.metrics import PluginState, QueueState, RuntimeMetrics
-from luna_sidecar.packages import PackageManager, PackageSettings, PackageStatus
-from luna_sidecar.queues import EventWorker
-from luna_sidecar.routing import PluginRoutes, RouteConflictError, RouteTable
-from luna_sidecar.sources import DesiredPlugin, PluginSource
-from luna_sidecar.timeouts import CANCEL_GRACE
-from luna_sidecar.watchdog import BlockLedger
+from luna_sidecar.desired import DesiredPlugin, PluginSource
+from luna_sidecar.engine.bus import EventBus
+from luna_sidecar.engine.lifecycle import PluginVersion, close_instances, load_version
+from luna_sidecar.engine.loader import PluginLoadError, describe_exception, forget_module, publish_module
+from luna_sidecar.engine.packages import PackageManager, PackageSettings, PackageStatus
+from luna_sidecar.engine.queues import EventWorker
+from luna_sidecar.engine.routing import PluginRoutes, RouteConflictError, RouteTable
+from luna_sidecar.isolation import CANCEL_GRACE, BlockLedger, CrashGuard, Leftovers
+from luna_sidecar.observability import PluginState, QueueState, RuntimeMetrics
 
 log = logging.getLogger(__name__)
 

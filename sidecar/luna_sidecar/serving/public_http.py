@@ -1,6 +1,6 @@
 """The plugin-route listener: every request is resolved against the live :class:`RouteTable`.
 
-It runs on the sidecar's hardened HTTP server (:mod:`luna_sidecar.http_server`): a handler that
+It runs on the sidecar's hardened HTTP server (:mod:`luna_sidecar.serving.http_server`): a handler that
 answers synchronously is answered without a task. Each request served also becomes a
 ``requests`` monitoring point (service, route, status code, execution time), so metrics and
 monitoring plugins see plugin traffic like any other service traffic.
@@ -29,13 +29,10 @@ from prometheus_client import Counter
 
 from luna_plugins.http import SERVER_HEADERS, PluginRequest, PluginResponse
 from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
-from luna_sidecar.bus import PointBuffer
-from luna_sidecar.http_server import HttpRequest, HttpServer, ListenerLimits, response_bytes
-from luna_sidecar.leftovers import Leftovers
-from luna_sidecar.loader import describe_exception
-from luna_sidecar.metrics import RuntimeMetrics
-from luna_sidecar.routing import RouteEntry, RouteTable
-from luna_sidecar.timeouts import CANCEL_GRACE
+from luna_sidecar.engine import PointBuffer, RouteEntry, RouteTable, describe_exception
+from luna_sidecar.isolation import CANCEL_GRACE, Leftovers
+from luna_sidecar.observability import RuntimeMetrics
+from luna_sidecar.serving.http_server import HttpRequest, HttpServer, ListenerLimits, response_bytes
 
 log = logging.getLogger(__name__)
 

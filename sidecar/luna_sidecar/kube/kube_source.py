@@ -22,15 +22,16 @@ from typing import Any
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from luna_sidecar.active_list import (
+from luna_sidecar.desired import (
     ActiveListError,
+    DesiredPlugin,
+    PluginSource,
+    SecretSettingsDir,
     active_list_key,
     active_list_name,
     code_of,
     parse_active_list,
 )
-from luna_sidecar.secret_settings import SecretSettingsDir
-from luna_sidecar.sources import DesiredPlugin, PluginSource
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Fan-out of accepted events to the event plugins that asked for them.
 
 Monitoring points also feed the point metrics on the way. Nothing here waits on a plugin:
-``publish`` only offers batches to the plugins' own queues (:mod:`luna_sidecar.queues`).
+``publish`` only offers batches to the plugins' own queues (:mod:`luna_sidecar.engine.queues`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from luna_plugins.monitoring import MonitoringPoint
-from luna_sidecar.mapping import PointMetrics
-from luna_sidecar.queues import EventWorker, batch_weight
+from luna_sidecar.engine.queues import EventWorker, batch_weight
+from luna_sidecar.observability import PointMetrics
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class EventBus:
     def publish(self, event_name: str, payload: tuple[Any, ...], *, body_bytes: int = 0) -> Delivery:
         """Offer ``payload`` (the callback's positional arguments, without the logger) to
         every subscriber of ``event_name``; ``body_bytes`` is the size of the request that
-        brought it (it counts in the batch's weight, see :func:`~luna_sidecar.queues.batch_weight`)."""
+        brought it (it counts in the batch's weight, see :func:`~luna_sidecar.engine.queues.batch_weight`)."""
         queued = dropped = 0
         first, *rest = payload
         weight = batch_weight(len(first) if isinstance(first, list) else 1, body_bytes)

@@ -26,11 +26,15 @@ from luna_plugins.base.plugins_meta.base_plugins import (
     RouteSpec,
 )
 from luna_plugins.settings import constructing_with, freeze
-from luna_sidecar.leftovers import Leftovers
-from luna_sidecar.loader import MODULES, PluginLoadError, describe_exception, import_module, plugin_classes
-from luna_sidecar.plugin_threads import run_in_thread
-from luna_sidecar.sources import PluginSource
-from luna_sidecar.timeouts import call_with_timeout
+from luna_sidecar.desired import PluginSource
+from luna_sidecar.engine.loader import (
+    MODULES,
+    PluginLoadError,
+    describe_exception,
+    import_module,
+    plugin_classes,
+)
+from luna_sidecar.isolation import Leftovers, call_with_timeout, run_in_thread
 
 log = logging.getLogger(__name__)
 
