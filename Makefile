@@ -8,10 +8,12 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# the product (luna-plugins, with its dev tools) and the local-cluster harness of the tests, the
+# demo and the benchmarks (luna-plugins-cluster, tools/pyproject.toml: the `luna-cluster` command)
+$(STAMP): pyproject.toml tools/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e tools/
 	touch $(STAMP)
 
 ## demo: the whole product on a local control plane (cluster, CRDs, operator, sidecar + demo service, example LunaPlugins); Ctrl-C tears it down
@@ -59,7 +61,7 @@ typecheck: venv
 ## Prometheus with Kubernetes service discovery, gopher-lua's glua (Argo CD's Lua) and, where a node can run (root), the node's
 ## kubelet, containerd, CNI plugins and CoreDNS (needs Go)
 cluster-tools: venv
-	$(BIN)/luna-plugins cluster build --prometheus --lua $$(if [ "$$(id -u)" = 0 ]; then echo --node; fi)
+	$(BIN)/luna-cluster build --prometheus --lua $$(if [ "$$(id -u)" = 0 ]; then echo --node; fi)
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

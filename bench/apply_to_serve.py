@@ -3,7 +3,7 @@ sidecar, and from `kubectl delete` to the route answering 404.
 
     .venv/bin/python bench/apply_to_serve.py [--kubeconfig PATH] [--applies 20] [--sidecars 1|2]
 
-Starts a local control plane (`luna-plugins cluster up`, in a temporary directory) unless
+Starts a local control plane (`luna-cluster up`, in a temporary directory) unless
 --kubeconfig names a cluster, applies ``crds/``, creates a namespace, starts the operator and one
 or two cluster-mode sidecars (service ``handlers``), all on loopback. Then, for each of
 ``--applies`` plugins: create a LunaPlugin whose route ``/bench{i}`` answers a unique text, note

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/node_bench.py [--updates 20] [--replicas 1] [--state-dir DIR]
 
-Needs root (the node). Without --state-dir it runs `luna-plugins cluster up --node` in a
+Needs root (the node). Without --state-dir it runs `luna-cluster up --node` in a
 temporary directory, timing it, and `cluster down` at the end (timed too); the build cache is
 whatever the user cache directory holds (a cold figure needs an empty XDG_CACHE_HOME and
 GOCACHE). Then: `cluster image` (timed), RSS of every node and control-plane process, `helm
@@ -61,10 +61,10 @@ NAMESPACE = "node-bench"
 
 
 def cluster(*args: str, state_dir: Path) -> float:
-    """Run `luna-plugins cluster ARGS`; returns its wall time."""
+    """Run `luna-cluster ARGS`; returns its wall time."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "luna_cli.main", "cluster", *args, "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "luna_cluster", *args, "--state-dir", str(state_dir)],
         capture_output=True,
         text=True,
         check=False,

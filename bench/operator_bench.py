@@ -4,7 +4,7 @@ operator's memory.
 
     .venv/bin/python bench/operator_bench.py [--kubeconfig PATH] [--applies 20] [--plugins 200]
 
-Without --kubeconfig it starts a local control plane (`luna-plugins cluster up`) in a temporary
+Without --kubeconfig it starts a local control plane (`luna-cluster up`) in a temporary
 directory and stops it at the end (also on an error, Ctrl-C or SIGTERM). Traffic stays on
 loopback. The status is followed through one long-lived watch per resource type
 (kubernetes_asyncio, in a background thread); each event is stamped with ``time.monotonic()``
@@ -41,6 +41,8 @@ from luna_contract.names import PLURAL_PLUGINS as PLURAL
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("luna-plugins"))
+#: the local-cluster harness's command (its own distribution, installed beside the product)
+CLUSTER_CLI = str(Path(sys.executable).with_name("luna-cluster"))
 HOST = "127.0.0.1"
 
 CRDS = ("lunaplugins.luna.dev", "lunapluginruntimes.luna.dev")
@@ -185,23 +187,23 @@ def control_plane(kubeconfig: str | None, workdir: Path) -> Iterator[tuple[str, 
         return
     state_dir = workdir / "cluster"
     try:
-        print("starting a local control plane (luna-plugins cluster up) ...", file=sys.stderr, flush=True)
+        print("starting a local control plane (luna-cluster up) ...", file=sys.stderr, flush=True)
         started = time.monotonic()
         up = subprocess.run(
-            [CLI, "cluster", "up", "--state-dir", str(state_dir)],
+            [CLUSTER_CLI, "up", "--state-dir", str(state_dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             timeout=900,
         )
         if up.returncode:
-            raise BenchError(f"luna-plugins cluster up failed:\n{up.stderr[-3000:]}")
+            raise BenchError(f"luna-cluster up failed:\n{up.stderr[-3000:]}")
         print(f"control plane up in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
         config = str(state_dir / "kubeconfig")
         yield config, Kubectl(str(state_dir / "bin" / "kubectl"), config), True
     finally:
         subprocess.run(
-            [CLI, "cluster", "down", "--state-dir", str(state_dir), "--purge"],
+            [CLUSTER_CLI, "down", "--state-dir", str(state_dir), "--purge"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=120,

@@ -54,7 +54,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from operator_bench import (  # bench/ is not a package
-    CLI,
+    CLUSTER_CLI,
     GROUP,
     HOST,
     PLURAL,
@@ -693,7 +693,7 @@ def main() -> int:
         else:
             print("starting a local control plane (cluster up --audit-log) ...", file=sys.stderr, flush=True)
             up = subprocess.run(
-                [CLI, "cluster", "up", "--audit-log", "--state-dir", str(state_dir)],
+                [CLUSTER_CLI, "up", "--audit-log", "--state-dir", str(state_dir)],
                 capture_output=True,
                 text=True,
                 timeout=900,
@@ -742,7 +742,7 @@ def main() -> int:
     finally:
         if not options.kubeconfig:
             subprocess.run(
-                [CLI, "cluster", "down", "--state-dir", str(state_dir)],
+                [CLUSTER_CLI, "down", "--state-dir", str(state_dir)],
                 capture_output=True,
                 timeout=120,
                 check=False,

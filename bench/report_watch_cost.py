@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from operator_bench import (
     CLI,
+    CLUSTER_CLI,
     HOST,
     Kubectl,
     free_port,
@@ -97,7 +98,7 @@ def main() -> int:
     fleet = None
     try:
         subprocess.run(
-            [CLI, "cluster", "up", "--state-dir", str(state)], capture_output=True, check=True, timeout=900
+            [CLUSTER_CLI, "up", "--state-dir", str(state)], capture_output=True, check=True, timeout=900
         )
         kubeconfig = str(state / "kubeconfig")
         kubectl = Kubectl(str(state / "bin" / "kubectl"), kubeconfig)
@@ -164,7 +165,7 @@ def main() -> int:
             fleet.terminate()
             fleet.wait(timeout=30)
         subprocess.run(
-            [CLI, "cluster", "down", "--state-dir", str(state), "--purge"], capture_output=True, check=False
+            [CLUSTER_CLI, "down", "--state-dir", str(state), "--purge"], capture_output=True, check=False
         )
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,7 +1,8 @@
 """`make demo`: the whole product on the local Kubernetes control plane.
 
-1. ``luna-plugins cluster up`` (etcd, kube-apiserver, kube-controller-manager on 127.0.0.1; the
-   first run builds them from Go and caches them), the CRDs from ``crds/``, namespace ``luna-demo``;
+1. ``luna-cluster up`` (the test harness: etcd, kube-apiserver, kube-controller-manager on
+   127.0.0.1; the first run builds them from Go and caches them), the CRDs from ``crds/``,
+   namespace ``luna-demo``;
 2. the operator (``luna-plugins operator --namespace luna-demo``);
 3. one "pod" as it would run on Kubernetes: a small stand-in for the handlers service
    (``examples/demo_service.py``, posting a ``requests`` point per request it serves) and the
@@ -11,7 +12,7 @@
    service. It prints what to curl and which kubectl commands to try, and a status line every 10 s.
 
 Ctrl-C (or SIGTERM, or ``--duration``) stops everything in order: the load generator, the service,
-the sidecar, the operator, then ``luna-plugins cluster down``. ``--standalone`` runs the earlier
+the sidecar, the operator, then ``luna-cluster down``. ``--standalone`` runs the earlier
 demo without Kubernetes: the sidecar on a plugins directory, fed by a generator of points.
 """
 
@@ -65,9 +66,20 @@ class DemoError(Exception):
     """Something the user should read; the demo tears down and exits 1."""
 
 
+def console_command(script: str, module: str) -> list[str]:
+    """The console script ``script`` of this Python's environment, else ``python -m module``."""
+    found = Path(sys.executable).with_name(script)
+    return [str(found)] if found.exists() else [sys.executable, "-m", module]
+
+
 def luna_command() -> list[str]:
-    script = Path(sys.executable).with_name("luna-plugins")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "luna_cli.main"]
+    """The product's command, ``luna-plugins``."""
+    return console_command("luna-plugins", "luna_cli.main")
+
+
+def cluster_command() -> list[str]:
+    """The local-cluster harness's command, ``luna-cluster``."""
+    return console_command("luna-cluster", "luna_cluster")
 
 
 def port_or_free(preferred: int) -> int:
@@ -356,8 +368,8 @@ class ClusterDemo:
             )
 
     def cluster_up(self) -> None:
-        argv = [*luna_command(), "cluster", "up", "--state-dir", str(self.state)]
-        print(f"$ luna-plugins cluster up --state-dir {shown(self.state)}", flush=True)
+        argv = [*cluster_command(), "up", "--state-dir", str(self.state)]
+        print(f"$ luna-cluster up --state-dir {shown(self.state)}", flush=True)
         self.cluster_started = True
         process = subprocess.Popen(
             argv,
@@ -387,7 +399,7 @@ class ClusterDemo:
                     pass
             raise
         if code != 0:
-            raise DemoError(f"`luna-plugins cluster up` failed (exit {code}); see its output above")
+            raise DemoError(f"`luna-cluster up` failed (exit {code}); see its output above")
 
     def install_crds(self) -> None:
         print(f"$ kubectl apply -f {shown(CRDS_DIR)}/ && kubectl create namespace {NAMESPACE}", flush=True)
@@ -668,9 +680,9 @@ class ClusterDemo:
             self.kubectl("-n", NAMESPACE, "delete", "lp", "--all", "--timeout=30s", check=False)
         ok &= self._stop("operator")
         if self.cluster_started and not self.keep_cluster:
-            print(f"$ luna-plugins cluster down --state-dir {shown(self.state)}", flush=True)
+            print(f"$ luna-cluster down --state-dir {shown(self.state)}", flush=True)
             down = subprocess.run(
-                [*luna_command(), "cluster", "down", "--state-dir", str(self.state)],
+                [*cluster_command(), "down", "--state-dir", str(self.state)],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,

@@ -1,8 +1,8 @@
 """`make demo-node`: the demo as real pods, from the chart, on a local node (needs root).
 
-1. ``luna-plugins cluster up --node`` (the control plane and a node: kubelet, containerd, CNI
-   bridge, kube-proxy, CoreDNS; the first run builds them from Go and caches them);
-2. ``luna-plugins cluster image``: the project's image, imported into the node;
+1. ``luna-cluster up --node`` (the test harness; the control plane and a node: kubelet,
+   containerd, CNI bridge, kube-proxy, CoreDNS; the first run builds them from Go and caches them);
+2. ``luna-cluster image``: the project's image, imported into the node;
 3. ``helm install`` of ``charts/luna-plugins`` with ``demo.enabled=true`` into ``luna-demo``: the
    operator, the stand-in handlers service with the sidecar beside it behind a Service, and the
    example plugins as LunaPlugins;
@@ -10,8 +10,8 @@
 
 It prints what to curl (the Service's ClusterIP, reachable from this machine) and which kubectl
 commands to try, and a status line every 10 s. Ctrl-C (or SIGTERM, or ``--duration``) stops the
-load, uninstalls the release and runs ``luna-plugins cluster down`` (``--keep-cluster`` leaves
-the cluster running).
+load, uninstalls the release and runs ``luna-cluster down`` (``--keep-cluster`` leaves the
+cluster running).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from demo import STATUS_EVERY, DemoError, LoadGenerator, run_until_interrupted
+from demo import STATUS_EVERY, DemoError, LoadGenerator, cluster_command, run_until_interrupted
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -48,17 +48,9 @@ class NodeDemo:
         self.started_cluster = False
 
     def cluster(self, *args: str) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "luna_cli.main",
-            "cluster",
-            *args,
-            "--state-dir",
-            str(self.state_dir),
-        ]
+        command = [*cluster_command(), *args, "--state-dir", str(self.state_dir)]
         if subprocess.run(command, check=False).returncode != 0:
-            raise DemoError(f"`luna-plugins cluster {' '.join(args)}` failed (see above)")
+            raise DemoError(f"`luna-cluster {' '.join(args)}` failed (see above)")
 
     def tool(self, *argv: str, check: bool = True) -> str:
         result = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False)
@@ -73,10 +65,10 @@ class NodeDemo:
         return json.loads(self.kubectl("get", *what, "-n", NAMESPACE, "-o", "json"))
 
     def up(self) -> None:
-        print("== 1. the cluster and its node (luna-plugins cluster up --node)", flush=True)
+        print("== 1. the cluster and its node (luna-cluster up --node)", flush=True)
         self.started_cluster = True
         self.cluster("up", "--node")
-        print("== 2. the image (luna-plugins cluster image)", flush=True)
+        print("== 2. the image (luna-cluster image)", flush=True)
         self.cluster("image", "--tag", f"{IMAGE_REPOSITORY}:{IMAGE_TAG}")
         print(f"== 3. helm install {RELEASE} charts/luna-plugins --set demo.enabled=true", flush=True)
         self.tool(
@@ -140,7 +132,7 @@ The demo runs as pods on node luna-node. From this machine:
       # then /kettle/version answers "kettle 2.0"
   {kubectl} delete lp {kettle}               # its routes go away
 
-Ctrl-C stops the demo: helm uninstall, then luna-plugins cluster down.""",
+Ctrl-C stops the demo: helm uninstall, then luna-cluster down.""",
             flush=True,
         )
 

@@ -3,7 +3,7 @@
 #
 #   1. checks for docker (with a reachable daemon) and kind; exits 2 with a message otherwise
 #   2. creates the kind cluster $KIND_CLUSTER (default luna-plugins-e2e), or reuses it
-#   3. builds the image luna-plugins:e2e with `luna-plugins cluster image` (the same build as for
+#   3. builds the image luna-plugins:e2e with `luna-cluster image` (the same build as for
 #      the local node), tags it luna-plugins:e2e-next too (for the upgrade test), and loads both
 #      into the cluster's nodes
 #   4. runs pytest tests/node with LUNA_TEST_KUBECONFIG and LUNA_TEST_IMAGE: the suite installs the
@@ -56,7 +56,7 @@ client() {
     elif command -v "$name" >/dev/null 2>&1; then
         command -v "$name"
     else
-        "$PYTHON" -m luna_cli.main cluster build >&2
+        "$PYTHON" -m luna_cluster build >&2
         "$PYTHON" -c 'import sys; from luna_cluster import tools; print(tools.cached_binaries()[sys.argv[1]])' "$name"
     fi
 }
@@ -100,8 +100,8 @@ else
 fi
 "$KUBECTL" cluster-info
 
-step "building image $IMAGE (luna-plugins cluster image)"
-"$PYTHON" -m luna_cli.main cluster image --tag "$IMAGE" --state-dir "$WORKDIR/state"
+step "building image $IMAGE (luna-cluster image)"
+"$PYTHON" -m luna_cluster image --tag "$IMAGE" --state-dir "$WORKDIR/state"
 docker tag "$IMAGE" "luna-plugins:$NEXT_TAG"
 
 step "loading $IMAGE and luna-plugins:$NEXT_TAG into the nodes of $CLUSTER"

@@ -1,6 +1,6 @@
 """A real ``prometheus`` process for tests: started on a free loopback port, queried over its API.
 
-Prometheus and promtool are built from their Go module (``luna-plugins cluster build
+Prometheus and promtool are built from their Go module (``luna-cluster build
 --prometheus``, which ``make test`` runs first): Debian's package leaves out Kubernetes service
 discovery, which the pod suite needs. Without them a test fails rather than skips.
 """

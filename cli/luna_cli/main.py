@@ -16,7 +16,6 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "sidecar": ("luna_sidecar.cli", "run the plugin runtime next to a service"),
     "operator": ("luna_operator.cli", "run the operator turning LunaPlugin resources into ConfigMaps"),
-    "cluster": ("luna_cluster.cli", "run a local Kubernetes control plane for tests and the demo"),
     "lint": ("luna_cli.lint", "check plugin files as the operator would, and their imports"),
     "render": ("luna_cli.render", "print a LunaPlugin manifest for a plugin file (for kubectl apply -f -)"),
     "new": ("luna_cli.new", "write a plugin skeleton and its test"),

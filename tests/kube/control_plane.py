@@ -34,7 +34,7 @@ def stop_apiserver(kube: Any) -> Callable[[], None]:
         restarted = subprocess.Popen(
             [arg.decode() for arg in argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        pid_file.write_text(f"{restarted.pid}\n")  # `luna-plugins cluster down` stops the new one
+        pid_file.write_text(f"{restarted.pid}\n")  # `luna-cluster down` stops the new one
         wait_for(
             lambda: kube.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
             timeout=60,
@@ -50,7 +50,7 @@ def restart_apiserver(kube: Any) -> None:
 
 
 def _stopped(pid: int) -> bool:
-    """Gone, or a zombie (its parent, `luna-plugins cluster up`, exited long ago)."""
+    """Gone, or a zombie (its parent, `luna-cluster up`, exited long ago)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:

@@ -2,7 +2,7 @@
 
 ``tests/conftest.py`` loads this module with ``pytest_plugins``, so every test folder can use:
 
-* ``kube`` (session): the cluster. By default ``luna-plugins cluster up`` in a temporary state
+* ``kube`` (session): the cluster. By default ``luna-cluster up`` in a temporary state
   directory, torn down at the end of the session. With ``LUNA_TEST_KUBECONFIG=/path/to/kubeconfig``
   the tests use that cluster instead (e.g. kind) and leave it running; ``LUNA_TEST_KUBECTL`` and
   ``LUNA_TEST_HELM`` then pick the client binaries (default: the ones we build, else PATH).
@@ -80,7 +80,8 @@ class Kube:
 
 
 def _cluster_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "luna_cli.main", "cluster", *args]
+    """``luna-cluster ARGS``: the local-cluster harness (its own distribution, not the product's CLI)."""
+    return [sys.executable, "-m", "luna_cluster", *args]
 
 
 def _client_binary(env_name: str, name: str, built: dict[str, Path] | None) -> str | None:
@@ -117,7 +118,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
         check=False,
     )
     if up.returncode != 0:
-        pytest.fail(f"luna-plugins cluster up failed ({up.returncode}):\n{up.stderr}{up.stdout}")
+        pytest.fail(f"luna-cluster up failed ({up.returncode}):\n{up.stderr}{up.stdout}")
     try:
         yield Kube(
             state_dir / "kubeconfig",

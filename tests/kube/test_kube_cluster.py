@@ -6,16 +6,14 @@ import asyncio
 import base64
 import json
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-if TYPE_CHECKING:
-    from tests.kube.fixtures import Kube
+from tests.kube.fixtures import Kube, _cluster_command
 
 pytestmark = pytest.mark.kube
 
@@ -220,9 +218,7 @@ def test_helm_installs_a_chart_with_a_kube_version_constraint(
 
 
 def _cluster_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "luna_cli.main", "cluster", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run(_cluster_command(*args), capture_output=True, text=True, timeout=120)
 
 
 def test_second_up_reuses_the_running_cluster_and_status_reports_it(kube: Kube) -> None:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import tomllib
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from luna_cluster import cluster, hostnet, image, node, node_config, oci, tools
 from luna_cluster.node_config import NODE_IP, NodeLayout
+from tests.kube.fixtures import _cluster_command
 
 ALLOWED_HOSTS = {"127.0.0.1", NODE_IP}
 
@@ -173,7 +173,7 @@ def test_node_modules_pin_their_versions_and_tags() -> None:
 
 def _cluster_cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "luna_cli.main", "cluster", *args],
+        _cluster_command(*args),
         capture_output=True,
         text=True,
         timeout=120,
@@ -185,10 +185,10 @@ def _cluster_cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[st
 def test_up_node_without_root_says_so_in_one_line_and_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from luna_cli.main import main
+    from luna_cluster.cli import main
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert main(["cluster", "up", "--node", "--state-dir", str(tmp_path / "state")]) == 2
+    assert main(["up", "--node", "--state-dir", str(tmp_path / "state")]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "needs root" in lines[0], lines
     assert not (tmp_path / "state" / "cluster.json").exists()

@@ -1,7 +1,7 @@
 """The pod suite: the product as users run it, in real pods on a real node.
 
-``node_cluster`` (session) is ``luna-plugins cluster up --node`` in a temporary state directory
-with the project's image built by ``luna-plugins cluster image`` and imported into the node; it is
+``node_cluster`` (session) is ``luna-cluster up --node`` in a temporary state directory
+with the project's image built by ``luna-cluster image`` and imported into the node; it is
 torn down at the end. With ``LUNA_TEST_KUBECONFIG`` the suite runs against that cluster instead
 (``make e2e-kind``), with the image named by ``LUNA_TEST_IMAGE`` already loaded into its nodes.
 
@@ -58,7 +58,7 @@ class NodeCluster:
         ]
 
     def cluster_command(self, *args: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        """``luna-plugins cluster ARGS --state-dir <ours>``; fails the test when it fails."""
+        """``luna-cluster ARGS --state-dir <ours>``; fails the test when it fails."""
         assert self.state_dir is not None, "only for our own cluster"
         return run_cluster(*args, "--state-dir", str(self.state_dir), timeout=timeout)
 
@@ -72,7 +72,7 @@ def run_cluster(*args: str, timeout: float = UP_TIMEOUT) -> subprocess.Completed
         check=False,
     )
     if result.returncode != 0:
-        pytest.fail(f"luna-plugins cluster {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        pytest.fail(f"luna-cluster {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
 
 
@@ -97,7 +97,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
 
     reason = node.unavailable_reason()
     if reason:
-        message = f"the pod suite needs a node: cluster up --node {reason}"
+        message = f"the pod suite needs a node: luna-cluster up --node {reason}"
         if _node_required():
             pytest.fail(f"{message} (LUNA_REQUIRE_NODE is set)")
         pytest.skip(message)

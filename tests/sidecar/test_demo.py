@@ -26,6 +26,7 @@ from aiohttp import web
 
 from luna_contract.plugin_modules import module_name
 from luna_operator.validation import validate_code, validate_module
+from tests.kube.fixtures import _cluster_command
 from tests.sidecar.harness import http, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -259,7 +260,7 @@ class DemoRun:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         subprocess.run(
-            [sys.executable, "-m", "luna_cli.main", "cluster", "down", "--state-dir", str(self.state_dir)],
+            _cluster_command("down", "--state-dir", str(self.state_dir)),
             capture_output=True,
             check=False,
             timeout=60,
@@ -287,7 +288,7 @@ def processes_using(state_dir: Path) -> list[str]:
 
 def assert_all_gone(run: DemoRun) -> None:
     status = subprocess.run(
-        [sys.executable, "-m", "luna_cli.main", "cluster", "status", "--state-dir", str(run.state_dir)],
+        _cluster_command("status", "--state-dir", str(run.state_dir)),
         capture_output=True,
         text=True,
         timeout=30,

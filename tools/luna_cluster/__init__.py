@@ -1,6 +1,6 @@
 """A real local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on loopback.
 
-Built from Go modules under ``tools/`` and driven by ``luna-plugins cluster up|down|status|build``.
+Built from Go modules under ``tools/`` and driven by ``luna-cluster up|down|status|build|image``.
 """
 
 from __future__ import annotations

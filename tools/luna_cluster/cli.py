@@ -1,11 +1,15 @@
-"""``luna-plugins cluster up|down|status|build``: the local Kubernetes control plane."""
+"""``luna-cluster up|down|status|build|image``: the local Kubernetes control plane, its node and
+the project's image for that node (the test harness; not a command of the product)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+PROG = "luna-cluster"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,8 +111,18 @@ def run(args: argparse.Namespace) -> int:
                 return 0 if cluster.down(state, sys.stderr, purge=args.purge) else 1
         return 0 if cluster.status(state, sys.stdout) else 1
     except (cluster.NodeUnavailableError, image.EngineUnavailableError) as exc:
-        print(f"luna-plugins {exc}", file=sys.stderr)
+        print(f"{PROG} {exc}", file=sys.stderr)
         return 2
     except (tools.BuildError, cluster.ClusterError, PkiError, PortInUseError) as exc:
-        print(f"luna-plugins cluster {args.action}: error: {exc}", file=sys.stderr)
+        print(f"{PROG} {args.action}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``luna-cluster`` console script and of ``python -m luna_cluster``;
+    returns the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Run a local Kubernetes control plane (and node) for tests and the demo."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -4,7 +4,7 @@ Without a node every process listens on 127.0.0.1 only, on ports the kernel hand
 ``--node`` (:mod:`.node`) the API server listens on the node's bridge address instead, so that
 pods reach it through the ``kubernetes`` Service, and the kubelet, kube-proxy, kube-scheduler,
 containerd and CoreDNS join it. Every process runs in its own session (so it outlives
-``luna-plugins cluster up``) and writes its log to ``DIR/logs``; :mod:`.state` describes the
+``luna-cluster up``) and writes its log to ``DIR/logs``; :mod:`.state` describes the
 state directory.
 """
 
@@ -290,7 +290,7 @@ def up(
     if node:
         reason = node_mod.unavailable_reason()
         if reason:
-            raise NodeUnavailableError(f"cluster up --node {reason}")
+            raise NodeUnavailableError(f"up --node {reason}")
     # leftovers of a cluster that partly died (or runs without the node asked for): stop, start afresh
     _stop_all(state, out, quiet=True)
 

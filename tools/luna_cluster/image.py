@@ -1,4 +1,4 @@
-"""``luna-plugins cluster image``: build the project's Dockerfile and hand the image to the node.
+"""``luna-cluster image``: build the project's Dockerfile and hand the image to the node.
 
 The build is the one a user runs (``docker build .``) with two build arguments where this machine
 needs them: ``WHEELS=wheelhouse`` (the wheels are built on the host first, so no build step needs
@@ -115,12 +115,12 @@ def engine(state: StateDir, out: TextIO) -> Engine:
     dockerd = shutil.which("dockerd")
     if cli is None or dockerd is None:
         raise EngineUnavailableError(
-            "cluster image needs a container engine: no Docker daemon answers and dockerd is not "
+            "image needs a container engine: no Docker daemon answers and dockerd is not "
             "installed (apt-get install docker.io)"
         )
     if os.geteuid() != 0:
         raise EngineUnavailableError(
-            "cluster image needs a container engine: no Docker daemon answers, and starting one needs root"
+            "image needs a container engine: no Docker daemon answers, and starting one needs root"
         )
     print("starting a private Docker daemon for image builds", file=out, flush=True)
     PRIVATE_DOCKER_DIR.mkdir(parents=True, exist_ok=True)

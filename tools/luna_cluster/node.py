@@ -548,7 +548,7 @@ def prepare_host(state: StateDir, out: TextIO) -> None:
         if _processes_of(other.root):
             raise ClusterError(
                 f"another node already runs on this machine (state directory {previous}); "
-                f"stop it with `luna-plugins cluster down --state-dir {previous}`"
+                f"stop it with `luna-cluster down --state-dir {previous}`"
             )
         print(f"the node of {previous} is not running: removing what it left on this machine", file=out)
         left = stop(other, other.load(), out, quiet=True) + hostnet.undo(other.node)
