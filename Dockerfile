@@ -4,8 +4,8 @@
 #
 # Build arguments (both builders, BuildKit and the classic one, take this file as it is):
 #   BASE_IMAGE  a Debian-based image with python3 (>= 3.11) and its venv module; default
-#               python:3.11-slim. `luna-plugins cluster image` builds one from Debian's packages
-#               where no registry can be reached.
+#               python:3.11-slim. The test harness's `luna-cluster image` builds one from Debian's
+#               packages where no registry can be reached.
 #   WHEELS      "index" (default): install from the package index while building;
 #               "wheelhouse": install offline from the wheels in ./wheelhouse (built on the host:
 #               `pip wheel --wheel-dir wheelhouse .`), so no build step needs the network.
@@ -20,7 +20,6 @@ COPY wheelhouse/ /wheelhouse/
 COPY pyproject.toml README.md ./
 COPY sidecar/ sidecar/
 COPY cli/ cli/
-COPY tools/luna_cluster/ tools/luna_cluster/
 COPY operator/ operator/
 COPY contract/ contract/
 RUN python3 -m venv /opt/luna-plugins \

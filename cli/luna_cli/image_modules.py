@@ -15,10 +15,9 @@ import sys
 from importlib import metadata
 
 PROJECT = "luna-plugins"
-#: the project's own top-level packages (pyproject: packages ``luna_*``)
-OWN_PACKAGES = frozenset(
-    {"luna_plugins", "luna_sidecar", "luna_operator", "luna_cli", "luna_cluster", "luna_contract"}
-)
+#: the project's own top-level packages (pyproject: packages ``luna_*``; the local-cluster harness,
+#: ``luna_cluster``, is a distribution of its own that the image does not install)
+OWN_PACKAGES = frozenset({"luna_plugins", "luna_sidecar", "luna_operator", "luna_cli", "luna_contract"})
 #: provided by the runtime to every plugin (``from log import Logger``)
 ALIASES = frozenset({"log"})
 
