@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,29 +279,64 @@ def choose_base(docker: Engine, requested: str | None, out: TextIO) -> str | Non
 # --- the project image ----------------------------------------------------------------------------
 
 
+#: ``pip wheel`` as the image's wheels are built
+PIP_WHEEL = (sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check")
+
+
+def harness_files(wheel: Path) -> list[str]:
+    """The files of this harness's package that ``wheel`` holds: none in the product's wheel (the
+    harness is a distribution of its own, never installed in the image)."""
+    package = __name__.partition(".")[0]
+    with zipfile.ZipFile(wheel) as archive:
+        return [name for name in archive.namelist() if name.partition("/")[0] == package]
+
+
+def project_wheel(context: Path, dest: Path, log: Path, out: TextIO) -> Path:
+    """The wheel of the project in ``context`` alone (no dependencies), built into ``dest``, which
+    holds no other wheel; returns its path.
+
+    setuptools builds in ``context/build`` and packs everything ``build/lib`` holds, what an earlier
+    build left there included (such as this harness, packaged with the product before it was a
+    distribution of its own). So the build gets a build directory of its own, through the extra
+    configuration file setuptools reads (``DIST_EXTRA_CONFIG``): the wheel holds what the project's
+    ``pyproject.toml`` packages, and nothing else."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wheel-build-") as scratch:
+        config = Path(scratch) / "build.cfg"
+        config.write_text(f"[build]\nbuild_base = {Path(scratch) / 'build'}\n")
+        _run_logged(
+            [*PIP_WHEEL, "--no-deps", "--wheel-dir", str(dest), str(context)],
+            log,
+            "building the project's wheel",
+            out,
+            env={**os.environ, "DIST_EXTRA_CONFIG": str(config)},
+        )
+    wheels = sorted(dest.glob("*.whl"))
+    if len(wheels) != 1:
+        raise ImageError(f"building the project's wheel left {len(wheels)} wheels in {dest}, not one")
+    return wheels[0]
+
+
 def build_wheels(context: Path, out: TextIO) -> None:
-    """The project's and its dependencies' wheels in ``context/wheelhouse`` (stale ones removed)."""
+    """The project's and its dependencies' wheels in ``context/wheelhouse`` (stale ones removed);
+    the harness is not among them."""
     wheelhouse = context / "wheelhouse"
     wheelhouse.mkdir(exist_ok=True)
     for wheel in wheelhouse.glob("*.whl"):
         wheel.unlink()
     log = tools.cache_root() / "logs" / "wheels.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    _run_logged(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--disable-pip-version-check",
-            "--wheel-dir",
-            str(wheelhouse),
-            str(context),
-        ],
-        log,
-        "building the wheels",
-        out,
-    )
+    with tempfile.TemporaryDirectory(prefix="wheels-", dir=tools.cache_root()) as scratch:
+        project = project_wheel(context, Path(scratch), log, out)
+        # the project's wheel, copied, and those of its requirements
+        argv = [*PIP_WHEEL, "--wheel-dir", str(wheelhouse), str(project)]
+        _run_logged(argv, log, "building the wheels of its requirements", out)
+    with_harness = sorted(wheel.name for wheel in wheelhouse.glob("*.whl") if harness_files(wheel))
+    if with_harness:
+        raise ImageError(
+            f"the image's wheels hold the cluster harness ({', '.join(with_harness)}): "
+            f"{context}/pyproject.toml must not package it"
+        )
 
 
 def build(docker: Engine, context: Path, tag: str, base: str | None, out: TextIO, log: Path) -> str:
