@@ -90,8 +90,10 @@ def test_the_image_starts_the_operator_and_the_sidecar_as_10001_read_only(
     node_cluster: NodeCluster, node_namespace: str
 ) -> None:
     script = """
-        import os, subprocess
+        import importlib.util, os, subprocess
         assert os.getuid() == 10001, os.getuid()
+        # the local-cluster harness is a distribution of its own, never installed in the image
+        assert importlib.util.find_spec("luna_cluster") is None, "luna_cluster is in the image"
         for command in ("operator", "sidecar"):
             done = subprocess.run(["luna-plugins", command, "--help"], capture_output=True, text=True)
             assert done.returncode == 0, done.stderr

@@ -1,5 +1,7 @@
 """The SDK sits under the runtime: nothing in ``luna_plugins`` imports ``luna_sidecar`` (or the
-operator, the CLI, the cluster harness) when it is imported.
+operator, the CLI, the cluster harness) when it is imported. And the product sits beside the
+local-cluster harness: no module of the product (``luna-plugins``' packages) imports
+``luna_cluster``, a distribution of its own that the image does not install.
 
 Read from the source with :mod:`ast`, so a new import fails here before anything runs it, lazy
 or not: the test harness is the runtime's (``luna_sidecar.testing``), not the SDK's.
@@ -10,7 +12,8 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +22,12 @@ import pytest
 import luna_plugins
 
 SDK = Path(luna_plugins.__file__).parent
+ROOT = Path(__file__).resolve().parents[2]
 #: packages above the SDK: they import it, so it must not import them
 ABOVE_THE_SDK = frozenset({"luna_sidecar", "luna_operator", "luna_cli", "luna_cluster"})
-#: (file, module it may load lazily): none
+#: the local-cluster harness (tools/pyproject.toml), which no product module may import
+HARNESS = frozenset({"luna_cluster"})
+#: (file, as luna_plugins/..., module it may load lazily): none
 LAZY_ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
@@ -33,7 +39,7 @@ class Found:
     when: str  # "import time", "in a function" or "type checking only"
 
     def __str__(self) -> str:
-        return f"luna_plugins/{self.file}:{self.line} imports {self.module} ({self.when})"
+        return f"{self.file}:{self.line} imports {self.module} ({self.when})"
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -74,16 +80,29 @@ def _walk(node: ast.AST, file: str, when: str) -> Iterator[Found]:
         yield from _walk(child, file, inner)
 
 
+def imports_of(folders: Iterable[Path], packages: frozenset[str]) -> list[Found]:
+    """Every import of one of ``packages`` in the Python source below ``folders`` (files named
+    relative to the folder above each)."""
+    found = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*.py")):
+            file = path.relative_to(folder.parent).as_posix()
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            found += [
+                item for item in _walk(tree, file, "import time") if item.module.split(".")[0] in packages
+            ]
+    return found
+
+
 def sdk_imports_from_above() -> list[Found]:
     """Every import in the SDK's source of a package above it."""
-    found = []
-    for path in sorted(SDK.rglob("*.py")):
-        file = path.relative_to(SDK).as_posix()
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        found += [
-            item for item in _walk(tree, file, "import time") if item.module.split(".")[0] in ABOVE_THE_SDK
-        ]
-    return found
+    return imports_of([SDK], ABOVE_THE_SDK)
+
+
+def product_folders() -> list[Path]:
+    """The folders the product's wheel is made from (pyproject: packages.find ``where``)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [ROOT / where for where in pyproject["tool"]["setuptools"]["packages"]["find"]["where"]]
 
 
 def test_no_sdk_module_imports_the_runtime_when_imported() -> None:
@@ -94,6 +113,14 @@ def test_no_sdk_module_imports_the_runtime_when_imported() -> None:
 def test_no_sdk_module_imports_the_runtime_later_either() -> None:
     lazy = [item for item in sdk_imports_from_above() if item.when != "import time"]
     assert [str(item) for item in lazy if (item.file, item.module) not in LAZY_ALLOWED] == []
+
+
+def test_no_product_module_imports_the_cluster_harness() -> None:
+    folders = product_folders()
+    names = {folder.name for folder in folders}
+    assert {"sidecar", "cli", "operator", "contract"} <= names and "tools" not in names
+    assert all(any(folder.rglob("*.py")) for folder in folders)
+    assert [str(item) for item in imports_of(folders, HARNESS)] == []
 
 
 @pytest.mark.parametrize(
