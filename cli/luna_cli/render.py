@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from luna_contract.names import API_VERSION, KIND_PLUGIN
+
 #: what a LunaPlugin's ``metadata.name`` may be (a DNS label of at most 63 characters: it becomes
 #: a label value of the plugin's ConfigMap), and ``spec.service`` (the CRD's pattern, 40 at most)
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -168,9 +170,7 @@ async def render(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "(client-side apply keeps a copy in a 256 KiB annotation), or render with --code-from",
                 file=sys.stderr,
             )
-    documents.append(
-        {"apiVersion": "luna.dev/v1alpha1", "kind": "LunaPlugin", "metadata": metadata, "spec": spec}
-    )
+    documents.append({"apiVersion": API_VERSION, "kind": KIND_PLUGIN, "metadata": metadata, "spec": spec})
     return documents
 
 

@@ -14,8 +14,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-GROUP = "luna.dev"
-
 
 @dataclass(frozen=True)
 class ExpectedCrd:

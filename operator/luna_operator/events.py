@@ -17,6 +17,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from luna_contract.names import API_VERSION
 from luna_operator.cluster_api import ClusterApi
 from luna_operator.desired import PluginOutcome
 from luna_operator.metrics import OperatorMetrics
@@ -25,7 +26,7 @@ from luna_operator.status import PodsOfPlugin
 
 log = logging.getLogger("luna.operator")
 
-GROUP_VERSION = "luna.dev/v1alpha1"
+GROUP_VERSION = API_VERSION
 #: the longest Event message (the API server allows 1 KiB)
 MAX_EVENT_MESSAGE = 1024
 

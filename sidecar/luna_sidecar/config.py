@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from luna_contract import process_settings as rules
+from luna_contract.names import active_list_key
+from luna_contract.plugin_modules import check_module_name
 from luna_contract.process_settings import SettingError
-from luna_plugins.naming import check_module_name
 
 ENV_PREFIX = "LUNA_SIDECAR_"
 EVENT_LOOPS = ("uvloop", "asyncio")
@@ -274,7 +275,7 @@ def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = Non
     environ = os.environ if environ is None else environ
     config = SETTINGS.resolve(flags, environ)
     if config.active is None and config.active_file is None:
-        service_env = service_active_env(config.service)
+        service_env = active_list_key(config.service)
         raw = environ.get(service_env, "")
         if raw.strip():
             try:
@@ -283,11 +284,6 @@ def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = Non
                 raise rules.refused(service_env, raw, exc) from None
             config = dataclasses.replace(config, active=active)
     return config
-
-
-def service_active_env(service: str) -> str:
-    """The original service's active-list variable, e.g. ``LUNA_HANDLERS_ACTIVE_PLUGINS``."""
-    return f"LUNA_{service.upper().replace('-', '_')}_ACTIVE_PLUGINS"
 
 
 def settings_table() -> str:

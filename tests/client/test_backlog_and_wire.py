@@ -148,7 +148,8 @@ class Refuse(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Refuse())
 import luna_plugins.client
 from luna_plugins.client import SidecarSender, monitoring_middleware
-third_party = sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - {"luna_plugins"})
+ours = {"luna_plugins", "luna_contract"}
+third_party = sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - ours)
 print(" ".join(third_party))
 """
 

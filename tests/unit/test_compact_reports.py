@@ -9,13 +9,14 @@ import copy
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from luna_contract.active_list import ActiveEntry
-from luna_contract.reports import active_revision
+from luna_contract.reports import PluginReport, active_revision, differences
 from luna_operator.render import active_list, active_list_code_hashes
 from luna_operator.reports import MAX_REVISIONS, ReportBook, ReportChange
-from luna_sidecar.kube.kube_report import RuntimeReporter, differences
+from luna_sidecar.kube.kube_report import RuntimeReporter
 from luna_sidecar.kube.kube_source import MirroredConfigMap, desired_plugins
 from tests.unit.reports_kit import NOW, iso
 
@@ -80,17 +81,17 @@ def test_the_revision_is_the_same_for_the_same_pairs_and_differs_for_any_change(
 def test_only_what_differs_from_the_active_list_is_listed() -> None:
     named = {"same": H1, "newer": H2, "broken": H1, "slow": H1, "installing": H1, "absent": H1}
     entries = [
-        {"module": "same", "state": "running", "codeHash": H1, "requirements": "installed"},
-        {"module": "newer", "state": "running", "codeHash": H1},  # still on the old version
-        {"module": "broken", "state": "running", "codeHash": H1, "failedCodeHash": H2, "error": "boom"},
-        {"module": "slow", "state": "running", "codeHash": H1, "loopBlockedSeconds": 0.8},
-        {"module": "installing", "state": "loading", "requirements": "installing"},
-        {"module": "stray", "state": "stopping", "codeHash": H3},  # no longer listed
+        PluginReport("same", "running", code_hash=H1, requirements="installed"),
+        PluginReport("newer", "running", code_hash=H1),  # still on the old version
+        PluginReport("broken", "running", code_hash=H1, failed_code_hash=H2, error="boom"),
+        PluginReport("slow", "running", code_hash=H1, loop_blocked_seconds=0.8),
+        PluginReport("installing", "loading", requirements="installing"),
+        PluginReport("stray", "stopping", code_hash=H3),  # no longer listed
     ]
     listed = differences(entries, named)
-    modules = [entry["module"] for entry in listed]
+    modules = [entry.module for entry in listed]
     assert modules == ["newer", "broken", "slow", "installing", "stray", "absent"]
-    assert listed[-1] == {"module": "absent", "state": "waiting"}
+    assert msgspec.to_builtins(listed[-1]) == {"module": "absent", "state": "waiting"}
 
 
 def test_a_compact_report_reads_back_as_the_full_report_would() -> None:

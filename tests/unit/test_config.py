@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from luna_contract.names import active_list_key
 from luna_sidecar.config import (
     ConfigError,
     SidecarConfig,
@@ -16,7 +17,6 @@ from luna_sidecar.config import (
     flag_name,
     parse_active_list,
     resolve,
-    service_active_env,
     setting_docs,
 )
 
@@ -115,7 +115,7 @@ def test_service_active_env_follows_the_service_name() -> None:
     config = resolve({}, environ)
     assert config.service == "remote-sdk"
     assert config.active == ("x", "y")
-    assert service_active_env("remote-sdk") == "LUNA_REMOTE_SDK_ACTIVE_PLUGINS"
+    assert active_list_key("remote-sdk") == "LUNA_REMOTE_SDK_ACTIVE_PLUGINS"
 
 
 def test_explicit_active_list_beats_service_env() -> None:

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from luna_contract.names import active_list_key, active_list_name
 from luna_contract.secret_settings import ENTRY_FIELD, encode, version_of
 from luna_sidecar.desired.secret_settings import SecretSettingsDir
 from luna_sidecar.desired.sources import PluginSource
-from luna_sidecar.kube.kube_source import (
-    MirroredConfigMap,
-    active_list_key,
-    active_list_name,
-    desired_plugins,
-)
+from luna_sidecar.kube.kube_source import MirroredConfigMap, desired_plugins
 
 CODE_V1 = "class P(BaseBackgroundPlugin):\n    pass\n"
 CODE_V2 = "class P(BaseBackgroundPlugin):\n    version = 2\n"

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from luna_contract.code import code_hash
 from luna_sidecar.config import ConfigError
-from luna_sidecar.desired.sources import DesiredPlugin, DirectorySource, PluginSource, code_hash
+from luna_sidecar.desired.sources import DesiredPlugin, DirectorySource, PluginSource
 
 
 def test_code_hash_is_sha256_hex() -> None:

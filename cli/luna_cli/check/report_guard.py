@@ -11,6 +11,7 @@ from typing import Any
 
 from luna_cli.check.kube import Kube
 from luna_cli.check.results import Result, failed, passed
+from luna_contract.names import GROUP
 
 NAME = "report guard"
 API = "/apis/admissionregistration.k8s.io/v1"
@@ -21,7 +22,7 @@ def guards_reports(policy: dict[str, Any]) -> bool:
     """Whether ``policy``'s resource rules match LunaPluginRuntime writes."""
     rules = ((policy.get("spec") or {}).get("matchConstraints") or {}).get("resourceRules") or []
     return any(
-        set(rule.get("apiGroups") or []) & {"luna.dev", "*"}
+        set(rule.get("apiGroups") or []) & {GROUP, "*"}
         and set(rule.get("resources") or []) & {"lunapluginruntimes", "*"}
         for rule in rules
         if isinstance(rule, dict)

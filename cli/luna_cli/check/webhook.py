@@ -24,7 +24,8 @@ from typing import Any, Literal
 from luna_cli.check.certificates import BundleError, Handshake, expiry_note, handshake, read_bundle
 from luna_cli.check.kube import Kube, Reply
 from luna_cli.check.results import Result, failed, passed
-from luna_contract.crds import EXPECTED, GROUP
+from luna_contract.crds import EXPECTED
+from luna_contract.names import GROUP
 
 CERTIFICATE = "webhook certificate"
 ADMISSION = "webhook admission"

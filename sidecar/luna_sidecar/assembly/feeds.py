@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from luna_contract.names import LABEL_SERVICE
 from luna_sidecar.config import SidecarConfig
 from luna_sidecar.desired import DesiredPlugin, DirectorySource, DirectoryWatcher
 from luna_sidecar.engine import Runtime
@@ -133,7 +134,7 @@ class ClusterFeed:
         self.reporter = reporter
         self.runtime.on_change.append(reporter.poke)
         self.watcher = ClusterWatcher(
-            lambda changed: ConfigMapMirror(api, namespace, f"luna.dev/service={service}", changed),
+            lambda changed: ConfigMapMirror(api, namespace, f"{LABEL_SERVICE}={service}", changed),
             service,
             _applier(self.runtime),
             self.runtime.current_source,

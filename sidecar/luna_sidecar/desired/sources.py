@@ -6,7 +6,6 @@ API in cluster mode) into a list of :class:`DesiredPlugin`, which ``Runtime.appl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -14,15 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from luna_contract.code import code_hash
 from luna_contract.requirements import RequirementsError, check_requirements, requirements_file_entries
 from luna_sidecar.config import ConfigError, parse_active_list
 
 log = logging.getLogger(__name__)
-
-
-def code_hash(code: bytes) -> str:
-    """The identity of a plugin version: the SHA-256 of its code, in hex."""
-    return hashlib.sha256(code).hexdigest()
 
 
 @dataclass(frozen=True)

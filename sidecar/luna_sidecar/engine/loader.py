@@ -20,8 +20,8 @@ import threading
 import traceback
 import types
 
+from luna_contract.plugin_modules import EVENT_NAMES
 from luna_plugins.base.plugins_meta.base_plugins import (
-    EVENT_NAMES,
     BaseBackgroundPlugin,
     BaseEventPlugin,
     BasePlugin,

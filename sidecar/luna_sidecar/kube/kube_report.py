@@ -21,36 +21,18 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from luna_contract.reports import REVISION_FIELD, WAITING, active_revision
+from luna_contract.names import GROUP, VERSION, report_name
+from luna_contract.names import PLURAL_RUNTIMES as PLURAL
+from luna_contract.reports import (
+    REVISION_FIELD,
+    PluginReport,
+    RuntimeReportSpec,
+    active_revision,
+    differences,
+    report_body,
+)
 
 log = logging.getLogger(__name__)
-
-GROUP, VERSION, PLURAL = "luna.dev", "v1alpha1", "lunapluginruntimes"
-
-
-def report_name(pod: str, service: str) -> str:
-    """``<pod>-<service>``, trimmed to a valid object name."""
-    return f"{pod}-{service}"[:253].rstrip("-.")
-
-
-def _as_named(entry: dict[str, Any], code_hashes: Mapping[str, str]) -> bool:
-    """Whether a report entry says no more than "runs the version the active list names"."""
-    return (
-        entry["state"] == "running"
-        and entry.get("codeHash") == code_hashes.get(entry["module"])
-        and entry.get("requirements") in (None, "installed")
-        and entry.keys() <= {"module", "state", "codeHash", "requirements"}
-    )
-
-
-def differences(entries: list[dict[str, Any]], code_hashes: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The report entries that differ from an active list naming ``code_hashes``: every entry
-    that says more than "runs the named version", and a ``waiting`` entry for each named module
-    the sidecar does not run at all."""
-    reported = {entry["module"] for entry in entries}
-    return [entry for entry in entries if not _as_named(entry, code_hashes)] + [
-        {"module": module, "state": WAITING} for module in code_hashes if module not in reported
-    ]
 
 
 class RuntimeReporter:
@@ -91,56 +73,23 @@ class RuntimeReporter:
         self._poked.set()
 
     def body(self) -> dict[str, Any]:
-        metadata: dict[str, Any] = {
-            "name": self.name,
-            "labels": {
-                "luna.dev/service": self.service,
-                "app.kubernetes.io/managed-by": "luna-plugins-sidecar",
-            },
-        }
-        if self.pod_uid:
-            metadata["ownerReferences"] = [
-                {"apiVersion": "v1", "kind": "Pod", "name": self.pod, "uid": self.pod_uid}
-            ]
-        plugins = [
-            {
-                key: value
-                for key, value in {
-                    "module": plugin["name"],
-                    "state": plugin["state"],
-                    "codeHash": plugin.get("codeHash"),
-                    "failedCodeHash": plugin.get("failedCodeHash"),
-                    "error": plugin.get("error"),
-                    # which plugin blocks the event loop, for kubectl get lpr -o yaml
-                    "loopBlockedSeconds": plugin.get("loopBlockedSeconds") or None,
-                    # its packages: installing, installed or failed (absent without requirements)
-                    "requirements": (plugin.get("requirements") or {}).get("state"),
-                }.items()
-                if value is not None
-            }
-            for plugin in self._plugins()
-        ]
-        spec: dict[str, Any] = {
-            "service": self.service,
-            "pod": self.pod,
-            "ready": self._ready(),
-            "heartbeatTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            # always written, so a merge patch also clears problems that went away
-            "problems": self._problems(),
-            # null removes it from the stored report (merge patch) when no revision applies
-            REVISION_FIELD: None,
-        }
+        """The report as it is to be written now (see :mod:`luna_contract.reports`)."""
+        plugins = [_plugin_report(plugin) for plugin in self._plugins()]
         code_hashes = self._code_hashes() if self.compact else None
+        revision = None
         if code_hashes is not None:
-            spec[REVISION_FIELD] = active_revision(code_hashes)
+            revision = active_revision(code_hashes)
             plugins = differences(plugins, code_hashes)
-        spec["plugins"] = plugins
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "LunaPluginRuntime",
-            "metadata": metadata,
-            "spec": spec,
-        }
+        spec = RuntimeReportSpec(
+            service=self.service,
+            pod=self.pod,
+            ready=self._ready(),
+            heartbeat_time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            problems=self._problems(),
+            revision=revision,
+            plugins=plugins,
+        )
+        return report_body(spec, pod_uid=self.pod_uid)
 
     async def report(self) -> None:
         """Write the report now (create, or replace the spec)."""
@@ -206,6 +155,21 @@ class RuntimeReporter:
                 log.warning("could not delete the runtime report %s: %s", self.name, exc.reason)
         except Exception as exc:
             log.warning("could not delete the runtime report %s: %s", self.name, exc)
+
+
+def _plugin_report(plugin: Mapping[str, Any]) -> PluginReport:
+    """A plugin as the runtime describes it (``GET /plugins``) as its report entry."""
+    return PluginReport(
+        module=plugin["name"],
+        state=plugin["state"],
+        code_hash=plugin.get("codeHash"),
+        failed_code_hash=plugin.get("failedCodeHash"),
+        error=plugin.get("error"),
+        # which plugin blocks the event loop, for kubectl get lpr -o yaml
+        loop_blocked_seconds=plugin.get("loopBlockedSeconds") or None,
+        # its packages: installing, installed or failed (absent without requirements)
+        requirements=(plugin.get("requirements") or {}).get("state"),
+    )
 
 
 def _spec(stored: object) -> dict[str, Any]:

@@ -22,16 +22,9 @@ from typing import Any
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from luna_sidecar.desired import (
-    ActiveListError,
-    DesiredPlugin,
-    PluginSource,
-    SecretSettingsDir,
-    active_list_key,
-    active_list_name,
-    code_of,
-    parse_active_list,
-)
+from luna_contract.active_list import ActiveListError, code_of, decode_active_list
+from luna_contract.names import active_list_name
+from luna_sidecar.desired import DesiredPlugin, PluginSource, SecretSettingsDir
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +41,6 @@ __all__ = [
     "ConfigMapMirror",
     "DesiredState",
     "MirroredConfigMap",
-    "active_list_key",
-    "active_list_name",
     "desired_plugins",
 ]
 
@@ -84,7 +75,7 @@ def desired_plugins(
     if active is None:
         return DesiredState(None)
     try:
-        entries = parse_active_list(name, active.data, service)
+        entries = decode_active_list(name, active.data, service)
     except ActiveListError as exc:
         return DesiredState(None, problems=[f"{exc}; keeping the plugins that run"])
     desired: list[DesiredPlugin] = []
@@ -93,8 +84,10 @@ def desired_plugins(
         holder = config_maps.get(entry.config_map)
         code, why_not = code_of(entry, holder.data if holder is not None else None)
         settings: Mapping[str, Any] | None = entry.settings
-        if code is not None and entry.secret_settings is not None:
-            values, why_not = (secrets or SecretSettingsDir(None)).read(entry.module, entry.secret_settings)
+        if code is not None and entry.secret_settings_hash is not None:
+            values, why_not = (secrets or SecretSettingsDir(None)).read(
+                entry.module, entry.secret_settings_hash
+            )
             settings = None if values is None else {**entry.settings, **values}
         if code is not None and settings is not None:
             origin = f"configmap/{entry.config_map}/{entry.code_key}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from luna_plugins.base.plugins_meta.base_plugins import EVENT_NAMES
+from luna_contract.plugin_modules import EVENT_NAMES
 from luna_sidecar.engine import Delivery, EventBus
 from luna_sidecar.intake import PayloadError, PointDecoder, decode_sending
 from luna_sidecar.observability import CounterChild, RuntimeMetrics

@@ -1,5 +1,6 @@
-"""The typed parser of the cluster's active list: what the operator writes passes, anything
-else is refused with a message naming the ConfigMap, key and entry."""
+"""The active list's one entry type, encoder and strict decoder: what the operator writes passes
+and reads back the same, anything else is refused with a message naming the ConfigMap, key and
+entry."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from luna_sidecar.desired.active_list import (
-    PLUGINS_KEY,
+from luna_contract.active_list import (
     ActiveEntry,
     ActiveListError,
-    active_list_key,
     code_of,
-    parse_active_list,
+    encode_active_list,
 )
+from luna_contract.active_list import decode_active_list as parse_active_list
+from luna_contract.names import PLUGINS_KEY, active_list_key
 
 KEY = active_list_key("handlers")
 HASH = hashlib.sha256(b"code").hexdigest()
@@ -39,8 +40,8 @@ def test_what_the_operator_writes_is_accepted_in_order() -> None:
         "handlers",
     )
     assert entries == [
-        ActiveEntry("hello", HASH, "lunaplugin-hello", {"a": 1}),
-        ActiveEntry("digest", HASH, "lunaplugin-d", {"a": 1}),
+        ActiveEntry("hello", HASH, "lunaplugin-hello", "hello", {"a": 1}, order=0),
+        ActiveEntry("digest", HASH, "lunaplugin-d", "hello", {"a": 1}, order=1),
     ]
 
 
@@ -99,3 +100,44 @@ def test_code_is_taken_only_when_its_hash_is_the_one_named() -> None:
     assert "holds code" in str(code_of(entry, {"hello.py": "other code"})[1])
     assert code_of(entry, {"other.py": "code"}) == (None, "ConfigMap lunaplugin-hello has no key hello.py")
     assert code_of(entry, None) == (None, "ConfigMap lunaplugin-hello not found")
+
+
+def test_what_the_encoder_writes_the_decoder_reads_back_the_same() -> None:
+    entries = [
+        ActiveEntry("b", HASH, "lunaplugin-b", "b-plugin", {"k": [1, 2]}, ("redis==5.0.8",), HASH, order=0),
+        ActiveEntry("a", HASH, "lunaplugin-a", "a", order=0),
+        ActiveEntry("z", HASH, "lunaplugin-z", None, order=-1),
+    ]
+    data_ = encode_active_list("handlers", entries)
+    decoded = parse_active_list("cm", data_, "handlers")
+    assert [entry.module for entry in decoded] == ["z", "a", "b"]  # by (order, module)
+    by_module = {entry.module: entry for entry in decoded}
+    for entry in entries:
+        got = by_module[entry.module]
+        assert (got.code_hash, got.config_map, got.plugin, dict(got.settings)) == (
+            entry.code_hash,
+            entry.config_map,
+            entry.plugin,
+            dict(entry.settings),
+        )
+        assert (got.requirements, got.secret_settings_hash) == (
+            entry.requirements,
+            entry.secret_settings_hash,
+        )
+    assert encode_active_list("handlers", reversed(entries)) == data_  # the same bytes in any order
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("plugin", "../x", "plugin must be a LunaPlugin name"),
+        ("plugin", ["x"], "plugin must be a LunaPlugin name"),
+        ("secretSettingsHash", "abc", "secretSettingsHash must be a SHA-256"),
+        ("requirements", ["evil @ https://attacker.invalid/e.whl"], "requirements"),
+    ],
+)
+def test_hostile_optional_fields_are_refused_naming_them(field: str, value: Any, message: str) -> None:
+    given = data(["hello"], {"hello": GOOD_ENTRY | {field: value}})
+    with pytest.raises(ActiveListError) as caught:
+        parse_active_list("cm", given, "handlers")
+    assert message in str(caught.value) and "entry 'hello'" in str(caught.value)
