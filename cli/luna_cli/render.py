@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from luna_contract.names import API_VERSION, KIND_PLUGIN
+from luna_contract.spec import SpecError, read_spec
 
 #: what a LunaPlugin's ``metadata.name`` may be (a DNS label of at most 63 characters: it becomes
 #: a label value of the plugin's ConfigMap), and ``spec.service`` (the CRD's pattern, 40 at most)
@@ -170,6 +171,10 @@ async def render(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "(client-side apply keeps a copy in a 256 KiB annotation), or render with --code-from",
                 file=sys.stderr,
             )
+    try:
+        read_spec(spec)  # never print a spec the CRD's schema (generated from the same types) refuses
+    except SpecError as exc:
+        raise RenderError(f"the rendered spec does not fit the LunaPlugin schema: {exc}") from None
     documents.append({"apiVersion": API_VERSION, "kind": KIND_PLUGIN, "metadata": metadata, "spec": spec})
     return documents
 

@@ -33,7 +33,7 @@ EXPECTED: tuple[ExpectedCrd, ...] = (
         "lunaplugins.luna.dev",
         "LunaPlugin",
         "v1alpha1",
-        "e88c01bf807f4cd9b45ded2132c2b9c91a2314e79f82b21781f5df539354ff29",
+        "db65abf29b0b5ab814aaef397d6e5e44cbf277d28ac479ce632279f2dd356879",
     ),
     ExpectedCrd(
         "lunapluginruntimes.luna.dev",

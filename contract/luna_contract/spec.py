@@ -167,6 +167,8 @@ class LunaPluginSpec(Struct, frozen=True, rename="camel", omit_defaults=True):
     order: Annotated[
         int,
         Meta(
+            ge=-(2**31),
+            le=2**31 - 1,
             description="Load order within the service (lower first; ties by module name).",
             extra_json_schema={"format": "int32"},
         ),

@@ -105,6 +105,9 @@ def test_bad_input_stops_with_one_message_and_no_manifest(
         (kettle, "--code-from", "Not A Name"): "--code-from 'Not A Name' is not a valid ConfigMap name",
         (kettle, "--module", "json"): "module 'json' would shadow",
         (str(tmp_path / "absent.py"),): "cannot read the file",
+        # what no earlier check of render's looks at, the schema the CRD is generated from refuses
+        (kettle, "--order", str(2**31)): "does not fit the LunaPlugin schema: Expected `int` <= 2147483647",
+        (kettle, "--order", str(-(2**31) - 1)): "does not fit the LunaPlugin schema: Expected `int` >=",
     }
     for args, message in cases.items():
         code = main(["render", *args])  # in this process: one interpreter start instead of eleven
