@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.chart.helpers import CHART, NO_KUBELET
-from tests.kube.accounts import service_account_kube
-from tests.operator.harness import plugin_manifest, route_code
-from tests.sidecar.harness import wait_for
+from tests.support.accounts import service_account_kube
+from tests.support.chart import CHART, NO_KUBELET
+from tests.support.operator_harness import plugin_manifest, route_code
+from tests.support.sidecar_harness import wait_for
 
 pytestmark = pytest.mark.kube
 

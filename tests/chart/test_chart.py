@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from luna_operator.webhook_ca import CAPolicy, CAState, plan
-from tests.chart.helpers import CHART, NO_KUBELET, ROOT, of_kind, render, service_chart
-from tests.kube.accounts import service_account_kube, stand_in_pod
-from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
-from tests.sidecar.harness import start_sidecar, wait_for
+from tests.support.accounts import service_account_kube, stand_in_pod
+from tests.support.chart import CHART, NO_KUBELET, ROOT, of_kind, render, service_chart
+from tests.support.operator_harness import Cluster, plugin_manifest, route_code, start_operator
+from tests.support.sidecar_harness import start_sidecar, wait_for
 
 CRDS = ROOT / "crds"
 

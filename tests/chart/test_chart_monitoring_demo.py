@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helpers import (
+from tests.chart.test_chart import dry_run, restricted_namespace
+from tests.support.chart import (
     CHART,
     NO_KUBELET,
     ModuleUnavailableError,
@@ -24,9 +25,8 @@ from tests.chart.helpers import (
     of_kind,
     render,
 )
-from tests.chart.test_chart import dry_run, restricted_namespace
-from tests.operator.harness import Cluster, start_operator
-from tests.sidecar.harness import start_sidecar, wait_for
+from tests.support.operator_harness import Cluster, start_operator
+from tests.support.sidecar_harness import start_sidecar, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_PLUGINS = ROOT / "examples" / "plugins"

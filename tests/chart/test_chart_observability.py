@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helpers import CHART, of_kind, render
-from tests.prometheus import required_tool
+from tests.support.chart import CHART, of_kind, render
+from tests.support.prometheus import required_tool
 
 RULES = CHART / "files" / "prometheus-rules.yaml"
 DASHBOARD = CHART / "files" / "dashboards" / "luna-plugins.json"

@@ -24,7 +24,9 @@ import yaml
 from luna_operator.certs import self_signed
 from luna_operator.config import resolve
 from luna_operator.injection import load_template
-from tests.chart.helpers import (
+from tests.chart.test_chart import CRDS, dry_run, restricted_namespace
+from tests.support.accounts import service_account_kube
+from tests.support.chart import (
     CHART,
     NO_KUBELET,
     ModuleUnavailableError,
@@ -34,10 +36,8 @@ from tests.chart.helpers import (
     render,
     service_chart,
 )
-from tests.chart.test_chart import CRDS, dry_run, restricted_namespace
-from tests.kube.accounts import service_account_kube
-from tests.operator.harness import Cluster, plugin_manifest, pod_manifest, route_code, start_operator
-from tests.sidecar.harness import HOST, free_port, wait_for
+from tests.support.operator_harness import Cluster, plugin_manifest, pod_manifest, route_code, start_operator
+from tests.support.sidecar_harness import HOST, free_port, wait_for
 
 pytestmark = pytest.mark.kube
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.chart.helpers import CHART, NO_KUBELET, of_kind, render
-from tests.kube.accounts import service_account_kube
-from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
-from tests.sidecar.harness import wait_for
+from tests.support.accounts import service_account_kube
+from tests.support.chart import CHART, NO_KUBELET, of_kind, render
+from tests.support.operator_harness import Cluster, plugin_manifest, route_code, start_operator
+from tests.support.sidecar_harness import wait_for
 
 pytestmark = pytest.mark.kube
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.chart.helpers import CHART, NO_KUBELET
-from tests.kube.accounts import service_account_kube, stand_in_pod
-from tests.sidecar.harness import wait_for
+from tests.support.accounts import service_account_kube, stand_in_pod
+from tests.support.chart import CHART, NO_KUBELET
+from tests.support.sidecar_harness import wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -129,7 +129,7 @@ def test_a_pod_writes_its_own_report_and_no_other(pods: Pods) -> None:
 
 
 def test_the_report_guard_follows_its_value(kube: Any) -> None:
-    from tests.chart.helpers import of_kind, render
+    from tests.support.chart import of_kind, render
 
     names = {policy["metadata"]["name"] for policy in of_kind(render(kube), "ValidatingAdmissionPolicy")}
     assert names == {"luna-luna-plugins-configmaps", "luna-luna-plugins-reports"}

@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from luna_operator.certs import self_signed
-from tests.chart.helpers import CHART, NO_KUBELET
-from tests.operator.harness import CRD, Operator, start_webhook_operator
-from tests.sidecar.harness import HOST, free_port, sidecar_command, wait_for
+from tests.support.chart import CHART, NO_KUBELET
+from tests.support.operator_harness import CRD, Operator, start_webhook_operator
+from tests.support.sidecar_harness import HOST, free_port, sidecar_command, wait_for
 
 pytestmark = pytest.mark.kube
 

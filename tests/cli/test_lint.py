@@ -13,7 +13,7 @@ import pytest
 from luna_cli.image_modules import image_modules
 from luna_cli.plugin_check import imported_modules
 from luna_operator.validation import CodeChecker, validate_requirements
-from tests.sidecar.hostile_plugins import MEMORY_AT_COMPILE, RECURSION_AT_COMPILE
+from tests.support.hostile_plugins import MEMORY_AT_COMPILE, RECURSION_AT_COMPILE
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = ROOT / "examples" / "plugins"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.sidecar.harness import Sidecar, start_sidecar
+from tests.support.sidecar_harness import Sidecar, start_sidecar
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from luna_contract.reports import active_revision
-from tests.kube.control_plane import stop_apiserver
-from tests.operator.harness import Cluster, plugin_manifest, route_code
-from tests.sidecar.harness import http, wait_for
+from tests.support.control_plane import stop_apiserver
+from tests.support.operator_harness import Cluster, plugin_manifest, route_code
+from tests.support.sidecar_harness import http, wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -129,7 +129,7 @@ def test_operator_and_sidecar_recover_when_the_api_server_restarts(
 
 
 def test_sidecar_liveness_fails_when_the_api_is_unreachable(tmp_path: Path) -> None:
-    from tests.sidecar.harness import free_port, start_sidecar
+    from tests.support.sidecar_harness import free_port, start_sidecar
 
     port = free_port()  # nothing listens here: the "API server" is unreachable from the start
     kubeconfig = tmp_path / "kubeconfig"

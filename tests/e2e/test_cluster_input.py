@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.operator.harness import Cluster
-from tests.sidecar.harness import Sidecar, http, wait_for
+from tests.support.operator_harness import Cluster
+from tests.support.sidecar_harness import Sidecar, http, wait_for
 
 pytestmark = pytest.mark.kube
 

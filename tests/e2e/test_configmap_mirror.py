@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from luna_sidecar.kube.kube_source import ConfigMapMirror
-from tests.kube.control_plane import restart_apiserver
+from tests.support.control_plane import restart_apiserver
 
 pytestmark = pytest.mark.kube
 

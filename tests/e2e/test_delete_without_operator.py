@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_isolation_and_moves import answers, gone
-from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
-from tests.sidecar.harness import wait_for
+from tests.support.operator_harness import Cluster, plugin_manifest, route_code, start_operator
+from tests.support.sidecar_harness import wait_for
 
 pytestmark = pytest.mark.kube
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helpers import CHART
-from tests.operator.harness import Cluster, Operator, plugin_manifest, route_code, start_operator
-from tests.prometheus import SCRAPE_WAIT, Prometheus, start_prometheus
-from tests.sidecar.harness import free_port, http, points, wait_for
+from tests.support.chart import CHART
+from tests.support.operator_harness import Cluster, Operator, plugin_manifest, route_code, start_operator
+from tests.support.prometheus import SCRAPE_WAIT, Prometheus, start_prometheus
+from tests.support.sidecar_harness import free_port, http, points, wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -235,7 +235,7 @@ def assert_every_query_returns_data(prometheus: Prometheus) -> None:
 def test_the_operators_liveness_fails_while_the_reports_cannot_be_read(
     cluster: Cluster, kube: Any, tmp_path: Path
 ) -> None:
-    from tests.kube.control_plane import stop_apiserver
+    from tests.support.control_plane import stop_apiserver
 
     running = start_operator(kube, cluster.namespace, tmp_path, "--api-timeout", "2")
     try:

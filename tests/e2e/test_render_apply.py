@@ -16,8 +16,8 @@ import pytest
 
 from luna_contract.requirements import RequirementsError, check_requirements
 from luna_operator.secret_settings import check_shape
-from tests.operator.harness import Cluster
-from tests.sidecar.harness import Sidecar, wait_for
+from tests.support.operator_harness import Cluster
+from tests.support.sidecar_harness import Sidecar, wait_for
 
 pytestmark = pytest.mark.kube
 

@@ -16,8 +16,8 @@ from luna_sidecar.testing import (
     PluginNotLoadedError,
     run_plugin,
 )
-from tests.sidecar.hostile_plugins import MEMORY_AT_COMPILE, RECURSION_AT_COMPILE
 from tests.sidecar.test_seed_examples import SEED, BucketService, bucket_service, extract_examples
+from tests.support.hostile_plugins import MEMORY_AT_COMPILE, RECURSION_AT_COMPILE
 
 __all__ = ["bucket_service"]  # the fixture, used by the seed test below
 

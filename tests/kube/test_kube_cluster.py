@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube.fixtures import Kube, _cluster_command
+from tests.support.kube_fixtures import Kube, _cluster_command
 
 pytestmark = pytest.mark.kube
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from luna_cluster import cluster, pki, procs, tools
-from tests.sidecar.harness import wait_for
+from tests.support.sidecar_harness import wait_for
 
 
 def test_free_ports_are_distinct_and_bindable_on_loopback() -> None:

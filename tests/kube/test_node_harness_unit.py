@@ -14,7 +14,7 @@ import pytest
 
 from luna_cluster import cluster, hostnet, image, node, node_config, oci, tools
 from luna_cluster.node_config import NODE_IP, NodeLayout
-from tests.kube.fixtures import _cluster_command
+from tests.support.kube_fixtures import _cluster_command
 
 ALLOWED_HOSTS = {"127.0.0.1", NODE_IP}
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.fixtures import Kube, _cluster_command, _label
-from tests.node.host import HostSnapshot, snapshot
+from tests.support.host import HostSnapshot, snapshot
+from tests.support.kube_fixtures import Kube, _cluster_command, _label
 
 UP_TIMEOUT = 1800  # a cold `up --node` builds the node's binaries first
 IMAGE_TIMEOUT = 1200  # a cold image build makes the base image first

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from tests.kube.fixtures import Kube
-from tests.sidecar.harness import Reply, http, wait_for
+from tests.support.kube_fixtures import Kube
+from tests.support.sidecar_harness import Reply, http, wait_for
 
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,

@@ -26,7 +26,7 @@ from tests.node.workload import (
     reach,
     wait_ready_replicas,
 )
-from tests.sidecar.harness import http, wait_for
+from tests.support.sidecar_harness import http, wait_for
 
 PLUGIN_LABELS = ("luna.dev/plugin", "luna.dev/role", "luna.dev/service")
 

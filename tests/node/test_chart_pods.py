@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helpers import ModuleUnavailableError, go_module, install_crds
 from tests.chart.test_chart_monitoring_demo import MONITOR_CRDS, PROMETHEUS_OPERATOR
 from tests.node.conftest import NodeCluster
 from tests.node.pods import get, ready_pods, recent_events
@@ -32,8 +31,9 @@ from tests.node.workload import (
     reach,
     wait_ready_replicas,
 )
-from tests.prometheus import SCRAPE_WAIT, required_tool, start_prometheus
-from tests.sidecar.harness import http, wait_for
+from tests.support.chart import ModuleUnavailableError, go_module, install_crds
+from tests.support.prometheus import SCRAPE_WAIT, required_tool, start_prometheus
+from tests.support.sidecar_harness import http, wait_for
 
 SIDECAR_CONTAINER = "luna-sidecar"
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.node.conftest import NodeCluster
 from tests.node.pods import wait_ok
-from tests.sidecar.harness import http
+from tests.support.sidecar_harness import http
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo_node.py"
 

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from tests.node.conftest import NodeCluster, run_cluster
-from tests.node.host import snapshot
 from tests.node.pods import python_pod, run_pod
-from tests.sidecar.harness import wait_for
+from tests.support.host import snapshot
+from tests.support.sidecar_harness import wait_for
 
 
 def test_a_second_up_reuses_the_running_node(node_cluster: NodeCluster) -> None:

@@ -24,8 +24,8 @@ from tests.node.workload import (
     reach,
     wait_ready_replicas,
 )
-from tests.sidecar.harness import wait_for
-from tests.sidecar.package_index import PackageIndex, make_wheel, write_simple_index
+from tests.support.package_index import PackageIndex, make_wheel, write_simple_index
+from tests.support.sidecar_harness import wait_for
 
 USES_PACKAGE = """
 import lunatestpkg

@@ -24,7 +24,7 @@ from tests.node.workload import (
     reach,
     wait_ready_replicas,
 )
-from tests.sidecar.harness import wait_for
+from tests.support.sidecar_harness import wait_for
 
 TOKEN_DIGEST = """
 import hashlib

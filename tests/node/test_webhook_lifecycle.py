@@ -18,10 +18,10 @@ import yaml
 
 from luna_operator.pki import KeyPair, issue_serving, make_ca
 from luna_operator.webhook_ca import CAState
-from tests.kube.admission import AdmissionLoad, webhook_failures
 from tests.node.conftest import NodeCluster
 from tests.node.workload import CHART, RELEASE, lunaplugin
-from tests.sidecar.harness import wait_for
+from tests.support.admission import AdmissionLoad, webhook_failures
+from tests.support.sidecar_harness import wait_for
 
 NAMESPACED = "deployments,jobs,serviceaccounts,roles,rolebindings,services,secrets,configmaps"
 #: what the controllers make from the chart's objects; the garbage collector takes them after

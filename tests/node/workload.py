@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from tests.kube.fixtures import Kube
 from tests.node.conftest import NodeCluster
 from tests.node.pods import RESTRICTED_CONTAINER, get
-from tests.sidecar.harness import wait_for
+from tests.support.kube_fixtures import Kube
+from tests.support.sidecar_harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "luna-plugins"

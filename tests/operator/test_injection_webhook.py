@@ -15,8 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.operator.harness import Cluster, Operator, pod_manifest, start_operator, start_webhook_operator
-from tests.sidecar.harness import free_port, wait_for
+from tests.support.operator_harness import (
+    Cluster,
+    Operator,
+    pod_manifest,
+    start_operator,
+    start_webhook_operator,
+)
+from tests.support.sidecar_harness import free_port, wait_for
 
 pytestmark = pytest.mark.kube
 

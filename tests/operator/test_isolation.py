@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.operator.harness import Cluster, plugin_manifest, route_code
 from tests.operator.test_squatted_names import blocked
-from tests.sidecar.harness import wait_for
+from tests.support.operator_harness import Cluster, plugin_manifest, route_code
+from tests.support.sidecar_harness import wait_for
 
 pytestmark = pytest.mark.kube
 

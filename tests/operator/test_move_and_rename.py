@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.operator.harness import Cluster, plugin_manifest, route_code
+from tests.support.operator_harness import Cluster, plugin_manifest, route_code
 
 pytestmark = pytest.mark.kube
 
@@ -108,7 +108,7 @@ def test_a_rename_to_a_reserved_name_keeps_the_old_module_serving(cluster: Clust
 
 def test_a_relabelled_configmap_is_put_back_by_the_next_pass(cluster: Cluster, operator: Any) -> None:
     """Labels are reconciled on every pass (here the periodic one), not only when code changes."""
-    from tests.sidecar.harness import wait_for
+    from tests.support.sidecar_harness import wait_for
 
     ns = cluster.namespace
     cluster.apply(plugin_manifest("steady", ns, route_code("/s")))

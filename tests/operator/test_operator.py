@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.operator.harness import Cluster, kill_hard, plugin_manifest, route_code, start_operator
-from tests.sidecar.harness import wait_for
+from tests.support.operator_harness import Cluster, kill_hard, plugin_manifest, route_code, start_operator
+from tests.support.sidecar_harness import wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -185,7 +185,7 @@ def test_a_600_kib_plugin_applies_and_reconciles(cluster: Cluster, operator: Any
 def test_admission_webhook_rejects_invalid_code_at_apply(cluster: Cluster, kube: Any, tmp_path: Path) -> None:
     if kube.state_dir is None:
         pytest.skip("the API server calls the webhook on 127.0.0.1: needs the local control plane")
-    from tests.sidecar.harness import free_port
+    from tests.support.sidecar_harness import free_port
 
     ns = cluster.namespace
     running = start_operator(
@@ -336,7 +336,7 @@ def test_a_long_named_plugin_of_an_earlier_version_is_invalid_and_deletable(
     ConfigMap (which would be refused), the others are Ready, and it deletes."""
     import yaml
 
-    from tests.operator.harness import CRD
+    from tests.support.operator_harness import CRD
 
     ns, long_name = cluster.namespace, "l" * 70
     earlier = yaml.safe_load(CRD.read_text())

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.kube.accounts import service_account_kube
-from tests.operator.harness import Cluster, plugin_manifest, route_code, start_operator
-from tests.sidecar.harness import wait_for
+from tests.support.accounts import service_account_kube
+from tests.support.operator_harness import Cluster, plugin_manifest, route_code, start_operator
+from tests.support.sidecar_harness import wait_for
 
 pytestmark = pytest.mark.kube
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.operator.harness import Cluster, plugin_manifest, route_code
-from tests.sidecar.harness import http, wait_for
+from tests.support.operator_harness import Cluster, plugin_manifest, route_code
+from tests.support.sidecar_harness import http, wait_for
 
 pytestmark = pytest.mark.kube
 

@@ -22,9 +22,9 @@ import pytest
 
 from luna_operator.pki import KeyPair, issue_serving, make_ca
 from luna_operator.webhook_ca import CAState
-from tests.kube.admission import AdmissionLoad, webhook_failures
-from tests.operator.harness import Cluster, Operator, plugin_manifest, route_code, start_operator
-from tests.sidecar.harness import HOST, free_port, wait_for
+from tests.support.admission import AdmissionLoad, webhook_failures
+from tests.support.operator_harness import Cluster, Operator, plugin_manifest, route_code, start_operator
+from tests.support.sidecar_harness import HOST, free_port, wait_for
 
 pytestmark = pytest.mark.kube
 

@@ -11,9 +11,9 @@ import signal
 import time
 from pathlib import Path
 
-from tests.sidecar import hostile_plugins as hostile
-from tests.sidecar.harness import Sidecar, http, points, wait_for
-from tests.sidecar.plugin_sources import route_plugin
+from tests.support import hostile_plugins as hostile
+from tests.support.plugin_sources import route_plugin
+from tests.support.sidecar_harness import Sidecar, http, points, wait_for
 
 CALLBACK_TIMEOUT = 1
 LIFECYCLE_TIMEOUT = 2

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from luna_plugins.client import SenderSettings, SidecarSender
-from tests.sidecar.harness import HOST, Sidecar, free_port, http, start_sidecar, wait_for
+from tests.support.sidecar_harness import HOST, Sidecar, free_port, http, start_sidecar, wait_for
 
 #: records, one JSON line per callback, the ``n`` field of every ``load`` point and every event
 TALLY = """

@@ -11,9 +11,9 @@ import json
 import time
 from pathlib import Path
 
-from tests.sidecar import hostile_plugins as hostile
-from tests.sidecar.harness import http, points, wait_for
-from tests.sidecar.plugin_sources import route_plugin
+from tests.support import hostile_plugins as hostile
+from tests.support.plugin_sources import route_plugin
+from tests.support.sidecar_harness import http, points, wait_for
 
 CUSTOM_BASE_EXCEPTION = """
 class Weird(BaseException):

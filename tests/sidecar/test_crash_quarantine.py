@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sidecar import hostile_plugins as hostile
-from tests.sidecar.harness import wait_for
+from tests.support import hostile_plugins as hostile
+from tests.support.sidecar_harness import wait_for
 
 CRASHES = {
     "exits_hard_at_import": "import os\nos._exit(3)\n",

@@ -26,8 +26,8 @@ from aiohttp import web
 
 from luna_contract.plugin_modules import module_name
 from luna_operator.validation import validate_code, validate_module
-from tests.kube.fixtures import _cluster_command
-from tests.sidecar.harness import http, wait_for
+from tests.support.kube_fixtures import _cluster_command
+from tests.support.sidecar_harness import http, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from tests.sidecar.harness import points, wait_for
-from tests.sidecar.plugin_sources import (
+from tests.support.plugin_sources import (
     HANGS_IN_INITIALIZE,
     SLOW_AND_FAILING_EVENTS,
     failing_at,
     route_plugin,
 )
+from tests.support.sidecar_harness import points, wait_for
 
 HEALTHY = route_plugin("/healthy", "fine")
 
@@ -118,7 +118,7 @@ def test_route_conflict_fails_the_later_plugin(sidecar_factory) -> None:
 
 
 def test_slow_and_failing_event_plugins_delay_nobody_else(sidecar_factory, tmp_path) -> None:
-    from tests.sidecar.plugin_sources import RECORDER
+    from tests.support.plugin_sources import RECORDER
 
     out = tmp_path / "points.jsonl"
     sidecar = sidecar_factory(

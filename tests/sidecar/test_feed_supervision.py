@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.sidecar.harness import http, wait_for
-from tests.sidecar.plugin_sources import route_plugin
+from tests.support.plugin_sources import route_plugin
+from tests.support.sidecar_harness import http, wait_for
 
 FEED_KILLER = """
 import asyncio

@@ -15,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.sidecar import hostile_plugins as hostile
-from tests.sidecar.harness import Sidecar, http, points, wait_for
+from tests.support import hostile_plugins as hostile
+from tests.support.sidecar_harness import Sidecar, http, points, wait_for
 
 GOOD = {"good_routes": hostile.GOOD_ROUTES, "good_counter": hostile.GOOD_COUNTER}
 

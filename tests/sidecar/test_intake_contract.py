@@ -19,7 +19,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.sidecar.harness import Sidecar, http, start_sidecar
+from tests.support.sidecar_harness import Sidecar, http, start_sidecar
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "intake.yaml"
 

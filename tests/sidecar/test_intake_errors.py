@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sidecar.harness import http, points
+from tests.support.sidecar_harness import http, points
 
 CASES = [
     ("monitoring_event", b"{not json", 400, "body is not valid JSON"),
@@ -50,7 +50,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def small_sidecar(tmp_path_factory):
-    from tests.sidecar.harness import start_sidecar
+    from tests.support.sidecar_harness import start_sidecar
 
     sidecar = start_sidecar(
         tmp_path_factory.mktemp("intake"),

@@ -8,9 +8,9 @@ import random
 from pathlib import Path
 
 from luna_sidecar.intake.payloads import PayloadError, decode_json, parse_points
-from tests.intake_bodies import monitoring_bodies
-from tests.sidecar.harness import http, points, start_sidecar, wait_for
-from tests.sidecar.plugin_sources import RECORDER
+from tests.support.intake_bodies import monitoring_bodies
+from tests.support.plugin_sources import RECORDER
+from tests.support.sidecar_harness import http, points, start_sidecar, wait_for
 
 MAX_ITEMS = 5
 BODIES = 400

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.sidecar import hostile_plugins as hostile
-from tests.sidecar import raw_http as raw
-from tests.sidecar.harness import Sidecar, http, wait_for
+from tests.support import hostile_plugins as hostile
+from tests.support import raw_http as raw
+from tests.support.sidecar_harness import Sidecar, http, wait_for
 
 SLOW_ROUTE = """
 import asyncio

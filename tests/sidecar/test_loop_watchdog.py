@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import signal
 
-from tests.sidecar import hostile_plugins as hostile
-from tests.sidecar.harness import points, wait_for
-from tests.sidecar.plugin_sources import route_plugin
+from tests.support import hostile_plugins as hostile
+from tests.support.plugin_sources import route_plugin
+from tests.support.sidecar_harness import points, wait_for
 
 #: the plugin's code sits in a helper module next to it: still charged to the plugin
 SLEEPS_IN_A_HELPER = """

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.sidecar import hostile_plugins as hostile
-from tests.sidecar.harness import Sidecar, http, points, wait_for
+from tests.support import hostile_plugins as hostile
+from tests.support.sidecar_harness import Sidecar, http, points, wait_for
 
 QUEUE_ITEMS = 20_000
 BATCH = 10_000

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.sidecar.harness import points, wait_for
-from tests.sidecar.plugin_sources import route_plugin
+from tests.support.plugin_sources import route_plugin
+from tests.support.sidecar_harness import points, wait_for
 
 BOTH = """
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, BaseEventPlugin

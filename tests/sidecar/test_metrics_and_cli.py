@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sidecar.harness import HOST, free_port, http, points, sidecar_command, wait_for
-from tests.sidecar.plugin_sources import RECORDER, route_plugin
+from tests.support.plugin_sources import RECORDER, route_plugin
+from tests.support.sidecar_harness import HOST, free_port, http, points, sidecar_command, wait_for
 
 MAPPING = """
 metrics:

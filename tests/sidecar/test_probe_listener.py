@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from tests.sidecar import hostile_plugins as hostile
-from tests.sidecar import raw_http as raw
-from tests.sidecar.harness import Sidecar, http, wait_for
+from tests.support import hostile_plugins as hostile
+from tests.support import raw_http as raw
+from tests.support.sidecar_harness import Sidecar, http, wait_for
 
 PROBE_CAP = 8
 

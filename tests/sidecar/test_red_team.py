@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.sidecar import hostile_plugins as hostile
-from tests.sidecar.harness import wait_for
 from tests.sidecar.test_hostile_matrix import GOOD, Traffic, counted
+from tests.support import hostile_plugins as hostile
+from tests.support.sidecar_harness import wait_for
 
 _HEADER = """
 import asyncio, os, re, signal, threading, time, multiprocessing

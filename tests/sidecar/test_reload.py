@@ -6,8 +6,8 @@ import signal
 import threading
 from pathlib import Path
 
-from tests.sidecar.harness import http, wait_for
-from tests.sidecar.plugin_sources import RECORDER, route_plugin
+from tests.support.plugin_sources import RECORDER, route_plugin
+from tests.support.sidecar_harness import http, wait_for
 
 LIFECYCLE_LOG = """
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, pluginHTTPResponse

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.sidecar.harness import Sidecar, start_sidecar, wait_for
-from tests.sidecar.package_index import PackageIndex, make_wheel, sha256_of, write_simple_index
+from tests.support.package_index import PackageIndex, make_wheel, sha256_of, write_simple_index
+from tests.support.sidecar_harness import Sidecar, start_sidecar, wait_for
 
 USES_PACKAGE = """
 import lunatestpkg

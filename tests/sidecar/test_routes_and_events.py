@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.sidecar.harness import http, points, wait_for
-from tests.sidecar.plugin_sources import RECORDER, SENDING_RECORDER
+from tests.support.plugin_sources import RECORDER, SENDING_RECORDER
+from tests.support.sidecar_harness import http, points, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plugins"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.sidecar.harness import points, wait_for
+from tests.support.sidecar_harness import points, wait_for
 
 SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "plugins-seed.txt"
 BUCKET_PORT = 5020  # the examples post to a bucket service here

@@ -7,8 +7,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.sidecar.harness import http, points, wait_for
-from tests.sidecar.plugin_sources import RECORDER
+from tests.support.plugin_sources import RECORDER
+from tests.support.sidecar_harness import http, points, wait_for
 
 
 def delivered(out: Path) -> int:

@@ -19,8 +19,7 @@ from luna_sidecar.observability.metrics import RuntimeMetrics
 from luna_sidecar.serving.admin_http import AdminEndpoints, EventIntake
 from luna_sidecar.serving.admin_server import AdminServer
 from luna_sidecar.serving.http_server import ListenerLimits, refused_counter
-
-from .conftest import metric_value
+from tests.support.runtime import metric_value
 
 BODY = json.dumps(
     {"points": [{"series": "requests", "eventTime": 1.5, "tags": {"route": "GET:/x"}}]}

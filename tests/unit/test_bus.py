@@ -18,8 +18,7 @@ from luna_sidecar.engine.queues import EventWorker
 from luna_sidecar.intake.point_decoding import PointDecoder
 from luna_sidecar.observability.mapping import PointMetrics
 from luna_sidecar.observability.metrics import RuntimeMetrics
-
-from .conftest import metric_value, wait_until
+from tests.support.runtime import metric_value, wait_until
 
 
 class Monitor(BaseEventPlugin):

@@ -18,7 +18,7 @@ from luna_operator.render import active_list, active_list_code_hashes
 from luna_operator.reports import MAX_REVISIONS, ReportBook, ReportChange
 from luna_sidecar.kube.kube_report import RuntimeReporter
 from luna_sidecar.kube.kube_source import MirroredConfigMap, desired_plugins
-from tests.unit.reports_kit import NOW, iso
+from tests.support.reports_kit import NOW, iso
 
 KEY = ("ns", "handlers")
 H1, H2, H3 = "1" * 64, "2" * 64, "3" * 64

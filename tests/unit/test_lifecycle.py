@@ -16,8 +16,7 @@ from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, Ba
 from luna_sidecar.engine.lifecycle import close_instances, load_version, plugin_logger
 from luna_sidecar.engine.loader import PluginLoadError
 from luna_sidecar.isolation.leftovers import Leftovers
-
-from .conftest import source
+from tests.support.runtime import source
 
 TIMEOUT = 0.2
 

@@ -18,8 +18,7 @@ from luna_sidecar.engine.loader import (
     plugin_classes,
     publish_module,
 )
-
-from .conftest import source
+from tests.support.runtime import source
 
 HEADER = """\
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, BaseEventPlugin

@@ -16,8 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from luna_plugins.monitoring import MonitoringPoint
 from luna_sidecar.observability.mapping import DURATION_BUCKETS, MappingError, PointMetrics, load_rules
 from luna_sidecar.observability.metrics import RuntimeMetrics
-
-from .conftest import metric_value
+from tests.support.runtime import metric_value
 
 Build = Callable[..., PointMetrics]
 

@@ -14,8 +14,7 @@ from luna_sidecar.observability.metrics import (
     RuntimeMetrics,
     watch_loop_lag,
 )
-
-from .conftest import metric_value, wait_until
+from tests.support.runtime import metric_value, wait_until
 
 
 def test_runtime_metrics_are_registered_with_their_names(registry: CollectorRegistry) -> None:

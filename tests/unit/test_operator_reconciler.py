@@ -13,8 +13,8 @@ from luna_operator.errors import ApiError, PassIncompleteError
 from luna_operator.reconciler import COUNTS_INTERVAL, MAX_REPORT_OWNERS, REFUSED_RETRY, ServiceReconciler
 from luna_operator.reports import ReportBook
 from luna_operator.validation import Problem, validate_code
-from tests.unit.fake_cluster import FakeCluster
-from tests.unit.reports_kit import NOW, report
+from tests.support.fake_cluster import FakeCluster
+from tests.support.reports_kit import NOW, report
 
 KEY = ("ns", "handlers")
 V1 = "from luna_plugins import BaseBackgroundPlugin\n\nclass P(BaseBackgroundPlugin):\n    pass\n"

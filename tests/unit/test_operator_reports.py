@@ -14,7 +14,7 @@ from luna_operator.reports import (
     ReportChange,
     parse_report,
 )
-from tests.unit.reports_kit import NOW, report
+from tests.support.reports_kit import NOW, report
 
 KEY = ("ns", "handlers")
 

@@ -6,7 +6,7 @@ import asyncio
 
 from luna_operator.errors import PassIncompleteError
 from luna_operator.scheduling import Coalescer, PassKind
-from tests.unit.conftest import wait_until
+from tests.support.runtime import wait_until
 
 A, B = ("ns", "a"), ("ns", "b")
 

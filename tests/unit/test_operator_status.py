@@ -9,7 +9,7 @@ from luna_operator.desired import CheckedCode, PluginOutcome, decide
 from luna_operator.records import PluginRecord
 from luna_operator.reports import MAX_ERROR_CHARS, ReportBook
 from luna_operator.status import MAX_PODS, desired_status, pods_of_plugin
-from tests.unit.reports_kit import NOW, report
+from tests.support.reports_kit import NOW, report
 
 GOOD = "class P(BaseBackgroundPlugin):\n    pass\n"
 CURRENT = code_hash(GOOD)

@@ -9,8 +9,7 @@ import pytest
 from luna_sidecar.isolation.leftovers import Leftovers
 from luna_sidecar.isolation.plugin_threads import run_in_thread
 from luna_sidecar.isolation.timeouts import PluginEscapeError
-
-from .conftest import wait_until
+from tests.support.runtime import wait_until
 
 
 async def test_the_result_comes_back_from_another_thread() -> None:

@@ -18,7 +18,7 @@ import pytest
 from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 from luna_sidecar.intake.payloads import PayloadError, decode_json, parse_points
 from luna_sidecar.intake.point_decoding import PointDecoder
-from tests.intake_bodies import monitoring_bodies
+from tests.support.intake_bodies import monitoring_bodies
 
 MAX_ITEMS = 5
 

@@ -16,8 +16,7 @@ from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
 from luna_sidecar.engine.queues import EventWorker, batch_weight
 from luna_sidecar.observability.metrics import RuntimeMetrics
-
-from .conftest import metric_value, wait_until
+from tests.support.runtime import metric_value, wait_until
 
 LOGGER = logging.getLogger("luna.tests.unit.queues")
 

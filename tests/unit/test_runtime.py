@@ -15,8 +15,7 @@ from luna_plugins.monitoring import MonitoringPoint
 from luna_sidecar.desired.sources import DesiredPlugin, PluginSource
 from luna_sidecar.engine.routing import RouteConflictError
 from luna_sidecar.observability.metrics import PluginState
-
-from .conftest import RuntimeKit, metric_value, source, wait_until
+from tests.support.runtime import RuntimeKit, metric_value, source, wait_until
 
 MakeRuntime = Callable[..., RuntimeKit]
 

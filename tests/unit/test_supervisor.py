@@ -7,8 +7,7 @@ import asyncio
 from prometheus_client import CollectorRegistry, Counter
 
 from luna_sidecar.isolation.supervisor import Supervisor
-
-from .conftest import metric_value, wait_until
+from tests.support.runtime import metric_value, wait_until
 
 
 def restarts_counter() -> tuple[CollectorRegistry, Counter]:

@@ -8,8 +8,7 @@ import time
 import pytest
 
 from luna_sidecar.isolation.timeouts import call_with_timeout
-
-from .conftest import wait_until
+from tests.support.runtime import wait_until
 
 
 async def test_sync_function_result_is_returned() -> None:

@@ -10,8 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from luna_sidecar.isolation.watchdog import BUDGET_WINDOW, BlockLedger, LoopWatchdog, plugin_on_stack
 from luna_sidecar.observability.metrics import RuntimeMetrics
-
-from .conftest import metric_value, wait_until
+from tests.support.runtime import metric_value, wait_until
 
 
 def frame_in(module_name: str) -> types.FrameType:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.sidecar.harness import HOST, free_port, http, sidecar_command, wait_for
+from tests.support.sidecar_harness import HOST, free_port, http, sidecar_command, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "lunaplugins.yaml"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.sidecar.harness import HOST, free_port, http, wait_for
+from tests.support.sidecar_harness import HOST, free_port, http, wait_for
 
 #: seconds to wait for Prometheus to be ready, or to have scraped what a test expects
 SCRAPE_WAIT = 30.0

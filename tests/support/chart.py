@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from luna_cluster import tools
-from tests.sidecar.harness import wait_for
+from tests.support.sidecar_harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "luna-plugins"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from tests.sidecar.harness import wait_for
+from tests.support.sidecar_harness import wait_for
 
 
 class AdmissionLoad:

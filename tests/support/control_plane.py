@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.sidecar.harness import wait_for
+from tests.support.sidecar_harness import wait_for
 
 
 def stop_apiserver(kube: Any) -> Callable[[], None]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.operator.harness import CRD, Cluster, Operator, start_operator
+from tests.support.operator_harness import CRD, Cluster, Operator, start_operator
 
 
 @pytest.fixture(scope="session")

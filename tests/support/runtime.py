@@ -1,4 +1,5 @@
-"""Shared fixtures of the unit tests: fresh metric registries and an in-process runtime."""
+"""Fixtures and helpers of the in-process tests: fresh metric registries and an in-process runtime
+(a pytest plugin, loaded for every test folder by ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
