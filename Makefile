@@ -63,8 +63,13 @@ typecheck: venv
 cluster-tools: venv
 	$(BIN)/luna-cluster build --prometheus --lua $$(if [ "$$(id -u)" = 0 ]; then echo --node; fi)
 
+## unit: the fast tests, no cluster and no sidecar process: the package suites (tests mirror the
+## packages) without the tests marked kube (they need the local control plane) and without the
+## sidecar's process tests (the files at the top of tests/sidecar, but for test_config.py)
+UNIT_TESTS := tests/contract tests/sdk $(sort $(dir $(wildcard tests/sidecar/*/__init__.py))) \
+	tests/sidecar/test_config.py tests/operator tests/cli tests/cluster
 unit: venv
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -m "not kube" $(UNIT_TESTS)
 
 ## bench: intake and route throughput against bare aiohttp (needs wrk)
 bench: venv system-deps

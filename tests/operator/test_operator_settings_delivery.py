@@ -8,7 +8,7 @@ from typing import Any
 
 from luna_contract.secret_settings import encode, version_of
 from luna_operator.errors import ApiError, PassIncompleteError
-from tests.unit.test_operator_reconciler import V1, V2, Operator
+from tests.operator.test_operator_reconciler import V1, V2, Operator
 
 SETTINGS = "luna-plugins-handlers-settings"
 TOKEN_FROM = [{"setting": "token", "secretKeyRef": {"name": "creds", "key": "token"}}]
