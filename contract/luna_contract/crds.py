@@ -3,7 +3,7 @@
 The CRD files (``crds/``, copied into the chart) are not part of the installed package, so what a
 cluster must serve for this release is written here: per CRD, the version objects are stored at
 and a SHA-256 over that version's ``openAPIV3Schema``. ``luna-plugins check`` compares a cluster's
-CRDs with it; ``tests/unit/test_crd_contract.py`` fails (printing the new values) whenever a file
+CRDs with it; ``tests/contract/test_crd_contract.py`` fails (printing the new values) whenever a file
 under ``crds/`` changes without this module.
 """
 

@@ -1,7 +1,7 @@
 """The local-cluster harness (``luna_cluster``, ``tools/pyproject.toml``) is no part of the product:
 the ``luna-plugins`` wheel the image installs holds none of it, the ``luna-plugins`` command has no
 ``cluster`` command, and the harness has its own, ``luna-cluster``. (That no product module imports
-it: ``tests/unit/test_sdk_imports.py``.)"""
+it: ``tests/sdk/test_sdk_imports.py``.)"""
 
 from __future__ import annotations
 
