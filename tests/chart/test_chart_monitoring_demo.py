@@ -100,8 +100,9 @@ def test_monitors_select_the_demo_pods_and_service_on_the_metrics_port(kube: Any
     assert endpoint == {"port": "plugin-metrics", "path": "/metrics", "scheme": "http", "interval": "15s"}
     (endpoint,) = service_monitor["spec"]["endpoints"]
     assert endpoint["port"] == "plugin-metrics" and endpoint["interval"] == "15s"
-    # the metrics' own `service` label wins over the target label of the Kubernetes Service
-    assert endpoint["honorLabels"] is True
+    # the metrics carry no label a scrape job sets (luna_service, not service): a target's own
+    # labels must not override namespace, pod or job
+    assert "honorLabels" not in endpoint
     sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "luna-sidecar")
     metrics_port = next(p["containerPort"] for p in sidecar["ports"] if p["name"] == "plugin-metrics")
     assert any(p["name"] == "plugin-metrics" for p in service["spec"]["ports"])

@@ -21,6 +21,7 @@ import yaml
 from tests.chart.test_chart_monitoring_demo import MONITOR_CRDS, PROMETHEUS_OPERATOR
 from tests.node.conftest import NodeCluster
 from tests.node.pods import get, ready_pods, recent_events
+from tests.node.scrape_jobs import annotation_job, pod_monitor_job, service_monitor_job
 from tests.node.workload import (
     RELEASE,
     apply,
@@ -36,6 +37,7 @@ from tests.support.prometheus import SCRAPE_WAIT, required_tool, start_prometheu
 from tests.support.sidecar_harness import http, wait_for
 
 SIDECAR_CONTAINER = "luna-sidecar"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +275,7 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: luna-test-prometheus}
 rules:
-- {apiGroups: [""], resources: [pods], verbs: [get, list, watch]}
+- {apiGroups: [""], resources: [pods, services, endpoints], verbs: [get, list, watch]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -282,62 +284,40 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: luna-tes
 subjects:
 - {kind: ServiceAccount, name: prometheus, namespace: NAMESPACE}
 """
-META = "__meta_kubernetes_pod_"
 
 
-def label_name(key: str) -> str:
-    """How Kubernetes service discovery spells a label or annotation key in its meta labels."""
-    return "".join(char if char.isalnum() else "_" for char in key)
+def readme_queries() -> list[str]:
+    """The PromQL blocks of the README."""
+    text = (ROOT / "README.md").read_text()
+    return [block.strip() for block in text.split("```promql")[1:] for block in [block.split("```")[0]]]
 
 
-def pod_monitor_job(monitor: dict[str, Any], discovery: dict[str, Any]) -> dict[str, Any]:
-    """The scrape job prometheus-operator makes of a PodMonitor with one metrics endpoint (its
-    namespace selector, label selector and named container port), on ``discovery``."""
-    spec = monitor["spec"]
-    (endpoint,) = spec["podMetricsEndpoints"]
-    namespaces = spec.get("namespaceSelector", {})
-    sd = dict(discovery)
-    if not namespaces.get("any"):
-        sd["namespaces"] = {"names": namespaces.get("matchNames") or [monitor["metadata"]["namespace"]]}
-    keep = [
-        {"source_labels": [f"{META}label_{label_name(key)}"], "regex": value, "action": "keep"}
-        for key, value in spec["selector"]["matchLabels"].items()
-    ]
-    keep.append(
-        {"source_labels": [f"{META}container_port_name"], "regex": endpoint["port"], "action": "keep"}
-    )
-    return {
-        "job_name": "podmonitor",
-        "metrics_path": endpoint.get("path", "/metrics"),
-        "kubernetes_sd_configs": [sd],
-        "relabel_configs": [
-            *keep,
-            {"source_labels": [f"{META}name"], "target_label": "pod"},
-        ],
-    }
+def dashboard_queries(namespace: str) -> list[str]:
+    """The dashboard's queries of the sidecars' metrics, with its variables filled in."""
+    board = json.loads((ROOT / "charts/luna-plugins/files/dashboards/luna-plugins.json").read_text())
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            expr = node.get("expr")
+            if isinstance(expr, str) and "luna_operator_" not in expr:
+                found.append(expr.replace("$namespace", namespace).replace("$__rate_interval", "1m"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(board)
+    return found
 
 
-def annotation_job(discovery: dict[str, Any]) -> dict[str, Any]:
-    """The usual job for ``prometheus.io/scrape|port|path`` pod annotations."""
-    annotation = f"{META}annotation_prometheus_io_"
-    return {
-        "job_name": "annotations",
-        "kubernetes_sd_configs": [discovery],
-        "relabel_configs": [
-            {"source_labels": [f"{annotation}scrape"], "regex": "true", "action": "keep"},
-            {"source_labels": [f"{annotation}path"], "regex": "(.+)", "target_label": "__metrics_path__"},
-            {
-                "source_labels": [f"{META}ip", f"{annotation}port"],
-                "regex": "(.+);(\\\\d+)",
-                "replacement": "$1:$2",
-                "target_label": "__address__",
-            },
-            {"source_labels": [f"{META}name"], "target_label": "pod"},
-        ],
-    }
+#: dashboard metrics every sidecar always exposes once it served requests: their panels must
+#: show something whatever the scrape mode
+ALWAYS_THERE = ("luna_plugins{", "luna_plugin_info{", "luna_event_loop_lag_seconds{", "luna_requests_total{")
 
 
-def test_prometheus_finds_the_sidecars_through_kubernetes_service_discovery(
+def test_the_docs_promql_reads_the_same_through_the_service_monitor_the_pod_monitor_and_annotations(
     node_cluster: NodeCluster, handlers: str, tmp_path: Path
 ) -> None:
     if node_cluster.state_dir is None:
@@ -352,35 +332,37 @@ def test_prometheus_finds_the_sidecars_through_kubernetes_service_discovery(
     )
     server = yaml.safe_load(node_cluster.kube.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
     discovery = {
-        "role": "pod",
         "api_server": server,
         "authorization": {"credentials_file": str(token)},
         "tls_config": {"ca_file": str(node_cluster.state_dir / "pki" / "ca.crt")},
     }
 
-    # the chart's PodMonitor, with prometheus-operator's CRDs in the cluster
+    # the chart's monitors, with prometheus-operator's CRDs in the cluster
     try:
         crds = Path(go_module(PROMETHEUS_OPERATOR)["Dir"]) / "example" / "prometheus-operator-crd"
     except ModuleUnavailableError as exc:
         pytest.fail(str(exc))
     install_crds(kube, {name: crds / file for name, file in MONITOR_CRDS.items()})
-    install_chart(node_cluster, namespace, "--reuse-values", "--set", "prometheus.podMonitor.enabled=true")
-    (monitor,) = get(kube, namespace, "podmonitors")["items"]
-
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                "scrape_configs": [annotation_job(discovery), pod_monitor_job(monitor, discovery)],
-            },
-            sort_keys=False,
-        )
+    install_chart(
+        node_cluster,
+        namespace,
+        "--reuse-values",
+        "--set",
+        "prometheus.podMonitor.enabled=true",
+        "--set",
+        "prometheus.serviceMonitor.enabled=true",
     )
-    check = subprocess.run(
-        [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    (pod_monitor,) = get(kube, namespace, "podmonitors")["items"]
+    (service_monitor,) = [
+        monitor
+        for monitor in get(kube, namespace, "servicemonitors")["items"]
+        if monitor["metadata"]["name"].endswith("-sidecars")
+    ]
+    jobs = {
+        "annotations": annotation_job(discovery),
+        "podmonitor": pod_monitor_job(pod_monitor, discovery),
+        "servicemonitor": service_monitor_job(service_monitor, discovery),
+    }
 
     pods = handler_pods(node_cluster, namespace)
     with reach(node_cluster, namespace, "handlers", 5090) as service:
@@ -402,31 +384,65 @@ def test_prometheus_finds_the_sidecars_through_kubernetes_service_discovery(
 
     wait_for(lambda: sidecar_count() >= 10, timeout=60, what="the sidecars to count the requests")
     expected = sidecar_count()
-    operator_selector = "app.kubernetes.io/component=operator"
-    operators = {pod["metadata"]["name"] for pod in ready_pods(kube, namespace, operator_selector)}
-    prometheus_dir = tmp_path / "prometheus"
-    prometheus_dir.mkdir()
-    prometheus = start_prometheus(config, prometheus_dir)
-    try:
-        for job in ("annotations", "podmonitor"):
-            query = f'sum(luna_requests_total{{job="{job}",route="POST:/6/handlers"}})'
-            wait_for(
-                lambda query=query: prometheus.query(query) == {"": expected},
-                timeout=SCRAPE_WAIT * 2,
-                what=f"{query} == {expected}",
+    operators = {
+        pod["metadata"]["name"] for pod in ready_pods(kube, namespace, "app.kubernetes.io/component=operator")
+    }
+    for mode, job in jobs.items():
+        config = tmp_path / f"prometheus-{mode}.yml"
+        config.write_text(
+            yaml.safe_dump(
+                {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": [job]},
+                sort_keys=False,
             )
-            # the operator pod carries the scrape annotations too (its own metrics; the upgrade
-            # above may have just replaced it, so its first scrapes can fail); the PodMonitor
-            # selects the sidecars only
-            scraped = pods | (operators if job == "annotations" else set())
-            up = f'sum by (pod) (up{{job="{job}"}})'
+        )
+        check = subprocess.run(
+            [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        workdir = tmp_path / f"prometheus-{mode}"
+        workdir.mkdir()
+        prometheus = start_prometheus(config, workdir)
+        try:
+            query = 'sum(luna_requests_total{luna_service="handlers",route="POST:/6/handlers"})'
             wait_for(
-                lambda up=up, scraped=scraped: prometheus.query(up) == {pod: 1.0 for pod in scraped},
+                lambda query=query, prometheus=prometheus: prometheus.query(query) == {"": expected},
                 timeout=SCRAPE_WAIT * 2,
-                what=f"{up} == 1 for {sorted(scraped)}",
+                what=f"{mode}: {query} == {expected}",
             )
-    except AssertionError:
-        print(prometheus.log()[-3000:])
-        raise
-    finally:
-        prometheus.stop()
+            # the annotations job scrapes the operator pod too (its own metrics; the upgrade above
+            # may have just replaced it, so its first scrapes can fail); the monitors the sidecars
+            scraped = pods | (operators if mode == "annotations" else set())
+            up = "sum by (pod) (up)"
+            wait_for(
+                lambda up=up, scraped=scraped, prometheus=prometheus: (
+                    prometheus.query(up) == {pod: 1.0 for pod in scraped}
+                ),
+                timeout=SCRAPE_WAIT * 2,
+                what=f"{mode}: {up} == 1 for {sorted(scraped)}",
+            )
+            # no label of ours was renamed to make room for a target label (exported_service ...)
+            series = prometheus.api("/api/v1/series", **{"match[]": '{__name__=~"luna_.+"}'})
+            renamed = {name for item in series for name in item if name.startswith("exported_")}
+            assert not renamed, f"{mode}: labels renamed by the scrape: {renamed}"
+            for readme_query in readme_queries():
+                wait_for(
+                    lambda q=readme_query, prometheus=prometheus: prometheus.query(q),
+                    timeout=SCRAPE_WAIT,
+                    what=f"{mode}: the README's {readme_query} to find something",
+                )
+            for board_query in dashboard_queries(namespace):
+                prometheus.query(board_query)  # fails the test on a query Prometheus refuses
+                if any(metric in board_query for metric in ALWAYS_THERE):  # rates need two scrapes
+                    wait_for(
+                        lambda q=board_query, prometheus=prometheus: prometheus.query(q),
+                        timeout=SCRAPE_WAIT,
+                        what=f"{mode}: the dashboard's {board_query} to find something",
+                    )
+            # the alerts group the sidecars' metrics by namespace and pod: both are there
+            grouped = prometheus.query('count by (namespace, pod) (luna_plugin_info{state="running"})')
+            assert set(grouped) == {f"{namespace},{pod}" for pod in pods}, (mode, grouped)
+        except AssertionError:
+            print(prometheus.log()[-3000:])
+            raise
+        finally:
+            prometheus.stop()

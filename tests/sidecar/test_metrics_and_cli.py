@@ -71,7 +71,7 @@ def test_metrics_pass_promtool_and_follow_the_default_mapping(sidecar_factory, t
     check = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check
     route = "POST:/6/handlers/x/events"
-    assert sidecar.metric("luna_requests_total", service="handlers", route=route, status_code="200") == 4
+    assert sidecar.metric("luna_requests_total", luna_service="handlers", route=route, status_code="200") == 4
     assert sidecar.metric("luna_request_duration_seconds_count", route=route) == 4
     assert sidecar.metric("luna_request_duration_seconds_bucket", route=route, le="0.25") == 0
     assert sidecar.metric("luna_request_duration_seconds_bucket", route=route, le="0.5") == 4

@@ -41,7 +41,8 @@ def test_example_plugins_serve_routes_with_variables_verbs_and_json(sidecar_fact
     assert sidecar.get("/kettle", headers={"Luna-Request-Id": "abc"}).headers["Luna-Request-Id"] == "abc"
     assert sidecar.metric("luna_plugin_route_requests_total", plugin="kettle", status_code="200") >= 3
     assert (
-        sidecar.metric("luna_requests_total", route="GET:/kettle", service="handlers", status_code="200") >= 1
+        sidecar.metric("luna_requests_total", route="GET:/kettle", luna_service="handlers", status_code="200")
+        >= 1
     )
 
 

@@ -2,10 +2,16 @@
 
 The default mapping understands the original service's series:
 
-- ``requests`` -> ``luna_requests_total{service,route,status_code}`` and
-  ``luna_request_duration_seconds{service,route}`` (histogram of the ``execution_time`` field);
-- ``errors`` -> ``luna_errors_total{service,route,error_code}``;
+- ``requests`` -> ``luna_requests_total{luna_service,route,status_code}`` and
+  ``luna_request_duration_seconds{luna_service,route}`` (histogram of the ``execution_time`` field);
+- ``errors`` -> ``luna_errors_total{luna_service,route,error_code}``;
 - any other series -> ``luna_monitoring_points_total{series}``.
+
+A tag named like a label that Prometheus' Kubernetes discovery gives every target (``service``,
+``namespace``, ``pod``, ``container``, ``endpoint``, ``job``, ``instance``: :data:`TARGET_LABELS`)
+becomes the label ``luna_<tag>``: scraped by a ServiceMonitor, a PodMonitor or pod annotations,
+the series keep the same labels (a ServiceMonitor would otherwise turn ``service`` into
+``exported_service`` and put the Kubernetes Service's name in its place).
 
 A user mapping file adds metrics for other series and fields (see :func:`load_rules`). Every
 metric keeps at most ``max_label_sets`` label combinations; points past that are counted in
@@ -37,11 +43,20 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 FORBIDDEN_LABELS = frozenset({"request_id"})
 #: labels Prometheus gives a meaning of its own (histogram buckets, summary quantiles)
 RESERVED_LABELS = frozenset({"le", "quantile"})
+#: labels scrape jobs put on every target (prometheus-operator's ServiceMonitor and PodMonitor,
+#: the usual annotation jobs): a tag of that name is exposed as ``luna_<name>``
+TARGET_LABELS = frozenset({"job", "instance", "namespace", "service", "pod", "container", "endpoint"})
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _KINDS = ("counter", "gauge", "histogram")
 #: the raw label values of a ``requests`` point, from its tags (KeyError when one is missing)
 _REQUEST_KEY = itemgetter("service", "route", "status_code")
+
+
+def exposed_label(tag: str) -> str:
+    """The label a tag (or field) called ``tag`` is exposed as: ``luna_<tag>`` for a name in
+    :data:`TARGET_LABELS`, else ``tag`` itself."""
+    return f"luna_{tag}" if tag in TARGET_LABELS else tag
 
 
 class MappingError(ValueError):
@@ -241,19 +256,19 @@ class PointMetrics(Collector):
             "counter",
             "luna_requests_total",
             "Requests served, from the service's requests points.",
-            ("service", "route", "status_code"),
+            (exposed_label("service"), "route", "status_code"),
         )
         self.duration = self._metric(
             "histogram",
             "luna_request_duration_seconds",
             "Request execution time, from requests points.",
-            ("service", "route"),
+            (exposed_label("service"), "route"),
         )
         self.errors = self._metric(
             "counter",
             "luna_errors_total",
             "Failed requests, from the service's errors points.",
-            ("service", "route", "error_code"),
+            (exposed_label("service"), "route", "error_code"),
         )
         self.other_points = self._metric(
             "counter",
@@ -317,12 +332,18 @@ class PointMetrics(Collector):
             or not all(isinstance(bound, int | float) and not isinstance(bound, bool) for bound in buckets)
         ):
             raise MappingError(f"{where}.buckets: a non-empty list of numbers")
+        exposed_labels = [exposed_label(label) for label in labels]
+        if len(set(exposed_labels)) != len(exposed_labels):
+            raise MappingError(
+                f"{where}.labels: {labels} would expose a label twice ({exposed_labels}: a tag named like a "
+                "label Prometheus puts on every target is exposed as luna_<name>)"
+            )
         exposed = exposed_names(kind, name)
         if exposed & taken:
             raise MappingError(f"{where}.name: metric {name!r} is defined twice")
         taken |= exposed
         help_text = rule.get("help") or f"Mapped from {series} points."
-        metric = self._metric(kind, name, str(help_text), labels, buckets=buckets)
+        metric = self._metric(kind, name, str(help_text), exposed_labels, buckets=buckets)
         return MappingRule(series, metric, tuple(labels), value)
 
     def observe(self, points: Iterable[MonitoringPoint]) -> None:
@@ -412,7 +433,7 @@ def load_rules(path: Path) -> list[Mapping[str, Any]]:
           - series: temperature         # points of this series
             name: boiler_temperature_celsius
             type: gauge                 # counter (default) | gauge | histogram
-            labels: [boiler]            # tag (or field) names
+            labels: [boiler]            # tag (or field) names (service, pod... as luna_service...)
             value: celsius              # the field holding the value (counters: optional)
             buckets: [10, 50, 90, 100]  # histograms only
 

@@ -77,20 +77,20 @@ def error(route: str = "POST:/x", code: int = 11027) -> MonitoringPoint:
 # -- the default mapping --------------------------------------------------------------------------
 
 
-def test_requests_total_by_service_route_status(registry: CollectorRegistry, build: Build) -> None:
+def test_requests_total_by_luna_service_route_status(registry: CollectorRegistry, build: Build) -> None:
     metrics = build()
     metrics.observe([request(), request(), request(status=500), request(route="GET:/health")])
     text = exposition(registry)
     assert "# TYPE luna_requests_total counter" in text
     assert (
-        'luna_requests_total{route="POST:/6/handlers/x/events",service="handlers",status_code="200"} 2.0'
+        'luna_requests_total{luna_service="handlers",route="POST:/6/handlers/x/events",status_code="200"} 2.0'
         in text
     )
     assert (
-        'luna_requests_total{route="POST:/6/handlers/x/events",service="handlers",status_code="500"} 1.0'
+        'luna_requests_total{luna_service="handlers",route="POST:/6/handlers/x/events",status_code="500"} 1.0'
         in text
     )
-    assert 'luna_requests_total{route="GET:/health",service="handlers",status_code="200"} 1.0' in text
+    assert 'luna_requests_total{luna_service="handlers",route="GET:/health",status_code="200"} 1.0' in text
     assert "req-1" not in text, "request_id must never become a label"
     assert "account_id" not in text
 
@@ -100,7 +100,7 @@ def test_request_duration_histogram_le_semantics(registry: CollectorRegistry, bu
     route = "GET:/r"
     # 0.005 and 1.0 are bucket bounds: a value equal to a bound counts in that bucket (le)
     metrics.observe([request(route, elapsed=value) for value in (0.005, 0.0051, 1.0, 1, 31.5)])
-    labels = {"service": "handlers", "route": route}
+    labels = {"luna_service": "handlers", "route": route}
 
     def bucket(le: str) -> float:
         return metric_value(registry, "luna_request_duration_seconds_bucket", labels | {"le": le})
@@ -134,12 +134,14 @@ def test_requests_missing_a_label_tag_count_with_an_empty_label(
     no_tags = MonitoringPoint("requests", 1.0, {}, {"execution_time": 0.5})
     build().observe([no_status, request("GET:/a", service="s"), no_status, no_tags])
     assert samples(registry, "luna_requests_total") == {
-        (("route", "GET:/a"), ("service", "s"), ("status_code", "")): 2.0,
-        (("route", "GET:/a"), ("service", "s"), ("status_code", "200")): 1.0,
-        (("route", ""), ("service", ""), ("status_code", "")): 1.0,
+        (("luna_service", "s"), ("route", "GET:/a"), ("status_code", "")): 2.0,
+        (("luna_service", "s"), ("route", "GET:/a"), ("status_code", "200")): 1.0,
+        (("luna_service", ""), ("route", ""), ("status_code", "")): 1.0,
     }
     assert (
-        metric_value(registry, "luna_request_duration_seconds_count", {"service": "s", "route": "GET:/a"})
+        metric_value(
+            registry, "luna_request_duration_seconds_count", {"luna_service": "s", "route": "GET:/a"}
+        )
         == 3
     )
 
@@ -150,7 +152,9 @@ def test_request_without_execution_time_is_counted_but_not_timed(
     build().observe([request("GET:/n", elapsed=None)])
     assert (
         metric_value(
-            registry, "luna_requests_total", {"service": "handlers", "route": "GET:/n", "status_code": "200"}
+            registry,
+            "luna_requests_total",
+            {"luna_service": "handlers", "route": "GET:/n", "status_code": "200"},
         )
         == 1
     )
@@ -175,7 +179,7 @@ def test_non_numeric_execution_time_is_a_point_error(
         metric_value(
             registry,
             "luna_requests_total",
-            {"service": "handlers", "route": "GET:/bad", "status_code": "200"},
+            {"luna_service": "handlers", "route": "GET:/bad", "status_code": "200"},
         )
         == 1
     )
@@ -184,8 +188,8 @@ def test_non_numeric_execution_time_is_a_point_error(
 def test_errors_total(registry: CollectorRegistry, build: Build) -> None:
     build().observe([error(), error(), error(code=2)])
     assert samples(registry, "luna_errors_total") == {
-        (("error_code", "11027"), ("route", "POST:/x"), ("service", "handlers")): 2.0,
-        (("error_code", "2"), ("route", "POST:/x"), ("service", "handlers")): 1.0,
+        (("error_code", "11027"), ("luna_service", "handlers"), ("route", "POST:/x")): 2.0,
+        (("error_code", "2"), ("luna_service", "handlers"), ("route", "POST:/x")): 1.0,
     }
     assert samples(registry, "luna_requests_total") == {}
 
@@ -453,7 +457,7 @@ def test_huge_integer_execution_time_does_not_abort_the_batch(
         metric_value(
             registry,
             "luna_requests_total",
-            {"service": "handlers", "route": "GET:/after", "status_code": "200"},
+            {"luna_service": "handlers", "route": "GET:/after", "status_code": "200"},
         )
         == 1
     )
@@ -671,3 +675,18 @@ def test_many_distinct_label_values_keep_counting_right(registry: CollectorRegis
         assert len(counted) == 3 and set(counted.values()) == {round_number + 1.0}
     overflow = samples(registry, "luna_metric_label_overflow_total")
     assert overflow[(("metric", "luna_requests"),)] == 3 * 17
+
+
+@pytest.mark.parametrize("tag", ["service", "namespace", "pod", "container", "endpoint", "job", "instance"])
+def test_a_tag_named_like_a_target_label_is_exposed_as_luna_tag(
+    registry: CollectorRegistry, build: Build, tag: str
+) -> None:
+    rule = {"series": "boiler", "name": "boiler_points_total", "labels": [tag, "boiler"]}
+    build(rules=[rule]).observe([MonitoringPoint("boiler", 1.0, {tag: "forged", "boiler": "b1"}, {})])
+    assert samples(registry, "boiler_points_total") == {(("boiler", "b1"), (f"luna_{tag}", "forged")): 1.0}
+
+
+@pytest.mark.parametrize("labels", [["service", "luna_service"], ["pod", "luna_pod", "boiler"]])
+def test_a_rule_that_would_expose_a_label_twice_is_refused(build: Build, labels: list[str]) -> None:
+    with pytest.raises(MappingError, match="would expose a label twice"):
+        build(rules=[{"series": "boiler", "name": "boiler_points_total", "labels": labels}])
