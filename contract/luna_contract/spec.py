@@ -11,6 +11,7 @@ Adding a field: see "Adding a LunaPlugin field" in docs/contributing.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -24,6 +25,7 @@ __all__ = [
     "SecretRef",
     "SettingFrom",
     "SpecError",
+    "SpecView",
     "read_spec",
 ]
 
@@ -231,3 +233,83 @@ def read_spec(spec: object) -> LunaPluginSpec:
         return msgspec.convert(spec, LunaPluginSpec, strict=True)
     except msgspec.ValidationError as exc:
         raise SpecError(str(exc).replace("`$", "`spec")) from None
+
+
+_DEFAULTS = {f.name: f.default for f in msgspec.structs.fields(LunaPluginSpec)}
+
+
+class SpecView:
+    """A stored spec (as the API returns it) read field by field with the contract's names and
+    defaults, never raising: the operator reads every spec through this, and its checks name what
+    is wrong with a field (:meth:`raw` gives them the field as stored). A property per field of
+    :class:`LunaPluginSpec`, same name; a test keeps the two in step."""
+
+    __slots__ = ("_spec",)
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self._spec = spec
+
+    def raw(self, field_name: str) -> Any:
+        """The field ``field_name`` (its Python name, e.g. ``settings_from``) as stored, or None."""
+        return self._spec.get(_WIRE[field_name])
+
+    def has(self, field_name: str) -> bool:
+        """Whether the stored spec sets ``field_name`` at all."""
+        return _WIRE[field_name] in self._spec
+
+    @property
+    def service(self) -> str:
+        return str(self.raw("service") or _DEFAULTS["service"])
+
+    @property
+    def module(self) -> str | None:
+        """``spec.module`` when set (the module name rule is the checks' to apply)."""
+        value = self.raw("module")
+        return str(value) if value else None
+
+    @property
+    def code(self) -> str | None:
+        value = self.raw("code")
+        return None if value is None else str(value)
+
+    @property
+    def code_from(self) -> ConfigMapKeyRef | None:
+        """``codeFrom.configMapKeyRef`` when it names both a ConfigMap and a key."""
+        code_from = self.raw("code_from")
+        ref = code_from.get("configMapKeyRef") if isinstance(code_from, Mapping) else None
+        if not isinstance(ref, Mapping) or not ref.get("name") or not ref.get("key"):
+            return None
+        return ConfigMapKeyRef(str(ref["name"]), str(ref["key"]))
+
+    @property
+    def enabled(self) -> bool:
+        value = self.raw("enabled")
+        return bool(_DEFAULTS["enabled"] if value is None else value)
+
+    @property
+    def order(self) -> int:
+        value = self.raw("order")
+        return int(value or _DEFAULTS["order"])
+
+    @property
+    def settings(self) -> Any:
+        """As stored (None when unset): the checks refuse what is not an object."""
+        return self.raw("settings")
+
+    @property
+    def settings_from(self) -> Any:
+        """As stored (None when unset): the checks refuse what is not a list of items."""
+        return self.raw("settings_from")
+
+    @property
+    def requirements(self) -> Any:
+        """As stored (None when unset): the checks refuse what is not a list of strings."""
+        return self.raw("requirements")
+
+    @property
+    def sha256(self) -> str | None:
+        value = self.raw("sha256")
+        return str(value) if value else None
+
+
+_WIRE = {f.name: f.encode_name for f in msgspec.structs.fields(LunaPluginSpec)}

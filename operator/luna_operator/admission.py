@@ -13,6 +13,7 @@ import kopf
 from luna_contract.names import GROUP, VERSION
 from luna_contract.names import PLURAL_PLUGINS as PLURAL
 from luna_contract.plugin_modules import module_name
+from luna_contract.spec import SpecView
 from luna_operator.injection import InjectionRefusedError, InjectionTemplate, plan
 from luna_operator.metrics import OperatorMetrics
 from luna_operator.state import OperatorState
@@ -116,21 +117,22 @@ async def _validate(state: OperatorState, spec: Any, body: Any, old: Any) -> Non
         return  # metadata or status only (finalizers, labels): an invalid plugin must stay deletable
     name = str(meta.get("name") or meta.get("generateName") or "")
     namespace = str(meta.get("namespace") or "")
-    module = module_name(name, spec.get("module"))
-    service = str(spec.get("service") or "handlers")
+    fields = SpecView(spec)
+    module = module_name(name, fields.module)
+    service = fields.service
     problems = [str(p) for p in check_spec(name, module, spec).problems]
-    code = spec.get("code")
+    code = fields.raw("code")
     if isinstance(code, str):
         try:
-            checked = await state.checker.check(code, pinned_sha256=spec.get("sha256"))
+            checked = await state.checker.check(code, pinned_sha256=fields.sha256)
         except CheckUnavailableError as exc:  # no verdict now: admit it, the pass decides
             log.warning("webhook: %s/%s: %s", namespace, name, exc)
             checked = []
         problems += [str(p) for p in checked]
-    if spec.get("enabled", True):
+    if fields.enabled:
         for other in state.view.plugins((namespace, service)):
-            same = module_name(other.name, other.spec.get("module")) == module
-            if other.name != name and not other.deleting and other.spec.get("enabled", True) and same:
+            same = module_name(other.name, other.fields.module) == module
+            if other.name != name and not other.deleting and other.fields.enabled and same:
                 problems.append(str(module_taken(module, other.name, service)))
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)

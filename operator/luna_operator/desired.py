@@ -114,7 +114,7 @@ def decide(
     claims: dict[str, str] = {}  # module -> the oldest enabled plugin asking for it
     for plugin in live:
         if _enabled(plugin):
-            claims.setdefault(module_name(plugin.name, plugin.spec.get("module")), plugin.name)
+            claims.setdefault(module_name(plugin.name, plugin.fields.module), plugin.name)
     serving: set[str] = set()
     outcomes = []
     for plugin in live:
@@ -171,7 +171,7 @@ def _fit_active_list(outcomes: list[PluginOutcome]) -> list[PluginOutcome]:
 
 
 def _enabled(plugin: PluginRecord) -> bool:
-    return bool(plugin.spec.get("enabled", True))
+    return plugin.fields.enabled
 
 
 def _decide_one(
@@ -184,7 +184,7 @@ def _decide_one(
     secret: Resolved | None = None,
 ) -> PluginOutcome:
     spec = plugin.spec
-    module = module_name(plugin.name, spec.get("module"))
+    module = module_name(plugin.name, plugin.fields.module)
     enabled = _enabled(plugin)
     previous = last_good(plugin, existing)
     checks = check_spec(plugin.name, module, spec)
@@ -202,7 +202,7 @@ def _decide_one(
         requirements = listed.requirements if listed is not None else ()
         secret_hash = listed.secret_settings_hash if listed is not None else None
     else:
-        settings = dict(spec.get("settings") or {})
+        settings = dict(plugin.fields.settings or {})
         encoded = secret.encoded if secret is not None else None
         secret_hash = version_of(encoded) if encoded is not None else None
     problems: list[Problem] = checks.names + settings_problems + requirements_problems
@@ -260,7 +260,7 @@ def _decide_one(
             plugin=plugin.name,
             code_hash=in_service.code_hash,
             config_map=plugin_configmap_name(plugin.name),
-            order=int(spec.get("order") or 0),
+            order=plugin.fields.order,
             settings=dict(settings),
             requirements=requirements,
             secret_settings_hash=secret_hash,

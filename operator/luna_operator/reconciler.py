@@ -242,13 +242,14 @@ class ServiceReconciler:
 
     async def _checked_code(self, plugin: PluginRecord) -> CheckedCode:
         """The plugin's code (inline or from ``codeFrom``) and the verdict of the code check."""
-        if "code" in plugin.spec:
-            code = str(plugin.spec.get("code") or "")
+        fields = plugin.fields
+        ref = fields.code_from
+        if fields.has("code"):
+            code = fields.code or ""
+        elif ref is None:
+            return CheckedCode(None, waiting="spec needs code or codeFrom.configMapKeyRef.{name,key}")
         else:
-            ref = (plugin.spec.get("codeFrom") or {}).get("configMapKeyRef") or {}
-            name, key = ref.get("name"), ref.get("key")
-            if not name or not key:
-                return CheckedCode(None, waiting="spec needs code or codeFrom.configMapKeyRef.{name,key}")
+            name, key = ref.name, ref.key
             try:
                 config_map = await self.api.read_config_map(plugin.namespace, str(name))
             except ApiError as exc:
@@ -265,7 +266,7 @@ class ServiceReconciler:
                 return CheckedCode(None, waiting=f"ConfigMap {name!r} has no key {key!r} (keys: {keys})")
             code = str(data[key])
         try:
-            problems = await self.checker.check(code, pinned_sha256=plugin.spec.get("sha256"))
+            problems = await self.checker.check(code, pinned_sha256=fields.sha256)
         except CheckUnavailableError as exc:
             return CheckedCode(None, waiting=str(exc), transient=True)
         except Exception as exc:  # not expected; still this plugin's problem only

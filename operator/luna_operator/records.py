@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from luna_contract.spec import SpecView
+
 
 @dataclass(frozen=True)
 class PluginRecord:
@@ -21,8 +23,13 @@ class PluginRecord:
     status: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def fields(self) -> SpecView:
+        """The spec read with the contract's names and defaults."""
+        return SpecView(self.spec)
+
+    @property
     def service(self) -> str:
-        return str(self.spec.get("service") or "handlers")
+        return self.fields.service
 
     @property
     def key(self) -> tuple[str, str]:

@@ -59,13 +59,13 @@ class SettingsDelivery:
         or whose ``settingsFrom`` is malformed (the decision says why), are left out."""
         resolved: dict[str, Resolved] = {}
         for plugin in plugins:
-            settings_from = plugin.spec.get("settingsFrom")
-            if not settings_from or check_shape(settings_from, plugin.spec.get("settings")):
+            settings_from = plugin.fields.settings_from
+            if not settings_from or check_shape(settings_from, plugin.fields.settings):
                 continue
             if not self.known():
                 resolved[plugin.name] = Resolved(None, (NOT_LISTED_YET,), waiting=True, transient=True)
                 continue
-            settings = plugin.spec.get("settings")
+            settings = plugin.fields.settings
             resolved[plugin.name] = resolve(
                 list(settings_from),
                 settings if isinstance(settings, dict) else {},

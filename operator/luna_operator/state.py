@@ -180,7 +180,7 @@ class OperatorState:
             self.coalescer.trigger((namespace, service))
             return
         for plugin in self.view.all_plugins():
-            if plugin.namespace == namespace and name in referenced_secrets(plugin.spec.get("settingsFrom")):
+            if plugin.namespace == namespace and name in referenced_secrets(plugin.fields.settings_from):
                 self.coalescer.trigger((namespace, plugin.service))
 
     def resync_all(self) -> None:

@@ -45,6 +45,7 @@ __all__ = [
 from luna_contract.code import code_hash
 from luna_contract.plugin_modules import EVENT_NAMES, check_module_name
 from luna_contract.requirements import RequirementsError, check_requirements
+from luna_contract.spec import SpecView
 from luna_operator.code_check import check_source
 from luna_operator.secret_settings import check_shape
 
@@ -150,9 +151,10 @@ class SpecChecks:
 
 def check_spec(name: str, module: str, spec: Mapping[str, Any]) -> SpecChecks:
     """The checks of :class:`SpecChecks` for the LunaPlugin ``name`` serving ``module``."""
-    settings = validate_settings(spec.get("settings"))
-    settings += [Problem(p) for p in check_shape(spec.get("settingsFrom"), spec.get("settings"))]
-    requirements, requirement_problems = validate_requirements(spec.get("requirements"))
+    fields = SpecView(spec)
+    settings = validate_settings(fields.settings)
+    settings += [Problem(p) for p in check_shape(fields.settings_from, fields.settings)]
+    requirements, requirement_problems = validate_requirements(fields.requirements)
     return SpecChecks(
         validate_name(name) + validate_module(module), settings, requirements, requirement_problems
     )

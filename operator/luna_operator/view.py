@@ -92,8 +92,8 @@ def code_from_services(namespace: str, name: str, plugins: Iterable[PluginRecord
     """Services with a plugin whose ``codeFrom`` names this ConfigMap."""
     found = set()
     for plugin in plugins:
-        ref = (plugin.spec.get("codeFrom") or {}).get("configMapKeyRef") or {}
-        if plugin.namespace == namespace and ref.get("name") == name:
+        ref = plugin.fields.code_from
+        if plugin.namespace == namespace and ref is not None and ref.name == name:
             found.add((namespace, plugin.service))
     return found
 

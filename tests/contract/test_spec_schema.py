@@ -103,3 +103,28 @@ def test_a_spec_of_the_wrong_shape_is_refused_naming_the_field(spec: object, mes
 def test_fields_of_a_newer_crd_are_ignored_and_defaults_filled() -> None:
     decoded = read_spec({"code": "x", "fromTheFuture": {"a": 1}})
     assert (decoded.service, decoded.enabled, decoded.order, decoded.settings) == ("handlers", True, 0, {})
+
+
+def test_the_operators_view_has_a_property_for_every_field_of_the_spec() -> None:
+    from luna_contract.spec import SpecView
+
+    for spec_field in msgspec.structs.fields(LunaPluginSpec):
+        assert isinstance(getattr(SpecView, spec_field.name, None), property), spec_field.name
+
+
+def test_the_view_reads_a_stored_spec_with_the_contracts_defaults_and_never_raises() -> None:
+    from luna_contract.spec import ConfigMapKeyRef, SpecView
+
+    empty = SpecView({})
+    assert (empty.service, empty.enabled, empty.order, empty.module, empty.code_from) == (
+        "handlers",
+        True,
+        0,
+        None,
+        None,
+    )
+    stored = SpecView({"codeFrom": {"configMapKeyRef": {"name": "cm", "key": "p.py"}}, "order": 2})
+    assert stored.code_from == ConfigMapKeyRef("cm", "p.py") and stored.order == 2
+    hostile = SpecView({"codeFrom": ["x"], "settings": [1], "settingsFrom": "x", "enabled": 0})
+    assert hostile.code_from is None and hostile.settings == [1] and hostile.enabled is False
+    assert SpecView({"codeFrom": {"configMapKeyRef": {"name": "cm"}}}).code_from is None
