@@ -197,7 +197,7 @@ def _fake_binaries(tmp_path: Path, script: str, monkeypatch: pytest.MonkeyPatch)
     fake = tmp_path / "fake-component"
     fake.write_text(f"#!/bin/sh\n{script}\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(tools, "ensure_all", lambda out: dict.fromkeys(cluster.LINKED_BINARIES, fake))
+    monkeypatch.setattr(tools, "ensure_all", lambda out, **_: dict.fromkeys(cluster.LINKED_BINARIES, fake))
 
 
 def test_a_component_that_dies_fails_up_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

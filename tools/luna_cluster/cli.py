@@ -4,6 +4,7 @@ the project's image for that node (the test harness; not a command of the produc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "that pods run; needs root and runc; build: also build the node's binaries",
     )
     parser.add_argument(
+        "--kube-version",
+        default=None,
+        metavar="MINOR",
+        help="up, build: kube-apiserver and kube-controller-manager of this older Kubernetes minor "
+        "(1.30: the oldest the chart supports, for `make test-compat`) instead of today's; etcd, "
+        "kubectl and helm stay today's, and there is no node (default: $LUNA_KUBE_VERSION, else today's)",
+    )
+    parser.add_argument(
         "--prometheus",
         action="store_true",
         help="build: also build Prometheus and promtool with Kubernetes service discovery (for the tests)",
@@ -80,11 +89,12 @@ def run(args: argparse.Namespace) -> int:
     from .procs import PortInUseError
 
     state = cluster.StateDir.at(args.state_dir)
+    kube_version = args.kube_version or os.environ.get(tools.KUBE_VERSION_ENV) or None
     try:
         if args.action == "build":
             started = time.monotonic()
             extras = (*((tools.PROMETHEUS,) if args.prometheus else ()), *((tools.LUA,) if args.lua else ()))
-            binaries = tools.ensure_all(sys.stderr, node=args.node, extras=extras)
+            binaries = tools.ensure_all(sys.stderr, node=args.node, extras=extras, kube_version=kube_version)
             for name, path in sorted(binaries.items()):
                 print(f"{name:<24} {path}")
             print(f"binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
@@ -98,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
                     timeout=args.timeout,
                     node=args.node,
                     audit=args.audit_log,
+                    kube_version=kube_version,
                 )
             print(state.kubeconfig)
             return 0

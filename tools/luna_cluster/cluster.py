@@ -72,6 +72,9 @@ NODE_CONTROLLERS = (
     "-persistentvolume-expander-controller",
     "-ttl-controller",
 )
+#: controllers younger than the oldest control plane here (``up --kube-version``) -> the minor that
+#: brought them: kube-controller-manager refuses a name it does not know, even one to turn off
+CONTROLLERS_SINCE = {"device-taint-eviction-controller": (1, 33)}
 
 #: the control plane's components (``down`` stops them in reverse)
 COMPONENTS = CONTROL_PLANE
@@ -80,9 +83,14 @@ LINKED_BINARIES = ("kubectl", "helm", "etcd", "kube-apiserver", "kube-controller
 NODE_LINKED_BINARIES = ("ctr",)
 
 
-def controllers(*, node: bool) -> tuple[str, ...]:
-    """The ``--controllers`` list of kube-controller-manager."""
-    return ("*", *CLOUD_CONTROLLERS, *(() if node else NODE_CONTROLLERS))
+def controllers(*, node: bool, kube_version: str | None = None) -> tuple[str, ...]:
+    """The ``--controllers`` list of kube-controller-manager (of ``kube_version``, ``1.30``; by
+    default today's)."""
+    wanted = ("*", *CLOUD_CONTROLLERS, *(() if node else NODE_CONTROLLERS))
+    if kube_version is None:
+        return wanted
+    major, minor = (int(part) for part in tools.minor_version(kube_version).split("."))
+    return tuple(name for name in wanted if CONTROLLERS_SINCE.get(name.lstrip("-"), (0, 0)) <= (major, minor))
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -171,7 +179,9 @@ def _apiserver_args(
     ]
 
 
-def _kcm_args(state: StateDir, binary: Path, port: int, *, node: bool = False) -> list[str]:
+def _kcm_args(
+    state: StateDir, binary: Path, port: int, *, node: bool = False, kube_version: str | None = None
+) -> list[str]:
     pki = state.pki
     kubeconfig_path = str(state.kcm_kubeconfig)
     return [
@@ -190,7 +200,7 @@ def _kcm_args(state: StateDir, binary: Path, port: int, *, node: bool = False) -
         f"--cluster-signing-key-file={pki.ca_key}",
         f"--cluster-name={CLUSTER_NAME}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        f"--controllers={','.join(controllers(node=node))}",
+        f"--controllers={','.join(controllers(node=node, kube_version=kube_version))}",
         "--use-service-account-credentials=true",
         "--leader-elect=false",
         "--profiling=false",
@@ -241,13 +251,17 @@ def _link_binaries(state: StateDir, binaries: dict[str, Path]) -> None:
 # --- up / down / status ---------------------------------------------------------------------------
 
 
-def _running(state: StateDir, *, node: bool, audit: bool = False) -> bool:
+def _running(state: StateDir, *, node: bool, audit: bool = False, kube_version: str | None = None) -> bool:
     """Whether every component of ``state`` runs (with ``node``, the node's too; with ``audit``,
-    the API server writes its audit log) and /readyz answers."""
+    the API server writes its audit log; the control plane of ``kube_version``, by default today's)
+    and /readyz answers."""
     data = state.load()
     if data is None or not all(status.alive for status in component_status(state, data)):
         return False
     if (node and not data.get("node")) or (audit and not data.get("auditLog")):
+        return False
+    today = tools.default_kube_version()
+    if data.get("kubeVersion", today) != (kube_version or today):
         return False
     try:
         context = admin_tls(state)
@@ -257,8 +271,8 @@ def _running(state: StateDir, *, node: bool, audit: bool = False) -> bool:
     return code == 200
 
 
-def _ensure_binaries(out: TextIO, node: bool) -> dict[str, Path]:
-    return tools.ensure_all(out, node=True) if node else tools.ensure_all(out)
+def _ensure_binaries(out: TextIO, node: bool, kube_version: str | None = None) -> dict[str, Path]:
+    return tools.ensure_all(out, node=node, kube_version=kube_version)
 
 
 def up(
@@ -269,19 +283,29 @@ def up(
     *,
     node: bool = False,
     audit: bool = False,
+    kube_version: str | None = None,
 ) -> dict[str, Any]:
     """Start the cluster of ``state`` (or reuse it when it already runs); returns cluster.json.
 
     With ``node`` the cluster also gets a node that runs pods (see :mod:`.node`); a cluster that
     runs without one is restarted with one. With ``audit`` the API server logs every request
     (user, user agent, verb, resource; no bodies) to ``StateDir.audit_log``; a cluster that runs
-    without it is restarted. Raises :class:`ClusterError` with the reason.
+    without it is restarted. With ``kube_version`` (``1.30``, see :data:`tools.KUBE_COMPAT`) the
+    API server and controller manager are of that minor, without a node; a cluster that runs
+    another minor is restarted. Raises :class:`ClusterError` (or :class:`tools.BuildError`) with
+    the reason.
     """
     started = time.monotonic()
+    kube_version = tools.older_minor(kube_version)
+    if node and kube_version:
+        raise ClusterError(
+            f"up --node with --kube-version {kube_version}: the node's kubelet is today's, and a "
+            "kubelet may not be newer than its API server; the older minors run without a node"
+        )
     state.root.mkdir(parents=True, exist_ok=True)
     existing = state.load()
-    if _running(state, node=node, audit=audit):
-        binaries = _ensure_binaries(out, bool(existing and existing.get("node")))
+    if _running(state, node=node, audit=audit, kube_version=kube_version):
+        binaries = _ensure_binaries(out, bool(existing and existing.get("node")), kube_version)
         _link_binaries(state, binaries)
         assert existing is not None
         kind = "cluster with its node" if existing.get("node") else "cluster"
@@ -294,7 +318,7 @@ def up(
     # leftovers of a cluster that partly died (or runs without the node asked for): stop, start afresh
     _stop_all(state, out, quiet=True)
 
-    binaries = _ensure_binaries(out, node)
+    binaries = _ensure_binaries(out, node, kube_version)
     _link_binaries(state, binaries)
     _issue_certificates(state)
     if node:
@@ -302,7 +326,16 @@ def up(
         node_mod.prepare_host(state, out)
     for attempt in range(3):
         try:
-            data = _start(state, binaries, apiserver_port, timeout, out, node=node, audit=audit)
+            data = _start(
+                state,
+                binaries,
+                apiserver_port,
+                timeout,
+                out,
+                node=node,
+                audit=audit,
+                kube_version=kube_version,
+            )
             break
         except PortRaceError as exc:
             # a free port we picked was taken before the component bound it: pick others
@@ -311,7 +344,8 @@ def up(
                 raise ClusterError(str(exc)) from None
             print(f"{exc.component} lost its port to another process; retrying with other ports", file=out)
     print(
-        f"cluster up in {time.monotonic() - started:.1f}s: {data['server']}"
+        f"cluster (Kubernetes {data['kubeVersion']}) up in {time.monotonic() - started:.1f}s: "
+        f"{data['server']}"
         f"{' with node ' + data['node']['name'] if node else ''}\n"
         f"  export KUBECONFIG={state.kubeconfig}\n"
         f"  {state.bin / 'kubectl'} get {'nodes' if node else 'namespaces'}",
@@ -339,6 +373,7 @@ def _start(
     *,
     node: bool,
     audit: bool = False,
+    kube_version: str | None = None,
 ) -> dict[str, Any]:
     """Start the processes on fresh ports and wait until they are ready."""
     etcd_client, etcd_peer, apiserver, kcm = procs.pick_ports(4, {2: apiserver_port})
@@ -370,8 +405,10 @@ def _start(
         "binaries": {name: str(binaries[name]) for name in (*all_components, *(("ctr",) if node else ()))},
         "versions": {
             module.name: tools.module_version(module)
-            for module in (*tools.MODULES, *(tools.NODE_MODULES if node else ()))
+            for module in (*tools.control_plane_modules(kube_version), *(tools.NODE_MODULES if node else ()))
         },
+        # the minor of the API server and the controller manager
+        "kubeVersion": kube_version or tools.default_kube_version(),
         "kubeconfig": str(state.kubeconfig),
         "started": time.time(),
         **({"auditLog": str(state.audit_log)} if audit else {}),
@@ -408,7 +445,7 @@ def _start(
         manager = spawn(
             state,
             "kube-controller-manager",
-            _kcm_args(state, binaries["kube-controller-manager"], kcm, node=node),
+            _kcm_args(state, binaries["kube-controller-manager"], kcm, node=node, kube_version=kube_version),
         )
         wait_until(
             "kube-controller-manager /healthz",

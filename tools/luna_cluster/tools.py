@@ -157,7 +157,27 @@ LUA = ToolModule(
     packages={"glua": "github.com/yuin/gopher-lua/cmd/glua"},
 )
 
-#: binary name -> module that builds it
+#: the environment variable ``luna-cluster up`` and ``build`` read when ``--kube-version`` is not
+#: given (the tests' ``kube`` fixture runs ``luna-cluster up``: ``make test-compat`` sets it)
+KUBE_VERSION_ENV = "LUNA_KUBE_VERSION"
+
+#: older Kubernetes minors the control plane can run instead of today's, for the compatibility tests
+#: (``--kube-version``): their kube-apiserver and kube-controller-manager only; etcd, kubectl and helm
+#: stay today's, and the node (today's kubelet may not be newer than the API server) is not offered
+KUBE_COMPAT: dict[str, ToolModule] = {
+    "1.30": ToolModule(
+        name="kube-1.30",
+        upstream="k8s.io/kubernetes",
+        packages={
+            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+            "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+        },
+        ldflags=_k8s_version_flags("k8s.io/component-base/version")
+        + _k8s_version_flags("k8s.io/client-go/pkg/version"),
+    ),
+}
+
+#: binary name -> module that builds it (today's; :data:`KUBE_COMPAT` replaces two of them on request)
 BINARIES: dict[str, ToolModule] = {
     binary: module for module in (*MODULES, *NODE_MODULES, PROMETHEUS, LUA) for binary in module.packages
 }
@@ -167,6 +187,47 @@ def cache_root() -> Path:
     """``${XDG_CACHE_HOME:-~/.cache}/luna-plugins``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "luna-plugins"
+
+
+def minor_version(version: str) -> str:
+    """``v1.36.3`` or ``1.36`` -> ``1.36``."""
+    numbers = re.match(r"v?(\d+)\.(\d+)", version)
+    if numbers is None:
+        raise BuildError(f"not a Kubernetes version: {version!r}")
+    return f"{numbers.group(1)}.{numbers.group(2)}"
+
+
+def default_kube_version() -> str:
+    """The minor of today's control plane (``tools/kube/go.mod``), e.g. ``1.36``."""
+    return minor_version(module_version(MODULES[0]))
+
+
+def kube_compat(kube_version: str | None) -> ToolModule | None:
+    """The module that builds the control plane of ``kube_version`` (``1.30``) instead of today's;
+    ``None`` for today's (``None``, empty, or today's minor). Raises :class:`BuildError` for a minor
+    there is no module of."""
+    if not kube_version:
+        return None
+    wanted = minor_version(kube_version)
+    if wanted in KUBE_COMPAT:
+        return KUBE_COMPAT[wanted]
+    if wanted == default_kube_version():
+        return None
+    known = ", ".join((*KUBE_COMPAT, default_kube_version()))
+    raise BuildError(f"no control plane of Kubernetes {kube_version} here (there are {known})")
+
+
+def older_minor(kube_version: str | None) -> str | None:
+    """``kube_version`` as the key of its :data:`KUBE_COMPAT` module (``v1.30`` -> ``1.30``),
+    ``None`` for today's; :class:`BuildError` as :func:`kube_compat`."""
+    return minor_version(kube_version) if kube_version and kube_compat(kube_version) else None
+
+
+def control_plane_modules(kube_version: str | None = None) -> tuple[ToolModule, ...]:
+    """Today's control-plane modules, then the one of ``kube_version`` if that is another minor
+    (its kube-apiserver and kube-controller-manager replace today's: see :func:`ensure_all`)."""
+    compat = kube_compat(kube_version)
+    return (*MODULES, *((compat,) if compat else ()))
 
 
 def required_version(go_mod: str, module_path: str) -> str:
@@ -430,7 +491,8 @@ def prune_unused(plans: Iterable[BuildPlan], out: TextIO, *, now: float | None =
     now = time.time() if now is None else now
     removed: list[Path] = []
     for plan_ in plans:
-        for folder in sorted(plan_.output.parent.glob(f"{plan_.module.name}-*")):
+        # NAME-vVERSION-KEY: `kube-v*` is not `kube-1.30-v*`, another module's
+        for folder in sorted(plan_.output.parent.glob(f"{plan_.module.name}-v*")):
             if folder == plan_.output or not folder.is_dir():
                 continue
             try:
@@ -448,15 +510,20 @@ def prune_unused(plans: Iterable[BuildPlan], out: TextIO, *, now: float | None =
 
 
 def ensure_all(
-    out: TextIO = sys.stderr, *, node: bool = False, extras: tuple[ToolModule, ...] = ()
+    out: TextIO = sys.stderr,
+    *,
+    node: bool = False,
+    extras: tuple[ToolModule, ...] = (),
+    kube_version: str | None = None,
 ) -> dict[str, Path]:
-    """Build or reuse every control-plane module (with ``node`` the node's too, and ``extras``);
-    returns binary name -> path. Cached builds of these modules unused for
-    :data:`UNUSED_FOR` seconds are removed."""
+    """Build or reuse every control-plane module (with ``node`` the node's too, and ``extras``;
+    with ``kube_version`` another minor's API server and controller manager, see
+    :func:`control_plane_modules`); returns binary name -> path. Cached builds of these modules
+    unused for :data:`UNUSED_FOR` seconds are removed."""
     go_env = go_environment()
     binaries: dict[str, Path] = {}
     plans: list[BuildPlan] = []
-    for module in (*MODULES, *(NODE_MODULES if node else ()), *extras):
+    for module in (*control_plane_modules(kube_version), *(NODE_MODULES if node else ()), *extras):
         ready = plan(module, go_env)
         if ready.ready:
             print(f"reusing {', '.join(module.packages)} {ready.version} from {ready.output}", file=out)
@@ -469,11 +536,11 @@ def ensure_all(
     return binaries
 
 
-def cached_binaries(*, node: bool = False) -> dict[str, Path] | None:
+def cached_binaries(*, node: bool = False, kube_version: str | None = None) -> dict[str, Path] | None:
     """Binary name -> path when every module is already built, else ``None`` (never builds)."""
     go_env = go_environment()
     binaries: dict[str, Path] = {}
-    for module in (*MODULES, *(NODE_MODULES if node else ())):
+    for module in (*control_plane_modules(kube_version), *(NODE_MODULES if node else ())):
         ready = plan(module, go_env)
         if not ready.ready:
             return None
