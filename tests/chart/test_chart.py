@@ -399,6 +399,7 @@ def test_objects_carry_the_recommended_labels(kube: Any) -> None:
 # --- the API server -----------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 @pytest.mark.kube
 @pytest.mark.parametrize("combination", sorted(COMBINATIONS))
 def test_rendered_objects_are_accepted_by_the_api_server(
@@ -476,6 +477,7 @@ def release(kube: Any, crd: None, namespace: str) -> Iterator[str]:
     kube.helm("uninstall", name, "--namespace", namespace, check=False)
 
 
+@pytest.mark.compat
 @pytest.mark.kube
 def test_operator_and_sidecar_work_with_the_charts_rbac(
     kube: Any, namespace: str, release: str, tmp_path: Path
@@ -551,6 +553,7 @@ def ca_bundles(kube: Any, release: str) -> list[str]:
     return bundles
 
 
+@pytest.mark.compat
 @pytest.mark.kube
 @pytest.mark.parametrize("certificates", ["operator", "helm"])
 def test_install_upgrade_then_uninstall_leaves_nothing(

@@ -645,6 +645,7 @@ def local_configuration(configuration: dict[str, Any], port: int, ca: bytes) -> 
     return local
 
 
+@pytest.mark.compat
 def test_the_charts_webhooks_inject_and_validate(
     kube: Any, crd: None, namespace: str, tmp_path: Path
 ) -> None:

@@ -183,6 +183,7 @@ def test_a_namespace_editor_cannot_write_plugin_configmaps_and_the_operator_can(
     assert refused(g.as_(g.cluster_admin, "create", "-f", "-", input=in_spare, namespace=g.spare), "CREATE")
 
 
+@pytest.mark.compat
 def test_the_operator_and_the_garbage_collector_work_under_the_guard(
     guarded: Guarded, kube: Any, tmp_path: Path
 ) -> None:

@@ -81,6 +81,7 @@ def refused(result: Any, words: str) -> bool:
     return bool(result.returncode != 0 and REFUSED in result.stderr and words in result.stderr)
 
 
+@pytest.mark.compat
 def test_a_pod_writes_its_own_report_and_no_other(pods: Pods) -> None:
     a, b = pods.sidecar_of["pod-a"], pods.sidecar_of["pod-b"]
     own = pods.as_(a, "create", "-f", "-", input=report("pod-a", pods.uids["pod-a"]))

@@ -184,6 +184,7 @@ def test_a_plugin_whose_configmap_name_is_taken_costs_only_itself(cluster: Clust
     wait_for(lambda: blocked(operator, cluster.namespace) == 0, what="luna_operator_blocked_names at 0")
 
 
+@pytest.mark.compat
 def test_a_name_too_long_for_a_label_is_refused_at_apply(cluster: Cluster) -> None:
     long_name = "p" * 64
     result = cluster.apply(

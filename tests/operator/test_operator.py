@@ -22,6 +22,7 @@ def sha(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
+@pytest.mark.compat
 def test_create_update_disable_reorder_delete(cluster: Cluster, operator: Any) -> None:
     ns = cluster.namespace
     first, second = route_code("/one", "1"), route_code("/two", "2")
@@ -150,6 +151,7 @@ def test_code_from_a_configmap_follows_its_edits(cluster: Cluster, operator: Any
     assert cluster.get("configmap", "lunaplugin-from-cm")["data"]["from_cm.py"] == route_code("/v", "2")  # type: ignore[index]
 
 
+@pytest.mark.compat
 def test_schema_and_cel_refuse_bad_specs(cluster: Cluster) -> None:
     ns = cluster.namespace
     both = plugin_manifest("both", ns, route_code(), codeFrom={"configMapKeyRef": {"name": "x", "key": "y"}})
@@ -182,6 +184,7 @@ def test_a_600_kib_plugin_applies_and_reconciles(cluster: Cluster, operator: Any
     assert cluster.get("configmap", "lunaplugin-big")["data"]["big.py"] == code  # type: ignore[index]
 
 
+@pytest.mark.compat
 def test_admission_webhook_rejects_invalid_code_at_apply(cluster: Cluster, kube: Any, tmp_path: Path) -> None:
     if kube.state_dir is None:
         pytest.skip("the API server calls the webhook on 127.0.0.1: needs the local control plane")
@@ -328,6 +331,7 @@ def test_plugins_with_the_finalizer_of_an_earlier_version_are_released(
         )
 
 
+@pytest.mark.compat
 def test_a_long_named_plugin_of_an_earlier_version_is_invalid_and_deletable(
     cluster: Cluster, kube: Any, tmp_path: Path
 ) -> None:

@@ -7,6 +7,8 @@
   the tests use that cluster instead (e.g. kind) and leave it running; ``LUNA_TEST_KUBECTL`` and
   ``LUNA_TEST_HELM`` then pick the client binaries (default: the ones we build, else PATH).
   ``kube.kubectl(...)``/``kube.helm(...)`` run the clients, ``kube.env`` has ``KUBECONFIG`` set.
+  With ``LUNA_KUBE_VERSION=1.30`` (``make test-compat``) ``luna-cluster up`` runs the API server and
+  the controller manager of that older minor, and the fixture checks that the server is of it.
 * ``namespace`` (per test): a fresh namespace named after the test, deleted after it.
 * ``api_client`` (per test): a kubernetes_asyncio ``ApiClient`` with the admin credentials.
 
@@ -16,6 +18,7 @@ The cluster starts only when a test asks for one of these fixtures; mark such te
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -120,16 +123,27 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     if up.returncode != 0:
         pytest.fail(f"luna-cluster up failed ({up.returncode}):\n{up.stderr}{up.stdout}")
     try:
-        yield Kube(
+        started = Kube(
             state_dir / "kubeconfig",
             str(state_dir / "bin" / "kubectl"),
             str(state_dir / "bin" / "helm"),
             state_dir,
         )
+        _check_server_minor(started, os.environ.get("LUNA_KUBE_VERSION"))
+        yield started
     finally:
         subprocess.run(
             _cluster_command("down", "--state-dir", str(state_dir)), capture_output=True, check=False
         )
+
+
+def _check_server_minor(kube: Kube, wanted: str | None) -> None:
+    """Fail the session unless the API server is of the minor ``wanted`` (``1.30``) asked for."""
+    if not wanted:
+        return
+    version = json.loads(kube.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    if not str(version).startswith(f"v{wanted.removeprefix('v')}."):
+        pytest.fail(f"LUNA_KUBE_VERSION={wanted}, but the API server is {version}")
 
 
 def _label(text: str, limit: int) -> str:
