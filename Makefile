@@ -28,6 +28,7 @@ demo-node: venv system-deps
 ## test: lint, type-check and run every test
 test: venv system-deps lint typecheck cluster-tools
 	$(BIN)/python -m pytest -q -ra
+	$(MAKE) --no-print-directory test-compat
 
 ## test-compat: the oldest Kubernetes minor the chart supports (kubeVersion >=1.30.0-0), tested.
 ## Builds kube-apiserver and kube-controller-manager $(COMPAT_KUBE) (tools/kube-$(COMPAT_KUBE)), then cached;
@@ -35,8 +36,8 @@ test: venv system-deps lint typecheck cluster-tools
 ## while other work shared the cores; about 6 CPU-minutes). Then runs the tests marked compat
 ## (install, apply, webhook, status, the CRD's CEL rules, the admission policies, every rendered
 ## object; 22 tests, about 50 s) against that control plane, with today's etcd, kubectl and helm.
-## Not part of `make test`: it would add the build and the tests to a cold CI run, which must stay
-## under 45 minutes (measure that first)
+## Part of `make test` (after the main suite): a cold CI run was 27.6 minutes before it, so with
+## the build and these tests it stays near 35, under the 45 the compatibility promise allows
 COMPAT_KUBE ?= 1.30
 test-compat: venv
 	$(BIN)/luna-cluster build --kube-version $(COMPAT_KUBE)
