@@ -14,8 +14,10 @@ from luna_contract.names import GROUP, VERSION
 from luna_contract.names import PLURAL_PLUGINS as PLURAL
 from luna_contract.plugin_modules import module_name
 from luna_contract.spec import SpecView
+from luna_operator.errors import ApiError, describe
 from luna_operator.injection import InjectionRefusedError, InjectionTemplate, plan
 from luna_operator.metrics import OperatorMetrics
+from luna_operator.sidecar_access import SidecarAccess
 from luna_operator.state import OperatorState
 from luna_operator.validation import CheckUnavailableError, check_spec, module_taken
 
@@ -45,31 +47,32 @@ def register_injection(
     template: InjectionTemplate,
     namespaces: tuple[str, ...] = (),
     metrics: OperatorMetrics | None = None,
+    access: SidecarAccess | None = None,
+    *,
+    namespace_opt_in: bool = False,
 ) -> None:
-    """The mutating webhook ``/inject-sidecar``: Pods created with ``luna.dev/inject: "true"``
-    get the template's sidecar. Pods are not watched: kopf only needs to discover the resource
-    (core v1, already scanned for ConfigMaps) to serve admission for it. The failure policy is
-    Ignore: with the operator down, Pods are created without the sidecar. Pods outside
-    ``namespaces`` (when set) are left alone."""
+    """The mutating webhooks that give Pods the template's sidecar: ``/inject-sidecar`` for Pods
+    labelled ``luna.dev/inject: "true"`` (the annotation of that name is still honoured), and
+    ``/inject-sidecar-namespace`` for Pods of namespaces labelled ``luna.dev/inject: enabled``
+    (the webhook configurations' selectors send each its Pods; a Pod labelled or annotated
+    ``disabled`` is left alone). With ``access``, the Pod's own ServiceAccount is granted what
+    the sidecar needs before the Pod is admitted. Pods are not watched: kopf only needs to
+    discover the resource to serve admission for it. The failure policy is Ignore: with the
+    operator down, Pods are created without the sidecar. Pods outside ``namespaces`` (when set)
+    are left alone. ``namespace_opt_in``: serve ``/inject-sidecar-namespace`` too, which injects
+    every Pod sent to it, so only where a webhook configuration sends it the Pods of opted-in
+    namespaces alone (the chart's; the configuration kopf makes with ``--webhook-managed`` has no
+    selectors and gets the first only)."""
     counted = metrics or OperatorMetrics()
 
-    @kopf.on.mutate(
-        "",
-        "v1",
-        "pods",
-        id="inject-sidecar",
-        operations=["CREATE"],
-        ignore_failures=True,
-        registry=registry,
-    )
-    async def inject_sidecar(body: Any, patch: kopf.Patch, **_: Any) -> None:
+    async def inject(body: Any, patch: kopf.Patch, *, namespace_opted_in: bool, dryrun: bool) -> None:
         with _timed(counted, "inject"):
             meta = body.get("metadata") or {}
             namespace = str(meta.get("namespace") or "")
             if namespaces and namespace and namespace not in namespaces:
                 return
             try:
-                change = plan(body, template)
+                change = plan(body, template, namespace_opted_in=namespace_opted_in)
             except InjectionRefusedError as exc:
                 raise kopf.AdmissionError(str(exc), code=422) from None
             except Exception:  # a Pod shaped as we did not expect: created as without the webhook
@@ -77,6 +80,9 @@ def register_injection(
                 return
             if change is None:
                 return
+            pod = f"{namespace}/{meta.get('name') or str(meta.get('generateName') or '') + '*'}"
+            if access is not None and namespace and not dryrun:
+                await _grant(access, counted, namespace, change.service_account, pod)
             patch.spec["containers"] = change.containers
             if change.volumes_added:
                 patch.spec["volumes"] = change.volumes
@@ -84,12 +90,54 @@ def register_injection(
                 patch.meta.annotations[key] = value
             for key, value in change.labels.items():
                 patch.meta.labels[key] = value
-            pod = f"{namespace}/{meta.get('name') or str(meta.get('generateName') or '') + '*'}"
             log.info(
                 "injected sidecar %r into pod %s (service %s)", change.container_name, pod, change.service
             )
             for warning in change.warnings:
                 log.warning("pod %s: %s", pod, warning)
+
+    @kopf.on.mutate(
+        "", "v1", "pods", id="inject-sidecar", operations=["CREATE"], ignore_failures=True, registry=registry
+    )
+    async def inject_sidecar(body: Any, patch: kopf.Patch, dryrun: bool, **_: Any) -> None:
+        await inject(body, patch, namespace_opted_in=False, dryrun=dryrun)
+
+    if not namespace_opt_in:
+        return
+
+    @kopf.on.mutate(
+        "",
+        "v1",
+        "pods",
+        id="inject-sidecar-namespace",
+        operations=["CREATE"],
+        ignore_failures=True,
+        registry=registry,
+    )
+    async def inject_sidecar_namespace(body: Any, patch: kopf.Patch, dryrun: bool, **_: Any) -> None:
+        await inject(body, patch, namespace_opted_in=True, dryrun=dryrun)
+
+
+async def _grant(
+    access: SidecarAccess, metrics: OperatorMetrics, namespace: str, account: str, pod: str
+) -> None:
+    """Grant the Pod's ServiceAccount the sidecar's access; a failure is logged and counted and the
+    Pod still gets the sidecar (which reports the refused calls until the grant succeeds, on the
+    next Pod of the account)."""
+    try:
+        changed = await access.grant(namespace, account)
+    except ApiError as exc:
+        metrics.sidecar_grants.labels("error").inc()
+        log.warning(
+            "pod %s: could not grant ServiceAccount %s/%s the sidecar's access (%s): its sidecar's API "
+            "calls will be refused until a later Pod of the account is injected",
+            pod,
+            namespace,
+            account,
+            describe(exc),
+        )
+        return
+    metrics.sidecar_grants.labels("granted" if changed else "held").inc()
 
 
 def register_webhook(registry: kopf.OperatorRegistry, state: OperatorState) -> None:

@@ -59,6 +59,7 @@ class KubeClusterApi:
     def __init__(self, api: client.ApiClient, metrics: OperatorMetrics, *, timeout: float = 30.0) -> None:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
         self.metrics = metrics
         self.timeout = timeout
 
@@ -131,6 +132,44 @@ class KubeClusterApi:
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
         await self._call("create", "events", self.core.create_namespaced_event, namespace, body)
+
+    async def read_role_binding(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The RoleBinding, or None when there is none of that name."""
+        try:
+            found: dict[str, Any] = await self._call(
+                "get", "rolebindings", self.rbac.read_namespaced_role_binding, name, namespace
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    async def read_cluster_role(self, name: str) -> dict[str, Any] | None:
+        """The ClusterRole, or None when there is none of that name."""
+        try:
+            found: dict[str, Any] = await self._call("get", "clusterroles", self.rbac.read_cluster_role, name)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    async def create_role_binding(self, namespace: str, body: dict[str, Any]) -> None:
+        await self._call("create", "rolebindings", self.rbac.create_namespaced_role_binding, namespace, body)
+
+    async def patch_role_binding(self, namespace: str, name: str, operations: list[dict[str, Any]]) -> None:
+        """Apply a JSON patch (``operations``: a ``test`` of the resourceVersion first, so a
+        concurrent writer makes it fail with 422 instead of being overwritten)."""
+        await self._call(
+            "patch",
+            "rolebindings",
+            self.rbac.patch_namespaced_role_binding,
+            name,
+            namespace,
+            operations,
+            _content_type="application/json-patch+json",
+        )
 
 
 def _message(raw: bytes) -> str:

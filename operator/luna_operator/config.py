@@ -59,9 +59,13 @@ class OperatorConfig:
     webhook_ca_check_interval: float = 30.0
     """Seconds between checks of the CA Secret, the caBundles and the serving certificate."""
     inject: bool = False
-    """Inject the sidecar into Pods annotated luna.dev/inject (needs --webhook, --inject-template)."""
+    """Inject the sidecar into Pods labelled luna.dev/inject=true (needs --webhook, --inject-template)."""
     inject_template: str | None = None
     """YAML file with the sidecar to inject: container, volumes, annotations, labels."""
+    sidecar_cluster_role: str | None = None
+    """ClusterRole with what the sidecar needs; bound to each injected Pod's own ServiceAccount."""
+    sidecar_role_binding: str = "luna-plugins-sidecar-access"
+    """Name of the RoleBinding (one per namespace) of --sidecar-cluster-role to those accounts."""
     metrics: str = "127.0.0.1:8091"
     """host:port of the Prometheus endpoint (GET /metrics)."""
     report_ttl: float = 30.0
@@ -120,6 +124,8 @@ SETTINGS = rules.Settings(
         "code_check_memory": rules.integer(minimum=MIN_CODE_CHECK_MEMORY, unit="MiB"),
         "code_check_timeout": rules.seconds,
         "log_level": rules.log_level,
+        "sidecar_cluster_role": rules.object_name,
+        "sidecar_role_binding": rules.object_name,
     },
 )
 """Every operator setting: its flag, variable, parser, default and meaning."""

@@ -185,5 +185,12 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
     if state.options.webhook:
         register_webhook(registry, state)
         if state.inject_template is not None:
-            register_injection(registry, state.inject_template, state.options.namespaces, state.metrics)
+            register_injection(
+                registry,
+                state.inject_template,
+                state.options.namespaces,
+                state.metrics,
+                state.sidecar_access,
+                namespace_opt_in=not state.options.webhook_managed,
+            )
     return registry

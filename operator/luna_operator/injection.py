@@ -19,7 +19,11 @@ import yaml
 from luna_contract.names import LABEL_SERVICE
 from luna_contract.secret_settings import settings_secret_name
 
-INJECT_ANNOTATION = "luna.dev/inject"
+INJECT_LABEL = "luna.dev/inject"
+"""on a Pod: ``"true"`` asks for the sidecar, ``"disabled"`` refuses it; on a Namespace:
+``enabled`` gives it to every Pod created there that does not refuse it"""
+INJECT_ANNOTATION = INJECT_LABEL
+"""still honoured on a Pod the webhook sees, but a label is what makes the API server call it"""
 INJECTED_ANNOTATION = "luna.dev/injected"
 SERVICE_ANNOTATION = LABEL_SERVICE
 SERVICE_ENV = "LUNA_SIDECAR_SERVICE"
@@ -77,6 +81,8 @@ class Injection:
     volumes_added: bool
     annotations: dict[str, str]
     labels: dict[str, str]
+    service_account: str
+    """The Pod's ServiceAccount (``default`` when it names none): the sidecar's identity."""
     token: TokenSource
     """How the sidecar gets the API token: a mount ``copied`` from another container, a
     ``projected`` volume added for it, already in the ``template`` container, or ``none``
@@ -138,11 +144,29 @@ def parse_template(raw: object) -> InjectionTemplate:
     )
 
 
-def plan(pod: Mapping[str, Any], template: InjectionTemplate) -> Injection | None:
+def _flag(value: object) -> str:
+    return str(value if value is not None else "").strip().lower()
+
+
+def asks_for_sidecar(meta: Mapping[str, Any], *, namespace_opted_in: bool = False) -> bool:
+    """Whether a Pod of metadata ``meta`` is to get the sidecar: its label (or, as before,
+    annotation) ``luna.dev/inject`` is "true", or its namespace opted in and the Pod does not
+    refuse it (``luna.dev/inject: disabled``)."""
+    values = {_flag((meta.get("labels") or {}).get(INJECT_LABEL))}
+    values.add(_flag((meta.get("annotations") or {}).get(INJECT_ANNOTATION)))
+    if "disabled" in values:
+        return False
+    return "true" in values or namespace_opted_in
+
+
+def plan(
+    pod: Mapping[str, Any], template: InjectionTemplate, *, namespace_opted_in: bool = False
+) -> Injection | None:
     """What to change in ``pod`` (a Pod body being created) to inject ``template``.
 
-    None when the Pod does not ask for injection (annotation ``luna.dev/inject`` is not "true")
-    or already has it (a container or init container of the template's name, or the annotation
+    None when the Pod does not ask for injection (:func:`asks_for_sidecar`; ``namespace_opted_in``:
+    the webhook was called for a Pod of a namespace labelled ``luna.dev/inject=enabled``) or
+    already has it (a container or init container of the template's name, or the annotation
     ``luna.dev/injected``). Raises :class:`InjectionRefusedError` when the Pod asks for it but cannot
     have it: a ``luna.dev/service`` that is not a DNS-1123 label, a volume of the template's
     name that differs from the template's, or ``hostNetwork`` (the loopback intake would be the
@@ -150,7 +174,7 @@ def plan(pod: Mapping[str, Any], template: InjectionTemplate) -> Injection | Non
     """
     meta = pod.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    if str(annotations.get(INJECT_ANNOTATION, "")).strip().lower() != "true":
+    if not asks_for_sidecar(meta, namespace_opted_in=namespace_opted_in):
         return None
     spec = pod.get("spec") or {}
     containers = list(spec.get("containers") or [])
@@ -162,7 +186,7 @@ def plan(pod: Mapping[str, Any], template: InjectionTemplate) -> Injection | Non
             "the Pod sets hostNetwork: true, so the sidecar's event intake and GET /plugins (loopback "
             "127.0.0.1:8081, meant for this Pod's containers only) would listen on the node's loopback, "
             "open to every process and host-network Pod of the node; run the Pod without hostNetwork, "
-            "or drop the luna.dev/inject annotation and add the sidecar yourself"
+            "or drop luna.dev/inject and add the sidecar yourself"
         )
 
     sidecar: dict[str, Any] = copy.deepcopy(dict(template.container))
@@ -184,6 +208,7 @@ def plan(pod: Mapping[str, Any], template: InjectionTemplate) -> Injection | Non
             INJECTED_ANNOTATION: template.name,
         },
         labels={k: v for k, v in template.labels.items() if k not in labels},
+        service_account=str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"),
         token=token,
     )
 

@@ -163,6 +163,13 @@ class OperatorMetrics:
             ["webhook", "outcome"],
             registry=r,
         )
+        self.sidecar_grants = Counter(
+            "luna_operator_sidecar_grants",
+            "Injections by what became of the Pod's ServiceAccount's access (--sidecar-cluster-role): "
+            "granted (bound now), held (bound before), error (could not bind; logged).",
+            ["outcome"],
+            registry=r,
+        )
         self.webhook_duration = Histogram(
             "luna_operator_webhook_duration_seconds",
             "Time the operator took to answer an admission request, by webhook.",

@@ -23,6 +23,7 @@ from luna_operator.reports import ReportBook, ReportChange
 from luna_operator.scheduling import Coalescer, PassKind
 from luna_operator.secret_feed import SecretBook, SecretChange, SecretFeed
 from luna_operator.secret_settings import referenced_secrets
+from luna_operator.sidecar_access import SidecarAccess
 from luna_operator.validation import CodeChecker
 from luna_operator.view import (
     IndexView,
@@ -56,6 +57,12 @@ class OperatorState:
         self.inject_template: InjectionTemplate | None = (
             load_template(options.inject_template) if options.inject and options.inject_template else None
         )
+        self.sidecar_access: SidecarAccess | None = (
+            SidecarAccess(options.sidecar_cluster_role, binding=options.sidecar_role_binding)
+            if options.inject and options.sidecar_cluster_role
+            else None
+        )
+        """binds injected Pods' own ServiceAccounts to the sidecar's ClusterRole (connected at start)"""
         self.metrics = OperatorMetrics()
         self.checker = CodeChecker(
             memory_bytes=options.code_check_memory * 1024 * 1024, timeout=options.code_check_timeout
@@ -105,6 +112,8 @@ class OperatorState:
         self.api = await api_client()
         self.api.user_agent = USER_AGENT
         cluster = KubeClusterApi(self.api, self.metrics)
+        if self.sidecar_access is not None:
+            self.sidecar_access.api = cluster
         self.feed = ReportFeed(
             self.api,
             self.book,

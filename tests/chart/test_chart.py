@@ -75,6 +75,12 @@ OPERATOR_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
 #: with the operator's own webhook CA (the default): the chart's configurations, by name
+#: injected pods run their sidecar as their own ServiceAccount: the operator binds it, in the pod's
+#: namespace, to the sidecar's ClusterRole, and may bind that one only (injection.podIdentity)
+SIDECAR_ACCESS_RULES = {
+    ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create", "patch"},
+    ("rbac.authorization.k8s.io", "clusterroles#luna-luna-plugins-sidecar"): {"bind", "get"},
+}
 OWN_CA_RULES = {
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations#luna-luna-plugins"): {"get", "patch"},
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations#luna-luna-plugins-inject"): {
@@ -284,8 +290,18 @@ def operator_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
     objects = render(kube)
     cluster_role = operator_role(objects)
-    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES
     (role,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-sidecar")]
+    # what the operator binds injected pods' own accounts to: the sidecar's rules, nothing more
+    (sidecar_role,) = [
+        r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"] == "luna-luna-plugins-sidecar"
+    ]
+    assert rules_of(sidecar_role) == SIDECAR_RULES
+    (deployment,) = of_kind(objects, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--sidecar-cluster-role=luna-luna-plugins-sidecar" in args
+    without = render(kube, "--set", "injection.podIdentity=false")
+    assert "luna-luna-plugins-sidecar" not in {r["metadata"]["name"] for r in of_kind(without, "ClusterRole")}
     (ca_role,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-webhook-ca")]
     assert rules_of(role) == SIDECAR_RULES
     assert rules_of(ca_role) == OWN_CA_SECRET_RULES
@@ -295,7 +311,9 @@ def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
     # watching named namespaces, kopf also lists and watches namespaces
     cluster_role = operator_role(render(kube, "--set", "operator.namespaces={a}"))
-    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | {("", "namespaces"): {"list", "watch"}}
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | {
+        ("", "namespaces"): {"list", "watch"}
+    }
     bindings = {b["roleRef"]["name"]: b["subjects"] for b in of_kind(objects, "RoleBinding")}
     assert bindings["luna-luna-plugins-sidecar"] == [
         {"kind": "ServiceAccount", "name": "luna-luna-plugins-sidecar", "namespace": "luna-system"}
@@ -309,13 +327,14 @@ def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
         OPERATOR_RULES | validating_only
     )
     # no verb for the webhooks when the chart or cert-manager makes the certificates
-    for values in (
-        COMBINATIONS["webhook-disabled"],
-        ["--set", "webhook.certificates=helm"],
-        ["--set", "webhook.certManager.enabled=true"],
+    for values, access in (
+        (COMBINATIONS["webhook-disabled"], {}),
+        (["--set", "webhook.certificates=helm"], SIDECAR_ACCESS_RULES),
+        (["--set", "webhook.certManager.enabled=true"], SIDECAR_ACCESS_RULES),
+        (["--set", "webhook.certificates=helm", "--set", "injection.podIdentity=false"], {}),
     ):
         objects = render(kube, *values)
-        assert rules_of(operator_role(objects)) == OPERATOR_RULES, values
+        assert rules_of(operator_role(objects)) == OPERATOR_RULES | access, values
         assert not [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-webhook-ca")]
 
 
@@ -325,12 +344,12 @@ def test_peering_rbac_is_exactly_what_kopf_and_the_operator_use(kube: Any) -> No
     have no status subresource); luna_operator.peering creates ours when it is missing."""
     peering = ["--set", "operator.peering.enabled=true"]
     cluster_role = operator_role(render(kube, *peering))
-    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | {
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | {
         ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "create"},
         ("kopf.dev", "clusterkopfpeerings#luna-luna-plugins"): {"patch"},
     }
     cluster_role = operator_role(render(kube, *peering, "--set", "operator.namespaces={a,b}"))
-    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | {
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | {
         ("", "namespaces"): {"list", "watch"},
         ("kopf.dev", "kopfpeerings"): {"list", "watch", "create"},
         ("kopf.dev", "kopfpeerings#luna-luna-plugins"): {"patch"},
@@ -590,9 +609,11 @@ def test_install_upgrade_then_uninstall_leaves_nothing(
         assert name.format(release) in names, names
     cluster_wide = kube.kubectl("get", cluster_kinds, "-l", selector, "-o", "name").stdout.split()
     # the operator's ClusterRole and its binding, the check's, the view role aggregated into the
-    # built-in ones, two webhook configurations, the ClusterKopfPeering, and the ConfigMap and
-    # report guards (a policy and a binding each)
-    assert len(cluster_wide) == 12, cluster_wide
+    # built-in ones, the sidecar's (bound to injected pods' own accounts), two webhook
+    # configurations, the ClusterKopfPeering, and the ConfigMap and report guards (a policy and a
+    # binding each)
+    assert len(cluster_wide) == 13, cluster_wide
+    assert f"clusterrole.rbac.authorization.k8s.io/{release}-luna-plugins-sidecar" in cluster_wide
     for name in ("{}-luna-plugins-configmaps", "{}-luna-plugins-reports"):
         assert (
             f"validatingadmissionpolicy.admissionregistration.k8s.io/{name.format(release)}" in cluster_wide
@@ -622,7 +643,11 @@ def test_install_upgrade_then_uninstall_leaves_nothing(
             ("validatingwebhookconfiguration", f"{release}-luna-plugins"),
             ("mutatingwebhookconfiguration", f"{release}-luna-plugins-inject"),
         ):
-            fill = [{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]
+            webhooks = json.loads(kube.kubectl("get", kind, name, "-o", "json").stdout)["webhooks"]
+            fill = [  # as the operator fills them: every webhook of the configuration
+                {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle}
+                for index in range(len(webhooks))
+            ]
             kube.kubectl("patch", kind, name, "--type=json", "-p", json.dumps(fill))
     before = deployment()
     kube.helm(

@@ -107,17 +107,19 @@ def test_webhook_configurations_by_default(kube: Any) -> None:
     assert validating["metadata"]["name"] == "luna-luna-plugins"
     assert mutating["metadata"]["name"] == "luna-luna-plugins-inject"
     (validate,) = validating["webhooks"]
-    (inject,) = mutating["webhooks"]
+    inject, inject_namespace = mutating["webhooks"]
     for webhook, name, path in (
         (validate, "lunaplugin.luna.dev", "/lunaplugin"),
         (inject, "inject-sidecar.luna.dev", "/inject-sidecar"),
+        (inject_namespace, "inject-sidecar-namespace.luna.dev", "/inject-sidecar-namespace"),
     ):
         assert webhook["name"] == name
         # no caBundle: the operator fills it from its CA
         assert webhook["clientConfig"] == {
             "service": {"name": SERVICE, "namespace": "luna-system", "path": path, "port": 443},
         }
-        assert webhook["sideEffects"] == "None"
+        # injecting binds the pod's own ServiceAccount: a side effect, never made for a dry run
+        assert webhook["sideEffects"] == ("None" if webhook is validate else "NoneOnDryRun")
         assert webhook["admissionReviewVersions"] == ["v1"]
         assert webhook["timeoutSeconds"] == 5
     assert validate["rules"] == [
@@ -147,28 +149,34 @@ def test_webhook_configurations_by_default(kube: Any) -> None:
     assert demo_validate["objectSelector"] == {
         "matchExpressions": [{"key": "luna.dev/chart-demo", "operator": "NotIn", "values": ["luna"]}]
     }
-    assert inject["rules"] == [
-        {
-            "apiGroups": [""],
-            "apiVersions": ["v1"],
-            "resources": ["pods"],
-            "operations": ["CREATE"],
-            "scope": "Namespaced",
-        }
-    ]
-    assert inject["reinvocationPolicy"] == "IfNeeded"
-    assert inject["namespaceSelector"] == {
-        "matchExpressions": [
+    for webhook in (inject, inject_namespace):
+        assert webhook["rules"] == [
             {
-                "key": "kubernetes.io/metadata.name",
-                "operator": "NotIn",
-                "values": ["kube-system", "kube-node-lease"],
-            },
-            {"key": "luna.dev/inject", "operator": "NotIn", "values": ["disabled"]},
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "operations": ["CREATE"],
+                "scope": "Namespaced",
+            }
         ]
+        assert webhook["reinvocationPolicy"] == "IfNeeded" and webhook["failurePolicy"] == "Ignore"
+    system = {
+        "key": "kubernetes.io/metadata.name",
+        "operator": "NotIn",
+        "values": ["kube-system", "kube-node-lease"],
     }
-    disabled = {"key": "luna.dev/inject", "operator": "NotIn", "values": ["disabled"]}
-    assert inject["objectSelector"] == {"matchExpressions": [disabled]}
+    # opt-in: only pods labelled luna.dev/inject=true, and the pods of namespaces labelled
+    # luna.dev/inject=enabled, are sent to the operator; never every pod of the cluster
+    assert inject["namespaceSelector"] == {
+        "matchExpressions": [system, {"key": "luna.dev/inject", "operator": "NotIn", "values": ["disabled"]}]
+    }
+    assert inject["objectSelector"] == {"matchLabels": {"luna.dev/inject": "true"}}
+    assert inject_namespace["namespaceSelector"] == {
+        "matchExpressions": [system, {"key": "luna.dev/inject", "operator": "In", "values": ["enabled"]}]
+    }
+    assert inject_namespace["objectSelector"] == {
+        "matchExpressions": [{"key": "luna.dev/inject", "operator": "NotIn", "values": ["disabled", "true"]}]
+    }
     # ... which the operator's own pods do not pass: they serve this webhook
     pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert pod_labels["luna.dev/inject"] == "disabled"
@@ -181,8 +189,8 @@ def test_helm_made_certificate_is_for_the_service_and_signed_by_the_ca_bundle(
     secret = only(objects, "Secret")
     assert (secret["metadata"]["name"], secret["type"]) == (SECRET, "kubernetes.io/tls")
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
-        (webhook,) = only(objects, kind)["webhooks"]
-        assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+        for webhook in only(objects, kind)["webhooks"]:
+            assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     ca, cert, key = (base64.b64decode(secret["data"][name]) for name in ("ca.crt", "tls.crt", "tls.key"))
     (tmp_path / "ca.crt").write_bytes(ca)
     (tmp_path / "tls.crt").write_bytes(cert)
@@ -331,11 +339,13 @@ def test_webhooks_only_see_the_namespaces_the_operator_watches(kube: Any) -> Non
     )
     watched = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
     (validate,) = only(objects, "ValidatingWebhookConfiguration")["webhooks"]
-    (inject,) = only(objects, "MutatingWebhookConfiguration")["webhooks"]
-    assert validate["namespaceSelector"] == {"matchExpressions": [watched]}
-    assert watched in inject["namespaceSelector"]["matchExpressions"]
-    assert len(inject["namespaceSelector"]["matchExpressions"]) == 3
-    assert validate["timeoutSeconds"] == inject["timeoutSeconds"] == 2
+    assert (
+        validate["namespaceSelector"] == {"matchExpressions": [watched]} and validate["timeoutSeconds"] == 2
+    )
+    for inject in only(objects, "MutatingWebhookConfiguration")["webhooks"]:
+        assert watched in inject["namespaceSelector"]["matchExpressions"]
+        assert len(inject["namespaceSelector"]["matchExpressions"]) == 3
+        assert inject["timeoutSeconds"] == 2
 
 
 def test_peering_runs_several_replicas_one_active(kube: Any) -> None:
@@ -653,7 +663,7 @@ def test_the_charts_webhooks_inject_and_validate(
         pytest.skip("the API server calls the webhook on 127.0.0.1: needs the local control plane")
     ns = namespace
     cluster = Cluster(kube, ns)
-    # the operator watches only this namespace, so the chart limits both webhooks to it: nothing
+    # the operator watches only this namespace, so the chart limits the webhooks to it: nothing
     # else in the cluster is sent to them while this test runs
     objects = render(kube, "--set", f"operator.namespaces={{{ns}}}", namespace=ns)
     template = tmp_path / "sidecar.yaml"
@@ -688,11 +698,12 @@ def test_the_charts_webhooks_inject_and_validate(
             str(template),
         )
         running = operator
-        annotated = {"luna.dev/inject": "true", "luna.dev/service": "handlers"}
+        service = {"luna.dev/service": "handlers"}
+        asking = {"luna.dev/inject": "true"}
 
         def injected() -> bool:
             assert running.process.poll() is None, running.log()[-3000:]
-            probe = pod_manifest("probe", ns, annotated, "handlers")
+            probe = pod_manifest("probe", ns, service, "handlers", labels=asking)
             result = kube.kubectl(
                 "create", "--dry-run=server", "-o", "json", "-f", "-", input=probe, check=False
             )
@@ -700,7 +711,9 @@ def test_the_charts_webhooks_inject_and_validate(
 
         wait_for(injected, timeout=60, what="the chart's mutating webhook to reach the operator")
 
-        kube.kubectl("create", "-f", "-", input=pod_manifest("with-sidecar", ns, annotated, "handlers"))
+        kube.kubectl(
+            "create", "-f", "-", input=pod_manifest("with-sidecar", ns, service, "handlers", labels=asking)
+        )
         pod = cluster.get("pod", "with-sidecar")
         assert pod is not None
         handlers, sidecar = pod["spec"]["containers"]
@@ -721,8 +734,12 @@ def test_the_charts_webhooks_inject_and_validate(
         assert {key: annotations[key] for key in wanted["annotations"]} == wanted["annotations"]
         assert pod["metadata"]["labels"]["luna.dev/sidecar"] == "true"
 
-        # not annotated, or labelled as the operator's own pods are: stored as sent
+        # not labelled, only annotated (the webhook is no longer called for it), or labelled as the
+        # operator's own pods are: stored as sent
         kube.kubectl("create", "-f", "-", input=pod_manifest("plain", ns, {}, "handlers"))
+        kube.kubectl(
+            "create", "-f", "-", input=pod_manifest("annotated", ns, {"luna.dev/inject": "true"}, "handlers")
+        )
         kube.kubectl(
             "create",
             "-f",
@@ -731,7 +748,7 @@ def test_the_charts_webhooks_inject_and_validate(
                 "exempt", ns, {"luna.dev/inject": "true"}, "handlers", labels={"luna.dev/inject": "disabled"}
             ),
         )
-        for name in ("plain", "exempt"):
+        for name in ("plain", "annotated", "exempt"):
             stored = cluster.get("pod", name)
             assert stored is not None
             assert [c["name"] for c in stored["spec"]["containers"]] == ["handlers"], name

@@ -1,7 +1,8 @@
 """The chart as users run it, on real pods: operator, webhooks, injection, plugins, updates, RBAC.
 
 One release (default values, the image under test) serves the whole module; a stand-in of the
-handlers service asks for the sidecar by annotation and gets it from the injection webhook.
+handlers service asks for the sidecar by label, runs as its own ServiceAccount and gets the
+sidecar from the injection webhook.
 """
 
 from __future__ import annotations
@@ -178,6 +179,43 @@ def test_an_annotated_deployment_gets_the_sidecar_and_the_plugins_serve_it(
     )
     wait_ready_replicas(kube, namespace, "handlers", 2)
     wait_for(lambda: loaded(node_cluster, namespace, "kettle") == "2/2", timeout=120, what="kettle 2/2 again")
+
+
+def test_a_namespace_that_opts_in_gets_the_sidecar_in_its_pods_under_their_own_accounts(
+    node_cluster: NodeCluster, release: str
+) -> None:
+    kube = node_cluster.kube
+    namespace = f"team-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", namespace)
+    try:
+        kube.kubectl("label", "namespace", namespace, "luna.dev/inject=enabled")
+        account, deployment, service = handlers_service(node_cluster.image, name="orders")
+        # no label on the pods: the namespace's opt-in brings the sidecar
+        del deployment["spec"]["template"]["metadata"]["labels"]["luna.dev/inject"]
+        apply(kube, namespace, lunaplugin("kettle", example_code("kettle")), account, deployment, service)
+        wait_ready_replicas(kube, namespace, "orders", 1)
+        (pod,) = ready_pods(kube, namespace, "app=orders")
+        assert [c["name"] for c in pod["spec"]["containers"]] == ["handlers", SIDECAR_CONTAINER]
+        assert pod["spec"]["serviceAccountName"] == "orders"
+        # the operator bound the pod's own account, and only it, to the sidecar's ClusterRole
+        binding = get(kube, namespace, "rolebinding", f"{RELEASE}-luna-plugins-sidecar-access")
+        assert binding["roleRef"]["name"] == f"{RELEASE}-luna-plugins-sidecar"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "orders", "namespace": namespace}]
+        # ... which is enough for the sidecar: it reads its plugins and reports, so the status counts it
+        wait_for(
+            lambda: loaded(node_cluster, namespace, "kettle") == "1/1", timeout=120, what="kettle 1/1 in team"
+        )
+        # a pod of the namespace that refuses the sidecar is created without it
+        refusing = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "plain", "labels": {"luna.dev/inject": "disabled"}},
+            "spec": {"containers": [{"name": "app", "image": node_cluster.image, "command": ["true"]}]},
+        }
+        apply(kube, namespace, refusing)
+        assert [c["name"] for c in get(kube, namespace, "pod", "plain")["spec"]["containers"]] == ["app"]
+    finally:
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def test_a_code_update_under_load_through_the_service_fails_no_request(

@@ -199,7 +199,11 @@ def test_a_renewed_mounted_certificate_is_served_on_the_node_and_no_admission_ca
         ("validatingwebhookconfiguration", f"{RELEASE}-luna-plugins"),
         ("mutatingwebhookconfiguration", f"{RELEASE}-luna-plugins-inject"),
     ):
-        fill = [{"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]
+        webhooks = json.loads(kube.kubectl("get", kind, name, "-o", "json").stdout)["webhooks"]
+        fill = [  # every webhook of the configuration, as cert-manager's CA injector does
+            {"op": "replace", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle}
+            for index in range(len(webhooks))
+        ]
         kube.kubectl("patch", kind, name, "--type=json", "-p", json.dumps(fill))
     wait_for(lambda: same(served(), first), timeout=240, what="the kubelet's update to be served")
     wait_for(

@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "luna-plugins"
 EXAMPLE_PLUGINS = ROOT / "examples" / "plugins"
 RELEASE = "luna"
-SIDECAR_ACCOUNT = f"{RELEASE}-luna-plugins-sidecar"
 SERVICE_PORT = 5090
 
 
@@ -106,8 +105,10 @@ def apply(
 
 
 def handlers_service(image: str, name: str = "handlers", replicas: int = 1) -> list[dict[str, Any]]:
-    """The stand-in handlers service: a Deployment whose pods ask for the sidecar, and its Service."""
+    """The stand-in handlers service: a Deployment whose pods ask for the sidecar (by label) and
+    run as a ServiceAccount of their own (the sidecar with them), and its Service."""
     labels = {"app": name}
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -117,11 +118,11 @@ def handlers_service(image: str, name: str = "handlers", replicas: int = 1) -> l
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {
-                    "labels": labels,
-                    "annotations": {"luna.dev/inject": "true", "luna.dev/service": "handlers"},
+                    "labels": {**labels, "luna.dev/inject": "true"},
+                    "annotations": {"luna.dev/service": "handlers"},
                 },
                 "spec": {
-                    "serviceAccountName": SIDECAR_ACCOUNT,
+                    "serviceAccountName": name,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [
                         {
@@ -161,7 +162,7 @@ def handlers_service(image: str, name: str = "handlers", replicas: int = 1) -> l
             ],
         },
     }
-    return [deployment, service]
+    return [account, deployment, service]
 
 
 def wait_ready_replicas(kube: Kube, namespace: str, name: str, replicas: int, timeout: float = 180) -> None:

@@ -15,6 +15,7 @@ from luna_operator.injection import (
     InjectionRefusedError,
     InjectionTemplate,
     TemplateError,
+    asks_for_sidecar,
     load_template,
     parse_template,
     plan,
@@ -298,3 +299,41 @@ def test_the_settings_secret_volume_follows_the_pods_service() -> None:
     assert secret_of["billing"] == {"secretName": "luna-plugins-billing-settings", "optional": True}
     assert secret_of["default"]["secretName"] == "luna-plugins-handlers-settings"
     assert settings["secret"]["secretName"] == "x"  # the template is not changed
+
+
+def labelled(
+    labels: dict[str, str], annotations: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A Pod that asks (or not) by label."""
+    body = pod(annotations or {}, **spec)
+    body["metadata"]["labels"] = labels
+    return body
+
+
+@pytest.mark.parametrize("value", ["true", "True", " TRUE "])
+def test_the_label_asks_for_the_sidecar(template: InjectionTemplate, value: str) -> None:
+    assert plan(labelled({"luna.dev/inject": value}), template) is not None
+
+
+def test_a_pod_of_an_opted_in_namespace_gets_it_unless_it_refuses(template: InjectionTemplate) -> None:
+    assert plan(labelled({"app": "x"}), template) is None  # not asked, namespace not opted in
+    assert plan(labelled({"app": "x"}), template, namespace_opted_in=True) is not None
+    refused = labelled({"luna.dev/inject": "disabled"})
+    assert plan(refused, template, namespace_opted_in=True) is None
+    # refusing wins over asking, whichever of label and annotation says which
+    both = labelled({"luna.dev/inject": "true"}, {"luna.dev/inject": "disabled"})
+    assert plan(both, template) is None and plan(both, template, namespace_opted_in=True) is None
+    assert (
+        asks_for_sidecar({"annotations": {"luna.dev/inject": "DISABLED"}}, namespace_opted_in=True) is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "account"),
+    [({}, "default"), ({"serviceAccountName": "handlers"}, "handlers"), ({"serviceAccount": "old"}, "old")],
+)
+def test_the_sidecar_runs_as_the_pods_own_service_account(
+    template: InjectionTemplate, spec: dict[str, Any], account: str
+) -> None:
+    change = plan(labelled({"luna.dev/inject": "true"}, **spec), template)
+    assert change is not None and change.service_account == account

@@ -479,3 +479,36 @@ volumes:
     emptyDir:
       sizeLimit: 16Mi
 {{- end }}
+
+{{/* The injection webhooks' rule: Pods, at creation. */}}
+{{- define "luna-plugins.podCreateRules" -}}
+- apiGroups: [""]
+  apiVersions: [v1]
+  resources: [pods]
+  operations: [CREATE]
+  scope: Namespaced
+{{- end }}
+
+{{/* The namespaces the injection webhooks never look at, and, with operator.namespaces (the
+argument), the only ones they look at. */}}
+{{- define "luna-plugins.injectNamespaces" -}}
+- key: kubernetes.io/metadata.name
+  operator: NotIn
+  values: [kube-system, kube-node-lease]
+{{- with . }}
+- key: kubernetes.io/metadata.name
+  operator: In
+  values:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/* What both injection webhooks share after their selectors. Granting the Pod's ServiceAccount
+the sidecar's access is a side effect, never made for a dry run. */}}
+{{- define "luna-plugins.injectWebhookTail" -}}
+reinvocationPolicy: IfNeeded
+failurePolicy: Ignore
+sideEffects: NoneOnDryRun
+admissionReviewVersions: [v1]
+timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
+{{- end }}
