@@ -68,6 +68,11 @@ def _k8s_version_flags(package: str) -> tuple[str, ...]:
     )
 
 
+#: the version every Kubernetes binary reports (``kubectl version``, the API server's /version)
+_K8S_LDFLAGS = _k8s_version_flags("k8s.io/component-base/version") + _k8s_version_flags(
+    "k8s.io/client-go/pkg/version"
+)
+
 MODULES: tuple[ToolModule, ...] = (
     ToolModule(
         name="kube",
@@ -77,8 +82,7 @@ MODULES: tuple[ToolModule, ...] = (
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kubectl": "k8s.io/kubernetes/cmd/kubectl",
         },
-        ldflags=_k8s_version_flags("k8s.io/component-base/version")
-        + _k8s_version_flags("k8s.io/client-go/pkg/version"),
+        ldflags=_K8S_LDFLAGS,
     ),
     ToolModule(
         name="etcd",
@@ -103,8 +107,7 @@ NODE_MODULES: tuple[ToolModule, ...] = (
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
             "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
         },
-        ldflags=_k8s_version_flags("k8s.io/component-base/version")
-        + _k8s_version_flags("k8s.io/client-go/pkg/version"),
+        ldflags=_K8S_LDFLAGS,
     ),
     ToolModule(
         name="containerd",
@@ -172,8 +175,7 @@ KUBE_COMPAT: dict[str, ToolModule] = {
             "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
         },
-        ldflags=_k8s_version_flags("k8s.io/component-base/version")
-        + _k8s_version_flags("k8s.io/client-go/pkg/version"),
+        ldflags=_K8S_LDFLAGS,
     ),
 }
 
