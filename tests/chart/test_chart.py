@@ -16,7 +16,7 @@ import yaml
 
 from luna_operator.webhook_ca import CAPolicy, CAState, plan
 from tests.support.accounts import service_account_kube, stand_in_pod
-from tests.support.chart import CHART, NO_KUBELET, ROOT, of_kind, render, service_chart
+from tests.support.chart import CHART, NO_KUBELET, ROOT, fill_ca_bundles, of_kind, render, service_chart
 from tests.support.operator_harness import Cluster, plugin_manifest, route_code, start_operator
 from tests.support.sidecar_harness import start_sidecar, wait_for
 
@@ -639,16 +639,7 @@ def test_install_upgrade_then_uninstall_leaves_nothing(
         patch = json.dumps({"data": certificate})
         kube.kubectl("patch", "secret", secret_name, "-n", namespace, "--type=merge", "-p", patch)
         bundle = base64.b64encode(base64.b64decode(certificate["ca.crt"])).decode()
-        for kind, name in (
-            ("validatingwebhookconfiguration", f"{release}-luna-plugins"),
-            ("mutatingwebhookconfiguration", f"{release}-luna-plugins-inject"),
-        ):
-            webhooks = json.loads(kube.kubectl("get", kind, name, "-o", "json").stdout)["webhooks"]
-            fill = [  # as the operator fills them: every webhook of the configuration
-                {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle}
-                for index in range(len(webhooks))
-            ]
-            kube.kubectl("patch", kind, name, "--type=json", "-p", json.dumps(fill))
+        fill_ca_bundles(kube, release, bundle)
     before = deployment()
     kube.helm(
         "upgrade", release, str(CHART), "--namespace", namespace, *peering, "--set", "operator.logLevel=DEBUG"

@@ -21,6 +21,7 @@ from luna_operator.webhook_ca import CAState
 from tests.node.conftest import NodeCluster
 from tests.node.workload import CHART, RELEASE, lunaplugin
 from tests.support.admission import AdmissionLoad, webhook_failures
+from tests.support.chart import fill_ca_bundles
 from tests.support.sidecar_harness import wait_for
 
 NAMESPACED = "deployments,jobs,serviceaccounts,roles,rolebindings,services,secrets,configmaps"
@@ -195,16 +196,7 @@ def test_a_renewed_mounted_certificate_is_served_on_the_node_and_no_admission_ca
     # Helm-made CA keeps its key to itself) in the Secret and, as its CA injector, in the bundles
     serve(first)
     bundle = base64.b64encode(ca.cert).decode()
-    for kind, name in (
-        ("validatingwebhookconfiguration", f"{RELEASE}-luna-plugins"),
-        ("mutatingwebhookconfiguration", f"{RELEASE}-luna-plugins-inject"),
-    ):
-        webhooks = json.loads(kube.kubectl("get", kind, name, "-o", "json").stdout)["webhooks"]
-        fill = [  # every webhook of the configuration, as cert-manager's CA injector does
-            {"op": "replace", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle}
-            for index in range(len(webhooks))
-        ]
-        kube.kubectl("patch", kind, name, "--type=json", "-p", json.dumps(fill))
+    fill_ca_bundles(kube, RELEASE, bundle, op="replace")
     wait_for(lambda: same(served(), first), timeout=240, what="the kubelet's update to be served")
     wait_for(
         lambda: (

@@ -132,3 +132,18 @@ spec:
 """
     )
     return chart
+
+
+def fill_ca_bundles(kube: Any, release: str, bundle: str, *, op: str = "add") -> None:
+    """Put ``bundle`` (base64) into every webhook of the release's two webhook configurations, as
+    the operator's own CA and cert-manager's CA injector do (``op``: ``add`` or ``replace``)."""
+    for kind, name in (
+        ("validatingwebhookconfiguration", f"{release}-luna-plugins"),
+        ("mutatingwebhookconfiguration", f"{release}-luna-plugins-inject"),
+    ):
+        webhooks = json.loads(kube.kubectl("get", kind, name, "-o", "json").stdout)["webhooks"]
+        fill = [
+            {"op": op, "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle}
+            for index in range(len(webhooks))
+        ]
+        kube.kubectl("patch", kind, name, "--type=json", "-p", json.dumps(fill))
