@@ -20,6 +20,11 @@ from luna_contract.names import PLURAL_PLUGINS as PLURAL
 from luna_operator.errors import ApiError
 from luna_operator.metrics import OperatorMetrics
 
+#: the Accept header of a list that returns metadata only
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+#: Pods per page of a metadata list
+POD_PAGE = 500
+
 
 class ClusterApi(Protocol):
     """Reads and writes of one pass; bodies are plain dicts as the API returns them."""
@@ -62,6 +67,8 @@ class KubeClusterApi:
         self.rbac = client.RbacAuthorizationV1Api(api)
         self.metrics = metrics
         self.timeout = timeout
+        self.pod_page = POD_PAGE
+        """Pods per page of :meth:`list_pod_metadata`"""
 
     async def _call(self, verb: str, resource: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         """Run ``call`` unparsed; returns the decoded body, raises :class:`ApiError`."""
@@ -132,6 +139,44 @@ class KubeClusterApi:
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
         await self._call("create", "events", self.core.create_namespaced_event, namespace, body)
+
+    async def list_pod_metadata(
+        self, namespace: str | None, token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page (:attr:`pod_page` Pods) of Pods as metadata only (``PartialObjectMetadataList``:
+        no spec, no status), of ``namespace`` or every namespace, and the next page's continue token."""
+        paging: dict[str, Any] = {"limit": self.pod_page, "_headers": {"Accept": METADATA_LIST}}
+        if token:
+            paging["_continue"] = token
+        if namespace is None:
+            page = await self._call("list", "pods", self.core.list_pod_for_all_namespaces, **paging)
+        else:
+            page = await self._call("list", "pods", self.core.list_namespaced_pod, namespace, **paging)
+        items = [item for item in page.get("items") or [] if isinstance(item, dict)]
+        return items, (page.get("metadata") or {}).get("continue") or None
+
+    async def list_namespace_names(self, label_selector: str) -> list[str]:
+        """Names of the namespaces matching ``label_selector``."""
+        found = await self._call(
+            "list",
+            "namespaces",
+            self.core.list_namespace,
+            label_selector=label_selector,
+            _headers={"Accept": METADATA_LIST},
+        )
+        return sorted(str((item.get("metadata") or {}).get("name")) for item in found.get("items") or [])
+
+    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Pod, or None when there is none of that name."""
+        try:
+            found: dict[str, Any] = await self._call(
+                "get", "pods", self.core.read_namespaced_pod, name, namespace
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
 
     async def read_role_binding(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The RoleBinding, or None when there is none of that name."""

@@ -66,6 +66,8 @@ class OperatorConfig:
     """ClusterRole with what the sidecar needs; bound to each injected Pod's own ServiceAccount."""
     sidecar_role_binding: str = "luna-plugins-sidecar-access"
     """Name of the RoleBinding (one per namespace) of --sidecar-cluster-role to those accounts."""
+    injection_audit_interval: float = 60.0
+    """Seconds between scans for Pods that asked for the sidecar and run without it; 0: no scans."""
     metrics: str = "127.0.0.1:8091"
     """host:port of the Prometheus endpoint (GET /metrics)."""
     report_ttl: float = 30.0
@@ -126,6 +128,7 @@ SETTINGS = rules.Settings(
         "log_level": rules.log_level,
         "sidecar_cluster_role": rules.object_name,
         "sidecar_role_binding": rules.object_name,
+        "injection_audit_interval": rules.seconds_or_zero,
     },
 )
 """Every operator setting: its flag, variable, parser, default and meaning."""

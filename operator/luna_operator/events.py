@@ -14,6 +14,7 @@ Event that cannot be written never fails a pass.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,16 +103,24 @@ class EventRecorder:
 
     async def post(self, plugin: PluginRecord, kind: str, reason: str, message: str) -> None:
         """A Kubernetes Event on the LunaPlugin, for `kubectl describe` (best effort)."""
+        involved = {
+            "apiVersion": GROUP_VERSION,
+            "kind": "LunaPlugin",
+            "name": plugin.name,
+            "namespace": plugin.namespace,
+            "uid": plugin.uid,
+        }
+        await self.post_on(involved, kind, reason, message)
+
+    async def post_on(self, involved: Mapping[str, str], kind: str, reason: str, message: str) -> bool:
+        """A Kubernetes Event of type ``kind`` on the object ``involved`` (its apiVersion, kind,
+        name, namespace and uid), the message cut to what the API server takes. Best effort:
+        False when it could not be written (logged at debug level, never raised)."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        namespace = involved["namespace"]
         body: dict[str, Any] = {
-            "metadata": {"generateName": f"{plugin.name}.", "namespace": plugin.namespace},
-            "involvedObject": {
-                "apiVersion": GROUP_VERSION,
-                "kind": "LunaPlugin",
-                "name": plugin.name,
-                "namespace": plugin.namespace,
-                "uid": plugin.uid,
-            },
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+            "involvedObject": dict(involved),
             "type": kind,
             "reason": reason,
             "message": message[:MAX_EVENT_MESSAGE],
@@ -123,10 +132,11 @@ class EventRecorder:
             "count": 1,
         }
         try:
-            await self.api.create_event(plugin.namespace, body)
+            await self.api.create_event(namespace, body)
         except Exception as exc:  # events inform; they never fail a pass
-            log.debug("could not post an event for %s/%s: %s", plugin.namespace, plugin.name, exc)
-            return
+            log.debug("could not post an event for %s/%s: %s", namespace, involved["name"], exc)
+            return False
         self.posted += 1
         if self.metrics is not None:
             self.metrics.kubernetes_events.labels(reason).inc()
+        return True

@@ -12,7 +12,7 @@ time from the :class:`GaugeSources` the operator hands in, so nothing is kept tw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -194,11 +194,35 @@ class OperatorMetrics:
         )
         self.kubernetes_events = Counter(
             "luna_operator_kubernetes_events",
-            "Kubernetes Events posted on LunaPlugins, by reason.",
+            "Kubernetes Events posted on LunaPlugins (and SidecarMissing on Pods), by reason.",
             ["reason"],
             registry=r,
         )
+        self.injection_audits = Counter(
+            "luna_operator_injection_audits",
+            "Scans for Pods that asked for the sidecar and run without it, by outcome (ok, error).",
+            ["outcome"],
+            registry=r,
+        )
+        self._missing_keys: set[tuple[str, str]] = set()
+        self.pods_missing_sidecar = Gauge(
+            "luna_operator_pods_missing_sidecar",
+            "Pods that asked for the sidecar and run without it, at the last scan, by namespace and "
+            "reason (not-injected: created without it; annotation-only: asks by the annotation alone).",
+            ["luna_namespace", "reason"],
+            registry=r,
+        )
         r.register(_GaugeCollector(self))
+
+    def set_missing_sidecars(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Replace the figures of ``luna_operator_pods_missing_sidecar`` with ``counts`` per
+        (namespace, reason); a pair that has none any more is removed, not left at 0. A scrape
+        in between sees either figure, never an empty family."""
+        for namespace, reason in self._missing_keys - counts.keys():
+            self.pods_missing_sidecar.remove(namespace, reason)
+        for (namespace, reason), count in sorted(counts.items()):
+            self.pods_missing_sidecar.labels(namespace, reason).set(count)
+        self._missing_keys = set(counts)
 
     def observe_pass(self, namespace: str, service: str, kind: str, outcome: str, seconds: float) -> None:
         """Count one pass over (namespace, service)."""

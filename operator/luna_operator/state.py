@@ -14,6 +14,7 @@ from luna_operator.cluster_api import KubeClusterApi
 from luna_operator.config import OperatorConfig
 from luna_operator.events import EventRecorder
 from luna_operator.injection import InjectionTemplate, load_template
+from luna_operator.injection_audit import InjectionAudit
 from luna_operator.metrics import OperatorMetrics, ServiceGauges
 from luna_operator.peering import PeeringGate, replica_priority
 from luna_operator.reconciler import PassRequest, ServiceReconciler
@@ -81,6 +82,8 @@ class OperatorState:
         """the webhook server's certificates (set by :func:`configure`), watched while running"""
         self.webhook_ca: CAKeeper | None = None
         """the operator's own webhook CA (``--webhook-ca-secret``), kept while running"""
+        self.audit: InjectionAudit | None = None
+        """the scan for Pods that asked for the sidecar and run without it (with --inject)"""
         sources = self.metrics.sources
         sources.pending = self.coalescer.pending
         sources.running = self.coalescer.running
@@ -148,6 +151,18 @@ class OperatorState:
             asyncio.create_task(self._expire(), name="luna-report-expiry"),
             asyncio.create_task(self._resync(), name="luna-resync"),
         ]
+        if self.inject_template is not None and self.options.injection_audit_interval > 0:
+            self.audit = InjectionAudit(
+                cluster,
+                self.inject_template.name,
+                self.metrics,
+                EventRecorder(cluster, self.metrics),
+                namespaces=self.options.namespaces,
+                namespace_opt_in=not self.options.webhook_managed,
+                interval=self.options.injection_audit_interval,
+                active=self.gate.active if self.gate is not None else None,
+            )
+            self._tasks.append(asyncio.create_task(self.audit.run(), name="luna-injection-audit"))
         if self.webhook_tls is not None:
             self._tasks.append(asyncio.create_task(self.webhook_tls.watch(), name="luna-webhook-tls"))
         if self.webhook_ca is not None:

@@ -81,6 +81,8 @@ SIDECAR_ACCESS_RULES = {
     ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create", "patch"},
     ("rbac.authorization.k8s.io", "clusterroles#luna-luna-plugins-sidecar"): {"bind", "get"},
 }
+#: the scan for pods that asked for the sidecar and run without it (with injection)
+AUDIT_RULES = {("", "pods"): {"list", "get"}, ("", "namespaces"): {"list"}}
 OWN_CA_RULES = {
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations#luna-luna-plugins"): {"get", "patch"},
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations#luna-luna-plugins-inject"): {
@@ -290,7 +292,7 @@ def operator_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
     objects = render(kube)
     cluster_role = operator_role(objects)
-    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | AUDIT_RULES
     (role,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-sidecar")]
     # what the operator binds injected pods' own accounts to: the sidecar's rules, nothing more
     (sidecar_role,) = [
@@ -311,7 +313,7 @@ def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
     # watching named namespaces, kopf also lists and watches namespaces
     cluster_role = operator_role(render(kube, "--set", "operator.namespaces={a}"))
-    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | {
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | AUDIT_RULES | {
         ("", "namespaces"): {"list", "watch"}
     }
     bindings = {b["roleRef"]["name"]: b["subjects"] for b in of_kind(objects, "RoleBinding")}
@@ -329,9 +331,10 @@ def test_rbac_is_exactly_what_the_operator_and_sidecar_use(kube: Any) -> None:
     # no verb for the webhooks when the chart or cert-manager makes the certificates
     for values, access in (
         (COMBINATIONS["webhook-disabled"], {}),
-        (["--set", "webhook.certificates=helm"], SIDECAR_ACCESS_RULES),
-        (["--set", "webhook.certManager.enabled=true"], SIDECAR_ACCESS_RULES),
-        (["--set", "webhook.certificates=helm", "--set", "injection.podIdentity=false"], {}),
+        (["--set", "webhook.certificates=helm"], SIDECAR_ACCESS_RULES | AUDIT_RULES),
+        (["--set", "webhook.certManager.enabled=true"], SIDECAR_ACCESS_RULES | AUDIT_RULES),
+        (["--set", "webhook.certificates=helm", "--set", "injection.podIdentity=false"], AUDIT_RULES),
+        (["--set", "webhook.certificates=helm", "--set", "injection.auditInterval=0s"], SIDECAR_ACCESS_RULES),
     ):
         objects = render(kube, *values)
         assert rules_of(operator_role(objects)) == OPERATOR_RULES | access, values
@@ -344,12 +347,12 @@ def test_peering_rbac_is_exactly_what_kopf_and_the_operator_use(kube: Any) -> No
     have no status subresource); luna_operator.peering creates ours when it is missing."""
     peering = ["--set", "operator.peering.enabled=true"]
     cluster_role = operator_role(render(kube, *peering))
-    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | {
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | AUDIT_RULES | {
         ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "create"},
         ("kopf.dev", "clusterkopfpeerings#luna-luna-plugins"): {"patch"},
     }
     cluster_role = operator_role(render(kube, *peering, "--set", "operator.namespaces={a,b}"))
-    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | {
+    assert rules_of(cluster_role) == OPERATOR_RULES | OWN_CA_RULES | SIDECAR_ACCESS_RULES | AUDIT_RULES | {
         ("", "namespaces"): {"list", "watch"},
         ("kopf.dev", "kopfpeerings"): {"list", "watch", "create"},
         ("kopf.dev", "kopfpeerings#luna-luna-plugins"): {"patch"},

@@ -333,6 +333,29 @@ def test_webhook_and_injection_can_be_turned_off(kube: Any) -> None:
     assert [mount["name"] for mount in container["volumeMounts"]] == ["tmp"]
 
 
+def _pod_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (role,) = [r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-operator")]
+    return [rule for rule in role["rules"] if {"pods", "namespaces"} & set(rule["resources"])]
+
+
+def test_the_scan_for_pods_without_their_sidecar_has_exactly_the_rights_it_needs(kube: Any) -> None:
+    objects = render(kube)
+    assert "--injection-audit-interval=60s" in operator_container(objects)["args"]
+    assert _pod_rules(objects) == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "get"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
+    ]
+    for off in ("0s", "0m", "0.0s"):
+        objects = render(kube, "--set", f"injection.auditInterval={off}")
+        assert f"--injection-audit-interval={off}" in operator_container(objects)["args"]
+        assert _pod_rules(objects) == []
+        flags = [a for a in operator_container(objects)["args"] if a.startswith("--injection-audit")]
+        assert resolve({"injection_audit_interval": flags[0].split("=", 1)[1]}).injection_audit_interval == 0
+    assert _pod_rules(render(kube, "--set", "injection.enabled=false")) == []
+    refused = kube.helm("template", "luna", str(CHART), "--set", "injection.auditInterval=often", check=False)
+    assert refused.returncode != 0 and "auditInterval" in refused.stderr, refused.stderr
+
+
 def test_webhooks_only_see_the_namespaces_the_operator_watches(kube: Any) -> None:
     objects = render(
         kube, "--set", "operator.namespaces={team-a,team-b}", "--set", "webhook.timeoutSeconds=2"

@@ -84,6 +84,32 @@ def delete_configurations(kube: Any) -> None:
         kube.kubectl("delete", kind, CONFIGURATION, "--ignore-not-found", check=False)
 
 
+def mutating_configuration(
+    name: str, url: str, cert: Path, namespace: str, *, only: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A MutatingWebhookConfiguration made elsewhere (as the chart does) sending Pod creations of
+    ``namespace`` (labelled ``only``, if given) to ``url``, failing open."""
+    webhook: dict[str, Any] = {
+        "name": "inject-sidecar.luna.dev",
+        "clientConfig": {"url": url, "caBundle": base64.b64encode(cert.read_bytes()).decode()},
+        "rules": [
+            {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}
+        ],
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "failurePolicy": "Ignore",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+    }
+    if only:
+        webhook["objectSelector"] = {"matchLabels": only}
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [webhook],
+    }
+
+
 @pytest.fixture
 def template_file(tmp_path: Path) -> Path:
     path = tmp_path / "inject.yaml"
@@ -208,32 +234,7 @@ def test_unmanaged_webhook_serves_a_configuration_made_elsewhere(
         kube, ns, tmp_path, "--inject", "--inject-template", str(template_file)
     )
     try:
-        configuration = {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": own_name},
-            "webhooks": [
-                {
-                    "name": "inject-sidecar.luna.dev",
-                    "clientConfig": {
-                        "url": f"{url}/inject-sidecar",
-                        "caBundle": base64.b64encode(cert.read_bytes()).decode(),
-                    },
-                    "rules": [
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "resources": ["pods"],
-                            "operations": ["CREATE"],
-                        }
-                    ],
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-                    "failurePolicy": "Ignore",
-                    "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"],
-                }
-            ],
-        }
+        configuration = mutating_configuration(own_name, f"{url}/inject-sidecar", cert, ns)
         kube.kubectl("apply", "-f", "-", input=json.dumps(configuration))
         wait_until_injecting(cluster, running)
         create(cluster, pod_manifest("orders", ns, {"luna.dev/inject": "true", "luna.dev/service": "orders"}))
@@ -248,3 +249,73 @@ def test_unmanaged_webhook_serves_a_configuration_made_elsewhere(
         running.stop()
         kube.kubectl("delete", "mutatingwebhookconfiguration", own_name, "--ignore-not-found", check=False)
         delete_configurations(kube)
+
+
+def test_a_pod_created_while_the_operator_is_down_is_reported_once_it_is_back(
+    ready_namespace: Cluster, kube: Any, tmp_path: Path, template_file: Path
+) -> None:
+    """The injection webhook fails open: a labelled Pod created while no operator answers starts
+    without the sidecar. The operator, once back, finds it: a Warning Event on the Pod and
+    luna_operator_pods_missing_sidecar; a Pod injected after that is not reported."""
+    cluster = ready_namespace
+    ns = cluster.namespace
+    own_name = f"luna-test-{ns}"
+    port, certs = free_port(), tmp_path / "certs"
+    asks = {"luna.dev/inject": "true"}
+
+    def operator(*extra: str) -> Operator:
+        return start_operator(
+            kube, ns, tmp_path, "--webhook", "--webhook-managed", "false", "--webhook-port", str(port),
+            "--webhook-certs-dir", str(certs), "--inject", "--inject-template", str(template_file), *extra,
+        )  # fmt: skip
+
+    first = operator("--injection-audit-interval", "0")
+    try:
+        wait_for((certs / "tls.crt").exists, what="the operator's webhook certificate")
+        configuration = mutating_configuration(
+            own_name, f"https://127.0.0.1:{port}/inject-sidecar", certs / "tls.crt", ns, only=asks
+        )
+        kube.kubectl("apply", "-f", "-", input=json.dumps(configuration))
+        probe = pod_manifest("probe", ns, {}, labels=asks)
+
+        def injected() -> bool:
+            result = create(cluster, probe, "--dry-run=server", "-o", "json", check=False)
+            return result.returncode == 0 and len(json.loads(result.stdout)["spec"]["containers"]) == 2
+
+        wait_for(injected, timeout=60, what="the injection webhook to be active")
+        assert first.stop() == 0
+
+        create(cluster, pod_manifest("during-restart", ns, {}, labels=asks))  # admitted, fail open
+        missed = cluster.get("pod", "during-restart")
+        assert missed is not None and [c["name"] for c in missed["spec"]["containers"]] == ["app"]
+
+        back = operator("--injection-audit-interval", "1")
+        try:
+            wait_for(injected, timeout=60, what="the injection webhook to answer again")
+            create(cluster, pod_manifest("after", ns, {}, labels=asks))
+            gauge = f'luna_operator_pods_missing_sidecar{{luna_namespace="{ns}",reason="not-injected"}} 1.0'
+
+            def reported() -> bool:
+                import urllib.request
+
+                with urllib.request.urlopen(back.metrics_url, timeout=5) as response:
+                    return gauge in response.read().decode()
+
+            wait_for(reported, timeout=60, what="the operator to count the pod without its sidecar")
+            events = json.loads(
+                kube.kubectl(
+                    "get", "events", "-n", ns, "--field-selector", "reason=SidecarMissing", "-o", "json"
+                ).stdout
+            )["items"]
+            assert [(e["involvedObject"]["name"], e["type"]) for e in events] == [
+                ("during-restart", "Warning")
+            ]
+            assert "rollout restart" in events[0]["message"]
+            after = cluster.get("pod", "after")
+            assert after is not None and len(after["spec"]["containers"]) == 2
+        finally:
+            back.stop()
+    finally:
+        if first.process.poll() is None:
+            first.stop()
+        kube.kubectl("delete", "mutatingwebhookconfiguration", own_name, "--ignore-not-found", check=False)

@@ -512,3 +512,9 @@ sideEffects: NoneOnDryRun
 admissionReviewVersions: [v1]
 timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
 {{- end }}
+
+{{/* "true" when the operator scans for pods that asked for the sidecar and run without it
+(injection.auditInterval is not zero), else empty. */}}
+{{- define "luna-plugins.injectionAudit" -}}
+{{- if regexMatch "[1-9]" (toString .Values.injection.auditInterval) }}true{{ end }}
+{{- end }}
