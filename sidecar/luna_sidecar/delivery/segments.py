@@ -1,0 +1,511 @@
+"""The durable queue of one plugin class: an append-only log of records in segment files.
+
+Layout of a queue directory::
+
+    id                      the queue's identity (default delivery ids are ``<id>-<seq>``)
+    acked                   the cursor: every record with a lower sequence number is done
+    00000000000000000001.seg   segment files, named after their first sequence number
+    quarantine/             segments (or stray files) that failed their checks, moved aside
+
+A record is framed as ``length (u32) | crc32 (u32) | payload`` (little-endian); the payload is
+``seq (u64) | enqueued_at (f64, UNIX seconds) | id length (u16) | id | body``. Sequence numbers
+grow by one within a segment. What callers may rely on:
+
+* :meth:`SegmentLog.append` writes a whole record to the page cache (or raises, leaving the
+  segment as it was); it is durable once a sync job that started after it has run
+  (:mod:`luna_sidecar.delivery.commit`); only durable records are handed to the reader.
+* Opening a log reads every segment as a stream (one record in memory at a time) and checks each
+  record's frame, checksum and sequence. A segment with bad bytes (a torn tail after a crash,
+  random bytes) is copied to ``quarantine/``, counted and logged once, and cut back to its last
+  good record; the records after the bad bytes of that segment are lost, the other segments are
+  delivered.
+* The cursor is written and fsynced by sync jobs too; segments wholly before a persisted cursor
+  are deleted. After a crash the records delivered since the last persisted cursor are delivered
+  again, with the same delivery id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEADER = struct.Struct("<II")
+META = struct.Struct("<QdH")
+ACK = struct.Struct("<QI")
+SUFFIX = ".seg"
+SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
+#: a frame announcing more than this is corrupt (bodies are bounded by --max-body-bytes, far less)
+MAX_PAYLOAD = 256 * 1024 * 1024
+MAX_ID_BYTES = 200
+
+
+class CorruptRecordError(ValueError):
+    """Bytes that are not a whole, intact record."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One queued batch: its request body and what the queue knows of it."""
+
+    seq: int
+    enqueued_at: float
+    delivery_id: str
+    body: bytes
+    size: int
+    """framed bytes on disk"""
+
+
+def encode_record(seq: int, enqueued_at: float, delivery_id: str, body: bytes) -> bytes:
+    """The framed bytes of one record."""
+    raw_id = delivery_id.encode()
+    if len(raw_id) > MAX_ID_BYTES:
+        raise ValueError(f"delivery id longer than {MAX_ID_BYTES} bytes")
+    payload = META.pack(seq, enqueued_at, len(raw_id)) + raw_id + body
+    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_payload(payload: bytes) -> tuple[int, float, str, bytes]:
+    """(seq, enqueued_at, delivery id, body) of a checked payload; raises on a bad shape."""
+    if len(payload) < META.size:
+        raise CorruptRecordError("payload shorter than its header")
+    seq, enqueued_at, id_length = META.unpack_from(payload)
+    end = META.size + id_length
+    if id_length > MAX_ID_BYTES or end > len(payload):
+        raise CorruptRecordError("bad delivery id length")
+    try:
+        delivery_id = payload[META.size : end].decode()
+    except UnicodeDecodeError:
+        raise CorruptRecordError("delivery id is not UTF-8") from None
+    return seq, enqueued_at, delivery_id, payload[end:]
+
+
+def read_record(fd: int, offset: int, limit: int) -> Record | None:
+    """The record at ``offset`` of the open file ``fd`` whose valid bytes end at ``limit``; None
+    at ``limit``; raises :class:`CorruptRecordError` for bytes that are not an intact record."""
+    if offset >= limit:
+        return None
+    header = os.pread(fd, HEADER.size, offset)
+    if len(header) < HEADER.size or offset + HEADER.size > limit:
+        raise CorruptRecordError("truncated header")
+    length, crc = HEADER.unpack(header)
+    if length < META.size or length > MAX_PAYLOAD or offset + HEADER.size + length > limit:
+        raise CorruptRecordError("bad length")
+    payload = os.pread(fd, length, offset + HEADER.size)
+    if len(payload) < length:
+        raise CorruptRecordError("truncated payload")
+    if zlib.crc32(payload) != crc:
+        raise CorruptRecordError("checksum mismatch")
+    seq, enqueued_at, delivery_id, body = decode_payload(payload)
+    return Record(seq, enqueued_at, delivery_id, body, HEADER.size + length)
+
+
+@dataclass(slots=True)
+class Segment:
+    """One segment file: records ``first_seq`` .. ``last_seq`` in its first ``size`` bytes."""
+
+    first_seq: int
+    path: Path
+    size: int = 0
+    last_seq: int = -1
+
+    def __post_init__(self) -> None:
+        if self.last_seq < 0:
+            self.last_seq = self.first_seq - 1
+
+    @property
+    def empty(self) -> bool:
+        """No record in it."""
+        return self.last_seq < self.first_seq
+
+
+@dataclass(slots=True)
+class SyncJob:
+    """What one sync of a log does, prepared on the loop and run in the commit thread."""
+
+    log: SegmentLog
+    fsync: list[int] = field(default_factory=list)
+    close: list[int] = field(default_factory=list)
+    sync_dir: bool = False
+    committed: int = 0
+    """records below this sequence number are durable once the job ran"""
+    cursor: int | None = None
+    """cursor to persist"""
+    unlink: list[Path] = field(default_factory=list)
+    error: OSError | None = None
+
+    def run(self) -> None:
+        """Do the job (in the commit thread); keeps the first error in ``error``."""
+        try:
+            for fd in self.fsync:
+                os.fsync(fd)
+            if self.sync_dir:
+                _fsync_dir(self.log.directory)
+            if self.cursor is not None:
+                self.log.write_cursor(self.cursor)
+            for path in self.unlink:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            self.error = exc
+        finally:
+            for fd in self.close:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SegmentLog:
+    """The segment log of one queue directory; everything but :meth:`SyncJob.run` and
+    :meth:`write_cursor` runs on the event loop."""
+
+    def __init__(self, directory: Path, *, segment_bytes: int, logger: logging.Logger) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.logger = logger
+        self.queue_id = ""
+        self.segments: list[Segment] = []
+        self.next_seq = 1
+        self.cursor = 1
+        """the next record to deliver: everything below it is done (delivered, dead-lettered, dropped)"""
+        self.committed = 1
+        """records below this sequence number are durable"""
+        self.persisted_cursor = 1
+        self.quarantined = 0
+        """segments (or stray files) moved to quarantine/ since the log was opened"""
+        self.total_bytes = 0
+        self.done_bytes = 0
+        """bytes on disk of records below the cursor"""
+        self._fd: int | None = None
+        self._active: Segment | None = None
+        self._to_sync: list[int] = []
+        self._to_close: list[int] = []
+        self._new_file = False
+        self._read_seg: Segment | None = None
+        self._read_fd: int | None = None
+        self._read_offset = 0
+        self._read_next = 1
+
+    # -- opening
+
+    def open(self) -> None:
+        """Create or recover the queue (see the module's docstring); never loads records into
+        memory beyond one at a time."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cursor = self._read_cursor()
+        id_file = self.directory / "id"
+        try:
+            self.queue_id = id_file.read_text().strip()
+        except FileNotFoundError:
+            self.queue_id = ""
+        names = sorted(entry.name for entry in os.scandir(self.directory) if entry.is_file())
+        for name in names:
+            if name in ("id", "acked", "acked.tmp"):
+                continue
+            match = SEGMENT_NAME.match(name)
+            if match is None:
+                self._quarantine(self.directory / name, 0, "not a segment file")
+                continue
+            self._recover(Segment(int(match.group(1)), self.directory / name))
+        if not self.queue_id or (cursor is None and not self.segments):
+            # a new queue, or one whose cursor is lost with nothing left: new ids, never reused
+            self.queue_id = secrets.token_hex(6)
+            tmp = self.directory / "id.tmp"
+            tmp.write_text(self.queue_id + "\n")
+            os.replace(tmp, id_file)
+            _fsync_dir(self.directory)
+        last = self.segments[-1].last_seq if self.segments else 0
+        self.cursor = max(cursor or 0, self.segments[0].first_seq if self.segments else 0, 1)
+        for segment in [segment for segment in self.segments if segment.last_seq < self.cursor]:
+            segment.path.unlink(missing_ok=True)  # delivered before the restart
+            self.segments.remove(segment)
+        self.next_seq = max(last + 1, self.cursor)
+        self.committed = self.next_seq
+        self.persisted_cursor = self.cursor
+        self._read_next = self.cursor
+        self.total_bytes = sum(segment.size for segment in self.segments)
+        self.done_bytes = sum(segment.size for segment in self.segments if segment.last_seq < self.cursor)
+
+    def _read_cursor(self) -> int | None:
+        try:
+            raw = (self.directory / "acked").read_bytes()
+        except FileNotFoundError:
+            return None
+        if len(raw) == ACK.size:
+            cursor, crc = ACK.unpack(raw)
+            if zlib.crc32(raw[:8]) == crc:
+                return int(cursor)
+        self.logger.error(
+            "delivery queue %s: the acked file is damaged; delivering from the start", self.directory
+        )
+        return None
+
+    def _recover(self, segment: Segment) -> None:
+        previous = self.segments[-1] if self.segments else None
+        if previous is not None and segment.first_seq <= previous.last_seq:
+            self._quarantine(segment.path, 0, "overlaps the segment before it")
+            return
+        good, expected, problem = 0, segment.first_seq, ""
+        fd = os.open(segment.path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            while good < size:
+                try:
+                    record = read_record(fd, good, size)
+                except CorruptRecordError as exc:
+                    problem = str(exc)
+                    break
+                if record is None:
+                    break
+                if record.seq != expected:
+                    problem = f"sequence {record.seq} where {expected} was expected"
+                    break
+                good += record.size
+                expected += 1
+        finally:
+            os.close(fd)
+        if problem:
+            self._quarantine(segment.path, good, problem)
+        if good:
+            segment.size, segment.last_seq = good, expected - 1
+            self.segments.append(segment)
+
+    def _quarantine(self, path: Path, keep: int, problem: str) -> None:
+        """Copy ``path`` to quarantine/ and cut it to its first ``keep`` bytes (remove it at 0)."""
+        target_dir = self.directory / "quarantine"
+        target_dir.mkdir(exist_ok=True)
+        target = target_dir / f"{path.name}.{time.time_ns()}"
+        if keep:
+            shutil.copyfile(path, target)
+            os.truncate(path, keep)
+        else:
+            os.replace(path, target)
+        _fsync_dir(target_dir)
+        _fsync_dir(self.directory)
+        self.quarantined += 1
+        self.logger.error(
+            "delivery queue %s: %s is damaged (%s) and was moved to %s; %s",
+            self.directory,
+            path.name,
+            problem,
+            target,
+            f"its first {keep} bytes of records are kept" if keep else "none of it is kept",
+        )
+
+    # -- writing
+
+    def append(self, body: bytes, *, delivery_id: str = "", now: float | None = None) -> int:
+        """Write one record; returns its sequence number. Raises ``OSError`` (disk full...)
+        with the log unchanged."""
+        active = self._active
+        if active is None or active.size >= self.segment_bytes:
+            active = self._rotate()
+        seq = self.next_seq
+        data = encode_record(seq, time.time() if now is None else now, delivery_id, body)
+        fd = self._fd
+        assert fd is not None
+        try:
+            written = os.write(fd, data)
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError:
+            os.ftruncate(fd, active.size)
+            raise
+        active.size += len(data)
+        active.last_seq = seq
+        self.total_bytes += len(data)
+        self.next_seq = seq + 1
+        return seq
+
+    def _rotate(self) -> Segment:
+        if self._fd is not None:
+            self._to_sync.append(self._fd)
+            self._to_close.append(self._fd)
+        segment = Segment(self.next_seq, self.directory / f"{self.next_seq:020d}{SUFFIX}")
+        self._fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        self._new_file = True
+        self._active = segment
+        self.segments.append(segment)
+        return segment
+
+    @property
+    def dirty(self) -> bool:
+        """Something to sync: records not durable yet, or a cursor not persisted."""
+        return self.committed < self.next_seq or self.persisted_cursor != self.cursor or bool(self._to_close)
+
+    def prepare_sync(self) -> SyncJob:
+        """Take what is to sync now (on the loop)."""
+        job = SyncJob(self, committed=self.next_seq)
+        if self.committed < self.next_seq or self._to_sync:
+            job.fsync = [*self._to_sync, *([self._fd] if self._fd is not None else [])]
+        job.close, self._to_sync, self._to_close = self._to_close, [], []
+        job.sync_dir, self._new_file = self._new_file, False
+        if self.persisted_cursor != self.cursor:
+            job.cursor = self.cursor
+            keep: list[Segment] = []
+            for segment in self.segments:
+                if segment is not self._active and segment.last_seq < self.cursor:
+                    job.unlink.append(segment.path)
+                    self.total_bytes -= segment.size
+                    self.done_bytes -= segment.size
+                    if segment is self._read_seg:
+                        self._close_reader()
+                else:
+                    keep.append(segment)
+            self.segments = keep
+        return job
+
+    def finish_sync(self, job: SyncJob) -> None:
+        """Record what a job made durable (on the loop)."""
+        if job.error is not None:
+            self._to_sync.extend(fd for fd in job.fsync if fd == self._fd)
+            return
+        self.committed = max(self.committed, job.committed)
+        if job.cursor is not None:
+            self.persisted_cursor = job.cursor
+
+    def write_cursor(self, cursor: int) -> None:
+        """Persist ``cursor`` (commit thread): write a new file, fsync, rename over the old one."""
+        raw = struct.pack("<Q", cursor)
+        tmp = self.directory / "acked.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, raw + struct.pack("<I", zlib.crc32(raw)))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.directory / "acked")
+
+    # -- reading
+
+    def next_record(self) -> Record | None:
+        """The next durable record after the last one returned (or at the cursor, if the cursor
+        moved past it); None when there is none yet. A record that fails its checks now (the
+        disk changed under the log) ends its segment: the segment is quarantined."""
+        if self._read_next < self.cursor:
+            self._read_next = self.cursor
+            if self._read_seg is not None and self._read_seg.last_seq < self.cursor:
+                self._close_reader()
+        while self._read_next < self.committed:
+            segment = self._read_seg
+            if segment is None:
+                segment = next((s for s in self.segments if s.last_seq >= self._read_next), None)
+                if segment is None:
+                    return None
+                self._read_seg, self._read_offset = segment, 0
+                self._read_fd = os.open(segment.path, os.O_RDONLY)
+            fd = self._read_fd
+            assert fd is not None
+            try:
+                record = read_record(fd, self._read_offset, segment.size)
+            except CorruptRecordError as exc:
+                self._close_reader()
+                self._drop_damaged(segment, str(exc))
+                continue
+            if record is None:
+                if segment is self._active:
+                    return None
+                self._close_reader()
+                self._read_next = max(self._read_next, segment.last_seq + 1)
+                continue
+            if record.seq >= self.committed:
+                return None
+            self._read_offset += record.size
+            if record.seq < self._read_next:
+                if record.seq < self.cursor:  # done before the log was opened
+                    self.done_bytes += record.size
+                continue
+            self._read_next = record.seq + 1
+            return record
+        return None
+
+    def _drop_damaged(self, segment: Segment, problem: str) -> None:
+        if segment is self._active:
+            self._active = None  # appends go to a new segment from now on
+            if self._fd is not None:
+                self._to_close.append(self._fd)
+                self._fd = None
+        self.segments.remove(segment)
+        self.total_bytes -= segment.size
+        self._quarantine(segment.path, 0, problem)
+        self.cursor = max(self.cursor, segment.last_seq + 1)
+        self._read_next = max(self._read_next, segment.last_seq + 1)
+
+    def _close_reader(self) -> None:
+        if self._read_fd is not None:
+            os.close(self._read_fd)
+        self._read_fd, self._read_seg, self._read_offset = None, None, 0
+
+    # -- the cursor
+
+    def done(self, record: Record) -> None:
+        """``record`` is delivered (or dead-lettered): move the cursor past it."""
+        if record.seq >= self.cursor:
+            self.cursor = record.seq + 1
+            self.done_bytes += record.size
+
+    def drop_oldest(self) -> int:
+        """Drop the oldest segment holding records not done yet (rotating the active one first if it is the
+        only one); returns the records dropped (0 when there is nothing to drop)."""
+        pending = [segment for segment in self.segments if segment.last_seq >= self.cursor]
+        if not pending:
+            return 0
+        oldest = pending[0]
+        if oldest is self._active:
+            self._rotate()
+        start = max(self.cursor, oldest.first_seq)
+        dropped = oldest.last_seq - start + 1
+        self.done_bytes += oldest.size - (self._done_in(oldest))
+        self.cursor = oldest.last_seq + 1
+        return dropped
+
+    def _done_in(self, segment: Segment) -> int:
+        """Bytes of ``segment`` already counted as done."""
+        if segment.last_seq < self.cursor:
+            return segment.size
+        if segment is self._read_seg and self.cursor > segment.first_seq:
+            return self._read_offset
+        return 0
+
+    # -- what it holds
+
+    @property
+    def pending(self) -> int:
+        """Records not done yet."""
+        return sum(
+            max(0, segment.last_seq - max(segment.first_seq, self.cursor) + 1) for segment in self.segments
+        )
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes on disk of the records not done yet (what the queue's bound counts)."""
+        return max(0, self.total_bytes - self.done_bytes)
+
+    def default_id(self, seq: int) -> str:
+        """The delivery id of a record written without one."""
+        return f"{self.queue_id}-{seq}"
+
+    def close(self) -> None:
+        """Close the files (the loop's last act on this log; sync first)."""
+        self._close_reader()
+        for fd in (*self._to_close, *([self._fd] if self._fd is not None else [])):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._to_close, self._to_sync, self._fd, self._active = [], [], None, None
