@@ -17,6 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from luna_contract import process_settings as rules
+from luna_contract.delivery import (
+    AT_LEAST_ONCE,
+    AT_MOST_ONCE,
+    DELIVERY_MODES,
+    WHEN_FULL,
+    DeliveryPolicy,
+    PolicyError,
+    read_policy,
+)
 from luna_contract.names import active_list_key
 from luna_contract.plugin_modules import check_module_name
 from luna_contract.process_settings import SettingError
@@ -91,6 +100,31 @@ class SidecarConfig:
     and counted."""
     callback_timeout: float = 10.0
     """Seconds one event callback may run before it is cancelled and counted as failed."""
+    delivery: str = AT_MOST_ONCE
+    """Delivery to event plugins: ``at-most-once`` (in memory: a failed or timed-out batch is gone, a
+    crash loses what is queued) or ``at-least-once`` (a durable queue per plugin class in
+    ``--queue-dir``, on disk before the intake answers 202, retried until delivered or dead-lettered;
+    docs/delivery.md)."""
+    queue_dir: Path | None = None
+    """Directory of the durable queues, on a volume that survives restarts; required with
+    ``--delivery at-least-once``."""
+    queue_max_bytes: int = 256 * 1024 * 1024
+    """Bytes each durable queue holds at most (batches not delivered yet)."""
+    queue_when_full: str = "refuse"
+    """What a full durable queue does with a new batch: ``refuse`` (the intake answers 503, the
+    service keeps it), ``dropOldest`` (its oldest segment, up to an eighth of the bound, is dropped)
+    or ``dropNewest``; drops are counted by reason."""
+    retry_initial_backoff: float = 0.5
+    """Seconds before the first retry of a failed batch (at-least-once); doubles per failure, each
+    wait drawn between half and all of it."""
+    retry_max_backoff: float = 30.0
+    """Most seconds between two attempts of a batch (at-least-once)."""
+    retry_max_elapsed: float = 3600.0
+    """Seconds a batch is retried before it becomes a dead letter (at-least-once); 0 retries forever."""
+    breaker_failures: int = 5
+    """Consecutive failed attempts that open a plugin's circuit breaker (at-least-once)."""
+    breaker_open_time: float = 30.0
+    """Seconds an open circuit breaker waits before one probe attempt (at-least-once)."""
     lifecycle_timeout: float = 30.0
     """Seconds each of a plugin's import, initialize, start and close may take."""
     route_timeout: float = 30.0
@@ -200,6 +234,9 @@ _SECONDS = (
     "poll_interval",
     "loop_block_threshold",
     "packages_timeout",
+    "retry_initial_backoff",
+    "retry_max_backoff",
+    "breaker_open_time",
 )
 _COUNTS = (
     "metrics_max_connections",
@@ -210,6 +247,7 @@ _COUNTS = (
     "queue_items",
     "max_label_sets",
     "packages_max_bytes",
+    "breaker_failures",
 )
 _PATHS = (
     "plugins_dir",
@@ -220,6 +258,7 @@ _PATHS = (
     "packages_find_links",
     "packages_ca_file",
     "state_dir",
+    "queue_dir",
 )
 
 SETTINGS = rules.Settings(
@@ -241,6 +280,10 @@ SETTINGS = rules.Settings(
         "packages_require_hashes": rules.boolean,
         "log_level": rules.log_level,
         "event_loop": rules.one_of(EVENT_LOOPS, "an event loop"),
+        "delivery": rules.one_of(DELIVERY_MODES, "a delivery mode"),
+        "queue_when_full": rules.one_of(WHEN_FULL, "what a full queue does"),
+        "queue_max_bytes": rules.integer(minimum=1024 * 1024),
+        "retry_max_elapsed": rules.seconds_or_zero,
     },
 )
 """Every sidecar setting: its flag, variable, parser, default and meaning."""
@@ -283,7 +326,37 @@ def resolve(flags: Mapping[str, object], environ: Mapping[str, str] | None = Non
             except ValueError as exc:
                 raise rules.refused(service_env, raw, exc) from None
             config = dataclasses.replace(config, active=active)
+    if config.delivery == AT_LEAST_ONCE and config.queue_dir is None:
+        raise ConfigError(
+            f"{flag_name('queue_dir')} ({env_name('queue_dir')}) is required with "
+            f"{flag_name('delivery')} {AT_LEAST_ONCE}: the directory of the durable queues, on a volume "
+            "that survives restarts"
+        )
+    delivery_policy(config)  # its bounds
     return config
+
+
+def delivery_policy(config: SidecarConfig) -> DeliveryPolicy:
+    """The delivery policy every event plugin gets from the settings; raises :class:`ConfigError`
+    naming the settings when they are out of the policy's bounds."""
+    try:
+        return read_policy(
+            {
+                "mode": config.delivery,
+                "retry": {
+                    "initialBackoff": config.retry_initial_backoff,
+                    "maxBackoff": max(config.retry_max_backoff, config.retry_initial_backoff),
+                    "maxElapsed": config.retry_max_elapsed,
+                },
+                "breaker": {"failures": config.breaker_failures, "openSeconds": config.breaker_open_time},
+                "maxQueueBytes": config.queue_max_bytes,
+                "whenFull": config.queue_when_full,
+            }
+        )
+    except PolicyError as exc:
+        raise ConfigError(
+            f"the delivery settings (--delivery, --retry-*, --breaker-*, --queue-*): {exc}"
+        ) from None
 
 
 def settings_table() -> str:

@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from luna_plugins.application import LunaApplication
 from luna_plugins.compat import install_log_alias
 from luna_sidecar.assembly.feeds import ClusterFeed, DirectoryFeed, Feed, StartupError
-from luna_sidecar.config import SidecarConfig
+from luna_sidecar.config import SidecarConfig, delivery_policy
+from luna_sidecar.delivery import DeliveryService, DeliverySettings
 from luna_sidecar.engine import EventBus, PackageSettings, PointBuffer, RouteTable, Runtime, RuntimeLimits
 from luna_sidecar.isolation import BlockLedger, Containment, CrashGuard, Leftovers, LoopWatchdog, Supervisor
 from luna_sidecar.observability import (
@@ -138,8 +139,10 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
         require_hashes=config.packages_require_hashes,
         max_bytes=config.packages_max_bytes,
     )
+    delivery = _delivery(config, metrics, registry)
     runtime = Runtime(
         app=app,
+        delivery=delivery,
         bus=bus,
         routes=routes,
         metrics=metrics,
@@ -175,6 +178,25 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
         bus=bus, metrics=metrics, max_body_bytes=config.max_body_bytes, max_items=config.max_batch_items
     )
     return Sidecar(config, registry, metrics, runtime, intake, dispatcher, points, watchdog)
+
+
+def _delivery(
+    config: SidecarConfig, metrics: RuntimeMetrics, registry: CollectorRegistry
+) -> DeliveryService | None:
+    """The durable queues, when the policy asks for them; their directory must be writable."""
+    policy = delivery_policy(config)
+    if not policy.durable or config.queue_dir is None:
+        return None
+    probe = config.queue_dir / ".luna-write-check"
+    try:
+        config.queue_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"--queue-dir {config.queue_dir}: cannot write the durable queues there: {exc.strerror or exc}"
+        ) from None
+    return DeliveryService(DeliverySettings(config.queue_dir, policy), metrics=metrics, registry=registry)
 
 
 @contextlib.asynccontextmanager
@@ -250,7 +272,11 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
         ),
         refused=refused,
     )
-    admin = AdminServer(AdminEndpoints(sidecar.intake, sidecar.describe), limits=limits, refused=refused)
+    admin = AdminServer(
+        AdminEndpoints(sidecar.intake, sidecar.describe, sidecar.runtime.delivery),
+        limits=limits,
+        refused=refused,
+    )
     public = PublicServer(sidecar.dispatcher, limits=limits, refused=refused)
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -298,6 +324,8 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None) -> 
             lost = await sidecar.runtime.shutdown(deadline)
             if lost:
                 log.warning("shutdown deadline passed: %d queued event batch(es) were not delivered", lost)
+            if sidecar.runtime.delivery is not None:
+                await sidecar.runtime.delivery.close()  # every cursor on disk
             for entry in sidecar.runtime.leftovers.entries():
                 log.warning("plugin %s: %s still runs at exit; abandoned", entry.plugin, entry.what)
             await feed.close()

@@ -1,7 +1,9 @@
 """Fan-out of accepted events to the event plugins that asked for them.
 
 Monitoring points also feed the point metrics on the way. Nothing here waits on a plugin:
-``publish`` only offers batches to the plugins' own queues (:mod:`luna_sidecar.engine.queues`).
+``publish`` only offers batches to the plugins' own queues (:mod:`luna_sidecar.engine.queues`),
+and appends the request body to the durable queue of each at-least-once plugin
+(:mod:`luna_sidecar.delivery`); the intake awaits ``Delivery.committed`` before its 202.
 """
 
 from __future__ import annotations
@@ -10,17 +12,24 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from luna_plugins.monitoring import MonitoringPoint
+from luna_sidecar.delivery import DurableWorker
 from luna_sidecar.engine.queues import EventWorker, batch_weight
 from luna_sidecar.observability import PointMetrics
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """What happened to one published batch: plugins it was queued for, and dropped for."""
+    """What happened to one published batch: plugins it was queued for, and dropped for;
+    ``refused`` says why nobody got it (a durable queue is full and refuses, or cannot be
+    written); ``committed`` are the durable queues' appends, done once on disk."""
 
     queued: int
     dropped: int
+    refused: str | None = None
+    committed: tuple[asyncio.Future[None], ...] = ()
 
 
 class EventBus:
@@ -29,22 +38,62 @@ class EventBus:
     def __init__(self, point_metrics: PointMetrics) -> None:
         self.point_metrics = point_metrics
         self._subscribers: dict[str, tuple[EventWorker, ...]] = {}
+        self._durable: dict[str, tuple[DurableWorker, ...]] = {}
 
-    def subscribe(self, worker: EventWorker) -> None:
+    def subscribe(self, worker: EventWorker | DurableWorker) -> None:
         """Start delivering ``worker.event_name`` batches to ``worker``."""
+        if isinstance(worker, DurableWorker):
+            durable = self._durable.get(worker.event_name, ())
+            if worker not in durable:
+                self._durable[worker.event_name] = (*durable, worker)
+            return
         current = self._subscribers.get(worker.event_name, ())
         if worker not in current:
             self._subscribers[worker.event_name] = (*current, worker)
 
-    def unsubscribe(self, worker: EventWorker) -> None:
+    def unsubscribe(self, worker: EventWorker | DurableWorker) -> None:
         """Stop delivering to ``worker``; batches already queued stay queued."""
+        if isinstance(worker, DurableWorker):
+            durable = self._durable.get(worker.event_name, ())
+            self._durable[worker.event_name] = tuple(w for w in durable if w is not worker)
+            return
         current = self._subscribers.get(worker.event_name, ())
         self._subscribers[worker.event_name] = tuple(w for w in current if w is not worker)
 
-    def publish(self, event_name: str, payload: tuple[Any, ...], *, body_bytes: int = 0) -> Delivery:
+    @staticmethod
+    def _store(durable: tuple[DurableWorker, ...], body: bytes) -> Delivery:
+        """Append ``body`` to every durable queue, or to none when one refuses it."""
+        for worker in durable:
+            reason = worker.refuses(len(body))
+            if reason is not None:
+                return Delivery(0, 0, refused=reason)
+        committed, dropped = [], 0
+        for worker in durable:
+            try:
+                appended = worker.append(body)
+            except OSError as exc:
+                return Delivery(
+                    0, 0, refused=f"the durable queue of plugin {worker.plugin} cannot be written: {exc}"
+                )
+            if appended is None:
+                dropped += 1
+            else:
+                committed.append(appended)
+        return Delivery(len(committed), dropped, committed=tuple(committed))
+
+    def publish(
+        self, event_name: str, payload: tuple[Any, ...], *, body_bytes: int = 0, body: bytes | None = None
+    ) -> Delivery:
         """Offer ``payload`` (the callback's positional arguments, without the logger) to
         every subscriber of ``event_name``; ``body_bytes`` is the size of the request that
-        brought it (it counts in the batch's weight, see :func:`~luna_sidecar.engine.queues.batch_weight`)."""
+        brought it (it counts in the batch's weight, see :func:`~luna_sidecar.engine.queues.batch_weight`).
+        ``body`` (the request body) is what durable queues store; without it nothing goes to them."""
+        stored = None
+        durable = self._durable.get(event_name) if self._durable else None
+        if durable and body is not None:
+            stored = self._store(durable, body)
+            if stored.refused is not None:
+                return stored
         queued = dropped = 0
         first, *rest = payload
         weight = batch_weight(len(first) if isinstance(first, list) else 1, body_bytes)
@@ -55,11 +104,22 @@ class EventBus:
                 queued += 1
             else:
                 dropped += 1
+        if stored is not None:
+            return Delivery(queued + stored.queued, dropped + stored.dropped, committed=stored.committed)
         return Delivery(queued, dropped)
 
-    def publish_points(self, points: list[MonitoringPoint], *, body_bytes: int = 0) -> Delivery:
+    def publish_points(
+        self, points: list[MonitoringPoint], *, body_bytes: int = 0, body: bytes | None = None
+    ) -> Delivery:
         """Record ``points`` in the metrics, then offer them to ``monitoring_event`` plugins;
-        each plugin gets its own list, so one plugin changing it cannot affect another."""
+        each plugin gets its own list, so one plugin changing it cannot affect another. Durable
+        queues store ``body`` (the request body; encoded from the points when None)."""
+        stored = None
+        durable = self._durable.get("monitoring_event") if self._durable else None
+        if durable:
+            stored = self._store(durable, body if body is not None else _encode_points(points))
+            if stored.refused is not None:
+                return stored
         self.point_metrics.observe(points)
         queued = dropped = 0
         weight = batch_weight(len(points), body_bytes)
@@ -68,7 +128,14 @@ class EventBus:
                 queued += 1
             else:
                 dropped += 1
+        if stored is not None:
+            return Delivery(queued + stored.queued, dropped + stored.dropped, committed=stored.committed)
         return Delivery(queued, dropped)
+
+
+def _encode_points(points: list[MonitoringPoint]) -> bytes:
+    """An intake body holding ``points`` (for the runtime's own points, which have none)."""
+    return msgspec.json.encode({"points": points})
 
 
 class PointBuffer:

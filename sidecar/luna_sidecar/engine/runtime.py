@@ -23,6 +23,7 @@ from typing import Any
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
+from luna_sidecar.delivery import DeliveryService, DurableWorker
 from luna_sidecar.desired import DesiredPlugin, PluginSource
 from luna_sidecar.engine.bus import EventBus
 from luna_sidecar.engine.lifecycle import PluginVersion, close_instances, load_version
@@ -52,7 +53,7 @@ class PluginSlot:
 
     module: str
     current: PluginVersion | None = None
-    workers: list[EventWorker] = field(default_factory=list)
+    workers: list[EventWorker | DurableWorker] = field(default_factory=list)
     state: str = "loading"
     failed_hash: str | None = None
     failed_key: str | None = None
@@ -97,11 +98,12 @@ def _kind(instance: object) -> str:
     return "background" if isinstance(instance, BaseBackgroundPlugin) else "event"
 
 
-def _queue_info(workers: list[EventWorker], instance: object) -> dict[str, Any]:
+def _queue_info(workers: list[EventWorker | DurableWorker], instance: object) -> dict[str, Any]:
     for worker in workers:
         if worker.instance is instance:
             overdue = worker.overdue()
-            return {
+            delivery = {"delivery": worker.queue.describe()} if isinstance(worker, DurableWorker) else {}
+            return delivery | {
                 "eventName": worker.event_name,
                 "queue": {"depth": worker.depth, "items": worker.items, "capacity": worker.capacity},
                 "handled": worker.handled,
@@ -139,8 +141,11 @@ class Runtime:
         ledger: BlockLedger | None = None,
         packages: PackageSettings | None = None,
         crash_guard: CrashGuard | None = None,
+        delivery: DeliveryService | None = None,
     ) -> None:
         self.app = app
+        #: durable queues of the plugins whose policy is at-least-once; None: all at-most-once
+        self.delivery = delivery
         self.bus = bus
         self.routes = routes
         #: ``app.router`` from now on: the plugins' addRoute goes through it to ``routes``
@@ -320,7 +325,11 @@ class Runtime:
         if old_version is not None:
             await self._retire(old_version, old_workers)
 
-    def _worker(self, module: str, instance: Any, version: PluginVersion) -> EventWorker:
+    def _worker(self, module: str, instance: Any, version: PluginVersion) -> EventWorker | DurableWorker:
+        if self.delivery is not None and self.delivery.durable(module):
+            return self.delivery.worker(
+                module, instance, timeout=self.limits.callback_timeout, logger=version.logger
+            )
         return EventWorker(
             module,
             instance,
@@ -330,7 +339,7 @@ class Runtime:
             logger=version.logger,
         )
 
-    async def _retire(self, version: PluginVersion, workers: list[EventWorker]) -> None:
+    async def _retire(self, version: PluginVersion, workers: list[EventWorker | DurableWorker]) -> None:
         """Let the old version finish what it had queued (bounded), then close it."""
         self.plugin_routes.retire(version.background_plugins)
         deadline = time.monotonic() + self.limits.callback_timeout
@@ -344,7 +353,7 @@ class Runtime:
 
     async def _stop_worker(
         self,
-        worker: EventWorker,
+        worker: EventWorker | DurableWorker,
         version: PluginVersion,
         grace: float = CANCEL_GRACE,
         reason: str = "retired",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Awaitable
 from dataclasses import replace
 
 from prometheus_client import Counter
@@ -43,7 +44,7 @@ class AdminServer(HttpServer):
         )
         super().__init__(self._handle, name="admin", limits=limits, refused=refused)
 
-    def _handle(self, request: HttpRequest) -> bytes:
+    def _handle(self, request: HttpRequest) -> bytes | Awaitable[bytes]:
         method = request.method
         close = not request.keep_alive
         body: bytes | None = None if request.body_too_large else request.body
@@ -62,7 +63,18 @@ class AdminServer(HttpServer):
             log.exception("the admin listener failed to answer %s %r", method, request.target[:200])
             reply, close = json_reply(500, {"error": "the sidecar failed to answer this request"}), True
         request.close_after = close
+        if not isinstance(reply, Reply):
+            return self._later(reply, close=close, head=method == "HEAD")
         return response_bytes(reply.status, reply.body, close=close, head=method == "HEAD")
+
+    async def _later(self, pending: Awaitable[Reply], *, close: bool, head: bool) -> bytes:
+        """The bytes of a reply that waits (an event batch being stored durably, a replay)."""
+        try:
+            reply = await pending
+        except Exception:
+            log.exception("the admin listener failed to answer")
+            reply = json_reply(500, {"error": "the sidecar failed to answer this request"})
+        return response_bytes(reply.status, reply.body, close=close, head=head)
 
 
 def _inflate(body: bytes, encoding: bytes, limit: int) -> bytes | Reply | None:
