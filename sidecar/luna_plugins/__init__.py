@@ -16,6 +16,7 @@ from luna_plugins.base.plugins_meta.base_plugins import (
     BasePlugin,
     RouteSpec,
 )
+from luna_plugins.delivery import DeliveryInfo, RetryLater, delivery_context
 from luna_plugins.handler_event.base_plugin import BaseEventSendingPlugin, Event, RawEvent
 from luna_plugins.http import PluginRequest, RequestParameters, pluginHTTPResponse
 from luna_plugins.log import Logger
@@ -31,6 +32,7 @@ __all__ = [
     "BaseEventPlugin",
     "BaseEventSendingPlugin",
     "BasePlugin",
+    "DeliveryInfo",
     "Event",
     "Logger",
     "LunaApplication",
@@ -39,9 +41,11 @@ __all__ = [
     "RawEvent",
     "ReadOnlyDict",
     "RequestParameters",
+    "RetryLater",
     "RouteCollector",
     "RouteRegistrar",
     "RouteSpec",
+    "delivery_context",
     "pluginHTTPResponse",
 ]
 

@@ -1,0 +1,182 @@
+"""The segment log alone: framing, recovery after a torn write, quarantine of damaged files,
+the cursor, group commit (one fsync round for many appends)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+
+from luna_sidecar.delivery.commit import GroupCommitter
+from luna_sidecar.delivery.segments import HEADER, CorruptRecordError, SegmentLog, encode_record, read_record
+
+log = logging.getLogger("test")
+
+
+def opened(directory: Path, segment_bytes: int = 1 << 20) -> SegmentLog:
+    segment_log = SegmentLog(directory, segment_bytes=segment_bytes, logger=log)
+    segment_log.open()
+    return segment_log
+
+
+def sync(segment_log: SegmentLog) -> None:
+    job = segment_log.prepare_sync()
+    job.run()
+    assert job.error is None
+    segment_log.finish_sync(job)
+
+
+def drain(segment_log: SegmentLog, *, ack: bool = True) -> list[bytes]:
+    bodies = []
+    while (record := segment_log.next_record()) is not None:
+        bodies.append(record.body)
+        if ack:
+            segment_log.done(record)
+    return bodies
+
+
+def test_framing_round_trip_and_checksum(tmp_path: Path) -> None:
+    data = encode_record(7, 1.5, "q-7", b'{"a": 1}')
+    length, crc = HEADER.unpack_from(data)
+    assert length == len(data) - HEADER.size and crc == zlib.crc32(data[HEADER.size :])
+    path = tmp_path / "f"
+    path.write_bytes(data + data[:-1])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        record = read_record(fd, 0, len(data) * 2 - 1)
+        assert record is not None and (record.seq, record.delivery_id, record.body) == (7, "q-7", b'{"a": 1}')
+        with pytest.raises(CorruptRecordError):
+            read_record(fd, len(data), len(data) * 2 - 1)  # the second one lacks its last byte
+    finally:
+        os.close(fd)
+    flipped = bytearray(data)
+    flipped[-1] ^= 1
+    path.write_bytes(bytes(flipped))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(CorruptRecordError, match="checksum"):
+            read_record(fd, 0, len(flipped))
+    finally:
+        os.close(fd)
+
+
+def test_only_durable_records_are_read_and_order_and_ids_survive_a_reopen(tmp_path: Path) -> None:
+    segment_log = opened(tmp_path, segment_bytes=200)  # several segments
+    for index in range(10):
+        segment_log.append(b"body-%d" % index)
+    assert segment_log.next_record() is None  # nothing is durable yet
+    sync(segment_log)
+    first = segment_log.next_record()
+    assert first is not None and first.body == b"body-0"
+    segment_log.done(first)
+    assert segment_log.pending == 9
+    sync(segment_log)  # persists the cursor
+    queue_id = segment_log.queue_id
+    segment_log.close()
+    again = opened(tmp_path, segment_bytes=200)
+    assert again.queue_id == queue_id
+    assert again.pending == 9
+    assert drain(again) == [b"body-%d" % index for index in range(1, 10)]
+    assert again.next_seq == 11  # never reuses a sequence number, so never a delivery id
+
+
+def test_fully_acked_segments_are_deleted(tmp_path: Path) -> None:
+    segment_log = opened(tmp_path, segment_bytes=100)
+    for index in range(12):
+        segment_log.append(b"x" * 40 + b"%d" % index)
+    sync(segment_log)
+    before = sorted(tmp_path.glob("*.seg"))
+    assert len(before) > 3
+    drain(segment_log)
+    sync(segment_log)
+    after = sorted(tmp_path.glob("*.seg"))
+    assert len(after) == 1  # the active segment stays
+    assert segment_log.pending == 0 and segment_log.pending_bytes == 0
+
+
+def test_a_torn_tail_is_quarantined_and_the_records_before_it_kept(tmp_path: Path) -> None:
+    segment_log = opened(tmp_path)
+    for index in range(5):
+        segment_log.append(b"body-%d" % index)
+    sync(segment_log)
+    segment_log.close()
+    (segment,) = tmp_path.glob("*.seg")
+    with segment.open("ab") as file:
+        file.write(encode_record(6, 0.0, "", b"half a record")[:11])  # a crash mid-write
+    again = opened(tmp_path)
+    assert again.quarantined == 1
+    assert len(list((tmp_path / "quarantine").iterdir())) == 1
+    assert drain(again) == [b"body-%d" % index for index in range(5)]
+    again.append(b"after")
+    sync(again)
+    assert drain(again) == [b"after"]
+
+
+def test_random_bytes_are_quarantined_and_the_other_segments_delivered(tmp_path: Path) -> None:
+    segment_log = opened(tmp_path, segment_bytes=60)
+    for index in range(6):
+        segment_log.append(b"body-%d" % index)
+    sync(segment_log)
+    assert len(segment_log.segments) >= 3
+    middle = segment_log.segments[1]
+    lost = {b"body-%d" % (seq - 1) for seq in range(middle.first_seq, middle.last_seq + 1)}
+    damaged = middle.path
+    segment_log.close()
+    damaged.write_bytes(os.urandom(300))
+    (tmp_path / "stray.bin").write_bytes(os.urandom(50))
+    (tmp_path / f"{99:020d}.seg").write_bytes(os.urandom(80))
+    again = opened(tmp_path, segment_bytes=60)
+    assert again.quarantined == 3
+    delivered = drain(again)
+    assert delivered == [b"body-%d" % index for index in range(6) if b"body-%d" % index not in lost]
+    assert sorted(path.name.split(".")[0] for path in (tmp_path / "quarantine").iterdir()) == sorted(
+        [damaged.name[:20], f"{99:020d}", "stray"]
+    )
+
+
+def test_a_damaged_cursor_file_means_redelivery_not_loss(tmp_path: Path) -> None:
+    segment_log = opened(tmp_path)
+    for index in range(3):
+        segment_log.append(b"%d" % index)
+    sync(segment_log)
+    drain(segment_log)
+    sync(segment_log)
+    segment_log.close()
+    (tmp_path / "acked").write_bytes(b"garbage")
+    assert drain(opened(tmp_path)) == [b"0", b"1", b"2"]
+
+
+def test_drop_oldest_drops_whole_segments_and_counts_them(tmp_path: Path) -> None:
+    segment_log = opened(tmp_path, segment_bytes=60)
+    for index in range(6):
+        segment_log.append(b"body-%d" % index)
+    sync(segment_log)
+    before = segment_log.pending
+    dropped = segment_log.drop_oldest()
+    assert dropped >= 1 and segment_log.pending == before - dropped
+    assert drain(segment_log)[0] == b"body-%d" % dropped
+
+
+async def test_group_commit_covers_concurrent_appends_with_few_rounds(tmp_path: Path) -> None:
+    committer = GroupCommitter()
+    logs = [opened(tmp_path / name) for name in ("a", "b")]
+    try:
+        futures = []
+        for index in range(200):
+            segment_log = logs[index % 2]
+            segment_log.append(b"%d" % index)
+            futures.append(committer.commit(segment_log))
+            if index % 50 == 0:
+                await asyncio.sleep(0)
+        await asyncio.gather(*futures)
+        assert committer.rounds < 20  # one fsync round serves many appends
+        for segment_log in logs:
+            assert segment_log.committed == segment_log.next_seq == 101
+            assert len(drain(segment_log)) == 100
+        await committer.flush()
+    finally:
+        committer.close()
