@@ -139,6 +139,7 @@ class DurableQueue:
             "deadLetters": self.dead.count,
             "dropped": dict(self.dropped),
             "breaker": self.breaker.state,
+            "breakerOpened": self.breaker.opened,
             "headAttempt": self.head_attempt if self.head is not None else 0,
             "quarantinedSegments": self.log.quarantined,
             "capacityWarning": self.capacity_warning,
@@ -315,6 +316,9 @@ class DurableWorker:
         while True:
             wait = queue.breaker.wait(time.monotonic())
             if wait > 0 and not await self._pause(wait):
+                return
+            if record.seq < queue.log.cursor:  # dropped meanwhile (whenFull: dropOldest)
+                queue.head = None
                 return
             attempt += 1
             queue.head_attempt = attempt

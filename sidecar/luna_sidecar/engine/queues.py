@@ -113,6 +113,7 @@ class EventWorker:
         self._count_dropped_items = metrics.dropped_items.labels(*labels)
         self._lost_full = metrics.dropped_batches.labels(*labels, "queue_full")
         self._lost_timeout = metrics.dropped_batches.labels(*labels, "timeout")
+        self._lost_failed = metrics.dropped_batches.labels(*labels, "failed")
         self._latency = metrics.callback_seconds.labels(*labels)
 
     @property
@@ -195,6 +196,7 @@ class EventWorker:
         self.failed += batches
         self.last_error = describe_exception(exc)
         self._count_failed.inc(batches)
+        self._lost_failed.inc(batches)
         self.logger.error("%s.handleEvent failed: %s", self.class_name, self.last_error, exc_info=exc)
 
     async def drain(self, deadline: float) -> int:

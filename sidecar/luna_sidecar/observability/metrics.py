@@ -102,9 +102,11 @@ class RuntimeMetrics:
         self.dropped_batches = LoopCounter(
             "luna_plugin_dropped_batches",
             "Event batches accepted by the intake but not delivered to a plugin, by reason: queue_full "
-            "(its queue was full), timeout (its callback ran past --callback-timeout), retired (still "
+            "(its queue was full), failed (its callback raised; at-most-once), timeout (its callback "
+            "ran past --callback-timeout; at-most-once), retired (still "
             "queued when its version was reloaded, unloaded or quarantined), shutdown (still queued at "
-            "the shutdown deadline).",
+            "the shutdown deadline); for durable queues also queue_full_oldest (dropped from a full queue "
+            "to make room) and discarded (dead letters discarded).",
             ["plugin", "class", "reason"],
             registry,
         )
