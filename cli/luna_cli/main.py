@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("luna_cli.render", "print a LunaPlugin manifest for a plugin file (for kubectl apply -f -)"),
     "new": ("luna_cli.new", "write a plugin skeleton and its test"),
     "check": ("luna_cli.check", "check that a cluster's CRDs, operator, webhook and report guard work"),
+    "dead-letters": ("luna_cli.dead_letters", "list, replay or discard a sidecar plugin's dead letters"),
 }
 
 

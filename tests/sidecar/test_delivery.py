@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.sidecar_harness import Sidecar, http, wait_for
+from tests.support.sidecar_harness import Sidecar, http, sidecar_command, wait_for
 
 SINK_PLUGIN = """
 import asyncio, json, os, time
@@ -278,6 +279,16 @@ def test_exhausted_batches_become_dead_letters_that_replay_delivers(harness: Har
     assert sidecar.metric("luna_plugin_dead_lettered_batches_total", plugin="sink") == 3
     assert sidecar.metric("luna_plugin_dead_letters", plugin="sink") == 3
     assert harness.delivered() == []
+    cli = [*sidecar_command(), "dead-letters", "list", "sink", "--admin", sidecar.admin]
+    listed = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert [letter["deliveryId"] for letter in json.loads(listed.stdout)["classes"][0]["deadLetters"]] == [
+        letter["deliveryId"] for letter in letters
+    ]
+    unknown = subprocess.run(
+        [*cli[:-3], "nope", *cli[-2:]], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert unknown.returncode == 1 and "no durable queue" in unknown.stderr
 
     harness.clear("fail")
     replay = http("POST", dead_letters_url + "/replay")
