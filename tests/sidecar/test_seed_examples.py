@@ -77,7 +77,8 @@ def bucket_service() -> Iterator[type[BucketService]]:
 
 
 @pytest.mark.skipif(not SEED.exists(), reason="the user's plugin document is not beside the project")
-def test_seed_examples_run_unchanged(sidecar_factory, bucket_service) -> None:
+@pytest.mark.parametrize("delivery", ["at-most-once", "at-least-once"])
+def test_seed_examples_run_unchanged(sidecar_factory, bucket_service, tmp_path, delivery) -> None:
     examples = extract_examples(SEED.read_text())
     assert len(examples) == 3, "expected the monitoring, event-sending and background examples"
     monitoring, sending, background = examples
@@ -89,6 +90,8 @@ def test_seed_examples_run_unchanged(sidecar_factory, bucket_service) -> None:
             "background_example": background,
         },
         active=["monitoring_example", "sending_example", "background_example"],
+        # at-least-once: the same plugins, unchanged, behind durable queues
+        args=["--delivery", delivery, "--queue-dir", str(tmp_path / "queues")],
     )
     states = {name: plugin["state"] for name, plugin in sidecar.plugins().items()}
     assert states == dict.fromkeys(states, "running"), sidecar.plugins()
