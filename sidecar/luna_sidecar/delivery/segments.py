@@ -281,6 +281,8 @@ class SegmentLog:
             os.close(fd)
         if problem:
             self._quarantine(segment.path, good, problem)
+        elif not good:
+            segment.path.unlink()  # created, never written (a crash between the two)
         if good:
             segment.size, segment.last_seq = good, expected - 1
             self.segments.append(segment)

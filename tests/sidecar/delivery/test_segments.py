@@ -180,3 +180,18 @@ async def test_group_commit_covers_concurrent_appends_with_few_rounds(tmp_path: 
         await committer.flush()
     finally:
         committer.close()
+
+
+def test_an_empty_segment_left_by_a_crash_is_removed(tmp_path: Path) -> None:
+    segment_log = opened(tmp_path)
+    segment_log.append(b"0")
+    sync(segment_log)
+    drain(segment_log)
+    sync(segment_log)
+    segment_log.close()
+    (tmp_path / f"{2:020d}.seg").write_bytes(b"")  # the next segment, created but never written
+    again = opened(tmp_path)
+    assert again.quarantined == 0
+    again.append(b"1")  # would collide with the empty file
+    sync(again)
+    assert drain(again) == [b"1"]
