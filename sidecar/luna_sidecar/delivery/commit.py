@@ -26,6 +26,7 @@ class GroupCommitter:
 
     def __init__(self) -> None:
         self._dirty: dict[SegmentLog, list[asyncio.Future[None]]] = {}
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="luna-delivery-fsync")
         self.listeners: dict[SegmentLog, Callable[[], None]] = {}
@@ -52,7 +53,7 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         while self._dirty:
             batch, self._dirty = self._dirty, {}
-            jobs = [segment_log.prepare_sync() for segment_log in batch]
+            jobs = [segment_log.prepare_sync(closing=self._closing) for segment_log in batch]
             try:
                 await loop.run_in_executor(self._executor, _run_all, jobs)
             except BaseException:
@@ -78,8 +79,17 @@ class GroupCommitter:
                 if listener is not None:
                     listener()
 
-    async def flush(self) -> None:
-        """Wait until nothing is dirty (every append durable, every cursor persisted)."""
+    async def flush(self, logs: list[SegmentLog] | None = None) -> None:
+        """Wait until nothing is dirty (every append durable, every cursor written); with
+        ``logs``, sync those a last time, their cursors fsynced."""
+        if logs:
+            await self._task_done()
+            self._closing = True
+            for segment_log in logs:
+                self.touch(segment_log)
+        await self._task_done()
+
+    async def _task_done(self) -> None:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 

@@ -3,7 +3,8 @@
 Layout of a queue directory::
 
     id                      the queue's identity (default delivery ids are ``<id>-<seq>``)
-    acked                   the cursor: every record with a lower sequence number is done
+    acked                   the cursor: every record with a lower sequence number is done (two
+                            checksummed slots written in turn, so a torn write leaves the other)
     00000000000000000001.seg   segment files, named after their first sequence number
     quarantine/             segments (or stray files) that failed their checks, moved aside
 
@@ -19,9 +20,11 @@ grow by one within a segment. What callers may rely on:
   random bytes) is copied to ``quarantine/``, counted and logged once, and cut back to its last
   good record; the records after the bad bytes of that segment are lost, the other segments are
   delivered.
-* The cursor is written and fsynced by sync jobs too; segments wholly before a persisted cursor
-  are deleted. After a crash the records delivered since the last persisted cursor are delivered
-  again, with the same delivery id.
+* The cursor is written by sync jobs too (to the page cache at every round: it survives a
+  SIGKILL of the process; fsynced at most every :data:`CURSOR_SYNC_INTERVAL` seconds and at
+  close: a power loss can take it back that far). Segments wholly before a written cursor are
+  deleted. After a crash the records delivered since the cursor was last written are delivered
+  again, with the same delivery id; a cursor taken back by a power loss only means more of them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ from pathlib import Path
 HEADER = struct.Struct("<II")
 META = struct.Struct("<QdH")
 ACK = struct.Struct("<QI")
+#: bytes between the two cursor slots of the ``acked`` file
+ACK_SLOT = 16
+#: most seconds between two fsyncs of the cursor
+CURSOR_SYNC_INTERVAL = 1.0
 SUFFIX = ".seg"
 SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
 #: a frame announcing more than this is corrupt (bodies are bounded by --max-body-bytes, far less)
@@ -137,7 +144,9 @@ class SyncJob:
     committed: int = 0
     """records below this sequence number are durable once the job ran"""
     cursor: int | None = None
-    """cursor to persist"""
+    """cursor to write"""
+    sync_cursor: bool = False
+    """fsync the cursor file too"""
     unlink: list[Path] = field(default_factory=list)
     error: OSError | None = None
 
@@ -149,7 +158,7 @@ class SyncJob:
             if self.sync_dir:
                 _fsync_dir(self.log.directory)
             if self.cursor is not None:
-                self.log.write_cursor(self.cursor)
+                self.log.write_cursor(self.cursor, sync=self.sync_cursor)
             for path in self.unlink:
                 path.unlink(missing_ok=True)
         except OSError as exc:
@@ -200,6 +209,9 @@ class SegmentLog:
         self._read_fd: int | None = None
         self._read_offset = 0
         self._read_next = 1
+        self._cursor_fd: int | None = None
+        self._cursor_slot = 0
+        self._cursor_synced_at = 0.0
 
     # -- opening
 
@@ -215,7 +227,7 @@ class SegmentLog:
             self.queue_id = ""
         names = sorted(entry.name for entry in os.scandir(self.directory) if entry.is_file())
         for name in names:
-            if name in ("id", "acked", "acked.tmp"):
+            if name in ("id", "acked", "id.tmp"):
                 continue
             match = SEGMENT_NAME.match(name)
             if match is None:
@@ -246,10 +258,15 @@ class SegmentLog:
             raw = (self.directory / "acked").read_bytes()
         except FileNotFoundError:
             return None
-        if len(raw) == ACK.size:
-            cursor, crc = ACK.unpack(raw)
-            if zlib.crc32(raw[:8]) == crc:
-                return int(cursor)
+        found = []
+        for offset in (0, ACK_SLOT):
+            slot = raw[offset : offset + ACK.size]
+            if len(slot) == ACK.size:
+                cursor, crc = ACK.unpack(slot)
+                if zlib.crc32(slot[:8]) == crc:
+                    found.append(int(cursor))
+        if found:
+            return max(found)  # the cursor only moves forward: the newer of the two slots
         self.logger.error(
             "delivery queue %s: the acked file is damaged; delivering from the start", self.directory
         )
@@ -350,15 +367,18 @@ class SegmentLog:
         """Something to sync: records not durable yet, or a cursor not persisted."""
         return self.committed < self.next_seq or self.persisted_cursor != self.cursor or bool(self._to_close)
 
-    def prepare_sync(self) -> SyncJob:
-        """Take what is to sync now (on the loop)."""
+    def prepare_sync(self, *, closing: bool = False) -> SyncJob:
+        """Take what is to sync now (on the loop); ``closing``: the cursor is fsynced too."""
         job = SyncJob(self, committed=self.next_seq)
         if self.committed < self.next_seq or self._to_sync:
             job.fsync = [*self._to_sync, *([self._fd] if self._fd is not None else [])]
         job.close, self._to_sync, self._to_close = self._to_close, [], []
         job.sync_dir, self._new_file = self._new_file, False
-        if self.persisted_cursor != self.cursor:
+        if self.persisted_cursor != self.cursor or (closing and self._cursor_fd is not None):
             job.cursor = self.cursor
+            now = time.monotonic()
+            if closing or now - self._cursor_synced_at >= CURSOR_SYNC_INTERVAL:
+                job.sync_cursor, self._cursor_synced_at = True, now
             keep: list[Segment] = []
             for segment in self.segments:
                 if segment is not self._active and segment.last_seq < self.cursor:
@@ -381,17 +401,15 @@ class SegmentLog:
         if job.cursor is not None:
             self.persisted_cursor = job.cursor
 
-    def write_cursor(self, cursor: int) -> None:
-        """Persist ``cursor`` (commit thread): write a new file, fsync, rename over the old one."""
+    def write_cursor(self, cursor: int, *, sync: bool) -> None:
+        """Write ``cursor`` into the older of the two slots (commit thread); fsync when ``sync``."""
+        if self._cursor_fd is None:
+            self._cursor_fd = os.open(self.directory / "acked", os.O_RDWR | os.O_CREAT, 0o600)
         raw = struct.pack("<Q", cursor)
-        tmp = self.directory / "acked.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, raw + struct.pack("<I", zlib.crc32(raw)))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.directory / "acked")
+        os.pwrite(self._cursor_fd, raw + struct.pack("<I", zlib.crc32(raw)), self._cursor_slot * ACK_SLOT)
+        self._cursor_slot ^= 1
+        if sync:
+            os.fdatasync(self._cursor_fd)
 
     # -- reading
 
@@ -505,9 +523,13 @@ class SegmentLog:
     def close(self) -> None:
         """Close the files (the loop's last act on this log; sync first)."""
         self._close_reader()
-        for fd in (*self._to_close, *([self._fd] if self._fd is not None else [])):
+        for fd in (
+            *self._to_close,
+            *([self._fd] if self._fd is not None else []),
+            *([self._cursor_fd] if self._cursor_fd is not None else []),
+        ):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._to_close, self._to_sync, self._fd, self._active = [], [], None, None
+        self._to_close, self._to_sync, self._fd, self._active, self._cursor_fd = [], [], None, None, None

@@ -160,9 +160,7 @@ class DeliveryService:
 
     async def close(self) -> None:
         """Persist every cursor and close the files (after the workers stopped)."""
-        for queue in self._queues.values():
-            self.committer.touch(queue.log)
-        await self.committer.flush()
+        await self.committer.flush([queue.log for queue in self._queues.values()])
         for queue in self._queues.values():
             queue.log.close()
         self.committer.close()

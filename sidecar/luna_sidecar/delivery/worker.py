@@ -32,6 +32,10 @@ from luna_sidecar.observability import RuntimeMetrics
 
 #: a stored body was validated by the intake; this only bounds a damaged one
 _MAX_ITEMS = 10_000_000
+#: batches (and their request bytes) whose decoded form is kept for their first delivery, so a
+#: queue that keeps up does not decode every body twice; past this, bodies are decoded again
+FRESH_BATCHES = 1024
+FRESH_BYTES = 32 * 1024 * 1024
 
 
 class DurableQueue:
@@ -71,6 +75,8 @@ class DurableQueue:
         self._metrics = metrics
         self._wake = asyncio.Event()
         committer.listeners[segment_log] = self._wake.set
+        self._fresh: dict[int, tuple[tuple[Any, ...], int]] = {}
+        self._fresh_bytes = 0
 
     def wake(self) -> None:
         """Something changed (records durable, a worker handing over): look again."""
@@ -93,10 +99,13 @@ class DurableQueue:
     def _over(self, size: int) -> bool:
         return self.log.pending_bytes + size + 64 > self.policy.max_queue_bytes
 
-    def append(self, body: bytes, *, delivery_id: str = "") -> asyncio.Future[None] | None:
-        """Queue ``body``; the future resolves once it is on disk. None when the batch was dropped
-        (``whenFull: dropNewest``, or a batch larger than the whole bound). Raises ``OSError``
-        when it cannot be written."""
+    def append(
+        self, body: bytes, payload: tuple[Any, ...] | None = None, *, delivery_id: str = ""
+    ) -> asyncio.Future[None] | None:
+        """Queue ``body`` (``payload``: the callback's arguments decoded from it, kept for its
+        first delivery while the queue keeps up); the future resolves once it is on disk. None
+        when the batch was dropped (``whenFull: dropNewest``, or a batch larger than the whole
+        bound). Raises ``OSError`` when it cannot be written."""
         if self._over(len(body)):
             if self.policy.when_full == "dropOldest":
                 while self._over(len(body)):
@@ -108,8 +117,28 @@ class DurableQueue:
             if self._over(len(body)):
                 self.count_dropped("queue_full", 1)
                 return None
-        self.log.append(body, delivery_id=delivery_id)
+        seq = self.log.append(body, delivery_id=delivery_id)
+        if (
+            payload is not None
+            and len(self._fresh) < FRESH_BATCHES
+            and self._fresh_bytes + len(body) <= FRESH_BYTES
+        ):
+            self._fresh[seq] = (payload, len(body))
+            self._fresh_bytes += len(body)
         return self.committer.commit(self.log)
+
+    def take_fresh(self, seq: int) -> tuple[Any, ...] | None:
+        """The decoded arguments of record ``seq`` if still kept (forgets those before it)."""
+        fresh = self._fresh
+        while fresh:
+            first = next(iter(fresh))
+            if first > seq:
+                return None
+            payload, size = fresh.pop(first)
+            self._fresh_bytes -= size
+            if first == seq:
+                return payload
+        return None
 
     def count_dropped(self, reason: str, batches: int) -> None:
         """Count ``batches`` lost for ``reason`` (``luna_plugin_dropped_batches``)."""
@@ -224,9 +253,9 @@ class DurableWorker:
         """See :meth:`DurableQueue.refuses`."""
         return self.queue.refuses(size)
 
-    def append(self, body: bytes) -> asyncio.Future[None] | None:
+    def append(self, body: bytes, payload: tuple[Any, ...] | None = None) -> asyncio.Future[None] | None:
         """See :meth:`DurableQueue.append`."""
-        return self.queue.append(body)
+        return self.queue.append(body, payload)
 
     @property
     def depth(self) -> int:
@@ -307,7 +336,7 @@ class DurableWorker:
         info_id = record.delivery_id or queue.log.default_id(record.seq)
         queue.head, queue.head_attempt = record, 0
         try:
-            payload = self._payload(record)
+            payload = queue.take_fresh(record.seq) or self._payload(record)
         except PayloadError as exc:
             await self._dead_letter(record, info_id, 0, f"the stored batch cannot be decoded: {exc.message}")
             return
@@ -324,8 +353,11 @@ class DurableWorker:
             queue.head_attempt = attempt
             started = time.perf_counter()
             self._call_started = time.monotonic()
+            first_argument = payload[0] if payload else None
+            # every attempt gets its own list: what a failed attempt did to it is not retried
+            arguments = (list(first_argument), *payload[1:]) if isinstance(first_argument, list) else payload
             try:
-                await self._call(payload, DeliveryInfo(info_id, attempt))
+                await self._call(arguments, DeliveryInfo(info_id, attempt))
             except Exception as exc:
                 error: BaseException = exc
             else:

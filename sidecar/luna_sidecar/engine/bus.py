@@ -61,8 +61,8 @@ class EventBus:
         self._subscribers[worker.event_name] = tuple(w for w in current if w is not worker)
 
     @staticmethod
-    def _store(durable: tuple[DurableWorker, ...], body: bytes) -> Delivery:
-        """Append ``body`` to every durable queue, or to none when one refuses it."""
+    def _store(durable: tuple[DurableWorker, ...], body: bytes, payload: tuple[Any, ...]) -> Delivery:
+        """Append ``body`` (decoded: ``payload``) to every durable queue, or to none when one refuses it."""
         for worker in durable:
             reason = worker.refuses(len(body))
             if reason is not None:
@@ -70,7 +70,7 @@ class EventBus:
         committed, dropped = [], 0
         for worker in durable:
             try:
-                appended = worker.append(body)
+                appended = worker.append(body, payload)
             except OSError as exc:
                 return Delivery(
                     0, 0, refused=f"the durable queue of plugin {worker.plugin} cannot be written: {exc}"
@@ -91,7 +91,7 @@ class EventBus:
         stored = None
         durable = self._durable.get(event_name) if self._durable else None
         if durable and body is not None:
-            stored = self._store(durable, body)
+            stored = self._store(durable, body, payload)
             if stored.refused is not None:
                 return stored
         queued = dropped = 0
@@ -117,7 +117,7 @@ class EventBus:
         stored = None
         durable = self._durable.get("monitoring_event") if self._durable else None
         if durable:
-            stored = self._store(durable, body if body is not None else _encode_points(points))
+            stored = self._store(durable, body if body is not None else _encode_points(points), (points,))
             if stored.refused is not None:
                 return stored
         self.point_metrics.observe(points)
