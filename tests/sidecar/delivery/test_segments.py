@@ -195,3 +195,27 @@ def test_an_empty_segment_left_by_a_crash_is_removed(tmp_path: Path) -> None:
     again.append(b"1")  # would collide with the empty file
     sync(again)
     assert drain(again) == [b"1"]
+
+
+async def test_a_queue_dir_too_small_for_the_bound_is_reported(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from luna_contract.delivery import DeliveryPolicy
+    from luna_plugins.handler_event.base_plugin import BaseEventSendingPlugin
+    from luna_sidecar.delivery import DeliveryService, DeliverySettings
+    from luna_sidecar.observability import RuntimeMetrics
+
+    class Plugin(BaseEventSendingPlugin):
+        async def sendEvents(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    registry = CollectorRegistry()
+    service = DeliveryService(
+        DeliverySettings(tmp_path, DeliveryPolicy(mode="at-least-once", max_queue_bytes=1 << 40)),
+        metrics=RuntimeMetrics(registry),
+        registry=registry,
+    )
+    worker = service.worker("p", Plugin(None), timeout=1.0, logger=log)  # type: ignore[arg-type]
+    warning = worker.queue.describe()["capacityWarning"]
+    assert warning is not None and "queue bound of 1099511627776 bytes" in warning
+    await service.close()
