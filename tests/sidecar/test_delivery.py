@@ -57,7 +57,14 @@ class Sink(BaseEventSendingPlugin):
             raise RetryLater(float((CONTROL / "retry_after").read_text()))
 """
 
-FAST_RETRIES = ["--retry-initial-backoff", "0.01", "--retry-max-backoff", "0.05"]
+FAST_RETRIES = [
+    "--retry-initial-backoff",
+    "0.01",
+    "--retry-max-backoff",
+    "0.05",
+    "--breaker-open-time",
+    "0.2",
+]
 
 
 def event(index: int, pad: int = 0) -> dict[str, Any]:
@@ -334,3 +341,23 @@ def test_at_least_once_needs_a_queue_dir(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--queue-dir"):
         resolve({"delivery": "at-least-once"}, {})
     assert resolve({"delivery": "at-least-once", "queue_dir": str(tmp_path)}, {}).queue_dir == tmp_path
+
+
+def test_a_reloaded_version_takes_the_queue_over(harness: Harness) -> None:
+    harness.set("fail")
+    sidecar = harness.start(*FAST_RETRIES)
+    for index in range(5):
+        assert sidecar.post_event("sending_event", event(index)).status == 202
+    wait_for(lambda: any(line["outcome"] == "fail" for line in harness.lines()), what="a failed attempt")
+    old_hash = sidecar.plugin("sink")["codeHash"]
+    sidecar.write_plugin("sink", SINK_PLUGIN + "\n# version 2\n")
+    wait_for(
+        lambda: sidecar.plugin("sink")["codeHash"] != old_hash, timeout=30, what="the new version running"
+    )
+    harness.clear("fail")
+    for index in range(5, 8):
+        assert sidecar.post_event("sending_event", event(index)).status == 202
+    wait_for(lambda: len(harness.delivered()) == 8, timeout=30, what="every batch, old and new")
+    assert harness.delivered() == [f"r{index}" for index in range(8)]
+    assert sidecar.metric("luna_plugin_dropped_batches_total", plugin="sink") == 0
+    assert sidecar.stop() == 0

@@ -233,7 +233,7 @@ class SegmentLog:
             if match is None:
                 self._quarantine(self.directory / name, 0, "not a segment file")
                 continue
-            self._recover(Segment(int(match.group(1)), self.directory / name))
+            self._recover(Segment(int(match.group(1)), self.directory / name), cursor or 0)
         if not self.queue_id or (cursor is None and not self.segments):
             # a new queue, or one whose cursor is lost with nothing left: new ids, never reused
             self.queue_id = secrets.token_hex(6)
@@ -246,12 +246,12 @@ class SegmentLog:
         for segment in [segment for segment in self.segments if segment.last_seq < self.cursor]:
             segment.path.unlink(missing_ok=True)  # delivered before the restart
             self.segments.remove(segment)
+            self.done_bytes -= segment.size
         self.next_seq = max(last + 1, self.cursor)
         self.committed = self.next_seq
         self.persisted_cursor = self.cursor
         self._read_next = self.cursor
         self.total_bytes = sum(segment.size for segment in self.segments)
-        self.done_bytes = sum(segment.size for segment in self.segments if segment.last_seq < self.cursor)
 
     def _read_cursor(self) -> int | None:
         try:
@@ -272,7 +272,7 @@ class SegmentLog:
         )
         return None
 
-    def _recover(self, segment: Segment) -> None:
+    def _recover(self, segment: Segment, cursor: int) -> None:
         previous = self.segments[-1] if self.segments else None
         if previous is not None and segment.first_seq <= previous.last_seq:
             self._quarantine(segment.path, 0, "overlaps the segment before it")
@@ -294,6 +294,8 @@ class SegmentLog:
                     break
                 good += record.size
                 expected += 1
+                if record.seq < cursor:
+                    self.done_bytes += record.size
         finally:
             os.close(fd)
         if problem:
@@ -447,12 +449,16 @@ class SegmentLog:
                 return None
             self._read_offset += record.size
             if record.seq < self._read_next:
-                if record.seq < self.cursor:  # done before the log was opened
-                    self.done_bytes += record.size
                 continue
             self._read_next = record.seq + 1
             return record
         return None
+
+    def rewind(self) -> None:
+        """Read again from the cursor: the next record is the oldest not done (a new consumer
+        takes over, and the record its predecessor had in hand comes again)."""
+        self._close_reader()
+        self._read_next = self.cursor
 
     def _drop_damaged(self, segment: Segment, problem: str) -> None:
         if segment is self._active:

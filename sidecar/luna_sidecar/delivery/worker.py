@@ -317,6 +317,7 @@ class DurableWorker:
     async def _run(self) -> None:
         queue = self.queue
         async with queue.consumer:
+            queue.log.rewind()  # the batch a previous worker had in hand, if any, comes first
             while not self._handing_over:
                 record = queue.log.next_record()
                 if record is None:

@@ -80,6 +80,7 @@ def test_only_durable_records_are_read_and_order_and_ids_survive_a_reopen(tmp_pa
     again = opened(tmp_path, segment_bytes=200)
     assert again.queue_id == queue_id
     assert again.pending == 9
+    assert again.pending_bytes == 9 * len(encode_record(0, 0.0, "", b"body-0"))
     assert drain(again) == [b"body-%d" % index for index in range(1, 10)]
     assert again.next_seq == 11  # never reuses a sequence number, so never a delivery id
 
