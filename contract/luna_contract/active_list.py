@@ -7,8 +7,10 @@ The active-list ConfigMap of a service, ``luna-plugins-<service>``
 - ``plugins.json``: a JSON object mapping each of those modules to ``{"codeHash": <sha256 hex>,
   "configMap": <name of the ConfigMap holding <module>.py>, "plugin": <LunaPlugin name>,
   "settings": {...}, "requirements": [<PEP 508 requirement>, ...], "secretSettingsHash": <sha256
-  hex>}`` (``plugin``, ``requirements`` and ``secretSettingsHash`` optional; more keys are allowed
-  and ignored, so an older reader takes a newer writer's list).
+  hex>, "canary": {"codeHash": <sha256 hex>, "configMap": <name>, "pods": [<pod name>, ...]}}``
+  (``plugin``, ``requirements``, ``secretSettingsHash`` and ``canary`` optional; more keys are
+  allowed and ignored, so an older reader takes a newer writer's list). ``canary``: a staged
+  rollout's new version, run by the pods it names (:meth:`ActiveEntry.for_pod`).
 
 The operator writes it with :func:`encode_active_list`; the sidecar (and the operator, reading
 back what it wrote) takes it with :func:`decode_active_list`, which accepts exactly that or
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from luna_contract.code import code_hash, is_sha256
@@ -33,6 +35,7 @@ from luna_contract.secret_settings import ENTRY_FIELD
 __all__ = [
     "ActiveEntry",
     "ActiveListError",
+    "Canary",
     "code_hashes_of",
     "code_of",
     "decode_active_list",
@@ -65,11 +68,35 @@ class ActiveEntry:
     """the SHA-256 of the plugin's key in the service's settings Secret, if it has one"""
     order: int = 0
     """load order: entries are listed by (order, module); decoded entries carry their position"""
+    canary: Canary | None = None
+    """a new version under a staged rollout, for the pods it names (None: every pod runs this one)"""
 
     @property
     def code_key(self) -> str:
         """The key of the code in :attr:`config_map`."""
         return code_key(self.module)
+
+    def for_pod(self, pod: str | None) -> ActiveEntry:
+        """The entry pod ``pod`` runs: the canary's version when the canary names the pod, else
+        this one (either way without :attr:`canary`)."""
+        if self.canary is None:
+            return self
+        if pod is not None and pod in self.canary.pods:
+            return replace(
+                self, code_hash=self.canary.code_hash, config_map=self.canary.config_map, canary=None
+            )
+        return replace(self, canary=None)
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A staged rollout's new version of an entry's plugin and the pods that run it."""
+
+    code_hash: str
+    config_map: str
+    """the ConfigMap holding the canary's code under the entry's code key"""
+    pods: tuple[str, ...] = ()
+    """names of the pods that run it (sorted)"""
 
 
 def encode_entry(entry: ActiveEntry) -> dict[str, Any]:
@@ -85,6 +112,12 @@ def encode_entry(entry: ActiveEntry) -> dict[str, Any]:
         details["requirements"] = list(entry.requirements)
     if entry.secret_settings_hash is not None:
         details[ENTRY_FIELD] = entry.secret_settings_hash
+    if entry.canary is not None:
+        details["canary"] = {
+            "codeHash": entry.canary.code_hash,
+            "configMap": entry.canary.config_map,
+            "pods": sorted(entry.canary.pods),
+        }
     return details
 
 
@@ -165,8 +198,40 @@ def _entry(module: str, raw: Any, order: int, where: str) -> ActiveEntry:
             f"{where}: {ENTRY_FIELD} must be a SHA-256 in lower-case hex, got {secret_settings!r}"
         )
     return ActiveEntry(
-        module, str(code_hash), config_map, plugin, settings, requirements, secret_settings, order
+        module,
+        str(code_hash),
+        config_map,
+        plugin,
+        settings,
+        requirements,
+        secret_settings,
+        order,
+        _canary(raw.get("canary"), f"{where}: canary"),
     )
+
+
+#: the most pods a canary names (a service's reporting pods)
+MAX_CANARY_PODS = 5000
+
+
+def _canary(raw: Any, where: str) -> Canary | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ActiveListError(f"{where}: expected an object, got {_kind(raw)}")
+    code_hash = raw.get("codeHash")
+    if not is_sha256(code_hash):
+        raise ActiveListError(f"{where}: codeHash must be a SHA-256 in lower-case hex, got {code_hash!r}")
+    config_map = raw.get("configMap")
+    if not isinstance(config_map, str) or not _OBJECT_NAME.fullmatch(config_map):
+        raise ActiveListError(f"{where}: configMap must be a ConfigMap name, got {config_map!r}")
+    pods = raw.get("pods", [])
+    if not isinstance(pods, list) or len(pods) > MAX_CANARY_PODS:
+        raise ActiveListError(f"{where}: pods must be a list of at most {MAX_CANARY_PODS} pod names")
+    for index, pod in enumerate(pods):
+        if not isinstance(pod, str) or not _OBJECT_NAME.fullmatch(pod):
+            raise ActiveListError(f"{where}: pods[{index}] must be a pod name, got {_kind(pod)}")
+    return Canary(str(code_hash), config_map, tuple(sorted(set(pods))))
 
 
 def code_hashes_of(data: Mapping[str, Any], service: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import pytest
 from luna_contract.active_list import (
     ActiveEntry,
     ActiveListError,
+    Canary,
     code_of,
     encode_active_list,
 )
@@ -134,6 +135,13 @@ def test_what_the_encoder_writes_the_decoder_reads_back_the_same() -> None:
         ("plugin", ["x"], "plugin must be a LunaPlugin name"),
         ("secretSettingsHash", "abc", "secretSettingsHash must be a SHA-256"),
         ("requirements", ["evil @ https://attacker.invalid/e.whl"], "requirements"),
+        ("canary", "all", "canary: expected an object"),
+        ("canary", {"codeHash": "abc", "configMap": "x"}, "canary: codeHash must be a SHA-256"),
+        ("canary", {"codeHash": HASH, "configMap": "../x"}, "canary: configMap must be a ConfigMap name"),
+        ("canary", {"codeHash": HASH, "configMap": "x", "pods": "p-1"}, "canary: pods must be a list"),
+        ("canary", {"codeHash": HASH, "configMap": "x", "pods": ["p-1", "../p"]}, "canary: pods[1]"),
+        ("canary", {"codeHash": HASH, "configMap": "x", "pods": [7]}, "canary: pods[0]"),
+        ("canary", {"codeHash": HASH, "configMap": "x", "pods": ["p"] * 5001}, "at most 5000"),
     ],
 )
 def test_hostile_optional_fields_are_refused_naming_them(field: str, value: Any, message: str) -> None:
@@ -141,3 +149,24 @@ def test_hostile_optional_fields_are_refused_naming_them(field: str, value: Any,
     with pytest.raises(ActiveListError) as caught:
         parse_active_list("cm", given, "handlers")
     assert message in str(caught.value) and "entry 'hello'" in str(caught.value)
+
+
+def test_a_canary_reads_back_and_each_pod_gets_its_version() -> None:
+    other = hashlib.sha256(b"v2").hexdigest()
+    entry = ActiveEntry(
+        "a", HASH, "lunaplugin-a", "a", canary=Canary(other, "lunaplugin-a-canary", ("p-2", "p-1"))
+    )
+    (decoded,) = parse_active_list("cm", encode_active_list("handlers", [entry]), "handlers")
+    assert decoded.canary == Canary(other, "lunaplugin-a-canary", ("p-1", "p-2"))
+    on_canary = decoded.for_pod("p-2")
+    assert (on_canary.code_hash, on_canary.config_map, on_canary.canary) == (
+        other,
+        "lunaplugin-a-canary",
+        None,
+    )
+    for pod in ("p-3", "p", None):
+        stable = decoded.for_pod(pod)
+        assert (stable.code_hash, stable.config_map, stable.canary) == (HASH, "lunaplugin-a", None)
+    plain = ActiveEntry("a", HASH, "lunaplugin-a")
+    assert plain.for_pod("p-1") is plain
+    assert "canary" not in json.loads(encode_active_list("handlers", [plain])[PLUGINS_KEY])["a"]

@@ -119,11 +119,12 @@ class ClusterFeed:
         namespace, service = self.config.namespace, self.config.service
         assert namespace is not None
         self.api = api
+        pod = self.config.pod_name or socket.gethostname()
         reporter = RuntimeReporter(
             api,
             namespace=namespace,
             service=service,
-            pod=self.config.pod_name or socket.gethostname(),
+            pod=pod,
             pod_uid=self.config.pod_uid,
             plugins=self.runtime.describe,
             ready=lambda: bool(getattr(self._ready, "ready", False)),
@@ -140,6 +141,7 @@ class ClusterFeed:
             self.runtime.current_source,
             on_applied=reporter.poke,
             secrets=SecretSettingsDir(self.config.secret_settings_dir),
+            pod=pod,
         )
 
     async def sync(self) -> bool:

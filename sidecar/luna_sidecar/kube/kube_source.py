@@ -67,15 +67,18 @@ def desired_plugins(
     config_maps: Mapping[str, MirroredConfigMap],
     current: Callable[[str], PluginSource | None],
     secrets: SecretSettingsDir | None = None,
+    pod: str | None = None,
 ) -> DesiredState:
     """The desired plugins of ``service`` from the mirrored ConfigMaps and, for plugins with
-    secret settings, the mounted settings Secret (``secrets``)."""
+    secret settings, the mounted settings Secret (``secrets``). A plugin under a staged rollout
+    is wanted at its canary's version when the canary names ``pod`` (this sidecar's pod), at the
+    version in service otherwise; ``code_hashes`` says which."""
     name = active_list_name(service)
     active = config_maps.get(name)
     if active is None:
         return DesiredState(None)
     try:
-        entries = decode_active_list(name, active.data, service)
+        entries = [entry.for_pod(pod) for entry in decode_active_list(name, active.data, service)]
     except ActiveListError as exc:
         return DesiredState(None, problems=[f"{exc}; keeping the plugins that run"])
     desired: list[DesiredPlugin] = []
@@ -230,8 +233,11 @@ class ClusterWatcher:
         debounce: float = 0.05,
         on_applied: Callable[[], None] | None = None,
         secrets: SecretSettingsDir | None = None,
+        pod: str | None = None,
     ) -> None:
         self._changed = asyncio.Event()
+        self.pod = pod
+        """this sidecar's pod: a staged rollout's canary names the pods that run it"""
         self.secrets = secrets or SecretSettingsDir(None)
         self.mirror = mirror_factory(self._changed.set)
         self.service = service
@@ -275,7 +281,7 @@ class ClusterWatcher:
     async def _apply_once(self, retry_failed: bool) -> None:
         self._changed.clear()
         self.secrets.reading()  # a kubelet update after this point is noticed by the next check
-        found = desired_plugins(self.service, self.mirror.items, self._current, self.secrets)
+        found = desired_plugins(self.service, self.mirror.items, self._current, self.secrets, self.pod)
         self._report(found)
         if found.plugins is None:
             return

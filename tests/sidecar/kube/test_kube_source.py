@@ -215,3 +215,35 @@ async def test_a_bookmark_moves_the_resume_version_without_a_relist(monkeypatch:
     )
     assert await mirror._watch("7") == "42"  # resume from the bookmark, no re-list
     assert changed == []
+
+
+def test_a_canary_runs_on_the_pods_it_names_and_nowhere_else() -> None:
+    items = mirror({"a": CODE_V1}, {"a": CODE_V1})
+    details = json.loads(items[active_list_name("handlers")].data["plugins.json"])
+    details["a"]["canary"] = {
+        "codeHash": sha(CODE_V2),
+        "configMap": "lunaplugin-a-canary",
+        "pods": ["handlers-2"],
+    }
+    active = items[active_list_name("handlers")]
+    items[active.name] = MirroredConfigMap(
+        active.name, {**active.data, "plugins.json": json.dumps(details)}, {}
+    )
+    items["lunaplugin-a-canary"] = MirroredConfigMap("lunaplugin-a-canary", {"a.py": CODE_V2}, {})
+
+    canary = desired_plugins("handlers", items, lambda module: None, pod="handlers-2")
+    assert canary.plugins is not None and canary.code_hashes == {"a": sha(CODE_V2)}
+    source = canary.plugins[0].source
+    assert source is not None and source.code == CODE_V2.encode()
+    assert source.origin == "configmap/lunaplugin-a-canary/a.py" and source.settings == {"k": "a"}
+    for pod in ("handlers-1", "handlers-22", None):
+        stable = desired_plugins("handlers", items, lambda module: None, pod=pod)
+        assert stable.plugins is not None and stable.code_hashes == {"a": sha(CODE_V1)}
+        assert stable.plugins[0].source is not None and stable.plugins[0].source.code == CODE_V1.encode()
+
+    # the canary's code has not arrived (or is not what it names): the pod waits, keeping what runs
+    items["lunaplugin-a-canary"] = MirroredConfigMap("lunaplugin-a-canary", {"a.py": CODE_V1}, {})
+    running = PluginSource("a", CODE_V1.encode(), "configmap/lunaplugin-a/a.py")
+    waiting = desired_plugins("handlers", items, {"a": running}.get, pod="handlers-2")
+    assert waiting.plugins is not None and [p.source for p in waiting.plugins] == [running]
+    assert "holds code" in waiting.waiting["a"]
