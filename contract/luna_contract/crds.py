@@ -39,7 +39,7 @@ EXPECTED: tuple[ExpectedCrd, ...] = (
         "lunapluginruntimes.luna.dev",
         "LunaPluginRuntime",
         "v1alpha1",
-        "44bd829e7418ca84a6300ffb36626dbae129d0b37e45049d558ee8e40e53e0fc",
+        "5d4fce4852c126c43d9e2077fd285f8e3f8917fdc20ff970482850730d402ad9",
     ),
 )
 

@@ -87,6 +87,17 @@ class PluginReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tr
     """how long this plugin blocked the event loop (absent: not at all)"""
     requirements: str | None = None
     """its packages: ``installing``, ``installed`` or ``failed`` (absent without requirements)"""
+    callbacks: int | None = None
+    """event callbacks finished by the version that runs (ok or not), since it started; these
+    five figures are reported only while the plugin is under a staged rollout"""
+    failed_callbacks: int | None = None
+    """of those, the ones that raised or timed out"""
+    route_answers: int | None = None
+    """answers of its routes since the version started"""
+    route_errors: int | None = None
+    """of those, the 5xx ones"""
+    dropped: int | None = None
+    """batches dropped for it since the version started, any reason"""
 
     def as_named(self, code_hashes: Mapping[str, str]) -> bool:
         """Whether this entry says no more than "runs the version the active list names"."""
@@ -98,6 +109,8 @@ class PluginReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tr
             and self.failed_code_hash is None
             and self.error is None
             and self.loop_blocked_seconds is None
+            and self.callbacks is None
+            and self.route_answers is None
         )
 
 

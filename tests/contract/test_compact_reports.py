@@ -235,3 +235,49 @@ def test_entries_of_the_wrong_shape_are_left_out_of_the_learnt_revision() -> Non
     details["bad"] = {"codeHash": 12}
     body["data"]["plugins.json"] = json.dumps(details)
     assert active_list_code_hashes(body) == ("handlers", {"alpha": H1})
+
+
+def test_plugins_under_a_staged_rollout_are_reported_with_their_figures() -> None:
+    described = [
+        {
+            "name": "canaried",
+            "state": "running",
+            "codeHash": H1,
+            "routeAnswers": 40,
+            "routeErrors": 3,
+            "classes": [
+                {"name": "A", "handled": 90, "failed": 10, "dropped": 2},
+                {"name": "B", "handled": 5, "failed": 0, "dropped": 0},
+                {"name": "Background"},
+            ],
+        },
+        {"name": "plain", "state": "running", "codeHash": H2, "routeAnswers": 7, "classes": []},
+    ]
+    found = RuntimeReporter(
+        object(),  # type: ignore[arg-type]
+        namespace="ns",
+        service="handlers",
+        pod="pod-a",
+        pod_uid="uid-a",
+        plugins=lambda: described,
+        ready=lambda: True,
+        code_hashes=lambda: {"canaried": H1, "plain": H2},
+        rollouts=lambda: frozenset({"canaried"}),
+    )
+    plugins = found.body()["spec"]["plugins"]
+    # the plugin on the named version is listed for its figures; the other, on its named version, is not
+    assert plugins == [
+        {
+            "module": "canaried",
+            "state": "running",
+            "codeHash": H1,
+            "callbacks": 105,
+            "failedCallbacks": 10,
+            "routeAnswers": 40,
+            "routeErrors": 3,
+            "dropped": 2,
+        }
+    ]
+    decoded = msgspec.convert(plugins[0], PluginReport)
+    assert (decoded.callbacks, decoded.failed_callbacks, decoded.route_errors) == (105, 10, 3)
+    assert not decoded.as_named({"canaried": H1})

@@ -131,6 +131,7 @@ class ClusterFeed:
             interval=self.config.heartbeat_interval,
             problems=self.problems,
             code_hashes=lambda: self.watcher.code_hashes if self.watcher is not None else None,
+            rollouts=lambda: self.watcher.rollouts if self.watcher is not None else frozenset(),
         )
         self.reporter = reporter
         self.runtime.on_change.append(reporter.poke)

@@ -64,14 +64,42 @@ def _verbs(methods: Iterable[str]) -> set[str]:
     return verbs
 
 
+class RouteTally:
+    """Answers per plugin since its version was swapped in: all of them and the 5xx ones (what a
+    staged rollout judges a canary by). The runtime resets a plugin's when a version starts."""
+
+    def __init__(self) -> None:
+        self._by_plugin: dict[str, list[int]] = {}
+
+    def count(self, plugin: str, status: int) -> None:
+        """One answer of ``plugin``'s routes with ``status``."""
+        cells = self._by_plugin.get(plugin)
+        if cells is None:
+            cells = self._by_plugin[plugin] = [0, 0]
+        cells[0] += 1
+        if status >= 500:
+            cells[1] += 1
+
+    def reset(self, plugin: str) -> None:
+        """Start counting ``plugin``'s answers from zero (a new version runs)."""
+        self._by_plugin.pop(plugin, None)
+
+    def of(self, plugin: str) -> tuple[int, int]:
+        """(answers, 5xx answers) of ``plugin`` since its version started."""
+        answers, errors = self._by_plugin.get(plugin, (0, 0))
+        return answers, errors
+
+
 class RouteTable:
     """Resolves (method, path) to the plugin route serving it.
 
     Exact paths are one dict lookup; paths with ``{name}`` variables are tried after exact
-    paths, the most specific first. Lookups never see a half-applied change.
+    paths, the most specific first. Lookups never see a half-applied change. :attr:`tally`
+    counts each plugin's answers.
     """
 
     def __init__(self) -> None:
+        self.tally = RouteTally()
         self._by_plugin: dict[str, tuple[RouteEntry, ...]] = {}
         self._exact: dict[str, _Exact] = {}
         #: patterns by their number of segments, most specific first

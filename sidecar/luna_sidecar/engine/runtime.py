@@ -82,6 +82,8 @@ class PluginSlot:
             ],
             "routes": [entry.label.replace(":", " ", 1) for entry in routes.routes_of(self.module)],
             "loopBlockedSeconds": round(ledger.total(self.module), 3),
+            "routeAnswers": routes.tally.of(self.module)[0],
+            "routeErrors": routes.tally.of(self.module)[1],
             "stuck": [entry.describe() for entry in leftovers.entries() if entry.plugin == self.module],
             "requirements": _requirements_info(self.packages),
             "changedAt": self.changed_at,
@@ -320,6 +322,7 @@ class Runtime:
         slot.state, slot.failed_hash, slot.failed_key, slot.error = "running", None, None, None
         slot.changed_at = time.time()
         self.ledger.clear_recent(slot.module)  # a new version starts with a full blocking budget
+        self.routes.tally.reset(slot.module)
         self.metrics.reloads.labels(slot.module, "success").inc()
         log.info("plugin %s running (code %s)", slot.module, version.source.code_hash[:12])
         if old_version is not None:

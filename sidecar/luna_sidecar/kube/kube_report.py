@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,7 @@ class RuntimeReporter:
         interval: float = 10.0,
         problems: Callable[[], list[str]] = list,
         code_hashes: Callable[[], Mapping[str, str] | None] = lambda: None,
+        rollouts: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
@@ -62,6 +63,7 @@ class RuntimeReporter:
         self._ready = ready
         self._problems = problems
         self._code_hashes = code_hashes
+        self._rollouts = rollouts
         self.interval = interval
         self.compact = True
         """whether reports name the active list's revision and list only differences (False
@@ -74,7 +76,8 @@ class RuntimeReporter:
 
     def body(self) -> dict[str, Any]:
         """The report as it is to be written now (see :mod:`luna_contract.reports`)."""
-        plugins = [_plugin_report(plugin) for plugin in self._plugins()]
+        rollouts = self._rollouts()
+        plugins = [_plugin_report(plugin, plugin.get("name") in rollouts) for plugin in self._plugins()]
         code_hashes = self._code_hashes() if self.compact else None
         revision = None
         if code_hashes is not None:
@@ -157,8 +160,21 @@ class RuntimeReporter:
             log.warning("could not delete the runtime report %s: %s", self.name, exc)
 
 
-def _plugin_report(plugin: Mapping[str, Any]) -> PluginReport:
-    """A plugin as the runtime describes it (``GET /plugins``) as its report entry."""
+def _plugin_report(plugin: Mapping[str, Any], figures: bool = False) -> PluginReport:
+    """A plugin as the runtime describes it (``GET /plugins``) as its report entry; with
+    ``figures`` (it is under a staged rollout) its callbacks, route answers and drops too."""
+    counted: dict[str, int] = {}
+    if figures:
+        classes = plugin.get("classes") or []
+        handled = sum(int(c.get("handled") or 0) for c in classes)
+        failed = sum(int(c.get("failed") or 0) for c in classes)
+        counted = {
+            "callbacks": handled + failed,
+            "failed_callbacks": failed,
+            "route_answers": int(plugin.get("routeAnswers") or 0),
+            "route_errors": int(plugin.get("routeErrors") or 0),
+            "dropped": sum(int(c.get("dropped") or 0) for c in classes),
+        }
     return PluginReport(
         module=plugin["name"],
         state=plugin["state"],
@@ -169,6 +185,7 @@ def _plugin_report(plugin: Mapping[str, Any]) -> PluginReport:
         loop_blocked_seconds=plugin.get("loopBlockedSeconds") or None,
         # its packages: installing, installed or failed (absent without requirements)
         requirements=(plugin.get("requirements") or {}).get("state"),
+        **counted,
     )
 
 

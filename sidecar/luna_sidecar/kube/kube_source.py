@@ -60,6 +60,8 @@ class DesiredState:
     waiting: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     code_hashes: dict[str, str] | None = None
+    rollouts: frozenset[str] = frozenset()
+    """modules under a staged rollout (their entries carry a canary): reported with figures"""
 
 
 def desired_plugins(
@@ -78,9 +80,11 @@ def desired_plugins(
     if active is None:
         return DesiredState(None)
     try:
-        entries = [entry.for_pod(pod) for entry in decode_active_list(name, active.data, service)]
+        listed = decode_active_list(name, active.data, service)
     except ActiveListError as exc:
         return DesiredState(None, problems=[f"{exc}; keeping the plugins that run"])
+    entries = [entry.for_pod(pod) for entry in listed]
+    rollouts = frozenset(entry.module for entry in listed if entry.canary is not None)
     desired: list[DesiredPlugin] = []
     waiting: dict[str, str] = {}
     for entry in entries:
@@ -103,7 +107,9 @@ def desired_plugins(
         running = current(entry.module)
         if running is not None:  # keep serving what runs until the named version arrives
             desired.append(DesiredPlugin(entry.module, running))
-    return DesiredState(desired, waiting, code_hashes={entry.module: entry.code_hash for entry in entries})
+    return DesiredState(
+        desired, waiting, code_hashes={entry.module: entry.code_hash for entry in entries}, rollouts=rollouts
+    )
 
 
 class ConfigMapMirror:
@@ -248,6 +254,8 @@ class ClusterWatcher:
         self.waiting: dict[str, str] = {}
         self.code_hashes: dict[str, str] | None = None
         """what the last usable active list names (module -> code hash); None before the first"""
+        self.rollouts: frozenset[str] = frozenset()
+        """modules the last usable active list has under a staged rollout"""
         self._problems: list[str] = []
         self._mirror_task: asyncio.Task[None] | None = None
         self._retry = False
@@ -286,6 +294,7 @@ class ClusterWatcher:
         if found.plugins is None:
             return
         self.code_hashes = found.code_hashes
+        self.rollouts = found.rollouts
         await self._apply(found.plugins, retry_failed)
         if self.on_applied is not None:
             self.on_applied()

@@ -244,6 +244,7 @@ class RouteDispatcher:
                     plugin, str(status)
                 )
             counter.inc()
+            self.routes.tally.count(plugin, status)
         return data
 
     def _call(

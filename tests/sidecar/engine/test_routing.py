@@ -244,3 +244,15 @@ def test_add_appends_to_a_running_plugin(table: RouteTable) -> None:
 def test_labels_per_method_sorted(table: RouteTable) -> None:
     table.replace("p", [spec("/m", ("put", "delete", "get"))])
     assert [entry.label for entry in table.routes_of("p")] == ["DELETE:/m", "GET:/m", "PUT:/m"]
+
+
+def test_the_tally_counts_answers_and_5xx_per_plugin_until_reset() -> None:
+    from luna_sidecar.engine.routing import RouteTally
+
+    tally = RouteTally()
+    for status in (200, 204, 404, 500, 503, 599):
+        tally.count("a", status)
+    tally.count("b", 200)
+    assert tally.of("a") == (6, 3) and tally.of("b") == (1, 0) and tally.of("c") == (0, 0)
+    tally.reset("a")
+    assert tally.of("a") == (0, 0) and tally.of("b") == (1, 0)
