@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "new": ("luna_cli.new", "write a plugin skeleton and its test"),
     "check": ("luna_cli.check", "check that a cluster's CRDs, operator, webhook and report guard work"),
     "dead-letters": ("luna_cli.dead_letters", "list, replay or discard a sidecar plugin's dead letters"),
+    "rollout": ("luna_cli.rollout", "show, promote, abort or retry a LunaPlugin's staged rollout"),
 }
 
 

@@ -55,8 +55,21 @@ def _schema(info: mi.Type) -> Schema:
         return {"type": "boolean"}
     if isinstance(info, mi.IntType):
         return _drop_none({"type": "integer", "minimum": info.ge, "maximum": info.le})
+    if isinstance(info, mi.FloatType):
+        return _number(info)
+    if isinstance(info, mi.LiteralType):
+        if not all(isinstance(value, str) for value in info.values):
+            raise TypeError(f"only string literals are supported, not {info!r}")
+        return {"type": "string", "enum": list(info.values)}
     if isinstance(info, mi.ListType):
-        return _drop_none({"type": "array", "maxItems": info.max_length, "items": _schema(info.item_type)})
+        return _drop_none(
+            {
+                "type": "array",
+                "minItems": info.min_length,
+                "maxItems": info.max_length,
+                "items": _schema(info.item_type),
+            }
+        )
     if isinstance(info, mi.DictType):
         if not isinstance(info.value_type, mi.AnyType):
             raise TypeError(f"only free-form objects are supported, not {info!r}")
@@ -71,6 +84,20 @@ def _schema(info: mi.Type) -> Schema:
         required = [f.encode_name for f in info.fields if f.required]
         return {"type": "object", **({"required": required} if required else {}), "properties": properties}
     raise TypeError(f"no structural schema for {info!r}")
+
+
+def _number(info: mi.FloatType) -> Schema:
+    """A float's bounds as OpenAPI v3.0 says them (an exclusive bound is a flag)."""
+    schema: Schema = {"type": "number"}
+    if info.ge is not None:
+        schema["minimum"] = info.ge
+    elif info.gt is not None:
+        schema.update(minimum=info.gt, exclusiveMinimum=True)
+    if info.le is not None:
+        schema["maximum"] = info.le
+    elif info.lt is not None:
+        schema.update(maximum=info.lt, exclusiveMaximum=True)
+    return schema
 
 
 def _is_literal(value: object) -> bool:

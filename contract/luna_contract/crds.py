@@ -33,7 +33,7 @@ EXPECTED: tuple[ExpectedCrd, ...] = (
         "lunaplugins.luna.dev",
         "LunaPlugin",
         "v1alpha1",
-        "db65abf29b0b5ab814aaef397d6e5e44cbf277d28ac479ce632279f2dd356879",
+        "3b2a6b97802537bb72c3f44025b3a2ba9f23cfb1a9c38e4b102a511703ec9aa1",
     ),
     ExpectedCrd(
         "lunapluginruntimes.luna.dev",

@@ -9,7 +9,9 @@ from __future__ import annotations
 __all__ = [
     "ACTIVE_LIST_PREFIX",
     "ANNOTATION_CODE_HASH",
+    "ANNOTATION_ROLLOUT_COMMAND",
     "API_VERSION",
+    "CANARY_CONFIGMAP_PREFIX",
     "GROUP",
     "KIND_PLUGIN",
     "KIND_RUNTIME",
@@ -28,6 +30,7 @@ __all__ = [
     "VERSION",
     "active_list_key",
     "active_list_name",
+    "canary_configmap_name",
     "code_key",
     "plugin_configmap_name",
     "report_name",
@@ -64,6 +67,17 @@ ACTIVE_LIST_PREFIX = "luna-plugins-"
 def plugin_configmap_name(plugin: str) -> str:
     """The ConfigMap holding a plugin's code: ``lunaplugin-<name>``."""
     return PLUGIN_CONFIGMAP_PREFIX + plugin
+
+
+CANARY_CONFIGMAP_PREFIX = "lunacanary-"
+ANNOTATION_ROLLOUT_COMMAND = "luna.dev/rollout-command"
+"""on a LunaPlugin: ``promote``, ``abort`` or ``retry`` for its staged rollout, optionally followed
+by ``/<anything>`` to give the same command again; the operator acts on each value once"""
+
+
+def canary_configmap_name(plugin: str) -> str:
+    """The ConfigMap holding the canary of a plugin's staged rollout: ``lunacanary-<name>``."""
+    return CANARY_CONFIGMAP_PREFIX + plugin
 
 
 def code_key(module: str) -> str:

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct, field
 
+from luna_contract.rollout import RolloutError, RolloutSpec, read_rollout
+
 __all__ = [
     "CodeFrom",
     "ConfigMapKeyRef",
@@ -218,6 +220,27 @@ class LunaPluginSpec(Struct, frozen=True, rename="camel", omit_defaults=True):
         ]
         | None
     ) = None
+    rollout: (
+        Annotated[
+            RolloutSpec,
+            Meta(
+                description=(
+                    "A new version reaches a share of the service's reporting pods first, step by step, "
+                    "judged against the pods on the version in service, and is rolled back by itself "
+                    "when it fails (docs/rollouts.md). Without it a new version goes to every pod at once."
+                ),
+                extra_json_schema={
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "self.steps[size(self.steps) - 1].percent == 100",
+                            "message": "the last step of spec.rollout.steps must be 100 percent",
+                        }
+                    ]
+                },
+            ),
+        ]
+        | None
+    ) = None
 
 
 SPEC_DESCRIPTION = "The plugin's code and where it runs."
@@ -310,6 +333,28 @@ class SpecView:
     def sha256(self) -> str | None:
         value = self.raw("sha256")
         return str(value) if value else None
+
+    @property
+    def rollout(self) -> RolloutSpec | None:
+        """``spec.rollout`` when set and well formed (None otherwise: :meth:`rollout_problem` says why)."""
+        value = self.raw("rollout")
+        if value is None:
+            return None
+        try:
+            return read_rollout(value)
+        except RolloutError:
+            return None
+
+    def rollout_problem(self) -> str | None:
+        """What is wrong with a stored ``spec.rollout`` (None when it is unset or well formed)."""
+        value = self.raw("rollout")
+        if value is None:
+            return None
+        try:
+            read_rollout(value)
+        except RolloutError as exc:
+            return str(exc)
+        return None
 
 
 _WIRE = {f.name: f.encode_name for f in msgspec.structs.fields(LunaPluginSpec)}

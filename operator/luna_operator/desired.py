@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from luna_contract.active_list import ActiveEntry, encode_entry
 from luna_contract.code import code_hash
@@ -71,6 +72,8 @@ class PluginOutcome:
     """the plugin's entry in the active list (its version in service), if any"""
     transient: bool = False
     """the failure may go away by itself: the pass is to be retried"""
+    rollout: Mapping[str, Any] | None = None
+    """``status.rollout`` while the plugin has ``spec.rollout`` (None: it has none)"""
 
     @property
     def code_hash(self) -> str | None:

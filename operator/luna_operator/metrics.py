@@ -198,6 +198,12 @@ class OperatorMetrics:
             ["reason"],
             registry=r,
         )
+        self.rollbacks = Counter(
+            "luna_operator_rollbacks",
+            "Staged rollouts rolled back (spec.rollout: the canary failed its analysis, or a user aborted).",
+            ["luna_namespace"],
+            registry=r,
+        )
         self.injection_audits = Counter(
             "luna_operator_injection_audits",
             "Scans for Pods that asked for the sidecar and run without it, by outcome (ok, error).",

@@ -36,6 +36,7 @@ from luna_contract.names import (
     ROLE_ACTIVE_LIST,
     active_list_key,
     active_list_name,
+    canary_configmap_name,
     plugin_configmap_name,
 )
 from luna_operator.cluster_api import ClusterApi
@@ -54,6 +55,7 @@ from luna_operator.render import (
     read_plugin_configmap,
 )
 from luna_operator.reports import ReportBook, ReportChange
+from luna_operator.rollout.planner import RolloutPlanner
 from luna_operator.scheduling import PassKind
 from luna_operator.secret_feed import SecretBook
 from luna_operator.settings_delivery import SettingsDelivery
@@ -122,6 +124,8 @@ class ServiceReconciler:
         self._refused = False
         self.full_passes = 0
         self.status_passes = 0
+        self.rollouts = RolloutPlanner()
+        """staged rollouts (``spec.rollout``) of every service's plugins"""
 
     # --- what changed -------------------------------------------------------------------------
 
@@ -188,6 +192,7 @@ class ServiceReconciler:
                 self.blocked.discard(held)
         resolved = self.settings.resolve(live)
         outcomes = decide(plugins, codes, existing, listed_entries(current_list, service), resolved)
+        outcomes, rollout_wait = await self._plan_rollouts(key, outcomes, existing)
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
         failures: list[str] = []
         owners = [("LunaPlugin", p.name, p.uid) for p in live] + self._report_owners(key, current_list)
@@ -228,8 +233,75 @@ class ServiceReconciler:
         if failures:
             raise PassIncompleteError(bounded("; ".join(failures)))
         if self._refused:
-            return ("full", REFUSED_RETRY)
+            return ("full", REFUSED_RETRY if rollout_wait is None else min(REFUSED_RETRY, rollout_wait))
+        if rollout_wait is not None:
+            return ("full", rollout_wait if later is None else min(rollout_wait, later))
         return ("status", later) if later is not None else None
+
+    async def _plan_rollouts(
+        self, key: ServiceKey, outcomes: list[PluginOutcome], existing: dict[str, ExistingConfigMap]
+    ) -> tuple[list[PluginOutcome], float | None]:
+        """Each plugin's outcome as its staged rollout allows (:mod:`luna_operator.rollout.planner`),
+        its canary ConfigMap written or deleted, its Events posted; returns the outcomes and the
+        seconds until a rollout needs the next full pass (None: none does)."""
+        namespace = key[0]
+        now = self.clock()
+        snapshot = self.reports.snapshot(key, now)
+        planned: list[PluginOutcome] = []
+        wait: float | None = None
+        for outcome in outcomes:
+            plugin = outcome.plugin
+            plan = self.rollouts.plan(outcome, existing.get(plugin.name), snapshot, now)
+            canary_name = canary_configmap_name(plugin.name)
+            current = self.view.config_map(namespace, canary_name)
+            try:
+                if plan.canary is not None:
+                    body = plugin_configmap(
+                        plugin=plugin.name,
+                        uid=plugin.uid,
+                        service=plan.canary.service,
+                        module=plan.canary.module,
+                        code=plan.canary.code,
+                        code_hash=plan.canary.code_hash,
+                        name=canary_name,
+                    )
+                    await self._apply_configmap(namespace, body, current)
+                elif current is not None and _written_by_operator(current) and current.get("data"):
+                    # no rollout under way: the canary ConfigMap keeps no code (it goes with the
+                    # plugin; the operator may not delete ConfigMaps)
+                    retired = plugin_configmap(
+                        plugin=plugin.name,
+                        uid=plugin.uid,
+                        service=plugin.service,
+                        module=outcome.module,
+                        code="",
+                        code_hash="",
+                        name=canary_name,
+                    )
+                    retired["data"], retired["metadata"]["annotations"] = {}, {}
+                    await self._apply_configmap(namespace, retired, current)
+            except ApiError as exc:
+                reason = f"ConfigMap {canary_name!r} could not be written: {describe(exc)}"
+                log.warning("%s/%s: %s", namespace, plugin.name, reason)
+                self._refused |= not is_transient(exc)
+                if plan.canary is not None:  # no canary without its code: the version in service only
+                    active = outcome.active if plan.outcome.active is None else plan.outcome.active
+                    plan = replace(
+                        plan,
+                        outcome=replace(
+                            plan.outcome,
+                            active=replace(active, canary=None) if active is not None else None,
+                            message=bounded(f"{plan.outcome.message}; {reason}"),
+                        ),
+                    )
+            for kind, reason_text, message in plan.events:
+                await self.events.post(plugin, kind, reason_text, message)
+            if plan.rolled_back and self.events.metrics is not None:
+                self.events.metrics.rollbacks.labels(namespace).inc()
+            if plan.next_in is not None:
+                wait = plan.next_in if wait is None else min(wait, plan.next_in)
+            planned.append(plan.outcome)
+        return planned, wait
 
     def _learn_revision(self, key: ServiceKey, active: dict[str, Any] | None) -> None:
         """Let the report book know the revision of the service's active list as the view holds
@@ -491,6 +563,7 @@ class ServiceReconciler:
 
     def forget(self, uid: str) -> None:
         """A LunaPlugin was deleted: drop what was remembered of it."""
+        self.rollouts.forget(uid)
         self.status.forget(uid)
         self.events.forget(uid)
         self._gauges.pop(uid, None)

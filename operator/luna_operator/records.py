@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from luna_contract.names import ANNOTATION_ROLLOUT_COMMAND as ROLLOUT_COMMAND
 from luna_contract.spec import SpecView
 
 
@@ -21,6 +22,8 @@ class PluginRecord:
     deleting: bool
     spec: Mapping[str, Any]
     status: Mapping[str, Any] = field(default_factory=dict)
+    rollout_command: str | None = None
+    """the ``luna.dev/rollout-command`` annotation (a user's promote, abort or retry)"""
 
     @property
     def fields(self) -> SpecView:
@@ -37,19 +40,30 @@ class PluginRecord:
 
     def same_intent(self, other: PluginRecord) -> bool:
         """Whether ``other`` asks for exactly what this record asks for: only status or metadata
-        (finalizers, annotations) differ, which changes nothing a reconcile derives."""
+        (finalizers, annotations other than a rollout command) differ, which changes nothing a
+        reconcile derives."""
         return (
             self.uid == other.uid
             and self.generation == other.generation
             and self.deleting == other.deleting
             and self.created == other.created
             and self.spec == other.spec
+            and self.rollout_command == other.rollout_command
         )
 
     def intent(self) -> tuple[object, ...]:
         """What the plugin asks for, comparable: equal intents differ only in status or metadata
-        (finalizers, annotations), which changes nothing a pass derives. Starts with the service."""
-        return (self.service, self.uid, self.generation, self.deleting, self.created, self.spec)
+        (finalizers, annotations other than a rollout command), which changes nothing a pass
+        derives. Starts with the service."""
+        return (
+            self.service,
+            self.uid,
+            self.generation,
+            self.deleting,
+            self.created,
+            self.spec,
+            self.rollout_command,
+        )
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PluginRecord:
@@ -63,4 +77,10 @@ class PluginRecord:
             deleting=bool(meta.get("deletionTimestamp")),
             spec=dict(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
+            rollout_command=_command(meta.get("annotations")),
         )
+
+
+def _command(annotations: object) -> str | None:
+    value = annotations.get(ROLLOUT_COMMAND) if isinstance(annotations, Mapping) else None
+    return value[:100] if isinstance(value, str) and value else None

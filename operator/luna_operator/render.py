@@ -87,14 +87,15 @@ def owner_reference(kind: str, name: str, uid: str, *, controller: bool = False)
 
 
 def plugin_configmap(
-    *, plugin: str, uid: str, service: str, module: str, code: str, code_hash: str
+    *, plugin: str, uid: str, service: str, module: str, code: str, code_hash: str, name: str | None = None
 ) -> dict[str, Any]:
-    """The ConfigMap of one plugin version, owned by its LunaPlugin (garbage-collected with it)."""
+    """The ConfigMap of one plugin version, owned by its LunaPlugin (garbage-collected with it);
+    ``name`` (default ``lunaplugin-<plugin>``): a staged rollout's canary has its own."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": plugin_configmap_name(plugin),
+            "name": name or plugin_configmap_name(plugin),
             "labels": {
                 LABEL_SERVICE: service,
                 LABEL_PLUGIN: plugin,

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from luna_contract.reports import MAX_REVISION_CHARS, REVISION_FIELD, active_revision
 
@@ -45,6 +45,18 @@ MAX_NAME_CHARS = 253
 MAX_REVISIONS = 16
 
 
+class Figures(NamedTuple):
+    """What a pod reports of a plugin under a staged rollout, for the version that runs, since it
+    started (see :class:`luna_contract.reports.PluginReport`)."""
+
+    callbacks: int
+    failed_callbacks: int
+    route_answers: int
+    route_errors: int
+    dropped: int
+    loop_blocked_seconds: float
+
+
 @dataclass(frozen=True, slots=True)
 class PodPlugin:
     """One module as one pod reports it."""
@@ -55,6 +67,34 @@ class PodPlugin:
     failed_code_hash: str | None = None
     """a version that failed to load (a newer one, when ``code_hash`` keeps running)"""
     error: str | None = None
+    figures: Figures | None = None
+    """its figures, while it is under a staged rollout"""
+
+
+_FIGURE_FIELDS = ("callbacks", "failedCallbacks", "routeAnswers", "routeErrors", "dropped")
+#: the largest count read from a report
+MAX_COUNT = 2**53
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return 0
+    return int(min(max(value, 0), MAX_COUNT))
+
+
+def _has_figures(item: Mapping[str, Any]) -> bool:
+    return item.get("callbacks") is not None or item.get("routeAnswers") is not None
+
+
+def _figures(item: Mapping[str, Any]) -> Figures | None:
+    """The figures of a report entry (None when it carries none); never raises."""
+    if not _has_figures(item):
+        return None
+    blocked = item.get("loopBlockedSeconds")
+    seconds = float(blocked) if isinstance(blocked, (int, float)) and not isinstance(blocked, bool) else 0.0
+    callbacks, failed, answers, errors, dropped = (_count(item.get(name)) for name in _FIGURE_FIELDS)
+    blocked_seconds = min(max(seconds, 0.0), 1e9) if seconds == seconds else 0.0
+    return Figures(callbacks, failed, answers, errors, dropped, blocked_seconds)
 
 
 class ReportedPlugins:
@@ -123,6 +163,8 @@ def _raw_key(plugins: list[Any]) -> tuple[object, ...]:
             _cut(item.get("codeHash"), MAX_NAME_CHARS),
             _cut(item.get("failedCodeHash"), MAX_NAME_CHARS),
             _cut(item.get("error"), MAX_ERROR_CHARS),
+            *(item.get(name) for name in _FIGURE_FIELDS),
+            item.get("loopBlockedSeconds") if _has_figures(item) else None,
         )
         if isinstance(item, dict)
         else None
@@ -166,6 +208,7 @@ def _shared(plugins: object, base: tuple[str, Mapping[str, str]] | None = None) 
             _text(item.get("codeHash")),
             _text(item.get("failedCodeHash")),
             error[:MAX_ERROR_CHARS] if isinstance(error, str) and error else None,
+            _figures(item),
         )
     key = tuple(sorted(entries.items(), key=lambda pair: pair[0]))
     found = _SHARED.get(key)

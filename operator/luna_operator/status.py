@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +81,9 @@ def _pod_entry(pod: str, entry: PodPlugin | None) -> dict[str, Any]:
 def pods_of_plugin(outcome: PluginOutcome, snapshot: ReportSnapshot) -> PodsOfPlugin:
     """Count and list the pods of ``snapshot`` for the module ``outcome`` serves."""
     module, current = outcome.serving_module, outcome.code_hash
+    canary = outcome.active.canary if outcome.active is not None else None
+    # under a staged rollout a pod serves the plugin on either version
+    versions = {current} | ({canary.code_hash} if canary is not None else set())
     running = outdated = failing = 0
     problems: list[tuple[str, PodPlugin | None]] = []
     fine: list[tuple[str, PodPlugin | None]] = []
@@ -88,7 +92,7 @@ def pods_of_plugin(outcome: PluginOutcome, snapshot: ReportSnapshot) -> PodsOfPl
     for group in snapshot:
         entry = group.plugins.get(module)
         count = len(group.pods)
-        serving = entry is not None and entry.state == "running" and entry.code_hash == current
+        serving = entry is not None and entry.state == "running" and entry.code_hash in versions
         if serving:
             running += count
         else:
@@ -157,15 +161,21 @@ def desired_status(
         first = next((p for p in pods.pods if p.get("error")), None)
         if first is not None:
             message = bounded(f"{pods.failing} pod(s) report an error: {first['pod']}: {first['error']}")
-    status = {
+    conditions = [condition]
+    status: dict[str, Any] = {
         "phase": outcome.phase,
         "message": message,
         "module": outcome.serving_module,
         "codeHash": outcome.code_hash,
         "configMap": plugin_configmap_name(plugin.name) if outcome.code_hash else None,
         "observedGeneration": plugin.generation,
-        "conditions": [condition],
+        "conditions": conditions,
     }
+    if outcome.rollout is not None:
+        status["rollout"] = dict(outcome.rollout)
+        conditions.append(_rolled_out(outcome.rollout, current, plugin.generation))
+    elif current.get("rollout") is not None:
+        status["rollout"] = None  # spec.rollout was removed: the merge patch deletes it
     if pods is not None:
         status |= {
             "loaded": pods.loaded,
@@ -175,6 +185,30 @@ def desired_status(
             "pods": pods.pods,
         }
     return status
+
+
+def _rolled_out(rollout: Mapping[str, Any], current: Mapping[str, Any], generation: int) -> dict[str, Any]:
+    """The ``RolledOut`` condition (``kubectl wait --for=condition=RolledOut``): True once the
+    version of the spec is promoted, False while it rolls out or after it was rolled back."""
+    phase = str(rollout.get("phase"))
+    condition: dict[str, Any] = {
+        "type": "RolledOut",
+        "status": "True" if phase == "Promoted" else "False",
+        "reason": phase,
+        "message": str(rollout.get("reason") or phase),
+        "observedGeneration": generation,
+    }
+    previous: Mapping[str, Any] = next(
+        (
+            c
+            for c in current.get("conditions") or []
+            if isinstance(c, Mapping) and c.get("type") == "RolledOut"
+        ),
+        {},
+    )
+    flipped = previous.get("status") != condition["status"] or not previous.get("lastTransitionTime")
+    condition["lastTransitionTime"] = _now() if flipped else previous["lastTransitionTime"]
+    return condition
 
 
 def _comparable(status: dict[str, Any]) -> dict[str, Any]:

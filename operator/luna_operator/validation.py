@@ -155,8 +155,12 @@ def check_spec(name: str, module: str, spec: Mapping[str, Any]) -> SpecChecks:
     settings = validate_settings(fields.settings)
     settings += [Problem(p) for p in check_shape(fields.settings_from, fields.settings)]
     requirements, requirement_problems = validate_requirements(fields.requirements)
+    rollout = fields.rollout_problem()
     return SpecChecks(
-        validate_name(name) + validate_module(module), settings, requirements, requirement_problems
+        validate_name(name) + validate_module(module) + ([Problem(rollout)] if rollout else []),
+        settings,
+        requirements,
+        requirement_problems,
     )
 
 

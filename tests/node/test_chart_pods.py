@@ -484,3 +484,96 @@ def test_the_docs_promql_reads_the_same_through_the_service_monitor_the_pod_moni
             raise
         finally:
             prometheus.stop()
+
+
+ROLLOUT_ROUTE = """
+from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, pluginHTTPResponse
+
+class Version(BaseBackgroundPlugin):
+    async def initialize(self):
+        self.addRoute("/version", self.version)
+
+    def version(self, request):
+        {body}
+"""
+
+
+def test_a_staged_rollout_on_four_pods_promotes_a_good_version_and_rolls_back_a_bad_one(
+    node_cluster: NodeCluster, release: str
+) -> None:
+    """spec.rollout on a Deployment of 4 replicas: a good v2 goes 25 % -> 50 % -> 100 % with no
+    failed request through the Service; a v3 that fails every request runs on one pod at most
+    (the test watches the status all along) and is rolled back by itself."""
+    kube = node_cluster.kube
+    namespace = f"roll-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", namespace)
+    try:
+        code = {v: ROLLOUT_ROUTE.format(body=f'return pluginHTTPResponse(body="{v}")') for v in ("v1", "v2")}
+        code["v3"] = ROLLOUT_ROUTE.format(body='raise RuntimeError("v3 is broken")')
+        rollout = {
+            "steps": [{"percent": 25, "pause": "5s"}, {"percent": 50, "pause": "5s"}, {"percent": 100}],
+            "analysis": {"interval": "3s", "failureLimit": 2},
+        }
+
+        def plugin(version: str) -> dict[str, Any]:
+            manifest = lunaplugin("version", code[version])
+            if version != "v1":
+                manifest["spec"]["rollout"] = rollout
+            return manifest
+
+        apply(kube, namespace, plugin("v1"), *handlers_service(node_cluster.image, replicas=4))
+        wait_ready_replicas(kube, namespace, "handlers", 4)
+        wait_for(lambda: loaded(node_cluster, namespace, "version") == "4/4", timeout=120, what="v1 on 4/4")
+        outcomes: Counter[str] = Counter()
+        canary_counts: list[int] = []
+        stop = threading.Event()
+        with reach(node_cluster, namespace, "handlers", 8080) as routes:
+
+            def load() -> None:
+                while not stop.is_set():
+                    try:
+                        reply = http("GET", f"{routes}/version", timeout=10)
+                    except OSError as exc:
+                        outcomes[f"error {type(exc).__name__}"] += 1
+                        continue
+                    outcomes[reply.text if reply.status == 200 else f"status {reply.status}"] += 1
+
+            def rollout_phase(wanted: str) -> bool:
+                found = get(kube, namespace, "lunaplugin", "version").get("status", {}).get("rollout") or {}
+                if found.get("phase") in ("Progressing", "Paused", "Held"):
+                    canary_counts.append(len(found.get("canaryPods") or []))
+                return found.get("phase") == wanted
+
+            workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+            for worker in workers:
+                worker.start()
+            try:
+                wait_for(lambda: sum(outcomes.values()) > 50, timeout=60, what="load to flow")
+                apply(kube, namespace, plugin("v2"))
+                wait_for(lambda: rollout_phase("Promoted"), timeout=180, what="v2 to be promoted")
+                wait_for(
+                    lambda: loaded(node_cluster, namespace, "version") == "4/4", timeout=60, what="v2 on 4/4"
+                )
+                good = dict(outcomes)
+                assert {k for k in good if k not in ("v1", "v2")} == set(), good
+                assert good.get("v2", 0) > 0 and max(canary_counts) <= 2 and canary_counts[0] == 1, (
+                    canary_counts
+                )
+
+                canary_counts.clear()
+                apply(kube, namespace, plugin("v3"))
+                wait_for(lambda: rollout_phase("RolledBack"), timeout=180, what="v3 to be rolled back")
+                assert canary_counts and max(canary_counts) == 1, canary_counts  # 25 % of 4 pods
+                wait_for(
+                    lambda: loaded(node_cluster, namespace, "version") == "4/4", timeout=60, what="v2 on 4/4"
+                )
+            finally:
+                stop.set()
+                for worker in workers:
+                    worker.join(timeout=30)
+        status = get(kube, namespace, "lunaplugin", "version")["status"]
+        assert status["rollout"]["phase"] == "RolledBack" and "rolled back" in status["message"]
+        assert outcomes["status 500"] > 0, outcomes  # the canary pod's answers while it ran v3
+        assert set(outcomes) <= {"v1", "v2", "status 500"}, f"{outcomes}\n{recent_events(kube, namespace)}"
+    finally:
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

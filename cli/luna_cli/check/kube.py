@@ -58,10 +58,22 @@ class Kube:
     async def post(self, path: str, body: dict[str, Any], **query: str) -> Reply:
         return await self._call("POST", path, query, body)
 
-    async def _call(self, method: str, path: str, query: dict[str, str], body: Any) -> Reply:
+    async def merge_patch(self, path: str, body: dict[str, Any]) -> Reply:
+        """A JSON merge patch of the object at ``path``."""
+        return await self._call("PATCH", path, {}, body, content_type="application/merge-patch+json")
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: Any,
+        *,
+        content_type: str = "application/json",
+    ) -> Reply:
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         try:
             response = await self.api.call_api(
                 path,

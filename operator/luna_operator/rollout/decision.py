@@ -61,6 +61,10 @@ class RolloutState:
     reason: str = ""
     """why the rollout is where it is, for status and Events"""
     analyses: tuple[Analysis, ...] = ()
+    pods: tuple[str, ...] = ()
+    """the pods that run the canary (kept by the caller: which pods is not a decision here)"""
+    handled_command: str | None = None
+    """the last user's command acted on (the annotation's value), so it is acted on once"""
 
     @property
     def running_version(self) -> str | None:
@@ -75,18 +79,36 @@ class RolloutState:
         return self.phase in ("Progressing", "Paused", "Held")
 
 
-def begin(code_hash: str, state: RolloutState | None, now: float) -> RolloutState:
+def begin(
+    code_hash: str, state: RolloutState | None, now: float, in_service: str | None = None
+) -> RolloutState:
     """The state once the spec's code is ``code_hash``: unchanged for the code of ``state``; a
-    new rollout from the version in service otherwise. The first version of a plugin (nothing in
-    service) is promoted at once: there is nothing to compare it with, nothing to fall back to."""
+    new rollout from the version in service otherwise (``state``'s, or without a state,
+    ``in_service``). The first version of a plugin (nothing in service) is promoted at once:
+    there is nothing to compare it with, nothing to fall back to."""
     if state is None:
+        if in_service is not None and in_service != code_hash:
+            return RolloutState("Progressing", code_hash, in_service, step_started=now, reason="new version")
         return RolloutState("Promoted", code_hash, None, reason="first version")
     if code_hash == state.canary_hash:
         return state
     stable = state.running_version
-    if code_hash == stable:  # back to the version in service: nothing to roll out
-        return RolloutState("Promoted", code_hash, None, reason="the version in service")
-    return RolloutState("Progressing", code_hash, stable, step_started=now, reason="new version")
+    if code_hash == stable or stable is None:  # back to the version in service: nothing to roll out
+        return RolloutState(
+            "Promoted",
+            code_hash,
+            None,
+            reason="the version in service",
+            handled_command=state.handled_command,
+        )
+    return RolloutState(
+        "Progressing",
+        code_hash,
+        stable,
+        step_started=now,
+        reason="new version",
+        handled_command=state.handled_command,
+    )
 
 
 def judgement_due(spec: RolloutSpec, state: RolloutState, now: float) -> bool:
@@ -141,7 +163,12 @@ def advance(
         )
     if command == "retry" and state.phase == "RolledBack" and state.stable_hash is not None:
         return RolloutState(
-            "Progressing", state.canary_hash, state.stable_hash, step_started=now, reason="retried by a user"
+            "Progressing",
+            state.canary_hash,
+            state.stable_hash,
+            step_started=now,
+            reason="retried by a user",
+            handled_command=state.handled_command,
         )
     if command == "promote" and state.active:
         return _moved(state, spec, now, "promoted by a user")

@@ -62,6 +62,9 @@ class DesiredState:
     code_hashes: dict[str, str] | None = None
     rollouts: frozenset[str] = frozenset()
     """modules under a staged rollout (their entries carry a canary): reported with figures"""
+    runs_canary: bool = False
+    """this pod runs some plugin's canary: its reports list every module (the operator does not
+    know the revision of the list as this pod reads it)"""
 
 
 def desired_plugins(
@@ -108,7 +111,11 @@ def desired_plugins(
         if running is not None:  # keep serving what runs until the named version arrives
             desired.append(DesiredPlugin(entry.module, running))
     return DesiredState(
-        desired, waiting, code_hashes={entry.module: entry.code_hash for entry in entries}, rollouts=rollouts
+        desired,
+        waiting,
+        code_hashes={entry.module: entry.code_hash for entry in entries},
+        rollouts=rollouts,
+        runs_canary=any(entry.canary is not None and pod in entry.canary.pods for entry in listed),
     )
 
 
@@ -293,7 +300,7 @@ class ClusterWatcher:
         self._report(found)
         if found.plugins is None:
             return
-        self.code_hashes = found.code_hashes
+        self.code_hashes = None if found.runs_canary else found.code_hashes
         self.rollouts = found.rollouts
         await self._apply(found.plugins, retry_failed)
         if self.on_applied is not None:

@@ -233,12 +233,14 @@ def test_a_canary_runs_on_the_pods_it_names_and_nowhere_else() -> None:
 
     canary = desired_plugins("handlers", items, lambda module: None, pod="handlers-2")
     assert canary.plugins is not None and canary.code_hashes == {"a": sha(CODE_V2)}
+    assert canary.runs_canary and canary.rollouts == {"a"}
     source = canary.plugins[0].source
     assert source is not None and source.code == CODE_V2.encode()
     assert source.origin == "configmap/lunaplugin-a-canary/a.py" and source.settings == {"k": "a"}
     for pod in ("handlers-1", "handlers-22", None):
         stable = desired_plugins("handlers", items, lambda module: None, pod=pod)
         assert stable.plugins is not None and stable.code_hashes == {"a": sha(CODE_V1)}
+        assert not stable.runs_canary and stable.rollouts == {"a"}
         assert stable.plugins[0].source is not None and stable.plugins[0].source.code == CODE_V1.encode()
 
     # the canary's code has not arrived (or is not what it names): the pod waits, keeping what runs
