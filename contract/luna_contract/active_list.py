@@ -7,10 +7,11 @@ The active-list ConfigMap of a service, ``luna-plugins-<service>``
 - ``plugins.json``: a JSON object mapping each of those modules to ``{"codeHash": <sha256 hex>,
   "configMap": <name of the ConfigMap holding <module>.py>, "plugin": <LunaPlugin name>,
   "settings": {...}, "requirements": [<PEP 508 requirement>, ...], "secretSettingsHash": <sha256
-  hex>, "canary": {"codeHash": <sha256 hex>, "configMap": <name>, "pods": [<pod name>, ...]}}``
-  (``plugin``, ``requirements``, ``secretSettingsHash`` and ``canary`` optional; more keys are
-  allowed and ignored, so an older reader takes a newer writer's list). ``canary``: a staged
-  rollout's new version, run by the pods it names (:meth:`ActiveEntry.for_pod`).
+  hex>, "canary": {"codeHash": <sha256 hex>, "configMap": <name>, "pods": [<pod name>, ...]},
+  "delivery": <the plugin's delivery policy>}`` (``plugin``, ``requirements``,
+  ``secretSettingsHash``, ``canary`` and ``delivery`` optional; more keys are allowed and ignored,
+  so an older reader takes a newer writer's list). ``canary``: a staged rollout's new version, run
+  by the pods it names (:meth:`ActiveEntry.for_pod`).
 
 The operator writes it with :func:`encode_active_list`; the sidecar (and the operator, reading
 back what it wrote) takes it with :func:`decode_active_list`, which accepts exactly that or
@@ -26,7 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
+
 from luna_contract.code import code_hash, is_sha256
+from luna_contract.delivery import DeliveryPolicy, PolicyError, read_policy
 from luna_contract.names import PLUGINS_KEY, active_list_key, code_key
 from luna_contract.plugin_modules import check_module_name
 from luna_contract.requirements import RequirementsError, check_requirements
@@ -70,6 +74,8 @@ class ActiveEntry:
     """load order: entries are listed by (order, module); decoded entries carry their position"""
     canary: Canary | None = None
     """a new version under a staged rollout, for the pods it names (None: every pod runs this one)"""
+    delivery: DeliveryPolicy | None = None
+    """the plugin's ``spec.delivery``; None: the sidecar's delivery settings apply"""
 
     @property
     def code_key(self) -> str:
@@ -118,6 +124,10 @@ def encode_entry(entry: ActiveEntry) -> dict[str, Any]:
             "configMap": entry.canary.config_map,
             "pods": sorted(entry.canary.pods),
         }
+    if entry.delivery is not None:
+        # only what differs from the policy's defaults (nested defaults come out as {})
+        policy = msgspec.to_builtins(entry.delivery)
+        details["delivery"] = {key: value for key, value in policy.items() if value != {}}
     return details
 
 
@@ -197,6 +207,12 @@ def _entry(module: str, raw: Any, order: int, where: str) -> ActiveEntry:
         raise ActiveListError(
             f"{where}: {ENTRY_FIELD} must be a SHA-256 in lower-case hex, got {secret_settings!r}"
         )
+    delivery = raw.get("delivery")
+    if delivery is not None:
+        try:
+            delivery = read_policy(delivery)
+        except PolicyError as exc:
+            raise ActiveListError(f"{where}: {exc}") from None
     return ActiveEntry(
         module,
         str(code_hash),
@@ -207,6 +223,7 @@ def _entry(module: str, raw: Any, order: int, where: str) -> ActiveEntry:
         secret_settings,
         order,
         _canary(raw.get("canary"), f"{where}: canary"),
+        delivery,
     )
 
 

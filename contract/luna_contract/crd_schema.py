@@ -51,16 +51,26 @@ def _schema(info: mi.Type) -> Schema:
                 "pattern": info.pattern,
             }
         )
-    if isinstance(info, mi.BoolType):
-        return {"type": "boolean"}
-    if isinstance(info, mi.IntType):
-        return _drop_none({"type": "integer", "minimum": info.ge, "maximum": info.le})
-    if isinstance(info, mi.FloatType):
-        return _number(info)
     if isinstance(info, mi.LiteralType):
         if not all(isinstance(value, str) for value in info.values):
             raise TypeError(f"only string literals are supported, not {info!r}")
         return {"type": "string", "enum": list(info.values)}
+    if isinstance(info, mi.FloatType):
+        if info.lt is not None or info.multiple_of is not None:
+            raise TypeError(f"only gt, ge and le bounds are supported on numbers, not {info!r}")
+        low = info.ge if info.gt is None else info.gt
+        return _drop_none(
+            {
+                "type": "number",
+                "minimum": low,
+                "exclusiveMinimum": True if info.gt is not None else None,
+                "maximum": info.le,
+            }
+        )
+    if isinstance(info, mi.BoolType):
+        return {"type": "boolean"}
+    if isinstance(info, mi.IntType):
+        return _drop_none({"type": "integer", "minimum": info.ge, "maximum": info.le})
     if isinstance(info, mi.ListType):
         return _drop_none(
             {
@@ -79,29 +89,23 @@ def _schema(info: mi.Type) -> Schema:
         for struct_field in info.fields:
             prop = _schema(struct_field.type)
             if not struct_field.required and _is_literal(struct_field.default):
-                prop["default"] = struct_field.default
+                prop["default"] = _json_number(struct_field.default)
             properties[struct_field.encode_name] = prop
         required = [f.encode_name for f in info.fields if f.required]
         return {"type": "object", **({"required": required} if required else {}), "properties": properties}
     raise TypeError(f"no structural schema for {info!r}")
 
 
-def _number(info: mi.FloatType) -> Schema:
-    """A float's bounds as OpenAPI v3.0 says them (an exclusive bound is a flag)."""
-    schema: Schema = {"type": "number"}
-    if info.ge is not None:
-        schema["minimum"] = info.ge
-    elif info.gt is not None:
-        schema.update(minimum=info.gt, exclusiveMinimum=True)
-    if info.le is not None:
-        schema["maximum"] = info.le
-    elif info.lt is not None:
-        schema.update(maximum=info.lt, exclusiveMaximum=True)
-    return schema
-
-
 def _is_literal(value: object) -> bool:
     return isinstance(value, (str, int, bool, float)) and value is not None
+
+
+def _json_number(value: object) -> object:
+    """A whole float as an int: the API server returns ``30.0`` as ``30``, and the CRD's
+    fingerprint must be the same read from the file or from the server."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _drop_none(schema: Schema) -> Schema:

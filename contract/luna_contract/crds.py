@@ -33,7 +33,7 @@ EXPECTED: tuple[ExpectedCrd, ...] = (
         "lunaplugins.luna.dev",
         "LunaPlugin",
         "v1alpha1",
-        "3b2a6b97802537bb72c3f44025b3a2ba9f23cfb1a9c38e4b102a511703ec9aa1",
+        "b9db6fba78d61e517d91947330739cfc91fb6b5a349beaca76771471c461b179",
     ),
     ExpectedCrd(
         "lunapluginruntimes.luna.dev",

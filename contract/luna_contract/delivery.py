@@ -1,9 +1,10 @@
 """The delivery policy of one event plugin, as one typed structure.
 
-The sidecar builds each plugin's policy from its settings today (``--delivery``, ``--retry-*``,
-``--breaker-*``, ``--queue-max-bytes``, ``--queue-when-full``); a LunaPlugin ``spec.delivery``
-field can carry this very structure later (camelCase keys, bounds in ``Meta`` for the CRD's
-schema), so the two never disagree. :func:`read_policy` decodes one strictly.
+The sidecar builds its default policy from its settings (``--delivery``, ``--retry-*``,
+``--breaker-*``, ``--queue-max-bytes``, ``--queue-when-full``); a LunaPlugin's ``spec.delivery``
+carries this very structure (camelCase keys, bounds in ``Meta`` for the CRD's schema) through the
+active list to the sidecar, where it replaces the default for that plugin as a whole. The two
+never disagree. :func:`read_policy` decodes one strictly.
 """
 
 from __future__ import annotations
@@ -79,8 +80,12 @@ class DeliveryPolicy(Struct, frozen=True, rename="camel", omit_defaults=True):
             description="at-most-once (in memory, a failed batch is gone) or at-least-once (durable queue)."
         ),
     ] = "at-most-once"
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    retry: Annotated[
+        RetryPolicy, Meta(description="How a failed batch is tried again before it is dead-lettered.")
+    ] = field(default_factory=RetryPolicy)
+    breaker: Annotated[
+        BreakerPolicy, Meta(description="The circuit breaker that spaces attempts while the plugin fails.")
+    ] = field(default_factory=BreakerPolicy)
     max_queue_bytes: Annotated[
         int, Meta(ge=1024 * 1024, le=1 << 40, description="Bytes the durable queue holds at most.")
     ] = 256 * 1024 * 1024

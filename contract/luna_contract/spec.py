@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct, field
 
+from luna_contract.delivery import DeliveryPolicy, PolicyError, read_policy
 from luna_contract.rollout import RolloutError, RolloutSpec, read_rollout
 
 __all__ = [
@@ -241,6 +242,19 @@ class LunaPluginSpec(Struct, frozen=True, rename="camel", omit_defaults=True):
         ]
         | None
     ) = None
+    delivery: (
+        Annotated[
+            DeliveryPolicy,
+            Meta(
+                description=(
+                    "How the service's events reach this plugin (docs/delivery.md); replaces the "
+                    "sidecar's delivery settings for this plugin as a whole, fields left out take the "
+                    "defaults shown here. at-least-once needs a sidecar with a queue directory."
+                )
+            ),
+        ]
+        | None
+    ) = None
 
 
 SPEC_DESCRIPTION = "The plugin's code and where it runs."
@@ -342,7 +356,7 @@ class SpecView:
             return None
         try:
             return read_rollout(value)
-        except RolloutError:
+        except (RolloutError, RecursionError):
             return None
 
     def rollout_problem(self) -> str | None:
@@ -354,7 +368,32 @@ class SpecView:
             read_rollout(value)
         except RolloutError as exc:
             return str(exc)
+        except RecursionError:
+            return "spec.rollout: nested too deeply"
         return None
+
+    @property
+    def delivery(self) -> DeliveryPolicy | None:
+        """``spec.delivery`` as a policy; None when unset or not a valid policy (the checks say
+        what is wrong: :meth:`delivery_problem`)."""
+        policy, _ = self._delivery()
+        return policy
+
+    def delivery_problem(self) -> str | None:
+        """Why a set ``spec.delivery`` is not a valid policy (None: unset or valid)."""
+        _, problem = self._delivery()
+        return problem
+
+    def _delivery(self) -> tuple[DeliveryPolicy | None, str | None]:
+        if not self.has("delivery"):
+            return None, None
+        try:
+            return read_policy(self.raw("delivery")), None
+        except PolicyError as exc:
+            message = str(exc).removeprefix("delivery policy: ").replace("`$", "`spec.delivery")
+            return None, message if "`spec.delivery" in message else f"spec.delivery: {message}"
+        except RecursionError:
+            return None, "spec.delivery: nested too deeply"
 
 
 _WIRE = {f.name: f.encode_name for f in msgspec.structs.fields(LunaPluginSpec)}

@@ -18,7 +18,7 @@ import json
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -142,11 +142,13 @@ class SpecChecks:
     requirements: tuple[str, ...]
     """``spec.requirements`` in canonical spelling (empty when refused)"""
     requirement_problems: list[Problem]
+    delivery_problems: list[Problem] = field(default_factory=list)
+    """``spec.delivery`` not a valid policy (a spec stored before the CRD had the field's schema)"""
 
     @property
     def problems(self) -> list[Problem]:
         """All of them, in the order users read them."""
-        return self.names + self.settings + self.requirement_problems
+        return self.names + self.settings + self.requirement_problems + self.delivery_problems
 
 
 def check_spec(name: str, module: str, spec: Mapping[str, Any]) -> SpecChecks:
@@ -156,11 +158,13 @@ def check_spec(name: str, module: str, spec: Mapping[str, Any]) -> SpecChecks:
     settings += [Problem(p) for p in check_shape(fields.settings_from, fields.settings)]
     requirements, requirement_problems = validate_requirements(fields.requirements)
     rollout = fields.rollout_problem()
+    delivery_problem = fields.delivery_problem()
     return SpecChecks(
         validate_name(name) + validate_module(module) + ([Problem(rollout)] if rollout else []),
         settings,
         requirements,
         requirement_problems,
+        [Problem(delivery_problem)] if delivery_problem else [],
     )
 
 
