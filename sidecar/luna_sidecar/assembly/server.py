@@ -183,9 +183,12 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
 def _delivery(
     config: SidecarConfig, metrics: RuntimeMetrics, registry: CollectorRegistry
 ) -> DeliveryService | None:
-    """The durable queues, when the policy asks for them; their directory must be writable."""
+    """The durable queues, whenever there is a queue directory (a plugin's ``spec.delivery`` may
+    ask for at-least-once under an at-most-once default). The directory must be writable: with
+    an at-least-once default the start fails otherwise; with at-most-once it is logged, and the
+    plugins asking for at-least-once fail to load, saying so."""
     policy = delivery_policy(config)
-    if not policy.durable or config.queue_dir is None:
+    if config.queue_dir is None:
         return None
     probe = config.queue_dir / ".luna-write-check"
     try:
@@ -193,9 +196,13 @@ def _delivery(
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
-        raise StartupError(
+        problem = (
             f"--queue-dir {config.queue_dir}: cannot write the durable queues there: {exc.strerror or exc}"
-        ) from None
+        )
+        if policy.durable:
+            raise StartupError(problem) from None
+        log.error("%s; plugins asking for at-least-once delivery will not load", problem)
+        return None
     return DeliveryService(DeliverySettings(config.queue_dir, policy), metrics=metrics, registry=registry)
 
 

@@ -36,6 +36,7 @@ class DeliverySettings:
     """Where durable queues live and the policy every plugin gets unless it says otherwise."""
 
     queue_dir: Path | None = None
+    """None: no durable queue can be opened (a plugin asking for at-least-once fails to load)"""
     default: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
 
@@ -56,21 +57,30 @@ class DeliveryService:
         self._queues: dict[tuple[str, str], DurableQueue] = {}
         registry.register(QueueCollector(self.live_queues))
 
-    def policy_for(self, plugin: str) -> DeliveryPolicy:
-        """The policy of ``plugin``: the settings' default (a LunaPlugin field may carry its own later)."""
+    def policy_for(self, plugin: str, requested: DeliveryPolicy | None = None) -> DeliveryPolicy:
+        """The policy of ``plugin``: the one its LunaPlugin's ``spec.delivery`` asks for
+        (``requested``, taken as a whole), else the settings' default."""
         del plugin
-        return self.settings.default
+        return requested if requested is not None else self.settings.default
 
-    def durable(self, plugin: str) -> bool:
+    def durable(self, plugin: str, requested: DeliveryPolicy | None = None) -> bool:
         """True when ``plugin``'s batches go through a durable queue."""
-        return self.policy_for(plugin).durable and self.settings.queue_dir is not None
+        return self.policy_for(plugin, requested).durable and self.settings.queue_dir is not None
 
     def worker(
-        self, plugin: str, instance: BaseEventPlugin, *, timeout: float, logger: logging.Logger
+        self,
+        plugin: str,
+        instance: BaseEventPlugin,
+        *,
+        timeout: float,
+        logger: logging.Logger,
+        requested: DeliveryPolicy | None = None,
     ) -> DurableWorker:
-        """A worker delivering ``plugin``'s durable queue of ``instance``'s class to ``instance``;
-        opens (and recovers) the queue the first time. Raises ``OSError`` when it cannot."""
-        queue = self._queue(plugin, type(instance).__name__, instance.eventName)
+        """A worker delivering ``plugin``'s durable queue of ``instance``'s class to ``instance``
+        under ``policy_for(plugin, requested)``; opens (and recovers) the queue the first time, and
+        gives an open queue that policy when it changed. Raises ``OSError`` when it cannot."""
+        policy = self.policy_for(plugin, requested)
+        queue = self._queue(plugin, type(instance).__name__, instance.eventName, policy)
         return DurableWorker(
             queue,
             instance,
@@ -80,14 +90,14 @@ class DeliveryService:
             logger=logger,
         )
 
-    def _queue(self, plugin: str, class_name: str, event_name: str) -> DurableQueue:
+    def _queue(self, plugin: str, class_name: str, event_name: str, policy: DeliveryPolicy) -> DurableQueue:
         key = (plugin, class_name)
         queue = self._queues.get(key)
         if queue is not None:
+            queue.adopt(policy)
             return queue
         root = self.settings.queue_dir
         assert root is not None
-        policy = self.policy_for(plugin)
         directory = root / _SAFE.sub("_", plugin) / _SAFE.sub("_", class_name)
         segment_log = SegmentLog(
             directory,

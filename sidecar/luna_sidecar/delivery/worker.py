@@ -78,6 +78,13 @@ class DurableQueue:
         self._fresh: dict[int, tuple[tuple[Any, ...], int]] = {}
         self._fresh_bytes = 0
 
+    def adopt(self, policy: DeliveryPolicy) -> None:
+        """Apply ``policy`` from now on (a new version of the plugin asks for another one): the
+        bound and whenFull for the next appends, the retry and the breaker's thresholds for the
+        next failure (the breaker keeps its state). The segment size stays as opened."""
+        self.policy = policy
+        self.breaker.policy = policy.breaker
+
     def wake(self) -> None:
         """Something changed (records durable, a worker handing over): look again."""
         self._wake.set()

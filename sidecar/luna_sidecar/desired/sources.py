@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from luna_contract.code import code_hash
+from luna_contract.delivery import DeliveryPolicy
 from luna_contract.requirements import RequirementsError, check_requirements, requirements_file_entries
 from luna_sidecar.config import ConfigError, parse_active_list
 
@@ -32,6 +33,9 @@ class PluginSource:
     code_hash: str = ""
     requirements: tuple[str, ...] = ()
     """Python packages the plugin needs (PEP 508), installed before it is loaded."""
+    delivery: DeliveryPolicy | None = None
+    """The plugin's own delivery policy (its LunaPlugin's ``spec.delivery``); None: the
+    sidecar's delivery settings apply."""
 
     def __post_init__(self) -> None:
         if not self.code_hash:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
 from luna_sidecar.delivery import DeliveryService, DurableWorker
@@ -120,8 +122,10 @@ def _queue_info(workers: list[EventWorker | DurableWorker], instance: object) ->
 
 
 def _config_key(source: PluginSource) -> str:
-    """Settings and requirements: changing either makes a new version of the same code."""
-    return json.dumps([source.settings, source.requirements], sort_keys=True, default=str)
+    """Settings, requirements and delivery policy: changing any makes a new version of the same
+    code (a new policy takes effect with the new version's workers)."""
+    delivery = msgspec.to_builtins(source.delivery) if source.delivery is not None else None
+    return json.dumps([source.settings, source.requirements, delivery], sort_keys=True, default=str)
 
 
 def _version_key(source: PluginSource) -> str:
@@ -267,6 +271,10 @@ class Runtime:
                 return
             self._failed(slot, source.code_hash, packages.error or "requirements not installed", None)
             return
+        unavailable = self._delivery_unavailable(source)
+        if unavailable is not None:
+            self._failed(slot, source.code_hash, unavailable, _version_key(source))
+            return
         crashed = self.crash_guard.quarantined(slot.module)
         if crashed == source.code_hash:
             self._failed(
@@ -328,10 +336,27 @@ class Runtime:
         if old_version is not None:
             await self._retire(old_version, old_workers)
 
+    def _delivery_unavailable(self, source: PluginSource) -> str | None:
+        """Why ``source`` cannot be delivered as its own policy asks (None: it can)."""
+        if source.delivery is None or not source.delivery.durable:
+            return None
+        if self.delivery is None or self.delivery.settings.queue_dir is None:
+            return (
+                "its spec.delivery asks for at-least-once, but this sidecar has no queue directory "
+                "(--queue-dir unset or not writable, see the sidecar's log): give the sidecar one on a "
+                "volume, or use at-most-once"
+            )
+        return None
+
     def _worker(self, module: str, instance: Any, version: PluginVersion) -> EventWorker | DurableWorker:
-        if self.delivery is not None and self.delivery.durable(module):
+        requested = version.source.delivery
+        if self.delivery is not None and self.delivery.durable(module, requested):
             return self.delivery.worker(
-                module, instance, timeout=self.limits.callback_timeout, logger=version.logger
+                module,
+                instance,
+                timeout=self.limits.callback_timeout,
+                logger=version.logger,
+                requested=requested,
             )
         return EventWorker(
             module,

@@ -102,7 +102,13 @@ def desired_plugins(
         if code is not None and settings is not None:
             origin = f"configmap/{entry.config_map}/{entry.code_key}"
             source = PluginSource(
-                entry.module, code, origin, settings, entry.code_hash, requirements=entry.requirements
+                entry.module,
+                code,
+                origin,
+                settings,
+                entry.code_hash,
+                requirements=entry.requirements,
+                delivery=entry.delivery,
             )
             desired.append(DesiredPlugin(entry.module, source))
             continue
