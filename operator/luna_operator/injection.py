@@ -32,6 +32,12 @@ TOKEN_VOLUME = "luna-sidecar-token"
 SETTINGS_VOLUME = "luna-sidecar-settings"
 """the template's volume of the service's settings Secret: it follows the Pod's service"""
 DEFAULT_SERVICE = "handlers"
+QUEUE_VOLUME = "luna-sidecar-queues"
+"""the template's volume of the durable delivery queues: a Pod that brings its own volume of this
+name (a StatefulSet's volumeClaimTemplate, a PersistentVolumeClaim) keeps it, and the sidecar's
+queues live there instead of in the template's emptyDir"""
+READ_ONLY_SOURCES = ("configMap", "secret", "downwardAPI", "projected", "image")
+"""volume sources the kubelet mounts read-only: no queue can be written there"""
 
 _TEMPLATE_KEYS = ("container", "volumes", "annotations", "labels")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -169,8 +175,9 @@ def plan(
     already has it (a container or init container of the template's name, or the annotation
     ``luna.dev/injected``). Raises :class:`InjectionRefusedError` when the Pod asks for it but cannot
     have it: a ``luna.dev/service`` that is not a DNS-1123 label, a volume of the template's
-    name that differs from the template's, or ``hostNetwork`` (the loopback intake would be the
-    node's). ``pod`` is not modified.
+    name that differs from the template's (except :data:`QUEUE_VOLUME`, which the Pod may bring
+    itself, if writable), or ``hostNetwork`` (the loopback intake would be the node's). ``pod``
+    is not modified.
     """
     meta = pod.get("metadata") or {}
     annotations = meta.get("annotations") or {}
@@ -242,7 +249,8 @@ def _for_service(volume: dict[str, Any], service: str) -> dict[str, Any]:
 
 
 def _add_volumes(volumes: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> bool:
-    """Append the wanted volumes the Pod lacks; refuse one of the same name that differs."""
+    """Append the wanted volumes the Pod lacks; refuse one of the same name that differs, except
+    :data:`QUEUE_VOLUME`: the Pod's own (any writable source) is used instead of the template's."""
     by_name = {volume.get("name"): volume for volume in volumes}
     added = False
     for volume in wanted:
@@ -250,6 +258,14 @@ def _add_volumes(volumes: list[dict[str, Any]], wanted: list[dict[str, Any]]) ->
         if present is None:
             volumes.append(volume)
             added = True
+        elif volume["name"] == QUEUE_VOLUME:
+            readonly = [source for source in READ_ONLY_SOURCES if source in present]
+            if readonly:
+                raise InjectionRefusedError(
+                    f"the Pod's volume {QUEUE_VOLUME!r} is a {readonly[0]} volume, which is mounted "
+                    "read-only: the sidecar's delivery queues must be written there; use a "
+                    "persistentVolumeClaim (e.g. a StatefulSet's volumeClaimTemplate) or an emptyDir"
+                )
         elif not _covers(present, volume):
             raise InjectionRefusedError(
                 f"the Pod already has a volume {volume['name']!r} that differs from the one the "

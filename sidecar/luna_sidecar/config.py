@@ -107,7 +107,7 @@ class SidecarConfig:
     docs/delivery.md)."""
     queue_dir: Path | None = None
     """Directory of the durable queues, on a volume that survives restarts; required with
-    ``--delivery at-least-once``."""
+    ``--delivery at-least-once`` and for plugins whose ``spec.delivery`` asks for it."""
     queue_max_bytes: int = 256 * 1024 * 1024
     """Bytes each durable queue holds at most (batches not delivered yet)."""
     queue_when_full: str = "refuse"

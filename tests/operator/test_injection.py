@@ -337,3 +337,55 @@ def test_the_sidecar_runs_as_the_pods_own_service_account(
 ) -> None:
     change = plan(labelled({"luna.dev/inject": "true"}, **spec), template)
     assert change is not None and change.service_account == account
+
+
+# --- the queue volume: the Pod may bring its own ------------------------------------------------
+
+QUEUE_TEMPLATE: dict[str, Any] = TEMPLATE | {
+    "volumes": [
+        {"name": "luna-sidecar-tmp", "emptyDir": {}},
+        {"name": "luna-sidecar-queues", "emptyDir": {"sizeLimit": "512Mi"}},
+    ]
+}
+
+
+def test_without_a_queue_volume_of_its_own_the_pod_gets_the_templates_emptydir() -> None:
+    change = plan(pod(), parse_template(copy.deepcopy(QUEUE_TEMPLATE)))
+    assert change is not None and change.volumes_added
+    volumes = {v["name"]: v for v in change.volumes}
+    assert volumes["luna-sidecar-queues"] == {
+        "name": "luna-sidecar-queues",
+        "emptyDir": {"sizeLimit": "512Mi"},
+    }
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # a StatefulSet's volumeClaimTemplate, as the Pod the controller creates has it
+        {"persistentVolumeClaim": {"claimName": "luna-sidecar-queues-handlers-0"}},
+        {"emptyDir": {"sizeLimit": "2Gi"}},
+        {"ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"]}}}},
+    ],
+)
+def test_the_pods_own_queue_volume_is_used_instead_of_the_templates(source: dict[str, Any]) -> None:
+    own = pod()
+    own["spec"]["volumes"].append({"name": "luna-sidecar-queues", **source})
+    change = plan(own, parse_template(copy.deepcopy(QUEUE_TEMPLATE)))
+    assert change is not None
+    queues = [v for v in change.volumes if v["name"] == "luna-sidecar-queues"]
+    assert queues == [{"name": "luna-sidecar-queues", **source}]  # once, the Pod's
+    # the other template volumes are still added, and still refused when they differ
+    assert "luna-sidecar-tmp" in [v["name"] for v in change.volumes]
+    clash = copy.deepcopy(own)
+    clash["spec"]["volumes"].append({"name": "luna-sidecar-tmp", "hostPath": {"path": "/tmp"}})
+    with pytest.raises(InjectionRefusedError, match="volume 'luna-sidecar-tmp'"):
+        plan(clash, parse_template(copy.deepcopy(QUEUE_TEMPLATE)))
+
+
+@pytest.mark.parametrize("kind", ["configMap", "secret", "downwardAPI", "projected"])
+def test_a_read_only_queue_volume_of_the_pod_is_refused_saying_why(kind: str) -> None:
+    own = pod()
+    own["spec"]["volumes"].append({"name": "luna-sidecar-queues", kind: {"name": "x"}})
+    with pytest.raises(InjectionRefusedError, match=f"'luna-sidecar-queues' is a {kind} volume"):
+        plan(own, parse_template(copy.deepcopy(QUEUE_TEMPLATE)))

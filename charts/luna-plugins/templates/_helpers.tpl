@@ -140,6 +140,28 @@ the service container posts its events there.
     # settings from Secrets (spec.settingsFrom): the service's settings Secret, see sidecarVolumes
     - name: LUNA_SIDECAR_SECRET_SETTINGS_DIR
       value: /etc/luna-plugins/settings
+    # durable delivery: the queue volume is always there, so any LunaPlugin may ask for at-least-once
+    {{- $delivery := $sidecar.delivery | default dict }}
+    {{- $retry := $delivery.retry | default dict }}
+    {{- $breaker := $delivery.breaker | default dict }}
+    - name: LUNA_SIDECAR_QUEUE_DIR
+      value: /var/lib/luna-plugins/queues
+    - name: LUNA_SIDECAR_DELIVERY
+      value: {{ $delivery.mode | default "at-most-once" | quote }}
+    - name: LUNA_SIDECAR_QUEUE_MAX_BYTES
+      value: {{ $delivery.maxQueueBytes | default 134217728 | int64 | quote }}
+    - name: LUNA_SIDECAR_QUEUE_WHEN_FULL
+      value: {{ $delivery.whenFull | default "refuse" | quote }}
+    - name: LUNA_SIDECAR_RETRY_INITIAL_BACKOFF
+      value: {{ $retry.initialBackoffSeconds | default 0.5 | toString | quote }}
+    - name: LUNA_SIDECAR_RETRY_MAX_BACKOFF
+      value: {{ $retry.maxBackoffSeconds | default 30 | toString | quote }}
+    - name: LUNA_SIDECAR_RETRY_MAX_ELAPSED
+      value: {{ (hasKey $retry "maxElapsedSeconds" | ternary $retry.maxElapsedSeconds 3600) | toString | quote }}
+    - name: LUNA_SIDECAR_BREAKER_FAILURES
+      value: {{ $breaker.failures | default 5 | int | quote }}
+    - name: LUNA_SIDECAR_BREAKER_OPEN_TIME
+      value: {{ $breaker.openSeconds | default 30 | toString | quote }}
     {{- $packages := $sidecar.packages | default dict }}
     {{- if and $packages.enabled (or $packages.indexUrl $packages.wheelhouse) }}
     - name: LUNA_SIDECAR_PACKAGES_DIR
@@ -211,6 +233,8 @@ the service container posts its events there.
     - name: luna-sidecar-settings
       mountPath: /etc/luna-plugins/settings
       readOnly: true
+    - name: luna-sidecar-queues
+      mountPath: /var/lib/luna-plugins/queues
     {{- $packages := $sidecar.packages | default dict }}
     {{- if and $packages.enabled (or $packages.indexUrl $packages.wheelhouse) }}
     - name: luna-sidecar-packages
@@ -231,7 +255,10 @@ the service container posts its events there.
 {{/*
 The volumes the sidecar container mounts: /tmp (its root filesystem is read-only), the service's
 settings Secret (`luna-plugins-<service>-settings`: the values of plugins' spec.settingsFrom,
-written by the operator; optional, so a service without any needs nothing) and, with
+written by the operator; optional, so a service without any needs nothing), the durable delivery
+queues (`luna-sidecar-queues`, an emptyDir of sidecar.delivery.queueVolume.sizeLimit; to keep
+queues across the pod's deletion, leave it out and give the pod a PersistentVolumeClaim of that
+name, e.g. a StatefulSet's volumeClaimTemplate; the injection webhook keeps a pod's own) and, with
 sidecar.packages.enabled, where plugins' packages are installed (and the index's CA bundle, the
 wheelhouse when set). Include them in the pod's `volumes` list next to the container, with the
 same service as the container:
@@ -257,6 +284,9 @@ same service as the container:
   secret:
     secretName: {{ printf "luna-plugins-%s-settings" $service | quote }}
     optional: true
+- name: luna-sidecar-queues
+  emptyDir:
+    sizeLimit: {{ (($sidecar.delivery | default dict).queueVolume | default dict).sizeLimit | default "512Mi" }}
 {{- if and $packages.enabled (or $packages.indexUrl $packages.wheelhouse) }}
 - name: luna-sidecar-packages
   {{- toYaml ($packages.volume | default (dict "emptyDir" dict)) | nindent 2 }}
