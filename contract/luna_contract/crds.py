@@ -39,7 +39,7 @@ EXPECTED: tuple[ExpectedCrd, ...] = (
         "lunapluginruntimes.luna.dev",
         "LunaPluginRuntime",
         "v1alpha1",
-        "5d4fce4852c126c43d9e2077fd285f8e3f8917fdc20ff970482850730d402ad9",
+        "62c683be378ac2152e9a3f9ab0f463a2840133dd8abfb9a80836136c6b0442c1",
     ),
 )
 

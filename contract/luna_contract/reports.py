@@ -4,7 +4,8 @@ A service's active list names a code hash per module. A sidecar that runs exactl
 repeat it: its report carries the list's *revision* (:func:`active_revision`: a digest of the
 list's modules and code hashes) in ``spec.revision``, and ``spec.plugins`` holds only the
 modules where it differs from it: a module that fails, loads, stops, waits for its code or
-packages, runs another version, blocked the event loop, or is not in the list at all. A
+packages, runs another version, blocked the event loop, has undelivered batches, dead letters or
+an open delivery breaker, or is not in the list at all. A
 module the list names and the report leaves out runs, as ``running``, the version the list names.
 
 So a report stays a few hundred bytes however many plugins a service has: with 200 plugins and
@@ -43,6 +44,7 @@ __all__ = [
     "REVISION_FIELD",
     "RUNNING",
     "WAITING",
+    "DeliveryReport",
     "PluginReport",
     "RuntimeReportSpec",
     "active_revision",
@@ -72,6 +74,21 @@ def active_revision(code_hashes: Mapping[str, str]) -> str:
     return digest.hexdigest()[:32]
 
 
+class DeliveryReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """The durable delivery of one at-least-once plugin, summed over its classes: written only
+    while it says something (a backlog, dead letters, a breaker not closed), so an idle plugin
+    adds nothing to its report."""
+
+    pending: int = 0
+    """batches not delivered yet"""
+    oldest_batch_age_seconds: int = 0
+    """age of the oldest of them, whole seconds"""
+    dead_letters: int = 0
+    """dead letters held"""
+    breaker: str = "closed"
+    """the worst state of its classes' circuit breakers: ``open``, ``half-open`` or ``closed``"""
+
+
 class PluginReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     """One module as a sidecar reports it (fields left out when unset)."""
 
@@ -98,6 +115,8 @@ class PluginReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tr
     """of those, the 5xx ones"""
     dropped: int | None = None
     """batches dropped for it since the version started, any reason"""
+    delivery: DeliveryReport | None = None
+    """its durable delivery, while it has a backlog, dead letters or a breaker not closed"""
 
     def as_named(self, code_hashes: Mapping[str, str]) -> bool:
         """Whether this entry says no more than "runs the version the active list names"."""
@@ -111,6 +130,7 @@ class PluginReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tr
             and self.loop_blocked_seconds is None
             and self.callbacks is None
             and self.route_answers is None
+            and self.delivery is None
         )
 
 

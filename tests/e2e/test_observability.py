@@ -50,6 +50,13 @@ RAISING = PLUGIN_BASE + textwrap.dedent(
             raise RuntimeError("the third party is down")
     """
 )
+#: an at-least-once plugin whose third party is down: its first batch becomes a dead letter at once
+#: and opens its breaker for an hour, so the next ones wait (the dashboard's delivery panels)
+DURABLE_DOWN = {
+    "mode": "at-least-once",
+    "retry": {"maxElapsed": 0.001},
+    "breaker": {"failures": 1, "openSeconds": 3600},
+}
 BLOCKING = PLUGIN_BASE + textwrap.dedent(
     """
     import time
@@ -150,7 +157,10 @@ def test_every_dashboard_query_returns_data_from_a_real_operator_and_sidecars(
     operator = watched
     ns = cluster.namespace
     sidecar_args = ("--queue-items", "2", "--loop-block-threshold", "0.1", "--callback-timeout", "5")
-    sidecars = {pod: cluster_sidecar(pod, *sidecar_args) for pod in ("pod-a", "pod-b")}
+    sidecars = {
+        pod: cluster_sidecar(pod, *sidecar_args, "--queue-dir", str(tmp_path / f"queues-{pod}"))
+        for pod in ("pod-a", "pod-b")
+    }
     # a route plugin, event plugins that are slow (drops), raise, and block the loop
     for name, code in {
         "routes": route_code("/hello", "v1"),
@@ -160,6 +170,9 @@ def test_every_dashboard_query_returns_data_from_a_real_operator_and_sidecars(
         "broken": FAILS_TO_START,
     }.items():
         cluster.apply(plugin_manifest(name, ns, code))
+    cluster.apply(
+        plugin_manifest("durable", ns, RAISING.replace("Raising", "Durable"), delivery=DURABLE_DOWN)
+    )
     cluster.apply(
         plugin_manifest("from-nowhere", ns, codeFrom={"configMapKeyRef": {"name": "missing", "key": "x"}})
     )

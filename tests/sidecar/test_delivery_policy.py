@@ -194,3 +194,48 @@ def test_at_least_once_without_a_queue_directory_fails_that_plugin_alone(
     wait_for(
         lambda: (state(sidecar, "durable_sink") or {}).get("state") == "running", timeout=20, what="reload"
     )
+
+
+def test_a_plugin_whose_third_party_is_down_shows_in_metrics_and_the_pods_report(
+    cluster: Cluster, operator: Any, sidecars: Callable[..., Sidecar], control: Path, tmp_path: Path
+) -> None:
+    """What the chart's alerts and dashboard read: the first batch becomes a dead letter at once
+    and opens the breaker for an hour, so the next ones wait."""
+    ns = cluster.namespace
+    sidecar = sidecars("pod-c", "--queue-dir", str(tmp_path / "queues"))
+    down = {
+        "mode": "at-least-once",
+        "retry": {"maxElapsed": 0.001},
+        "breaker": {"failures": 1, "openSeconds": 3600},
+    }
+    cluster.apply(plugin_manifest("durable-sink", ns, SINK, delivery=down))
+    wait_for(
+        lambda: (state(sidecar, "durable_sink") or {}).get("state") == "running", timeout=20, what="loaded"
+    )
+    (control / "fail").write_text("")
+    for index in range(4):
+        assert sidecar.post_event("sending_event", event(index)).status == 202
+    wait_for(
+        lambda: sidecar.metric("luna_plugin_dead_letters", plugin="durable_sink") == 1, what="a dead letter"
+    )
+    assert sidecar.metric("luna_plugin_delivery_breaker_state", plugin="durable_sink", state="open") == 1
+    assert sidecar.metric("luna_plugin_delivery_breaker_state", plugin="durable_sink", state="closed") == 0
+    assert sidecar.metric("luna_plugin_delivery_queue_batches", plugin="durable_sink") == 3
+    wait_for(
+        lambda: sidecar.metric("luna_plugin_delivery_oldest_batch_age_seconds", plugin="durable_sink") > 1,
+        what="the backlog to age",
+    )
+
+    def reported() -> dict[str, Any] | None:
+        for item in cluster.items("lunapluginruntimes"):
+            for entry in item["spec"].get("plugins") or []:
+                if entry["module"] == "durable_sink" and "delivery" in entry:
+                    return dict(entry["delivery"])
+        return None
+
+    delivery = wait_for(
+        lambda: (found := reported()) is not None and found.get("oldestBatchAgeSeconds", 0) >= 1 and found,
+        timeout=20,
+        what="the delivery figures in the pod's report",
+    )
+    assert (delivery["pending"], delivery["deadLetters"], delivery["breaker"]) == (3, 1, "open")

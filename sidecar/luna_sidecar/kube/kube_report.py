@@ -25,6 +25,7 @@ from luna_contract.names import GROUP, VERSION, report_name
 from luna_contract.names import PLURAL_RUNTIMES as PLURAL
 from luna_contract.reports import (
     REVISION_FIELD,
+    DeliveryReport,
     PluginReport,
     RuntimeReportSpec,
     active_revision,
@@ -186,7 +187,33 @@ def _plugin_report(plugin: Mapping[str, Any], figures: bool = False) -> PluginRe
         # its packages: installing, installed or failed (absent without requirements)
         requirements=(plugin.get("requirements") or {}).get("state"),
         **counted,
+        # a backlog, dead letters or an open breaker of its at-least-once delivery
+        delivery=_delivery_report(plugin.get("classes") or []),
     )
+
+
+#: breaker states, the worst last
+_BREAKER_ORDER = ("closed", "half-open", "open")
+
+
+def _delivery_report(classes: list[Mapping[str, Any]]) -> DeliveryReport | None:
+    """The durable queues of a plugin's classes (``GET /plugins``' ``delivery`` objects) summed
+    up, or None while they have nothing to say (no queue, or empty and healthy)."""
+    queues = [
+        c["delivery"] for c in classes if isinstance(c, Mapping) and isinstance(c.get("delivery"), Mapping)
+    ]
+    if not queues:
+        return None
+    breakers = [str(queue.get("breaker") or "closed") for queue in queues]
+    report = DeliveryReport(
+        pending=sum(int(queue.get("pending") or 0) for queue in queues),
+        oldest_batch_age_seconds=int(max(float(queue.get("oldestBatchAgeSeconds") or 0) for queue in queues)),
+        dead_letters=sum(int(queue.get("deadLetters") or 0) for queue in queues),
+        breaker=max(
+            breakers, key=lambda state: _BREAKER_ORDER.index(state) if state in _BREAKER_ORDER else 0
+        ),
+    )
+    return None if report == DeliveryReport() else report
 
 
 def _spec(stored: object) -> dict[str, Any]:
