@@ -36,7 +36,7 @@ def plugin(*queues: dict[str, Any]) -> dict[str, Any]:
 
 def reporter(plugins: list[dict[str, Any]]) -> RuntimeReporter:
     return RuntimeReporter(
-        object(),  # type: ignore[arg-type]  # no API call is made
+        object(),  # no API call is made
         namespace="ns",
         service="handlers",
         pod="pod-a",
