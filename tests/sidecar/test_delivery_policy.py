@@ -19,8 +19,6 @@ import pytest
 from tests.support.operator_harness import Cluster, plugin_manifest
 from tests.support.sidecar_harness import Sidecar, start_sidecar, wait_for
 
-pytestmark = pytest.mark.kube
-
 SINK = """
 import json, os
 from pathlib import Path
@@ -121,6 +119,7 @@ def state(sidecar: Sidecar, module: str) -> dict[str, Any] | None:
     return sidecar.plugins().get(module)
 
 
+@pytest.mark.kube
 def test_the_plugins_policy_replaces_the_default_for_it_alone(
     cluster: Cluster, operator: Any, sidecars: Callable[..., Sidecar], control: Path, tmp_path: Path
 ) -> None:
@@ -166,6 +165,7 @@ def test_the_plugins_policy_replaces_the_default_for_it_alone(
     assert (queue_dir / "durable_sink").is_dir() and not (queue_dir / "plain_sink").exists()
 
 
+@pytest.mark.kube
 def test_at_least_once_without_a_queue_directory_fails_that_plugin_alone(
     cluster: Cluster, operator: Any, sidecars: Callable[..., Sidecar], control: Path
 ) -> None:
@@ -196,6 +196,7 @@ def test_at_least_once_without_a_queue_directory_fails_that_plugin_alone(
     )
 
 
+@pytest.mark.kube
 def test_a_plugin_whose_third_party_is_down_shows_in_metrics_and_the_pods_report(
     cluster: Cluster, operator: Any, sidecars: Callable[..., Sidecar], control: Path, tmp_path: Path
 ) -> None:
@@ -239,3 +240,30 @@ def test_a_plugin_whose_third_party_is_down_shows_in_metrics_and_the_pods_report
         what="the delivery figures in the pod's report",
     )
     assert (delivery["pending"], delivery["deadLetters"], delivery["breaker"]) == (3, 1, "open")
+
+
+def test_an_unwritable_queue_directory_stops_an_at_least_once_sidecar_only(
+    sidecar_factory: Callable[..., Sidecar], tmp_path: Path
+) -> None:
+    """With at-least-once by default the start fails; with at-most-once (the chart's default,
+    which always passes --queue-dir) the sidecar starts, says why in its log, and only plugins
+    asking for at-least-once would fail to load."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    unwritable = str(blocker / "queues")
+    lenient = sidecar_factory(
+        plugins={"sink": SINK},
+        active=["sink"],
+        args=["--queue-dir", unwritable],
+        env={"LUNA_TEST_CONTROL": str(tmp_path)},
+    )
+    wait_for(lambda: (state(lenient, "sink") or {}).get("state") == "running", what="the at-most-once plugin")
+    assert "cannot write the durable queues there" in lenient.log()
+    strict = sidecar_factory(
+        plugins={"sink": SINK},
+        active=["sink"],
+        args=["--queue-dir", unwritable, "--delivery", "at-least-once"],
+        wait_ready=False,
+    )
+    assert strict.process.wait(timeout=30) != 0
+    assert "cannot write the durable queues there" in strict.log()
