@@ -17,8 +17,10 @@ A user mapping file adds metrics for other series and fields (see :func:`load_ru
 metric keeps at most ``max_label_sets`` label combinations; points past that are counted in
 ``luna_metric_label_overflow_total{metric}``. ``request_id`` is never a label.
 
-The metrics are plain dicts read at scrape time: the hot path (a batch of points from intake)
-costs a dict lookup and an add per point, with no locks (everything runs on the event loop).
+The metrics are plain dicts of cells (a one-element list per counter label set, a list of bucket
+counts per histogram label set) read at scrape time: the hot path (a batch of points from intake)
+costs a dict lookup and an add per point, with no locks (everything runs on the event loop), and a
+``requests`` point whose raw label values were seen before finds both of its cells in one lookup.
 """
 
 from __future__ import annotations
@@ -98,75 +100,74 @@ class PointMetric:
         self.max_label_sets = max_label_sets
         self.buckets = tuple(sorted(float(bound) for bound in buckets))
         self._overflow = overflow
-        self._values: dict[tuple[str, ...], float] = {}
+        #: counter and gauge values, one cell (a one-element list) per label set: a caller that
+        #: holds a cell updates it in place, without finding the label set again
+        self._values: dict[tuple[str, ...], list[float]] = {}
+        #: histogram states per label set: a count per bucket, then +Inf, then the sum
         self._histograms: dict[tuple[str, ...], list[float]] = {}
+
+    def cell(self, key: tuple[str, ...]) -> list[float] | None:
+        """The counter's or gauge's cell (``[value]``) for ``key``, made (at 0) when the label set
+        still fits; None when it does not (nothing is counted: that is the caller's)."""
+        found = self._values.get(key)
+        if found is None and len(self._values) < self.max_label_sets:
+            found = self._values[key] = [0.0]
+        return found
+
+    def histogram(self, key: tuple[str, ...], *, make: bool = True) -> list[float] | None:
+        """The histogram's state for ``key`` (a count per bucket, +Inf, then the sum); unless it
+        exists it is made empty when ``make`` and the label set still fits, else None (nothing
+        is counted)."""
+        found = self._histograms.get(key)
+        if found is None and make and len(self._histograms) < self.max_label_sets:
+            found = self._histograms[key] = [0.0] * (len(self.buckets) + 2)
+        return found
 
     def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
         """Add ``amount`` to the counter for ``key`` (a tuple of label values)."""
-        values = self._values
-        if key in values:
-            values[key] += amount
-        elif len(values) < self.max_label_sets:
-            values[key] = amount
-        else:
+        found = self.cell(key)
+        if found is None:
             self._overflow.overflow(self.name)
+        else:
+            found[0] += amount
 
     def count(self, key: tuple[str, ...], points: int) -> None:
         """Add ``points`` to the counter for ``key``; when the label set does not fit, each of
         them counts as an overflow."""
-        values = self._values
-        if key in values:
-            values[key] += points
-        elif len(values) < self.max_label_sets:
-            values[key] = points
-        else:
+        found = self.cell(key)
+        if found is None:
             self._overflow.overflow(self.name, points)
+        else:
+            found[0] += points
 
     def set(self, key: tuple[str, ...], value: float) -> None:
         """Set the gauge for ``key``."""
-        values = self._values
-        if key in values or len(values) < self.max_label_sets:
-            values[key] = value
-        else:
+        found = self.cell(key)
+        if found is None:
             self._overflow.overflow(self.name)
+        else:
+            found[0] = value
 
     def observe(self, key: tuple[str, ...], value: float) -> None:
         """Record ``value`` in the histogram for ``key``."""
-        state = self._histograms.get(key)
+        state = self.histogram(key)
         if state is None:
-            if len(self._histograms) >= self.max_label_sets:
-                self._overflow.overflow(self.name)
-                return
-            # one count per bucket, then +Inf, then the sum
-            state = self._histograms[key] = [0.0] * (len(self.buckets) + 2)
+            self._overflow.overflow(self.name)
+            return
         state[bisect_left(self.buckets, value)] += 1
         state[-1] += value
-
-    def observe_all(self, key: tuple[str, ...], values: list[float]) -> None:
-        """Record each of ``values`` in the histogram for ``key`` (as many overflows as values
-        when the label set does not fit)."""
-        state = self._histograms.get(key)
-        if state is None:
-            if len(self._histograms) >= self.max_label_sets:
-                self._overflow.overflow(self.name, len(values))
-                return
-            state = self._histograms[key] = [0.0] * (len(self.buckets) + 2)
-        buckets = self.buckets
-        for value in values:
-            state[bisect_left(buckets, value)] += 1
-        state[-1] += sum(values)
 
     def family(self) -> Metric:
         """The metric as it is now, for the exposition."""
         labels = list(self.labelnames)
         if self.kind == "counter":
             counter = CounterMetricFamily(self.name, self.help, labels=labels)
-            for key, value in self._values.items():
+            for key, (value,) in self._values.items():
                 counter.add_metric(list(key), value)
             return counter
         if self.kind == "gauge":
             gauge = GaugeMetricFamily(self.name, self.help, labels=labels)
-            for key, value in self._values.items():
+            for key, (value,) in self._values.items():
                 gauge.add_metric(list(key), value)
             return gauge
         histogram = HistogramMetricFamily(self.name, self.help, labels=labels)
@@ -276,8 +277,10 @@ class PointMetrics(Collector):
             "Monitoring points of series without a built-in mapping.",
             ("series",),
         )
-        #: raw (service, route, status_code) tag values -> the label tuples they become
-        self._request_labels: dict[tuple[Any, Any, Any], tuple[tuple[str, str, str], tuple[str, str]]] = {}
+        #: raw (service, route, status_code) tag values -> the cells they are recorded in: their
+        #: ``luna_requests_total`` cell and their duration histogram's state (label sets stay
+        #: once admitted, so a cell stays valid)
+        self._request_cells: dict[tuple[Any, Any, Any], tuple[list[float], list[float]]] = {}
         self.rules: dict[str, list[MappingRule]] = {}
         self._families = [self.requests, self.duration, self.errors, self.other_points]
         taken = {exposed for family in self._families for exposed in exposed_names(family.kind, family.name)}
@@ -349,16 +352,22 @@ class PointMetrics(Collector):
     def observe(self, points: Iterable[MonitoringPoint]) -> None:
         """Record a batch of (already validated) points in every metric they map to.
 
-        The built-in series are first counted per distinct raw label values (most points of a
-        batch share a few), then each label set is converted and recorded once; the result is
-        what recording point by point would give, overflow counts included (only which label
-        sets are admitted when a metric reaches its cap within one batch may differ).
+        A ``requests`` point whose raw label values were seen before goes straight to the cells
+        they map to (its ``luna_requests_total`` cell, its duration histogram's state), found
+        with one lookup; the others are first counted per distinct raw label values, then each
+        label set is converted and recorded once (and its cells remembered). The other built-in
+        series are counted per label set, then recorded once. The result is what recording point
+        by point would give, overflow counts included (only which label sets are admitted when
+        a metric reaches its cap within one batch may differ).
         """
-        requests: dict[tuple[Any, Any, Any], list[Any]] = {}  # raw labels -> execution times
+        fresh: dict[tuple[Any, Any, Any], list[Any]] = {}  # raw labels not seen yet -> execution times
         errors: dict[tuple[Any, Any, Any], int] = {}
         others: dict[str, int] = {}
         rules = self.rules
         request_key = _REQUEST_KEY
+        cells = self._request_cells
+        buckets = self.duration.buckets
+        bad = 0
         for point in points:
             series = point.series
             tags = point.tags
@@ -367,11 +376,27 @@ class PointMetrics(Collector):
                     key = request_key(tags)  # one call in C for the common point that has all three
                 except KeyError:
                     key = (tags.get("service", ""), tags.get("route", ""), tags.get("status_code", ""))
-                times = requests.get(key)
-                if times is None:
-                    requests[key] = [point.fields.get("execution_time")]
+                elapsed = point.fields.get("execution_time")
+                cell = cells.get(key)
+                if cell is None:
+                    times = fresh.get(key)
+                    if times is None:
+                        fresh[key] = [elapsed]
+                    else:
+                        times.append(elapsed)
                 else:
-                    times.append(point.fields.get("execution_time"))
+                    total, state = cell
+                    total[0] += 1
+                    if elapsed.__class__ is float:  # the intake already refused non-finite floats
+                        state[bisect_left(buckets, elapsed)] += 1
+                        state[-1] += elapsed
+                    elif elapsed is not None:
+                        number = _number(elapsed) if elapsed.__class__ is int else None
+                        if number is None:
+                            bad += 1
+                        else:
+                            state[bisect_left(buckets, number)] += 1
+                            state[-1] += number
             elif series == "errors":
                 key = (tags.get("service", ""), tags.get("route", ""), tags.get("error_code", ""))
                 errors[key] = errors.get(key, 0) + 1
@@ -380,31 +405,26 @@ class PointMetrics(Collector):
             if rules:
                 for rule in rules.get(series, ()):
                     rule.apply(point)
-        if requests:
-            self._record_requests(requests)
+        if fresh:
+            bad += self._record_requests(fresh)
+        if bad:
+            self._overflow.bad_value(self.duration.name, bad)
         for (service, route, code), count in errors.items():
             self.errors.count((str(service), str(route), str(code)), count)
         for series, count in others.items():
             self.other_points.count((series,), count)
 
-    def _record_requests(self, requests: dict[tuple[Any, Any, Any], list[Any]]) -> None:
-        durations: dict[tuple[str, str], list[float]] = {}
+    def _record_requests(self, requests: dict[tuple[Any, Any, Any], list[Any]]) -> int:
+        """Record ``requests`` points by raw label values (-> their execution times, None where
+        a point has none); remember the cells of each raw label set that has both. Returns the
+        execution times that are no number."""
         bad = 0
-        known = self._request_labels
+        cells = self._request_cells
         for raw, times in requests.items():
-            found = known.get(raw)
-            if found is None:
-                if len(known) >= 4 * self.max_label_sets:
-                    known.clear()  # raw values that are not labels (yet): keep the cache bounded
-                service, route, code = (str(value) for value in raw)
-                found = known[raw] = ((service, route, code), (service, route))
-            key, labels = found
-            self.requests.count(key, len(times))
-            seconds = durations.get(labels)
-            if seconds is None:
-                seconds = durations[labels] = []
+            service, route, code = (str(value) for value in raw)
+            seconds: list[float] = []
             for elapsed in times:
-                if elapsed.__class__ is float:  # the intake already refused non-finite floats
+                if elapsed.__class__ is float:
                     seconds.append(elapsed)
                 elif elapsed is not None:
                     number = _number(elapsed) if elapsed.__class__ is int else None
@@ -412,11 +432,26 @@ class PointMetrics(Collector):
                         bad += 1
                     else:
                         seconds.append(number)
-        for labels, seconds in durations.items():
+            count = self.requests.cell((service, route, code))
+            if count is None:
+                self._overflow.overflow(self.requests.name, len(times))
+            else:
+                count[0] += len(times)
+            # a histogram series is made only for a label set that has a value to record
+            state = self.duration.histogram((service, route), make=bool(seconds))
             if seconds:
-                self.duration.observe_all(labels, seconds)
-        if bad:
-            self._overflow.bad_value(self.duration.name, bad)
+                if state is None:
+                    self._overflow.overflow(self.duration.name, len(seconds))
+                else:
+                    buckets = self.duration.buckets
+                    for value in seconds:
+                        state[bisect_left(buckets, value)] += 1
+                        state[-1] += value
+            if count is not None and state is not None:
+                if len(cells) >= 4 * self.max_label_sets:
+                    cells.clear()  # raw values that are not labels (yet): keep the cache bounded
+                cells[raw] = (count, state)
+        return bad
 
     def collect(self) -> Iterator[Metric]:
         for family in self._families:

@@ -690,3 +690,99 @@ def test_a_tag_named_like_a_target_label_is_exposed_as_luna_tag(
 def test_a_rule_that_would_expose_a_label_twice_is_refused(build: Build, labels: list[str]) -> None:
     with pytest.raises(MappingError, match="would expose a label twice"):
         build(rules=[{"series": "boiler", "name": "boiler_points_total", "labels": labels}])
+
+
+def _expected_requests(
+    batches: list[list[MonitoringPoint]],
+) -> tuple[dict[Any, float], dict[Any, list[float]], int]:
+    """What recording ``batches`` point by point gives: requests counts by label set, duration
+    histogram states (a count per bucket, +Inf, sum) by (service, route), execution times that
+    are no number."""
+    counts: dict[Any, float] = {}
+    states: dict[Any, list[float]] = {}
+    bad = 0
+    for point in (point for batch in batches for point in batch):
+        tags = point.tags
+        service, route = str(tags.get("service", "")), str(tags.get("route", ""))
+        key = (("luna_service", service), ("route", route), ("status_code", str(tags.get("status_code", ""))))
+        counts[key] = counts.get(key, 0.0) + 1
+        elapsed = point.fields.get("execution_time")
+        if elapsed is None:
+            continue
+        if not isinstance(elapsed, int | float) or isinstance(elapsed, bool):
+            bad += 1
+            continue
+        try:
+            value = float(elapsed)
+        except OverflowError:
+            bad += 1
+            continue
+        state = states.setdefault(
+            (("luna_service", service), ("route", route)), [0.0] * (len(DURATION_BUCKETS) + 2)
+        )
+        state[sum(1 for bound in DURATION_BUCKETS if bound < value)] += 1
+        state[-1] += value
+    return counts, states, bad
+
+
+def test_label_sets_seen_before_are_recorded_alike(registry: CollectorRegistry, build: Build) -> None:
+    # later batches go to the cells their raw label values were mapped to by earlier ones: the
+    # exposition must be what point-by-point recording gives, odd execution times included
+    rng = random.Random(5)
+    times: list[Any] = [0.003, 0.02, 0.7, 12.0, 45.0, 1, 3, None, "slow", True, 10**400]
+    statuses: list[Any] = [200, "200", 404, 500.0]
+
+    def point() -> MonitoringPoint:
+        tags: dict[str, Any] = {"service": "handlers", "route": rng.choice(["GET:/a", "GET:/b", "POST:/c"])}
+        if rng.random() < 0.9:
+            tags["status_code"] = rng.choice(statuses)
+        elapsed = rng.choice(times)
+        return request_point(tags, {} if elapsed is None else {"execution_time": elapsed})
+
+    metrics = build()
+    batches = [[point() for _ in range(rng.randrange(1, 40))] for _ in range(12)]
+    for batch in batches:
+        metrics.observe(batch)
+    counts, states, bad = _expected_requests(batches)
+    assert samples(registry, "luna_requests_total") == counts
+    assert set(samples(registry, "luna_request_duration_seconds_count")) == set(states)
+    for labels, state in states.items():
+        cumulative = 0.0
+        les = [*(str(float(bound)) for bound in DURATION_BUCKETS), "+Inf"]
+        for le, count in zip(les, state, strict=False):
+            cumulative += count
+            got = metric_value(registry, "luna_request_duration_seconds_bucket", dict(labels) | {"le": le})
+            assert got == cumulative, (labels, le)
+        assert metric_value(registry, "luna_request_duration_seconds_sum", dict(labels)) == pytest.approx(
+            state[-1]
+        )
+    errors = samples(registry, "luna_metric_point_errors_total")
+    assert errors.get((("metric", "luna_request_duration_seconds"),), 0.0) == bad > 0
+
+
+def test_a_label_set_gets_its_histogram_with_its_first_execution_time(
+    registry: CollectorRegistry, build: Build
+) -> None:
+    metrics = build()
+    no_time = request_point({"service": "s", "route": "GET:/a", "status_code": 200}, {})
+    metrics.observe([no_time, no_time])
+    assert samples(registry, "luna_requests_total") == {
+        (("luna_service", "s"), ("route", "GET:/a"), ("status_code", "200")): 2.0
+    }
+    assert samples(registry, "luna_request_duration_seconds_count") == {}
+    timed = request_point({"service": "s", "route": "GET:/a", "status_code": 200}, {"execution_time": 0.2})
+    for _ in range(3):  # the first makes the histogram's series, the others find it remembered
+        metrics.observe([timed, no_time])
+    labels = {"luna_service": "s", "route": "GET:/a"}
+    assert metric_value(registry, "luna_request_duration_seconds_count", labels) == 3.0
+    assert metric_value(registry, "luna_request_duration_seconds_sum", labels) == pytest.approx(0.6)
+    assert (
+        samples(registry, "luna_requests_total")[
+            (("luna_service", "s"), ("route", "GET:/a"), ("status_code", "200"))
+        ]
+        == 8.0
+    )
+
+
+def request_point(tags: dict[str, Any], fields: dict[str, Any]) -> MonitoringPoint:
+    return MonitoringPoint("requests", 1_700_000_000.0, tags, fields)
