@@ -40,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from luna_plugins.monitoring import MonitoringPoint
+from luna_sidecar.observability.request_cells import RequestCells
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FORBIDDEN_LABELS = frozenset({"request_id"})
@@ -51,6 +52,9 @@ TARGET_LABELS = frozenset({"job", "instance", "namespace", "service", "pod", "co
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _KINDS = ("counter", "gauge", "histogram")
+#: points observed between two folds of the waiting durations (besides the fold of every scrape):
+#: bounds the floats held
+FOLD_EVERY = 8192
 #: the raw label values of a ``requests`` point, from its tags (KeyError when one is missing)
 _REQUEST_KEY = itemgetter("service", "route", "status_code")
 
@@ -277,10 +281,11 @@ class PointMetrics(Collector):
             "Monitoring points of series without a built-in mapping.",
             ("series",),
         )
-        #: raw (service, route, status_code) tag values -> the cells they are recorded in: their
-        #: ``luna_requests_total`` cell and their duration histogram's state (label sets stay
-        #: once admitted, so a cell stays valid)
-        self._request_cells: dict[tuple[Any, Any, Any], tuple[list[float], list[float]]] = {}
+        #: raw (service, route, status_code) tag values -> the cells they are recorded in (label
+        #: sets stay once admitted, so a cell stays valid)
+        self._request_cells: dict[tuple[Any, Any, Any], RequestCells] = {}
+        #: points observed since the durations were last folded
+        self._unfolded = 0
         self.rules: dict[str, list[MappingRule]] = {}
         self._families = [self.requests, self.duration, self.errors, self.other_points]
         taken = {exposed for family in self._families for exposed in exposed_names(family.kind, family.name)}
@@ -349,16 +354,16 @@ class PointMetrics(Collector):
         metric = self._metric(kind, name, str(help_text), exposed_labels, buckets=buckets)
         return MappingRule(series, metric, tuple(labels), value)
 
-    def observe(self, points: Iterable[MonitoringPoint]) -> None:
+    def observe(self, points: Sequence[MonitoringPoint]) -> None:
         """Record a batch of (already validated) points in every metric they map to.
 
-        A ``requests`` point whose raw label values were seen before goes straight to the cells
-        they map to (its ``luna_requests_total`` cell, its duration histogram's state), found
-        with one lookup; the others are first counted per distinct raw label values, then each
-        label set is converted and recorded once (and its cells remembered). The other built-in
-        series are counted per label set, then recorded once. The result is what recording point
-        by point would give, overflow counts included (only which label sets are admitted when
-        a metric reaches its cap within one batch may differ).
+        A ``requests`` point whose raw label values were seen before finds their
+        :class:`RequestCells` with one lookup: a float duration waits there to be folded (see
+        :meth:`fold`), anything else is recorded at once. The other points are first counted
+        per distinct raw label values, then each label set is converted and recorded once (and a
+        ``requests`` label set's cells remembered). The result is what recording point by point
+        would give, overflow and bad-value counts included and counted at once (only which
+        label sets are admitted when a metric reaches its cap within one batch may differ).
         """
         fresh: dict[tuple[Any, Any, Any], list[Any]] = {}  # raw labels not seen yet -> execution times
         errors: dict[tuple[Any, Any, Any], int] = {}
@@ -366,7 +371,6 @@ class PointMetrics(Collector):
         rules = self.rules
         request_key = _REQUEST_KEY
         cells = self._request_cells
-        buckets = self.duration.buckets
         bad = 0
         for point in points:
             series = point.series
@@ -384,18 +388,17 @@ class PointMetrics(Collector):
                         fresh[key] = [elapsed]
                     else:
                         times.append(elapsed)
+                elif elapsed.__class__ is float:  # the intake already refused non-finite floats
+                    cell.durations.append(elapsed)
                 else:
-                    total, state = cell
-                    total[0] += 1
-                    if elapsed.__class__ is float:  # the intake already refused non-finite floats
-                        state[bisect_left(buckets, elapsed)] += 1
-                        state[-1] += elapsed
-                    elif elapsed is not None:
+                    cell.total[0] += 1
+                    if elapsed is not None:
                         number = _number(elapsed) if elapsed.__class__ is int else None
                         if number is None:
                             bad += 1
                         else:
-                            state[bisect_left(buckets, number)] += 1
+                            state = cell.state
+                            state[bisect_left(self.duration.buckets, number)] += 1
                             state[-1] += number
             elif series == "errors":
                 key = (tags.get("service", ""), tags.get("route", ""), tags.get("error_code", ""))
@@ -413,11 +416,14 @@ class PointMetrics(Collector):
             self.errors.count((str(service), str(route), str(code)), count)
         for series, count in others.items():
             self.other_points.count((series,), count)
+        self._unfolded += len(points)
+        if self._unfolded >= FOLD_EVERY:
+            self.fold()
 
     def _record_requests(self, requests: dict[tuple[Any, Any, Any], list[Any]]) -> int:
         """Record ``requests`` points by raw label values (-> their execution times, None where
-        a point has none); remember the cells of each raw label set that has both. Returns the
-        execution times that are no number."""
+        a point has none); remember the cells of each raw label set that has both a counter and
+        a histogram series. Returns the execution times that are no number."""
         bad = 0
         cells = self._request_cells
         for raw, times in requests.items():
@@ -449,11 +455,22 @@ class PointMetrics(Collector):
                         state[-1] += value
             if count is not None and state is not None:
                 if len(cells) >= 4 * self.max_label_sets:
-                    cells.clear()  # raw values that are not labels (yet): keep the cache bounded
-                cells[raw] = (count, state)
+                    # raw values that are not labels (yet): keep the cache bounded
+                    self.fold()
+                    cells.clear()
+                cells[raw] = RequestCells(count, state)
         return bad
 
+    def fold(self) -> None:
+        """Count the durations waiting in the remembered cells into the metrics."""
+        buckets = self.duration.buckets
+        for cell in self._request_cells.values():
+            if cell.durations:
+                cell.fold(buckets)
+        self._unfolded = 0
+
     def collect(self) -> Iterator[Metric]:
+        self.fold()  # a scrape shows every point observed before it
         for family in self._families:
             yield family.family()
 
