@@ -104,12 +104,14 @@ class Sidecar:
         return None
 
 
-def start_sidecar(processes: Processes, kubeconfig: str, namespace: str, pod: str, workdir: Path) -> Sidecar:
+def start_sidecar(
+    processes: Processes, kubeconfig: str, namespace: str, pod: str, workdir: Path, *extra: str
+) -> Sidecar:
     port, admin_port, metrics_port = free_port(), free_port(), free_port()
     argv = [
         CLI, "sidecar", "--namespace", namespace, "--service", SERVICE, "--pod-name", pod,
         "--host", HOST, "--port", str(port), "--admin-host", HOST, "--admin-port", str(admin_port),
-        "--metrics-host", HOST, "--metrics-port", str(metrics_port),
+        "--metrics-host", HOST, "--metrics-port", str(metrics_port), *extra,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_")} | {"KUBECONFIG": kubeconfig}
     log = workdir / f"sidecar-{pod}.log"

@@ -281,3 +281,56 @@ def test_plugins_under_a_staged_rollout_are_reported_with_their_figures() -> Non
     decoded = msgspec.convert(plugins[0], PluginReport)
     assert (decoded.callbacks, decoded.failed_callbacks, decoded.route_errors) == (105, 10, 3)
     assert not decoded.as_named({"canaried": H1})
+
+
+class CountedReports(StoredReports):
+    """:class:`StoredReports` that tells when a write arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    async def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.arrived.set()
+        return await super().patch_namespaced_custom_object(*args, **kwargs)
+
+
+def test_a_new_failure_under_a_rollout_is_reported_without_waiting_for_the_heartbeat() -> None:
+    classes = [{"name": "A", "handled": 10, "failed": 0, "dropped": 0}]
+    plugins = [running("a", H1, classes=classes)]
+    for under_rollout in (True, False):
+        classes[0]["failed"] = 0
+        sidecar = RuntimeReporter(
+            object(),  # type: ignore[arg-type]
+            namespace="ns",
+            service="handlers",
+            pod="pod-a",
+            pod_uid="uid-a",
+            plugins=lambda: plugins,
+            ready=lambda: True,
+            interval=600.0,  # the heartbeat comes after 8 minutes at the earliest
+            code_hashes=lambda: {"a": H1},
+            rollouts=lambda under_rollout=under_rollout: frozenset({"a"}) if under_rollout else frozenset(),
+        )
+        api = CountedReports()
+        sidecar.custom = api  # type: ignore[assignment]
+
+        async def fail_once(
+            sidecar: RuntimeReporter = sidecar,
+            api: CountedReports = api,
+            wait: float = 60 if under_rollout else 5,
+        ) -> bool:
+            task = asyncio.create_task(sidecar.run())
+            try:
+                await asyncio.wait_for(api.arrived.wait(), timeout=60)
+                api.arrived.clear()
+                classes[0]["failed"] = 1  # a callback raised
+                try:
+                    await asyncio.wait_for(api.arrived.wait(), timeout=wait)
+                except TimeoutError:
+                    return False
+                return True
+            finally:
+                task.cancel()
+
+        assert asyncio.run(fail_once()) is under_rollout, api.written

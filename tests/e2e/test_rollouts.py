@@ -39,7 +39,7 @@ class Traffic:
     """Requests to every sidecar's /hello, over and over, in a thread: who answered what."""
 
     def __init__(self, sidecars: dict[str, Any]) -> None:
-        self.sidecars = sidecars
+        self.sidecars = dict(sidecars)  # the pods asked: those of the start
         self.answers: dict[str, dict[str, int]] = {pod: {} for pod in sidecars}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -224,3 +224,36 @@ def test_a_paused_rollout_survives_an_operator_restart_and_is_promoted_by_the_cl
     finally:
         kube.kubectl("delete", "lunaplugins", "--all", "-n", cluster.namespace, "--timeout=60s", check=False)
         operator.stop()
+
+
+def test_pods_that_start_mid_rollout_get_the_version_their_rank_gives_and_none_flips(
+    cluster: Cluster, operator: Any, cluster_sidecar: Any
+) -> None:
+    sidecars = start(cluster, cluster_sidecar)
+    rollout = {"steps": [{"percent": 50, "pause": "manual"}, {"percent": 100}], "analysis": FAST}
+    with Traffic(sidecars).running():
+        cluster.apply(
+            plugin_manifest("hello", cluster.namespace, route_code("/hello", "v2"), rollout=rollout)
+        )
+        wait_for(lambda: rollout_of(cluster, "hello").get("phase") == "Paused", timeout=60, what="the pause")
+        before = set(rollout_of(cluster, "hello")["canaryPods"])
+        assert len(before) == 2
+        # two pods start: 6 pods, 3 run the canary; the two that ran it keep it
+        for pod in ("handlers-4", "handlers-5"):
+            sidecars[pod] = cluster_sidecar(pod)
+        wait_for(
+            lambda: len(rollout_of(cluster, "hello").get("canaryPods") or []) == 3,
+            timeout=60,
+            what="the canary on 3 of 6 pods",
+        )
+        after = set(rollout_of(cluster, "hello")["canaryPods"])
+        assert before < after, (before, after)
+
+        def each_pod_serves_its_version() -> bool:
+            return all(
+                s.get("/hello", timeout=2).text == ("v2" if pod in after else "v1")
+                for pod, s in sidecars.items()
+            )
+
+        wait_for(each_pod_serves_its_version, timeout=30, what="every pod on the version the status names")
+        wait_for(lambda: cluster.status("hello").get("loaded") == "6/6", timeout=30, what="status.loaded 6/6")

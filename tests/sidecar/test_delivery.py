@@ -8,6 +8,7 @@ fails, asks for a Retry-After or is slow. Every wait is on a condition.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from luna_plugins.delivery import RetryLater, delivery_context
 from luna_plugins.handler_event.base_plugin import BaseEventSendingPlugin
 
 CONTROL = Path(os.environ["LUNA_TEST_CONTROL"])
+TURNS = [0]  # loop turns seen: each call asks the loop to count one more
 
 
 class Sink(BaseEventSendingPlugin):
@@ -48,7 +50,9 @@ class Sink(BaseEventSendingPlugin):
             "attempt": delivery.attempt if delivery else None,
             "outcome": outcome,
             "t": time.monotonic(),
+            "turns": TURNS[0],
         }
+        asyncio.get_running_loop().call_soon(TURNS.__setitem__, 0, TURNS[0] + 1)
         with open(CONTROL / "sink.jsonl", "a") as sink:
             sink.write(json.dumps(line) + "\\n")
         if outcome == "fail":
@@ -149,6 +153,10 @@ def test_a_failing_sink_gets_every_accepted_event_in_order_once_it_recovers(harn
     assert len(set(ids.values())) == 60
     retried = [line for line in lines if line["outcome"] == "ok" and line["attempt"] > 1]
     assert retried and retried[0]["req"] == "r0"
+    # the backlog is drained one batch per loop turn: a callback that never suspends does not
+    # keep the loop (probes, the intake, the cursor's fsync rounds) from running in between
+    turns = [line["turns"] for line in lines]
+    assert all(later > earlier for earlier, later in itertools.pairwise(turns)), turns
     queue = harness.queue_of(sidecar)
     assert queue["delivered"] == 60 and queue["retried"] >= 5 and queue["breakerOpened"] >= 1
     wait_for(lambda: harness.queue_of(sidecar)["pending"] == 0, what="an empty queue")

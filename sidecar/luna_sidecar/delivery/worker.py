@@ -331,6 +331,9 @@ class DurableWorker:
                     await queue.woken()
                     continue
                 await self._deliver(record)
+                # a callback that never suspends would keep the loop from everything else (probes,
+                # the intake, routes, the cursor's fsync rounds) for the whole backlog
+                await asyncio.sleep(0)
         queue.wake()  # the next worker may be waiting on the lock: let it look at once
 
     def _payload(self, record: Record) -> tuple[Any, ...]:

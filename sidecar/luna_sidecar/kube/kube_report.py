@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,10 @@ from luna_contract.reports import (
 )
 
 log = logging.getLogger(__name__)
+
+
+#: how soon a new failure of a plugin under a staged rollout is reported
+FAILURE_REPORT_SECONDS = 1.0
 
 
 class RuntimeReporter:
@@ -134,7 +139,10 @@ class RuntimeReporter:
     async def run(self) -> None:
         """Report on every poke and at most every ``interval`` seconds (80 to 100 % of it, drawn
         afresh each time: pods started by one rollout spread their heartbeats); API trouble is
-        retried."""
+        retried. While a plugin is under a staged rollout, a new failure of it (a failed callback,
+        a 5xx answer, a drop) is reported within :data:`FAILURE_REPORT_SECONDS`, so a failing
+        canary is judged without waiting for the heartbeat; a pod whose plugins do not fail writes
+        no more than before."""
         while True:
             try:
                 await self.report()
@@ -142,11 +150,31 @@ class RuntimeReporter:
                 raise
             except Exception as exc:
                 log.warning("could not write the runtime report %s: %s", self.name, exc)
-            try:
-                await asyncio.wait_for(self._poked.wait(), timeout=self.interval * random.uniform(0.8, 1.0))
-            except TimeoutError:
-                pass
+            reported = self._failures()
+            deadline = time.monotonic() + self.interval * random.uniform(0.8, 1.0)
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(self._poked.wait(), timeout=min(left, FAILURE_REPORT_SECONDS))
+                    break
+                except TimeoutError:
+                    if self._rollouts() and self._failures() > reported:
+                        break
             self._poked.clear()
+
+    def _failures(self) -> int:
+        """Failures so far of the plugins under a staged rollout (0 when there are none)."""
+        rollouts = self._rollouts()
+        if not rollouts:
+            return 0
+        total = 0
+        for plugin in self._plugins():
+            if plugin.get("name") in rollouts:
+                counted = _plugin_report(plugin, True)
+                total += (
+                    (counted.failed_callbacks or 0) + (counted.route_errors or 0) + (counted.dropped or 0)
+                )
+                total += 1 if counted.failed_code_hash else 0
+        return total
 
     async def withdraw(self) -> None:
         """Delete the report (clean shutdown): this pod stops counting at once."""
