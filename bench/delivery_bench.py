@@ -17,8 +17,9 @@ at-least-once queue and ``bench/plugins/gated_monitoring.py`` (which fails until
 exists) is filled with batches of ``--backlog-points`` points, stopped (SIGTERM), the segment
 files are read once after dropping them from the page cache (the disk's sequential read speed),
 dropped from the cache again, the marker file is created and the sidecar is started again on
-the same queue directory. It prints the time to deliver the whole backlog, the MB/s of segment
-data delivered, the sidecar's CPU seconds, and its RSS sampled every 0.5 s (min/median/max).
+the same queue directory. It prints the time to deliver the whole backlog, the MiB/s of segment
+data delivered, the sidecar's CPU seconds, its RSS sampled every 0.5 s (min/median/max), how
+fast it answered ``/healthz`` meanwhile and the event loop stalls its watchdog logged.
 
 Usage: ``python bench/delivery_bench.py [--rounds 3] [--requests 4000] [--points 100]``,
 ``python bench/delivery_bench.py --latency``, ``python bench/delivery_bench.py --backlog-mib 1024``
@@ -378,8 +379,21 @@ def backlog(args: argparse.Namespace) -> int:
                 rss.append((time.monotonic() - began, rss_bytes(process.pid)))
                 stop.wait(0.5)
 
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+        answers: list[tuple[float, float]] = []  # (seconds since the start, seconds to answer /healthz)
+
+        def probe() -> None:  # does the sidecar answer its probes while it drains?
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    urllib.request.urlopen(metrics_url + "/healthz", timeout=5).read()
+                    answers.append((sent - began, time.monotonic() - sent))
+                except OSError:
+                    pass
+                stop.wait(0.5)
+
+        helpers = [threading.Thread(target=sample), threading.Thread(target=probe)]
+        for helper in helpers:
+            helper.start()
         try:
             wait_ready(work / "drain", metrics_url, within=600)
             ready = time.monotonic() - began
@@ -390,22 +404,36 @@ def backlog(args: argparse.Namespace) -> int:
             pending = metric(metrics_url, "luna_plugin_delivery_queue_batches")
         finally:
             stop.set()
-            sampler.join()
+            for helper in helpers:
+                helper.join()
             process.terminate()
             process.wait(timeout=60)
+        log = (work / "drain" / "sidecar.log").read_text()
+    blocked = [
+        line.split(" blocked for ", 1)[1].split(" s", 1)[0]
+        for line in log.splitlines()
+        if " blocked for " in line
+    ]
     mib = on_disk / (1 << 20)
     print(
         f"recovery: {requests:,} batches ({mib:,.0f} MiB) delivered {drained:.1f} s after the start "
-        f"(ready after {ready:.1f} s), {mib / drained:.1f} MiB/s = {mib / drained / disk:.2f} of the "
-        f"disk's sequential read; sidecar {cpu:.1f} CPU-s; {pending:.0f} batches left"
+        f"(/readyz 200 after {ready:.1f} s), {mib / drained:.1f} MiB/s = {mib / drained / disk:.2f} of "
+        f"the segments' uncached read; sidecar {cpu:.1f} CPU-s; {pending:.0f} batches left"
     )
-    draining = [value for at, value in rss if ready <= at <= drained] or [rss[-1][1]]
+    # the first second is the interpreter's start and imports, not the queue's
+    values = [value for at, value in rss if 1 <= at <= drained] or [rss[-1][1]]
     print(
-        f"RSS every 0.5 s from ready to drained ({len(draining)} samples): "
-        f"min {min(draining) / (1 << 20):.0f} MiB, median {statistics.median(draining) / (1 << 20):.0f} MiB, "
-        f"max {max(draining) / (1 << 20):.0f} MiB; before ready {max(v for _, v in rss) / (1 << 20):.0f} MiB",
+        f"RSS every 0.5 s from 1 s after the start to drained ({len(values)} samples): "
+        f"min {min(values) / (1 << 20):.0f} MiB, median {statistics.median(values) / (1 << 20):.0f} MiB, "
+        f"max {max(values) / (1 << 20):.0f} MiB; samples (MiB): "
+        + " ".join(f"{value >> 20}" for value in values),
         flush=True,
     )
+    during = [(at, took) for at, took in answers if at <= drained]
+    first = f"first answer to a probe sent {during[0][0]:.1f} s after the start" if during else "no answer"
+    worst = max((took for _, took in during), default=0.0)
+    print(f"/healthz while it drains: {len(during)} answers, {first}, slowest {worst:.2f} s", flush=True)
+    print(f"event loop blocked, as the sidecar logged it (s): {', '.join(blocked) or 'never'}", flush=True)
     return 0
 
 
