@@ -426,7 +426,7 @@ def backlog(args: argparse.Namespace) -> int:
         f"RSS every 0.5 s from 1 s after the start to drained ({len(values)} samples): "
         f"min {min(values) / (1 << 20):.0f} MiB, median {statistics.median(values) / (1 << 20):.0f} MiB, "
         f"max {max(values) / (1 << 20):.0f} MiB; samples (MiB): "
-        + " ".join(f"{value >> 20}" for value in values),
+        + " ".join(f"{value / (1 << 20):.0f}" for value in values),
         flush=True,
     )
     during = [(at, took) for at, took in answers if at <= drained]
