@@ -234,7 +234,7 @@ def assert_every_query_returns_data(prometheus: Prometheus) -> None:
         return not empty
 
     try:
-        wait_for(all_answer, timeout=SCRAPE_WAIT * 2, what="every dashboard query to return data")
+        wait_for(all_answer, timeout=SCRAPE_WAIT * 4, what="every dashboard query to return data")
     except AssertionError:
         shown = "\n".join(f"  {title}: {expr}" for title, expr in empty.items())
         raise AssertionError(

@@ -207,7 +207,7 @@ def test_admission_webhook_rejects_invalid_code_at_apply(cluster: Cluster, kube:
             result = cluster.apply(plugin_manifest("bad", ns, "def f(:\n"), check=False)
             return result.returncode != 0 and result
 
-        result = wait_for(rejected, timeout=30, what="the webhook to be registered and reject")
+        result = wait_for(rejected, timeout=90, what="the webhook to be registered and reject")
         assert "denied the request" in result.stderr and "line 1: syntax error" in result.stderr
         deep = cluster.apply(plugin_manifest("deep", ns, "x = " + "-" * 10_000 + "1\n"), check=False)
         assert deep.returncode != 0 and "(MemoryError)" in deep.stderr, (
