@@ -351,26 +351,24 @@ class SpecView:
     @property
     def rollout(self) -> RolloutSpec | None:
         """``spec.rollout`` when set and well formed (None otherwise: :meth:`rollout_problem` says why)."""
-        value = self.raw("rollout")
-        if value is None:
-            return None
-        try:
-            return read_rollout(value)
-        except (RolloutError, RecursionError):
-            return None
+        rollout, _ = self._rollout()
+        return rollout
 
     def rollout_problem(self) -> str | None:
         """What is wrong with a stored ``spec.rollout`` (None when it is unset or well formed)."""
+        _, problem = self._rollout()
+        return problem
+
+    def _rollout(self) -> tuple[RolloutSpec | None, str | None]:
         value = self.raw("rollout")
         if value is None:
-            return None
+            return None, None
         try:
-            read_rollout(value)
+            return read_rollout(value), None
         except RolloutError as exc:
-            return str(exc)
+            return None, str(exc)
         except RecursionError:
-            return "spec.rollout: nested too deeply"
-        return None
+            return None, "spec.rollout: nested too deeply"
 
     @property
     def delivery(self) -> DeliveryPolicy | None:

@@ -45,7 +45,10 @@ class StoredReports:
         return {"spec": spec}
 
 
-def reporter(plugins: list[dict[str, Any]], code_hashes: dict[str, str] | None) -> RuntimeReporter:
+def reporter(
+    plugins: list[dict[str, Any]], code_hashes: dict[str, str] | None, **more: Any
+) -> RuntimeReporter:
+    """A reporter of pod-a of service handlers; ``more``: its other arguments (``rollouts``, ...)."""
     found = RuntimeReporter(
         object(),  # type: ignore[arg-type]  # the API calls go to StoredReports
         namespace="ns",
@@ -55,6 +58,7 @@ def reporter(plugins: list[dict[str, Any]], code_hashes: dict[str, str] | None) 
         plugins=lambda: plugins,
         ready=lambda: True,
         code_hashes=lambda: code_hashes,
+        **more,
     )
     return found
 
@@ -253,17 +257,7 @@ def test_plugins_under_a_staged_rollout_are_reported_with_their_figures() -> Non
         },
         {"name": "plain", "state": "running", "codeHash": H2, "routeAnswers": 7, "classes": []},
     ]
-    found = RuntimeReporter(
-        object(),  # type: ignore[arg-type]
-        namespace="ns",
-        service="handlers",
-        pod="pod-a",
-        pod_uid="uid-a",
-        plugins=lambda: described,
-        ready=lambda: True,
-        code_hashes=lambda: {"canaried": H1, "plain": H2},
-        rollouts=lambda: frozenset({"canaried"}),
-    )
+    found = reporter(described, {"canaried": H1, "plain": H2}, rollouts=lambda: frozenset({"canaried"}))
     plugins = found.body()["spec"]["plugins"]
     # the plugin on the named version is listed for its figures; the other, on its named version, is not
     assert plugins == [
@@ -300,16 +294,10 @@ def test_a_new_failure_under_a_rollout_is_reported_without_waiting_for_the_heart
     plugins = [running("a", H1, classes=classes)]
     for under_rollout in (True, False):
         classes[0]["failed"] = 0
-        sidecar = RuntimeReporter(
-            object(),  # type: ignore[arg-type]
-            namespace="ns",
-            service="handlers",
-            pod="pod-a",
-            pod_uid="uid-a",
-            plugins=lambda: plugins,
-            ready=lambda: True,
+        sidecar = reporter(
+            plugins,
+            {"a": H1},
             interval=600.0,  # the heartbeat comes after 8 minutes at the earliest
-            code_hashes=lambda: {"a": H1},
             rollouts=lambda under_rollout=under_rollout: frozenset({"a"}) if under_rollout else frozenset(),
         )
         api = CountedReports()

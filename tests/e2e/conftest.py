@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.sidecar_harness import Sidecar, start_sidecar
+from tests.support.sidecar_harness import Sidecar, start_cluster_sidecar
 
 
 @pytest.fixture
@@ -23,24 +23,7 @@ def cluster_sidecar(kube: Any, namespace: str, tmp_path: Path) -> Iterator[Calla
 
     def factory(pod: str, *args: str, wait_ready: bool = True) -> Sidecar:
         workdir = tmp_path / f"sidecar-{pod}-{len(started)}"
-        workdir.mkdir()
-        sidecar = start_sidecar(
-            workdir,
-            standalone=False,
-            args=[
-                "--namespace",
-                namespace,
-                "--service",
-                "handlers",
-                "--pod-name",
-                pod,
-                "--heartbeat-interval",
-                "1",
-                *args,
-            ],
-            env={"KUBECONFIG": str(kube.kubeconfig)},
-            wait_ready=wait_ready,
-        )
+        sidecar = start_cluster_sidecar(kube, namespace, workdir, pod, *args, wait_ready=wait_ready)
         started.append(sidecar)
         return sidecar
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.operator_harness import Cluster, plugin_manifest
-from tests.support.sidecar_harness import Sidecar, start_sidecar, wait_for
+from tests.support.sidecar_harness import Sidecar, start_cluster_sidecar, wait_for
 
 SINK = """
 import json, os
@@ -74,22 +74,8 @@ def sidecars(kube: Any, namespace: str, tmp_path: Path, control: Path) -> Iterat
 
     def factory(pod: str, *args: str) -> Sidecar:
         workdir = tmp_path / f"sidecar-{pod}-{len(started)}"
-        workdir.mkdir()
-        sidecar = start_sidecar(
-            workdir,
-            standalone=False,
-            args=[
-                "--namespace",
-                namespace,
-                "--service",
-                "handlers",
-                "--pod-name",
-                pod,
-                "--heartbeat-interval",
-                "1",
-                *args,
-            ],
-            env={"KUBECONFIG": str(kube.kubeconfig), "LUNA_TEST_CONTROL": str(control)},
+        sidecar = start_cluster_sidecar(
+            kube, namespace, workdir, pod, *args, env={"LUNA_TEST_CONTROL": str(control)}
         )
         started.append(sidecar)
         return sidecar

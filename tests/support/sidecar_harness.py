@@ -280,3 +280,34 @@ def _wait_ready(sidecar: Sidecar) -> None:
             return False
 
     wait_for(ready, timeout=20, what="sidecar /readyz")
+
+
+def start_cluster_sidecar(
+    kube: Any,
+    namespace: str,
+    workdir: Path,
+    pod: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+) -> Sidecar:
+    """A sidecar in cluster mode for ``namespace`` (service ``handlers``) as pod ``pod``,
+    reporting every second, with the cluster's kubeconfig (and ``env``)."""
+    workdir.mkdir()
+    return start_sidecar(
+        workdir,
+        standalone=False,
+        args=[
+            "--namespace",
+            namespace,
+            "--service",
+            "handlers",
+            "--pod-name",
+            pod,
+            "--heartbeat-interval",
+            "1",
+            *args,
+        ],
+        env={"KUBECONFIG": str(kube.kubeconfig), **(env or {})},
+        wait_ready=wait_ready,
+    )

@@ -27,7 +27,7 @@ from luna_sidecar.delivery.metrics import DeliveryMetrics
 from luna_sidecar.delivery.retry import Breaker, backoff, retry_after
 from luna_sidecar.delivery.segments import Record, SegmentLog
 from luna_sidecar.intake import PayloadError, PointDecoder, decode_sending
-from luna_sidecar.isolation import CANCEL_GRACE, PluginCancelledError, PluginEscapeError
+from luna_sidecar.isolation import CANCEL_GRACE, PluginCancelledError, PluginEscapeError, overdue_seconds
 from luna_sidecar.observability import RuntimeMetrics
 
 #: a stored body was validated by the intake; this only bounds a damaged one
@@ -276,10 +276,7 @@ class DurableWorker:
 
     def overdue(self) -> float | None:
         """Seconds the running callback is past its timeout (it ignores cancellation), if it is."""
-        if self._call_started is None:
-            return None
-        late = time.monotonic() - self._call_started - self.timeout
-        return late if late > CANCEL_GRACE else None
+        return overdue_seconds(self._call_started, self.timeout)
 
     def start(self) -> None:
         """Start delivering (once the previous version's worker, if any, handed the queue over)."""

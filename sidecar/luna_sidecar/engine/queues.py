@@ -27,7 +27,13 @@ from typing import Any, NamedTuple
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin
 from luna_sidecar.engine import eager
 from luna_sidecar.engine.loader import describe_exception
-from luna_sidecar.isolation import CANCEL_GRACE, PluginCancelledError, PluginEscapeError, escaped
+from luna_sidecar.isolation import (
+    CANCEL_GRACE,
+    PluginCancelledError,
+    PluginEscapeError,
+    escaped,
+    overdue_seconds,
+)
 from luna_sidecar.observability import RuntimeMetrics
 
 #: most points one merged monitoring_event callback receives
@@ -128,10 +134,7 @@ class EventWorker:
 
     def overdue(self) -> float | None:
         """Seconds the running callback is past its timeout (it ignores cancellation), if it is."""
-        if self._call_started is None:
-            return None
-        late = time.monotonic() - self._call_started - self.timeout
-        return late if late > CANCEL_GRACE else None
+        return overdue_seconds(self._call_started, self.timeout)
 
     def start(self) -> None:
         """Start delivering; idempotent."""

@@ -68,6 +68,7 @@ class PluginSlot:
     def describe(self, routes: RouteTable, ledger: BlockLedger, leftovers: Leftovers) -> dict[str, Any]:
         """The slot as ``GET /plugins`` shows it."""
         current = self.current
+        answers, errors = routes.tally.of(self.module)
         return {
             "name": self.module,
             "state": self.state,
@@ -84,8 +85,8 @@ class PluginSlot:
             ],
             "routes": [entry.label.replace(":", " ", 1) for entry in routes.routes_of(self.module)],
             "loopBlockedSeconds": round(ledger.total(self.module), 3),
-            "routeAnswers": routes.tally.of(self.module)[0],
-            "routeErrors": routes.tally.of(self.module)[1],
+            "routeAnswers": answers,
+            "routeErrors": errors,
             "stuck": [entry.describe() for entry in leftovers.entries() if entry.plugin == self.module],
             "requirements": _requirements_info(self.packages),
             "changedAt": self.changed_at,

@@ -19,6 +19,7 @@ from luna_sidecar.isolation.timeouts import (
     PluginEscapeError,
     call_with_timeout,
     escaped,
+    overdue_seconds,
 )
 from luna_sidecar.isolation.watchdog import BlockLedger, LoopWatchdog
 
@@ -34,5 +35,6 @@ __all__ = [
     "Supervisor",
     "call_with_timeout",
     "escaped",
+    "overdue_seconds",
     "run_in_thread",
 ]

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 #: seconds a cancelled plugin coroutine gets to finish before it is reported as one that
 #: ignores cancellation (and abandoned)
 CANCEL_GRACE = 1.0
+
+
+def overdue_seconds(call_started: float | None, timeout: float) -> float | None:
+    """Seconds a callback started at ``call_started`` (monotonic; None: none runs) is past its
+    ``timeout`` and the grace a cancelled callback gets, else None."""
+    if call_started is None:
+        return None
+    late = time.monotonic() - call_started - timeout
+    return late if late > CANCEL_GRACE else None
 
 
 class PluginEscapeError(Exception):
