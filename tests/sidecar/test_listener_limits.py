@@ -93,17 +93,27 @@ def refused(sidecar: Sidecar, listener: str, reason: str) -> float:
 def test_600_half_open_requests_neither_exhaust_descriptors_nor_stop_the_probes(sidecar: Sidecar) -> None:
     pid = sidecar.process.pid
     fds_before = raw.fds(pid)
+    fds_while_open: list[int] = []
+    listeners = {"routes": sidecar.public, "admin": sidecar.admin}
     with probing(sidecar) as failures:
-        answers = raw.half_open_answers([sidecar.public, sidecar.admin], 600)
-        statuses = sorted({answer.split(b" ", 2)[1].decode() for answer in answers if answer})
-        assert statuses == ["408", "503"], statuses
+        answers = raw.half_open_answers(
+            list(listeners.values()), 600, while_open=lambda: fds_while_open.append(raw.fds(pid))
+        )
+        statuses = [answer[9:12] for answer in answers]
+        assert set(statuses) == {b"408", b"503"}, sorted(set(statuses))
         assert all(answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 503")) for answer in answers)
         # the listeners serve well-behaved clients again at once
         assert sidecar.get("/hello").text == "hello"
     assert failures == [], failures[:5]
-    for listener in ("routes", "admin"):
-        assert refused(sidecar, listener, "too_many_connections") >= 200
-        assert refused(sidecar, listener, "header_timeout") >= 1
+    # 300 connections to each listener, never more than 100 of them held open by it: how many
+    # got their 408 before the rest were opened depends on the machine's load, so the counts
+    # are checked against the answers rather than against fixed numbers
+    assert fds_while_open[0] <= fds_before + 2 * 100 + 10, (fds_before, fds_while_open)
+    for offset, listener in enumerate(listeners):
+        mine = statuses[offset :: len(listeners)]
+        assert mine.count(b"503") >= 1, f"{listener}: the connection cap never refused"
+        assert refused(sidecar, listener, "too_many_connections") == mine.count(b"503")
+        assert refused(sidecar, listener, "header_timeout") == mine.count(b"408")
     wait_for(lambda: raw.fds(pid) <= fds_before + 5, what="the connections' descriptors released")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,15 +47,24 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def half_open_answers(urls: list[str], count: int, *, path: str = "/hello") -> list[bytes]:
+def half_open_answers(
+    urls: list[str],
+    count: int,
+    *,
+    path: str = "/hello",
+    while_open: Callable[[], None] | None = None,
+) -> list[bytes]:
     """Open ``count`` connections (to ``urls`` in turn), each sending a request whose headers
-    never end; what each got until the server closed it, in order."""
+    never end; what each got until the server closed it, in order. ``while_open`` runs once all
+    of them are open, before any answer is read."""
     opened: list[socket.socket] = []
     try:
         for index in range(count):
             sock = connect(urls[index % len(urls)])
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode())
             opened.append(sock)
+        if while_open is not None:
+            while_open()
         return [read_all(sock) for sock in opened]
     finally:
         for sock in opened:
