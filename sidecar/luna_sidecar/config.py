@@ -169,6 +169,23 @@ class SidecarConfig:
     """Most bytes the plugins' packages of one service may take (one requirement set); a plugin
     whose packages would go past it is refused alone. Keep it below half the packages volume's
     size: the set in use and the one being installed may both be there for a moment."""
+    isolate: tuple[str, ...] = ()
+    """Plugins (module names, comma-separated) that run each in a process of their own, standalone
+    mode (in cluster mode a LunaPlugin's ``spec.isolation: process``): a crash, a leak or a stall
+    there ends and restarts that process only (docs/isolation.md)."""
+    isolated_memory: int = 512 * 1024 * 1024
+    """Bytes of resident memory each isolated plugin's process may reach; past it the process is
+    ended and restarted (the sidecar and other plugins keep running)."""
+    isolated_stall_timeout: float = 10.0
+    """Seconds an isolated plugin's callback or route handler may hold its process's CPU (or GIL)
+    without its event loop answering; then the process is ended and restarted."""
+    isolated_open_files: int = 256
+    """Open files each isolated plugin's process may hold (``RLIMIT_NOFILE``)."""
+    isolated_processes: int = 64
+    """Processes and threads each isolated plugin's process may start (``RLIMIT_NPROC``)."""
+    isolated_crash_limit: int = 5
+    """Ends of an isolated plugin's process within five minutes that quarantine the plugin
+    (restarts before that wait 0.5 s, doubled per end, at most 30 s)."""
     state_dir: Path | None = None
     """Directory for what must survive a restart of the sidecar's container (the marker of a plugin
     version being loaded: one that took the process down while loading is quarantined at the next
@@ -215,6 +232,13 @@ def _url(value: str) -> str:
     return value
 
 
+def _module(value: str) -> str:
+    problem = check_module_name(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def _host(value: str) -> str:
     if not all(char.isascii() and (char.isalnum() or char in ".-:[]") for char in value):
         raise ValueError("not a host name or address")
@@ -237,6 +261,7 @@ _SECONDS = (
     "retry_initial_backoff",
     "retry_max_backoff",
     "breaker_open_time",
+    "isolated_stall_timeout",
 )
 _COUNTS = (
     "metrics_max_connections",
@@ -248,6 +273,9 @@ _COUNTS = (
     "max_label_sets",
     "packages_max_bytes",
     "breaker_failures",
+    "isolated_open_files",
+    "isolated_processes",
+    "isolated_crash_limit",
 )
 _PATHS = (
     "plugins_dir",
@@ -283,6 +311,8 @@ SETTINGS = rules.Settings(
         "delivery": rules.one_of(DELIVERY_MODES, "a delivery mode"),
         "queue_when_full": rules.one_of(WHEN_FULL, "what a full queue does"),
         "queue_max_bytes": rules.integer(minimum=1024 * 1024),
+        "isolated_memory": rules.integer(minimum=64 * 1024 * 1024),
+        "isolate": rules.comma_list(_module, "plugin module names"),
         "retry_max_elapsed": rules.seconds_or_zero,
     },
 )

@@ -65,7 +65,12 @@ class DirectoryFeed:
         plugins_dir = str(config.plugins_dir.resolve())
         if plugins_dir not in sys.path:
             sys.path.append(plugins_dir)  # helper modules beside the plugins are importable
-        source = DirectorySource(config.plugins_dir, active=config.active, active_file=config.active_file)
+        source = DirectorySource(
+            config.plugins_dir,
+            active=config.active,
+            active_file=config.active_file,
+            isolated=frozenset(config.isolate),
+        )
         self.watcher = DirectoryWatcher(
             source, _applier(runtime), poll_interval=config.poll_interval, debounce=config.reload_debounce
         )

@@ -37,6 +37,7 @@ from luna_sidecar.observability import (
     load_rules,
     watch_loop_lag,
 )
+from luna_sidecar.process import IsolationSettings, ProcessLimits, ProcessMetrics
 from luna_sidecar.serving import (
     SHUTTING_DOWN,
     STARTING,
@@ -140,7 +141,26 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
         max_bytes=config.packages_max_bytes,
     )
     delivery = _delivery(config, metrics, registry)
+    isolation = IsolationSettings(
+        limits=ProcessLimits(
+            memory_bytes=config.isolated_memory,
+            stall_seconds=config.isolated_stall_timeout,
+            open_files=config.isolated_open_files,
+            processes=config.isolated_processes,
+            crash_limit=config.isolated_crash_limit,
+        ),
+        service=config.service,
+        callback_timeout=config.callback_timeout,
+        route_timeout=config.route_timeout,
+        lifecycle_timeout=config.lifecycle_timeout,
+        # the plugins' folder holds every plugin's settings file; the settings Secret every plugin's values
+        hidden=tuple(
+            str(path) for path in (config.plugins_dir, config.secret_settings_dir) if path is not None
+        ),
+    )
     runtime = Runtime(
+        isolation=isolation,
+        process_metrics=ProcessMetrics(registry),
         app=app,
         delivery=delivery,
         bus=bus,

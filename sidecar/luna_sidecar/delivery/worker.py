@@ -29,6 +29,7 @@ from luna_sidecar.delivery.segments import Record, SegmentLog
 from luna_sidecar.intake import PayloadError, PointDecoder, decode_sending
 from luna_sidecar.isolation import CANCEL_GRACE, PluginCancelledError, PluginEscapeError, overdue_seconds
 from luna_sidecar.observability import RuntimeMetrics
+from luna_sidecar.process import ProcessStandIn
 
 #: a stored body was validated by the intake; this only bounds a damaged one
 _MAX_ITEMS = 10_000_000
@@ -443,7 +444,11 @@ class DurableWorker:
         self._dead_lettered.inc()
 
     async def _call(self, payload: tuple[Any, ...], info: DeliveryInfo) -> None:
-        """One attempt under the timeout, in this worker's task, with the delivery context set."""
+        """One attempt under the timeout, in this worker's task, with the delivery context set.
+        An isolated plugin's attempt waits first while its process restarts (nothing is lost:
+        the batch stays in the durable queue)."""
+        if isinstance(self.instance, ProcessStandIn) and not self.instance.supervisor.available:
+            await self.instance.supervisor.wait_available()
         token = _enter(info)
         try:
             async with asyncio.timeout(self.timeout):

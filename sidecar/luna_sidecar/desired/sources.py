@@ -36,6 +36,8 @@ class PluginSource:
     delivery: DeliveryPolicy | None = None
     """The plugin's own delivery policy (its LunaPlugin's ``spec.delivery``); None: the
     sidecar's delivery settings apply."""
+    isolation: str = "inProcess"
+    """``inProcess`` (the default) or ``process``: the plugin runs in a process of its own"""
 
     def __post_init__(self) -> None:
         if not self.code_hash:
@@ -67,8 +69,11 @@ class DirectorySource:
         *,
         active: tuple[str, ...] | None = None,
         active_file: Path | None = None,
+        isolated: frozenset[str] = frozenset(),
     ) -> None:
         self.plugins_dir = plugins_dir
+        #: modules that run in a process of their own (``--isolate``)
+        self.isolated = isolated
         self._active = active
         self._active_file = active_file
 
@@ -109,7 +114,14 @@ class DirectorySource:
             if error or requirements_error:
                 desired.append(DesiredPlugin(module, None, error or requirements_error))
                 continue
-            source = PluginSource(module, code, str(path), settings, requirements=requirements)
+            source = PluginSource(
+                module,
+                code,
+                str(path),
+                settings,
+                requirements=requirements,
+                isolation="process" if module in self.isolated else "inProcess",
+            )
             desired.append(DesiredPlugin(module, source))
         return desired
 

@@ -35,6 +35,7 @@ from luna_sidecar.engine.loader import (
     plugin_classes,
 )
 from luna_sidecar.isolation import Leftovers, call_with_timeout, run_in_thread
+from luna_sidecar.process import IsolatedPlugin
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class PluginVersion:
     #: ``app.router`` when it was loaded: it holds the routes the instances added
     router: RouteRegistrar
     loaded_at: float = field(default_factory=time.time)
+    process: IsolatedPlugin | None = None
+    """the supervisor of its process when the plugin is isolated (its instances stand in)"""
 
     @property
     def event_plugins(self) -> list[BaseEventPlugin]:

@@ -17,6 +17,7 @@ whole and counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -35,6 +36,7 @@ from luna_sidecar.isolation import (
     overdue_seconds,
 )
 from luna_sidecar.observability import RuntimeMetrics
+from luna_sidecar.process import IsolatedPlugin, ProcessStandIn
 
 #: most points one merged monitoring_event callback receives
 MERGE_LIMIT = 10_000
@@ -118,6 +120,10 @@ class EventWorker:
         self._count_dropped = metrics.plugin_events.labels(*labels, "dropped")
         self._count_dropped_items = metrics.dropped_items.labels(*labels)
         self._lost_full = metrics.dropped_batches.labels(*labels, "queue_full")
+        #: an isolated plugin's process: while it restarts, batches wait in the queue
+        self._gate: IsolatedPlugin | None = (
+            instance.supervisor if isinstance(instance, ProcessStandIn) else None
+        )
         self._lost_timeout = metrics.dropped_batches.labels(*labels, "timeout")
         self._lost_failed = metrics.dropped_batches.labels(*labels, "failed")
         self._latency = metrics.callback_seconds.labels(*labels)
@@ -165,6 +171,7 @@ class EventWorker:
             and not self._stopped
             and self._queue.empty()
             and asyncio.current_task(task.get_loop()) is None  # offered from a protocol or a timer
+            and (self._gate is None or self._gate.available)
         ):
             self._start_now(task, payload, weight)
         else:
@@ -275,9 +282,12 @@ class EventWorker:
                     batches += 1
                 payload = (points,)
                 del points
+            self._in_flight = batches
+            if rest is None and self._gate is not None and not self._gate.available:
+                with contextlib.suppress(Exception):  # one that never comes back: the call fails at once
+                    await self._gate.wait_available()
             if rest is None:
                 started, clock = time.perf_counter(), time.monotonic()
-            self._in_flight = batches
             self._call_started = clock
             try:
                 await self._call(payload, rest, clock + self.timeout)

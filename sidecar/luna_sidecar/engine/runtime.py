@@ -17,24 +17,33 @@ import asyncio
 import json
 import logging
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from prometheus_client import CollectorRegistry
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
 from luna_sidecar.delivery import DeliveryService, DurableWorker
 from luna_sidecar.desired import DesiredPlugin, PluginSource
 from luna_sidecar.engine.bus import EventBus
-from luna_sidecar.engine.lifecycle import PluginVersion, close_instances, load_version
+from luna_sidecar.engine.lifecycle import PluginVersion, close_instances, load_version, plugin_logger
 from luna_sidecar.engine.loader import PluginLoadError, describe_exception, forget_module, publish_module
 from luna_sidecar.engine.packages import PackageManager, PackageSettings, PackageStatus
 from luna_sidecar.engine.queues import EventWorker
 from luna_sidecar.engine.routing import PluginRoutes, RouteConflictError, RouteTable
 from luna_sidecar.isolation import CANCEL_GRACE, BlockLedger, CrashGuard, Leftovers
 from luna_sidecar.observability import PluginState, QueueState, RuntimeMetrics
+from luna_sidecar.process import (
+    ChildLoadError,
+    IsolatedPlugin,
+    IsolationSettings,
+    ProcessLimits,
+    ProcessMetrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,10 @@ class PluginSlot:
             "routeErrors": errors,
             "stuck": [entry.describe() for entry in leftovers.entries() if entry.plugin == self.module],
             "requirements": _requirements_info(self.packages),
+            "isolation": current.source.isolation if current else None,
+            "process": current.process.describe()
+            if current is not None and current.process is not None
+            else None,
             "changedAt": self.changed_at,
         }
 
@@ -126,7 +139,9 @@ def _config_key(source: PluginSource) -> str:
     """Settings, requirements and delivery policy: changing any makes a new version of the same
     code (a new policy takes effect with the new version's workers)."""
     delivery = msgspec.to_builtins(source.delivery) if source.delivery is not None else None
-    return json.dumps([source.settings, source.requirements, delivery], sort_keys=True, default=str)
+    return json.dumps(
+        [source.settings, source.requirements, delivery, source.isolation], sort_keys=True, default=str
+    )
 
 
 def _version_key(source: PluginSource) -> str:
@@ -149,8 +164,19 @@ class Runtime:
         packages: PackageSettings | None = None,
         crash_guard: CrashGuard | None = None,
         delivery: DeliveryService | None = None,
+        isolation: IsolationSettings | None = None,
+        process_metrics: ProcessMetrics | None = None,
     ) -> None:
         self.app = app
+        #: how isolated plugins' processes are started and limited
+        self.isolation = isolation or IsolationSettings(
+            limits=ProcessLimits(),
+            service=app.serviceName,
+            callback_timeout=limits.callback_timeout,
+            route_timeout=30.0,
+            lifecycle_timeout=limits.lifecycle_timeout,
+        )
+        self.process_metrics = process_metrics
         #: durable queues of the plugins whose policy is at-least-once; None: all at-most-once
         self.delivery = delivery
         self.bus = bus
@@ -276,29 +302,16 @@ class Runtime:
         if unavailable is not None:
             self._failed(slot, source.code_hash, unavailable, _version_key(source))
             return
-        crashed = self.crash_guard.quarantined(slot.module)
-        if crashed == source.code_hash:
-            self._failed(
-                slot,
-                source.code_hash,
-                "quarantined: the sidecar process exited while loading this version (os._exit, a crash in "
-                "C code); fix the code, or send SIGHUP to retry",
-                _version_key(source),
-            )
-            return
-        if crashed is not None:
-            self.crash_guard.release(slot.module)  # its code changed
-        verb = "reloading" if current else "loading"
-        log.info("%s plugin %s (code %s)", verb, slot.module, source.code_hash[:12])
-        self.ledger.track(slot.module)  # initialize() and start() run on the loop already
-        try:
-            with self.crash_guard.loading(slot.module, source.code_hash):
-                version = await load_version(
-                    source, app=self.app, timeout=self.limits.lifecycle_timeout, leftovers=self.leftovers
-                )
-        except PluginLoadError as exc:
-            self._failed(slot, source.code_hash, str(exc), _version_key(source))
-            return
+        if source.isolation == "process":
+            loaded = await self._load_isolated(slot, source)
+            if loaded is None:
+                return
+            version = loaded
+        else:
+            loaded = await self._load_in_process(slot, source)
+            if loaded is None:
+                return
+            version = loaded
         try:
             self.routes.replace(slot.module, version.routes())
         except Exception as exc:  # a conflict, or anything else its routes made the table raise
@@ -316,10 +329,66 @@ class Runtime:
                 await self._close(version)
             raise
 
+    async def _load_isolated(self, slot: PluginSlot, source: PluginSource) -> PluginVersion | None:
+        """Start ``source`` in a process of its own; None (the slot marked failed) if it fails."""
+        verb = "reloading" if slot.current else "loading"
+        log.info("%s plugin %s in a process of its own (code %s)", verb, slot.module, source.code_hash[:12])
+        if self.process_metrics is None:
+            self.process_metrics = ProcessMetrics(CollectorRegistry(auto_describe=False))
+        logger = plugin_logger(slot.module)
+        supervisor = IsolatedPlugin(
+            module=slot.module,
+            code=source.code,
+            origin=source.origin,
+            code_hash=source.code_hash,
+            settings=source.settings,
+            app=self.app,
+            isolation=self.isolation,
+            metrics=self.process_metrics,
+            logger=logger,
+            on_quarantine=self.quarantine_process_soon,
+        )
+        try:
+            stand_ins = await supervisor.load()
+        except ChildLoadError as exc:
+            self._failed(slot, source.code_hash, f"{exc.stage}: {exc.message}", _version_key(source))
+            return None
+        return PluginVersion(
+            source, types.ModuleType(slot.module), stand_ins, logger, self.app.router, process=supervisor
+        )
+
+    async def _load_in_process(self, slot: PluginSlot, source: PluginSource) -> PluginVersion | None:
+        """Load ``source`` into this process; None (the slot marked failed) if it fails."""
+        crashed = self.crash_guard.quarantined(slot.module)
+        if crashed == source.code_hash:
+            self._failed(
+                slot,
+                source.code_hash,
+                "quarantined: the sidecar process exited while loading this version (os._exit, a crash in "
+                "C code); fix the code, or send SIGHUP to retry",
+                _version_key(source),
+            )
+            return None
+        if crashed is not None:
+            self.crash_guard.release(slot.module)  # its code changed
+        verb = "reloading" if slot.current else "loading"
+        log.info("%s plugin %s (code %s)", verb, slot.module, source.code_hash[:12])
+        self.ledger.track(slot.module)  # initialize() and start() run on the loop already
+        try:
+            with self.crash_guard.loading(slot.module, source.code_hash):
+                version = await load_version(
+                    source, app=self.app, timeout=self.limits.lifecycle_timeout, leftovers=self.leftovers
+                )
+        except PluginLoadError as exc:
+            self._failed(slot, source.code_hash, str(exc), _version_key(source))
+            return None
+        return version
+
     async def _swap_in(self, slot: PluginSlot, version: PluginVersion) -> None:
         """Route table already holds the new routes: move events over, then retire the old."""
         old_version, old_workers = slot.current, slot.workers
-        publish_module(version.module)
+        if version.process is None:  # an isolated plugin's module lives in its process
+            publish_module(version.module)
         workers = [self._worker(slot.module, instance, version) for instance in version.event_plugins]
         for worker in workers:
             worker.start()
@@ -447,18 +516,31 @@ class Runtime:
         self._quarantines.add(task)
         task.add_done_callback(self._quarantines.discard)
 
+    def quarantine_process_soon(self, module: str, reason: str) -> None:
+        """Quarantine ``module``, whose process kept ending (called by its supervisor)."""
+        task = asyncio.create_task(
+            self._quarantine(module, reason, process_only=True), name=f"luna-quarantine-{module}"
+        )
+        self._quarantines.add(task)
+        task.add_done_callback(self._quarantines.discard)
+
     async def quarantine(self, module: str, blocked: float) -> None:
         """Unload the running version of ``module`` and mark it failed with the reason; it stays
         failed until its code or settings change, or SIGHUP retries it."""
+        reason = (
+            f"quarantined: blocked the event loop for {blocked:.1f} s in the last minute "
+            "(synchronous work in a callback or route handler); fix the code, or send SIGHUP to retry"
+        )
+        await self._quarantine(module, reason)
+
+    async def _quarantine(self, module: str, reason: str, *, process_only: bool = False) -> None:
         async with self._lock:
             slot = self._slots.get(module)
             if self._shut_down or slot is None or slot.current is None:
                 return  # shut down meanwhile (everything is closed), or unloaded, or not running
             version = slot.current
-            reason = (
-                f"quarantined: blocked the event loop for {blocked:.1f} s in the last minute "
-                "(synchronous work in a callback or route handler); fix the code, or send SIGHUP to retry"
-            )
+            if process_only and (version.process is None or version.process.state != "quarantined"):
+                return  # a newer version (or an in-process one) runs meanwhile
             log.error("plugin %s %s", module, reason)
             slot.state = "stopping"
             self.routes.replace(module, [])

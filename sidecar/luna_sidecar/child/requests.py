@@ -1,0 +1,57 @@
+"""The request a route handler receives in an isolated plugin's process, rebuilt from what the
+sidecar forwarded, and the response it returns taken apart for the way back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
+
+from luna_plugins.http import SERVER_HEADERS
+
+__all__ = ["ForwardedRequest", "response_parts"]
+
+
+class ForwardedRequest:
+    """What ``PluginRequest.raw`` offers in-process (``method``, ``path``, ``headers``,
+    ``query``, ``query_string``, ``remote``); ``transport`` is None: the client's connection is
+    the sidecar's."""
+
+    __slots__ = ("headers", "method", "path", "query", "query_string", "remote", "transport")
+
+    def __init__(
+        self, method: str, path: str, query_string: str, headers: list[tuple[str, str]], remote: str | None
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(headers))
+        self.query: MultiDictProxy[str] = MultiDictProxy(MultiDict(URL.build(query=query_string).query))
+        self.remote = remote
+        self.transport: Any = None
+
+
+def response_parts(response: Any) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """(status, headers, body) of a handler's ``web.Response``; None for anything that cannot
+    be sent in one piece (a streamed response, a body that is not bytes)."""
+    if not isinstance(response, web.Response):
+        return None
+    body = response.body
+    if body is None:
+        payload = b""
+    elif isinstance(body, bytes | bytearray):
+        payload = bytes(body)
+    else:
+        value = getattr(body, "_value", None)
+        if not isinstance(value, bytes | bytearray):
+            return None
+        payload = bytes(value)
+    headers = [
+        (str(name), str(value))
+        for name, value in response.headers.items()
+        if name.lower() not in SERVER_HEADERS
+    ]
+    headers += [("Set-Cookie", cookie.OutputString()) for cookie in response.cookies.values()]
+    return response.status, headers, payload

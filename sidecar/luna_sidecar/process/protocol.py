@@ -1,0 +1,154 @@
+"""The wire between the sidecar and an isolated plugin's process: length-prefixed frames over
+one Unix stream socket.
+
+The sidecar writes pickled tuples (the child trusts its parent); the child writes msgpack
+messages that the sidecar decodes into the structs below and nothing else, so a hostile child
+can make the sidecar parse data, never run code. Frames the child writes are bounded by
+:data:`MAX_FRAME`; a longer one, or one that does not decode, ends the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "MAX_FRAME",
+    "Answer",
+    "ChildMessage",
+    "ClassInfo",
+    "Done",
+    "LoadFailed",
+    "MoreRoutes",
+    "Pong",
+    "ProtocolError",
+    "Ready",
+    "RouteInfo",
+    "decode_child",
+    "encode_child",
+    "encode_parent",
+    "read_frame",
+]
+
+#: the largest frame either side accepts (a route's response body must fit)
+MAX_FRAME = 64 * 1024 * 1024
+
+_LENGTH = struct.Struct(">I")
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol (a frame too long, or one that does not decode)."""
+
+
+class ClassInfo(msgspec.Struct, array_like=True, frozen=True):
+    """A plugin class the child instantiated: its name, kind and, for event plugins, event."""
+
+    name: str
+    kind: Literal["event", "background"]
+    event_name: str = ""
+
+
+class RouteInfo(msgspec.Struct, array_like=True, frozen=True):
+    """A route a background plugin of the child added: the index of the class in
+    :attr:`Ready.classes`, the path and the lower-case methods."""
+
+    owner: int
+    path: str
+    methods: list[str]
+
+
+class Ready(msgspec.Struct, tag="ready", array_like=True, frozen=True):
+    """The plugin is loaded, initialized and started; ``confinement`` says what the child could
+    apply of its file-system confinement (``landlock``, or why not)."""
+
+    classes: list[ClassInfo]
+    routes: list[RouteInfo]
+    confinement: str
+
+
+class LoadFailed(msgspec.Struct, tag="failed", array_like=True, frozen=True):
+    """Loading failed at ``stage`` (import, classes, construct, initialize, start)."""
+
+    stage: str
+    message: str
+
+
+class Done(msgspec.Struct, tag="done", array_like=True, frozen=True):
+    """An event call ended: ``error`` is None on success; ``elapsed`` is the callback's time."""
+
+    call: int
+    error: str | None
+    elapsed: float
+
+
+class Answer(msgspec.Struct, tag="answer", array_like=True, frozen=True):
+    """A route call's response (``elapsed``: the handler's time in the child)."""
+
+    call: int
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    elapsed: float
+
+
+class Pong(msgspec.Struct, tag="pong", array_like=True, frozen=True):
+    """The answer to a ping: the child's loop is turning."""
+
+    ping: int
+
+
+class MoreRoutes(msgspec.Struct, tag="routes", array_like=True, frozen=True):
+    """Routes a running background plugin added after start."""
+
+    routes: list[RouteInfo]
+
+
+ChildMessage = Ready | LoadFailed | Done | Answer | Pong | MoreRoutes
+
+_decoder = msgspec.msgpack.Decoder(ChildMessage)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def _framed(data: bytes) -> bytes:
+    if len(data) > MAX_FRAME:
+        raise ProtocolError(f"a frame of {len(data)} bytes is over the limit of {MAX_FRAME}")
+    return _LENGTH.pack(len(data)) + data
+
+
+def encode_parent(message: object) -> bytes:
+    """A frame the sidecar sends."""
+    return _framed(pickle.dumps(message, protocol=5))
+
+
+def encode_child(message: ChildMessage) -> bytes:
+    """A frame the child sends."""
+    return _framed(_encoder.encode(message))
+
+
+def decode_child(data: bytes) -> ChildMessage:
+    """A child's frame as a message; raises :class:`ProtocolError` for anything else."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.MsgspecError as exc:
+        raise ProtocolError(f"the plugin's process sent a message that does not decode: {exc}") from exc
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """The next frame's bytes; None when the peer closed the connection between frames."""
+    try:
+        head = await reader.readexactly(_LENGTH.size)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise ProtocolError("the connection ended inside a frame's length") from exc
+        return None
+    (length,) = _LENGTH.unpack(head)
+    if length > MAX_FRAME:
+        raise ProtocolError(f"a frame of {length} bytes is over the limit of {MAX_FRAME}")
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise ProtocolError("the connection ended inside a frame") from exc
