@@ -22,6 +22,7 @@ COPY sidecar/ sidecar/
 COPY cli/ cli/
 COPY operator/ operator/
 COPY contract/ contract/
+COPY client/ client/
 RUN python3 -m venv /opt/luna-plugins \
     && if [ "$WHEELS" = wheelhouse ]; then \
          /opt/luna-plugins/bin/pip install --no-index --find-links=/wheelhouse luna-plugins; \

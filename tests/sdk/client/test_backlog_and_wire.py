@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from luna_plugins.client import InvalidPointError, SenderSettings, admin_url
-from luna_plugins.client.backlog import Backlog
-from luna_plugins.client.wire import (
+from luna_plugins_client.backlog import Backlog
+from luna_plugins_client.wire import (
     checked_point,
     encode_event,
     encode_events,
@@ -148,7 +148,7 @@ class Refuse(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Refuse())
 import luna_plugins.client
 from luna_plugins.client import SidecarSender, monitoring_middleware
-ours = {"luna_plugins", "luna_contract"}
+ours = {"luna_plugins", "luna_plugins_client", "luna_contract"}
 third_party = sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - ours)
 print(" ".join(third_party))
 """

@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from luna_plugins.client.backlog import Backlog
-from luna_plugins.client.wire import (
+from luna_plugins_client.backlog import Backlog
+from luna_plugins_client.wire import (
     InvalidPointError,
     checked_point,
     encode_event,
@@ -39,7 +39,7 @@ from luna_plugins.client.wire import (
     encode_points,
 )
 
-log = logging.getLogger("luna_plugins.client")
+log = logging.getLogger("luna_plugins_client")
 
 #: the environment variable naming the sidecar's admin listener, e.g. ``http://127.0.0.1:8081``
 ADMIN_URL_VARIABLE = "LUNA_SIDECAR_ADMIN_URL"
