@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from luna_contract.build_info import register_build_info
+
 OTHER = "_other"
 """label value standing for every service or plugin beyond the bound"""
 PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -100,6 +102,7 @@ class OperatorMetrics:
         self.max_plugins = max_plugins
         self.sources = GaugeSources()
         r = self.registry
+        self.build_info = register_build_info(r, "operator")
         self.passes = Counter(
             "luna_operator_passes",
             "Passes over a service by kind (full: desired state and statuses; status: status.loaded "

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from luna_contract.build_info import register_build_info
 from luna_sidecar.observability.loop_metrics import LoopCounter, LoopHistogram
 
 CALLBACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -38,6 +39,7 @@ class RuntimeMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.build_info = register_build_info(registry, "sidecar")
         # the busiest families are changed on the event loop only: no lock (loop_metrics)
         self.plugin_events = LoopCounter(
             "luna_plugin_events",
