@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from luna_contract.log_format import configure_logging
 from luna_operator import config as operator_config
 
 
@@ -21,11 +22,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"luna-plugins operator: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=options.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(options.log_level.upper(), options.log_format)
     # kopf logs every handler run at INFO, and the probe server every probe; ours say more
     # themselves. The API client's DEBUG lines carry whole response bodies: INFO at least.
     level = logging.getLogger().level

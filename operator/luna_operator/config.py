@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from luna_contract import process_settings as rules
+from luna_contract.log_format import LOG_FORMATS
 from luna_contract.process_settings import SettingError
 
 
@@ -82,6 +83,8 @@ class OperatorConfig:
     """Seconds the parse of one plugin's code may take (a version that times out 3 times is invalid)."""
     log_level: str = "INFO"
     """Log level: DEBUG, INFO, WARNING or ERROR."""
+    log_format: str = "text"
+    """Log lines: ``text``, or ``json`` (one object per line: time, level, logger, plugin, message)."""
 
 
 #: below this the code-check child cannot even start the interpreter
@@ -126,6 +129,7 @@ SETTINGS = rules.Settings(
         "code_check_memory": rules.integer(minimum=MIN_CODE_CHECK_MEMORY, unit="MiB"),
         "code_check_timeout": rules.seconds,
         "log_level": rules.log_level,
+        "log_format": rules.one_of(LOG_FORMATS, "a log format"),
         "sidecar_cluster_role": rules.object_name,
         "sidecar_role_binding": rules.object_name,
         "injection_audit_interval": rules.seconds_or_zero,

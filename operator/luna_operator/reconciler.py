@@ -282,7 +282,7 @@ class ServiceReconciler:
                     await self._apply_configmap(namespace, retired, current)
             except ApiError as exc:
                 reason = f"ConfigMap {canary_name!r} could not be written: {describe(exc)}"
-                log.warning("%s/%s: %s", namespace, plugin.name, reason)
+                log.warning("%s/%s: %s", namespace, plugin.name, reason, extra={"plugin": plugin.name})
                 self._refused |= not is_transient(exc)
                 if plan.canary is not None:  # no canary without its code: the version in service only
                     active = outcome.active if plan.outcome.active is None else plan.outcome.active
@@ -371,7 +371,7 @@ class ServiceReconciler:
                 written = await self._apply_configmap(plugin.namespace, body, found.get(plugin.name))
             except ApiError as exc:
                 reason = f"ConfigMap {body['metadata']['name']!r} could not be written: {describe(exc)}"
-                log.warning("%s/%s: %s", plugin.namespace, plugin.name, reason)
+                log.warning("%s/%s: %s", plugin.namespace, plugin.name, reason, extra={"plugin": plugin.name})
                 self._refused |= not is_transient(exc)
                 serving = {o.active.module for i, o in enumerate(results) if o.active and i != index}
                 results[index] = after_failed_write(
@@ -386,6 +386,7 @@ class ServiceReconciler:
                     stored.module,
                     stored.code_hash[:12],
                     stored.service,
+                    extra={"plugin": plugin.name},
                 )
         return results
 

@@ -246,7 +246,13 @@ class StatusWriter:
             if exc.status == 404:
                 self.gone.add(plugin.uid)
                 return None
-            log.warning("status of %s/%s not written: %s", plugin.namespace, plugin.name, exc)
+            log.warning(
+                "status of %s/%s not written: %s",
+                plugin.namespace,
+                plugin.name,
+                exc,
+                extra={"plugin": plugin.name},
+            )
             return exc
         self.patches += 1
         self._written[plugin.uid] = {**shown, **desired}

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from luna_contract.log_format import configure_logging
 from luna_sidecar import config as sidecar_config
 
 
@@ -30,9 +31,7 @@ def run(args: argparse.Namespace) -> int:
     except sidecar_config.ConfigError as exc:
         print(f"luna-plugins sidecar: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(config.log_level, config.log_format)
     loop = new_event_loop(config.event_loop)
     try:
         return _run_contained(loop, serve(config))

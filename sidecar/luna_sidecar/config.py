@@ -26,6 +26,7 @@ from luna_contract.delivery import (
     PolicyError,
     read_policy,
 )
+from luna_contract.log_format import LOG_FORMATS
 from luna_contract.names import active_list_key
 from luna_contract.plugin_modules import check_module_name
 from luna_contract.process_settings import SettingError
@@ -192,6 +193,8 @@ class SidecarConfig:
     start); unset: ``luna-sidecar-<service>-<port>`` in the temporary directory."""
     log_level: str = "INFO"
     """Log level of the runtime and plugins (DEBUG, INFO, WARNING, ERROR)."""
+    log_format: str = "text"
+    """Log lines: ``text``, or ``json`` (one object per line: time, level, logger, plugin, message)."""
     event_loop: str = "uvloop"
     """Event loop: ``uvloop`` (libuv-based, same asyncio API, less CPU per request; asyncio's own
     where it is not installed) or ``asyncio``."""
@@ -307,6 +310,7 @@ SETTINGS = rules.Settings(
         "packages_trusted_hosts": rules.comma_list(_host, "host names or addresses"),
         "packages_require_hashes": rules.boolean,
         "log_level": rules.log_level,
+        "log_format": rules.one_of(LOG_FORMATS, "a log format"),
         "event_loop": rules.one_of(EVENT_LOOPS, "an event loop"),
         "delivery": rules.one_of(DELIVERY_MODES, "a delivery mode"),
         "queue_when_full": rules.one_of(WHEN_FULL, "what a full queue does"),

@@ -93,6 +93,7 @@ Parameters (a dict):
   image            the full image reference; default the chart's image
   name             the container name; default luna-sidecar
   logLevel         default values.sidecar.logLevel
+  logFormat        default values.sidecar.logFormat
   resources        default values.sidecar.resources
   extraEnv         more EnvVars (list)
 
@@ -137,6 +138,8 @@ the service container posts its events there.
           fieldPath: metadata.uid
     - name: LUNA_SIDECAR_LOG_LEVEL
       value: {{ .logLevel | default $sidecar.logLevel | default "INFO" | quote }}
+    - name: LUNA_SIDECAR_LOG_FORMAT
+      value: {{ .logFormat | default $sidecar.logFormat | default "text" | quote }}
     # settings from Secrets (spec.settingsFrom): the service's settings Secret, see sidecarVolumes
     - name: LUNA_SIDECAR_SECRET_SETTINGS_DIR
       value: /etc/luna-plugins/settings
