@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from luna_contract.build_info import version
+
 #: sub-command -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "sidecar": ("luna_sidecar.cli", "run the plugin runtime next to a service"),
@@ -22,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("luna_cli.check", "check that a cluster's CRDs, operator, webhook and report guard work"),
     "dead-letters": ("luna_cli.dead_letters", "list, replay or discard a sidecar plugin's dead letters"),
     "rollout": ("luna_cli.rollout", "show, promote, abort or retry a LunaPlugin's staged rollout"),
+    "completion": ("luna_cli.completion", "print a shell completion script (bash, zsh or fish)"),
 }
 
 
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="luna-plugins",
         description="Run Python plugins for LUNA-style services on Kubernetes.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
