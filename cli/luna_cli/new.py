@@ -1,8 +1,9 @@
 """`luna-plugins new NAME --kind event|background`: a plugin skeleton and its test.
 
 Writes ``NAME.py`` and ``test_NAME.py`` into ``--dir`` (default: the current directory), never
-over existing files. The test runs the plugin with ``luna_sidecar.testing`` under plain pytest
-(no plugin for async tests needed); ``luna-plugins lint NAME.py`` passes on the skeleton.
+over existing files. The test runs the plugin in the real runtime through the ``luna_plugin``
+fixture (luna-plugins' pytest plugin, :mod:`luna_sidecar.pytest_plugin`) under plain pytest (no
+plugin for async tests needed); ``luna-plugins lint NAME.py`` passes on the skeleton.
 """
 
 from __future__ import annotations
@@ -103,14 +104,8 @@ HINTS = """Packages the sidecar image lacks: one per line in {name}.requirements
 lint and render read it). Credentials: render --settings-from adds settings whose values come from
 Secrets (spec.settingsFrom); a test passes them as run_plugin(..., secret_settings={{...}})."""
 
-EVENT_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_sidecar.testing)."""
-
-import asyncio
-from pathlib import Path
-
-from luna_sidecar.testing import run_plugin
-
-PLUGIN = Path(__file__).with_name("{name}.py")
+EVENT_TEST = '''"""Tests of the {name} plugin, run by the real runtime (the luna_plugin fixture of
+luna-plugins' pytest plugin)."""
 
 
 def point(route):
@@ -121,55 +116,34 @@ def point(route):
     }}
 
 
-def test_counts_the_points_of_its_series():
-    async def scenario():
-        async with run_plugin(PLUGIN, settings={{"series": "requests"}}) as plugin:
-            delivery = await plugin.send_points([point("GET:/a"), point("GET:/a"), {{"series": "other"}}])
-            assert delivery.handled == 1
-            assert "2 requests point(s) counted so far" in plugin.log_text()
-
-    asyncio.run(scenario())
+def test_counts_the_points_of_its_series(luna_plugin):
+    plugin = luna_plugin("{name}.py", settings={{"series": "requests"}})
+    delivery = plugin.send_points([point("GET:/a"), point("GET:/a"), {{"series": "other"}}])
+    assert delivery.handled == 1
+    assert "2 requests point(s) counted so far" in plugin.log_text()
 '''
 
-SENDING_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_sidecar.testing)."""
-
-import asyncio
-from pathlib import Path
-
-from luna_sidecar.testing import run_plugin
-
-PLUGIN = Path(__file__).with_name("{name}.py")
+SENDING_TEST = '''"""Tests of the {name} plugin, run by the real runtime (the luna_plugin fixture of
+luna-plugins' pytest plugin)."""
 
 
-def test_receives_the_events_of_a_request():
-    async def scenario():
-        async with run_plugin(PLUGIN) as plugin:
-            events = [{{"event_id": "e1"}}, {{"kind": "raw", "event_id": "e2"}}]
-            await plugin.send_events(events, request_id="r-1")
-            assert "2 event(s) of handler handler-id, request r-1" in plugin.log_text()
-
-    asyncio.run(scenario())
+def test_receives_the_events_of_a_request(luna_plugin):
+    plugin = luna_plugin("{name}.py")
+    events = [{{"event_id": "e1"}}, {{"kind": "raw", "event_id": "e2"}}]
+    plugin.send_events(events, request_id="r-1")
+    assert "2 event(s) of handler handler-id, request r-1" in plugin.log_text()
 '''
 
-BACKGROUND_TEST = '''"""Tests of the {name} plugin, run by the real runtime (luna_sidecar.testing)."""
-
-import asyncio
-from pathlib import Path
-
-from luna_sidecar.testing import run_plugin
-
-PLUGIN = Path(__file__).with_name("{name}.py")
+BACKGROUND_TEST = '''"""Tests of the {name} plugin, run by the real runtime (the luna_plugin fixture of
+luna-plugins' pytest plugin)."""
 
 
-def test_serves_its_route_with_the_greeting_from_its_settings():
-    async def scenario():
-        async with run_plugin(PLUGIN, settings={{"greeting": "hi"}}) as plugin:
-            reply = await plugin.request("GET", "{route}")
-            assert reply.status == 200
-            assert reply.json()["greeting"] == "hi"
-            assert (await plugin.request("POST", "{route}")).status == 405
-
-    asyncio.run(scenario())
+def test_serves_its_route_with_the_greeting_from_its_settings(luna_plugin):
+    plugin = luna_plugin("{name}.py", settings={{"greeting": "hi"}})
+    reply = plugin.request("GET", "{route}")
+    assert reply.status == 200
+    assert reply.json()["greeting"] == "hi"
+    assert plugin.request("POST", "{route}").status == 405
 '''
 
 TEMPLATES = {

@@ -1,5 +1,6 @@
-"""`luna-plugins new`: each skeleton passes lint and its own test (run by a plain pytest, as the
-author would), and names or files that would not work are refused."""
+"""`luna-plugins new`: each skeleton passes lint and its own test (run by a plain pytest in a fresh
+directory, as the author would: the test uses the ``luna_plugin`` fixture pytest finds through
+luna-plugins' ``pytest11`` entry point), and names or files that would not work are refused."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def test_each_skeleton_lints_clean_and_its_test_passes(name: str, options: list[
     assert created.returncode == 0, created.stderr
     plugin, test = tmp_path / "plugins" / f"{name}.py", tmp_path / "plugins" / f"test_{name}.py"
     assert plugin.exists() and test.exists()
-    assert "luna_sidecar.testing" in test.read_text()
+    # the fixture of luna-plugins' pytest plugin (entry point pytest11), nothing imported
+    assert "(luna_plugin)" in test.read_text() and "import" not in test.read_text()
     assert f"{name}.requirements.txt" in plugin.read_text() and "secret_settings=" in plugin.read_text()
     linted = luna("lint", str(plugin), cwd=tmp_path)
     assert linted.returncode == 0 and linted.stdout == "", linted.stdout + linted.stderr
