@@ -1,12 +1,13 @@
 """`luna-plugins lint FILE...`: the operator's validation of plugin files, before they are applied.
 
 Each file is checked as the operator checks a LunaPlugin's code (same code, same messages), with
-the file name without ``.py`` as its module; problems print as ``FILE:LINE: message`` (or
-``FILE: message``). The plugin's requirements (``--requirements FILE``, by default
-``NAME.requirements.txt`` beside the file when there is one) are checked as the operator checks
-``spec.requirements``, each problem at its line of that file. Imports of modules that neither the
-sidecar image nor those requirements provide are warnings. Exit 0 when no file has a problem
-(warnings allowed), 1 otherwise, 2 for a usage error.
+the file name without ``.py`` as its module; each finding has a place (``FILE:LINE:COLUMN``, 1:1
+for the whole file) and a rule code (:mod:`luna_cli.lint_rules`), printed as ``--format`` says
+(:mod:`luna_cli.lint_output`: text, json, github). The plugin's requirements
+(``--requirements FILE``, by default ``NAME.requirements.txt`` beside the file when there is
+one) are checked as the operator checks ``spec.requirements``, each problem at its line of that
+file. Imports of modules that neither the sidecar image nor those requirements provide are
+warnings. Exit 0 when no file has a problem (warnings allowed), 1 otherwise, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+
+from luna_cli.lint_output import FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the plugin's requirements (spec.requirements), one per line, '#' comments; one plugin "
         "file only (default: NAME.requirements.txt beside each file, when present)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text: FILE:LINE:COLUMN: RULE message; json: one document of findings; github: GitHub "
+        "Actions annotations (default text)",
     )
     parser.add_argument(
         "--code-check-memory",
@@ -64,6 +74,7 @@ async def _lint(args: argparse.Namespace) -> int:
     from importlib import metadata
 
     from luna_cli.image_modules import image_modules
+    from luna_cli.lint_output import render
     from luna_cli.plugin_check import check_plugin_file
     from luna_operator.validation import CodeChecker
 
@@ -73,15 +84,14 @@ async def _lint(args: argparse.Namespace) -> int:
     except metadata.PackageNotFoundError:
         available = None
         print("luna-plugins lint: luna-plugins is not installed: imports are not checked", file=sys.stderr)
-    errors = warnings = 0
+    findings = []
     for path in args.files:
-        findings = await check_plugin_file(path, checker, available=available, requirements=args.requirements)
-        for finding in findings:
-            print(finding)
-            if finding.severity == "error":
-                errors += 1
-            else:
-                warnings += 1
+        findings += await check_plugin_file(
+            path, checker, available=available, requirements=args.requirements
+        )
+    sys.stdout.write(render(findings, args.format))
+    errors = sum(1 for finding in findings if finding.severity == "error")
+    warnings = len(findings) - errors
     count = len(args.files)
     print(f"{count} file(s) checked: {errors} problem(s), {warnings} warning(s)", file=sys.stderr)
     return 1 if errors else 0

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from luna_cli.lint_rules import operator_rule
 from luna_contract.plugin_modules import check_module_name
 from luna_contract.requirements import (
     RequirementsError,
@@ -57,11 +58,20 @@ class Finding:
     message: str
     line: int | None = None
     severity: str = "error"
+    rule: str = "LP199"
+    """its code in :data:`luna_cli.lint_rules.RULES`"""
+    column: int | None = None
+    """1-based, when the finding has a place in the line"""
+
+    @property
+    def place(self) -> tuple[int, int]:
+        """``(line, column)``, 1-based; ``(1, 1)`` for a finding about the whole file."""
+        return (self.line or 1, self.column or 1)
 
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else self.path
+        line, column = self.place
         prefix = "warning: " if self.severity == "warning" else ""
-        return f"{where}: {prefix}{self.message}"
+        return f"{self.path}:{line}:{column}: {self.rule} {prefix}{self.message}"
 
 
 @dataclass(frozen=True)
@@ -124,20 +134,20 @@ def read_requirements(path: Path) -> DeclaredRequirements:
     try:
         text = read_side_file(path)
     except UnreadableFileError as exc:
-        return DeclaredRequirements(path, errors=[Finding(str(path), str(exc))])
+        return DeclaredRequirements(path, errors=[Finding(str(path), str(exc), rule="LP100")])
     entries = requirements_file_entries(text)
     errors = []
     try:
         check_requirements([entry for _, entry in entries], "spec.requirements")
     except RequirementsError as exc:
         if not str(exc).startswith("spec.requirements["):  # about the list: too many entries
-            errors.append(Finding(str(path), str(exc)))
+            errors.append(Finding(str(path), str(exc), rule="LP110"))
     valid: list[str] = []
     for index, (line, entry) in enumerate(entries):
         try:
             valid.append(check_requirement(entry, f"spec.requirements[{index}]"))
         except RequirementsError as exc:
-            errors.append(Finding(str(path), str(exc), line))
+            errors.append(Finding(str(path), str(exc), line, rule="LP110"))
     return DeclaredRequirements(path, tuple(dict.fromkeys(valid)), errors)
 
 
@@ -200,8 +210,9 @@ def _guarded(tree: ast.AST) -> set[int]:
     return guarded
 
 
-def imported_modules(code: str) -> Iterator[tuple[str, int]]:
-    """``(top-level module, line)`` of each absolute import not guarded by ``except ImportError``."""
+def imported_modules(code: str) -> Iterator[tuple[str, int, int]]:
+    """``(top-level module, line, column)`` of each absolute import not guarded by ``except
+    ImportError`` (1-based line and column of the import statement)."""
     tree = ast.parse(code)
     guarded = _guarded(tree)
     for node in ast.walk(tree):
@@ -209,9 +220,9 @@ def imported_modules(code: str) -> Iterator[tuple[str, int]]:
             continue
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield alias.name.split(".")[0], node.lineno
+                yield alias.name.split(".")[0], node.lineno, node.col_offset + 1
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module.split(".")[0], node.lineno
+            yield node.module.split(".")[0], node.lineno, node.col_offset + 1
 
 
 def missing_imports(
@@ -233,7 +244,7 @@ def missing_imports(
         )
     findings = []
     seen: set[str] = set()
-    for module, line in sorted(imported_modules(plugin.code), key=lambda item: item[1]):
+    for module, line, column in sorted(imported_modules(plugin.code), key=lambda item: item[1:]):
         if module in available or module in provided or module in seen:
             continue
         seen.add(module)
@@ -247,6 +258,8 @@ def missing_imports(
                 "active plugin is a module of that name",
                 line,
                 "warning",
+                rule="LW201",
+                column=column,
             )
         )
     return findings
@@ -267,14 +280,23 @@ async def check_plugin_file(
     try:
         plugin = read_plugin_file(path)
     except UnreadableFileError as exc:
-        return [Finding(str(path), str(exc))]
+        return [Finding(str(path), str(exc), rule="LP100")]
     requirements_file = (
         f"{requirements}" if requirements else f"{plugin.module}.requirements.txt beside the file"
     )
     source = requirements or requirements_beside(path)
     declared = read_requirements(source) if requirements or source.exists() else DeclaredRequirements(source)
     problems = module_problems(plugin.module, RENAME_THE_FILE) + await operator_problems(checker, plugin.code)
-    findings = [Finding(str(path), problem.message, problem.line) for problem in problems]
+    findings = [
+        Finding(
+            str(path),
+            problem.message,
+            problem.line,
+            rule=operator_rule(problem.message),
+            column=_syntax_error_column(plugin.code) if problem.message.startswith("syntax error") else None,
+        )
+        for problem in problems
+    ]
     if available is not None and not any(_unparsable(problem) for problem in problems):
         try:
             findings += missing_imports(
@@ -284,6 +306,18 @@ async def check_plugin_file(
             pass  # the operator's check already says what is wrong with the code
     ordered = sorted(findings, key=lambda finding: (finding.line or 0, finding.severity))
     return ordered + declared.errors
+
+
+def _syntax_error_column(code: str) -> int | None:
+    """The column of the syntax error the operator's child found in ``code``: parsed again here,
+    which is safe once the child parsed it within the operator's limits and stopped at the error."""
+    try:
+        ast.parse(code)
+    except SyntaxError as exc:
+        return exc.offset or None
+    except (ValueError, RecursionError, MemoryError):
+        return None
+    return None
 
 
 def _unparsable(problem: Problem) -> bool:

@@ -208,13 +208,16 @@ def test_hostile_requirements_and_settings_from_stop_with_one_message_and_no_man
     plain = write("plain.json", '{"t": "not secret"}')
     absent = str(tmp_path / "absent")
     requirements_cases = [
-        (pip_option, f"{pip_option}:2: spec.requirements[1] '--extra-index-url https://evil.example/s' is"),
-        (url, f"{url}:2: spec.requirements[0] 'pkg @ https://evil.example/pkg.whl' names a URL"),
-        (many, f"{many}: spec.requirements has 51 entries, at most 50 are allowed"),
-        (long_entry, f"{long_entry}:1: spec.requirements[0] is 401 characters long"),
-        (huge_requirements, f"{huge_requirements}: the file is larger than 256 KiB"),
-        (not_utf8, f"{not_utf8}: not UTF-8 text"),
-        (absent, f"{absent}: cannot read the file: No such file"),
+        (
+            pip_option,
+            f"{pip_option}:2:1: LP110 spec.requirements[1] '--extra-index-url https://evil.example/s' is",
+        ),
+        (url, f"{url}:2:1: LP110 spec.requirements[0] 'pkg @ https://evil.example/pkg.whl' names a URL"),
+        (many, f"{many}:1:1: LP110 spec.requirements has 51 entries, at most 50 are allowed"),
+        (long_entry, f"{long_entry}:1:1: LP110 spec.requirements[0] is 401 characters long"),
+        (huge_requirements, f"{huge_requirements}:1:1: LP100 the file is larger than 256 KiB"),
+        (not_utf8, f"{not_utf8}:1:1: LP100 not UTF-8 text"),
+        (absent, f"{absent}:1:1: LP100 cannot read the file: No such file"),
     ]
     settings_from_cases = [
         (a_mapping, "must hold a list of settingsFrom items, not a mapping"),
@@ -257,5 +260,7 @@ def test_a_hostile_requirements_file_beside_the_plugin_stops_render_too(tmp_path
     beside.write_text("-e git+https://evil.example/repo.git#egg=pkg\n")
     result = render(str(plugin))  # the real process, as kubectl apply would get its output
     assert (result.returncode, result.stdout) == (1, "")
-    message = f"{beside}:1: spec.requirements[0] '-e git+https://evil.example/repo.git' is a pip option"
+    message = (
+        f"{beside}:1:1: LP110 spec.requirements[0] '-e git+https://evil.example/repo.git' is a pip option"
+    )
     assert message in result.stderr
