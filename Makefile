@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-node test test-compat lint typecheck unit bench bench-kube bench-scale clean cluster-tools system-deps e2e-kind
+.PHONY: venv docs demo demo-node test test-compat lint typecheck unit bench bench-kube bench-scale clean cluster-tools system-deps e2e-kind
 
 venv: $(STAMP)
 
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml tools/pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e tools/
 	touch $(STAMP)
+
+## docs: the documentation site from docs/ into site/ (strict: a broken link fails it; tests/docs
+## builds it too, so `make test` does); `$(BIN)/mkdocs serve` shows it while you write
+docs: venv
+	$(BIN)/mkdocs build --strict
 
 ## demo: the whole product on a local control plane (cluster, CRDs, operator, sidecar + demo service, example LunaPlugins); Ctrl-C tears it down
 demo: venv

@@ -1,4 +1,5 @@
-"""Print the README's table of the chart's values, from the `# --` comments of values.yaml.
+"""Print the table of the chart's values (docs/reference/chart-values.md), from the `# --`
+comments of values.yaml.
 
 A key whose line is preceded by a comment block starting with ``# --`` is a row: its path, its
 default and the comment. A mapping with documented keys inside is a section, not a row. Every

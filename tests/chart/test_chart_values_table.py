@@ -1,4 +1,5 @@
-"""The README's chart values table is generated from values.yaml and documents every value."""
+"""The chart values reference (docs/reference/chart-values.md) is generated from values.yaml and
+documents every value."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ def generator() -> ModuleType:
     return module
 
 
-def test_every_chart_value_is_documented_and_the_readme_table_is_current() -> None:
+def test_every_chart_value_is_documented_and_the_reference_table_is_current() -> None:
     lines, undocumented = generator().table((ROOT / "charts" / "luna-plugins" / "values.yaml").read_text())
     assert undocumented == [], f"values without a `# --` comment in values.yaml: {undocumented}"
-    readme = (ROOT / "README.md").read_text()
-    shown = readme[readme.index(START) + len(START) : readme.index(END)].strip().splitlines()
-    assert shown == lines, "README's chart values table is stale: python scripts/chart_values_table.py"
+    page = (ROOT / "docs" / "reference" / "chart-values.md").read_text()
+    shown = page[page.index(START) + len(START) : page.index(END)].strip().splitlines()
+    assert shown == lines, (
+        "docs/reference/chart-values.md is stale: python scripts/docs_reference.py rewrites it"
+    )
 
 
 def test_generator_sections_rows_and_undocumented_values() -> None:

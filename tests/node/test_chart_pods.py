@@ -324,9 +324,9 @@ subjects:
 """
 
 
-def readme_queries() -> list[str]:
-    """The PromQL blocks of the README."""
-    text = (ROOT / "README.md").read_text()
+def guide_queries() -> list[str]:
+    """The PromQL blocks of the install guide (docs/install.md)."""
+    text = (ROOT / "docs" / "install.md").read_text()
     return [block.strip() for block in text.split("```promql")[1:] for block in [block.split("```")[0]]]
 
 
@@ -462,11 +462,11 @@ def test_the_docs_promql_reads_the_same_through_the_service_monitor_the_pod_moni
             series = prometheus.api("/api/v1/series", **{"match[]": '{__name__=~"luna_.+"}'})
             renamed = {name for item in series for name in item if name.startswith("exported_")}
             assert not renamed, f"{mode}: labels renamed by the scrape: {renamed}"
-            for readme_query in readme_queries():
+            for guide_query in guide_queries():
                 wait_for(
-                    lambda q=readme_query, prometheus=prometheus: prometheus.query(q),
+                    lambda q=guide_query, prometheus=prometheus: prometheus.query(q),
                     timeout=SCRAPE_WAIT,
-                    what=f"{mode}: the README's {readme_query} to find something",
+                    what=f"{mode}: the install guide's {guide_query} to find something",
                 )
             for board_query in dashboard_queries(namespace):
                 prometheus.query(board_query)  # fails the test on a query Prometheus refuses

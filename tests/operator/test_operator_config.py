@@ -32,10 +32,10 @@ def test_bad_port_names_the_setting() -> None:
         resolve({}, {"LUNA_OPERATOR_WEBHOOK_PORT": "x"})
 
 
-def test_readme_lists_every_operator_setting() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_settings_reference_lists_every_operator_setting() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "operator-settings.md").read_text()
     for flag, variable, default, meaning in settings_table():
-        assert f"| `{flag}` | `{variable}` | `{default}` | {meaning} |" in readme
+        assert f"| `{flag}` | `{variable}` | `{default}` | {meaning} |" in page
 
 
 def test_webhook_managed_takes_a_boolean_value() -> None:
