@@ -78,6 +78,7 @@ def test_metrics_pass_promtool_and_follow_the_default_mapping(sidecar_factory, t
     assert sidecar.metric("luna_errors_total", route="POST:/x", error_code="11027") == 1
     assert sidecar.metric("luna_monitoring_points_total", series="boiler") == 1
     assert sidecar.metric("luna_monitoring_points_total", series="requests") == 0
+    assert sidecar.metric("luna_sidecar_info", luna_service="handlers") == 1  # the alerts join on it
     assert sidecar.metric("boiler_temperature_celsius", boiler="b1") == 71.5
     assert sidecar.metric("boiler_readings_total") == 1
     assert sidecar.metric("luna_request_db_seconds_bucket", route=route, le="0.1") == 1

@@ -34,6 +34,7 @@ from luna_sidecar.observability import (
     PluginStateCollector,
     PointMetrics,
     RuntimeMetrics,
+    exposed_label,
     load_rules,
     watch_loop_lag,
 )
@@ -108,6 +109,14 @@ def build_sidecar(config: SidecarConfig) -> Sidecar:
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only double the scrape
     registry = CollectorRegistry(auto_describe=False)
     metrics = RuntimeMetrics(registry)
+    # the pod's service, which the runtime's per-plugin series do not carry: the chart's alerts
+    # and dashboard join on (namespace, pod) to count a plugin's trouble per service, not per pod
+    Gauge(
+        "luna_sidecar_info",
+        "Always 1; its label is the service whose plugins this sidecar runs.",
+        [exposed_label("service")],
+        registry=registry,
+    ).labels(config.service).set(1)
     try:
         rules = load_rules(config.metrics_mapping) if config.metrics_mapping is not None else []
         point_metrics = PointMetrics(

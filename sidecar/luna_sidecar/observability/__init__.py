@@ -3,7 +3,7 @@ of ``loop_metrics``) and those derived from monitoring points (``mapping``).
 """
 
 from luna_sidecar.observability.loop_metrics import CounterChild
-from luna_sidecar.observability.mapping import MappingError, PointMetrics, load_rules
+from luna_sidecar.observability.mapping import MappingError, PointMetrics, exposed_label, load_rules
 from luna_sidecar.observability.metrics import (
     LeftoverCollector,
     PluginState,
@@ -22,6 +22,7 @@ __all__ = [
     "PointMetrics",
     "QueueState",
     "RuntimeMetrics",
+    "exposed_label",
     "load_rules",
     "watch_loop_lag",
 ]
