@@ -164,3 +164,33 @@ def test_every_dashboard_panel_queries_the_chosen_prometheus() -> None:
         assert all(target["datasource"]["uid"] == "${datasource}" for target in panel["targets"])
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
+
+
+@pytest.mark.kube
+def test_the_runbook_links_follow_the_chart_value(kube: Any) -> None:
+    objects = render(
+        kube,
+        "--set",
+        "prometheus.rules.enabled=true",
+        "--set",
+        "prometheus.rules.runbookBaseUrl=https://docs.example.org/luna/runbooks/",
+    )
+    (rule,) = of_kind(objects, "PrometheusRule")
+    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert [r["annotations"]["runbook_url"] for r in rules] == [
+        f"https://docs.example.org/luna/runbooks/{name}/" for name in alert_names()
+    ]
+    result = kube.helm(
+        "template", "luna", str(CHART), "--set", "prometheus.rules.runbookBaseUrl=docs", check=False
+    )
+    assert result.returncode != 0 and "schema" in result.stderr
+
+
+def test_the_dashboard_filters_by_service_and_namespace() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert {"datasource", "luna_namespace", "service", "namespace"} <= set(variables)
+    assert "luna_service" in variables["service"]["query"]["query"]
+    exprs = [t["expr"] for p in board["panels"] if p["type"] != "row" for t in p["targets"]]
+    by_service = [e for e in exprs if "luna_operator_" in e and "luna_service)" in e.replace(", plugin", "")]
+    assert by_service and all('luna_service=~"$service"' in e for e in by_service)

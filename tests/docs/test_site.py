@@ -37,6 +37,7 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     result = build(ROOT / "mkdocs.yml", tmp_path / "site")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "site" / "reference" / "cli" / "index.html").is_file()
+    assert (tmp_path / "site" / "runbooks" / "LunaPluginFailed" / "index.html").is_file()
 
 
 def nav_pages(node: object) -> list[str]:

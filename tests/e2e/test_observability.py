@@ -25,7 +25,7 @@ pytestmark = pytest.mark.kube
 DASHBOARD = CHART / "files" / "dashboards" / "luna-plugins.json"
 #: what the dashboard's variables stand for in a test: everything, and a rate window the 1 s
 #: scrapes fill
-VARIABLES = {"$__rate_interval": "30s", "$luna_namespace": ".*", "$namespace": ".*"}
+VARIABLES = {"$__rate_interval": "30s", "$luna_namespace": ".*", "$namespace": ".*", "$service": ".*"}
 
 PLUGIN_BASE = (
     "from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, BaseEventPlugin\n"
@@ -96,6 +96,8 @@ def variable_queries() -> dict[str, tuple[str, str]]:
         if variable["type"] == "query":
             inside = variable["definition"].removeprefix("label_values(").removesuffix(")")
             metric, label = (part.strip() for part in inside.split(","))
+            for name, value in VARIABLES.items():  # a variable may depend on another one
+                metric = metric.replace(name, value)
             found[variable["name"]] = (metric, label)
     return found
 
