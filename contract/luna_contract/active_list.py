@@ -8,10 +8,12 @@ The active-list ConfigMap of a service, ``luna-plugins-<service>``
   "configMap": <name of the ConfigMap holding <module>.py>, "plugin": <LunaPlugin name>,
   "settings": {...}, "requirements": [<PEP 508 requirement>, ...], "secretSettingsHash": <sha256
   hex>, "canary": {"codeHash": <sha256 hex>, "configMap": <name>, "pods": [<pod name>, ...]},
-  "delivery": <the plugin's delivery policy>}`` (``plugin``, ``requirements``,
-  ``secretSettingsHash``, ``canary`` and ``delivery`` optional; more keys are allowed and ignored,
-  so an older reader takes a newer writer's list). ``canary``: a staged rollout's new version, run
-  by the pods it names (:meth:`ActiveEntry.for_pod`).
+  "delivery": <the plugin's delivery policy>, "isolation": "process"}`` (``plugin``,
+  ``requirements``, ``secretSettingsHash``, ``canary``, ``delivery`` and ``isolation`` optional;
+  more keys are allowed and ignored, so an older reader takes a newer writer's list). ``canary``: a
+  staged rollout's new version, run by the pods it names (:meth:`ActiveEntry.for_pod`), as the
+  entry says (settings, delivery, isolation). ``isolation`` is written only when it is not
+  ``inProcess``.
 
 The operator writes it with :func:`encode_active_list`; the sidecar (and the operator, reading
 back what it wrote) takes it with :func:`decode_active_list`, which accepts exactly that or
@@ -35,6 +37,7 @@ from luna_contract.names import PLUGINS_KEY, active_list_key, code_key
 from luna_contract.plugin_modules import check_module_name
 from luna_contract.requirements import RequirementsError, check_requirements
 from luna_contract.secret_settings import ENTRY_FIELD
+from luna_contract.spec import IN_PROCESS, ISOLATIONS, Isolation
 
 __all__ = [
     "ActiveEntry",
@@ -76,6 +79,8 @@ class ActiveEntry:
     """a new version under a staged rollout, for the pods it names (None: every pod runs this one)"""
     delivery: DeliveryPolicy | None = None
     """the plugin's ``spec.delivery``; None: the sidecar's delivery settings apply"""
+    isolation: Isolation = IN_PROCESS
+    """the plugin's ``spec.isolation``: ``process`` runs it in a process of its own"""
 
     @property
     def code_key(self) -> str:
@@ -128,6 +133,8 @@ def encode_entry(entry: ActiveEntry) -> dict[str, Any]:
         # only what differs from the policy's defaults (nested defaults come out as {})
         policy = msgspec.to_builtins(entry.delivery)
         details["delivery"] = {key: value for key, value in policy.items() if value != {}}
+    if entry.isolation != IN_PROCESS:  # older sidecars see the lists they know
+        details["isolation"] = entry.isolation
     return details
 
 
@@ -213,6 +220,11 @@ def _entry(module: str, raw: Any, order: int, where: str) -> ActiveEntry:
             delivery = read_policy(delivery)
         except PolicyError as exc:
             raise ActiveListError(f"{where}: {exc}") from None
+    isolation = raw.get("isolation", IN_PROCESS)
+    if isolation not in ISOLATIONS:
+        raise ActiveListError(
+            f"{where}: isolation must be one of {', '.join(ISOLATIONS)}, got {_kind(isolation)}"
+        )
     return ActiveEntry(
         module,
         str(code_hash),
@@ -224,6 +236,7 @@ def _entry(module: str, raw: Any, order: int, where: str) -> ActiveEntry:
         order,
         _canary(raw.get("canary"), f"{where}: canary"),
         delivery,
+        isolation,
     )
 
 

@@ -33,7 +33,7 @@ EXPECTED: tuple[ExpectedCrd, ...] = (
         "lunaplugins.luna.dev",
         "LunaPlugin",
         "v1alpha1",
-        "b9db6fba78d61e517d91947330739cfc91fb6b5a349beaca76771471c461b179",
+        "0b0276a2f3b3cbc515e53424cf7d6953ec4501ad9b4fa25228e7028f8936696c",
     ),
     ExpectedCrd(
         "lunapluginruntimes.luna.dev",

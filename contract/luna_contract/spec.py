@@ -12,7 +12,7 @@ Adding a field: see "Adding a LunaPlugin field" in docs/contributing.md.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -21,8 +21,12 @@ from luna_contract.delivery import DeliveryPolicy, PolicyError, read_policy
 from luna_contract.rollout import RolloutError, RolloutSpec, read_rollout
 
 __all__ = [
+    "IN_PROCESS",
+    "ISOLATIONS",
+    "PROCESS",
     "CodeFrom",
     "ConfigMapKeyRef",
+    "Isolation",
     "LunaPluginSpec",
     "SecretKeyRef",
     "SecretRef",
@@ -35,6 +39,12 @@ __all__ = [
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 OBJECT_NAME = Annotated[str, Meta(max_length=253)]
+
+Isolation = Literal["inProcess", "process"]
+"""Where a plugin runs: in the sidecar's process, or in a process of its own."""
+IN_PROCESS: Isolation = "inProcess"
+PROCESS: Isolation = "process"
+ISOLATIONS: tuple[Isolation, ...] = (IN_PROCESS, PROCESS)
 
 
 class SpecError(ValueError):
@@ -255,6 +265,17 @@ class LunaPluginSpec(Struct, frozen=True, rename="camel", omit_defaults=True):
         ]
         | None
     ) = None
+    isolation: Annotated[
+        Isolation,
+        Meta(
+            description=(
+                "inProcess (the sidecar's process, beside the service's other plugins) or process (a "
+                "child process of the sidecar of its own: a crash, a leak past its memory limit or a stall "
+                "ends and restarts that process only, within the limits of the chart's sidecar.isolation "
+                "values). Changing it reloads the plugin."
+            )
+        ),
+    ] = IN_PROCESS
 
 
 SPEC_DESCRIPTION = "The plugin's code and where it runs."
@@ -392,6 +413,21 @@ class SpecView:
             return None, message if "`spec.delivery" in message else f"spec.delivery: {message}"
         except RecursionError:
             return None, "spec.delivery: nested too deeply"
+
+    @property
+    def isolation(self) -> Isolation:
+        """``spec.isolation``; the default (``inProcess``) when unset or not one of
+        :data:`ISOLATIONS` (:meth:`isolation_problem` says so)."""
+        value = self.raw("isolation")
+        return cast(Isolation, value) if value in ISOLATIONS else IN_PROCESS
+
+    def isolation_problem(self) -> str | None:
+        """Why a set ``spec.isolation`` is not usable (None: unset or one of :data:`ISOLATIONS`)."""
+        if not self.has("isolation") or self.raw("isolation") in ISOLATIONS:
+            return None
+        value = self.raw("isolation")
+        shown = repr(value) if isinstance(value, str) else f"a {type(value).__name__}"
+        return f"spec.isolation must be one of {', '.join(ISOLATIONS)}, not {shown}"
 
 
 _WIRE = {f.name: f.encode_name for f in msgspec.structs.fields(LunaPluginSpec)}

@@ -196,21 +196,24 @@ def _decide_one(
         settings_problems += [Problem(p) for p in secret.problems]
     secret_waiting = not settings_problems and secret is not None and secret.waiting
     requirements, requirements_problems = checks.requirements, checks.requirement_problems
-    # the settings, requirements, secret settings and delivery policy the plugin's entry
-    # carries: the new ones, or, when any is refused or a Secret is awaited, those of the version
-    # in service (a last good version without an entry cannot keep serving)
+    # the settings, requirements, secret settings, delivery policy and isolation the plugin's
+    # entry carries: the new ones, or, when any is refused or a Secret is awaited, those of the
+    # version in service (a last good version without an entry cannot keep serving)
     delivery_problems, delivery = checks.delivery_problems, plugin.fields.delivery
+    isolation_problems, isolation = checks.isolation_problems, plugin.fields.isolation
+    entry_problems = requirements_problems + delivery_problems + isolation_problems
     secret_hash: str | None = None
-    if settings_problems or requirements_problems or delivery_problems or secret_waiting:
+    if settings_problems or entry_problems or secret_waiting:
         settings = listed.settings if listed is not None else None
         requirements = listed.requirements if listed is not None else ()
         secret_hash = listed.secret_settings_hash if listed is not None else None
         delivery = listed.delivery if listed is not None else None
+        isolation = listed.isolation if listed is not None else isolation
     else:
         settings = dict(plugin.fields.settings or {})
         encoded = secret.encoded if secret is not None else None
         secret_hash = version_of(encoded) if encoded is not None else None
-    problems: list[Problem] = checks.names + settings_problems + requirements_problems + delivery_problems
+    problems: list[Problem] = checks.names + settings_problems + entry_problems
     if existing is not None and not existing.managed:
         problems.append(
             Problem(
@@ -270,6 +273,7 @@ def _decide_one(
             requirements=requirements,
             secret_settings_hash=secret_hash,
             delivery=delivery,
+            isolation=isolation,
         )
     return PluginOutcome(plugin, module, phase, bounded(message), stored, active, transient)
 

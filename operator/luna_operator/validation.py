@@ -144,11 +144,19 @@ class SpecChecks:
     requirement_problems: list[Problem]
     delivery_problems: list[Problem] = field(default_factory=list)
     """``spec.delivery`` not a valid policy (a spec stored before the CRD had the field's schema)"""
+    isolation_problems: list[Problem] = field(default_factory=list)
+    """``spec.isolation`` not one of its values (likewise)"""
 
     @property
     def problems(self) -> list[Problem]:
         """All of them, in the order users read them."""
-        return self.names + self.settings + self.requirement_problems + self.delivery_problems
+        return (
+            self.names
+            + self.settings
+            + self.requirement_problems
+            + self.delivery_problems
+            + self.isolation_problems
+        )
 
 
 def check_spec(name: str, module: str, spec: Mapping[str, Any]) -> SpecChecks:
@@ -159,12 +167,14 @@ def check_spec(name: str, module: str, spec: Mapping[str, Any]) -> SpecChecks:
     requirements, requirement_problems = validate_requirements(fields.requirements)
     rollout = fields.rollout_problem()
     delivery_problem = fields.delivery_problem()
+    isolation_problem = fields.isolation_problem()
     return SpecChecks(
         validate_name(name) + validate_module(module) + ([Problem(rollout)] if rollout else []),
         settings,
         requirements,
         requirement_problems,
         [Problem(delivery_problem)] if delivery_problem else [],
+        [Problem(isolation_problem)] if isolation_problem else [],
     )
 
 
