@@ -16,6 +16,7 @@ from typing import Any
 from luna_contract.code import code_hash
 from luna_contract.delivery import DeliveryPolicy
 from luna_contract.requirements import RequirementsError, check_requirements, requirements_file_entries
+from luna_contract.spec import IN_PROCESS, PROCESS, Isolation
 from luna_sidecar.config import ConfigError, parse_active_list
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ class PluginSource:
     delivery: DeliveryPolicy | None = None
     """The plugin's own delivery policy (its LunaPlugin's ``spec.delivery``); None: the
     sidecar's delivery settings apply."""
-    isolation: str = "inProcess"
-    """``inProcess`` (the default) or ``process``: the plugin runs in a process of its own"""
+    isolation: Isolation = IN_PROCESS
+    """``inProcess`` (the default) or ``process``: the plugin runs in a process of its own
+    (``--isolate``, or its LunaPlugin's ``spec.isolation``)"""
 
     def __post_init__(self) -> None:
         if not self.code_hash:
@@ -120,7 +122,7 @@ class DirectorySource:
                 str(path),
                 settings,
                 requirements=requirements,
-                isolation="process" if module in self.isolated else "inProcess",
+                isolation=PROCESS if module in self.isolated else IN_PROCESS,
             )
             desired.append(DesiredPlugin(module, source))
         return desired

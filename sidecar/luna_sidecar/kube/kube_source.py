@@ -109,6 +109,7 @@ def desired_plugins(
                 entry.code_hash,
                 requirements=entry.requirements,
                 delivery=entry.delivery,
+                isolation=entry.isolation,
             )
             desired.append(DesiredPlugin(entry.module, source))
             continue

@@ -249,3 +249,47 @@ def test_a_canary_runs_on_the_pods_it_names_and_nowhere_else() -> None:
     waiting = desired_plugins("handlers", items, {"a": running}.get, pod="handlers-2")
     assert waiting.plugins is not None and [p.source for p in waiting.plugins] == [running]
     assert "holds code" in waiting.waiting["a"]
+
+
+def with_entry_fields(items: dict[str, MirroredConfigMap], module: str, **fields: object) -> None:
+    """Add ``fields`` to ``module``'s entry of the mirrored active list."""
+    active = items[active_list_name("handlers")]
+    details = json.loads(active.data["plugins.json"])
+    details[module].update(fields)
+    items[active.name] = MirroredConfigMap(
+        active.name, {**active.data, "plugins.json": json.dumps(details)}, {}
+    )
+
+
+def test_an_entrys_isolation_becomes_the_plugin_sources() -> None:
+    items = mirror({"isolated": CODE_V1, "plain": CODE_V1}, {"isolated": CODE_V1, "plain": CODE_V1})
+    with_entry_fields(items, "isolated", isolation="process")
+    found = desired_plugins("handlers", items, lambda module: None)
+    assert found.plugins is not None and found.problems == []
+    sources = {entry.module: entry.source for entry in found.plugins}
+    isolated, plain = sources["isolated"], sources["plain"]
+    assert isolated is not None and isolated.isolation == "process"
+    assert plain is not None and plain.isolation == "inProcess"
+    # the same code with another isolation is another version of the plugin for the runtime
+    assert isolated.code_hash == plain.code_hash and isolated.settings == {"k": "isolated"}
+
+
+def test_a_canary_pod_runs_the_canary_with_the_entrys_isolation() -> None:
+    items = mirror({"a": CODE_V1}, {"a": CODE_V1})
+    canary = {"codeHash": sha(CODE_V2), "configMap": "lunaplugin-a-canary", "pods": ["handlers-2"]}
+    with_entry_fields(items, "a", isolation="process", canary=canary)
+    items["lunaplugin-a-canary"] = MirroredConfigMap("lunaplugin-a-canary", {"a.py": CODE_V2}, {})
+    for pod, code in (("handlers-2", CODE_V2), ("handlers-1", CODE_V1)):
+        found = desired_plugins("handlers", items, lambda module: None, pod=pod)
+        assert found.plugins is not None
+        source = found.plugins[0].source
+        assert source is not None and (source.code, source.isolation) == (code.encode(), "process")
+
+
+def test_an_entry_with_an_unknown_isolation_keeps_the_plugins_that_run() -> None:
+    items = mirror({"a": CODE_V1}, {"a": CODE_V1})
+    with_entry_fields(items, "a", isolation="thread")
+    found = desired_plugins("handlers", items, lambda module: None)
+    assert found.plugins is None  # nothing converges on a list the operator did not write
+    (problem,) = found.problems
+    assert "entry 'a'" in problem and "isolation must be one of inProcess, process" in problem
