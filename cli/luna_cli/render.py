@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from luna_contract.names import API_VERSION, KIND_PLUGIN
-from luna_contract.spec import SpecError, read_spec
+from luna_contract.spec import ISOLATIONS, SpecError, read_spec
 
 #: what a LunaPlugin's ``metadata.name`` may be (a DNS label of at most 63 characters: it becomes
 #: a label value of the plugin's ConfigMap), and ``spec.service`` (the CRD's pattern, 40 at most)
@@ -63,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", help="metadata.namespace (default: none, kubectl's -n decides)")
     parser.add_argument("--order", type=int, default=None, help="spec.order: load order in the service")
     parser.add_argument("--disabled", action="store_true", help="spec.enabled: false")
+    parser.add_argument(
+        "--isolation",
+        choices=ISOLATIONS,
+        help="spec.isolation: process runs the plugin in a process of its own (default: inProcess)",
+    )
     parser.add_argument(
         "--code-from",
         metavar="CONFIGMAP",
@@ -142,6 +147,8 @@ async def render(args: argparse.Namespace) -> list[dict[str, Any]]:
         spec["order"] = args.order
     if args.disabled:
         spec["enabled"] = False
+    if args.isolation:
+        spec["isolation"] = args.isolation
     if settings is not None:
         spec["settings"] = settings
     if settings_from:

@@ -264,3 +264,20 @@ def test_a_hostile_requirements_file_beside_the_plugin_stops_render_too(tmp_path
         f"{beside}:1:1: LP110 spec.requirements[0] '-e git+https://evil.example/repo.git' is a pip option"
     )
     assert message in result.stderr
+
+
+def test_isolation_goes_into_the_spec_only_when_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    kettle = str(PLUGINS / "kettle.py")
+    for args, expected in (
+        ((), None),
+        (("--isolation", "process"), "process"),
+        (("--isolation", "inProcess"), "inProcess"),
+    ):
+        assert main(["render", kettle, "--no-check", *args]) == 0
+        (document,) = yaml.safe_load_all(capsys.readouterr().out)
+        check_lunaplugin(document)
+        assert document["spec"].get("isolation") == expected
+    with pytest.raises(SystemExit) as refused:  # argparse refuses what the CRD would
+        main(["render", kettle, "--isolation", "thread"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'thread'" in capsys.readouterr().err
