@@ -165,6 +165,18 @@ the service container posts its events there.
       value: {{ $breaker.failures | default 5 | int | quote }}
     - name: LUNA_SIDECAR_BREAKER_OPEN_TIME
       value: {{ $breaker.openSeconds | default 30 | toString | quote }}
+    # limits of each plugin that runs in a process of its own (spec.isolation: process)
+    {{- $isolation := $sidecar.isolation | default dict }}
+    - name: LUNA_SIDECAR_ISOLATED_MEMORY
+      value: {{ $isolation.memory | default 268435456 | int64 | quote }}
+    - name: LUNA_SIDECAR_ISOLATED_STALL_TIMEOUT
+      value: {{ $isolation.stallTimeout | default 10 | toString | quote }}
+    - name: LUNA_SIDECAR_ISOLATED_OPEN_FILES
+      value: {{ $isolation.openFiles | default 256 | int | quote }}
+    - name: LUNA_SIDECAR_ISOLATED_PROCESSES
+      value: {{ $isolation.processes | default 64 | int | quote }}
+    - name: LUNA_SIDECAR_ISOLATED_CRASH_LIMIT
+      value: {{ $isolation.crashLimit | default 5 | int | quote }}
     {{- $packages := $sidecar.packages | default dict }}
     {{- if and $packages.enabled (or $packages.indexUrl $packages.wheelhouse) }}
     - name: LUNA_SIDECAR_PACKAGES_DIR
