@@ -183,7 +183,10 @@ class SidecarConfig:
     isolated_open_files: int = 256
     """Open files each isolated plugin's process may hold (``RLIMIT_NOFILE``)."""
     isolated_processes: int = 64
-    """Processes and threads each isolated plugin's process may start (``RLIMIT_NPROC``)."""
+    """Processes and threads each isolated plugin's process may start (``RLIMIT_NPROC``), applied
+    when the sidecar runs as root (each plugin then runs as a user of its own); a non-root
+    sidecar's plugins are bounded by the pod's pids limit instead (the kernel would count every
+    process of the user on the node)."""
     isolated_crash_limit: int = 5
     """Ends of an isolated plugin's process within five minutes that quarantine the plugin
     (restarts before that wait 0.5 s, doubled per end, at most 30 s)."""

@@ -44,6 +44,7 @@ from luna_sidecar.process.protocol import (
     Pong,
     Ready,
     RouteInfo,
+    decode_points,
     encode_child,
     read_frame,
 )
@@ -194,7 +195,10 @@ class Host:
                 break  # the sidecar went away
             message = pickle.loads(frame)
             kind = message[0]
-            if kind == "event":
+            if kind == "points":
+                _, call, index, data = message
+                self._spawn(call, self._event(call, self.instances[index], (decode_points(data),)))
+            elif kind == "event":
                 _, call, index, payload = message
                 self._spawn(call, self._event(call, self.instances[index], payload))
             elif kind == "route":

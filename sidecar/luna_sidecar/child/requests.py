@@ -17,20 +17,51 @@ __all__ = ["ForwardedRequest", "response_parts"]
 class ForwardedRequest:
     """What ``PluginRequest.raw`` offers in-process (``method``, ``path``, ``headers``,
     ``query``, ``query_string``, ``remote``); ``transport`` is None: the client's connection is
-    the sidecar's."""
+    the sidecar's. Headers and query are made on first use, as in-process."""
 
-    __slots__ = ("headers", "method", "path", "query", "query_string", "remote", "transport")
+    __slots__ = (
+        "_headers",
+        "_query",
+        "_raw_headers",
+        "method",
+        "path",
+        "query_string",
+        "remote",
+        "transport",
+    )
 
     def __init__(
-        self, method: str, path: str, query_string: str, headers: list[tuple[str, str]], remote: str | None
+        self,
+        method: str,
+        path: str,
+        query_string: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        remote: str | None,
     ) -> None:
         self.method = method
         self.path = path
         self.query_string = query_string
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(headers))
-        self.query: MultiDictProxy[str] = MultiDictProxy(MultiDict(URL.build(query=query_string).query))
+        self._raw_headers = raw_headers
+        self._headers: CIMultiDictProxy[str] | None = None
+        self._query: MultiDictProxy[str] | None = None
         self.remote = remote
         self.transport: Any = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(
+                CIMultiDict(
+                    (name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw_headers
+                )
+            )
+        return self._headers
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        if self._query is None:
+            self._query = MultiDictProxy(MultiDict(URL.build(query=self.query_string).query))
+        return self._query
 
 
 def response_parts(response: Any) -> tuple[int, list[tuple[str, str]], bytes] | None:

@@ -183,7 +183,13 @@ def confine(limits: ProcessLimits, *, read_only: list[str], read_write: list[str
         applied.append("oom_score_adj refused")
     _set_limit(resource.RLIMIT_CORE, 0)
     _set_limit(resource.RLIMIT_NOFILE, limits.open_files)
-    _set_limit(resource.RLIMIT_NPROC, limits.processes)
+    if os.getuid() == 0 and user is not None:
+        # a user of its own (below): the count is this plugin's processes and threads only
+        _set_limit(resource.RLIMIT_NPROC, limits.processes)
+    else:
+        # the kernel counts every process and thread of the user, on the whole node (other
+        # pods' too): a bound here would fail at random; the pod's pids limit bounds them
+        applied.append("processes not limited (non-root: the pod's pids limit applies)")
     _set_limit(resource.RLIMIT_AS, _resident_virtual_bytes() + limits.memory_bytes + ADDRESS_HEADROOM)
     if os.getuid() == 0 and user is not None:
         applied.append(_drop_root(user))

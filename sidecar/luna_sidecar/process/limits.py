@@ -23,8 +23,8 @@ class ProcessLimits:
     open_files: int = 256
     """open file descriptors (``RLIMIT_NOFILE``)"""
     processes: int = 64
-    """processes and threads the plugin may start (``RLIMIT_NPROC``, in a user namespace of
-    its own where the kernel allows one; else counted against the sidecar's user)"""
+    """processes and threads the plugin may start (``RLIMIT_NPROC``), when the sidecar runs as
+    root and each plugin as a user of its own; not applied otherwise (see ``confine``)"""
     restart_delay: float = 0.5
     """delay before the first restart after a crash; doubled for each crash in the window"""
     restart_delay_max: float = 30.0

@@ -15,6 +15,9 @@ import struct
 from typing import Literal
 
 import msgspec
+from msgspec.structs import force_setattr
+
+from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 
 __all__ = [
     "MAX_FRAME",
@@ -29,8 +32,10 @@ __all__ = [
     "Ready",
     "RouteInfo",
     "decode_child",
+    "decode_points",
     "encode_child",
     "encode_parent",
+    "encode_points",
     "read_frame",
 ]
 
@@ -152,3 +157,22 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError as exc:
         raise ProtocolError("the connection ended inside a frame") from exc
+
+
+_points_encoder = msgspec.msgpack.Encoder()
+_points_decoder = msgspec.msgpack.Decoder(list[MonitoringPoint])
+
+
+def encode_points(points: list[MonitoringPoint]) -> bytes:
+    """A monitoring batch for the child: msgpack, an order of magnitude cheaper than pickling
+    the points (the sidecar's side of the crossing is the one every plugin pays for)."""
+    return _points_encoder.encode(points)
+
+
+def decode_points(data: bytes) -> list[MonitoringPoint]:
+    """The batch as the plugin gets it in-process: points with read-only tags and fields."""
+    points = _points_decoder.decode(data)
+    for point in points:
+        force_setattr(point, "tags", ReadOnlyDict(point.tags))
+        force_setattr(point, "fields", ReadOnlyDict(point.fields))
+    return points

@@ -30,13 +30,14 @@ from multidict import CIMultiDict
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, BaseEventPlugin, BasePlugin
-from luna_plugins.http import PluginRequest
+from luna_plugins.http import PluginRequest, PluginResponse
+from luna_plugins.monitoring import MonitoringPoint
 from luna_plugins.routes import RouteSpec
 from luna_sidecar.process.child_process import ChildGoneError, ChildLoadError, ExitInfo, PluginProcess
 from luna_sidecar.process.confine import unprivileged_user
 from luna_sidecar.process.limits import ProcessLimits
 from luna_sidecar.process.metrics import ProcessMetrics
-from luna_sidecar.process.protocol import Answer, Done, MoreRoutes, Ready, RouteInfo
+from luna_sidecar.process.protocol import Answer, Done, MoreRoutes, Ready, RouteInfo, encode_points
 
 __all__ = [
     "IsolatedCallError",
@@ -135,6 +136,8 @@ class IsolatedPlugin:
             os.chown(self.workdir, self.user, self.user)
         self.state = "loading"
         self.restarts = 0
+        self.start_seconds = 0.0
+        """how long the last process took from its start to the plugin loaded"""
         self.confinement = ""
         self.last_exit: ExitInfo | None = None
         self.stand_ins: list[BasePlugin] = []
@@ -201,6 +204,7 @@ class IsolatedPlugin:
             "state": self.state,
             "pid": process.pid if process is not None and process.alive else None,
             "restarts": self.restarts,
+            "startSeconds": round(self.start_seconds, 3),
             "rssBytes": process.rss_bytes if process is not None and process.alive else 0,
             "cpuSeconds": round(process.cpu_seconds, 3) if process is not None else 0.0,
             "confinement": self.confinement,
@@ -225,12 +229,14 @@ class IsolatedPlugin:
     async def load(self) -> list[BasePlugin]:
         """Start the first process and build the stand-ins; raises :class:`ChildLoadError`."""
         process = self._new_process()
+        began = time.monotonic()
         try:
             ready = await process.start(self._start, self.isolation.lifecycle_timeout * 3)
         except BaseException:
             self.state = "closed"
             await self._discard(process)
             raise
+        self.start_seconds = time.monotonic() - began
         self._adopt(process, ready)
         self.stand_ins = self._make_stand_ins(ready)
         for info in ready.routes:
@@ -316,7 +322,11 @@ class IsolatedPlugin:
         process = self._process
         assert process is not None
         started = time.perf_counter()
-        done: Done = await process.call("event", index, payload)
+        first = payload[0] if len(payload) == 1 else None
+        if isinstance(first, list) and all(point.__class__ is MonitoringPoint for point in first):
+            done: Done = await process.call("points", index, encode_points(first))
+        else:
+            done = await process.call("event", index, payload)
         self.metrics.crossing.labels(self.module, "event").observe(
             max(0.0, time.perf_counter() - started - done.elapsed)
         )
@@ -331,6 +341,12 @@ class IsolatedPlugin:
                 return self._unavailable()
             raw = request.raw
             remote = getattr(raw, "remote", None)
+            raw_headers = getattr(raw, "raw_headers", None)
+            if not isinstance(raw_headers, list):
+                raw_headers = [
+                    (name.encode("latin-1"), value.encode("latin-1"))
+                    for name, value in request.headers.items()
+                ]
             started = time.perf_counter()
             try:
                 answer: Answer = await process.call(
@@ -339,9 +355,9 @@ class IsolatedPlugin:
                     request.method,
                     request.path,
                     request.query_string,
-                    list(request.headers.items()),
+                    raw_headers,
                     bytes(request.body),
-                    dict(request.match_info),
+                    request.match_info,
                     remote if isinstance(remote, str) else None,
                 )
             except ChildGoneError:
@@ -351,7 +367,7 @@ class IsolatedPlugin:
             )
             if answer.status == 0:
                 raise IsolatedCallError(answer.body.decode("utf-8", errors="replace"))
-            return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
+            return _response(answer)
 
         return forward
 
@@ -409,6 +425,7 @@ class IsolatedPlugin:
             return
         process = self._new_process()
         self._process = process
+        began = time.monotonic()
         try:
             ready = await process.start(self._start, self.isolation.lifecycle_timeout * 3)
         except ChildLoadError as exc:
@@ -420,6 +437,7 @@ class IsolatedPlugin:
         if self.state != "restarting":
             await process.close(self.isolation.lifecycle_timeout)
             return
+        self.start_seconds = time.monotonic() - began
         self._adopt(process, ready)
         self.restarts += 1
         self.metrics.restarts.labels(self.module).inc()
@@ -452,6 +470,20 @@ class IsolatedPlugin:
             await process.close(self.isolation.lifecycle_timeout + 1)
         with contextlib.suppress(Exception):
             shutil.rmtree(self.workdir, ignore_errors=True) if self.state == "closed" else None
+
+
+def _response(answer: Answer) -> web.StreamResponse:
+    """The child's answer as the response the route table sends; what a hostile child could
+    smuggle (a status outside HTTP's, CR or LF in a header) raises, and the client gets 500."""
+    if not 100 <= answer.status <= 599:
+        raise IsolatedCallError(f"the plugin's process answered status {answer.status}")
+    headers = dict(answer.headers)
+    if len(headers) == len(answer.headers):  # as pluginHTTPResponse builds it: its checks, its fast path
+        return PluginResponse(answer.status, answer.body, headers)
+    for name, value in answer.headers:  # a header given twice (cookies): checked here
+        if any(char in name or char in value for char in "\r\n"):
+            raise ValueError("a response header name or value holds CR or LF")
+    return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
 
 
 def _sys_path() -> list[str]:

@@ -166,3 +166,35 @@ class Forks(BaseBackgroundPlugin):
             started += 1
         return pluginHTTPResponse(body={"started": started, "refused": refused})
 """
+
+# writes frames of its own on the sidecar's socket (its process holds the descriptor): a forged
+# answer splitting the response with CR LF, an impossible status, bytes that decode to nothing
+FORGES_FRAMES = """
+import socket
+import sys
+import msgspec
+from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin
+
+SOCK = socket.socket(fileno=int(sys.argv[1]))
+
+def frame(data):
+    return len(data).to_bytes(4, "big") + data
+
+class Forges(BaseBackgroundPlugin):
+    async def initialize(self):
+        self.addRoute("/forge/{what}", self.forge)
+
+    def forge(self, request):
+        what = request.match_info["what"]
+        # the call being answered: the sidecar numbers calls 1, 2, 3... and pings apart
+        call = int(request.args.get("call"))
+        if what == "split":
+            answer = ["answer", call, 200, [["X-Evil", "a\\r\\nSet-Cookie: stolen=1"]], b"forged", 0.0]
+        elif what == "status":
+            answer = ["answer", call, 1999, [], b"forged", 0.0]
+        else:
+            SOCK.send(frame(b"\\xc1\\xc1 not msgpack"))
+            return None
+        SOCK.send(frame(msgspec.msgpack.encode(answer)))
+        return None
+"""

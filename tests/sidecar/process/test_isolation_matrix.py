@@ -278,3 +278,22 @@ def test_events_wait_in_the_queue_while_the_process_restarts(start: Callable[...
     assert process["restarts"] == 1 and process["lastExit"]["reason"] == "killed by SIGKILL"
     queue = sidecar.plugin("counter_isolated")["classes"][0]
     assert queue["failed"] == 0 and queue["dropped"] == 0, queue
+
+
+def test_forged_answers_on_the_socket_get_500_and_garbage_ends_the_process(
+    start: Callable[..., Sidecar],
+) -> None:
+    sidecar = start("forges", plugins.FORGES_FRAMES)
+    with well_behaved(sidecar) as failures:
+        # calls are numbered per process; the route calls of this process so far: none, so the
+        # first forged call answers itself (call 1), the next call 2
+        split = sidecar.get("/forge/split?call=1")
+        assert split.status == 500, split
+        assert "stolen" not in str(split.headers) and b"forged" not in split.body
+        status = sidecar.get("/forge/status?call=2")
+        assert status.status == 500, status
+        garbage = sidecar.get("/forge/garbage?call=3")
+        assert garbage.status == 503, garbage.text
+        wait_for(lambda: process_of(sidecar, "forges")["state"] == "running", timeout=30, what="the restart")
+    assert failures == [], failures[:5]
+    assert sidecar.metric("luna_plugin_process_exits_total", plugin="forges", reason="protocol") == 1
