@@ -39,7 +39,7 @@ EXPECTED: tuple[ExpectedCrd, ...] = (
         "lunapluginruntimes.luna.dev",
         "LunaPluginRuntime",
         "v1alpha1",
-        "62c683be378ac2152e9a3f9ab0f463a2840133dd8abfb9a80836136c6b0442c1",
+        "731d877cb3274929c22a3530c8df204faa269adf1e8fcd024895bb457b4aab6e",
     ),
 )
 

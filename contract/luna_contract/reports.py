@@ -46,6 +46,7 @@ __all__ = [
     "WAITING",
     "DeliveryReport",
     "PluginReport",
+    "ProcessReport",
     "RuntimeReportSpec",
     "active_revision",
     "differences",
@@ -89,6 +90,17 @@ class DeliveryReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=
     """the worst state of its classes' circuit breakers: ``open``, ``half-open`` or ``closed``"""
 
 
+class ProcessReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """An isolated plugin's process, reported once it has ended since the version started, or
+    while it does not run."""
+
+    state: str = "running"
+    """``running``, ``restarting`` or ``quarantined``"""
+    restarts: int = 0
+    last_exit: str | None = None
+    """why it last ended (``killed by SIGSEGV``, ``memory: ...``, ``stalled: ...``)"""
+
+
 class PluginReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     """One module as a sidecar reports it (fields left out when unset)."""
 
@@ -117,6 +129,8 @@ class PluginReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tr
     """batches dropped for it since the version started, any reason"""
     delivery: DeliveryReport | None = None
     """its durable delivery, while it has a backlog, dead letters or a breaker not closed"""
+    process: ProcessReport | None = None
+    """its own process (``spec.isolation: process``), once it has ended or while it is down"""
 
     def as_named(self, code_hashes: Mapping[str, str]) -> bool:
         """Whether this entry says no more than "runs the version the active list names"."""
@@ -131,6 +145,7 @@ class PluginReport(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tr
             and self.callbacks is None
             and self.route_answers is None
             and self.delivery is None
+            and self.process is None
         )
 
 

@@ -28,6 +28,7 @@ from luna_contract.reports import (
     REVISION_FIELD,
     DeliveryReport,
     PluginReport,
+    ProcessReport,
     RuntimeReportSpec,
     active_revision,
     differences,
@@ -217,7 +218,22 @@ def _plugin_report(plugin: Mapping[str, Any], figures: bool = False) -> PluginRe
         **counted,
         # a backlog, dead letters or an open breaker of its at-least-once delivery
         delivery=_delivery_report(plugin.get("classes") or []),
+        process=_process_report(plugin.get("process")),
     )
+
+
+def _process_report(process: object) -> ProcessReport | None:
+    """An isolated plugin's process (``GET /plugins``' ``process``), or None while it has
+    nothing to say (running, never ended since the version started)."""
+    if not isinstance(process, Mapping):
+        return None
+    state = str(process.get("state") or "running")
+    restarts = int(process.get("restarts") or 0)
+    last = process.get("lastExit")
+    last_exit = str(last.get("reason")) if isinstance(last, Mapping) and last.get("reason") else None
+    if state == "running" and restarts == 0 and last_exit is None:
+        return None
+    return ProcessReport(state=state, restarts=restarts, last_exit=last_exit)
 
 
 #: breaker states, the worst last
