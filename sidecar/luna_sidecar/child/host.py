@@ -25,6 +25,7 @@ from aiohttp import web
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseEventPlugin, BasePlugin
+from luna_plugins.delivery import DeliveryInfo, _enter, _leave
 from luna_plugins.http import PluginRequest
 from luna_plugins.routes import RouteCollector, RouteSpec
 from luna_sidecar.child.requests import ForwardedRequest, response_parts
@@ -196,11 +197,11 @@ class Host:
             message = pickle.loads(frame)
             kind = message[0]
             if kind == "points":
-                _, call, index, data = message
-                self._spawn(call, self._event(call, self.instances[index], (decode_points(data),)))
+                _, call, index, data, delivery = message
+                self._spawn(call, self._event(call, self.instances[index], (decode_points(data),), delivery))
             elif kind == "event":
-                _, call, index, payload = message
-                self._spawn(call, self._event(call, self.instances[index], payload))
+                _, call, index, payload, delivery = message
+                self._spawn(call, self._event(call, self.instances[index], payload, delivery))
             elif kind == "route":
                 _, call, index, method, path, query_string, headers, body, match_info, remote = message
                 raw = ForwardedRequest(method, path, query_string, headers, remote)
@@ -229,9 +230,13 @@ class Host:
         self.calls[call] = task
         task.add_done_callback(lambda _: self.calls.pop(call, None))
 
-    async def _event(self, call: int, instance: BasePlugin, payload: tuple[Any, ...]) -> None:
+    async def _event(
+        self, call: int, instance: BasePlugin, payload: tuple[Any, ...], delivery: DeliveryInfo | None
+    ) -> None:
         started = time.perf_counter()
         error: str | None = None
+        retry_after: float | None = None
+        token = _enter(delivery)  # the task's own context: delivery_context() as in-process
         try:
             assert isinstance(instance, BaseEventPlugin)
             async with asyncio.timeout(self.callback_timeout):
@@ -246,8 +251,13 @@ class Host:
             _out_of_memory()
         except BaseException as exc:  # whatever the plugin raised fails this batch only
             error = describe_exception(exc, self.source.origin)
+            asked = getattr(exc, "retry_after", None)
+            if isinstance(asked, int | float) and not isinstance(asked, bool):
+                retry_after = float(asked)
             self.logger.error("%s.handleEvent failed: %s", type(instance).__name__, error, exc_info=exc)
-        self.send(Done(call, error, time.perf_counter() - started))
+        finally:
+            _leave(token)
+        self.send(Done(call, error, time.perf_counter() - started, retry_after))
 
     async def _route(self, call: int, spec: RouteSpec, request: PluginRequest) -> None:
         started = time.perf_counter()

@@ -83,11 +83,13 @@ class LoadFailed(msgspec.Struct, tag="failed", array_like=True, frozen=True):
 
 
 class Done(msgspec.Struct, tag="done", array_like=True, frozen=True):
-    """An event call ended: ``error`` is None on success; ``elapsed`` is the callback's time."""
+    """An event call ended: ``error`` is None on success; ``elapsed`` is the callback's time;
+    ``retry_after``, the seconds the plugin asked for (``RetryLater``), if it did."""
 
     call: int
     error: str | None
     elapsed: float
+    retry_after: float | None = None
 
 
 class Answer(msgspec.Struct, tag="answer", array_like=True, frozen=True):

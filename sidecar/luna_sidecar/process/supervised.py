@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ from multidict import CIMultiDict
 
 from luna_plugins.application import LunaApplication
 from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, BaseEventPlugin, BasePlugin
+from luna_plugins.delivery import delivery_context
 from luna_plugins.http import PluginRequest, PluginResponse
 from luna_plugins.monitoring import MonitoringPoint
 from luna_plugins.routes import RouteSpec
@@ -56,7 +58,10 @@ _SERIALS = itertools.count()
 
 
 class IsolatedCallError(Exception):
-    """The plugin failed the call in its process; the message is what it raised there."""
+    """The plugin failed the call in its process; the message is what it raised there, and
+    ``retry_after`` what a ``RetryLater`` (or any exception with that attribute) asked for."""
+
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -323,15 +328,19 @@ class IsolatedPlugin:
         assert process is not None
         started = time.perf_counter()
         first = payload[0] if len(payload) == 1 else None
+        delivery = delivery_context()  # the batch's identity and attempt, under at-least-once
         if isinstance(first, list) and all(point.__class__ is MonitoringPoint for point in first):
-            done: Done = await process.call("points", index, encode_points(first))
+            done: Done = await process.call("points", index, encode_points(first), delivery)
         else:
-            done = await process.call("event", index, payload)
+            done = await process.call("event", index, payload, delivery)
         self.metrics.crossing.labels(self.module, "event").observe(
             max(0.0, time.perf_counter() - started - done.elapsed)
         )
         if done.error is not None:
-            raise IsolatedCallError(done.error)
+            failure = IsolatedCallError(done.error)
+            if done.retry_after is not None and math.isfinite(done.retry_after) and done.retry_after >= 0:
+                failure.retry_after = done.retry_after  # honoured as RetryLater's
+            raise failure
 
     def _endpoint(self, key: tuple[int, str, tuple[str, ...]]) -> Callable[[PluginRequest], Any]:
         async def forward(request: PluginRequest) -> web.StreamResponse:

@@ -198,3 +198,27 @@ class Forges(BaseBackgroundPlugin):
         SOCK.send(frame(msgspec.msgpack.encode(answer)))
         return None
 """
+
+# at-least-once across the boundary: the delivery context reaches the process, and RetryLater
+# asks the sidecar's durable worker for a later retry
+RETRIES_ONCE = """
+import time
+from luna_plugins.base.plugins_meta.base_plugins import BaseBackgroundPlugin, BaseEventPlugin
+from luna_plugins.base.plugins_meta.base_plugins import pluginHTTPResponse
+from luna_plugins.delivery import RetryLater, delivery_context
+
+SEEN = []
+
+class RetriesOnce(BaseEventPlugin):
+    eventName = "monitoring_event"
+
+    async def handleEvent(self, points, logger):
+        info = delivery_context()
+        SEEN.append({"id": info.id, "attempt": info.attempt, "at": time.monotonic(), "points": len(points)})
+        if info.attempt == 1:
+            raise RetryLater(0.5, "not yet")
+
+class Show(BaseBackgroundPlugin):
+    async def initialize(self):
+        self.addRoute("/seen", lambda request: pluginHTTPResponse(body=SEEN))
+"""

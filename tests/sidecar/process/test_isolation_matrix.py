@@ -297,3 +297,19 @@ def test_forged_answers_on_the_socket_get_500_and_garbage_ends_the_process(
         wait_for(lambda: process_of(sidecar, "forges")["state"] == "running", timeout=30, what="the restart")
     assert failures == [], failures[:5]
     assert sidecar.metric("luna_plugin_process_exits_total", plugin="forges", reason="protocol") == 1
+
+
+def test_at_least_once_reaches_the_process_with_its_context_and_retry_later(
+    sidecar_factory: Callable[..., Sidecar], tmp_path: Any
+) -> None:
+    sidecar = sidecar_factory(
+        plugins={"retries": plugins.RETRIES_ONCE},
+        active=["retries"],
+        args=["--isolate", "retries", "--delivery", "at-least-once", "--queue-dir", str(tmp_path / "queues")],
+    )
+    assert sidecar.post_event("monitoring_event", probe_points(3)).status == 202
+    seen = wait_for(lambda: len(s := sidecar.get("/seen").json()) >= 2 and s, timeout=30, what="the retry")
+    first, second = seen[0], seen[1]
+    assert (first["attempt"], second["attempt"]) == (1, 2)
+    assert first["id"] == second["id"] and second["points"] == 3
+    assert second["at"] - first["at"] >= 0.5, "retried no sooner than the plugin asked"
