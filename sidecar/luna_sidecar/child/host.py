@@ -9,6 +9,7 @@ sidecar would end it once its resident memory passed the limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -30,7 +31,7 @@ from luna_plugins.http import PluginRequest
 from luna_plugins.routes import RouteCollector, RouteSpec
 from luna_sidecar.child.requests import ForwardedRequest, response_parts
 from luna_sidecar.desired import PluginSource
-from luna_sidecar.engine.lifecycle import PluginVersion, close_instances, load_version, plugin_logger
+from luna_sidecar.engine.lifecycle import close_instances, load_version, plugin_logger
 from luna_sidecar.engine.loader import PluginLoadError, describe_exception
 from luna_sidecar.isolation import Leftovers
 from luna_sidecar.process.confine import confine
@@ -40,6 +41,7 @@ from luna_sidecar.process.protocol import (
     ChildMessage,
     ClassInfo,
     Done,
+    FrameProtocol,
     LoadFailed,
     MoreRoutes,
     Pong,
@@ -47,7 +49,6 @@ from luna_sidecar.process.protocol import (
     RouteInfo,
     decode_points,
     encode_child,
-    read_frame,
 )
 
 __all__ = ["EXIT_MEMORY", "main"]
@@ -145,14 +146,21 @@ class Host:
         self.routes: list[RouteSpec] = []
         self.instances: list[BasePlugin] = []
         self.calls: dict[int, asyncio.Task[None]] = {}
-        self.writer: asyncio.StreamWriter | None = None
+        self.connection: FrameProtocol | None = None
+        #: set when the sidecar says close or goes away
+        self.closing = asyncio.Event()
+        self.serving = False
 
     def send(self, message: ChildMessage) -> None:
-        assert self.writer is not None
-        self.writer.write(encode_child(message))
+        assert self.connection is not None
+        with contextlib.suppress(ConnectionError):  # the sidecar went away: the process ends anyway
+            self.connection.write(encode_child(message))
 
     async def run(self) -> None:
-        reader, self.writer = await asyncio.open_unix_connection(sock=self.sock)
+        loop = asyncio.get_running_loop()
+        _, self.connection = await loop.create_unix_connection(
+            lambda: FrameProtocol(self._frame, lambda _: self.closing.set()), sock=self.sock
+        )
         app = LunaApplication(
             self.start["service"], config=self.start.get("config") or {}, router=self.router
         )
@@ -162,7 +170,6 @@ class Host:
             )
         except PluginLoadError as exc:
             self.send(LoadFailed(exc.stage, exc.message))
-            await self.writer.drain()
             return
         self.instances = list(version.instances)
         classes = [
@@ -174,7 +181,9 @@ class Host:
         routes = [self._route_info(spec) for spec in version.routes()]
         self.send(Ready(classes, [route for route in routes if route is not None], self.confinement))
         self.router.on_added = self._added
-        await self._serve(reader, version)
+        self.serving = True
+        await self.closing.wait()
+        await self._close()
 
     def _route_info(self, spec: RouteSpec) -> RouteInfo | None:
         try:
@@ -189,32 +198,33 @@ class Host:
         if info is not None:
             self.send(MoreRoutes([info]))
 
-    async def _serve(self, reader: asyncio.StreamReader, version: PluginVersion) -> None:
-        while True:
-            frame = await read_frame(reader)
-            if frame is None:
-                break  # the sidecar went away
-            message = pickle.loads(frame)
-            kind = message[0]
-            if kind == "points":
-                _, call, index, data, delivery = message
-                self._spawn(call, self._event(call, self.instances[index], (decode_points(data),), delivery))
-            elif kind == "event":
-                _, call, index, payload, delivery = message
-                self._spawn(call, self._event(call, self.instances[index], payload, delivery))
-            elif kind == "route":
-                _, call, index, method, path, query_string, headers, body, match_info, remote = message
-                raw = ForwardedRequest(method, path, query_string, headers, remote)
-                request = PluginRequest(raw, body, match_info)
-                self._spawn(call, self._route(call, self.routes[index], request))
-            elif kind == "cancel":
-                task = self.calls.get(message[1])
-                if task is not None:
-                    task.cancel()
-            elif kind == "ping":
-                self.send(Pong(message[1]))
-            elif kind == "close":
-                break
+    def _frame(self, frame: bytes) -> None:
+        """One call from the sidecar, taken as it arrives: a synchronous route handler is
+        answered right here, anything else runs in a task of its own."""
+        message = pickle.loads(frame)
+        kind = message[0]
+        if not self.serving and kind != "close":
+            return  # nothing is sent before Ready; ignore what could not be served
+        if kind == "points":
+            _, call, index, data, delivery = message
+            self._spawn(call, self._event(call, self.instances[index], (decode_points(data),), delivery))
+        elif kind == "event":
+            _, call, index, payload, delivery = message
+            self._spawn(call, self._event(call, self.instances[index], payload, delivery))
+        elif kind == "route":
+            _, call, index, method, path, query_string, headers, body, match_info, remote = message
+            raw = ForwardedRequest(method, path, query_string, headers, remote)
+            self._route_now(call, self.routes[index], PluginRequest(raw, body, match_info))
+        elif kind == "cancel":
+            task = self.calls.get(message[1])
+            if task is not None:
+                task.cancel()
+        elif kind == "ping":
+            self.send(Pong(message[1]))
+        elif kind == "close":
+            self.closing.set()
+
+    async def _close(self) -> None:
         for task in list(self.calls.values()):
             task.cancel()
         await close_instances(
@@ -259,24 +269,40 @@ class Host:
             _leave(token)
         self.send(Done(call, error, time.perf_counter() - started, retry_after))
 
-    async def _route(self, call: int, spec: RouteSpec, request: PluginRequest) -> None:
+    def _route_now(self, call: int, spec: RouteSpec, request: PluginRequest) -> None:
         started = time.perf_counter()
         try:
+            result = spec.endpoint(request)
+        except MemoryError:
+            _out_of_memory()
+        except BaseException as exc:  # an HTTP exception is its answer; anything else fails the request
+            self._answer(call, exc, started)
+            return
+        if inspect.isawaitable(result):
+            self._spawn(call, self._route_later(call, result, started))
+        else:
+            self._answer(call, result, started)
+
+    async def _route_later(self, call: int, pending: Awaitable[Any], started: float) -> None:
+        try:
             async with asyncio.timeout(self.route_timeout):
-                result = spec.endpoint(request)
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await pending
         except asyncio.CancelledError:
             self.send(Answer(call, 0, [], b"cancelled", time.perf_counter() - started))
             return
         except MemoryError:
             _out_of_memory()
-        except BaseException as exc:  # an HTTP exception is its answer; anything else fails the request
-            if not isinstance(exc, web.HTTPException):
-                description = describe_exception(exc, self.source.origin)
-                self.send(Answer(call, 0, [], description.encode(), time.perf_counter() - started))
-                return
+        except BaseException as exc:
             result = exc
+        self._answer(call, result, started)
+
+    def _answer(self, call: int, result: Any, started: float) -> None:
+        """What a handler returned (or raised) as its answer: an HTTP exception is its answer;
+        anything else that is not a response fails the request."""
+        if isinstance(result, BaseException) and not isinstance(result, web.HTTPException):
+            description = describe_exception(result, self.source.origin)
+            self.send(Answer(call, 0, [], description.encode(), time.perf_counter() - started))
+            return
         parts = response_parts(result)
         if parts is None:
             what = f"returned {type(result).__name__} instead of a response that can be sent"

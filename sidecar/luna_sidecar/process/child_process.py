@@ -31,6 +31,7 @@ from luna_sidecar.process.limits import ProcessLimits
 from luna_sidecar.process.protocol import (
     Answer,
     Done,
+    FrameProtocol,
     LoadFailed,
     MoreRoutes,
     Pong,
@@ -38,7 +39,6 @@ from luna_sidecar.process.protocol import (
     Ready,
     decode_child,
     encode_parent,
-    read_frame,
 )
 
 __all__ = ["ChildGoneError", "ChildLoadError", "ExitInfo", "PluginProcess"]
@@ -114,7 +114,7 @@ class PluginProcess:
         self.started_at = 0.0
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._process: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._connection: FrameProtocol | None = None
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._ready: asyncio.Future[Ready] | None = None
@@ -158,12 +158,13 @@ class PluginProcess:
         self._watch_exit(self.pid)
         self.started_at = time.monotonic()
         self._last_pong = self.started_at
-        reader, self._writer = await asyncio.open_unix_connection(sock=parent_end, limit=1024 * 1024)
         loop = asyncio.get_running_loop()
+        _, self._connection = await loop.create_unix_connection(
+            lambda: FrameProtocol(self._frame, self._connection_ended), sock=parent_end
+        )
         self._ready = loop.create_future()
-        self._writer.write(encode_parent(start))
+        self._connection.write(encode_parent(start))
         self._tasks = [
-            asyncio.create_task(self._read(reader), name=f"luna-isolated-{self.module}-read"),
             asyncio.create_task(self._relay_output(), name=f"luna-isolated-{self.module}-output"),
             asyncio.create_task(self._watch(), name=f"luna-isolated-{self.module}-watch"),
         ]
@@ -196,9 +197,12 @@ class PluginProcess:
     # --- calls ---------------------------------------------------------------------------------
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        if self._writer is None or not self.alive:
+        if self._connection is None or not self.alive:
             raise ChildGoneError(self._gone_text())
-        self._writer.write(encode_parent(message))
+        try:
+            self._connection.write(encode_parent(message))
+        except ConnectionError:
+            raise ChildGoneError(self._gone_text()) from None
 
     def _gone_text(self) -> str:
         info = self._exited
@@ -225,17 +229,19 @@ class PluginProcess:
 
     # --- the connection ------------------------------------------------------------------------
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    def _frame(self, frame: bytes) -> None:
+        if self._kill_reason is not None:
+            return  # being ended: nothing it says counts any more
         try:
-            while True:
-                frame = await read_frame(reader)
-                if frame is None:
-                    return
-                self._dispatch(decode_child(frame))
+            message = decode_child(frame)
         except ProtocolError as exc:
             self.kill(str(exc), "protocol")
-        except (ConnectionError, OSError):
             return
+        self._dispatch(message)
+
+    def _connection_ended(self, error: Exception | None) -> None:
+        if error is not None:
+            self.kill(str(error), "protocol")
 
     def _dispatch(self, message: object) -> None:
         if isinstance(message, Done | Answer):
@@ -375,8 +381,8 @@ class PluginProcess:
             reason, kind = f"exit code {code}", "exit"
         expected = self._closing and self._kill_reason is None
         self._exited = ExitInfo(reason, kind, tuple(self.tail), expected)
-        if self._writer is not None:
-            self._writer.close()
+        if self._connection is not None and self._connection.transport is not None:
+            self._connection.transport.close()
         for future in self._calls.values():
             if not future.done():
                 future.set_exception(ChildGoneError(self._gone_text()))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, cast
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -25,6 +26,7 @@ __all__ = [
     "ChildMessage",
     "ClassInfo",
     "Done",
+    "FrameProtocol",
     "LoadFailed",
     "MoreRoutes",
     "Pong",
@@ -36,7 +38,6 @@ __all__ = [
     "encode_child",
     "encode_parent",
     "encode_points",
-    "read_frame",
 ]
 
 #: the largest frame either side accepts (a route's response body must fit)
@@ -144,21 +145,52 @@ def decode_child(data: bytes) -> ChildMessage:
         raise ProtocolError(f"the plugin's process sent a message that does not decode: {exc}") from exc
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
-    """The next frame's bytes; None when the peer closed the connection between frames."""
-    try:
-        head = await reader.readexactly(_LENGTH.size)
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise ProtocolError("the connection ended inside a frame's length") from exc
-        return None
-    (length,) = _LENGTH.unpack(head)
-    if length > MAX_FRAME:
-        raise ProtocolError(f"a frame of {length} bytes is over the limit of {MAX_FRAME}")
-    try:
-        return await reader.readexactly(length)
-    except asyncio.IncompleteReadError as exc:
-        raise ProtocolError("the connection ended inside a frame") from exc
+class FrameProtocol(asyncio.Protocol):
+    """Frames as they arrive, handed to ``on_frame`` in order without a task or an await per
+    frame (the crossing's latency is mostly loop turns); ``on_end`` once the connection ends,
+    with the :class:`ProtocolError` of a frame over :data:`MAX_FRAME`, if that is why."""
+
+    def __init__(self, on_frame: Callable[[bytes], None], on_end: Callable[[Exception | None], None]) -> None:
+        self.on_frame = on_frame
+        self.on_end = on_end
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._ended = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but offer what is used here
+        self.transport = cast(asyncio.Transport, transport)
+
+    def write(self, data: bytes) -> None:
+        """Send one encoded frame (buffered by the transport)."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= 4 and not self._ended:
+            (length,) = _LENGTH.unpack_from(buffer)
+            if length > MAX_FRAME:
+                self._end(ProtocolError(f"a frame of {length} bytes is over the limit of {MAX_FRAME}"))
+                return
+            if len(buffer) < 4 + length:
+                return
+            frame = bytes(buffer[4 : 4 + length])
+            del buffer[: 4 + length]
+            self.on_frame(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(None)
+
+    def _end(self, error: Exception | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self.transport is not None:
+            self.transport.close()
+        self.on_end(error)
 
 
 _points_encoder = msgspec.msgpack.Encoder()
