@@ -188,7 +188,12 @@ def test_every_dashboard_query_returns_data_from_a_real_operator_and_sidecars(
     )
     # an invalid plugin, refused by the webhook
     wait_for(
-        lambda: cluster.apply(plugin_manifest("invalid", ns, "def f(:\n"), check=False).returncode != 0,
+        lambda: (
+            cluster.apply(
+                plugin_manifest("invalid", ns, "def f(:\n"), "--dry-run=server", check=False
+            ).returncode
+            != 0
+        ),
         timeout=30,
         what="the webhook to refuse invalid code",
     )

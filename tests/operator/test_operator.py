@@ -202,9 +202,13 @@ def test_admission_webhook_rejects_invalid_code_at_apply(cluster: Cluster, kube:
         str(tmp_path / "certs"),
     )
     try:
+        attempts = iter(range(1_000_000))
 
         def rejected() -> Any:
-            result = cluster.apply(plugin_manifest("bad", ns, "def f(:\n"), check=False)
+            # a new name every time: once an apply got in before the webhook was registered, the
+            # same manifest again would be "unchanged" and never reach the API server's admission
+            name = f"bad-{next(attempts)}"
+            result = cluster.apply(plugin_manifest(name, ns, "def f(:\n"), check=False)
             return result.returncode != 0 and result
 
         result = wait_for(rejected, timeout=90, what="the webhook to be registered and reject")

@@ -153,7 +153,13 @@ def test_a_renewed_certificate_is_served_within_seconds_and_no_call_fails(
         register(kube, cluster.namespace, configuration["name"], port, ca)
         bad = plugin_manifest("bad", cluster.namespace, "def f(:\n")
         denied = wait_for(
-            lambda: (r := cluster.apply(bad, check=False)).returncode != 0 and "denied" in r.stderr and r,
+            # a server-side dry run: an apply that got in before the webhook served would leave the
+            # object stored, and the same manifest again would be "unchanged", never admitted again
+            lambda: (
+                (r := cluster.apply(bad, "--dry-run=server", check=False)).returncode != 0
+                and "denied" in r.stderr
+                and r
+            ),
             timeout=30,
             what="the webhook to deny a broken plugin",
         )
@@ -269,7 +275,10 @@ def test_the_operators_own_ca_rotates_with_overlap_and_no_call_fails(
     try:
         bad = plugin_manifest("bad", ns, "def f(:\n")
         wait_for(
-            lambda: (r := cluster.apply(bad, check=False)).returncode != 0 and "syntax error" in r.stderr,
+            lambda: (
+                (r := cluster.apply(bad, "--dry-run=server", check=False)).returncode != 0
+                and "syntax error" in r.stderr
+            ),
             timeout=60,
             what="the webhook to be trusted through the operator's CA and deny a broken plugin",
         )
