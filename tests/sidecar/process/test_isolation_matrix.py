@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -150,6 +151,12 @@ def test_a_plugin_that_crashes_on_one_event_is_restarted_then_quarantined(
     assert "about to exit on a poison point" in plugin["error"], "the last output is in the report"
     assert sidecar.metric("luna_plugin_reloads_total", plugin="poisoned", result="quarantined") == 1
     assert sidecar.metric("luna_plugin_process_exits_total", plugin="poisoned", reason="exit") == 3
+    # it stays quarantined until its code changes or SIGHUP asks for a retry
+    sidecar.process.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: sidecar.plugin("poisoned")["state"] == "running", timeout=30, what="the retry after SIGHUP"
+    )
+    assert process_of(sidecar, "poisoned")["restarts"] == 0, "a new process, a new count"
 
 
 def test_an_allocation_past_the_memory_limit_ends_only_that_process(start: Callable[..., Sidecar]) -> None:
