@@ -88,6 +88,18 @@ def isolated(name: str, code: str, module: str, **spec: Any) -> dict[str, Any]:
     return plugin
 
 
+def diagnosis(kube: Any, namespace: str) -> str:
+    """The plugins' status and the sidecar's log, for a failure's message."""
+    statuses = [
+        f"{item['metadata']['name']}: {item.get('status')}"
+        for item in get(kube, namespace, "lunaplugins")["items"]
+    ]
+    logs = kube.kubectl(
+        "logs", "-n", namespace, "-l", "app=handlers", "-c", "luna-sidecar", "--tail", "60", check=False
+    )
+    return "\n".join(statuses) + "\nsidecar log:\n" + logs.stdout + logs.stderr
+
+
 def sidecar_restarts(kube: Any, namespace: str) -> int:
     pods = get(kube, namespace, "pods", "-l", "app=handlers")["items"]
     return sum(
@@ -125,9 +137,16 @@ def test_isolated_plugins_on_a_pod_confined_and_bounded_by_the_pods_memory(node_
                 reply = answered("GET", routes + path)
                 return reply.json() if reply is not None and reply.status == 200 else None
 
-            looked = wait_for(
-                lambda: json_of("/looks-around"), timeout=240, what="the isolated plugin's route"
-            )
+            def text_of(path: str) -> str | None:
+                reply = answered("GET", routes + path)
+                return reply.text if reply is not None and reply.status == 200 else None
+
+            try:
+                looked = wait_for(
+                    lambda: json_of("/looks-around"), timeout=150, what="the isolated plugin's route"
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{diagnosis(kube, namespace)}") from None
             here = wait_for(lambda: json_of("/here"), timeout=60, what="the in-process plugin's route")
             assert looked["pid"] != here["pid"], "the isolated plugin runs in a process of its own"
             assert looked["uid"] != 0
@@ -136,10 +155,10 @@ def test_isolated_plugins_on_a_pod_confined_and_bounded_by_the_pods_memory(node_
             assert looked["luna_variables"] == []
             assert looked["settings"] == {"mine": "own value"}
 
-            wait_for(lambda: json_of("/grows-alive") == "alive", timeout=120, what="the growing plugin")
+            wait_for(lambda: text_of("/grows-alive") == "alive", timeout=120, what="the growing plugin")
             reply = answered("GET", routes + "/grows", timeout=60)
             assert reply is not None and reply.status == 503, reply
-            wait_for(lambda: json_of("/grows-alive") == "alive", timeout=120, what="its process restarted")
+            wait_for(lambda: text_of("/grows-alive") == "alive", timeout=120, what="its process restarted")
             assert json_of("/here") == here, "the in-process plugin (and the sidecar) kept running"
             assert json_of("/looks-around")["pid"] == looked["pid"], "the other isolated plugin kept running"
             assert sidecar_restarts(kube, namespace) == 0

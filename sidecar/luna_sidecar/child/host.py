@@ -100,6 +100,7 @@ def main() -> None:
         read_only=start["read_only"],
         read_write=start["read_write"],
         user=start.get("user"),
+        parent=start["parent"],
     )
     sock.setblocking(False)
     host = Host(start, sock, confinement)

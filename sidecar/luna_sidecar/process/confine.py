@@ -169,13 +169,16 @@ def _set_limit(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value))
 
 
-def confine(limits: ProcessLimits, *, read_only: list[str], read_write: list[str], user: int | None) -> str:
-    """Apply everything to this process (``user``: the one to become when running as root);
-    returns what was applied and what was refused."""
+def confine(
+    limits: ProcessLimits, *, read_only: list[str], read_write: list[str], user: int | None, parent: int
+) -> str:
+    """Apply everything to this process (``user``: the one to become when running as root;
+    ``parent``: the sidecar's pid); returns what was applied and what was refused."""
     applied: list[str] = []
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the sidecar died before the line above: do not outlive it
-        os._exit(1)
+    if os.getppid() != parent:  # the sidecar died before the line above: do not outlive it
+        os.write(2, b'{"level": "ERROR", "logger": "luna.sidecar", "message": "the sidecar is gone"}\n')
+        os._exit(1)  # (not "is my parent pid 1": in a container the sidecar itself is pid 1)
     try:
         with open("/proc/self/oom_score_adj", "w") as adj:
             adj.write("1000")

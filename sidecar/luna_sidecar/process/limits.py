@@ -33,5 +33,6 @@ class ProcessLimits:
     crash_window: float = 300.0
 
 
-#: address space allowed beyond the memory limit (thread stacks, arenas mapped but not used)
-ADDRESS_HEADROOM = 256 * MIB
+#: address space allowed beyond the memory limit: thread stacks and malloc arenas are mapped
+#: long before they are used (64 MiB per arena), so the cap only stops allocations far past it
+ADDRESS_HEADROOM = 1024 * MIB

@@ -173,6 +173,7 @@ class IsolatedPlugin:
             "read_write": [self.workdir, "/dev/null"],
             "workdir": self.workdir,
             "user": self.user,
+            "parent": os.getpid(),
             "limits": {name: getattr(self.limits, name) for name in self.limits.__dataclass_fields__},
             "callback_timeout": self.isolation.callback_timeout,
             "route_timeout": self.isolation.route_timeout,
