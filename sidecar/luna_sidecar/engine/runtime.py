@@ -508,6 +508,8 @@ class Runtime:
         self._slots.pop(slot.module, None)
         self.ledger.forget(slot.module)
         self.metrics.forget_plugin(slot.module)
+        if self.process_metrics is not None:
+            self.process_metrics.forget(slot.module)
 
     def quarantine_soon(self, module: str, blocked: float) -> None:
         """Quarantine ``module``, which blocked the event loop for ``blocked`` seconds in the

@@ -152,6 +152,9 @@ class PluginProcess:
                 start_new_session=True,
                 limit=1024 * 1024,
             )
+        except BaseException:
+            parent_end.close()
+            raise
         finally:
             child_end.close()
         self.pid = self._process.pid

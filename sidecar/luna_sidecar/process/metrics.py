@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["ProcessMetrics"]
@@ -14,6 +16,7 @@ class ProcessMetrics:
     """Counters and gauges per isolated plugin, in ``registry``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._owners: dict[str, object] = {}
         self.up = Gauge(
             "luna_plugin_process_up",
             "1 while an isolated plugin's process runs and is loaded, 0 while it restarts or is quarantined",
@@ -54,10 +57,33 @@ class ProcessMetrics:
             registry=registry,
         )
 
+    def claim(self, plugin: str, owner: object) -> None:
+        """``owner`` (a version's supervisor) is the one whose figures ``plugin``'s series show
+        from now on: a retiring version's :meth:`release` leaves them alone."""
+        self._owners[plugin] = owner
+
+    def release(self, plugin: str, owner: object) -> None:
+        """``owner``'s version ended: its gauges go, unless a newer version owns them."""
+        if self._owners.get(plugin) is owner:
+            del self._owners[plugin]
+            self._remove(plugin, (self.up, self.rss, self.cpu))
+
     def forget(self, plugin: str) -> None:
-        """Remove ``plugin``'s series (its version was retired)."""
-        for metric in (self.up, self.rss, self.cpu):
-            try:
+        """``plugin`` was unloaded: every series of it goes."""
+        self._owners.pop(plugin, None)
+        self._remove(plugin, (self.up, self.rss, self.cpu, self.restarts))
+        for metric in (self.exits, self.crossing):
+            for labels in [labels for labels in _label_sets(metric) if labels[0] == plugin]:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*labels)
+
+    @staticmethod
+    def _remove(plugin: str, metrics: tuple[Gauge | Counter, ...]) -> None:
+        for metric in metrics:
+            with contextlib.suppress(KeyError):
                 metric.remove(plugin)
-            except KeyError:
-                pass
+
+
+def _label_sets(metric: Counter | Histogram) -> list[tuple[str, ...]]:
+    """The label values of ``metric``'s children."""
+    return [tuple(labels) for labels in metric._metrics]  # the client keeps its children by label values

@@ -190,7 +190,8 @@ class IsolatedPlugin:
 
     def _set_state(self, state: str) -> None:
         self.state = state
-        self.metrics.up.labels(self.module).set(1 if state == "running" else 0)
+        if state != "closed":  # a closed version's gauges are released, or a newer one's
+            self.metrics.up.labels(self.module).set(1 if state == "running" else 0)
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -244,6 +245,7 @@ class IsolatedPlugin:
             raise
         self.start_seconds = time.monotonic() - began
         self._adopt(process, ready)
+        self.metrics.claim(self.module, self)
         self.stand_ins = self._make_stand_ins(ready)
         for info in ready.routes:
             self._add_route(info)
@@ -315,7 +317,7 @@ class IsolatedPlugin:
             self.logger.error("plugin %s: route %s refused: %s", self.module, info.path, exc)
 
     def _sampled(self, rss: int, cpu: float) -> None:
-        if self.state != "closed":
+        if self.state not in ("closed", "loading"):
             self.metrics.rss.labels(self.module).set(rss)
             self.metrics.cpu.labels(self.module).set(cpu)
 
@@ -444,6 +446,12 @@ class IsolatedPlugin:
             if process.alive:
                 process.kill(f"restart failed: {exc}", "load_failed")
             return
+        except Exception as exc:  # it could not even be started (no memory, no pids): an end too
+            if process.pid is None:
+                self._exited(process, ExitInfo(f"could not start: {exc}", "start_failed", (), False))
+            elif process.alive:
+                process.kill(f"restart failed: {exc}", "start_failed")
+            return
         if self.state != "restarting":
             await process.close(self.isolation.lifecycle_timeout)
             return
@@ -473,7 +481,7 @@ class IsolatedPlugin:
         if process is not None:
             await self._discard(process)
         shutil.rmtree(self.workdir, ignore_errors=True)
-        self.metrics.forget(self.module)
+        self.metrics.release(self.module, self)
 
     async def _discard(self, process: PluginProcess) -> None:
         if process.alive:

@@ -320,3 +320,29 @@ def test_at_least_once_reaches_the_process_with_its_context_and_retry_later(
     assert (first["attempt"], second["attempt"]) == (1, 2)
     assert first["id"] == second["id"] and second["points"] == 3
     assert second["at"] - first["at"] >= 0.5, "retried no sooner than the plugin asked"
+
+
+def test_a_reload_keeps_the_process_series_and_an_unload_removes_them(
+    sidecar_factory: Callable[..., Sidecar], tmp_path: Any
+) -> None:
+    active = tmp_path / "active"
+    active.write_text("counter_isolated")
+    sidecar = sidecar_factory(
+        plugins={"counter_isolated": plugins.counter("/count-isolated")},
+        args=["--active-file", str(active), "--isolate", "counter_isolated"],
+    )
+    first = process_of(sidecar, "counter_isolated")["pid"]
+    sidecar.write_plugin("counter_isolated", plugins.counter("/count-isolated") + "\n# v2\n")
+    wait_for(
+        lambda: process_of(sidecar, "counter_isolated")["pid"] not in (None, first), timeout=30, what="v2"
+    )
+    # the old version retires after the new one runs: its end must not take the new one's gauges
+    wait_for(lambda: not _session_members(first), timeout=30, what="the old process gone")
+    assert sidecar.metric("luna_plugin_process_up", plugin="counter_isolated") == 1
+    wait_for(
+        lambda: sidecar.metric("luna_plugin_process_resident_memory_bytes", plugin="counter_isolated") > 0,
+        what="the new process's memory",
+    )
+    active.write_text("")
+    wait_for(lambda: "counter_isolated" not in sidecar.plugins(), timeout=30, what="the unload")
+    assert not {name for name in sidecar.series_of("counter_isolated") if "process" in name}
