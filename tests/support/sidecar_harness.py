@@ -207,6 +207,12 @@ def start_sidecar(
             if attempt == attempts:
                 raise
             continue
+        except BaseException:
+            # never ready: nobody else holds it to stop it (and its plugins' processes end with it)
+            if sidecar.process.poll() is None:
+                sidecar.process.kill()
+                sidecar.process.wait()
+            raise
         return sidecar
     raise AssertionError("unreachable")
 
