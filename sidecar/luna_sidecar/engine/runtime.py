@@ -260,6 +260,12 @@ class Runtime:
             self._slots = ordered
             self.plugin_routes.forget_unserved()  # of versions that failed to load, of stray plugin objects
 
+    def _changed_on_its_own(self) -> None:
+        """Something changed without an apply (an isolated plugin's process ended or came back):
+        tell the listeners (the per-pod report)."""
+        for listener in self.on_change:
+            listener()
+
     def _packages_done(self) -> None:
         """A requirement set finished installing (or failed): converge again on what is desired."""
         if self._shut_down or (self._reapply is not None and not self._reapply.done()):
@@ -347,6 +353,7 @@ class Runtime:
             metrics=self.process_metrics,
             logger=logger,
             on_quarantine=self.quarantine_process_soon,
+            on_change=self._changed_on_its_own,
         )
         try:
             stand_ins = await supervisor.load()

@@ -124,6 +124,7 @@ class IsolatedPlugin:
         metrics: ProcessMetrics,
         logger: logging.Logger,
         on_quarantine: Callable[[str, str], None],
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.module = module
         self.code_hash = code_hash
@@ -133,6 +134,8 @@ class IsolatedPlugin:
         self.metrics = metrics
         self.logger = logger
         self.on_quarantine = on_quarantine
+        #: called when the process's state changes (the per-pod report is refreshed)
+        self.on_change = on_change
         self.workdir = tempfile.mkdtemp(prefix=f"luna-isolated-{module}-")
         os.chmod(self.workdir, 0o700)
         self.user: int | None = None
@@ -192,6 +195,8 @@ class IsolatedPlugin:
         self.state = state
         if state != "closed":  # a closed version's gauges are released, or a newer one's
             self.metrics.up.labels(self.module).set(1 if state == "running" else 0)
+        if self.on_change is not None and state in ("running", "restarting", "quarantined"):
+            self.on_change()
         self._changed.set()
         self._changed = asyncio.Event()
 
