@@ -14,7 +14,6 @@ import ctypes
 import os
 import resource
 import signal
-import sys
 from collections.abc import Iterable
 
 from luna_sidecar.process.limits import ADDRESS_HEADROOM, ProcessLimits
@@ -198,10 +197,3 @@ def confine(
         applied.append(_drop_root(user))
     applied.append(_landlock([*read_only, f"/proc/{os.getpid()}"], read_write))
     return "; ".join(applied)
-
-
-def python_paths() -> list[str]:
-    """What the interpreter needs to read: its installation and ``sys.path``'s folders."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    paths.update(entry for entry in sys.path if entry and os.path.isdir(entry))
-    return sorted(paths)

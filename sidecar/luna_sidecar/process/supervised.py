@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -161,7 +161,7 @@ class IsolatedPlugin:
 
     def _start_message(self, code: bytes, origin: str, settings: Any) -> dict[str, Any]:
         hidden = {os.path.realpath(path) for path in self.isolation.hidden}
-        sys_path = [entry for entry in _sys_path() if os.path.realpath(entry) not in hidden]
+        sys_path = [entry for entry in sys.path if os.path.realpath(entry) not in hidden]
         read_only = _python_paths(sys_path) + list(SYSTEM_READ_ONLY) + list(self.isolation.read_only)
         return {
             "module": self.module,
@@ -247,6 +247,7 @@ class IsolatedPlugin:
         except BaseException:
             self.state = "closed"
             await self._discard(process)
+            shutil.rmtree(self.workdir, ignore_errors=True)
             raise
         self.start_seconds = time.monotonic() - began
         self._adopt(process, ready)
@@ -491,8 +492,6 @@ class IsolatedPlugin:
     async def _discard(self, process: PluginProcess) -> None:
         if process.alive:
             await process.close(self.isolation.lifecycle_timeout + 1)
-        with contextlib.suppress(Exception):
-            shutil.rmtree(self.workdir, ignore_errors=True) if self.state == "closed" else None
 
 
 def _response(answer: Answer) -> web.StreamResponse:
@@ -509,15 +508,7 @@ def _response(answer: Answer) -> web.StreamResponse:
     return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
 
 
-def _sys_path() -> list[str]:
-    import sys
-
-    return list(sys.path)
-
-
 def _python_paths(sys_path: list[str]) -> list[str]:
-    import sys
-
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
     paths.update(entry for entry in sys_path if entry and os.path.isdir(entry))
     for package in ("luna_plugins", "luna_sidecar", "luna_contract"):
