@@ -5,10 +5,11 @@ letters' admin operations, and the final flush at shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class DeliveryService:
         self.metrics = DeliveryMetrics(registry, metrics)
         self.committer = GroupCommitter()
         self._queues: dict[tuple[str, str], DurableQueue] = {}
+        self._opening: dict[tuple[str, str], asyncio.Future[None]] = {}
         registry.register(QueueCollector(self.live_queues))
 
     def policy_for(self, plugin: str, requested: DeliveryPolicy | None = None) -> DeliveryPolicy:
@@ -77,8 +79,9 @@ class DeliveryService:
         requested: DeliveryPolicy | None = None,
     ) -> DurableWorker:
         """A worker delivering ``plugin``'s durable queue of ``instance``'s class to ``instance``
-        under ``policy_for(plugin, requested)``; opens (and recovers) the queue the first time, and
-        gives an open queue that policy when it changed. Raises ``OSError`` when it cannot."""
+        under ``policy_for(plugin, requested)``; opens (and recovers) the queue on the loop if
+        :meth:`prepare` did not open it first, and gives an open queue that policy when it
+        changed. Raises ``OSError`` when it cannot."""
         policy = self.policy_for(plugin, requested)
         queue = self._queue(plugin, type(instance).__name__, instance.eventName, policy)
         return DurableWorker(
@@ -90,12 +93,41 @@ class DeliveryService:
             logger=logger,
         )
 
+    async def prepare(
+        self, plugin: str, instances: Iterable[BaseEventPlugin], requested: DeliveryPolicy | None = None
+    ) -> None:
+        """Open (and recover) the durable queues of ``instances``' classes that are not open yet,
+        in a thread: the start-up scan of a large backlog (every record's frame and checksum)
+        never stalls the event loop, so probes, the intake and the other plugins keep answering
+        meanwhile. Raises ``OSError`` when a queue cannot be opened."""
+        policy = self.policy_for(plugin, requested)
+        for instance in instances:
+            key = (plugin, type(instance).__name__)
+            while key not in self._queues:
+                opening = self._opening.get(key)
+                if opening is not None:  # another load of this class opens it: look again after
+                    await asyncio.shield(opening)
+                    continue
+                self._opening[key] = done = asyncio.get_running_loop().create_future()
+                try:
+                    opened = await asyncio.to_thread(self._open, plugin, key[1], policy)
+                    self._register(plugin, key[1], instance.eventName, policy, opened)
+                finally:
+                    del self._opening[key]
+                    done.set_result(None)  # waiters find the queue, or try (and fail) themselves
+
     def _queue(self, plugin: str, class_name: str, event_name: str, policy: DeliveryPolicy) -> DurableQueue:
         key = (plugin, class_name)
         queue = self._queues.get(key)
         if queue is not None:
             queue.adopt(policy)
             return queue
+        return self._register(plugin, class_name, event_name, policy, self._open(plugin, class_name, policy))
+
+    def _open(
+        self, plugin: str, class_name: str, policy: DeliveryPolicy
+    ) -> tuple[SegmentLog, DeadLetters, str | None]:
+        """The files of one queue, opened and recovered (blocking: a thread or the loop)."""
         root = self.settings.queue_dir
         assert root is not None
         directory = root / _SAFE.sub("_", plugin) / _SAFE.sub("_", class_name)
@@ -107,6 +139,18 @@ class DeliveryService:
         segment_log.open()
         dead = DeadLetters(directory / "dead")
         dead.open()
+        warning = _capacity_warning(directory, policy.max_queue_bytes, segment_log.total_bytes)
+        return segment_log, dead, warning
+
+    def _register(
+        self,
+        plugin: str,
+        class_name: str,
+        event_name: str,
+        policy: DeliveryPolicy,
+        opened: tuple[SegmentLog, DeadLetters, str | None],
+    ) -> DurableQueue:
+        segment_log, dead, capacity_warning = opened
         queue = DurableQueue(
             plugin,
             class_name,
@@ -120,7 +164,7 @@ class DeliveryService:
         )
         if segment_log.quarantined:
             self.metrics.quarantined.labels(plugin, class_name).inc(segment_log.quarantined)
-        queue.capacity_warning = _capacity_warning(directory, policy.max_queue_bytes, segment_log.total_bytes)
+        queue.capacity_warning = capacity_warning
         if queue.capacity_warning:
             log.warning("plugin %s (%s): %s", plugin, class_name, queue.capacity_warning)
         if segment_log.pending:
@@ -130,7 +174,7 @@ class DeliveryService:
                 class_name,
                 segment_log.pending,
             )
-        self._queues[key] = queue
+        self._queues[(plugin, class_name)] = queue
         return queue
 
     def live_queues(self) -> Iterator[DurableQueue]:

@@ -396,6 +396,8 @@ class Runtime:
         old_version, old_workers = slot.current, slot.workers
         if version.process is None:  # an isolated plugin's module lives in its process
             publish_module(version.module)
+        if self.delivery is not None and self.delivery.durable(slot.module, version.source.delivery):
+            await self.delivery.prepare(slot.module, version.event_plugins, version.source.delivery)
         workers = [self._worker(slot.module, instance, version) for instance in version.event_plugins]
         for worker in workers:
             worker.start()
