@@ -33,7 +33,7 @@ EXPECTED: tuple[ExpectedCrd, ...] = (
         "lunaplugins.luna.dev",
         "LunaPlugin",
         "v1alpha1",
-        "0b0276a2f3b3cbc515e53424cf7d6953ec4501ad9b4fa25228e7028f8936696c",
+        "5c3a7449ea99410d02a05ee273bbe56de85e68cdd06b3a9057511b7007cd1753",
     ),
     ExpectedCrd(
         "lunapluginruntimes.luna.dev",

@@ -89,6 +89,15 @@ class DeliveryPolicy(Struct, frozen=True, rename="camel", omit_defaults=True):
     max_queue_bytes: Annotated[
         int, Meta(ge=1024 * 1024, le=1 << 40, description="Bytes the durable queue holds at most.")
     ] = 256 * 1024 * 1024
+    max_dead_letter_bytes: Annotated[
+        int,
+        Meta(
+            ge=1024 * 1024,
+            le=1 << 40,
+            description="Bytes the dead letters of one plugin class hold at most; the oldest are removed "
+            "(counted as dropped, dead_letters_full) to make room for a new one.",
+        ),
+    ] = 64 * 1024 * 1024
     when_full: Annotated[
         WhenFull,
         Meta(

@@ -111,6 +111,9 @@ class SidecarConfig:
     ``--delivery at-least-once`` and for plugins whose ``spec.delivery`` asks for it."""
     queue_max_bytes: int = 256 * 1024 * 1024
     """Bytes each durable queue holds at most (batches not delivered yet)."""
+    dead_letters_max_bytes: int = 64 * 1024 * 1024
+    """Bytes the dead letters of each durable queue hold at most; the oldest are removed (counted
+    as dropped, ``dead_letters_full``) to make room for a new one."""
     queue_when_full: str = "refuse"
     """What a full durable queue does with a new batch: ``refuse`` (the intake answers 503, the
     service keeps it), ``dropOldest`` (its oldest segment, up to an eighth of the bound, is dropped)
@@ -318,6 +321,7 @@ SETTINGS = rules.Settings(
         "delivery": rules.one_of(DELIVERY_MODES, "a delivery mode"),
         "queue_when_full": rules.one_of(WHEN_FULL, "what a full queue does"),
         "queue_max_bytes": rules.integer(minimum=1024 * 1024),
+        "dead_letters_max_bytes": rules.integer(minimum=1024 * 1024),
         "isolated_memory": rules.integer(minimum=64 * 1024 * 1024),
         "isolate": rules.comma_list(_module, "plugin module names"),
         "retry_max_elapsed": rules.seconds_or_zero,
@@ -387,12 +391,13 @@ def delivery_policy(config: SidecarConfig) -> DeliveryPolicy:
                 },
                 "breaker": {"failures": config.breaker_failures, "openSeconds": config.breaker_open_time},
                 "maxQueueBytes": config.queue_max_bytes,
+                "maxDeadLetterBytes": config.dead_letters_max_bytes,
                 "whenFull": config.queue_when_full,
             }
         )
     except PolicyError as exc:
         raise ConfigError(
-            f"the delivery settings (--delivery, --retry-*, --breaker-*, --queue-*): {exc}"
+            f"the delivery settings (--delivery, --retry-*, --breaker-*, --queue-*, --dead-letters-*): {exc}"
         ) from None
 
 

@@ -84,6 +84,7 @@ def test_the_crd_refuses_hostile_policies_and_explains_the_field(cluster: Cluste
     for bad in (
         {"mode": "exactly-once"},
         {"maxQueueBytes": 1},
+        {"maxDeadLetterBytes": 4096},
         {"whenFull": "block"},
         {"retry": {"initialBackoff": 0}},
         {"breaker": {"failures": 0}},
@@ -98,6 +99,7 @@ def test_the_crd_refuses_hostile_policies_and_explains_the_field(cluster: Cluste
     assert got["spec"]["delivery"] == {
         "mode": "at-least-once",
         "maxQueueBytes": 268435456,
+        "maxDeadLetterBytes": 67108864,
         "whenFull": "refuse",
     }
     assert read_spec(got["spec"]).delivery == DeliveryPolicy(mode="at-least-once")

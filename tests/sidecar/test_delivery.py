@@ -325,6 +325,36 @@ def test_exhausted_batches_become_dead_letters_that_replay_delivers(harness: Har
     assert sidecar.stop() == 0
 
 
+def test_dead_letters_keep_within_their_bound_and_count_what_they_remove(harness: Harness) -> None:
+    harness.set("fail")
+    sidecar = harness.start(
+        *FAST_RETRIES,
+        "--retry-max-elapsed",
+        "0.2",
+        "--breaker-failures",
+        "1000",
+        "--dead-letters-max-bytes",
+        "1048576",
+    )
+    for index in range(5):
+        assert sidecar.post_event("sending_event", event(index, pad=300_000)).status == 202
+
+    def names() -> list[str]:
+        (sink,) = http("GET", sidecar.admin + "/plugins/sink/dead-letters").json()["classes"]
+        return [letter["deliveryId"] for letter in sink["deadLetters"]]
+
+    wait_for(lambda: harness.queue_of(sidecar)["pending"] == 0, timeout=60, what="every batch given up")
+    ids = {line["req"]: line["id"] for line in harness.lines()}
+    assert names() == [ids["r2"], ids["r3"], ids["r4"]]  # three of ~300 KB fit in 1 MiB: the newest
+    assert sidecar.metric("luna_plugin_dropped_batches_total", plugin="sink", reason="dead_letters_full") == 2
+    queue = harness.queue_of(sidecar)
+    assert (queue["deadLettered"], queue["deadLetters"], queue["dropped"]) == (5, 3, {"dead_letters_full": 2})
+    assert sidecar.log().count("dead letters of sink (Sink) are bounded to 1048576 bytes") == 2
+    held = sum(path.stat().st_size for path in (harness.queue_dir / "sink" / "Sink" / "dead").iterdir())
+    assert held <= 1048576
+    assert sidecar.stop() == 0
+
+
 def test_at_most_once_stays_the_default(harness: Harness) -> None:
     sidecar = harness.start(durable=False)
     assert sidecar.post_event("sending_event", event(0)).status == 202

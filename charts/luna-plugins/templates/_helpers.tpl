@@ -153,6 +153,8 @@ the service container posts its events there.
       value: {{ $delivery.mode | default "at-most-once" | quote }}
     - name: LUNA_SIDECAR_QUEUE_MAX_BYTES
       value: {{ $delivery.maxQueueBytes | default 134217728 | int64 | quote }}
+    - name: LUNA_SIDECAR_DEAD_LETTERS_MAX_BYTES
+      value: {{ $delivery.maxDeadLetterBytes | default 67108864 | int64 | quote }}
     - name: LUNA_SIDECAR_QUEUE_WHEN_FULL
       value: {{ $delivery.whenFull | default "refuse" | quote }}
     - name: LUNA_SIDECAR_RETRY_INITIAL_BACKOFF

@@ -69,8 +69,12 @@ class DeadLetters:
                 self.count += 1
                 self.bytes += entry.stat().st_size
 
-    def add(self, record: Record, *, delivery_id: str, attempts: int, error: str) -> None:
-        """Write ``record`` as a dead letter, durably."""
+    def add(
+        self, record: Record, *, delivery_id: str, attempts: int, error: str, max_bytes: int | None = None
+    ) -> tuple[bool, int]:
+        """Write ``record`` as a dead letter, durably, keeping the files within ``max_bytes``: the
+        oldest dead letters are removed to make room. Returns (written, removed): ``written`` is
+        False when the one batch is larger than ``max_bytes`` (nothing is written or removed)."""
         meta = json.dumps(
             {
                 "deliveryId": delivery_id,
@@ -82,6 +86,14 @@ class DeadLetters:
         ).encode()
         payload = _META_LENGTH.pack(len(meta)) + meta + record.body
         data = HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        removed = 0
+        if max_bytes is not None:
+            if len(data) > max_bytes:
+                return False, 0
+            for oldest in self.names():
+                if self.bytes + len(data) <= max_bytes:
+                    break
+                removed += self.remove(oldest)
         name = f"{record.seq:020d}-{time.time_ns()}{SUFFIX}"
         tmp = self.directory / (name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -94,6 +106,7 @@ class DeadLetters:
         _fsync_dir(self.directory)
         self.count += 1
         self.bytes += len(data)
+        return True, removed
 
     def _read(self, path: Path, *, with_body: bool) -> tuple[dict[str, Any], bytes, int] | None:
         try:

@@ -37,6 +37,8 @@ _MAX_ITEMS = 10_000_000
 #: queue that keeps up does not decode every body twice; past this, bodies are decoded again
 FRESH_BATCHES = 1024
 FRESH_BYTES = 32 * 1024 * 1024
+#: the drop reason of a dead letter that did not fit the bound (``maxDeadLetterBytes``)
+DEAD_LETTERS_FULL = "dead_letters_full"
 
 
 class DurableQueue:
@@ -434,14 +436,27 @@ class DurableWorker:
 
     async def _dead_letter(self, record: Record, delivery_id: str, attempts: int, error: str) -> None:
         queue = self.queue
-        await asyncio.to_thread(
-            queue.dead.add, record, delivery_id=delivery_id, attempts=attempts, error=error
+        bound = queue.policy.max_dead_letter_bytes
+        written, removed = await asyncio.to_thread(
+            queue.dead.add, record, delivery_id=delivery_id, attempts=attempts, error=error, max_bytes=bound
         )
         queue.log.done(record)
         queue.committer.touch(queue.log)
         queue.head = None
-        queue.dead_lettered += 1
-        self._dead_lettered.inc()
+        if removed or not written:
+            queue.count_dropped(DEAD_LETTERS_FULL, removed + (not written))
+            self.logger.warning(
+                "dead letters of %s (%s) are bounded to %d bytes: %s",
+                queue.plugin,
+                queue.class_name,
+                bound,
+                f"{removed} oldest removed to keep batch {delivery_id}"
+                if written
+                else f"batch {delivery_id} ({record.size} bytes) is larger than the bound and was dropped",
+            )
+        if written:
+            queue.dead_lettered += 1
+            self._dead_lettered.inc()
 
     async def _call(self, payload: tuple[Any, ...], info: DeliveryInfo) -> None:
         """One attempt under the timeout, in this worker's task, with the delivery context set.
