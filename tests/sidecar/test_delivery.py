@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +352,62 @@ def test_dead_letters_keep_within_their_bound_and_count_what_they_remove(harness
     assert sidecar.log().count("dead letters of sink (Sink) are bounded to 1048576 bytes") == 2
     held = sum(path.stat().st_size for path in (harness.queue_dir / "sink" / "Sink" / "dead").iterdir())
     assert held <= 1048576
+    assert sidecar.stop() == 0
+
+
+@pytest.fixture
+def small_disk(harness: Harness) -> Iterator[Path]:
+    """The queue directory on a 2 MiB tmpfs of its own, unmounted afterwards whatever happens."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("mounting a small file system for the queue directory needs root")
+        pytest.skip("mounting a small file system for the queue directory needs root")
+    harness.queue_dir.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "luna-test-queues", str(harness.queue_dir)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield harness.queue_dir
+    finally:
+        subprocess.run(["umount", "-l", str(harness.queue_dir)], check=False, capture_output=True)
+
+
+def test_a_full_disk_answers_503_loses_nothing_accepted_and_recovers_once_delivered(
+    harness: Harness, small_disk: Path
+) -> None:
+    harness.set("fail")
+    sidecar = harness.start(*FAST_RETRIES, "--breaker-failures", "1000", "--queue-max-bytes", str(64 << 20))
+    assert "has" in (harness.queue_of(sidecar)["capacityWarning"] or "")  # 2 MiB for a 64 MiB bound
+    replies = []
+    for index in range(40):  # about 19 batches of 100 KB fit
+        reply = sidecar.post_event("sending_event", event(index, pad=100_000))
+        replies.append(reply)
+        if reply.status == 503:
+            break
+    refused = replies[-1]
+    assert refused.status == 503, [reply.status for reply in replies]
+    assert "cannot be written" in refused.json()["error"] and "No space left" in refused.json()["error"]
+    accepted = [f"r{index}" for index, reply in enumerate(replies) if reply.status == 202]
+    assert len(accepted) == len(replies) - 1 >= 5
+    assert http("GET", sidecar.metrics_url + "/healthz").status == 200
+    assert sidecar.metric("luna_plugin_dropped_batches_total", plugin="sink") == 0
+
+    harness.clear("fail")
+    wait_for(lambda: harness.delivered() == accepted, timeout=60, what="every accepted batch delivered")
+
+    def sent_again(index: int) -> bool:  # as the service's client does with a 503
+        return sidecar.post_event("sending_event", event(index, pad=100_000)).status == 202
+
+    # the delivered segment's space comes back: new batches are taken again
+    next_index = len(replies) - 1
+    for index in range(next_index, next_index + 25):
+        wait_for(lambda index=index: sent_again(index), timeout=30, what=f"batch {index} taken")
+    wait_for(
+        lambda: len(harness.delivered()) == next_index + 25, timeout=60, what="the new batches delivered"
+    )
+    assert harness.delivered() == [f"r{index}" for index in range(next_index + 25)]
     assert sidecar.stop() == 0
 
 

@@ -13,8 +13,10 @@ A record is framed as ``length (u32) | crc32 (u32) | payload`` (little-endian); 
 grow by one within a segment. What callers may rely on:
 
 * :meth:`SegmentLog.append` writes a whole record to the page cache (or raises, leaving the
-  segment as it was); it is durable once a sync job that started after it has run
-  (:mod:`luna_sidecar.delivery.commit`); only durable records are handed to the reader.
+  segment as it was, and giving it up for the next sync to delete when all of it is delivered: a
+  full disk gets its space back once the backlog is delivered); it is durable once a sync job
+  that started after it has run (:mod:`luna_sidecar.delivery.commit`); only durable records are
+  handed to the reader.
 * Opening a log reads every segment as a stream (one record in memory at a time) and checks each
   record's frame, checksum and sequence. A segment with bad bytes (a torn tail after a crash,
   random bytes) is copied to ``quarantine/``, counted and logged once, and cut back to its last
@@ -346,6 +348,11 @@ class SegmentLog:
                 written += os.write(fd, data[written:])
         except OSError:
             os.ftruncate(fd, active.size)
+            if not active.empty and active.last_seq < self.cursor:
+                # everything in it is done: let the next sync delete it (a full disk gets its
+                # space back once the backlog is delivered) and append to a new segment
+                self._to_close.append(fd)
+                self._fd, self._active = None, None
             raise
         active.size += len(data)
         active.last_seq = seq
@@ -354,11 +361,12 @@ class SegmentLog:
         return seq
 
     def _rotate(self) -> Segment:
-        if self._fd is not None:
+        segment = Segment(self.next_seq, self.directory / f"{self.next_seq:020d}{SUFFIX}")
+        fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        if self._fd is not None:  # only once the new file exists: a failed open changes nothing
             self._to_sync.append(self._fd)
             self._to_close.append(self._fd)
-        segment = Segment(self.next_seq, self.directory / f"{self.next_seq:020d}{SUFFIX}")
-        self._fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        self._fd = fd
         self._new_file = True
         self._active = segment
         self.segments.append(segment)
@@ -381,6 +389,9 @@ class SegmentLog:
             now = time.monotonic()
             if closing or now - self._cursor_synced_at >= CURSOR_SYNC_INTERVAL:
                 job.sync_cursor, self._cursor_synced_at = True, now
+        # segments wholly behind the cursor go once it is written (by this job, or before it; a
+        # segment given up by a failed append is one of them although the cursor did not move)
+        if self.segments and self.segments[0] is not self._active and self.segments[0].last_seq < self.cursor:
             keep: list[Segment] = []
             for segment in self.segments:
                 if segment is not self._active and segment.last_seq < self.cursor:

@@ -127,7 +127,11 @@ class DurableQueue:
             if self._over(len(body)):
                 self.count_dropped("queue_full", 1)
                 return None
-        seq = self.log.append(body, delivery_id=delivery_id)
+        try:
+            seq = self.log.append(body, delivery_id=delivery_id)
+        except OSError:
+            self.committer.touch(self.log)  # a segment given up is deleted by the next sync
+            raise
         if (
             payload is not None
             and len(self._fresh) < FRESH_BATCHES

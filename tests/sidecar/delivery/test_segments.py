@@ -220,3 +220,76 @@ async def test_a_queue_dir_too_small_for_the_bound_is_reported(tmp_path: Path) -
     warning = worker.queue.describe()["capacityWarning"]
     assert warning is not None and "queue bound of 1099511627776 bytes" in warning
     await service.close()
+
+
+def test_a_failed_append_leaves_the_log_as_it_was_and_gives_up_a_delivered_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    segment_log = opened(tmp_path, segment_bytes=1 << 20)
+    for index in range(3):
+        segment_log.append(b"batch %d" % index)
+    sync(segment_log)
+    assert drain(segment_log) == [b"batch 0", b"batch 1", b"batch 2"]
+    sync(segment_log)  # the cursor is written: the next sync has no cursor to write
+    full_segment = segment_log.segments[0].path
+    real_write = os.write
+
+    def disk_full(fd: int, data: bytes) -> int:
+        real_write(fd, data[:5])  # a torn write, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        segment_log.append(b"batch 3")
+    monkeypatch.setattr(os, "write", real_write)
+    assert segment_log.next_seq == 4 and full_segment.stat().st_size == segment_log.segments[0].size
+    sync(segment_log)  # every record of the segment is delivered: the sync deletes it
+    assert not full_segment.exists() and segment_log.pending_bytes == 0
+    segment_log.append(b"batch 3")  # into a new segment
+    sync(segment_log)
+    assert drain(segment_log) == [b"batch 3"]
+    sync(segment_log)
+    segment_log.close()
+    assert drain(opened(tmp_path)) == []  # nothing comes again after a restart
+
+
+def test_a_failed_append_keeps_a_segment_that_holds_batches_not_delivered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    segment_log = opened(tmp_path)
+    segment_log.append(b"waiting")
+    sync(segment_log)
+    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(OSError):
+        segment_log.append(b"refused")
+    monkeypatch.undo()
+    sync(segment_log)
+    segment_log.append(b"next")
+    sync(segment_log)
+    assert drain(segment_log) == [b"waiting", b"next"]
+    segment_log.close()
+
+
+def test_a_segment_that_cannot_be_created_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    segment_log = opened(tmp_path, segment_bytes=64)
+    segment_log.append(b"x" * 100)  # fills the first segment: the next append rotates
+    real_open = os.open
+
+    def no_inodes(path: object, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith(".seg"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, flags, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", no_inodes)
+    with pytest.raises(OSError):
+        segment_log.append(b"y")
+    monkeypatch.undo()
+    sync(segment_log)  # the first segment's file is still open and synced, not closed under it
+    segment_log.append(b"y")
+    sync(segment_log)
+    segment_log.append(b"z")  # the new segment's file stayed open through that sync
+    sync(segment_log)
+    assert drain(segment_log) == [b"x" * 100, b"y", b"z"]
+    segment_log.close()
