@@ -355,6 +355,41 @@ def test_dead_letters_keep_within_their_bound_and_count_what_they_remove(harness
     assert sidecar.stop() == 0
 
 
+def test_a_dead_letter_that_cannot_be_written_stays_in_the_queue_until_it_can(harness: Harness) -> None:
+    harness.set("fail")
+    sidecar = harness.start(
+        *FAST_RETRIES,
+        "--retry-max-elapsed",
+        "0.2",
+        "--retry-max-backoff",
+        "0.1",
+        "--breaker-failures",
+        "1000",
+    )
+    dead_dir = harness.queue_dir / "sink" / "Sink" / "dead"
+    assert sidecar.post_event("sending_event", event(0)).status == 202
+    wait_for(lambda: len(list(dead_dir.iterdir())) == 1, what="a first dead letter")
+    dead_dir.rename(dead_dir.with_name("dead.aside"))
+    dead_dir.write_text("not a directory")  # every write of a dead letter fails
+    for index in (1, 2):
+        assert sidecar.post_event("sending_event", event(index)).status == 202
+    wait_for(lambda: sidecar.log().count("cannot write batch") >= 2, timeout=30, what="the failure logged")
+    queue = harness.queue_of(sidecar)
+    assert (queue["deadLettered"], queue["pending"]) == (1, 2)  # nothing skipped, nothing lost
+    dead_dir.unlink()
+    dead_dir.with_name("dead.aside").rename(dead_dir)
+    wait_for(lambda: harness.queue_of(sidecar)["deadLettered"] == 3, timeout=30, what="both written")
+    assert harness.queue_of(sidecar)["pending"] == 0
+    ids = {line["req"]: line["id"] for line in harness.lines()}
+    (sink,) = http("GET", sidecar.admin + "/plugins/sink/dead-letters").json()["classes"]
+    assert [letter["deliveryId"] for letter in sink["deadLetters"]] == [ids["r0"], ids["r1"], ids["r2"]]
+    assert sidecar.metric("luna_plugin_dropped_batches_total", plugin="sink") == 0
+    harness.clear("fail")
+    assert sidecar.post_event("sending_event", event(3)).status == 202
+    wait_for(lambda: harness.delivered() == ["r3"], what="the worker still delivering")
+    assert sidecar.stop() == 0
+
+
 @pytest.fixture
 def small_disk(harness: Harness) -> Iterator[Path]:
     """The queue directory on a 2 MiB tmpfs of its own, unmounted afterwards whatever happens."""

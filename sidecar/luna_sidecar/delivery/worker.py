@@ -440,10 +440,31 @@ class DurableWorker:
 
     async def _dead_letter(self, record: Record, delivery_id: str, attempts: int, error: str) -> None:
         queue = self.queue
-        bound = queue.policy.max_dead_letter_bytes
-        written, removed = await asyncio.to_thread(
-            queue.dead.add, record, delivery_id=delivery_id, attempts=attempts, error=error, max_bytes=bound
-        )
+        while True:
+            bound = queue.policy.max_dead_letter_bytes
+            try:
+                written, removed = await asyncio.to_thread(
+                    queue.dead.add,
+                    record,
+                    delivery_id=delivery_id,
+                    attempts=attempts,
+                    error=error,
+                    max_bytes=bound,
+                )
+                break
+            except OSError as exc:  # a full disk: the batch stays at the head of the queue
+                wait = queue.policy.retry.max_backoff
+                self.logger.error(
+                    "cannot write batch %s of %s (%s) as a dead letter (%s); it stays in the queue, "
+                    "written again in %g s",
+                    delivery_id,
+                    queue.plugin,
+                    queue.class_name,
+                    exc,
+                    wait,
+                )
+                if not await self._pause(wait):
+                    return  # handing over: the next worker starts from this batch again
         queue.log.done(record)
         queue.committer.touch(queue.log)
         queue.head = None
