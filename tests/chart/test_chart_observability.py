@@ -1,9 +1,11 @@
 """The chart's observability: the operator scraped by default, its ServiceMonitor, the alerts
-(promtool check and unit tests) and the Grafana dashboard ConfigMap."""
+(promtool check and unit tests), the Grafana dashboard ConfigMap and its sidecar queries (evaluated
+by promtool with the dashboard's variables filled in)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +20,12 @@ from tests.support.prometheus import required_tool
 RULES = CHART / "files" / "prometheus-rules.yaml"
 DASHBOARD = CHART / "files" / "dashboards" / "luna-plugins.json"
 RULE_TESTS = Path(__file__).with_name("prometheus_rules_test.yaml")
+#: how a sidecar panel keeps the pods of the chosen services: ``and`` keeps the left side's values
+#: and labels, and a pod scraped by two jobs (a PodMonitor and annotations) is no many-to-many error
+SERVICE_JOIN = 'and on (namespace, pod) luna_sidecar_info{luna_service=~"$service"}'
+#: a metric selector of a query: its name and its label matchers
+SELECTOR = re.compile(r"(luna_[a-z_]+)\{([^}]*)\}")
+MATCHER = re.compile(r'(\w+)\s*(=~|!=|!~|=)\s*"([^"]*)"')
 
 
 def alert_names() -> list[str]:
@@ -194,3 +202,80 @@ def test_the_dashboard_filters_by_service_and_namespace() -> None:
     exprs = [t["expr"] for p in board["panels"] if p["type"] != "row" for t in p["targets"]]
     by_service = [e for e in exprs if "luna_operator_" in e and "luna_service)" in e.replace(", plugin", "")]
     assert by_service and all('luna_service=~"$service"' in e for e in by_service)
+    # the sidecars' metrics do not carry the pod's service: each of their queries keeps the pods
+    # whose sidecar says it serves a chosen one, once per metric selector
+    sidecar = sidecar_queries()
+    assert len(sidecar) >= 20
+    for expr in sidecar:
+        assert 'namespace=~"$namespace"' in expr, expr
+        selected = [name for name, _ in SELECTOR.findall(expr) if name != "luna_sidecar_info"]
+        assert selected and expr.count(SERVICE_JOIN) == len(selected), expr
+
+
+def sidecar_queries() -> list[str]:
+    """The dashboard's queries of the sidecars' metrics (every query but the operator's)."""
+    board = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in board["panels"] if p["type"] != "row" for t in p["targets"]]
+    return [e for e in exprs if "luna_operator_" not in e]
+
+
+def input_series(queries: list[str]) -> list[dict[str, str]]:
+    """Series for ``promtool test rules``: every metric the queries select, on pod handlers-1 of
+    service handlers (counters rising, gauges at 1), labelled to pass the queries' matchers; the
+    sidecar info of handlers-1 (scraped by two jobs) and of matcher-1, a pod of service matcher that
+    has no other series."""
+    series: dict[str, str] = {}
+    for expr in queries:
+        for name, matchers in SELECTOR.findall(expr):
+            if name == "luna_sidecar_info":
+                continue
+            labels = {"namespace": "team-a", "pod": "handlers-1", "job": "sidecars"}
+            for label, op, value in MATCHER.findall(matchers):
+                if label != "namespace":
+                    labels[label] = value if op == "=" else f"not-{value}"
+            counter = name.endswith(("_total", "_bucket"))
+            for le in ("0.5", "+Inf") if name.endswith("_bucket") else (None,):
+                tagged = {**labels, "le": le} if le else labels
+                text = ",".join(f'{key}="{value}"' for key, value in tagged.items())
+                series[f"{name}{{{text}}}"] = "0+1x40" if counter else "1x40"
+    for pod, service, job in (
+        ("handlers-1", "handlers", "sidecars"),
+        ("handlers-1", "handlers", "annotations"),
+        ("matcher-1", "matcher", "sidecars"),
+    ):
+        info = f'luna_sidecar_info{{namespace="team-a",pod="{pod}",luna_service="{service}",job="{job}"}}'
+        series[info] = "1x40"
+    return [{"series": name, "values": values} for name, values in series.items()]
+
+
+def test_every_sidecar_panel_shows_only_the_chosen_services_in_promtool(tmp_path: Path) -> None:
+    """Each sidecar query, evaluated by Prometheus' own engine with the dashboard's variables as
+    Grafana fills them in: All and handlers (alone or with another) find handlers-1; matcher, whose
+    pod has the info series only, and a service no sidecar serves find nothing."""
+    queries = sidecar_queries()
+    found = {".*": True, "handlers": True, "(handlers|other)": True, "matcher": False, "nobody": False}
+    cases = []
+    for expr in queries:
+        for service, expected in found.items():
+            filled = expr.replace("$namespace", ".*").replace("$service", service)
+            filled = filled.replace("$__rate_interval", "1m")
+            cases.append(
+                {
+                    "expr": f"count({filled}) > bool 0",
+                    "eval_time": "5m",
+                    "exp_samples": [{"labels": "{}", "value": 1}] if expected else [],
+                }
+            )
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "15s", "input_series": input_series(queries), "promql_expr_test": cases}],
+    }
+    (tmp_path / "dashboard_test.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    tested = subprocess.run(
+        [required_tool("promtool"), "test", "rules", "dashboard_test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -331,15 +331,19 @@ def guide_queries() -> list[str]:
 
 
 def dashboard_queries(namespace: str) -> list[str]:
-    """The dashboard's queries of the sidecars' metrics, with its variables filled in."""
+    """The dashboard's queries of the sidecars' metrics, with its variables filled in (the service:
+    the handlers pods' own, which their sidecars expose as luna_sidecar_info's luna_service)."""
     board = json.loads((ROOT / "charts/luna-plugins/files/dashboards/luna-plugins.json").read_text())
+    variables = {"$namespace": namespace, "$service": "handlers", "$__rate_interval": "1m"}
     found: list[str] = []
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             expr = node.get("expr")
             if isinstance(expr, str) and "luna_operator_" not in expr:
-                found.append(expr.replace("$namespace", namespace).replace("$__rate_interval", "1m"))
+                for variable, value in variables.items():
+                    expr = expr.replace(variable, value)
+                found.append(expr)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
