@@ -1,5 +1,5 @@
 """The service client's middleware in each framework services run on (aiohttp, Sanic, Starlette
-served by uvicorn), serving real requests on loopback and posting the points to a real sidecar
+and FastAPI served by uvicorn), serving real requests on loopback and posting the points to a real sidecar
 process, whose plugin writes down every point it gets."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import fastapi  # FastAPI reads its handlers' annotations (strings here) in the module's globals
+import fastapi.responses
 import pytest
 from aiohttp import web
 
@@ -123,7 +125,6 @@ async def sanic_service(sender: SidecarSender, port: int) -> AsyncIterator[None]
 
 @contextlib.asynccontextmanager
 async def starlette_service(sender: SidecarSender, port: int) -> AsyncIterator[None]:
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -157,6 +158,49 @@ async def starlette_service(sender: SidecarSender, port: int) -> AsyncIterator[N
     app.add_middleware(
         MonitoringMiddleware, sender=sender, monitored=lambda scope: scope["path"] != "/health"
     )
+    async with uvicorn_serving(app, port):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def fastapi_service(sender: SidecarSender, port: int) -> AsyncIterator[None]:
+    from luna_plugins_client.asgi import MonitoringMiddleware, request_id_of
+
+    def request_id(request: fastapi.Request) -> str:  # a dependency, as FastAPI services pass such things
+        return request_id_of(request.scope)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: fastapi.FastAPI) -> AsyncIterator[None]:
+        async with sender:
+            yield
+
+    app = fastapi.FastAPI(lifespan=lifespan)
+
+    @app.post("/6/handlers/{id}/events", status_code=201)
+    async def events(id: str, luna_request_id: str = fastapi.Depends(request_id)) -> dict[str, str]:
+        return {"requestId": luna_request_id}
+
+    @app.get("/6/missing")
+    @app.get("/health")
+    async def missing() -> fastapi.responses.JSONResponse:
+        return fastapi.responses.JSONResponse(MISSING, status_code=404)
+
+    @app.get("/6/broken")
+    async def broken() -> None:
+        raise RuntimeError("bug")
+
+    app.add_middleware(
+        MonitoringMiddleware, sender=sender, monitored=lambda scope: scope["path"] != "/health"
+    )
+    async with uvicorn_serving(app, port):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(app: Any, port: int) -> AsyncIterator[None]:
+    """``app`` served by uvicorn on ``port`` of loopback, its lifespan run, until the block ends."""
+    import uvicorn
+
     server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="critical", lifespan="on"))
     serving = asyncio.create_task(server.serve())
     try:
@@ -179,7 +223,9 @@ def recorded(out: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    "service", [aiohttp_service, sanic_service, starlette_service], ids=lambda s: s.__name__
+    "service",
+    [aiohttp_service, sanic_service, starlette_service, fastapi_service],
+    ids=lambda s: s.__name__,
 )
 async def test_each_framework_records_its_requests_into_a_real_sidecar(
     service: Server, sidecar_factory: Callable[..., Sidecar], tmp_path: Path, caplog: pytest.LogCaptureFixture
