@@ -48,12 +48,15 @@ test-compat: venv
 	$(BIN)/luna-cluster build --kube-version $(COMPAT_KUBE)
 	LUNA_KUBE_VERSION=$(COMPAT_KUBE) $(BIN)/python -m pytest -q -ra -m compat tests/chart tests/operator
 
-## system-deps: Debian tools the tests and benchmarks use: promtool (prometheus), wrk, and for the
-## node and the image runc, catatonit, iptables, docker.io (dockerd) and debootstrap
+## system-deps: Debian tools the tests and benchmarks use: promtool (prometheus), wrk, zsh and fish
+## (their completion of the CLI, tests/cli), and for the node and the image runc, catatonit,
+## iptables, docker.io (dockerd) and debootstrap
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v zsh >/dev/null 2>&1 || missing="$$missing zsh"; \
+	command -v fish >/dev/null 2>&1 || missing="$$missing fish"; \
 	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
 	command -v catatonit >/dev/null 2>&1 || missing="$$missing catatonit"; \
 	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \

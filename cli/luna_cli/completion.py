@@ -129,13 +129,20 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
 
 
 def zsh_script(parser: argparse.ArgumentParser) -> str:
-    """A zsh script: the bash function through zsh's ``bashcompinit``."""
+    """A zsh script: the bash function through zsh's ``bashcompinit``, for ``source`` or for a
+    file ``_luna-plugins`` in ``$fpath``."""
     return "\n".join(
         [
             f"#compdef {PROGRAM}",
             f"# zsh completion for {PROGRAM} (written by `{PROGRAM} completion zsh`)",
             "autoload -U +X bashcompinit && bashcompinit",
-            bash_script(parser),
+            bash_script(parser).rstrip("\n"),
+            # from $fpath, compinit runs this file as the completion function at the first Tab:
+            # `complete` above only binds the later ones, so this one completes here
+            "if [[ ${zsh_eval_context[-1]} == loadautofunc ]]; then",
+            "    _bash_complete -o filenames -F _luna_plugins",
+            "fi",
+            "",
         ]
     )
 
