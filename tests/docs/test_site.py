@@ -37,7 +37,20 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     result = build(ROOT / "mkdocs.yml", tmp_path / "site")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "site" / "reference" / "cli" / "index.html").is_file()
-    assert (tmp_path / "site" / "runbooks" / "LunaPluginFailed" / "index.html").is_file()
+    # every alert's runbook_url leads to a page of this site: the chart's base stands for the
+    # site's runbooks/, and what follows it is a page built from docs/runbooks/
+    chart = ROOT / "charts" / "luna-plugins"
+    base = yaml.safe_load((chart / "values.yaml").read_text())["prometheus"]["rules"]["runbookBaseUrl"]
+    groups = yaml.safe_load((chart / "files" / "prometheus-rules.yaml").read_text())["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) >= 16
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith(base.rstrip("/") + "/"), (rule["alert"], url)
+        page = url[len(base.rstrip("/")) + 1 :]
+        assert page == f"{rule['alert']}/", url  # a page per alert, at its directory URL
+        assert (tmp_path / "site" / "runbooks" / page / "index.html").is_file(), url
+        assert (ROOT / "docs" / "runbooks" / f"{page.rstrip('/')}.md").is_file(), url
 
 
 def nav_pages(node: object) -> list[str]:
