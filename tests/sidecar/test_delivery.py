@@ -70,6 +70,9 @@ FAST_RETRIES = [
     "0.2",
 ]
 
+#: retries that give a batch up (a dead letter) within 0.2 s, the breaker never in the way
+GIVE_UP_FAST = [*FAST_RETRIES, "--retry-max-elapsed", "0.2", "--breaker-failures", "1000"]
+
 
 def event(index: int, pad: int = 0) -> dict[str, Any]:
     events: list[dict[str, Any]] = [{"n": index}]
@@ -122,6 +125,12 @@ class Harness:
             if line["outcome"] == "ok":
                 seen.setdefault(line["req"], None)
         return list(seen)
+
+    def dead_letter_requests(self, sidecar: Sidecar) -> list[str]:
+        """The requests whose batches are dead letters, in the order the sidecar lists them."""
+        (sink,) = http("GET", sidecar.admin + "/plugins/sink/dead-letters").json()["classes"]
+        request_of = {line["id"]: line["req"] for line in self.lines()}
+        return [request_of[letter["deliveryId"]] for letter in sink["deadLetters"]]
 
     def queue_of(self, sidecar: Sidecar) -> dict[str, Any]:
         (sink,) = sidecar.plugin("sink")["classes"]
@@ -354,25 +363,12 @@ def test_exhausted_batches_become_dead_letters_that_replay_delivers(harness: Har
 
 def test_dead_letters_keep_within_their_bound_and_count_what_they_remove(harness: Harness) -> None:
     harness.set("fail")
-    sidecar = harness.start(
-        *FAST_RETRIES,
-        "--retry-max-elapsed",
-        "0.2",
-        "--breaker-failures",
-        "1000",
-        "--dead-letters-max-bytes",
-        "1048576",
-    )
+    sidecar = harness.start(*GIVE_UP_FAST, "--dead-letters-max-bytes", "1048576")
     for index in range(5):
         assert sidecar.post_event("sending_event", event(index, pad=300_000)).status == 202
-
-    def names() -> list[str]:
-        (sink,) = http("GET", sidecar.admin + "/plugins/sink/dead-letters").json()["classes"]
-        return [letter["deliveryId"] for letter in sink["deadLetters"]]
-
     wait_for(lambda: harness.queue_of(sidecar)["pending"] == 0, timeout=60, what="every batch given up")
-    ids = {line["req"]: line["id"] for line in harness.lines()}
-    assert names() == [ids["r2"], ids["r3"], ids["r4"]]  # three of ~300 KB fit in 1 MiB: the newest
+    # three of ~300 KB fit in 1 MiB: the newest
+    assert harness.dead_letter_requests(sidecar) == ["r2", "r3", "r4"]
     assert sidecar.metric("luna_plugin_dropped_batches_total", plugin="sink", reason="dead_letters_full") == 2
     queue = harness.queue_of(sidecar)
     assert (queue["deadLettered"], queue["deadLetters"], queue["dropped"]) == (5, 3, {"dead_letters_full": 2})
@@ -384,15 +380,7 @@ def test_dead_letters_keep_within_their_bound_and_count_what_they_remove(harness
 
 def test_a_dead_letter_that_cannot_be_written_stays_in_the_queue_until_it_can(harness: Harness) -> None:
     harness.set("fail")
-    sidecar = harness.start(
-        *FAST_RETRIES,
-        "--retry-max-elapsed",
-        "0.2",
-        "--retry-max-backoff",
-        "0.1",
-        "--breaker-failures",
-        "1000",
-    )
+    sidecar = harness.start(*GIVE_UP_FAST)
     dead_dir = harness.queue_dir / "sink" / "Sink" / "dead"
     assert sidecar.post_event("sending_event", event(0)).status == 202
     wait_for(lambda: len(list(dead_dir.iterdir())) == 1, what="a first dead letter")
@@ -407,9 +395,7 @@ def test_a_dead_letter_that_cannot_be_written_stays_in_the_queue_until_it_can(ha
     dead_dir.with_name("dead.aside").rename(dead_dir)
     wait_for(lambda: harness.queue_of(sidecar)["deadLettered"] == 3, timeout=30, what="both written")
     assert harness.queue_of(sidecar)["pending"] == 0
-    ids = {line["req"]: line["id"] for line in harness.lines()}
-    (sink,) = http("GET", sidecar.admin + "/plugins/sink/dead-letters").json()["classes"]
-    assert [letter["deliveryId"] for letter in sink["deadLetters"]] == [ids["r0"], ids["r1"], ids["r2"]]
+    assert harness.dead_letter_requests(sidecar) == ["r0", "r1", "r2"]
     assert sidecar.metric("luna_plugin_dropped_batches_total", plugin="sink") == 0
     harness.clear("fail")
     assert sidecar.post_event("sending_event", event(3)).status == 202
