@@ -98,6 +98,19 @@ SERVER_HEADERS = frozenset({"content-length", "transfer-encoding", "connection",
 #: the header the sidecar adds to every route response unless the handler set it
 _REQUEST_ID_LOWERED = "luna-request-id"
 
+
+def response_payload(response: web.Response) -> bytes | None:
+    """The body of ``response`` as bytes (``b""`` for none); None when it is not in memory (a
+    payload that streams, e.g. from a file), so the response cannot be sent in one piece."""
+    body = response.body
+    if body is None:
+        return b""
+    if isinstance(body, bytes | bytearray):
+        return bytes(body)
+    value = getattr(body, "_value", None)  # a Payload: only one holding bytes is in memory
+    return bytes(value) if isinstance(value, bytes | bytearray) else None
+
+
 #: the headers' version: it changes with every change of them (typed for a CIMultiDict of str)
 _version = cast("Callable[[CIMultiDict[str]], int]", getversion)
 

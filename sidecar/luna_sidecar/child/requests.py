@@ -9,7 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
-from luna_plugins.http import SERVER_HEADERS
+from luna_plugins.http import SERVER_HEADERS, response_payload
 
 __all__ = ["ForwardedRequest", "response_parts"]
 
@@ -69,16 +69,9 @@ def response_parts(response: Any) -> tuple[int, list[tuple[str, str]], bytes] | 
     be sent in one piece (a streamed response, a body that is not bytes)."""
     if not isinstance(response, web.Response):
         return None
-    body = response.body
-    if body is None:
-        payload = b""
-    elif isinstance(body, bytes | bytearray):
-        payload = bytes(body)
-    else:
-        value = getattr(body, "_value", None)
-        if not isinstance(value, bytes | bytearray):
-            return None
-        payload = bytes(value)
+    payload = response_payload(response)
+    if payload is None:
+        return None
     headers = [
         (str(name), str(value))
         for name, value in response.headers.items()

@@ -27,7 +27,7 @@ from typing import Any, TypeGuard, cast
 from aiohttp import web
 from prometheus_client import Counter
 
-from luna_plugins.http import SERVER_HEADERS, PluginRequest, PluginResponse
+from luna_plugins.http import SERVER_HEADERS, PluginRequest, PluginResponse, response_payload
 from luna_plugins.monitoring import MonitoringPoint, ReadOnlyDict
 from luna_sidecar.engine import PointBuffer, RouteEntry, RouteTable, describe_exception
 from luna_sidecar.isolation import CANCEL_GRACE, Leftovers
@@ -60,16 +60,9 @@ def encode_response(response: web.StreamResponse, *, head: bool, close: bool) ->
     in one piece (streamed, or a body that is not bytes)."""
     if not isinstance(response, web.Response):
         return None
-    body = response.body
-    if body is None:
-        payload = b""
-    elif isinstance(body, bytes | bytearray):
-        payload = bytes(body)
-    else:  # a Payload: only in-memory bytes are sent
-        value = getattr(body, "_value", None)
-        if not isinstance(value, bytes | bytearray):
-            return None
-        payload = bytes(value)
+    payload = response_payload(response)
+    if payload is None:
+        return None
     headers: list[tuple[str, str]] = []
     content_type = False
     for name, value in response.headers.items():
