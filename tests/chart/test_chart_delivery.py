@@ -8,42 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 
 from luna_operator.injection import QUEUE_VOLUME
-from tests.support.chart import CHART, of_kind, render
+from tests.support.chart import CHART, env_of, quantity, render, sidecars
 
 pytestmark = pytest.mark.kube
 
 QUEUE_DIR = "/var/lib/luna-plugins/queues"
-UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9}
-
-
-def quantity(text: str) -> float:
-    for unit, factor in sorted(UNITS.items(), key=lambda item: -len(item[0])):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * factor
-    return float(text)
-
-
-def sidecars(objects: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """The chart's sidecars and their volumes: the demo Deployment's and the injection template's."""
-    found = {}
-    for deployment in of_kind(objects, "Deployment"):
-        pod = deployment["spec"]["template"]["spec"]
-        for container in pod["containers"]:
-            if container["name"] == "luna-sidecar":
-                found["demo"] = (container, pod["volumes"])
-    for config_map in of_kind(objects, "ConfigMap"):
-        if config_map["metadata"]["name"].endswith("-inject"):
-            template = yaml.safe_load(config_map["data"]["sidecar.yaml"])
-            found["inject"] = (template["container"], template["volumes"])
-    assert set(found) == {"demo", "inject"}, found.keys()
-    return found
-
-
-def env_of(container: dict[str, Any]) -> dict[str, Any]:
-    return {item["name"]: item.get("value") for item in container["env"]}
 
 
 def test_the_defaults_give_every_sidecar_a_queue_directory_and_at_most_once(kube: Any) -> None:

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from luna_sidecar.config import resolve
-from tests.chart.test_chart_delivery import env_of, quantity, sidecars
-from tests.support.chart import CHART, render
+from tests.support.chart import CHART, env_of, quantity, render, sidecars
 
 pytestmark = pytest.mark.kube
 

@@ -147,3 +147,35 @@ def fill_ca_bundles(kube: Any, release: str, bundle: str, *, op: str = "add") ->
             for index in range(len(webhooks))
         ]
         kube.kubectl("patch", kind, name, "--type=json", "-p", json.dumps(fill))
+
+
+UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9}
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity ("512Mi", "2G", "100") as a number."""
+    for unit, factor in sorted(UNITS.items(), key=lambda item: -len(item[0])):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def sidecars(objects: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The chart's sidecars and their volumes: the demo Deployment's and the injection template's."""
+    found = {}
+    for deployment in of_kind(objects, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            if container["name"] == "luna-sidecar":
+                found["demo"] = (container, pod["volumes"])
+    for config_map in of_kind(objects, "ConfigMap"):
+        if config_map["metadata"]["name"].endswith("-inject"):
+            template = yaml.safe_load(config_map["data"]["sidecar.yaml"])
+            found["inject"] = (template["container"], template["volumes"])
+    assert set(found) == {"demo", "inject"}, found.keys()
+    return found
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    """A container's environment as a mapping of names to values."""
+    return {item["name"]: item.get("value") for item in container["env"]}
