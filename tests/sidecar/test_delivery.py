@@ -383,7 +383,7 @@ def test_a_dead_letter_that_cannot_be_written_stays_in_the_queue_until_it_can(ha
     sidecar = harness.start(*GIVE_UP_FAST)
     dead_dir = harness.queue_dir / "sink" / "Sink" / "dead"
     assert sidecar.post_event("sending_event", event(0)).status == 202
-    wait_for(lambda: len(list(dead_dir.iterdir())) == 1, what="a first dead letter")
+    wait_for(lambda: harness.queue_of(sidecar)["deadLettered"] == 1, what="a first dead letter")
     dead_dir.rename(dead_dir.with_name("dead.aside"))
     dead_dir.write_text("not a directory")  # every write of a dead letter fails
     for index in (1, 2):
