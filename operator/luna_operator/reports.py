@@ -69,6 +69,8 @@ class PodPlugin:
     error: str | None = None
     figures: Figures | None = None
     """its figures, while it is under a staged rollout"""
+    dead_letters: int = 0
+    """dead letters its durable delivery holds now (at-least-once plugins; 0 when it reports none)"""
 
 
 _FIGURE_FIELDS = ("callbacks", "failedCallbacks", "routeAnswers", "routeErrors", "dropped")
@@ -84,6 +86,12 @@ def _count(value: object) -> int:
 
 def _has_figures(item: Mapping[str, Any]) -> bool:
     return item.get("callbacks") is not None or item.get("routeAnswers") is not None
+
+
+def _dead_letters(item: Mapping[str, Any]) -> int:
+    """The dead letters a report entry's ``delivery`` holds; 0 for anything else; never raises."""
+    delivery = item.get("delivery")
+    return _count(delivery.get("deadLetters")) if isinstance(delivery, dict) else 0
 
 
 def _figures(item: Mapping[str, Any]) -> Figures | None:
@@ -165,6 +173,7 @@ def _raw_key(plugins: list[Any]) -> tuple[object, ...]:
             _cut(item.get("error"), MAX_ERROR_CHARS),
             *(item.get(name) for name in _FIGURE_FIELDS),
             item.get("loopBlockedSeconds") if _has_figures(item) else None,
+            _dead_letters(item),
         )
         if isinstance(item, dict)
         else None
@@ -209,6 +218,7 @@ def _shared(plugins: object, base: tuple[str, Mapping[str, str]] | None = None) 
             _text(item.get("failedCodeHash")),
             error[:MAX_ERROR_CHARS] if isinstance(error, str) and error else None,
             _figures(item),
+            _dead_letters(item),
         )
     key = tuple(sorted(entries.items(), key=lambda pair: pair[0]))
     found = _SHARED.get(key)

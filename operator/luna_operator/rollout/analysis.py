@@ -6,12 +6,17 @@ counter that went down means the sidecar restarted: the end value is the window'
 
 - a canary pod that could not load the canary fails the judgement at once;
 - a canary pod whose event loop was blocked for more than half the window fails it;
-- each canary pod's failure ratio is (failed callbacks + 5xx route answers + dropped batches) /
-  (callbacks + route answers + dropped batches); the worst canary pod is judged, not an
-  average. It fails when that ratio is above ``maxFailureRatio`` and above the stable pods'
-  pooled ratio by more than ``maxFailureRatio`` (a sink that is down for every pod is not the
-  canary's fault);
+- each canary pod's failure ratio is (failed callbacks + 5xx route answers + dropped batches +
+  new dead letters) / (callbacks + route answers + dropped batches + new dead letters); the worst
+  canary pod is judged, not an average. It fails when that ratio is above ``maxFailureRatio``
+  and above the stable pods' pooled ratio by more than ``maxFailureRatio`` (a sink that is down
+  for every pod is not the canary's fault);
 - no canary pod with traffic, or no canary pod reporting: inconclusive.
+
+Dead letters are a level (what an at-least-once plugin's delivery holds now), not a count since
+the version loaded: the new ones of a window are the rise over the pod's previous sample, of
+whichever version (the queue outlives a version). A pod without a previous sample (its first
+report in the rollout, the first judgement after an operator restart) only sets the baseline.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class PodSample:
     """batches the runtime dropped for this plugin, any reason"""
     loop_blocked_seconds: float = 0.0
     load_failed: bool = False
+    dead_letters: int = 0
+    """dead letters the plugin's durable delivery holds now (a level: see the module docstring)"""
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,9 @@ def _delta(before: PodSample | None, now: PodSample) -> tuple[int, int, float]:
     blocked_end = now.loop_blocked_seconds
     blocked_begin = start.loop_blocked_seconds if start is not None else 0.0
     blocked = blocked_end - blocked_begin if blocked_end >= blocked_begin else blocked_end
-    failures = values["failed_callbacks"] + values["route_errors"] + values["dropped"]
-    total = values["callbacks"] + values["route_answers"] + values["dropped"]
+    dead = max(now.dead_letters - before.dead_letters, 0) if before is not None else 0
+    failures = values["failed_callbacks"] + values["route_errors"] + values["dropped"] + dead
+    total = values["callbacks"] + values["route_answers"] + values["dropped"] + dead
     return failures, total, blocked
 
 

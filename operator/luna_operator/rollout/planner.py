@@ -159,7 +159,22 @@ def samples(snapshot: ReportSnapshot, module: str, canary_hash: str) -> dict[str
                 dropped=figures.dropped,
                 loop_blocked_seconds=figures.loop_blocked_seconds,
                 load_failed=failed,
+                dead_letters=entry.dead_letters,
             )
+    return found
+
+
+def window_start(snapshot: ReportSnapshot, module: str, canary_hash: str) -> dict[str, PodSample]:
+    """What a judgement window starts from: :func:`samples`, and for each other pod reporting
+    ``module`` (no figures yet: it does not follow the rollout's list yet) the dead letters it holds,
+    the baseline its new dead letters are counted from."""
+    found = {
+        pod: PodSample(pod, entry.code_hash or "", dead_letters=entry.dead_letters)
+        for group in snapshot
+        if (entry := group.plugins.get(module)) is not None
+        for pod in group.pods
+    }
+    found.update(samples(snapshot, module, canary_hash))
     return found
 
 
@@ -216,8 +231,8 @@ class RolloutPlanner:
         state = self._states.get(plugin.uid) or from_status(plugin.status.get("rollout"))
         before = state
         state = begin(stored.code_hash, state, now, previous.code_hash if previous is not None else None)
-        if state is not before:
-            self._windows.pop(plugin.uid, None)
+        if state is not before:  # a new rollout: its first window starts now
+            self._windows[plugin.uid] = (now, window_start(snapshot, active.module, state.canary_hash))
         command, handled = read_command(plugin.rollout_command, state.handled_command)
         state = replace(state, handled_command=handled)
         judgement: Judgement | None = None
@@ -299,7 +314,7 @@ class RolloutPlanner:
     ) -> Judgement:
         found = samples(snapshot, module, state.canary_hash)
         since, before = self._windows.get(uid, (state.step_started, {}))
-        self._windows[uid] = (now, found)
+        self._windows[uid] = (now, window_start(snapshot, module, state.canary_hash))
         window = max(now - since, spec.interval_seconds)
         return judge(
             before,

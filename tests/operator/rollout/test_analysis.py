@@ -92,3 +92,24 @@ def test_a_strict_limit_of_zero_fails_on_any_failure_the_stable_pods_do_not_have
     now = [sample("c1", callbacks=10_000, failed_callbacks=1), sample("s1", STABLE, callbacks=10_000)]
     assert judge_window([], now, ratio=0.0).verdict == "Failed"
     assert judge_window([], [sample("c1", callbacks=10_000)], ratio=0.0).verdict == "Successful"
+
+
+def test_new_dead_letters_on_a_canary_pod_count_as_failures() -> None:
+    # dead letters are a level: those held before the window (of the stable version too) are not new
+    before = [sample("c1", STABLE, dead_letters=40), sample("s1", STABLE, dead_letters=3)]
+    now = [
+        sample("c1", callbacks=90, dead_letters=50),
+        sample("s1", STABLE, callbacks=100, dead_letters=3),
+    ]
+    result = judge_window(before, now)
+    assert result.verdict == "Failed" and result.worst_ratio == 10 / 100
+    assert result.stable_ratio == 0.0
+
+
+def test_dead_letters_without_a_baseline_or_going_down_are_not_new() -> None:
+    # no earlier sample of the pod (after an operator restart): the level is the baseline
+    assert judge_window([], [sample("c1", callbacks=100, dead_letters=500)]).verdict == "Successful"
+    # replayed or purged by a user: fewer held, nothing new
+    before = [sample("c1", callbacks=10, dead_letters=9)]
+    now = [sample("c1", callbacks=110, dead_letters=2)]
+    assert judge_window(before, now).verdict == "Successful"

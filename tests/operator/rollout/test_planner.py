@@ -17,7 +17,7 @@ from luna_operator.reports import (
     parse_report,
 )
 from luna_operator.rollout.decision import Analysis, RolloutState
-from luna_operator.rollout.planner import from_status, read_command, samples, to_status
+from luna_operator.rollout.planner import from_status, read_command, samples, to_status, window_start
 
 V1, V2 = "1" * 64, "2" * 64
 
@@ -125,3 +125,41 @@ def test_figures_in_a_report_are_read_bounded_and_hostile_ones_count_as_zero() -
     assert report is not None
     entry = report.plugins.get("hello")
     assert entry is not None and entry.figures == Figures(2**53, 0, 0, 0, 0, 1.5)
+
+
+def test_dead_letters_come_from_the_delivery_and_every_reporting_pod_has_a_baseline() -> None:
+    body = {
+        "metadata": {"name": "r", "namespace": "ns", "uid": "u"},
+        "spec": {
+            "service": "handlers",
+            "pod": "p-1",
+            "heartbeatTime": "2026-12-07T00:00:00.000000Z",
+            "plugins": [
+                {
+                    "module": "hello",
+                    "state": "running",
+                    "codeHash": V2,
+                    "callbacks": 3,
+                    "delivery": {"deadLetters": 7},
+                },
+                {"module": "odd", "state": "running", "codeHash": V2, "delivery": {"deadLetters": "x"}},
+                {"module": "odder", "state": "running", "codeHash": V2, "delivery": [1]},
+            ],
+        },
+    }
+    report = parse_report(body, received=1_900_000_000.0)
+    assert report is not None
+    assert [report.plugins.get(m).dead_letters for m in ("hello", "odd", "odder")] == [7, 0, 0]  # type: ignore[union-attr]
+    snapshot = ReportSnapshot(
+        [
+            group(
+                ["p-1"], hello=PodPlugin("running", V2, figures=Figures(1, 0, 0, 0, 0, 0.0), dead_letters=4)
+            ),
+            group(["p-2"], hello=PodPlugin("running", V1, dead_letters=9)),  # no figures yet
+        ],
+        2,
+    )
+    assert samples(snapshot, "hello", V2)["p-1"].dead_letters == 4
+    start = window_start(snapshot, "hello", V2)
+    assert (start["p-1"].callbacks, start["p-1"].dead_letters) == (1, 4)
+    assert (start["p-2"].code_hash, start["p-2"].callbacks, start["p-2"].dead_letters) == (V1, 0, 9)
