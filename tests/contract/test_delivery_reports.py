@@ -74,11 +74,11 @@ def test_a_backlog_dead_letters_and_an_open_breaker_are_summed_over_the_classes(
         "delivery": {"pending": 5, "oldestBatchAgeSeconds": 600, "deadLetters": 1, "breaker": "open"},
     }
     assert len(json.dumps(entry)) < 220  # bounded: one small object per plugin, whatever its classes
-    # the operator reads it as the running version the active list names
+    # the operator reads it as the running version the active list names, holding one dead letter
     stored = {**body, "metadata": {**body["metadata"], "namespace": "ns", "uid": "u"}}
     revision = active_revision({"forwarder": H1})
     report = parse_report(stored, received=2e9, revisions={("ns", "handlers"): {revision: {"forwarder": H1}}})
-    assert report is not None and report.plugins.get("forwarder") == PodPlugin("running", H1)
+    assert report is not None and report.plugins.get("forwarder") == PodPlugin("running", H1, dead_letters=1)
 
 
 def test_only_dead_letters_or_only_a_breaker_are_reported_too() -> None:
