@@ -33,7 +33,7 @@ EXPECTED: tuple[ExpectedCrd, ...] = (
         "lunaplugins.luna.dev",
         "LunaPlugin",
         "v1alpha1",
-        "5c3a7449ea99410d02a05ee273bbe56de85e68cdd06b3a9057511b7007cd1753",
+        "bdf770d5189fef7b3656e3b393d6e1f0b0752f3039e098535197ba09fc1ce4f2",
     ),
     ExpectedCrd(
         "lunapluginruntimes.luna.dev",
