@@ -122,6 +122,15 @@ def address(value: str) -> str:
     return value
 
 
+def http_url(value: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host and no query or fragment (a path prefix is
+    kept); returned without a trailing ``/``."""
+    found = re.fullmatch(r"(https?)://([^/?#\s]+)(/[^?#\s]*)?", value)
+    if found is None or len(value) > 2048:
+        raise ValueError("not an http:// or https:// URL without a query, e.g. http://prometheus:9090")
+    return value.rstrip("/")
+
+
 def _duration(value: str, above: str) -> float:
     if _NOT_FINITE.fullmatch(value):
         raise ValueError(above)

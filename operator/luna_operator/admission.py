@@ -168,7 +168,8 @@ async def _validate(state: OperatorState, spec: Any, body: Any, old: Any) -> Non
     fields = SpecView(spec)
     module = module_name(name, fields.module)
     service = fields.service
-    problems = [str(p) for p in check_spec(name, module, spec).problems]
+    checks = check_spec(name, module, spec, prometheus=state.options.prometheus_url is not None)
+    problems = [str(p) for p in checks.problems]
     code = fields.raw("code")
     if isinstance(code, str):
         try:

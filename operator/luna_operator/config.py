@@ -81,6 +81,10 @@ class OperatorConfig:
     """MiB of address space the child process that parses a plugin's code may use."""
     code_check_timeout: float = 15.0
     """Seconds the parse of one plugin's code may take (a version that times out 3 times is invalid)."""
+    prometheus_url: str | None = None
+    """Prometheus that spec.rollout.analysis.queries ask (e.g. http://prometheus:9090); unset: none may."""
+    prometheus_timeout: float = 10.0
+    """Seconds one rollout query may take; a slower answer makes the judgement inconclusive."""
     log_level: str = "INFO"
     """Log level: DEBUG, INFO, WARNING or ERROR."""
     log_format: str = "text"
@@ -128,6 +132,8 @@ SETTINGS = rules.Settings(
         "api_timeout": rules.seconds,
         "code_check_memory": rules.integer(minimum=MIN_CODE_CHECK_MEMORY, unit="MiB"),
         "code_check_timeout": rules.seconds,
+        "prometheus_url": rules.http_url,
+        "prometheus_timeout": rules.seconds,
         "log_level": rules.log_level,
         "log_format": rules.one_of(LOG_FORMATS, "a log format"),
         "sidecar_cluster_role": rules.object_name,

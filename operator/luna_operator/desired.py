@@ -106,11 +106,15 @@ def decide(
     existing: dict[str, ExistingConfigMap],
     listed: Mapping[str, ActiveEntry] | None = None,
     secrets: Mapping[str, Resolved] | None = None,
+    *,
+    prometheus: bool = False,
 ) -> list[PluginOutcome]:
     """``plugins`` oldest first; ``codes``, ``existing``, ``listed`` (each plugin's entry in the
     current active list, whose settings, requirements and secret settings a refused change keeps) and
     ``secrets`` (the resolution of each ``spec.settingsFrom``; absent: the plugin has none) by
-    plugin name. Returns an outcome per plugin not being deleted, in the same order."""
+    plugin name; ``prometheus``: whether rollout queries may be asked (see
+    :func:`~luna_operator.validation.check_spec`). Returns an outcome per plugin not being deleted,
+    in the same order."""
     listed = listed or {}
     secrets = secrets or {}
     live = [plugin for plugin in plugins if not plugin.deleting]
@@ -130,6 +134,7 @@ def decide(
                 claims,
                 serving,
                 secrets.get(plugin.name),
+                prometheus=prometheus,
             )
         except Exception as exc:  # a bug or a shape we did not foresee: this plugin only
             outcome = PluginOutcome(
@@ -185,12 +190,14 @@ def _decide_one(
     claims: dict[str, str],
     serving: set[str],
     secret: Resolved | None = None,
+    *,
+    prometheus: bool = False,
 ) -> PluginOutcome:
     spec = plugin.spec
     module = module_name(plugin.name, plugin.fields.module)
     enabled = _enabled(plugin)
     previous = last_good(plugin, existing)
-    checks = check_spec(plugin.name, module, spec)
+    checks = check_spec(plugin.name, module, spec, prometheus=prometheus)
     settings_problems = list(checks.settings)
     if not settings_problems and secret is not None and secret.problems and not secret.waiting:
         settings_problems += [Problem(p) for p in secret.problems]

@@ -56,6 +56,7 @@ from luna_operator.render import (
 )
 from luna_operator.reports import ReportBook, ReportChange
 from luna_operator.rollout.planner import RolloutPlanner
+from luna_operator.rollout.queries import QuerySource
 from luna_operator.scheduling import PassKind
 from luna_operator.secret_feed import SecretBook
 from luna_operator.settings_delivery import SettingsDelivery
@@ -99,6 +100,7 @@ class ServiceReconciler:
         secrets_known: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        prometheus: QuerySource | None = None,
     ) -> None:
         self.api = api
         self.view = view
@@ -124,8 +126,9 @@ class ServiceReconciler:
         self._refused = False
         self.full_passes = 0
         self.status_passes = 0
-        self.rollouts = RolloutPlanner()
-        """staged rollouts (``spec.rollout``) of every service's plugins"""
+        self.rollouts = RolloutPlanner(prometheus)
+        """staged rollouts (``spec.rollout``) of every service's plugins; their queries are asked
+        of ``prometheus`` (None: the operator has none, and plugins with queries are invalid)"""
 
     # --- what changed -------------------------------------------------------------------------
 
@@ -191,7 +194,14 @@ class ServiceReconciler:
             else:
                 self.blocked.discard(held)
         resolved = self.settings.resolve(live)
-        outcomes = decide(plugins, codes, existing, listed_entries(current_list, service), resolved)
+        outcomes = decide(
+            plugins,
+            codes,
+            existing,
+            listed_entries(current_list, service),
+            resolved,
+            prometheus=self.rollouts.prometheus is not None,
+        )
         outcomes, rollout_wait = await self._plan_rollouts(key, outcomes, existing)
         outcomes = await self._write_plugin_configmaps(outcomes, found, existing)
         failures: list[str] = []
@@ -251,7 +261,7 @@ class ServiceReconciler:
         wait: float | None = None
         for outcome in outcomes:
             plugin = outcome.plugin
-            plan = self.rollouts.plan(outcome, existing.get(plugin.name), snapshot, now)
+            plan = await self.rollouts.plan(outcome, existing.get(plugin.name), snapshot, now)
             canary_name = canary_configmap_name(plugin.name)
             current = self.view.config_map(namespace, canary_name)
             try:

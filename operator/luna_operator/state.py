@@ -17,6 +17,7 @@ from luna_operator.injection import InjectionTemplate, load_template
 from luna_operator.injection_audit import InjectionAudit
 from luna_operator.metrics import OperatorMetrics, ServiceGauges
 from luna_operator.peering import PeeringGate, replica_priority
+from luna_operator.prometheus import PrometheusClient
 from luna_operator.reconciler import PassRequest, ServiceReconciler
 from luna_operator.render import active_list_code_hashes
 from luna_operator.report_feed import ReportFeed
@@ -65,6 +66,12 @@ class OperatorState:
         )
         """binds injected Pods' own ServiceAccounts to the sidecar's ClusterRole (connected at start)"""
         self.metrics = OperatorMetrics()
+        self.prometheus: PrometheusClient | None = (
+            PrometheusClient(options.prometheus_url, timeout=options.prometheus_timeout)
+            if options.prometheus_url
+            else None
+        )
+        """where rollout queries are asked (``--prometheus-url``)"""
         self.checker = CodeChecker(
             memory_bytes=options.code_check_memory * 1024 * 1024, timeout=options.code_check_timeout
         )
@@ -136,6 +143,7 @@ class OperatorState:
             reports_known=self.feed.synced.is_set,
             secrets=self.secrets,
             secrets_known=self.secret_feed.synced.is_set,
+            prometheus=self.prometheus,
         )
         if self.options.peering:
             self.gate = PeeringGate(
@@ -240,6 +248,8 @@ class OperatorState:
             await self.api.close()
         if self.webhook_ca is not None:
             await self.webhook_ca.api.close()
+        if self.prometheus is not None:
+            await self.prometheus.close()
 
     def feed_healthy(self) -> bool:
         within = self.options.api_timeout

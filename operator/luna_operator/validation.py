@@ -159,13 +159,15 @@ class SpecChecks:
         )
 
 
-def check_spec(name: str, module: str, spec: Mapping[str, Any]) -> SpecChecks:
-    """The checks of :class:`SpecChecks` for the LunaPlugin ``name`` serving ``module``."""
+def check_spec(name: str, module: str, spec: Mapping[str, Any], *, prometheus: bool = False) -> SpecChecks:
+    """The checks of :class:`SpecChecks` for the LunaPlugin ``name`` serving ``module``;
+    ``prometheus``: whether the operator has a Prometheus to ask (``--prometheus-url``), without
+    which ``spec.rollout.analysis.queries`` are refused."""
     fields = SpecView(spec)
     settings = validate_settings(fields.settings)
     settings += [Problem(p) for p in check_shape(fields.settings_from, fields.settings)]
     requirements, requirement_problems = validate_requirements(fields.requirements)
-    rollout = fields.rollout_problem()
+    rollout = fields.rollout_problem() or _queries_problem(fields, prometheus=prometheus)
     delivery_problem = fields.delivery_problem()
     isolation_problem = fields.isolation_problem()
     return SpecChecks(
@@ -175,6 +177,16 @@ def check_spec(name: str, module: str, spec: Mapping[str, Any]) -> SpecChecks:
         requirement_problems,
         [Problem(delivery_problem)] if delivery_problem else [],
         [Problem(isolation_problem)] if isolation_problem else [],
+    )
+
+
+def _queries_problem(fields: SpecView, *, prometheus: bool) -> str | None:
+    rollout = fields.rollout
+    if prometheus or rollout is None or not rollout.analysis.queries:
+        return None
+    return (
+        "spec.rollout.analysis.queries: the operator has no Prometheus to ask; set the chart value "
+        "operator.prometheus.url (the operator's --prometheus-url), or remove the queries"
     )
 
 

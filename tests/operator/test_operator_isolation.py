@@ -83,7 +83,7 @@ def test_valid_values_are_no_problem_for_the_checks() -> None:
         assert check_spec("p", "p", {"isolation": isolation}).problems == []
 
 
-def test_a_staged_rollouts_canary_and_stable_version_run_with_the_entrys_isolation() -> None:
+async def test_a_staged_rollouts_canary_and_stable_version_run_with_the_entrys_isolation() -> None:
     rollout = {"steps": [{"percent": 50}, {"percent": 100}]}
     (outcome,) = decide(
         [plugin("p", isolation="process", rollout=rollout)],
@@ -92,7 +92,7 @@ def test_a_staged_rollouts_canary_and_stable_version_run_with_the_entrys_isolati
         {"p": ActiveEntry("p", code_hash(GOOD), "lunaplugin-p", "p", {})},
     )
     snapshot = ReportSnapshot([ReportGroup(ReportedPlugins({}), ["pod-1", "pod-2"])], 2)
-    plan = RolloutPlanner().plan(outcome, stored("p", GOOD), snapshot, 1000.0)
+    plan = await RolloutPlanner().plan(outcome, stored("p", GOOD), snapshot, 1000.0)
     entry = plan.outcome.active
     assert entry is not None and entry.canary is not None, plan.outcome.message
     assert entry.code_hash == code_hash(GOOD) and entry.canary.code_hash == code_hash(GOOD2)

@@ -52,6 +52,17 @@ class PodSample:
 
 
 @dataclass(frozen=True)
+class QueryFigure:
+    """One PromQL query's part in a judgement (``spec.rollout.analysis.queries``)."""
+
+    name: str
+    verdict: Verdict
+    value: float | None
+    """the worst value it returned (None: no value, see ``message``)"""
+    message: str
+
+
+@dataclass(frozen=True)
 class Judgement:
     """The outcome of one judgement and the figures behind it (kept in ``status.rollout``)."""
 
@@ -62,6 +73,8 @@ class Judgement:
     stable_ratio: float | None = None
     ratios: Mapping[str, float] = field(default_factory=dict)
     """failure ratio per canary pod with traffic"""
+    queries: tuple[QueryFigure, ...] = ()
+    """each PromQL query's figure (:mod:`.queries`)"""
 
 
 def _delta(before: PodSample | None, now: PodSample) -> tuple[int, int, float]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from luna_contract.rollout import RolloutSpec
-from luna_operator.rollout.analysis import Judgement
+from luna_operator.rollout.analysis import Judgement, QueryFigure
 
 Phase = Literal["Progressing", "Paused", "Held", "Promoted", "RolledBack"]
 Command = Literal["promote", "abort", "retry"]
@@ -41,6 +41,8 @@ class Analysis:
     step: int
     verdict: str
     message: str
+    queries: tuple[QueryFigure, ...] = ()
+    """each PromQL query's figure"""
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,10 @@ def advance(
     if not state.active:
         return state
     if judgement is not None:
-        kept = (*state.analyses, Analysis(now, state.step, judgement.verdict, judgement.message))
+        kept = (
+            *state.analyses,
+            Analysis(now, state.step, judgement.verdict, judgement.message, judgement.queries),
+        )
         state = dataclasses.replace(state, last_judged=now, analyses=kept[-KEPT_ANALYSES:])
         if judgement.verdict == "Failed" or (
             judgement.verdict == "Inconclusive" and spec.analysis.on_inconclusive == "Rollback"

@@ -4,7 +4,9 @@ For a plugin with ``spec.rollout`` whose checked version differs from the one in
 its ConfigMap holds), :class:`RolloutPlanner` keeps the version in service in the plugin's
 ConfigMap and active-list entry, puts the new version in the canary ConfigMap
 (``lunacanary-<name>``) and names the pods that run it in the entry's ``canary``; judges the
-canary from the pods' reports when a judgement is due; and moves the rollout on
+canary from the pods' reports when a judgement is due, and by its PromQL queries
+(:mod:`.queries`, asked through the :class:`~luna_operator.rollout.queries.QuerySource` it is
+given); and moves the rollout on
 (:mod:`.decision`). Promoted, the new version is the plugin's version in service as without a
 rollout; rolled back, the version in service stays and the canary goes.
 
@@ -15,6 +17,7 @@ first judgement counts from each canary's start).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -24,11 +27,12 @@ from typing import Any, cast, get_args
 
 from luna_contract.active_list import Canary
 from luna_contract.names import canary_configmap_name
-from luna_contract.rollout import RolloutSpec
+from luna_contract.rollout import AnalysisQuery, RolloutError, RolloutSpec
 from luna_operator.desired import PluginOutcome, bounded
+from luna_operator.records import PluginRecord
 from luna_operator.render import ExistingConfigMap, StoredVersion
 from luna_operator.reports import ReportSnapshot
-from luna_operator.rollout.analysis import Judgement, PodSample, judge
+from luna_operator.rollout.analysis import Judgement, PodSample, QueryFigure, judge
 from luna_operator.rollout.canary_pods import choose_canary_pods
 from luna_operator.rollout.decision import (
     Analysis,
@@ -38,6 +42,15 @@ from luna_operator.rollout.decision import (
     advance,
     begin,
     judgement_due,
+)
+from luna_operator.rollout.queries import (
+    QueryContext,
+    QueryError,
+    QuerySource,
+    combine,
+    fill,
+    inconclusive,
+    judge_values,
 )
 
 #: the soonest a rollout asks for its next pass
@@ -77,11 +90,48 @@ def to_status(state: RolloutState, spec: RolloutSpec) -> dict[str, Any]:
         "heldByFailures": state.held_by_failures,
         "reason": bounded(state.reason, 500),
         "handledCommand": state.handled_command,
-        "analyses": [
-            {"at": _iso(a.at), "step": a.step, "verdict": a.verdict, "message": bounded(a.message, 300)}
-            for a in state.analyses
-        ],
+        "analyses": [_analysis_status(a) for a in state.analyses],
     }
+
+
+def _analysis_status(analysis: Analysis) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "at": _iso(analysis.at),
+        "step": analysis.step,
+        "verdict": analysis.verdict,
+        "message": bounded(analysis.message, 300),
+    }
+    if analysis.queries:
+        found["queries"] = [
+            {"name": q.name, "verdict": q.verdict}
+            | ({"value": f"{q.value:.6g}"} if q.value is not None else {})
+            for q in analysis.queries
+        ]
+    return found
+
+
+def _figures_of(found: object) -> tuple[QueryFigure, ...]:
+    """The query figures of a stored judgement (the message of each is not kept: empty)."""
+    if not isinstance(found, list):
+        return ()
+    figures = []
+    for item in found:
+        if not isinstance(item, Mapping):
+            continue
+        verdict = item.get("verdict")
+        try:
+            value: float | None = float(item["value"]) if isinstance(item.get("value"), str) else None
+        except ValueError:
+            value = None
+        figures.append(
+            QueryFigure(
+                str(item.get("name")),
+                verdict if verdict in ("Successful", "Failed", "Inconclusive") else "Inconclusive",
+                value,
+                "",
+            )
+        )
+    return tuple(figures)
 
 
 def from_status(found: object) -> RolloutState | None:
@@ -95,7 +145,11 @@ def from_status(found: object) -> RolloutState | None:
     stable = found.get("stableHash")
     analyses = tuple(
         Analysis(
-            _epoch(a.get("at")) or 0.0, int(a.get("step") or 0), str(a.get("verdict")), str(a.get("message"))
+            _epoch(a.get("at")) or 0.0,
+            int(a.get("step") or 0),
+            str(a.get("verdict")),
+            str(a.get("message")),
+            _figures_of(a.get("queries")),
         )
         for a in found.get("analyses") or []
         if isinstance(a, Mapping)
@@ -196,7 +250,9 @@ class RolloutPlanner:
     """Plans every rollout of the operator's passes (module docstring); keeps each rollout's
     state and last report snapshot between passes."""
 
-    def __init__(self) -> None:
+    def __init__(self, prometheus: QuerySource | None = None) -> None:
+        self.prometheus = prometheus
+        """where ``spec.rollout.analysis.queries`` are asked (None: no Prometheus is configured)"""
         self._states: dict[str, RolloutState] = {}
         self._windows: dict[str, tuple[float, dict[str, PodSample]]] = {}
 
@@ -212,7 +268,7 @@ class RolloutPlanner:
             counts[state.phase] = counts.get(state.phase, 0) + 1
         return counts
 
-    def plan(
+    async def plan(
         self,
         outcome: PluginOutcome,
         existing: ExistingConfigMap | None,
@@ -237,7 +293,7 @@ class RolloutPlanner:
         state = replace(state, handled_command=handled)
         judgement: Judgement | None = None
         if command is None and judgement_due(spec, state, now):
-            judgement = self._judge(plugin.uid, state, spec, snapshot, now, active.module)
+            judgement = await self._judge(plugin, state, spec, snapshot, now, active.module)
         state = advance(spec, state, now, judgement, command)
         stable_ok = (
             previous is not None
@@ -303,9 +359,9 @@ class RolloutPlanner:
             events=events,
         )
 
-    def _judge(
+    async def _judge(
         self,
-        uid: str,
+        plugin: PluginRecord,
         state: RolloutState,
         spec: RolloutSpec,
         snapshot: ReportSnapshot,
@@ -313,16 +369,44 @@ class RolloutPlanner:
         module: str,
     ) -> Judgement:
         found = samples(snapshot, module, state.canary_hash)
-        since, before = self._windows.get(uid, (state.step_started, {}))
-        self._windows[uid] = (now, window_start(snapshot, module, state.canary_hash))
+        since, before = self._windows.get(plugin.uid, (state.step_started, {}))
+        self._windows[plugin.uid] = (now, window_start(snapshot, module, state.canary_hash))
         window = max(now - since, spec.interval_seconds)
-        return judge(
+        built_in = judge(
             before,
             found,
             state.canary_hash,
             max_failure_ratio=spec.analysis.max_failure_ratio,
             window_seconds=window,
         )
+        if not spec.analysis.queries:
+            return built_in
+        context = QueryContext(
+            namespace=plugin.namespace,
+            service=plugin.service,
+            plugin=plugin.name,
+            module=module,
+            canary_pods=state.pods,
+            stable_pods=[pod for pod in snapshot_pods(snapshot) if pod not in state.pods],
+            canary_hash=state.canary_hash,
+            stable_hash=state.stable_hash or "",
+            window_seconds=window,
+        )
+        figures = await asyncio.gather(*(self._ask(query, context) for query in spec.analysis.queries))
+        return combine(built_in, figures)
+
+    async def _ask(self, query: AnalysisQuery, context: QueryContext) -> QueryFigure:
+        """One query's figure; whatever keeps it from a number makes it inconclusive."""
+        if self.prometheus is None:
+            return inconclusive(query, "the operator has no --prometheus-url")
+        if not context.canary_pods:
+            return inconclusive(query, "no pod runs the canary")
+        try:
+            expression = fill(query.query, context)
+            values = await self.prometheus.query(expression)
+        except (QueryError, RolloutError) as exc:
+            return inconclusive(query, str(exc))
+        return judge_values(query, values)
 
 
 def snapshot_pods(snapshot: ReportSnapshot) -> list[str]:
