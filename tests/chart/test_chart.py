@@ -214,6 +214,8 @@ def test_helm_lint_is_clean(kube: Any) -> None:
         "webhook.enabled=false",  # while injection.enabled (the default) needs it
         "webhook.timeoutSeconds=31",
         "webhook.certManager.issuerRef.kind=Vault",
+        "operator.prometheus.url=prometheus:9090",  # no scheme
+        "operator.prometheus.timeoutSeconds=0",
     ],
 )
 def test_schema_rejects_bad_values(kube: Any, bad: str) -> None:
@@ -261,6 +263,21 @@ def test_operator_pod_is_restricted_and_probed(kube: Any) -> None:
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert pod["serviceAccountName"] == "luna-luna-plugins"
+
+
+@pytest.mark.kube
+def test_the_operator_asks_prometheus_only_when_given_one(kube: Any) -> None:
+    def args(*sets: str) -> list[str]:
+        (deployment,) = of_kind(render(kube, *sets), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return [arg for arg in container["args"] if arg.startswith("--prometheus")]
+
+    assert args() == []
+    url = "operator.prometheus.url=http://prometheus-operated.monitoring:9090"
+    assert args("--set", url, "--set", "operator.prometheus.timeoutSeconds=5") == [
+        "--prometheus-url=http://prometheus-operated.monitoring:9090",
+        "--prometheus-timeout=5",
+    ]
 
 
 @pytest.mark.kube
