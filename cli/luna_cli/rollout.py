@@ -71,6 +71,13 @@ def describe(name: str, status: dict[str, Any]) -> str:
             f"  {analysis.get('at')} step {int(analysis.get('step') or 0) + 1}: "
             f"{analysis.get('verdict')}: {analysis.get('message')}"
         )
+        for query in analysis.get("queries") or []:
+            if isinstance(query, dict):
+                value = query.get("value")
+                lines.append(
+                    f"    query {query.get('name')}: {query.get('verdict')}"
+                    + (f", {value}" if value is not None else ", no value")
+                )
     return "\n".join(lines)
 
 
