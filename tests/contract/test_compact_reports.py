@@ -289,11 +289,17 @@ class CountedReports(StoredReports):
         return await super().patch_namespaced_custom_object(*args, **kwargs)
 
 
-def test_a_new_failure_under_a_rollout_is_reported_without_waiting_for_the_heartbeat() -> None:
-    classes = [{"name": "A", "handled": 10, "failed": 0, "dropped": 0}]
-    plugins = [running("a", H1, classes=classes)]
+@pytest.mark.parametrize(
+    "fail",
+    [
+        lambda found: found.update(failed=1),  # a callback raised
+        lambda found: found.update(delivery={"pending": 0, "deadLetters": 1}),  # a batch was dead-lettered
+    ],
+)
+def test_a_new_failure_under_a_rollout_is_reported_without_waiting_for_the_heartbeat(fail: Any) -> None:
     for under_rollout in (True, False):
-        classes[0]["failed"] = 0
+        classes: list[dict[str, Any]] = [{"name": "A", "handled": 10, "failed": 0, "dropped": 0}]
+        plugins = [running("a", H1, classes=classes)]
         sidecar = reporter(
             plugins,
             {"a": H1},
@@ -307,12 +313,13 @@ def test_a_new_failure_under_a_rollout_is_reported_without_waiting_for_the_heart
             sidecar: RuntimeReporter = sidecar,
             api: CountedReports = api,
             wait: float = 60 if under_rollout else 5,
+            classes: list[dict[str, Any]] = classes,
         ) -> bool:
             task = asyncio.create_task(sidecar.run())
             try:
                 await asyncio.wait_for(api.arrived.wait(), timeout=60)
                 api.arrived.clear()
-                classes[0]["failed"] = 1  # a callback raised
+                fail(classes[0])
                 try:
                     await asyncio.wait_for(api.arrived.wait(), timeout=wait)
                 except TimeoutError:

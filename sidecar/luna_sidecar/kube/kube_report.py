@@ -141,7 +141,7 @@ class RuntimeReporter:
         """Report on every poke and at most every ``interval`` seconds (80 to 100 % of it, drawn
         afresh each time: pods started by one rollout spread their heartbeats); API trouble is
         retried. While a plugin is under a staged rollout, a new failure of it (a failed callback,
-        a 5xx answer, a drop) is reported within :data:`FAILURE_REPORT_SECONDS`, so a failing
+        a 5xx answer, a drop, a dead letter) is reported within :data:`FAILURE_REPORT_SECONDS`, so a failing
         canary is judged without waiting for the heartbeat; a pod whose plugins do not fail writes
         no more than before."""
         while True:
@@ -175,6 +175,7 @@ class RuntimeReporter:
                     (counted.failed_callbacks or 0) + (counted.route_errors or 0) + (counted.dropped or 0)
                 )
                 total += 1 if counted.failed_code_hash else 0
+                total += counted.delivery.dead_letters if counted.delivery is not None else 0
         return total
 
     async def withdraw(self) -> None:
