@@ -167,6 +167,9 @@ def test_schema_and_cel_refuse_bad_specs(cluster: Cluster) -> None:
     bad_key = {"configMapKeyRef": {"name": "src", "key": "a/b.py"}}
     refused = cluster.apply(plugin_manifest("ref", ns, codeFrom=bad_key), check=False)
     assert refused.returncode != 0 and "spec.codeFrom.configMapKeyRef.key" in refused.stderr, refused.stderr
+    unbounded = {"steps": [{"percent": 100}], "analysis": {"queries": [{"name": "q", "query": "up"}]}}
+    refused = cluster.apply(plugin_manifest("unbounded", ns, route_code(), rollout=unbounded), check=False)
+    assert refused.returncode != 0 and "a query needs maxValue, minValue or both" in refused.stderr
     explained = cluster.kube.kubectl("explain", "lunaplugin.spec").stdout
     assert "codeFrom" in explained and "Load order within the service" in explained
 
@@ -219,6 +222,12 @@ def test_admission_webhook_rejects_invalid_code_at_apply(cluster: Cluster, kube:
         )  # and the webhook lives on
         clash = cluster.apply(plugin_manifest("json", ns, route_code()), check=False)
         assert clash.returncode != 0 and "would shadow the module" in clash.stderr
+        queried = {
+            "steps": [{"percent": 100}],
+            "analysis": {"queries": [{"name": "q", "query": "up", "maxValue": 1}]},
+        }
+        refused = cluster.apply(plugin_manifest("queried", ns, route_code(), rollout=queried), check=False)
+        assert refused.returncode != 0 and "the operator has no Prometheus to ask" in refused.stderr
         cluster.apply(plugin_manifest("fine", ns, route_code()))
         cluster.wait_phase("fine", "Ready")
         assert not cluster.get("lunaplugin", "fine")["metadata"].get("finalizers")  # type: ignore[index]
