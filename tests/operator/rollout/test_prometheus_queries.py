@@ -16,13 +16,14 @@ from aiohttp import web
 from luna_operator.prometheus import PrometheusClient
 from luna_operator.rollout.canary_pods import choose_canary_pods
 from luna_operator.rollout.planner import RolloutPlanner
-from luna_operator.rollout.queries import QueryError
+from luna_operator.rollout.queries import QueryContext, QueryError, fill
 from tests.operator.rollout.planning import CANARY, PODS, judged, rollout
 from tests.support.prometheus import SCRAPE_WAIT, Prometheus, start_prometheus
 from tests.support.sidecar_harness import HOST
 
 #: the pod the planner puts the canary on (50 % of PODS, ranked by the plugin and the canary's code)
 (CANARY_POD,) = choose_canary_pods(f"uid-sender/{CANARY}", list(PODS), 50, ())
+(STABLE_POD,) = set(PODS) - {CANARY_POD}
 QUERY = {
     "name": "canary-errors",
     # the canary's pod only: the stable pod's value is bad all along
@@ -121,6 +122,28 @@ async def test_a_real_prometheus_passes_fails_and_when_stopped_holds_the_rollout
         status = bad.outcome.rollout
         assert status is not None and status["phase"] == "RolledBack", status
         assert status["reason"].startswith("canary-errors: 7 above 1")
+
+        # Prometheus reads a filled-in value as the string it stands in, however hostile: the
+        # injected `or vector(1)` never runs, and a pod name's dot matches only a dot
+        hostile = QueryContext(
+            namespace="shop",
+            service='handlers"} or vector(1) #\\',
+            plugin="sender",
+            module="sender",
+            canary_pods=[STABLE_POD.replace("-", "."), CANARY_POD],
+            stable_pods=[],
+            canary_hash=CANARY,
+            stable_hash="",
+            window_seconds=5,
+        )
+        for template in (
+            "count(luna_test_errors{service=$service}) or vector(0)",
+            'count(luna_test_errors{service="$service"}) or vector(0)',
+            "count(luna_test_errors{service='x$service'}) or vector(0)",
+        ):
+            assert await client.query(fill(template, hostile)) == [0.0], template
+        by_pod = "sum by (pod) (luna_test_errors{pod=~$canaryPods})"
+        assert await client.query(fill(by_pod, hostile)) == [values.values[CANARY_POD]]
 
         # a query Prometheus refuses: inconclusive, with its reason
         refused = {**QUERY, "query": "max(luna_test_errors{pod=~$canaryPods}"}
