@@ -31,6 +31,10 @@ Phase = Literal["Progressing", "Paused", "Held", "Promoted", "RolledBack"]
 Command = Literal["promote", "abort", "retry"]
 #: judgements kept in ``status.rollout.analyses``
 KEPT_ANALYSES = 5
+#: seconds a step waits, at least, for a pod to report running the canary before judging it: the
+#: judgements due meanwhile are put off (not inconclusive), since the sidecars need a moment to
+#: load the version they were just given; past it, no pod running it is inconclusive
+CANARY_REPORT_GRACE = 60.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,13 @@ def judgement_due(spec: RolloutSpec, state: RolloutState, now: float) -> bool:
     if now - state.step_started < spec.initial_delay_seconds:
         return False
     return state.last_judged is None or now - state.last_judged >= spec.interval_seconds
+
+
+def awaiting_canary(spec: RolloutSpec, state: RolloutState, now: float, canary_reported: bool) -> bool:
+    """Whether a judgement due now is put off: no pod reports running the canary yet and the step
+    started less than :data:`CANARY_REPORT_GRACE` (or one ``interval``, if longer) ago."""
+    grace = max(CANARY_REPORT_GRACE, spec.interval_seconds)
+    return not canary_reported and now - state.step_started < grace
 
 
 def _moved(state: RolloutState, spec: RolloutSpec, now: float, reason: str) -> RolloutState:

@@ -40,6 +40,7 @@ from luna_operator.rollout.decision import (
     Phase,
     RolloutState,
     advance,
+    awaiting_canary,
     begin,
     judgement_due,
 )
@@ -367,8 +368,13 @@ class RolloutPlanner:
         snapshot: ReportSnapshot,
         now: float,
         module: str,
-    ) -> Judgement:
+    ) -> Judgement | None:
+        """The judgement of the window since the last one; None when it is put off because no
+        pod reports running the canary yet (:func:`awaiting_canary`)."""
         found = samples(snapshot, module, state.canary_hash)
+        reported = any(sample.code_hash == state.canary_hash for sample in found.values())
+        if awaiting_canary(spec, state, now, reported):
+            return None
         since, before = self._windows.get(plugin.uid, (state.step_started, {}))
         self._windows[plugin.uid] = (now, window_start(snapshot, module, state.canary_hash))
         window = max(now - since, spec.interval_seconds)

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from luna_contract.active_list import ActiveEntry
 from luna_contract.rollout import read_rollout
+from luna_operator.desired import CheckedCode, decide
 from luna_operator.reports import (
     Figures,
     PodPlugin,
@@ -16,8 +18,16 @@ from luna_operator.reports import (
     ReportSnapshot,
     parse_report,
 )
-from luna_operator.rollout.decision import Analysis, RolloutState
-from luna_operator.rollout.planner import from_status, read_command, samples, to_status, window_start
+from luna_operator.rollout.decision import CANARY_REPORT_GRACE, Analysis, RolloutState, awaiting_canary
+from luna_operator.rollout.planner import (
+    RolloutPlanner,
+    from_status,
+    read_command,
+    samples,
+    to_status,
+    window_start,
+)
+from tests.operator.rollout import planning
 
 V1, V2 = "1" * 64, "2" * 64
 
@@ -163,3 +173,57 @@ def test_dead_letters_come_from_the_delivery_and_every_reporting_pod_has_a_basel
     start = window_start(snapshot, "hello", V2)
     assert (start["p-1"].callbacks, start["p-1"].dead_letters) == (1, 4)
     assert (start["p-2"].code_hash, start["p-2"].callbacks, start["p-2"].dead_letters) == (V1, 0, 9)
+
+
+async def test_judgements_wait_for_a_pod_to_report_the_canary_then_judge_it() -> None:
+    """With no initial delay and onInconclusive: Rollback, the judgements due before any pod
+    runs the canary are put off (they used to count as failures: a rollback at once)."""
+    spec = planning.rollout([], initialDelay="0s", onInconclusive="Rollback")
+    (outcome,) = decide(
+        [planning.plugin(spec)],
+        {"sender": CheckedCode(planning.CANARY_CODE)},
+        {"sender": planning.in_service()},
+        {"sender": ActiveEntry("sender", planning.STABLE, "lunaplugin-sender", "sender", {})},
+    )
+    planner = RolloutPlanner(None)
+    start = 1000.0
+    first = await planner.plan(outcome, planning.in_service(), planning.snapshot(), start)
+    assert first.outcome.active is not None and first.outcome.active.canary is not None
+    pods = tuple(first.outcome.active.canary.pods)
+    for later in (0.5, 11.0, 40.0):  # the sidecars have not loaded it yet
+        waiting = await planner.plan(outcome, planning.in_service(), planning.snapshot(), start + later)
+        status = waiting.outcome.rollout
+        assert status is not None and (status["phase"], status.get("analyses", [])) == ("Progressing", [])
+    judged = await planner.plan(outcome, planning.in_service(), planning.snapshot(pods), start + 45.0)
+    status = judged.outcome.rollout
+    assert status is not None and status["phase"] == "Progressing" and status["step"] == 1, status
+    assert [analysis["verdict"] for analysis in status["analyses"]] == ["Successful"]
+
+
+async def test_a_canary_no_pod_ever_reports_is_inconclusive_once_the_grace_is_over() -> None:
+    spec = planning.rollout([], initialDelay="0s", onInconclusive="Rollback")
+    (outcome,) = decide(
+        [planning.plugin(spec)],
+        {"sender": CheckedCode(planning.CANARY_CODE)},
+        {"sender": planning.in_service()},
+        {"sender": ActiveEntry("sender", planning.STABLE, "lunaplugin-sender", "sender", {})},
+    )
+    planner = RolloutPlanner(None)
+    await planner.plan(outcome, planning.in_service(), planning.snapshot(), 1000.0)
+    late = await planner.plan(
+        outcome, planning.in_service(), planning.snapshot(), 1000.0 + CANARY_REPORT_GRACE
+    )
+    status = late.outcome.rollout
+    assert status is not None and status["phase"] == "RolledBack", status
+    assert "no pod reports running the canary" in status["reason"]
+
+
+def test_awaiting_the_canary_lasts_the_grace_or_one_interval_if_longer() -> None:
+    spec = read_rollout({"steps": [{"percent": 50}, {"percent": 100}], "analysis": {"interval": "5m"}})
+    state = RolloutState("Progressing", V2, V1, step_started=100.0)
+    assert awaiting_canary(spec, state, 100.0 + 299, canary_reported=False)
+    assert not awaiting_canary(spec, state, 100.0 + 300, canary_reported=False)
+    assert not awaiting_canary(spec, state, 100.0 + 1, canary_reported=True)
+    short = read_rollout({"steps": [{"percent": 100}], "analysis": {"interval": "10s"}})
+    assert awaiting_canary(short, state, 100.0 + CANARY_REPORT_GRACE - 1, canary_reported=False)
+    assert not awaiting_canary(short, state, 100.0 + CANARY_REPORT_GRACE, canary_reported=False)
