@@ -259,9 +259,16 @@ class ServiceReconciler:
         snapshot = self.reports.snapshot(key, now)
         planned: list[PluginOutcome] = []
         wait: float | None = None
-        for outcome in outcomes:
+        # together: a Prometheus slow to answer one plugin's queries costs the pass its timeout
+        # once, not once per plugin under a rollout
+        plans = await asyncio.gather(
+            *(
+                self.rollouts.plan(outcome, existing.get(outcome.plugin.name), snapshot, now)
+                for outcome in outcomes
+            )
+        )
+        for outcome, plan in zip(outcomes, plans, strict=True):
             plugin = outcome.plugin
-            plan = await self.rollouts.plan(outcome, existing.get(plugin.name), snapshot, now)
             canary_name = canary_configmap_name(plugin.name)
             current = self.view.config_map(namespace, canary_name)
             try:

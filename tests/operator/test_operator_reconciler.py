@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from luna_contract.reports import active_revision
 from luna_operator.errors import ApiError, PassIncompleteError
 from luna_operator.reconciler import COUNTS_INTERVAL, MAX_REPORT_OWNERS, REFUSED_RETRY, ServiceReconciler
 from luna_operator.reports import ReportBook
+from luna_operator.rollout.planner import RolloutPlan, RolloutPlanner
 from luna_operator.validation import Problem, validate_code
 from tests.support.fake_cluster import FakeCluster
 from tests.support.reports_kit import NOW, report
@@ -341,3 +343,23 @@ async def test_pods_that_come_and_go_rewrite_every_status_at_most_so_often() -> 
     assert (
         operator.cluster.status("p0")["loaded"] == "4/4" and operator.cluster.status("p3")["loaded"] == "3/4"
     )
+
+
+async def test_the_plugins_of_a_service_are_planned_together_so_a_slow_prometheus_costs_one_wait() -> None:
+    class CountingPlanner(RolloutPlanner):
+        in_flight = most = 0
+
+        async def plan(self, outcome: Any, *args: Any) -> RolloutPlan:
+            type(self).in_flight += 1
+            type(self).most = max(self.most, self.in_flight)
+            await asyncio.sleep(0)  # a query to Prometheus in flight
+            type(self).in_flight -= 1
+            return RolloutPlan(outcome)
+
+    operator = Operator()
+    operator.reconciler.rollouts = CountingPlanner(None)
+    for name in ("a", "b", "c"):
+        operator.cluster.add_plugin(name, code=V1)
+    await operator.full()
+    assert CountingPlanner.most == 3
+    assert sorted(operator.active()) == ["a", "b", "c"]
