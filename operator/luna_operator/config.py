@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from luna_contract import process_settings as rules
 from luna_contract.log_format import LOG_FORMATS
@@ -85,6 +86,11 @@ class OperatorConfig:
     """Prometheus that spec.rollout.analysis.queries ask (e.g. http://prometheus:9090); unset: none may."""
     prometheus_timeout: float = 10.0
     """Seconds one rollout query may take; a slower answer makes the judgement inconclusive."""
+    prometheus_token_file: Path | None = None
+    """File whose content goes with every rollout query as ``Authorization: Bearer`` (read at each
+    query, so a rotated token is used at once), for a Prometheus behind an authenticating proxy."""
+    prometheus_ca_file: Path | None = None
+    """PEM certificates trusted for an ``https://`` Prometheus, besides the system's."""
     log_level: str = "INFO"
     """Log level: DEBUG, INFO, WARNING or ERROR."""
     log_format: str = "text"
@@ -134,6 +140,8 @@ SETTINGS = rules.Settings(
         "code_check_timeout": rules.seconds,
         "prometheus_url": rules.http_url,
         "prometheus_timeout": rules.seconds,
+        "prometheus_token_file": rules.path,
+        "prometheus_ca_file": rules.path,
         "log_level": rules.log_level,
         "log_format": rules.one_of(LOG_FORMATS, "a log format"),
         "sidecar_cluster_role": rules.object_name,

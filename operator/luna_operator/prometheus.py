@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from luna_operator.rollout.queries import QueryError
 
-__all__ = ["MAX_ANSWER_BYTES", "PrometheusClient", "read_answer"]
+__all__ = ["MAX_ANSWER_BYTES", "PrometheusClient", "read_answer", "read_token"]
 
 #: the largest answer read; a bigger one is refused (a query that returns too many series)
 MAX_ANSWER_BYTES = 1024 * 1024
 #: the longest part of Prometheus's own error message kept
 MAX_ERROR_CHARS = 200
+#: the longest bearer token read from its file
+MAX_TOKEN_BYTES = 16 * 1024
 
 
 def _number(pair: Any) -> float:
@@ -66,31 +70,85 @@ def read_answer(body: bytes) -> list[float]:
     return values
 
 
+def read_token(path: Path) -> str:
+    """The bearer token in the file ``path`` (surrounding whitespace removed); raises
+    :class:`QueryError` when it cannot be read, is empty, too long or not one printable line."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        raise QueryError(f"the Prometheus token file {path} cannot be read: {exc.strerror or exc}") from None
+    token = raw.strip()
+    if not token or len(raw) > MAX_TOKEN_BYTES or not all(0x21 <= byte <= 0x7E for byte in token):
+        raise QueryError(
+            f"the Prometheus token file {path} holds no usable token "
+            f"(one line of printable ASCII, at most {MAX_TOKEN_BYTES} bytes)"
+        )
+    return token.decode("ascii")
+
+
 class PrometheusClient:
     """Instant queries to the Prometheus at ``url`` (a base URL: ``/api/v1/query`` is added),
-    each answered within ``timeout`` seconds and ``max_bytes``, or :class:`QueryError`."""
+    each answered within ``timeout`` seconds and ``max_bytes``, or :class:`QueryError`.
 
-    def __init__(self, url: str, *, timeout: float, max_bytes: int = MAX_ANSWER_BYTES) -> None:
+    ``token_file``: its content goes with every query as ``Authorization: Bearer``, read at each
+    query (a rotated token is used at once). ``ca_file``: PEM certificates trusted for an
+    ``https://`` Prometheus besides the system's, read when the first query needs them (and again
+    after a failure). A token or CA that cannot be used is a :class:`QueryError` like any other."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        max_bytes: int = MAX_ANSWER_BYTES,
+        token_file: Path | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.token_file = token_file
+        self.ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if self.ca_file is None:
+            return True  # aiohttp's default: the system's trust store
+        context = ssl.create_default_context()
+        try:
+            context.load_verify_locations(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise QueryError(f"the Prometheus CA file {self.ca_file} cannot be used: {exc}") from None
+        return context
 
     async def query(self, expression: str) -> list[float]:
         """The sample values of ``expression`` evaluated now (see :func:`read_answer`)."""
+        headers = {"Authorization": f"Bearer {read_token(self.token_file)}"} if self.token_file else {}
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            connector = aiohttp.TCPConnector(ssl=self._ssl())
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=None)
+            )
         try:
             async with asyncio.timeout(self.timeout):
-                body = await self._post(self._session, expression)
+                body = await self._post(self._session, expression, headers)
         except TimeoutError:
             raise QueryError(f"Prometheus did not answer within {self.timeout:g} s") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise QueryError(f"Prometheus's certificate is not trusted: {exc.certificate_error}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise QueryError(f"Prometheus could not be reached: {type(exc).__name__}") from None
         return read_answer(body)
 
-    async def _post(self, session: aiohttp.ClientSession, expression: str) -> bytes:
-        async with session.post(f"{self.url}/api/v1/query", data={"query": expression}) as reply:
+    async def _post(self, session: aiohttp.ClientSession, expression: str, headers: dict[str, str]) -> bytes:
+        url = f"{self.url}/api/v1/query"
+        async with session.post(url, data={"query": expression}, headers=headers) as reply:
+            if reply.status in (401, 403):
+                raise QueryError(
+                    f"Prometheus refused the operator's credentials (HTTP {reply.status}): "
+                    + ("check the token" if self.token_file else "it needs a token (--prometheus-token-file)")
+                )
             declared = reply.content_length
             if declared is not None and declared > self.max_bytes:
                 raise QueryError(f"Prometheus's answer is larger than {self.max_bytes} bytes")

@@ -67,7 +67,12 @@ class OperatorState:
         """binds injected Pods' own ServiceAccounts to the sidecar's ClusterRole (connected at start)"""
         self.metrics = OperatorMetrics()
         self.prometheus: PrometheusClient | None = (
-            PrometheusClient(options.prometheus_url, timeout=options.prometheus_timeout)
+            PrometheusClient(
+                options.prometheus_url,
+                timeout=options.prometheus_timeout,
+                token_file=options.prometheus_token_file,
+                ca_file=options.prometheus_ca_file,
+            )
             if options.prometheus_url
             else None
         )

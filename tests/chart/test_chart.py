@@ -216,6 +216,8 @@ def test_helm_lint_is_clean(kube: Any) -> None:
         "webhook.certManager.issuerRef.kind=Vault",
         "operator.prometheus.url=prometheus:9090",  # no scheme
         "operator.prometheus.timeoutSeconds=0",
+        "operator.prometheus.tokenSecret.name=../token",
+        "operator.prometheus.ca.key=ca.crt/../x",
     ],
 )
 def test_schema_rejects_bad_values(kube: Any, bad: str) -> None:
@@ -278,6 +280,54 @@ def test_the_operator_asks_prometheus_only_when_given_one(kube: Any) -> None:
         "--prometheus-url=http://prometheus-operated.monitoring:9090",
         "--prometheus-timeout=5",
     ]
+
+
+@pytest.mark.kube
+def test_a_prometheus_token_and_ca_reach_the_operator_as_mounted_files(kube: Any) -> None:
+    def operator_pod(*sets: str) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+        (deployment,) = of_kind(
+            render(kube, "--set", "operator.prometheus.url=https://p:9090", *sets), "Deployment"
+        )
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        args = [arg for arg in container["args"] if arg.startswith(("--prometheus-token", "--prometheus-ca"))]
+        mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        return args, mounts, volumes
+
+    args, mounts, volumes = operator_pod()
+    assert args == [] and "prometheus-token" not in volumes and "prometheus-ca" not in volumes
+    args, mounts, volumes = operator_pod(
+        "--set",
+        "operator.prometheus.tokenSecret.name=prom-token",
+        "--set",
+        "operator.prometheus.tokenSecret.key=bearer",
+        "--set",
+        "operator.prometheus.ca.name=prom-ca",
+        "--set",
+        "operator.prometheus.serviceAccountToken=true",  # the Secret wins
+    )
+    assert args == [
+        "--prometheus-token-file=/etc/luna-plugins/prometheus-token/token",
+        "--prometheus-ca-file=/etc/luna-plugins/prometheus-ca/ca.crt",
+    ]
+    assert volumes["prometheus-token"]["secret"]["secretName"] == "prom-token"
+    assert volumes["prometheus-token"]["secret"]["items"] == [{"key": "bearer", "path": "token"}]
+    assert volumes["prometheus-ca"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    assert mounts["prometheus-token"]["readOnly"] and mounts["prometheus-ca"]["readOnly"]
+    args, _, volumes = operator_pod(
+        "--set",
+        "operator.prometheus.serviceAccountToken=true",
+        "--set",
+        "operator.prometheus.ca.name=prom-ca",
+        "--set",
+        "operator.prometheus.ca.configMap=true",
+    )
+    assert args == [
+        "--prometheus-token-file=/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "--prometheus-ca-file=/etc/luna-plugins/prometheus-ca/ca.crt",
+    ]
+    assert volumes["prometheus-ca"]["configMap"]["name"] == "prom-ca"
 
 
 @pytest.mark.kube

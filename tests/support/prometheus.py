@@ -7,8 +7,10 @@ discovery, which the pod suite needs. Without them a test fails rather than skip
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +73,17 @@ class Prometheus:
                 self.process.wait()
 
 
-def start_prometheus(config: Path, workdir: Path, attempts: int = 3) -> Prometheus:
+def start_prometheus(
+    config: Path,
+    workdir: Path,
+    attempts: int = 3,
+    *,
+    web_config: Path | None = None,
+    ca_file: Path | None = None,
+) -> Prometheus:
     """Start ``prometheus`` with ``config`` on a free loopback port; returns once /-/ready answers.
+    With ``web_config`` (Prometheus's ``--web.config.file``: TLS) it serves ``https://``, checked
+    against ``ca_file``.
 
     Another process may take the free port before Prometheus binds it: then it tries a new one.
     """
@@ -87,18 +98,24 @@ def start_prometheus(config: Path, workdir: Path, attempts: int = 3) -> Promethe
                     f"--config.file={config}",
                     f"--storage.tsdb.path={workdir / f'tsdb-{attempt}'}",
                     f"--web.listen-address={HOST}:{port}",
+                    *([f"--web.config.file={web_config}"] if web_config is not None else []),
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
             )
-        running = Prometheus(process, f"http://{HOST}:{port}", log_path)
+        scheme = "https" if web_config is not None else "http"
+        running = Prometheus(process, f"{scheme}://{HOST}:{port}", log_path)
 
         def ready(running: Prometheus = running) -> bool:
             if running.process.poll() is not None:
                 return True
             try:
-                return http("GET", running.url + "/-/ready", timeout=1).status == 200
+                if web_config is None:
+                    return http("GET", running.url + "/-/ready", timeout=1).status == 200
+                context = ssl.create_default_context(cafile=ca_file)
+                with urllib.request.urlopen(running.url + "/-/ready", timeout=1, context=context) as reply:
+                    return bool(reply.status == 200)
             except OSError:
                 return False
 
