@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from luna_cluster.node_config import NODE_IP
 from tests.chart.test_chart_monitoring_demo import MONITOR_CRDS, PROMETHEUS_OPERATOR
 from tests.node.conftest import NodeCluster
 from tests.node.pods import get, ready_pods, recent_events
@@ -584,3 +585,95 @@ def test_a_staged_rollout_on_four_pods_promotes_a_good_version_and_rolls_back_a_
         assert set(outcomes) <= {"v1", "v2", "status 500"}, f"{outcomes}\n{recent_events(kube, namespace)}"
     finally:
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_a_rollout_whose_prometheus_stops_mid_analysis_is_held_not_promoted(
+    node_cluster: NodeCluster, release: str, tmp_path: Path
+) -> None:
+    """The operator's pod asks a real Prometheus (on the node's address, which pods reach) for a
+    rollout query: the query's figure shows in status; Prometheus stopped mid-rollout, the
+    judgements are inconclusive and the rollout is held (onInconclusive: Hold), never promoted,
+    while the version in service keeps serving."""
+    if node_cluster.state_dir is None:
+        pytest.skip(
+            "Prometheus listens on our own node's address, which pods of another cluster do not reach"
+        )
+    kube = node_cluster.kube
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global: {evaluation_interval: 1s}\n")
+    prometheus = start_prometheus(config, tmp_path, host=NODE_IP)
+    namespace = f"held-{uuid.uuid4().hex[:6]}"
+    try:
+        install_chart(node_cluster, release, "--set", f"operator.prometheus.url={prometheus.url}")
+        kube.kubectl("create", "namespace", namespace)
+        code = {v: ROLLOUT_ROUTE.format(body=f'return pluginHTTPResponse(body="{v}")') for v in ("v1", "v2")}
+        apply(
+            kube,
+            namespace,
+            lunaplugin("version", code["v1"]),
+            *handlers_service(node_cluster.image, replicas=2),
+        )
+        wait_ready_replicas(kube, namespace, "handlers", 2)
+        wait_for(lambda: loaded(node_cluster, namespace, "version") == "2/2", timeout=120, what="v1 on 2/2")
+        v2 = lunaplugin("version", code["v2"])
+        v2["spec"]["rollout"] = {
+            # a long pause: judgements go on in the first step, the rollout cannot finish meanwhile
+            "steps": [{"percent": 50, "pause": "10m"}, {"percent": 100}],
+            "analysis": {
+                "interval": "2s",
+                "failureLimit": 2,
+                "onInconclusive": "Hold",
+                "queries": [{"name": "flat", "query": "vector(0.5)", "maxValue": 1}],
+            },
+        }
+        answers: Counter[str] = Counter()
+        stop = threading.Event()
+
+        def rollout() -> dict[str, Any]:
+            return dict(get(kube, namespace, "lunaplugin", "version").get("status", {}).get("rollout") or {})
+
+        def judged(verdict: str) -> list[dict[str, Any]]:
+            return [a for a in rollout().get("analyses") or [] if a.get("verdict") == verdict]
+
+        # traffic on both pods: the built-in part of each judgement needs answers to judge
+        with reach(node_cluster, namespace, "handlers", 8080) as routes:
+
+            def load() -> None:
+                while not stop.is_set():
+                    try:
+                        reply = http("GET", f"{routes}/version", timeout=10)
+                    except OSError as exc:
+                        answers[f"error {type(exc).__name__}"] += 1
+                        continue
+                    answers[reply.text if reply.status == 200 else f"status {reply.status}"] += 1
+
+            workers = [threading.Thread(target=load, daemon=True) for _ in range(2)]
+            for worker in workers:
+                worker.start()
+            try:
+                apply(kube, namespace, v2)
+                wait_for(
+                    lambda: judged("Successful"), timeout=120, what="a successful judgement with the query"
+                )
+                (figure,) = judged("Successful")[-1]["queries"]
+                assert figure == {"name": "flat", "verdict": "Successful", "value": "0.5"}, figure
+                prometheus.stop()
+                wait_for(lambda: rollout().get("phase") == "Held", timeout=60, what="the rollout held")
+                held = rollout()
+                assert "Prometheus could not be reached" in held["reason"] and held["failures"] == 0, held
+                wait_for(
+                    lambda: len(judged("Inconclusive")) >= 3, timeout=60, what="more inconclusive judgements"
+                )
+                final = rollout()
+                assert final["phase"] == "Held" and final["step"] == 0, final
+                assert len(final["canaryPods"]) == 1, final  # 50 % of 2 pods, never more
+            finally:
+                stop.set()
+                for worker in workers:
+                    worker.join(timeout=30)
+        assert answers["v1"] and answers["v2"], answers  # both versions served throughout
+        assert set(answers) <= {"v1", "v2"}, answers
+    finally:
+        prometheus.stop()
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        install_chart(node_cluster, release)  # the release as the module's other tests know it

@@ -80,10 +80,11 @@ def start_prometheus(
     *,
     web_config: Path | None = None,
     ca_file: Path | None = None,
+    host: str = HOST,
 ) -> Prometheus:
     """Start ``prometheus`` with ``config`` on a free loopback port; returns once /-/ready answers.
     With ``web_config`` (Prometheus's ``--web.config.file``: TLS) it serves ``https://``, checked
-    against ``ca_file``.
+    against ``ca_file``. ``host``: the address it listens on (an address of this machine).
 
     Another process may take the free port before Prometheus binds it: then it tries a new one.
     """
@@ -97,7 +98,7 @@ def start_prometheus(
                     binary,
                     f"--config.file={config}",
                     f"--storage.tsdb.path={workdir / f'tsdb-{attempt}'}",
-                    f"--web.listen-address={HOST}:{port}",
+                    f"--web.listen-address={host}:{port}",
                     *([f"--web.config.file={web_config}"] if web_config is not None else []),
                 ],
                 stdout=log_file,
@@ -105,7 +106,7 @@ def start_prometheus(
                 cwd=workdir,
             )
         scheme = "https" if web_config is not None else "http"
-        running = Prometheus(process, f"{scheme}://{HOST}:{port}", log_path)
+        running = Prometheus(process, f"{scheme}://{host}:{port}", log_path)
 
         def ready(running: Prometheus = running) -> bool:
             if running.process.poll() is not None:
