@@ -179,9 +179,17 @@ KUBE_COMPAT: dict[str, ToolModule] = {
     ),
 }
 
+#: for ``make e2e-kind`` and ``luna-cluster kind-image``: kind (Kubernetes in Docker) itself;
+#: built only when asked for
+KIND = ToolModule(
+    name="kind",
+    upstream="sigs.k8s.io/kind",
+    packages={"kind": "sigs.k8s.io/kind"},
+)
+
 #: binary name -> module that builds it (today's; :data:`KUBE_COMPAT` replaces two of them on request)
 BINARIES: dict[str, ToolModule] = {
-    binary: module for module in (*MODULES, *NODE_MODULES, PROMETHEUS, LUA) for binary in module.packages
+    binary: module for module in (*MODULES, *NODE_MODULES, PROMETHEUS, LUA, KIND) for binary in module.packages
 }
 
 
