@@ -187,9 +187,28 @@ KIND = ToolModule(
     packages={"kind": "sigs.k8s.io/kind"},
 )
 
+#: what a kind node image (``luna-cluster kind-image``) adds to the node's binaries: kubeadm, which
+#: kind runs in the node, and crictl, which ``kind load`` runs there; built only when asked for
+KIND_NODE_MODULES: tuple[ToolModule, ...] = (
+    ToolModule(
+        name="kubeadm",
+        upstream="k8s.io/kubernetes",
+        packages={"kubeadm": "k8s.io/kubernetes/cmd/kubeadm"},
+        ldflags=_K8S_LDFLAGS,
+    ),
+    ToolModule(
+        name="crictl",
+        upstream="sigs.k8s.io/cri-tools",
+        packages={"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
+        ldflags=("-X sigs.k8s.io/cri-tools/pkg/version.Version={version}",),
+    ),
+)
+
 #: binary name -> module that builds it (today's; :data:`KUBE_COMPAT` replaces two of them on request)
 BINARIES: dict[str, ToolModule] = {
-    binary: module for module in (*MODULES, *NODE_MODULES, PROMETHEUS, LUA, KIND) for binary in module.packages
+    binary: module
+    for module in (*MODULES, *NODE_MODULES, PROMETHEUS, LUA, KIND, *KIND_NODE_MODULES)
+    for binary in module.packages
 }
 
 
