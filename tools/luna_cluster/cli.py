@@ -1,5 +1,6 @@
-"""``luna-cluster up|down|status|build|image``: the local Kubernetes control plane, its node and
-the project's image for that node (the test harness; not a command of the product)."""
+"""``luna-cluster up|down|status|build|image|kind-image|kind-stop``: the local Kubernetes control
+plane, its node, the project's image for that node, and a kind node image made offline (the test
+harness; not a command of the product)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ PROG = "luna-cluster"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
-        choices=["up", "down", "status", "build", "image"],
+        choices=["up", "down", "status", "build", "image", "kind-image", "kind-stop"],
         help="up: start (or reuse) the cluster; down: stop it and delete its data; "
         "status: show what runs where; build: build or reuse the binaries only; "
-        "image: build the project's image and import it into the cluster's node",
+        "image: build the project's image and import it into the cluster's node; "
+        "kind-image: build (or reuse) kind and a kind node image without a registry, print "
+        "KIND=, KIND_NODE_IMAGE= and, when a Docker daemon had to be started for it, DOCKER_HOST= "
+        "lines; kind-stop: stop the Docker daemon kind-image started",
     )
     parser.add_argument(
         "--state-dir",
@@ -81,10 +85,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context", default=None, help="image: the project checkout to build (default: the one installed)"
     )
+    parser.add_argument(
+        "--kind-config",
+        default=None,
+        metavar="FILE",
+        help="kind-image: also write the kind cluster configuration the node image needs to FILE",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import cluster, image, tools
+    from . import cluster, image, kind_image, tools
     from .pki import PkiError
     from .procs import PortInUseError
 
@@ -117,6 +127,22 @@ def run(args: argparse.Namespace) -> int:
             with cluster.locked(state):
                 image.build_and_load(state, tag=args.tag, base=args.base, context=context, out=sys.stderr)
             return 0
+        if args.action == "kind-image":
+            started = time.monotonic()
+            with cluster.locked(state):
+                docker = kind_image.engine(state, sys.stderr)
+                node_image, images = kind_image.build(docker, sys.stderr)
+            if args.kind_config:
+                Path(args.kind_config).write_text(kind_image.cluster_config(images))
+            print(f"KIND={tools.ensure(tools.KIND, sys.stderr)['kind']}")
+            print(f"KIND_NODE_IMAGE={node_image}")
+            if docker.private:
+                print(f"DOCKER_HOST={docker.env['DOCKER_HOST']}")
+            print(f"kind node image ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+            return 0
+        if args.action == "kind-stop":
+            with cluster.locked(state):
+                return 0 if kind_image.stop_engine(state, sys.stderr) else 1
         if args.action == "down":
             with cluster.locked(state):
                 return 0 if cluster.down(state, sys.stderr, purge=args.purge) else 1

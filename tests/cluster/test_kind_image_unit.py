@@ -1,0 +1,156 @@
+"""Pure parts of the kind node image (``luna-cluster kind-image``): its recipe hash, the kind
+configuration it needs, the files it changes, and the OCI images it preloads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from luna_cluster import kind_image, oci
+from luna_cluster.image import ImageError
+from luna_cluster.node_config import PAUSE_IMAGE
+
+IMAGES = kind_image.NodeImages(kube_version="v1.36.3", etcd_version="v3.6.16", coredns_version="v1.15.0")
+
+#: the lines of kind's containerd configuration this module changes, as kind ships them
+KIND_CONTAINERD = """\
+version = 2
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+[plugins."io.containerd.grpc.v1.cri"]
+  # use fixed sandbox image
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  tolerate_missing_hugepages_controller = true
+  restrict_oom_score_adj = false
+"""
+
+
+def _builds(tmp_path: Path, kube_key: str = "75e00f0fb74dd317") -> dict[str, Path]:
+    return {
+        "kube-apiserver": tmp_path / f"kube-v1.36.3-{kube_key}" / "kube-apiserver",
+        "kubelet": tmp_path / "node-v1.36.3-97cf7d068efd8ffc" / "kubelet",
+    }
+
+
+def test_the_recipe_hash_does_not_depend_on_order_but_on_every_name_and_value() -> None:
+    parts = {"a": "1", "b": "2"}
+    key = kind_image.recipe_hash(parts)
+    assert key == kind_image.recipe_hash({"b": "2", "a": "1"})
+    assert len(key) == 12
+    assert key != kind_image.recipe_hash({"a": "1", "b": "3"})
+    assert key != kind_image.recipe_hash({"a": "1", "c": "2"})
+    # length-prefixed: moving a character from a name to its value is another recipe
+    assert kind_image.recipe_hash({"ab": "c"}) != kind_image.recipe_hash({"a": "bc"})
+
+
+def test_the_node_recipe_changes_with_a_rebuilt_binary_but_not_with_the_cache_location(
+    tmp_path: Path,
+) -> None:
+    first = kind_image.node_recipe(rootfs="r1", builds=_builds(tmp_path), kind_version="v0.33.0")
+    elsewhere = kind_image.node_recipe(
+        rootfs="r1", builds=_builds(tmp_path / "other"), kind_version="v0.33.0"
+    )
+    assert first == elsewhere
+    rebuilt = kind_image.node_recipe(
+        rootfs="r1", builds=_builds(tmp_path, kube_key="0000000000000000"), kind_version="v0.33.0"
+    )
+    assert kind_image.recipe_hash(first) != kind_image.recipe_hash(rebuilt)
+    for changed in (
+        kind_image.node_recipe(rootfs="r2", builds=_builds(tmp_path), kind_version="v0.33.0"),
+        kind_image.node_recipe(rootfs="r1", builds=_builds(tmp_path), kind_version="v0.34.0"),
+    ):
+        assert kind_image.recipe_hash(first) != kind_image.recipe_hash(changed)
+    assert first["recipe"] == kind_image.RECIPE_VERSION
+
+
+def test_the_rootfs_recipe_names_suite_mirror_and_packages() -> None:
+    recipe = kind_image.rootfs_recipe("http://deb.debian.org/debian")
+    assert recipe["suite"] == "bookworm"
+    assert {"systemd", "iptables", "runc"} <= set(recipe["packages"].split(","))
+    assert kind_image.recipe_hash(recipe) != kind_image.recipe_hash(kind_image.rootfs_recipe("http://mirror"))
+
+
+def test_the_image_reference_carries_the_kubernetes_version_and_the_key() -> None:
+    assert kind_image.reference("v1.36.3", "abc123") == "luna-plugins/kind-node:v1.36.3-abc123"
+
+
+def test_the_images_have_kubeadms_names_and_our_etcd_and_coredns_tags() -> None:
+    references = IMAGES.references()
+    assert references["kube-apiserver"] == "registry.k8s.io/kube-apiserver:v1.36.3"
+    assert references["kube-proxy"] == "registry.k8s.io/kube-proxy:v1.36.3"
+    assert references["etcd"] == "registry.k8s.io/etcd:v3.6.16"
+    assert references["coredns"] == "registry.k8s.io/coredns/coredns:v1.15.0"
+    assert references["pause"] == PAUSE_IMAGE
+
+
+def test_the_cluster_config_turns_off_kinds_cni_and_allows_cgroup_v1() -> None:
+    config = yaml.safe_load(kind_image.cluster_config(IMAGES))
+    assert config["kind"] == "Cluster"
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["networking"] == {"disableDefaultCNI": True, "podSubnet": kind_image.POD_SUBNET}
+    patches = {patch["kind"]: patch for patch in map(yaml.safe_load, config["kubeadmConfigPatches"])}
+    assert patches["KubeletConfiguration"]["failCgroupV1"] is False
+    cluster = patches["ClusterConfiguration"]
+    # kubeadm then names exactly the images the node image holds
+    assert f"{kind_image.REGISTRY}/etcd:{cluster['etcd']['local']['imageTag']}" == IMAGES.references()["etcd"]
+    assert cluster["dns"]["imageTag"] == IMAGES.coredns_version
+
+
+def test_the_cni_config_is_one_bridge_on_the_nodes_pod_range() -> None:
+    config = json.loads(kind_image.cni_config())
+    (bridge,) = config["plugins"]
+    assert bridge["type"] == "bridge"
+    assert bridge["ipam"]["ranges"] == [[{"subnet": kind_image.NODE_POD_RANGE}]]
+
+
+def test_containerd_config_gets_our_sandbox_image_and_restricted_oom_scores() -> None:
+    changed = kind_image.containerd_config(KIND_CONTAINERD)
+    cri = tomllib.loads(changed)["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["sandbox_image"] == PAUSE_IMAGE
+    assert cri["restrict_oom_score_adj"] is True
+    assert cri["tolerate_missing_hugepages_controller"] is True  # the rest stays kind's
+    assert "# use fixed sandbox image" in changed
+
+
+def test_containerd_config_without_a_setting_to_change_is_an_error() -> None:
+    with pytest.raises(ImageError, match="restrict_oom_score_adj"):
+        kind_image.containerd_config(KIND_CONTAINERD.replace("  restrict_oom_score_adj = false\n", ""))
+
+
+def test_an_image_of_layers_from_files_is_an_oci_layout(tmp_path: Path) -> None:
+    binary = tmp_path / "etcd"
+    binary.write_bytes(b"\x7fELF not really")
+    layer = tmp_path / "layer.tar"
+    oci.write_layer({"usr/local/bin/etcd": binary}, layer)
+    with tarfile.open(layer) as opened:
+        members = {member.name: member for member in opened.getmembers()}
+    assert set(members) == {"usr", "usr/local", "usr/local/bin", "usr/local/bin/etcd"}
+    assert members["usr/local/bin/etcd"].mode == 0o755
+    assert members["usr/local"].isdir()
+
+    target = tmp_path / "image.tar"
+    oci.write_image(target, "registry.k8s.io/etcd:v3.6.16", [layer], {"Entrypoint": ["/usr/local/bin/etcd"]})
+    with tarfile.open(target) as archive:
+
+        def read(name: str) -> bytes:
+            handle = archive.extractfile(name)
+            assert handle is not None
+            return handle.read()
+
+        index = json.loads(read("index.json"))
+        (entry,) = index["manifests"]
+        assert entry["annotations"]["io.containerd.image.name"] == "registry.k8s.io/etcd:v3.6.16"
+        manifest = json.loads(read(f"blobs/sha256/{entry['digest'].removeprefix('sha256:')}"))
+        (layer_entry,) = manifest["layers"]
+        blob = read(f"blobs/sha256/{layer_entry['digest'].removeprefix('sha256:')}")
+        assert blob == layer.read_bytes()
+        assert layer_entry["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
+        config = json.loads(read(f"blobs/sha256/{manifest['config']['digest'].removeprefix('sha256:')}"))
+        assert config["rootfs"]["diff_ids"] == [layer_entry["digest"]]
+        assert config["config"]["Entrypoint"] == ["/usr/local/bin/etcd"]

@@ -1,0 +1,631 @@
+"""``luna-cluster kind-image``: a kind node image built offline, from Go modules and Debian packages.
+
+kind's own node images come from a registry (``kindest/node``), and ``kind build node-image``
+pulls its base image and the images it preloads. Where no registry is reachable this module makes
+an equivalent image from what this harness already builds:
+
+- the root filesystem: Debian ``bookworm`` with systemd, iptables and runc, by ``debootstrap``
+  (cached as a tarball, keyed by its package list);
+- the files kind expects in a node (``/usr/local/bin/entrypoint``, ``/kind/``, the systemd units of
+  containerd and the kubelet, containerd's configuration), read from the kind Go module of
+  ``tools/kind`` (the same release as the ``kind`` binary), with two changes this machine needs:
+  containerd's ``restrict_oom_score_adj`` and no negative ``OOMScoreAdjust`` in systemd units
+  (both need ``CAP_SYS_RESOURCE``);
+- the node's binaries (kubelet, kubeadm, kubectl, containerd, crictl, the CNI plugins) and the
+  control-plane images (kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd,
+  CoreDNS, the pod sandbox), made as OCI images without an engine (:mod:`.oci`) and preloaded into
+  the node's containerd store as kind does (``ctr images import --no-unpack``, pinned);
+- pod networking: a bridge CNI configuration for the one node (kind's kindnetd is not published as
+  a Go module that the module proxy serves, so the cluster is created with kind's default CNI off).
+
+The image is named ``luna-plugins/kind-node:<kube version>-<hash>``, the hash of its recipe (the
+cached builds it is made from, the root filesystem's recipe, the kind release and
+:data:`RECIPE_VERSION`): it is rebuilt only when one of those changes. :func:`cluster_config` is the
+kind configuration such an image needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from . import node as node_mod
+from . import oci, procs, tools
+from .image import (
+    DEFAULT_MIRROR,
+    Engine,
+    EngineUnavailableError,
+    ImageError,
+    _answers,
+    _image_id,
+    _run_logged,
+    _with_builder,
+)
+from .launch import spawn, wait_until
+from .node_config import PAUSE_IMAGE
+from .state import StateDir
+
+#: bump when the way the node image is put together changes (its inputs are hashed anyway)
+RECIPE_VERSION = "1"
+NODE_REPOSITORY = "luna-plugins/kind-node"
+SUITE = "bookworm"
+#: what kind's base image installs that a node here needs (kind's list, without the storage and
+#: FUSE tools), and Debian's runc
+ROOTFS_PACKAGES = (
+    "systemd",
+    "iptables",
+    "nftables",
+    "conntrack",
+    "iproute2",
+    "ethtool",
+    "kmod",
+    "libseccomp2",
+    "pigz",
+    "ca-certificates",
+    "procps",
+    "runc",
+)
+ROOTFS_RECIPE_VERSION = "1"
+#: kind's default pod subnet, and the node's share of it (the bridge CNI configuration's range)
+POD_SUBNET = "10.244.0.0/16"
+NODE_POD_RANGE = "10.244.0.0/24"
+REGISTRY = "registry.k8s.io"
+IMAGE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: where the Docker daemon for kind listens when no other answers (its data stays in the user cache
+#: directory: the node image is kept there)
+KIND_DOCKER_DIR = Path("/run/luna-plugins/kind-docker")
+#: the network kind creates for its nodes (``KIND_EXPERIMENTAL_DOCKER_NETWORK`` changes it)
+KIND_NETWORK = "kind"
+#: the Go modules the node image is made from (the control plane's, the node's, kubeadm, crictl)
+MODULES = (*tools.MODULES, *tools.NODE_MODULES, *tools.KIND_NODE_MODULES)
+
+
+@dataclass(frozen=True)
+class NodeImages:
+    """The versions inside a node image and the image names kubeadm and containerd look for."""
+
+    kube_version: str
+    etcd_version: str
+    coredns_version: str
+
+    def references(self) -> dict[str, str]:
+        """Component -> image reference. kubeadm's names for the Kubernetes images; etcd and CoreDNS
+        under kubeadm's repositories with their own versions as tags (:func:`cluster_config` tells
+        kubeadm those tags); the sandbox image is the local node's."""
+        kube = {
+            name: f"{REGISTRY}/{name}:{self.kube_version}"
+            for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+        }
+        return {
+            **kube,
+            "etcd": f"{REGISTRY}/etcd:{self.etcd_version}",
+            "coredns": f"{REGISTRY}/coredns/coredns:{self.coredns_version}",
+            "pause": PAUSE_IMAGE,
+        }
+
+
+def recipe_hash(parts: Mapping[str, str]) -> str:
+    """Hash of named inputs (order-independent); 12 hex digits."""
+    digest = hashlib.sha256()
+    for name, value in sorted(parts.items()):
+        for part in (name.encode(), value.encode()):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()[:12]
+
+
+def rootfs_recipe(mirror: str) -> dict[str, str]:
+    return {
+        "rootfs-recipe": ROOTFS_RECIPE_VERSION,
+        "suite": SUITE,
+        "mirror": mirror,
+        "packages": ",".join(ROOTFS_PACKAGES),
+    }
+
+
+def node_recipe(*, rootfs: str, builds: Mapping[str, Path], kind_version: str) -> dict[str, str]:
+    """Everything that makes a node image what it is: ``rootfs`` the root filesystem's recipe
+    hash, ``builds`` binary -> cached path (whose folder names the module, version and build key)."""
+    return {
+        "recipe": RECIPE_VERSION,
+        "rootfs": rootfs,
+        "kind": kind_version,
+        "pod-range": NODE_POD_RANGE,
+        "pause": PAUSE_IMAGE,
+        **{f"bin:{name}": path.parent.name for name, path in builds.items()},
+    }
+
+
+def reference(kube_version: str, key: str) -> str:
+    return f"{NODE_REPOSITORY}:{kube_version}-{key}"
+
+
+def cluster_config(images: NodeImages) -> str:
+    """The kind ``Cluster`` configuration a node image of ours needs: kind's CNI off (the image has
+    its own), kubeadm told the etcd and CoreDNS tags of the preloaded images, the kubelet allowed to
+    run on cgroup v1 (Kubernetes 1.35+ refuses it otherwise)."""
+    return f"""\
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+networking:
+  disableDefaultCNI: true
+  podSubnet: {POD_SUBNET}
+kubeadmConfigPatches:
+- |
+  kind: ClusterConfiguration
+  etcd:
+    local:
+      imageTag: {images.etcd_version}
+  dns:
+    imageTag: {images.coredns_version}
+- |
+  kind: KubeletConfiguration
+  failCgroupV1: false
+- |
+  kind: InitConfiguration
+  nodeRegistration:
+    ignorePreflightErrors:
+    - SystemVerification
+"""
+
+
+def cni_config() -> str:
+    """The node's pod network: one bridge, addresses from :data:`NODE_POD_RANGE`, NAT to the node."""
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "kind-bridge",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": NODE_POD_RANGE}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            }
+        ],
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def containerd_config(upstream: str) -> str:
+    """kind's containerd configuration with the sandbox image of ours and ``restrict_oom_score_adj``
+    on (the kubelet's negative OOM scores need ``CAP_SYS_RESOURCE``)."""
+    lines = []
+    replaced = {"sandbox_image": False, "restrict_oom_score_adj": False}
+    for line in upstream.splitlines():
+        key = line.strip().split("=", 1)[0].strip()
+        if key == "sandbox_image":
+            line = f'  sandbox_image = "{PAUSE_IMAGE}"'
+            replaced[key] = True
+        elif key == "restrict_oom_score_adj":
+            line = "  restrict_oom_score_adj = true"
+            replaced[key] = True
+        lines.append(line)
+    missing = [key for key, done in replaced.items() if not done]
+    if missing:
+        raise ImageError(f"kind's containerd configuration has no {', '.join(missing)} setting to change")
+    return "\n".join(lines) + "\n"
+
+
+# --- building -------------------------------------------------------------------------------------
+
+
+def _cache() -> Path:
+    return tools.cache_root() / "kind"
+
+
+def kind_module_dir(version: str) -> Path:
+    """The kind module's source of ``version`` (downloaded into the Go module cache if needed)."""
+    result = subprocess.run(
+        [tools.go_binary(), "mod", "download", "-json", f"sigs.k8s.io/kind@{version}"],
+        cwd=tools.KIND.directory,
+        env=tools.build_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ImageError(f"`go mod download sigs.k8s.io/kind@{version}` failed: {result.stderr.strip()}")
+    return Path(json.loads(result.stdout)["Dir"])
+
+
+def node_rootfs(out: TextIO) -> tuple[Path, str]:
+    """The node's Debian root filesystem as a tarball (built by debootstrap once) and its recipe hash."""
+    mirror = os.environ.get("LUNA_DEBIAN_MIRROR", DEFAULT_MIRROR)
+    key = recipe_hash(rootfs_recipe(mirror))
+    archive = _cache() / f"rootfs-{SUITE}-{key}.tar"
+    if archive.is_file():
+        return archive, key
+    debootstrap = shutil.which("debootstrap")
+    if debootstrap is None or os.geteuid() != 0:
+        raise ImageError("a kind node image is built with debootstrap, as root (apt-get install debootstrap)")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    log = tools.cache_root() / "logs" / f"kind-rootfs-{key}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"building the kind node's root filesystem from Debian {SUITE} packages (~3 min)",
+        file=out,
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="rootfs-", dir=archive.parent) as scratch:
+        root = Path(scratch) / "root"
+        _run_logged(
+            [
+                debootstrap,
+                "--variant=minbase",
+                f"--include={','.join(ROOTFS_PACKAGES)}",
+                SUITE,
+                str(root),
+                mirror,
+            ],
+            log,
+            "debootstrap",
+            out,
+        )
+        for leftover in ("var/lib/apt/lists", "var/cache/apt", "var/log"):
+            for entry in (root / leftover).glob("*"):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        staging = archive.with_suffix(".tmp")
+        _run_logged(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(staging), "."],
+            log,
+            "packing the root filesystem",
+            out,
+        )
+        staging.replace(archive)
+    return archive, key
+
+
+def _write(path: Path, text: str | bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    path.chmod(mode)
+
+
+def _install(source: Path, target: Path, mode: int = 0o755) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    target.chmod(mode)
+
+
+def _symlink(link: Path, to: str) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(to)
+
+
+def _kind_files(root: Path, kind_dir: Path) -> None:
+    """The files of kind's base image (``images/base/files``), with their modes."""
+    files = kind_dir / "images" / "base" / "files"
+    for source in sorted(files.rglob("*")):
+        if not source.is_file():
+            continue
+        inside = source.relative_to(files)
+        if inside.parts[0] == "LICENSES":
+            continue
+        executable = inside.parts[:3] == ("usr", "local", "bin") or inside.parts[:2] == ("kind", "bin")
+        target = root / inside
+        if inside == Path("etc/containerd/config.toml"):
+            _write(target, containerd_config(source.read_text()))
+        else:
+            _install(source, target, 0o755 if executable else 0o644)
+
+
+def _systemd(root: Path) -> None:
+    """What kind's base image does to systemd: only the services a node needs, started by
+    ``/sbin/init``; plus drop-ins that keep units from lowering their OOM score (no
+    ``CAP_SYS_RESOURCE``: systemd would refuse to start them)."""
+    unit_dirs = [root / "lib/systemd/system", root / "etc/systemd/system"]
+    for wants in ("multi-user.target.wants", "local-fs.target.wants", "basic.target.wants"):
+        for folder in unit_dirs:
+            for entry in (folder / wants).glob("*"):
+                entry.unlink()
+    for pattern in ("*udev*", "*initctl*"):
+        for entry in (root / "lib/systemd/system/sockets.target.wants").glob(pattern):
+            entry.unlink()
+    for entry in (root / "lib/systemd/system/sysinit.target.wants").glob("systemd-tmpfiles-setup.service"):
+        entry.unlink()
+    for folder in (root / "etc/systemd/system").glob("*.wants"):
+        for entry in folder.glob("*"):
+            entry.unlink()
+    journald = root / "etc/systemd/journald.conf"
+    journald.write_text(journald.read_text() + "ReadKMsg=no\n")
+    _symlink(root / "usr/sbin/init", "/usr/lib/systemd/systemd")
+    for unit in ("kubelet.service", "containerd.service", "undo-mount-hacks.service"):
+        _symlink(root / "etc/systemd/system/multi-user.target.wants" / unit, f"/etc/systemd/system/{unit}")
+    _symlink(root / "etc/systemd/system/systemd-binfmt.service", "/dev/null")
+    for unit in ("containerd.service", "systemd-journald.service"):
+        _write(root / f"etc/systemd/system/{unit}.d/10-oom-score.conf", "[Service]\nOOMScoreAdjust=0\n")
+
+
+def _runtime_spec(ctr: Path) -> str:
+    """containerd's default OCI spec with kind's hook and without rlimits (kind's ``cri-base.json``)."""
+    result = subprocess.run([str(ctr), "oci", "spec"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ImageError(f"`ctr oci spec` failed: {result.stderr.strip()}")
+    spec = json.loads(result.stdout)
+    spec.setdefault("hooks", {}).setdefault("createContainer", []).append(
+        {"path": "/kind/bin/mount-product-files.sh"}
+    )
+    spec.get("process", {}).pop("rlimits", None)
+    return json.dumps(spec, indent=2) + "\n"
+
+
+def _binaries(root: Path, builds: Mapping[str, Path]) -> None:
+    for name in ("containerd", "containerd-shim-runc-v2", "ctr", "crictl"):
+        _install(builds[name], root / "usr/local/bin" / name)
+    for name in ("kubelet", "kubeadm", "kubectl"):
+        _install(builds[name], root / "usr/bin" / name)
+    for name in ("bridge", "host-local", "loopback"):
+        _install(builds[name], root / "opt/cni/bin" / name)
+
+
+def _images(scratch: Path, rootfs: Path, builds: Mapping[str, Path], images: NodeImages) -> list[Path]:
+    """The OCI archives of the control-plane images, the sandbox image's included."""
+    references = images.references()
+    archives: list[Path] = []
+    env = {"Env": [IMAGE_PATH]}
+    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "etcd"):
+        layer = scratch / f"{name}.layer.tar"
+        oci.write_layer({f"usr/local/bin/{name}": builds[name]}, layer)
+        # kube-proxy runs iptables (and conntrack): its image is the node's Debian with the binary
+        layers = [rootfs, layer] if name == "kube-proxy" else [layer]
+        archive = scratch / f"{name}.oci.tar"
+        oci.write_image(archive, references[name], layers, {**env, "Entrypoint": [f"/usr/local/bin/{name}"]})
+        layer.unlink()
+        archives.append(archive)
+    layer = scratch / "coredns.layer.tar"
+    oci.write_layer({"coredns": builds["coredns"]}, layer)
+    archive = scratch / "coredns.oci.tar"
+    oci.write_image(archive, references["coredns"], [layer], {**env, "Entrypoint": ["/coredns"]})
+    layer.unlink()
+    archives.append(archive)
+    archives.append(node_mod.pause_image_archive())
+    return archives
+
+
+@contextlib.contextmanager
+def _containerd(root: Path, containerd: Path, scratch: Path, log: Path) -> Iterator[str]:
+    """A containerd on this machine whose store is the node's ``/var/lib/containerd`` (no CRI);
+    yields its socket's address and stops it afterwards."""
+    state = Path(tempfile.mkdtemp(prefix="luna-kind-ctrd-", dir="/run"))
+    address = str(state / "containerd.sock")
+    config = scratch / "containerd-import.toml"
+    config.write_text(
+        "version = 3\n"
+        f'root = "{root / "var/lib/containerd"}"\n'
+        f'state = "{state}"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", '
+        '"io.containerd.cri.v1.images", "io.containerd.nri.v1.nri"]\n'
+        f'[grpc]\n  address = "{address}"\n'
+        f'[ttrpc]\n  address = "{address}.ttrpc"\n'
+    )
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            [str(containerd), "--config", str(config)], stdout=handle, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(address).is_socket():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise ImageError(f"containerd for the image import did not start; see {log}")
+            time.sleep(0.2)
+        yield address
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _preload(
+    root: Path, builds: Mapping[str, Path], archives: list[Path], scratch: Path, log: Path
+) -> list[str]:
+    """Import ``archives`` into the node's containerd store as kind does (content only, pinned)."""
+    with _containerd(root, builds["containerd"], scratch, log) as address:
+        ctr = [str(builds["ctr"]), "--address", address, "--namespace", "k8s.io"]
+        for archive in archives:
+            result = subprocess.run(
+                [
+                    *ctr,
+                    "images",
+                    "import",
+                    "--label=io.cri-containerd.pinned=pinned",
+                    "--all-platforms",
+                    "--no-unpack",
+                    "--digests",
+                    str(archive),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise ImageError(
+                    f"importing {archive.name} into the node image failed: {result.stderr.strip()}"
+                )
+        listed = subprocess.run([*ctr, "images", "list", "-q"], capture_output=True, text=True, check=False)
+    return sorted(line for line in listed.stdout.splitlines() if line and not line.startswith("sha256:"))
+
+
+def ensure_builds(out: TextIO) -> dict[str, Path]:
+    """Every binary the node image holds (built or reused), and kind's."""
+    return tools.ensure_all(out, node=True, extras=(tools.KIND, *tools.KIND_NODE_MODULES))
+
+
+def node_images(builds: Mapping[str, Path]) -> NodeImages:
+    versions = {module.name: tools.module_version(module) for module in MODULES}
+    return NodeImages(
+        kube_version=versions["kube"], etcd_version=versions["etcd"], coredns_version=versions["coredns"]
+    )
+
+
+def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
+    """The node image (reused when an image of the same recipe exists); its reference and versions."""
+    started = time.monotonic()
+    builds = ensure_builds(out)
+    images = node_images(builds)
+    kind_version = tools.module_version(tools.KIND)
+    rootfs, rootfs_key = node_rootfs(out)
+    used = {name: path for name, path in builds.items() if name not in ("helm",)}
+    key = recipe_hash(node_recipe(rootfs=rootfs_key, builds=used, kind_version=kind_version))
+    name = reference(images.kube_version, key)
+    if _image_id(docker, name) is not None:
+        print(f"reusing the kind node image {name}", file=out, flush=True)
+        return name, images
+    print(f"building the kind node image {name}", file=out, flush=True)
+    log = tools.cache_root() / "logs" / f"kind-node-{key}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    kind_dir = kind_module_dir(kind_version)
+    with tempfile.TemporaryDirectory(prefix="node-", dir=_cache()) as scratch_name:
+        scratch = Path(scratch_name)
+        root = scratch / "root"
+        root.mkdir()
+        _run_logged(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xpf", str(rootfs)],
+            log,
+            "unpacking the root filesystem",
+            out,
+        )
+        _kind_files(root, kind_dir)
+        _systemd(root)
+        _binaries(root, builds)
+        _write(root / "etc/containerd/cri-base.json", _runtime_spec(builds["ctr"]))
+        _write(root / "etc/cni/net.d/10-kind-bridge.conflist", cni_config())
+        (root / "etc/kubernetes/manifests").mkdir(parents=True, exist_ok=True)
+        _write(root / "kind/version", images.kube_version)
+        archives = _images(scratch, rootfs, builds, images)
+        print("preloading the control-plane images into the node's containerd", file=out, flush=True)
+        loaded = _preload(root, builds, archives, scratch, log)
+        _write(root / "kind/images", "".join(f"{line}\n" for line in loaded))
+        for archive in archives:
+            if archive.parent == scratch:
+                archive.unlink()
+        tarball = scratch / "node.tar"
+        _run_logged(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tarball), "."],
+            log,
+            "packing the node image",
+            out,
+        )
+        shutil.rmtree(root)
+        # (docker import takes no STOPSIGNAL: kind removes its nodes with `docker rm -f` anyway)
+        _run_logged(
+            [
+                docker.cli,
+                "import",
+                "--change",
+                'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
+                "--change",
+                "ENV container=docker",
+                str(tarball),
+                name,
+            ],
+            log,
+            "docker import of the node image",
+            out,
+            env=docker.env,
+        )
+    print(f"built the kind node image {name} in {time.monotonic() - started:.0f}s", file=out, flush=True)
+    return name, images
+
+
+# --- the engine -----------------------------------------------------------------------------------
+
+
+def _kind_docker_env() -> dict[str, str]:
+    return {**os.environ, "DOCKER_HOST": f"unix://{KIND_DOCKER_DIR / 'docker.sock'}"}
+
+
+def engine(state: StateDir, out: TextIO) -> Engine:
+    """The user's Docker if it answers; else a Docker daemon of our own for kind, started for
+    ``state`` (stopped by :func:`stop_engine`).
+
+    That daemon changes nothing on this machine's firewall: no iptables rules, no NAT, no change to
+    IP forwarding or to the FORWARD policy (tests of the local node depend on it). kind's nodes are
+    reached from here over its network's bridge (the API server through the port docker's userland
+    proxy publishes on 127.0.0.1); they reach nothing else, which an offline node image does not need.
+    """
+    cli = shutil.which("docker")
+    if cli and _answers(cli, dict(os.environ)):
+        return _with_builder(cli, dict(os.environ))
+    private = _kind_docker_env()
+    if cli and _answers(cli, private):
+        return _with_builder(cli, private, private=True)
+    dockerd = shutil.which("dockerd")
+    if cli is None or dockerd is None:
+        raise EngineUnavailableError(
+            "kind-image needs a container engine: no Docker daemon answers and dockerd is not "
+            "installed (apt-get install docker.io)"
+        )
+    if os.geteuid() != 0:
+        raise EngineUnavailableError(
+            "kind-image needs a container engine: no Docker daemon answers, and starting one needs root"
+        )
+    print(f"starting a Docker daemon for kind ({KIND_DOCKER_DIR / 'docker.sock'})", file=out, flush=True)
+    KIND_DOCKER_DIR.mkdir(parents=True, exist_ok=True)
+    process = spawn(
+        state,
+        "kind-dockerd",
+        [
+            dockerd,
+            f"--host=unix://{KIND_DOCKER_DIR / 'docker.sock'}",
+            f"--data-root={tools.cache_root() / 'kind-docker'}",
+            f"--exec-root={KIND_DOCKER_DIR / 'exec'}",
+            f"--pidfile={state.run / 'kind-dockerd.own.pid'}",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-forward=false",
+            "--ip-masq=false",
+            "--storage-driver=overlay2",
+        ],
+    )
+    wait_until("dockerd to answer", lambda: _answers(cli, private), state, "kind-dockerd", process, 120)
+    return _with_builder(cli, private, private=True)
+
+
+def stop_engine(state: StateDir, out: TextIO) -> bool:
+    """Stop the Docker daemon :func:`engine` started for ``state`` (if any), after removing the
+    network kind made in it (its bridge would outlive the daemon); True when none of ours runs."""
+    pid = procs.read_pid(state.pid_file("kind-dockerd"))
+    if pid is None:
+        return True
+    dockerd = shutil.which("dockerd")
+    if dockerd and procs.is_ours(pid, Path(dockerd), str(KIND_DOCKER_DIR)):
+        cli = shutil.which("docker")
+        if cli:
+            subprocess.run(
+                [cli, "network", "rm", KIND_NETWORK], env=_kind_docker_env(), capture_output=True, check=False
+            )
+        if not procs.stop(pid, timeout=60):
+            print(f"could not stop the Docker daemon for kind (pid {pid})", file=out)
+            return False
+        print(f"stopped the Docker daemon for kind (pid {pid})", file=out)
+    state.pid_file("kind-dockerd").unlink(missing_ok=True)
+    return True
