@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -75,6 +76,8 @@ ROOTFS_PACKAGES = (
     "ca-certificates",
     "procps",
     "runc",
+    # kind's createContainer hook (/kind/bin/mount-product-files.sh) runs jq
+    "jq",
 )
 ROOTFS_RECIPE_VERSION = "1"
 #: kind's default pod subnet, and the node's share of it (the bridge CNI configuration's range)
@@ -557,6 +560,65 @@ def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
 
 # --- the engine -----------------------------------------------------------------------------------
 
+#: Linux capabilities by number (``capability.h``), as Docker and runc name them
+CAPABILITIES = (
+    "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
+    "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT "
+    "SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE "
+    "AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ "
+    "PERFMON BPF CHECKPOINT_RESTORE"
+).split()
+
+
+def missing_capabilities(status: str) -> list[str]:
+    """The capabilities (``CAP_SYS_RESOURCE``, ...) missing from the bounding set that ``status``
+    (the text of ``/proc/self/status``) shows."""
+    for line in status.splitlines():
+        if line.startswith("CapBnd:"):
+            mask = int(line.split()[1], 16)
+            return [f"CAP_{name}" for bit, name in enumerate(CAPABILITIES) if not mask >> bit & 1]
+    return []
+
+
+def runc_wrapper(python: str, runc: str, missing: list[str]) -> str:
+    """A runc that first drops ``missing`` from the capabilities of the container (``--bundle``'s
+    ``config.json``) or process (``--process``) it is asked to start.
+
+    kind starts its nodes with ``docker run --privileged``, and Docker 20.10 gives a privileged
+    container every capability it knows; where this machine's bounding set lacks one, runc fails
+    with "unable to apply caps: operation not permitted". Docker's own daemon for kind runs
+    containers through this wrapper (``--add-runtime``); a container gets what the machine has."""
+    return f"""#!{python}
+# runc without the capabilities this machine lacks (written by luna-cluster kind-image)
+import json, os, sys
+
+MISSING = set({sorted(missing)!r})
+
+
+def drop(path, in_process):
+    with open(path) as handle:
+        spec = json.load(handle)
+    process = spec if in_process else spec.get("process", {{}})
+    capabilities = process.get("capabilities") or {{}}
+    for kind in list(capabilities):
+        capabilities[kind] = [name for name in capabilities[kind] or [] if name not in MISSING]
+    with open(path, "w") as handle:
+        json.dump(spec, handle)
+
+
+args = sys.argv[1:]
+for index, arg in enumerate(args):
+    for flag, in_process in (("--bundle", False), ("--process", True)):
+        value = None
+        if arg == flag and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        if value:
+            drop(value if in_process else os.path.join(value, "config.json"), in_process)
+os.execv({runc!r}, [{runc!r}, *args])
+"""
+
 
 def _kind_docker_env() -> dict[str, str]:
     return {**os.environ, "DOCKER_HOST": f"unix://{KIND_DOCKER_DIR / 'docker.sock'}"}
@@ -589,6 +651,15 @@ def engine(state: StateDir, out: TextIO) -> Engine:
         )
     print(f"starting a Docker daemon for kind ({KIND_DOCKER_DIR / 'docker.sock'})", file=out, flush=True)
     KIND_DOCKER_DIR.mkdir(parents=True, exist_ok=True)
+    runtime: list[str] = []
+    missing = missing_capabilities(Path("/proc/self/status").read_text())
+    runc = shutil.which("runc")
+    if missing and runc:
+        print(f"  (its containers run without {', '.join(missing)}: this machine has none)", file=out)
+        wrapper = KIND_DOCKER_DIR / "runc"
+        python = shutil.which("python3") or sys.executable
+        _write(wrapper, runc_wrapper(python, runc, missing), 0o755)
+        runtime = [f"--add-runtime=luna-runc={wrapper}", "--default-runtime=luna-runc"]
     process = spawn(
         state,
         "kind-dockerd",
@@ -604,6 +675,7 @@ def engine(state: StateDir, out: TextIO) -> Engine:
             "--ip-forward=false",
             "--ip-masq=false",
             "--storage-driver=overlay2",
+            *runtime,
         ],
     )
     wait_until("dockerd to answer", lambda: _answers(cli, private), state, "kind-dockerd", process, 120)
