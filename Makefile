@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv docs demo demo-node test test-compat lint typecheck unit bench bench-kube bench-scale clean cluster-tools system-deps e2e-kind
+.PHONY: venv docs demo demo-node test test-compat lint typecheck unit bench bench-kube bench-scale clean cluster-tools system-deps e2e-kind kind-image
 
 venv: $(STAMP)
 
@@ -108,10 +108,16 @@ bench-kube: venv cluster-tools
 bench-scale: venv cluster-tools
 	$(BIN)/python bench/operator_scale.py --reports compact,full
 
-## e2e-kind: the chart on a kind cluster, then the end-to-end suite against it (needs Docker and kind;
-## not part of `make test`). KIND_CLUSTER names the cluster, KEEP_CLUSTER=1 keeps it
+## e2e-kind: the pod suite (tests/node) on a kind cluster (not part of `make test`). KIND_NODE=stock
+## uses kind's node image (needs Docker and kind), KIND_NODE=local one built here without a registry
+## (`luna-cluster kind-image`: needs root, go, debootstrap, docker.io), auto (default) picks;
+## KIND_CLUSTER names the cluster, KEEP_CLUSTER=1 keeps it
 e2e-kind: venv
 	bash scripts/e2e-kind.sh
+
+## kind-image: build (or reuse) kind and a kind node image without a registry (see e2e-kind)
+kind-image: venv
+	$(BIN)/luna-cluster kind-image --state-dir .luna/kind
 
 clean:
 	rm -rf $(VENV) .luna .mypy_cache .ruff_cache .pytest_cache

@@ -68,3 +68,52 @@ def test_with_docker_but_no_kind_it_exits_2(tmp_path: Path, with_go: bool) -> No
     assert "make e2e-kind needs kind (Kubernetes in Docker): not found on PATH" in result.stderr
     assert ("go install sigs.k8s.io/kind@v" in result.stderr) is with_go, result.stderr
     assert result.stdout == ""
+
+
+def run_with(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [bash(), str(SCRIPT)],
+        env={"PATH": str(path), "HOME": "/nonexistent", "PYTHON": "/nonexistent/python", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_an_unknown_node_image_choice_exits_2(tmp_path: Path) -> None:
+    result = run_with(tmp_path, KIND_NODE="latest")
+    assert result.returncode == 2, result
+    assert "KIND_NODE=latest: use stock (kind's own image), local (built here) or auto" in result.stderr
+
+
+def _builder_machine(directory: Path, *, registry_resolves: bool) -> None:
+    """Fake commands of a root machine with docker, go and debootstrap."""
+    for name in ("docker", "go", "debootstrap"):
+        fake_command(directory, name, 0)
+    fake_command(directory, "getent", 0 if registry_resolves else 2)
+    (directory / "id").write_text("#!/bin/sh\necho 0\n")
+    (directory / "id").chmod(0o755)
+
+
+@pytest.mark.parametrize(("registry_resolves", "chosen"), [(False, "local"), (True, "stock")])
+def test_auto_builds_the_node_image_only_where_kinds_registry_does_not_resolve(
+    tmp_path: Path, registry_resolves: bool, chosen: str
+) -> None:
+    _builder_machine(tmp_path, registry_resolves=registry_resolves)
+    result = run_with(tmp_path)
+    # both stop before anything starts: stock at the missing kind, local at the missing venv
+    assert result.returncode == 2, result
+    if chosen == "local":
+        assert "e2e-kind: node image: local" in result.stdout
+        assert "no Python virtual environment at /nonexistent/python" in result.stderr
+    else:
+        assert "make e2e-kind needs kind (Kubernetes in Docker)" in result.stderr
+        assert result.stdout == ""
+
+
+def test_stock_asked_for_needs_kind_even_where_the_image_could_be_built(tmp_path: Path) -> None:
+    _builder_machine(tmp_path, registry_resolves=False)
+    result = run_with(tmp_path, KIND_NODE="stock")
+    assert result.returncode == 2, result
+    assert "make e2e-kind needs kind (Kubernetes in Docker): not found on PATH" in result.stderr
