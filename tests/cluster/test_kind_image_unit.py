@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import tarfile
 import tomllib
 from pathlib import Path
@@ -154,3 +156,50 @@ def test_an_image_of_layers_from_files_is_an_oci_layout(tmp_path: Path) -> None:
         config = json.loads(read(f"blobs/sha256/{manifest['config']['digest'].removeprefix('sha256:')}"))
         assert config["rootfs"]["diff_ids"] == [layer_entry["digest"]]
         assert config["config"]["Entrypoint"] == ["/usr/local/bin/etcd"]
+
+
+def test_missing_capabilities_are_read_from_the_bounding_set() -> None:
+    # this machine's: everything but CAP_SYS_RESOURCE (bit 24)
+    assert kind_image.missing_capabilities("Name:\tx\nCapBnd:\t000001fffeffffff\n") == ["CAP_SYS_RESOURCE"]
+    assert kind_image.missing_capabilities("CapBnd:\t000001ffffffffff\n") == []
+    assert kind_image.missing_capabilities("Name:\tx\n") == []
+    assert len(kind_image.CAPABILITIES) == 41
+    assert kind_image.CAPABILITIES[24] == "SYS_RESOURCE"
+
+
+def test_the_runc_wrapper_drops_the_missing_capabilities_then_runs_runc(tmp_path: Path) -> None:
+    runc = tmp_path / "runc"
+    runc.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n')
+    runc.chmod(0o755)
+    wrapper = tmp_path / "wrapper"
+    wrapper.write_text(kind_image.runc_wrapper(sys.executable, str(runc), ["CAP_SYS_RESOURCE"]))
+    wrapper.chmod(0o755)
+    every = ["CAP_CHOWN", "CAP_SYS_RESOURCE", "CAP_SYS_ADMIN"]
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(
+        json.dumps({"process": {"capabilities": {"bounding": every, "effective": every}}, "root": {}})
+    )
+    process = tmp_path / "process.json"
+    process.write_text(json.dumps({"capabilities": {"permitted": every}, "args": ["sh"]}))
+
+    subprocess.run([str(wrapper), "--root", "/r", "create", "--bundle", str(bundle), "c1"], check=True)
+    assert (tmp_path / "args").read_text().split() == [
+        "--root",
+        "/r",
+        "create",
+        "--bundle",
+        str(bundle),
+        "c1",
+    ]
+    capabilities = json.loads((bundle / "config.json").read_text())["process"]["capabilities"]
+    assert capabilities == {
+        "bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"],
+        "effective": ["CAP_CHOWN", "CAP_SYS_ADMIN"],
+    }
+
+    subprocess.run([str(wrapper), "exec", f"--process={process}", "c1"], check=True)
+    assert json.loads(process.read_text()) == {
+        "capabilities": {"permitted": ["CAP_CHOWN", "CAP_SYS_ADMIN"]},
+        "args": ["sh"],
+    }
