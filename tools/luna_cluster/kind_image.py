@@ -555,7 +555,20 @@ def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
             env=docker.env,
         )
     print(f"built the kind node image {name} in {time.monotonic() - started:.0f}s", file=out, flush=True)
+    _remove_superseded(docker, name, rootfs, out)
     return name, images
+
+
+def _remove_superseded(docker: Engine, current: str, rootfs: Path, out: TextIO) -> None:
+    """Remove the node images of other recipes (those no container uses) and the other root
+    filesystems: rebuilds do not pile up gigabytes."""
+    listed = docker.run("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", NODE_REPOSITORY, check=False)
+    for other in listed.stdout.decode().split():
+        if other != current and docker.run("image", "rm", other, check=False).returncode == 0:
+            print(f"removed the superseded node image {other}", file=out)
+    for other in rootfs.parent.glob(f"rootfs-{SUITE}-*.tar"):
+        if other != rootfs:
+            other.unlink()
 
 
 # --- the engine -----------------------------------------------------------------------------------
