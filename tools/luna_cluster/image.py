@@ -79,7 +79,7 @@ class Engine:
 # --- the engine -----------------------------------------------------------------------------------
 
 
-def _answers(cli: str, env: dict[str, str]) -> bool:
+def engine_answers(cli: str, env: dict[str, str]) -> bool:
     try:
         return (
             subprocess.run([cli, "info"], env=env, capture_output=True, timeout=20, check=False).returncode
@@ -95,7 +95,7 @@ def _private_env(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _with_builder(cli: str, env: dict[str, str], *, private: bool = False) -> Engine:
+def with_builder(cli: str, env: dict[str, str], *, private: bool = False) -> Engine:
     buildx = (
         subprocess.run([cli, "buildx", "version"], env=env, capture_output=True, check=False).returncode == 0
     )
@@ -108,11 +108,11 @@ def engine(state: StateDir, out: TextIO) -> Engine:
     """The user's Docker if it answers; else a private ``dockerd`` started for ``state``."""
     cli = shutil.which("docker")
     env = dict(os.environ)
-    if cli and _answers(cli, env):
-        return _with_builder(cli, env)
+    if cli and engine_answers(cli, env):
+        return with_builder(cli, env)
     private = _private_env(env)
-    if cli and _answers(cli, private):
-        return _with_builder(cli, private, private=True)
+    if cli and engine_answers(cli, private):
+        return with_builder(cli, private, private=True)
     dockerd = shutil.which("dockerd")
     if cli is None or dockerd is None:
         raise EngineUnavailableError(
@@ -143,8 +143,8 @@ def engine(state: StateDir, out: TextIO) -> Engine:
             "--storage-driver=overlay2",
         ],
     )
-    wait_until("dockerd to answer", lambda: _answers(cli, private), state, "dockerd", process, 120)
-    return _with_builder(cli, private, private=True)
+    wait_until("dockerd to answer", lambda: engine_answers(cli, private), state, "dockerd", process, 120)
+    return with_builder(cli, private, private=True)
 
 
 # --- the base image -------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def base_recipe_hash(mirror: str) -> str:
 
 
 def _has_image(docker: Engine, reference: str) -> bool:
-    return _image_id(docker, reference) is not None
+    return find_image_id(docker, reference) is not None
 
 
 @contextlib.contextmanager
@@ -179,7 +179,7 @@ def _progress(label: str, out: TextIO, interval: float = 15.0) -> Iterator[None]
         thread.join()
 
 
-def _run_logged(
+def run_logged(
     argv: list[str], log: Path, label: str, out: TextIO, env: dict[str, str] | None = None
 ) -> None:
     """Run ``argv`` with its output in ``log``; progress on ``out``; :class:`ImageError` with the tail."""
@@ -217,7 +217,7 @@ def local_base(docker: Engine, out: TextIO) -> str:
         )
         with tempfile.TemporaryDirectory(prefix="base-", dir=cache) as scratch:
             root = Path(scratch) / "root"
-            _run_logged(
+            run_logged(
                 [
                     debootstrap,
                     "--variant=minbase",
@@ -238,7 +238,7 @@ def local_base(docker: Engine, out: TextIO) -> str:
                     else:
                         entry.unlink(missing_ok=True)
             staging = archive.with_suffix(".tmp")
-            _run_logged(
+            run_logged(
                 ["tar", "--numeric-owner", "-C", str(root), "-cf", str(staging), "."],
                 log,
                 "packing the base",
@@ -304,7 +304,7 @@ def project_wheel(context: Path, dest: Path, log: Path, out: TextIO) -> Path:
     with tempfile.TemporaryDirectory(prefix="wheel-build-") as scratch:
         config = Path(scratch) / "build.cfg"
         config.write_text(f"[build]\nbuild_base = {Path(scratch) / 'build'}\n")
-        _run_logged(
+        run_logged(
             [*PIP_WHEEL, "--no-deps", "--wheel-dir", str(dest), str(context)],
             log,
             "building the project's wheel",
@@ -330,7 +330,7 @@ def build_wheels(context: Path, out: TextIO) -> None:
         project = project_wheel(context, Path(scratch), log, out)
         # the project's wheel, copied, and those of its requirements
         argv = [*PIP_WHEEL, "--wheel-dir", str(wheelhouse), str(project)]
-        _run_logged(argv, log, "building the wheels of its requirements", out)
+        run_logged(argv, log, "building the wheels of its requirements", out)
     with_harness = sorted(wheel.name for wheel in wheelhouse.glob("*.whl") if harness_files(wheel))
     if with_harness:
         raise ImageError(
@@ -345,14 +345,14 @@ def build(docker: Engine, context: Path, tag: str, base: str | None, out: TextIO
     The image ``tag`` named before is removed once the new one has the tag (unless something
     else still uses it), and the private daemon's dangling images are pruned: rebuilds do not
     pile up images in the cache directory."""
-    previous = _image_id(docker, tag)
+    previous = find_image_id(docker, tag)
     argv = [docker.cli, "build", "--network", "none", "--tag", tag, "--build-arg", "WHEELS=wheelhouse"]
     if base:
         argv += ["--build-arg", f"BASE_IMAGE={base}"]
     if docker.buildkit:
         argv += ["--load"]
-    _run_logged([*argv, str(context)], log, f"docker build {tag}", out, env=docker.env)
-    image_id = _image_id(docker, tag)
+    run_logged([*argv, str(context)], log, f"docker build {tag}", out, env=docker.env)
+    image_id = find_image_id(docker, tag)
     if image_id is None:
         raise ImageError(f"docker build {tag} succeeded but no image has that tag")
     if previous is not None and previous != image_id:
@@ -368,7 +368,7 @@ def build(docker: Engine, context: Path, tag: str, base: str | None, out: TextIO
     return image_id
 
 
-def _image_id(docker: Engine, reference: str) -> str | None:
+def find_image_id(docker: Engine, reference: str) -> str | None:
     """The ID of the image ``reference`` names, None when there is none."""
     found = docker.run("image", "inspect", "--format", "{{.Id}}", reference, check=False, timeout=60)
     if found.returncode != 0:

@@ -48,10 +48,10 @@ from .image import (
     Engine,
     EngineUnavailableError,
     ImageError,
-    _answers,
-    _image_id,
-    _run_logged,
-    _with_builder,
+    engine_answers,
+    find_image_id,
+    run_logged,
+    with_builder,
 )
 from .launch import spawn, wait_until
 from .node_config import PAUSE_IMAGE
@@ -268,7 +268,7 @@ def node_rootfs(out: TextIO) -> tuple[Path, str]:
     )
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=archive.parent) as scratch:
         root = Path(scratch) / "root"
-        _run_logged(
+        run_logged(
             [
                 debootstrap,
                 "--variant=minbase",
@@ -288,7 +288,7 @@ def node_rootfs(out: TextIO) -> tuple[Path, str]:
                 else:
                     entry.unlink(missing_ok=True)
         staging = archive.with_suffix(".tmp")
-        _run_logged(
+        run_logged(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(staging), "."],
             log,
             "packing the root filesystem",
@@ -498,7 +498,7 @@ def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
     used = {name: path for name, path in builds.items() if name not in ("helm",)}
     key = recipe_hash(node_recipe(rootfs=rootfs_key, builds=used, kind_version=kind_version))
     name = reference(images.kube_version, key)
-    if _image_id(docker, name) is not None:
+    if find_image_id(docker, name) is not None:
         print(f"reusing the kind node image {name}", file=out, flush=True)
         return name, images
     print(f"building the kind node image {name}", file=out, flush=True)
@@ -509,7 +509,7 @@ def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
         scratch = Path(scratch_name)
         root = scratch / "root"
         root.mkdir()
-        _run_logged(
+        run_logged(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xpf", str(rootfs)],
             log,
             "unpacking the root filesystem",
@@ -530,7 +530,7 @@ def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
             if archive.parent == scratch:
                 archive.unlink()
         tarball = scratch / "node.tar"
-        _run_logged(
+        run_logged(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tarball), "."],
             log,
             "packing the node image",
@@ -538,7 +538,7 @@ def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
         )
         shutil.rmtree(root)
         # (docker import takes no STOPSIGNAL: kind removes its nodes with `docker rm -f` anyway)
-        _run_logged(
+        run_logged(
             [
                 docker.cli,
                 "import",
@@ -566,9 +566,9 @@ def _remove_superseded(docker: Engine, current: str, rootfs: Path, out: TextIO) 
     for other in listed.stdout.decode().split():
         if other != current and docker.run("image", "rm", other, check=False).returncode == 0:
             print(f"removed the superseded node image {other}", file=out)
-    for other in rootfs.parent.glob(f"rootfs-{SUITE}-*.tar"):
-        if other != rootfs:
-            other.unlink()
+    for archive in rootfs.parent.glob(f"rootfs-{SUITE}-*.tar"):
+        if archive != rootfs:
+            archive.unlink()
 
 
 # --- the engine -----------------------------------------------------------------------------------
@@ -647,11 +647,11 @@ def engine(state: StateDir, out: TextIO) -> Engine:
     proxy publishes on 127.0.0.1); they reach nothing else, which an offline node image does not need.
     """
     cli = shutil.which("docker")
-    if cli and _answers(cli, dict(os.environ)):
-        return _with_builder(cli, dict(os.environ))
+    if cli and engine_answers(cli, dict(os.environ)):
+        return with_builder(cli, dict(os.environ))
     private = _kind_docker_env()
-    if cli and _answers(cli, private):
-        return _with_builder(cli, private, private=True)
+    if cli and engine_answers(cli, private):
+        return with_builder(cli, private, private=True)
     dockerd = shutil.which("dockerd")
     if cli is None or dockerd is None:
         raise EngineUnavailableError(
@@ -691,8 +691,8 @@ def engine(state: StateDir, out: TextIO) -> Engine:
             *runtime,
         ],
     )
-    wait_until("dockerd to answer", lambda: _answers(cli, private), state, "kind-dockerd", process, 120)
-    return _with_builder(cli, private, private=True)
+    wait_until("dockerd to answer", lambda: engine_answers(cli, private), state, "kind-dockerd", process, 120)
+    return with_builder(cli, private, private=True)
 
 
 def stop_engine(state: StateDir, out: TextIO) -> bool:
