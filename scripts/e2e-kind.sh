@@ -117,7 +117,8 @@ cleanup() {
             "$KIND" delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG" || true
         fi
     fi
-    if [[ -n "$engine_started" && "${KEEP_CLUSTER:-0}" != 1 ]]; then
+    # the Docker daemon kind-image may have started (even if it failed later); none: nothing to do
+    if [[ "$NODE" == local && "${KEEP_CLUSTER:-0}" != 1 ]]; then
         "$PYTHON" -m luna_cluster kind-stop --state-dir "$KIND_STATE" || true
     fi
     rm -rf "$WORKDIR"
