@@ -712,5 +712,7 @@ def stop_engine(state: StateDir, out: TextIO) -> bool:
             print(f"could not stop the Docker daemon for kind (pid {pid})", file=out)
             return False
         print(f"stopped the Docker daemon for kind (pid {pid})", file=out)
+        # its socket, runtime state and runc wrapper (its data stays: the node image is kept)
+        shutil.rmtree(KIND_DOCKER_DIR, ignore_errors=True)
     state.pid_file("kind-dockerd").unlink(missing_ok=True)
     return True
