@@ -18,7 +18,58 @@ from luna_cluster import kind_image, oci
 from luna_cluster.image import ImageError
 from luna_cluster.node_config import PAUSE_IMAGE
 
-IMAGES = kind_image.NodeImages(kube_version="v1.36.3", etcd_version="v3.6.16", coredns_version="v1.15.0")
+IMAGES = kind_image.NodeImages(
+    kube_version="v1.36.3", etcd_version="v3.6.16", coredns_version="v1.15.0", storage_version="v0.0.30"
+)
+
+#: the parts of local-path-provisioner's own manifest (deploy/local-path-storage.yaml) that change
+STORAGE = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: local-path-storage
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: local-path-provisioner
+  namespace: local-path-storage
+spec:
+  template:
+    spec:
+      containers:
+        - name: local-path-provisioner
+          image: rancher/local-path-provisioner:v0.0.30
+          command: [local-path-provisioner, --debug, start, --config, /etc/config/config.json]
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+provisioner: rancher.io/local-path
+---
+kind: ConfigMap
+apiVersion: v1
+metadata:
+  name: local-path-config
+  namespace: local-path-storage
+data:
+  config.json: |-
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/opt/local-path-provisioner"]}]}
+  setup: |-
+    #!/bin/sh
+    mkdir -m 0777 -p "$VOL_DIR"
+  helperPod.yaml: |-
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      name: helper-pod
+    spec:
+      containers:
+      - name: helper-pod
+        image: busybox
+        imagePullPolicy: IfNotPresent
+"""
 
 #: the lines of kind's containerd configuration this module changes, as kind ships them
 KIND_CONTAINERD = """\
@@ -89,6 +140,7 @@ def test_the_images_have_kubeadms_names_and_our_etcd_and_coredns_tags() -> None:
     assert references["etcd"] == "registry.k8s.io/etcd:v3.6.16"
     assert references["coredns"] == "registry.k8s.io/coredns/coredns:v1.15.0"
     assert references["pause"] == PAUSE_IMAGE
+    assert references["local-path-provisioner"] == "localhost/luna-kind/local-path-provisioner:v0.0.30"
 
 
 def test_the_cluster_config_turns_off_kinds_cni_and_allows_cgroup_v1() -> None:
@@ -203,3 +255,26 @@ def test_the_runc_wrapper_drops_the_missing_capabilities_then_runs_runc(tmp_path
         "capabilities": {"permitted": ["CAP_CHOWN", "CAP_SYS_ADMIN"]},
         "args": ["sh"],
     }
+
+
+def test_the_storage_manifest_is_kinds_default_standard_class_on_our_images() -> None:
+    documents = {doc["kind"]: doc for doc in yaml.safe_load_all(kind_image.storage_manifest(STORAGE, IMAGES))}
+    assert set(documents) == {"Namespace", "Deployment", "StorageClass", "ConfigMap"}
+    (container,) = documents["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == IMAGES.references()["local-path-provisioner"]
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["command"][0] == "local-path-provisioner"  # the rest stays upstream's
+    storage_class = documents["StorageClass"]
+    assert storage_class["metadata"]["name"] == "standard"
+    assert storage_class["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
+    data = documents["ConfigMap"]["data"]
+    assert json.loads(data["config.json"])["nodePathMap"][0]["paths"] == [kind_image.VOLUME_ROOT]
+    (helper,) = yaml.safe_load(data["helperPod.yaml"])["spec"]["containers"]
+    assert helper["image"] == IMAGES.references()["local-path-helper"]
+    assert data["setup"].startswith("#!/bin/sh")
+
+
+def test_a_storage_manifest_without_its_provisioner_is_an_error() -> None:
+    without = "\n---\n".join(part for part in STORAGE.split("---\n") if "kind: Deployment" not in part)
+    with pytest.raises(ImageError, match="no Deployment"):
+        kind_image.storage_manifest(without, IMAGES)

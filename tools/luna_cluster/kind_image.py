@@ -16,7 +16,9 @@ an equivalent image from what this harness already builds:
   CoreDNS, the pod sandbox), made as OCI images without an engine (:mod:`.oci`) and preloaded into
   the node's containerd store as kind does (``ctr images import --no-unpack``, pinned);
 - pod networking: a bridge CNI configuration for the one node (kind's kindnetd is not published as
-  a Go module that the module proxy serves, so the cluster is created with kind's default CNI off).
+  a Go module that the module proxy serves, so the cluster is created with kind's default CNI off);
+- storage: local-path-provisioner from its Go module and its own manifest (as kind's default
+  ``standard`` StorageClass), its helper pods on the node's Debian.
 
 The image is named ``luna-plugins/kind-node:<kube version>-<hash>``, the hash of its recipe (the
 cached builds it is made from, the root filesystem's recipe, the kind release and
@@ -41,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import yaml
+
 from . import node as node_mod
 from . import oci, procs, tools
 from .image import (
@@ -58,7 +62,7 @@ from .node_config import PAUSE_IMAGE
 from .state import StateDir
 
 #: bump when the way the node image is put together changes (its inputs are hashed anyway)
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 NODE_REPOSITORY = "luna-plugins/kind-node"
 SUITE = "bookworm"
 #: what kind's base image installs that a node here needs (kind's list, without the storage and
@@ -84,14 +88,20 @@ ROOTFS_RECIPE_VERSION = "1"
 POD_SUBNET = "10.244.0.0/16"
 NODE_POD_RANGE = "10.244.0.0/24"
 REGISTRY = "registry.k8s.io"
+#: where the images of ours that no kubeadm default names live
+LOCAL_REPOSITORY = "localhost/luna-kind"
+#: the folder on the node where local-path-provisioner makes volumes (``/var`` is a Docker volume)
+VOLUME_ROOT = "/var/local-path-provisioner"
 IMAGE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: where the Docker daemon for kind listens when no other answers (its data stays in the user cache
 #: directory: the node image is kept there)
 KIND_DOCKER_DIR = Path("/run/luna-plugins/kind-docker")
 #: the network kind creates for its nodes (``KIND_EXPERIMENTAL_DOCKER_NETWORK`` changes it)
 KIND_NETWORK = "kind"
-#: the Go modules the node image is made from (the control plane's, the node's, kubeadm, crictl)
+#: the Go modules the node image is made from (the control plane's, the node's, kubeadm, crictl,
+#: local-path-provisioner)
 MODULES = (*tools.MODULES, *tools.NODE_MODULES, *tools.KIND_NODE_MODULES)
+STORAGE_MODULE = next(module for module in MODULES if module.name == "local-path-provisioner")
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class NodeImages:
     kube_version: str
     etcd_version: str
     coredns_version: str
+    storage_version: str
 
     def references(self) -> dict[str, str]:
         """Component -> image reference. kubeadm's names for the Kubernetes images; etcd and CoreDNS
@@ -115,6 +126,8 @@ class NodeImages:
             "etcd": f"{REGISTRY}/etcd:{self.etcd_version}",
             "coredns": f"{REGISTRY}/coredns/coredns:{self.coredns_version}",
             "pause": PAUSE_IMAGE,
+            "local-path-provisioner": f"{LOCAL_REPOSITORY}/local-path-provisioner:{self.storage_version}",
+            "local-path-helper": f"{LOCAL_REPOSITORY}/local-path-helper:{SUITE}",
         }
 
 
@@ -206,6 +219,43 @@ def cni_config() -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
+def storage_manifest(upstream: str, images: NodeImages) -> str:
+    """local-path-provisioner's own manifest (``deploy/local-path-storage.yaml`` of its module) as
+    kind's default storage: our images, volumes under :data:`VOLUME_ROOT`, and its StorageClass
+    named ``standard`` and marked default, as kind's is."""
+    references = images.references()
+    documents = [document for document in yaml.safe_load_all(upstream) if document]
+    found = set()
+    for document in documents:
+        kind = document.get("kind")
+        if kind == "Deployment":
+            for container in document["spec"]["template"]["spec"]["containers"]:
+                container["image"] = references["local-path-provisioner"]
+                container["imagePullPolicy"] = "IfNotPresent"
+        elif kind == "StorageClass":
+            document["metadata"]["name"] = "standard"
+            document["metadata"].setdefault("annotations", {})[
+                "storageclass.kubernetes.io/is-default-class"
+            ] = "true"
+        elif kind == "ConfigMap":
+            data = document["data"]
+            config = json.loads(data["config.json"])
+            for entry in config["nodePathMap"]:
+                entry["paths"] = [VOLUME_ROOT]
+            data["config.json"] = json.dumps(config, indent=2)
+            helper = yaml.safe_load(data["helperPod.yaml"])
+            for container in helper["spec"]["containers"]:
+                container["image"] = references["local-path-helper"]
+            data["helperPod.yaml"] = yaml.safe_dump(helper, sort_keys=False)
+        else:
+            continue
+        found.add(kind)
+    missing = {"Deployment", "StorageClass", "ConfigMap"} - found
+    if missing:
+        raise ImageError(f"local-path-provisioner's manifest has no {', '.join(sorted(missing))}")
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
 def containerd_config(upstream: str) -> str:
     """kind's containerd configuration with the sandbox image of ours and ``restrict_oom_score_adj``
     on (the kubelet's negative OOM scores need ``CAP_SYS_RESOURCE``)."""
@@ -233,18 +283,20 @@ def _cache() -> Path:
     return tools.cache_root() / "kind"
 
 
-def kind_module_dir(version: str) -> Path:
-    """The kind module's source of ``version`` (downloaded into the Go module cache if needed)."""
+def module_dir(module: tools.ToolModule) -> Path:
+    """The source of the upstream module ``module`` pins (downloaded into the Go module cache if
+    needed): kind's node files, local-path-provisioner's manifest."""
+    wanted = f"{module.upstream}@{tools.module_version(module)}"
     result = subprocess.run(
-        [tools.go_binary(), "mod", "download", "-json", f"sigs.k8s.io/kind@{version}"],
-        cwd=tools.KIND.directory,
+        [tools.go_binary(), "mod", "download", "-json", wanted],
+        cwd=module.directory,
         env=tools.build_env(),
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
-        raise ImageError(f"`go mod download sigs.k8s.io/kind@{version}` failed: {result.stderr.strip()}")
+        raise ImageError(f"`go mod download {wanted}` failed: {result.stderr.strip()}")
     return Path(json.loads(result.stdout)["Dir"])
 
 
@@ -405,6 +457,16 @@ def _images(scratch: Path, rootfs: Path, builds: Mapping[str, Path], images: Nod
     oci.write_image(archive, references["coredns"], [layer], {**env, "Entrypoint": ["/coredns"]})
     layer.unlink()
     archives.append(archive)
+    layer = scratch / "local-path-provisioner.layer.tar"
+    oci.write_layer({"usr/local/bin/local-path-provisioner": builds["local-path-provisioner"]}, layer)
+    archive = scratch / "local-path-provisioner.oci.tar"
+    oci.write_image(archive, references["local-path-provisioner"], [layer], env)
+    layer.unlink()
+    archives.append(archive)
+    # its helper pods run sh, mkdir and rm: the node's Debian (the same layer as kube-proxy's)
+    archive = scratch / "local-path-helper.oci.tar"
+    oci.write_image(archive, references["local-path-helper"], [rootfs], env)
+    archives.append(archive)
     archives.append(node_mod.pause_image_archive())
     return archives
 
@@ -484,7 +546,10 @@ def ensure_builds(out: TextIO) -> dict[str, Path]:
 def node_images(builds: Mapping[str, Path]) -> NodeImages:
     versions = {module.name: tools.module_version(module) for module in MODULES}
     return NodeImages(
-        kube_version=versions["kube"], etcd_version=versions["etcd"], coredns_version=versions["coredns"]
+        kube_version=versions["kube"],
+        etcd_version=versions["etcd"],
+        coredns_version=versions["coredns"],
+        storage_version=versions["local-path-provisioner"],
     )
 
 
@@ -504,7 +569,8 @@ def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
     print(f"building the kind node image {name}", file=out, flush=True)
     log = tools.cache_root() / "logs" / f"kind-node-{key}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    kind_dir = kind_module_dir(kind_version)
+    kind_dir = module_dir(tools.KIND)
+    storage = (module_dir(STORAGE_MODULE) / "deploy" / "local-path-storage.yaml").read_text()
     with tempfile.TemporaryDirectory(prefix="node-", dir=_cache()) as scratch_name:
         scratch = Path(scratch_name)
         root = scratch / "root"
@@ -522,6 +588,7 @@ def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
         _write(root / "etc/cni/net.d/10-kind-bridge.conflist", cni_config())
         (root / "etc/kubernetes/manifests").mkdir(parents=True, exist_ok=True)
         _write(root / "kind/version", images.kube_version)
+        _write(root / "kind/manifests/default-storage.yaml", storage_manifest(storage, images))
         archives = _images(scratch, rootfs, builds, images)
         print("preloading the control-plane images into the node's containerd", file=out, flush=True)
         loaded = _preload(root, builds, archives, scratch, log)

@@ -188,7 +188,8 @@ KIND = ToolModule(
 )
 
 #: what a kind node image (``luna-cluster kind-image``) adds to the node's binaries: kubeadm, which
-#: kind runs in the node, and crictl, which ``kind load`` runs there; built only when asked for
+#: kind runs in the node, crictl, which ``kind load`` runs there, and local-path-provisioner, kind's
+#: default storage; built only when asked for
 KIND_NODE_MODULES: tuple[ToolModule, ...] = (
     ToolModule(
         name="kubeadm",
@@ -201,6 +202,12 @@ KIND_NODE_MODULES: tuple[ToolModule, ...] = (
         upstream="sigs.k8s.io/cri-tools",
         packages={"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
         ldflags=("-X sigs.k8s.io/cri-tools/pkg/version.Version={version}",),
+    ),
+    ToolModule(
+        name="local-path-provisioner",
+        upstream="github.com/rancher/local-path-provisioner",
+        packages={"local-path-provisioner": "github.com/rancher/local-path-provisioner"},
+        ldflags=("-X main.VERSION={version}",),
     ),
 )
 
