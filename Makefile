@@ -117,7 +117,7 @@ e2e-kind: venv
 
 ## kind-image: build (or reuse) kind and a kind node image without a registry (see e2e-kind)
 kind-image: venv
-	$(BIN)/luna-cluster kind-image --state-dir .luna/kind
+	$(BIN)/luna-cluster kind-image
 
 clean:
 	rm -rf $(VENV) .luna .mypy_cache .ruff_cache .pytest_cache

@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--state-dir",
-        default=".luna/cluster",
-        help="where the kubeconfig, certificates, logs and pid files live (default: %(default)s)",
+        default=None,
+        help="where the kubeconfig, certificates, logs and pid files live (default: .luna/cluster; "
+        "for kind-image and kind-stop, where the pid and log of their Docker daemon live: .luna/kind)",
     )
     parser.add_argument(
         "--port",
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from .pki import PkiError
     from .procs import PortInUseError
 
-    state = cluster.StateDir.at(args.state_dir)
+    kind_action = args.action in ("kind-image", "kind-stop")
+    state = cluster.StateDir.at(args.state_dir or (".luna/kind" if kind_action else ".luna/cluster"))
     kube_version = args.kube_version or os.environ.get(tools.KUBE_VERSION_ENV) or None
     try:
         if args.action == "build":
