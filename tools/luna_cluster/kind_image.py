@@ -543,7 +543,8 @@ def ensure_builds(out: TextIO) -> dict[str, Path]:
     return tools.ensure_all(out, node=True, extras=(tools.KIND, *tools.KIND_NODE_MODULES))
 
 
-def node_images(builds: Mapping[str, Path]) -> NodeImages:
+def node_images() -> NodeImages:
+    """The versions the Go modules of :data:`MODULES` pin."""
     versions = {module.name: tools.module_version(module) for module in MODULES}
     return NodeImages(
         kube_version=versions["kube"],
@@ -557,10 +558,10 @@ def build(docker: Engine, out: TextIO) -> tuple[str, NodeImages]:
     """The node image (reused when an image of the same recipe exists); its reference and versions."""
     started = time.monotonic()
     builds = ensure_builds(out)
-    images = node_images(builds)
+    images = node_images()
     kind_version = tools.module_version(tools.KIND)
     rootfs, rootfs_key = node_rootfs(out)
-    used = {name: path for name, path in builds.items() if name not in ("helm",)}
+    used = {name: path for name, path in builds.items() if name != "helm"}  # helm is not in the node
     key = recipe_hash(node_recipe(rootfs=rootfs_key, builds=used, kind_version=kind_version))
     name = reference(images.kube_version, key)
     if find_image_id(docker, name) is not None:
