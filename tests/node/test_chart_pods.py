@@ -32,6 +32,7 @@ from tests.node.workload import (
     install_chart,
     lunaplugin,
     reach,
+    reach_every_pod,
     wait_ready_replicas,
 )
 from tests.support.chart import ModuleUnavailableError, go_module, install_crds
@@ -532,9 +533,10 @@ def test_a_staged_rollout_on_four_pods_promotes_a_good_version_and_rolls_back_a_
         outcomes: Counter[str] = Counter()
         canary_counts: list[int] = []
         stop = threading.Event()
-        with reach(node_cluster, namespace, "handlers", 8080) as routes:
+        # every pod gets requests, the canary's too (through the Service on our own node)
+        with reach_every_pod(node_cluster, namespace, "handlers", 8080) as every_pod:
 
-            def load() -> None:
+            def load(routes: str) -> None:
                 while not stop.is_set():
                     try:
                         reply = http("GET", f"{routes}/version", timeout=10)
@@ -549,7 +551,10 @@ def test_a_staged_rollout_on_four_pods_promotes_a_good_version_and_rolls_back_a_
                     canary_counts.append(len(found.get("canaryPods") or []))
                 return found.get("phase") == wanted
 
-            workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+            workers = [
+                threading.Thread(target=load, args=(every_pod[n % len(every_pod)],), daemon=True)
+                for n in range(max(4, len(every_pod)))
+            ]
             for worker in workers:
                 worker.start()
             try:

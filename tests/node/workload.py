@@ -197,8 +197,32 @@ def reach(cluster: NodeCluster, namespace: str, service: str, port: int) -> Iter
         )
         yield f"http://{address}:{port}"
         return
+    with _port_forward(cluster, namespace, f"svc/{service}", port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def reach_every_pod(cluster: NodeCluster, namespace: str, service: str, port: int) -> Iterator[list[str]]:
+    """HTTP base URLs that together reach every pod behind ``service:port`` from this machine: the
+    Service's address on our own node (kube-proxy spreads requests over its pods); on another
+    cluster a port-forward to each of its pods now (one to the Service reaches a single pod)."""
+    if cluster.state_dir is not None:
+        with reach(cluster, namespace, service, port) as url:
+            yield [url]
+        return
+    selector = get(cluster.kube, namespace, "service", service)["spec"]["selector"]
+    labels = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+    names = cluster.kube.kubectl("get", "pods", "-n", namespace, "-l", labels, "-o", "name").stdout.split()
+    assert names, f"no pod behind Service {service}"
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(_port_forward(cluster, namespace, name, port)) for name in names]
+
+
+@contextlib.contextmanager
+def _port_forward(cluster: NodeCluster, namespace: str, target: str, port: int) -> Iterator[str]:
+    """``kubectl port-forward TARGET :PORT`` (``svc/NAME`` or ``pod/NAME``) while in the block."""
     forward = subprocess.Popen(
-        [cluster.kube.kubectl_binary, "port-forward", "-n", namespace, f"svc/{service}", f":{port}"],
+        [cluster.kube.kubectl_binary, "port-forward", "-n", namespace, target, f":{port}"],
         env=cluster.kube.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -214,7 +238,7 @@ def reach(cluster: NodeCluster, namespace: str, service: str, port: int) -> Iter
             if found:
                 yield f"http://127.0.0.1:{found.group(1)}"
                 return
-        raise AssertionError(f"kubectl port-forward to {service}:{port} did not start: {line}")
+        raise AssertionError(f"kubectl port-forward to {target}:{port} did not start: {line}")
     finally:
         forward.terminate()
         forward.wait(timeout=10)
