@@ -36,6 +36,38 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) ->
     archive.addfile(info, io.BytesIO(data))
 
 
+def _finish(
+    archive: tarfile.TarFile, reference: str, config: Mapping[str, Any], layers: Sequence[tuple[str, int]]
+) -> None:
+    """Add the image's configuration, its manifest naming ``layers`` ((digest, size), already in
+    the archive, lowest first) and the index naming it ``reference``."""
+    config_bytes = json.dumps(config, sort_keys=True).encode()
+    config_ref = _blob(archive, config_bytes)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": _MANIFEST,
+        "config": {"mediaType": _CONFIG, "digest": config_ref, "size": len(config_bytes)},
+        "layers": [{"mediaType": _LAYER, "digest": digest, "size": size} for digest, size in layers],
+    }
+    manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+    manifest_ref = _blob(archive, manifest_bytes)
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": _MANIFEST,
+                "digest": manifest_ref,
+                "size": len(manifest_bytes),
+                "annotations": {
+                    "io.containerd.image.name": reference,
+                    "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[-1],
+                },
+            }
+        ],
+    }
+    _add(archive, "index.json", json.dumps(index, sort_keys=True).encode())
+
+
 def layer_with(binary: Path, inside: str) -> bytes:
     """An uncompressed layer holding ``binary`` at ``/inside`` (mode 0755, owned by root)."""
     buffer = io.BytesIO()
@@ -57,31 +89,7 @@ def write_single_binary_image(binary: Path, reference: str, entrypoint: list[str
     with tarfile.open(target, mode="w", format=tarfile.PAX_FORMAT) as archive:
         _add(archive, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         layer_ref = _blob(archive, layer)
-        config_bytes = json.dumps(config, sort_keys=True).encode()
-        config_ref = _blob(archive, config_bytes)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": _MANIFEST,
-            "config": {"mediaType": _CONFIG, "digest": config_ref, "size": len(config_bytes)},
-            "layers": [{"mediaType": _LAYER, "digest": layer_ref, "size": len(layer)}],
-        }
-        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
-        manifest_ref = _blob(archive, manifest_bytes)
-        index = {
-            "schemaVersion": 2,
-            "manifests": [
-                {
-                    "mediaType": _MANIFEST,
-                    "digest": manifest_ref,
-                    "size": len(manifest_bytes),
-                    "annotations": {
-                        "io.containerd.image.name": reference,
-                        "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[-1],
-                    },
-                }
-            ],
-        }
-        _add(archive, "index.json", json.dumps(index, sort_keys=True).encode())
+        _finish(archive, reference, config, [(layer_ref, len(layer))])
 
 
 def write_layer(files: Mapping[str, Path], target: Path) -> None:
@@ -135,31 +143,9 @@ def write_image(target: Path, reference: str, layers: Sequence[Path], config: Ma
             info.mode = 0o644
             with layer.open("rb") as handle:
                 archive.addfile(info, handle)
-        config_bytes = json.dumps(image_config, sort_keys=True).encode()
-        config_ref = _blob(archive, config_bytes)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": _MANIFEST,
-            "config": {"mediaType": _CONFIG, "digest": config_ref, "size": len(config_bytes)},
-            "layers": [
-                {"mediaType": _LAYER, "digest": digest, "size": layer.stat().st_size}
-                for layer, digest in zip(layers, digests, strict=True)
-            ],
-        }
-        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
-        manifest_ref = _blob(archive, manifest_bytes)
-        index = {
-            "schemaVersion": 2,
-            "manifests": [
-                {
-                    "mediaType": _MANIFEST,
-                    "digest": manifest_ref,
-                    "size": len(manifest_bytes),
-                    "annotations": {
-                        "io.containerd.image.name": reference,
-                        "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[-1],
-                    },
-                }
-            ],
-        }
-        _add(archive, "index.json", json.dumps(index, sort_keys=True).encode())
+        _finish(
+            archive,
+            reference,
+            image_config,
+            [(digest, layer.stat().st_size) for layer, digest in zip(layers, digests, strict=True)],
+        )
