@@ -19,6 +19,7 @@ from luna_operator.reports import MAX_REVISIONS, ReportBook, ReportChange
 from luna_sidecar.kube.kube_report import RuntimeReporter
 from luna_sidecar.kube.kube_source import MirroredConfigMap, desired_plugins
 from tests.support.reports_kit import NOW, iso
+from tests.support.reports_kit import pod_reporter as reporter
 
 KEY = ("ns", "handlers")
 H1, H2, H3 = "1" * 64, "2" * 64, "3" * 64
@@ -43,24 +44,6 @@ class StoredReports:
             spec.pop("revision", None)
         self.written.append(spec)
         return {"spec": spec}
-
-
-def reporter(
-    plugins: list[dict[str, Any]], code_hashes: dict[str, str] | None, **more: Any
-) -> RuntimeReporter:
-    """A reporter of pod-a of service handlers; ``more``: its other arguments (``rollouts``, ...)."""
-    found = RuntimeReporter(
-        object(),  # type: ignore[arg-type]  # the API calls go to StoredReports
-        namespace="ns",
-        service="handlers",
-        pod="pod-a",
-        pod_uid="uid-a",
-        plugins=lambda: plugins,
-        ready=lambda: True,
-        code_hashes=lambda: code_hashes,
-        **more,
-    )
-    return found
 
 
 def stored(body: dict[str, Any], uid: str = "uid-report") -> dict[str, Any]:

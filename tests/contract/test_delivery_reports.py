@@ -11,6 +11,7 @@ from typing import Any
 from luna_contract.reports import DeliveryReport, PluginReport, active_revision, differences
 from luna_operator.reports import PodPlugin, parse_report
 from luna_sidecar.kube.kube_report import RuntimeReporter
+from tests.support.reports_kit import pod_reporter
 
 H1 = "1" * 64
 
@@ -35,16 +36,7 @@ def plugin(*queues: dict[str, Any]) -> dict[str, Any]:
 
 
 def reporter(plugins: list[dict[str, Any]]) -> RuntimeReporter:
-    return RuntimeReporter(
-        object(),  # no API call is made
-        namespace="ns",
-        service="handlers",
-        pod="pod-a",
-        pod_uid="uid-a",
-        plugins=lambda: plugins,
-        ready=lambda: True,
-        code_hashes=lambda: {"forwarder": H1},
-    )
+    return pod_reporter(plugins, {"forwarder": H1})
 
 
 def test_an_idle_durable_plugin_adds_nothing_to_a_report_at_rest() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from luna_contract.reports import PluginReport, ProcessReport, active_revision, differences
 from luna_operator.reports import PodPlugin, parse_report
-from luna_sidecar.kube.kube_report import RuntimeReporter
+from tests.support.reports_kit import pod_reporter
 
 H1 = "1" * 64
 
@@ -32,16 +32,7 @@ def isolated(**process: Any) -> dict[str, Any]:
 
 
 def entries(plugins: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    body = RuntimeReporter(
-        object(),  # no API call is made
-        namespace="ns",
-        service="handlers",
-        pod="pod-a",
-        pod_uid="uid-a",
-        plugins=lambda: plugins,
-        ready=lambda: True,
-        code_hashes=lambda: {"forwarder": H1},
-    ).body()
+    body = pod_reporter(plugins, {"forwarder": H1}).body()
     spec = body["spec"]
     assert isinstance(spec["plugins"], list)
     return spec["plugins"]
@@ -65,16 +56,8 @@ def test_restarts_and_the_last_end_are_reported() -> None:
 
 
 def test_the_operator_reads_a_restarted_plugin_as_the_running_version() -> None:
-    body = RuntimeReporter(
-        object(),
-        namespace="ns",
-        service="handlers",
-        pod="pod-a",
-        pod_uid="uid-a",
-        plugins=lambda: [isolated(restarts=1, lastExit={"reason": "memory: over", "output": []})],
-        ready=lambda: True,
-        code_hashes=lambda: {"forwarder": H1},
-    ).body()
+    restarted = isolated(restarts=1, lastExit={"reason": "memory: over", "output": []})
+    body = pod_reporter([restarted], {"forwarder": H1}).body()
     stored = {**body, "metadata": {**body["metadata"], "namespace": "ns", "uid": "u"}}
     revision = active_revision({"forwarder": H1})
     report = parse_report(stored, received=2e9, revisions={("ns", "handlers"): {revision: {"forwarder": H1}}})

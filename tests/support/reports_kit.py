@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from luna_sidecar.kube.kube_report import RuntimeReporter
+
 NOW = 1_800_000_000.0
 """a fixed "now" (epoch seconds) for report books in tests"""
 
@@ -44,3 +46,22 @@ def report(
             "problems": [],
         },
     }
+
+
+def pod_reporter(
+    plugins: list[dict[str, Any]], code_hashes: dict[str, str] | None, **more: Any
+) -> RuntimeReporter:
+    """The sidecar's reporter of pod-a of service handlers in namespace ns, describing ``plugins``
+    (as ``GET /plugins`` does) with the active list's ``code_hashes``; ``more``: its other
+    arguments (``rollouts``, ...). It makes no API call unless a test gives it one."""
+    return RuntimeReporter(
+        object(),  # type: ignore[arg-type]  # no API call is made through it
+        namespace="ns",
+        service="handlers",
+        pod="pod-a",
+        pod_uid="uid-a",
+        plugins=lambda: plugins,
+        ready=lambda: True,
+        code_hashes=lambda: code_hashes,
+        **more,
+    )
