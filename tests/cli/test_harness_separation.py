@@ -22,9 +22,9 @@ from luna_cluster import image
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the harness's sub-commands and options, as they were under `luna-plugins cluster`
-ACTIONS = ("up", "down", "status", "build", "image")
+ACTIONS = ("up", "down", "status", "build", "image", "kind-image", "kind-stop")
 OPTIONS = ("--state-dir", "--port", "--timeout", "--node", "--prometheus", "--lua", "--audit-log")
-OPTIONS += ("--purge", "--tag", "--base", "--context")
+OPTIONS += ("--purge", "--tag", "--base", "--context", "--kind-config")
 
 
 def test_the_product_packages_no_harness() -> None:
