@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -191,6 +191,31 @@ def run_logged(
         raise ImageError(f"{label} failed (exit {code}); last lines of {log}:\n{procs.log_tail(log)}")
 
 
+def debootstrap_root(
+    debootstrap: str,
+    suite: str,
+    packages: Sequence[str],
+    root: Path,
+    mirror: str,
+    log: Path,
+    out: TextIO,
+) -> None:
+    """A minimal Debian ``suite`` with ``packages`` in ``root``, from ``mirror`` (the output in
+    ``log``), without the package lists, caches and logs that are not part of an image."""
+    run_logged(
+        [debootstrap, "--variant=minbase", f"--include={','.join(packages)}", suite, str(root), mirror],
+        log,
+        "debootstrap",
+        out,
+    )
+    for leftover in ("var/lib/apt/lists", "var/cache/apt", "var/log"):
+        for entry in (root / leftover).glob("*"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
 def local_base(docker: Engine, out: TextIO) -> str:
     """The base image made from Debian's packages: reused, imported from the cache, or built."""
     mirror = os.environ.get("LUNA_DEBIAN_MIRROR", DEFAULT_MIRROR)
@@ -217,26 +242,7 @@ def local_base(docker: Engine, out: TextIO) -> str:
         )
         with tempfile.TemporaryDirectory(prefix="base-", dir=cache) as scratch:
             root = Path(scratch) / "root"
-            run_logged(
-                [
-                    debootstrap,
-                    "--variant=minbase",
-                    f"--include={','.join(BASE_PACKAGES)}",
-                    BASE_SUITE,
-                    str(root),
-                    mirror,
-                ],
-                log,
-                "debootstrap",
-                out,
-            )
-            # package lists, caches and logs are not part of the image
-            for leftover in ("var/lib/apt/lists", "var/cache/apt", "var/log"):
-                for entry in (root / leftover).glob("*"):
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry, ignore_errors=True)
-                    else:
-                        entry.unlink(missing_ok=True)
+            debootstrap_root(debootstrap, BASE_SUITE, BASE_PACKAGES, root, mirror, log, out)
             staging = archive.with_suffix(".tmp")
             run_logged(
                 ["tar", "--numeric-owner", "-C", str(root), "-cf", str(staging), "."],

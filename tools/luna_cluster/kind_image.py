@@ -52,6 +52,7 @@ from .image import (
     Engine,
     EngineUnavailableError,
     ImageError,
+    debootstrap_root,
     engine_answers,
     find_image_id,
     run_logged,
@@ -320,25 +321,7 @@ def node_rootfs(out: TextIO) -> tuple[Path, str]:
     )
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=archive.parent) as scratch:
         root = Path(scratch) / "root"
-        run_logged(
-            [
-                debootstrap,
-                "--variant=minbase",
-                f"--include={','.join(ROOTFS_PACKAGES)}",
-                SUITE,
-                str(root),
-                mirror,
-            ],
-            log,
-            "debootstrap",
-            out,
-        )
-        for leftover in ("var/lib/apt/lists", "var/cache/apt", "var/log"):
-            for entry in (root / leftover).glob("*"):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+        debootstrap_root(debootstrap, SUITE, ROOTFS_PACKAGES, root, mirror, log, out)
         staging = archive.with_suffix(".tmp")
         run_logged(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(staging), "."],
