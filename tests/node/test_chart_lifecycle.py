@@ -138,11 +138,14 @@ def test_helm_upgrade_to_a_new_image_tag_rolls_the_operator_and_loses_no_plugin(
                 namespace,
                 lunaplugin("kettle", example_code("kettle").replace("kettle 1.0", "kettle 1.1")),
             )
-            wait_for(
-                lambda: http("GET", f"{routes}/kettle/version", timeout=10).text == "kettle 1.1",
-                timeout=120,
-                what="the new operator to roll out a change",
-            )
+
+            def serves_the_change() -> bool:
+                try:  # a poll that times out is polled again; the load thread counts every failure
+                    return http("GET", f"{routes}/kettle/version", timeout=10).text == "kettle 1.1"
+                except OSError:
+                    return False
+
+            wait_for(serves_the_change, timeout=120, what="the new operator to roll out a change")
         finally:
             stop.set()
             worker.join(timeout=30)
