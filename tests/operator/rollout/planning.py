@@ -8,7 +8,7 @@ from typing import Any
 
 from luna_contract.active_list import ActiveEntry
 from luna_contract.code import code_hash
-from luna_operator.desired import CheckedCode, decide
+from luna_operator.desired import CheckedCode, PluginOutcome, decide
 from luna_operator.records import PluginRecord
 from luna_operator.render import ExistingConfigMap, plugin_configmap, read_plugin_configmap
 from luna_operator.reports import Figures, PodPlugin, ReportedPlugins, ReportGroup, ReportSnapshot
@@ -71,16 +71,23 @@ def rollout(queries: list[dict[str, Any]], **analysis: Any) -> dict[str, Any]:
     }
 
 
-async def judged(planner: RolloutPlanner, spec: dict[str, Any], *, start: float = 1000.0) -> RolloutPlan:
-    """The plan of the pass that judges the canary (see the module docstring)."""
+def ready_outcome(spec: dict[str, Any], *, prometheus: bool = False) -> PluginOutcome:
+    """The pass's outcome for the plugin with ``spec.rollout`` = ``spec``: the canary's code
+    checked, the stable version in service and in the active list."""
     (outcome,) = decide(
         [plugin(spec)],
         {"sender": CheckedCode(CANARY_CODE)},
         {"sender": in_service()},
         {"sender": ActiveEntry("sender", STABLE, "lunaplugin-sender", "sender", {})},
-        prometheus=True,
+        prometheus=prometheus,
     )
     assert outcome.phase == "Ready", outcome.message
+    return outcome
+
+
+async def judged(planner: RolloutPlanner, spec: dict[str, Any], *, start: float = 1000.0) -> RolloutPlan:
+    """The plan of the pass that judges the canary (see the module docstring)."""
+    outcome = ready_outcome(spec, prometheus=True)
     first = await planner.plan(outcome, in_service(), snapshot(), start)
     assert first.outcome.active is not None and first.outcome.active.canary is not None
     pods = first.outcome.active.canary.pods

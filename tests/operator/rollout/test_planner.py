@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from luna_contract.active_list import ActiveEntry
 from luna_contract.rollout import read_rollout
-from luna_operator.desired import CheckedCode, decide
 from luna_operator.reports import (
     Figures,
     PodPlugin,
@@ -179,12 +177,7 @@ async def test_judgements_wait_for_a_pod_to_report_the_canary_then_judge_it() ->
     """With no initial delay and onInconclusive: Rollback, the judgements due before any pod
     runs the canary are put off (they used to count as failures: a rollback at once)."""
     spec = planning.rollout([], initialDelay="0s", onInconclusive="Rollback")
-    (outcome,) = decide(
-        [planning.plugin(spec)],
-        {"sender": CheckedCode(planning.CANARY_CODE)},
-        {"sender": planning.in_service()},
-        {"sender": ActiveEntry("sender", planning.STABLE, "lunaplugin-sender", "sender", {})},
-    )
+    outcome = planning.ready_outcome(spec)
     planner = RolloutPlanner(None)
     start = 1000.0
     first = await planner.plan(outcome, planning.in_service(), planning.snapshot(), start)
@@ -202,12 +195,7 @@ async def test_judgements_wait_for_a_pod_to_report_the_canary_then_judge_it() ->
 
 async def test_a_canary_no_pod_ever_reports_is_inconclusive_once_the_grace_is_over() -> None:
     spec = planning.rollout([], initialDelay="0s", onInconclusive="Rollback")
-    (outcome,) = decide(
-        [planning.plugin(spec)],
-        {"sender": CheckedCode(planning.CANARY_CODE)},
-        {"sender": planning.in_service()},
-        {"sender": ActiveEntry("sender", planning.STABLE, "lunaplugin-sender", "sender", {})},
-    )
+    outcome = planning.ready_outcome(spec)
     planner = RolloutPlanner(None)
     await planner.plan(outcome, planning.in_service(), planning.snapshot(), 1000.0)
     late = await planner.plan(
