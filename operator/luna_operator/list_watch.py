@@ -33,7 +33,7 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 class ListWatch:
     """Follows ``namespaces`` (empty: all namespaces) until cancelled; never raises for API
     trouble. ``synced`` is set once every scope has been listed; ``last_contact`` is when the API
-    last answered (monotonic)."""
+    last answered (monotonic); ``watching`` is how many scopes have a watch stream open now."""
 
     what = "objects"
     """what is followed, for log lines"""
@@ -52,6 +52,7 @@ class ListWatch:
         self.max_line_bytes = max_line_bytes
         self.synced = asyncio.Event()
         self.last_contact = time.monotonic()
+        self.watching = 0
         self._listed: set[str | None] = set()
 
     # --- what a subclass says -----------------------------------------------------------------
@@ -80,7 +81,11 @@ class ListWatch:
         await asyncio.gather(*(self._follow(scope) for scope in scopes))
 
     def healthy(self, within: float) -> bool:
-        """Whether the API answered in the last ``within`` seconds."""
+        """Whether every scope has a watch stream open (a quiet watch is a live one: a stream the
+        API stopped answering on ends ``client_timeout`` after its last byte), or the API answered
+        in the last ``within`` seconds."""
+        if self.synced.is_set() and self.watching >= len(self.namespaces or (None,)):
+            return True
         return time.monotonic() - self.last_contact <= within
 
     async def _follow(self, namespace: str | None) -> None:
@@ -128,11 +133,15 @@ class ListWatch:
                 connect=10, sock_connect=10, sock_read=self.client_timeout
             ),
         )
+        opened = False
         try:
             if response.status == 410:
                 return None
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}: {(await response.read())[:200]!r}")
+            self.last_contact = time.monotonic()
+            self.watching += 1
+            opened = True
             async for line in self._lines(response):
                 self.last_contact = time.monotonic()
                 event = json.loads(line)
@@ -150,6 +159,8 @@ class ListWatch:
             log.info("%s watch silent for %.0f s: listing again", self.what, self.client_timeout)
             return None
         finally:
+            if opened:
+                self.watching -= 1
             response.release()
         self.last_contact = time.monotonic()
         return version  # the server closed the watch on schedule: resume from where we were
