@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +22,7 @@ from tests.node.workload import (
     install_chart,
     lunaplugin,
     reach,
+    steady_load,
     wait_ready_replicas,
 )
 from tests.support.sidecar_harness import http, wait_for
@@ -111,44 +110,30 @@ def test_helm_upgrade_to_a_new_image_tag_rolls_the_operator_and_loses_no_plugin(
     before = operator_pod(node_cluster, namespace)["metadata"]["name"]
     tag = next_image_tag(node_cluster)
 
-    outcomes: Counter[str] = Counter()
-    stop = threading.Event()
-    with reach(node_cluster, namespace, "handlers", 8080) as routes:
+    with (
+        reach(node_cluster, namespace, "handlers", 8080) as routes,
+        steady_load(routes, "/kettle/version", threads=1) as outcomes,
+    ):
+        wait_for(lambda: outcomes.total() > 20, timeout=60, what="load to flow")
+        upgrade = ["upgrade", RELEASE, str(CHART), "--namespace", namespace, "--reuse-values"]
+        kube.helm(*upgrade, "--set", f"image.tag={tag}", "--wait", "--timeout", "5m", timeout=600)
+        after = operator_pod(node_cluster, namespace)
+        assert after["metadata"]["name"] != before
+        assert after["spec"]["containers"][0]["image"].endswith(f":{tag}")
+        # the new operator takes over: a change made now is reconciled and served
+        apply(
+            kube,
+            namespace,
+            lunaplugin("kettle", example_code("kettle").replace("kettle 1.0", "kettle 1.1")),
+        )
 
-        def load() -> None:
-            while not stop.is_set():
-                try:
-                    reply = http("GET", f"{routes}/kettle/version", timeout=10)
-                    outcomes[reply.text if reply.status == 200 else f"status {reply.status}"] += 1
-                except OSError as exc:
-                    outcomes[f"error {type(exc).__name__}: {getattr(exc, 'reason', exc)}"] += 1
+        def serves_the_change() -> bool:
+            try:  # a poll that times out is polled again; the load thread counts every failure
+                return http("GET", f"{routes}/kettle/version", timeout=10).text == "kettle 1.1"
+            except OSError:
+                return False
 
-        worker = threading.Thread(target=load, daemon=True)
-        worker.start()
-        try:
-            wait_for(lambda: sum(outcomes.values()) > 20, timeout=60, what="load to flow")
-            upgrade = ["upgrade", RELEASE, str(CHART), "--namespace", namespace, "--reuse-values"]
-            kube.helm(*upgrade, "--set", f"image.tag={tag}", "--wait", "--timeout", "5m", timeout=600)
-            after = operator_pod(node_cluster, namespace)
-            assert after["metadata"]["name"] != before
-            assert after["spec"]["containers"][0]["image"].endswith(f":{tag}")
-            # the new operator takes over: a change made now is reconciled and served
-            apply(
-                kube,
-                namespace,
-                lunaplugin("kettle", example_code("kettle").replace("kettle 1.0", "kettle 1.1")),
-            )
-
-            def serves_the_change() -> bool:
-                try:  # a poll that times out is polled again; the load thread counts every failure
-                    return http("GET", f"{routes}/kettle/version", timeout=10).text == "kettle 1.1"
-                except OSError:
-                    return False
-
-            wait_for(serves_the_change, timeout=120, what="the new operator to roll out a change")
-        finally:
-            stop.set()
-            worker.join(timeout=30)
+        wait_for(serves_the_change, timeout=120, what="the new operator to roll out a change")
     assert phase(node_cluster, namespace, "kettle") == "Ready"
     failures = {outcome: count for outcome, count in outcomes.items() if not outcome.startswith("kettle ")}
     assert failures == {}, f"{outcomes}\nevents:\n{recent_events(kube, namespace)}"

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from tests.node.workload import (
     lunaplugin,
     reach,
     reach_every_pod,
+    steady_load,
     wait_ready_replicas,
 )
 from tests.support.chart import ModuleUnavailableError, go_module, install_crds
@@ -225,50 +224,26 @@ def test_a_code_update_under_load_through_the_service_fails_no_request(
 ) -> None:
     kube = node_cluster.kube
     namespace = handlers
-    outcomes: Counter[str] = Counter()
-    stop = threading.Event()
+    with (
+        reach(node_cluster, namespace, "handlers", 8080) as routes,
+        steady_load(routes, "/kettle/version", threads=4) as outcomes,
+    ):
+        wait_for(lambda: outcomes.total() > 50, timeout=60, what="load to flow")
+        new_code = example_code("kettle").replace("kettle 1.0", "kettle 2.0")
+        assert new_code != example_code("kettle")
+        apply(kube, namespace, lunaplugin("kettle", new_code, settings={"tickSeconds": 1.0}))
+        pods = handler_pods(node_cluster, namespace)
 
-    with reach(node_cluster, namespace, "handlers", 8080) as routes:
-
-        def load() -> None:
-            while not stop.is_set():
-                try:
-                    reply = http("GET", f"{routes}/kettle/version", timeout=10)
-                except OSError as exc:
-                    outcomes[f"error {type(exc).__name__}: {getattr(exc, 'reason', exc)}"] += 1
-                    continue
-                outcomes[reply.text if reply.status == 200 else f"status {reply.status}"] += 1
-
-        workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
-        for worker in workers:
-            worker.start()
-        try:
-            wait_for(lambda: sum(outcomes.values()) > 50, timeout=60, what="load to flow")
-            new_code = example_code("kettle").replace("kettle 1.0", "kettle 2.0")
-            assert new_code != example_code("kettle")
-            apply(kube, namespace, lunaplugin("kettle", new_code, settings={"tickSeconds": 1.0}))
-            pods = handler_pods(node_cluster, namespace)
-
-            def everywhere() -> bool:
-                served = {
-                    http("GET", f"{routes}/kettle/version", timeout=10).text for _ in range(4 * len(pods))
-                }
-                return (
-                    served == {"kettle 2.0"}
-                    and loaded(node_cluster, namespace, "kettle") == f"{len(pods)}/{len(pods)}"
-                )
-
-            wait_for(everywhere, timeout=120, what="every pod to serve kettle 2.0")
-            seen_after = sum(outcomes.values())
-            wait_for(
-                lambda: sum(outcomes.values()) > seen_after + 50,
-                timeout=60,
-                what="more load after the update",
+        def everywhere() -> bool:
+            served = {http("GET", f"{routes}/kettle/version", timeout=10).text for _ in range(4 * len(pods))}
+            return (
+                served == {"kettle 2.0"}
+                and loaded(node_cluster, namespace, "kettle") == f"{len(pods)}/{len(pods)}"
             )
-        finally:
-            stop.set()
-            for worker in workers:
-                worker.join(timeout=30)
+
+        wait_for(everywhere, timeout=120, what="every pod to serve kettle 2.0")
+        seen_after = outcomes.total()
+        wait_for(lambda: outcomes.total() > seen_after + 50, timeout=60, what="more load after the update")
     failures = {outcome: count for outcome, count in outcomes.items() if not outcome.startswith("kettle ")}
     assert failures == {}, f"{outcomes}\nevents:\n{recent_events(kube, namespace)}"
     assert outcomes["kettle 1.0"] > 0 and outcomes["kettle 2.0"] > 0, outcomes
@@ -530,60 +505,39 @@ def test_a_staged_rollout_on_four_pods_promotes_a_good_version_and_rolls_back_a_
         apply(kube, namespace, plugin("v1"), *handlers_service(node_cluster.image, replicas=4))
         wait_ready_replicas(kube, namespace, "handlers", 4)
         wait_for(lambda: loaded(node_cluster, namespace, "version") == "4/4", timeout=120, what="v1 on 4/4")
-        outcomes: Counter[str] = Counter()
         canary_counts: list[int] = []
-        stop = threading.Event()
+
+        def rollout_phase(wanted: str) -> bool:
+            found = get(kube, namespace, "lunaplugin", "version").get("status", {}).get("rollout") or {}
+            if found.get("phase") in ("Progressing", "Paused", "Held"):
+                canary_counts.append(len(found.get("canaryPods") or []))
+            return found.get("phase") == wanted
+
         # every pod gets requests, the canary's too (through the Service on our own node)
-        with reach_every_pod(node_cluster, namespace, "handlers", 8080) as every_pod:
+        with (
+            reach_every_pod(node_cluster, namespace, "handlers", 8080) as every_pod,
+            steady_load(every_pod, "/version", threads=max(4, len(every_pod))) as outcomes,
+        ):
+            wait_for(lambda: outcomes.total() > 50, timeout=60, what="load to flow")
+            apply(kube, namespace, plugin("v2"))
+            wait_for(lambda: rollout_phase("Promoted"), timeout=180, what="v2 to be promoted")
+            wait_for(
+                lambda: loaded(node_cluster, namespace, "version") == "4/4", timeout=60, what="v2 on 4/4"
+            )
+            good = outcomes.now()
+            assert {k for k in good if k not in ("v1", "v2")} == set(), good
+            # 25 %, 50 %, 100 % of 4 pods, in that order
+            steps = list(dict.fromkeys(canary_counts))
+            assert good.get("v2", 0) > 0 and steps == sorted(steps) and set(steps) <= {1, 2, 4}, canary_counts
+            assert steps[0] == 1, canary_counts
 
-            def load(routes: str) -> None:
-                while not stop.is_set():
-                    try:
-                        reply = http("GET", f"{routes}/version", timeout=10)
-                    except OSError as exc:
-                        outcomes[f"error {type(exc).__name__}"] += 1
-                        continue
-                    outcomes[reply.text if reply.status == 200 else f"status {reply.status}"] += 1
-
-            def rollout_phase(wanted: str) -> bool:
-                found = get(kube, namespace, "lunaplugin", "version").get("status", {}).get("rollout") or {}
-                if found.get("phase") in ("Progressing", "Paused", "Held"):
-                    canary_counts.append(len(found.get("canaryPods") or []))
-                return found.get("phase") == wanted
-
-            workers = [
-                threading.Thread(target=load, args=(every_pod[n % len(every_pod)],), daemon=True)
-                for n in range(max(4, len(every_pod)))
-            ]
-            for worker in workers:
-                worker.start()
-            try:
-                wait_for(lambda: sum(outcomes.values()) > 50, timeout=60, what="load to flow")
-                apply(kube, namespace, plugin("v2"))
-                wait_for(lambda: rollout_phase("Promoted"), timeout=180, what="v2 to be promoted")
-                wait_for(
-                    lambda: loaded(node_cluster, namespace, "version") == "4/4", timeout=60, what="v2 on 4/4"
-                )
-                good = dict(outcomes)
-                assert {k for k in good if k not in ("v1", "v2")} == set(), good
-                # 25 %, 50 %, 100 % of 4 pods, in that order
-                steps = list(dict.fromkeys(canary_counts))
-                assert good.get("v2", 0) > 0 and steps == sorted(steps) and set(steps) <= {1, 2, 4}, (
-                    canary_counts
-                )
-                assert steps[0] == 1, canary_counts
-
-                canary_counts.clear()
-                apply(kube, namespace, plugin("v3"))
-                wait_for(lambda: rollout_phase("RolledBack"), timeout=180, what="v3 to be rolled back")
-                assert canary_counts and max(canary_counts) == 1, canary_counts  # 25 % of 4 pods
-                wait_for(
-                    lambda: loaded(node_cluster, namespace, "version") == "4/4", timeout=60, what="v2 on 4/4"
-                )
-            finally:
-                stop.set()
-                for worker in workers:
-                    worker.join(timeout=30)
+            canary_counts.clear()
+            apply(kube, namespace, plugin("v3"))
+            wait_for(lambda: rollout_phase("RolledBack"), timeout=180, what="v3 to be rolled back")
+            assert canary_counts and max(canary_counts) == 1, canary_counts  # 25 % of 4 pods
+            wait_for(
+                lambda: loaded(node_cluster, namespace, "version") == "4/4", timeout=60, what="v2 on 4/4"
+            )
         status = get(kube, namespace, "lunaplugin", "version")["status"]
         assert status["rollout"]["phase"] == "RolledBack" and "rolled back" in status["message"]
         assert outcomes["status 500"] > 0, outcomes  # the canary pod's answers while it ran v3
@@ -631,8 +585,6 @@ def test_a_rollout_whose_prometheus_stops_mid_analysis_is_held_not_promoted(
                 "queries": [{"name": "flat", "query": "vector(0.5)", "maxValue": 1}],
             },
         }
-        answers: Counter[str] = Counter()
-        stop = threading.Event()
 
         def rollout() -> dict[str, Any]:
             return dict(get(kube, namespace, "lunaplugin", "version").get("status", {}).get("rollout") or {})
@@ -641,41 +593,24 @@ def test_a_rollout_whose_prometheus_stops_mid_analysis_is_held_not_promoted(
             return [a for a in rollout().get("analyses") or [] if a.get("verdict") == verdict]
 
         # traffic on both pods: the built-in part of each judgement needs answers to judge
-        with reach(node_cluster, namespace, "handlers", 8080) as routes:
-
-            def load() -> None:
-                while not stop.is_set():
-                    try:
-                        reply = http("GET", f"{routes}/version", timeout=10)
-                    except OSError as exc:
-                        answers[f"error {type(exc).__name__}"] += 1
-                        continue
-                    answers[reply.text if reply.status == 200 else f"status {reply.status}"] += 1
-
-            workers = [threading.Thread(target=load, daemon=True) for _ in range(2)]
-            for worker in workers:
-                worker.start()
-            try:
-                apply(kube, namespace, v2)
-                wait_for(
-                    lambda: judged("Successful"), timeout=120, what="a successful judgement with the query"
-                )
-                (figure,) = judged("Successful")[-1]["queries"]
-                assert figure == {"name": "flat", "verdict": "Successful", "value": "0.5"}, figure
-                prometheus.stop()
-                wait_for(lambda: rollout().get("phase") == "Held", timeout=60, what="the rollout held")
-                held = rollout()
-                assert "Prometheus could not be reached" in held["reason"] and held["failures"] == 0, held
-                wait_for(
-                    lambda: len(judged("Inconclusive")) >= 3, timeout=60, what="more inconclusive judgements"
-                )
-                final = rollout()
-                assert final["phase"] == "Held" and final["step"] == 0, final
-                assert len(final["canaryPods"]) == 1, final  # 50 % of 2 pods, never more
-            finally:
-                stop.set()
-                for worker in workers:
-                    worker.join(timeout=30)
+        with (
+            reach(node_cluster, namespace, "handlers", 8080) as routes,
+            steady_load(routes, "/version", threads=2) as answers,
+        ):
+            apply(kube, namespace, v2)
+            wait_for(lambda: judged("Successful"), timeout=120, what="a successful judgement with the query")
+            (figure,) = judged("Successful")[-1]["queries"]
+            assert figure == {"name": "flat", "verdict": "Successful", "value": "0.5"}, figure
+            prometheus.stop()
+            wait_for(lambda: rollout().get("phase") == "Held", timeout=60, what="the rollout held")
+            held = rollout()
+            assert "Prometheus could not be reached" in held["reason"] and held["failures"] == 0, held
+            wait_for(
+                lambda: len(judged("Inconclusive")) >= 3, timeout=60, what="more inconclusive judgements"
+            )
+            final = rollout()
+            assert final["phase"] == "Held" and final["step"] == 0, final
+            assert len(final["canaryPods"]) == 1, final  # 50 % of 2 pods, never more
         assert answers["v1"] and answers["v2"], answers  # both versions served throughout
         assert set(answers) <= {"v1", "v2"}, answers
     finally:

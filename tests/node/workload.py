@@ -3,7 +3,8 @@
 ``install_chart`` is ``helm install`` of charts/luna-plugins with the image under test;
 ``handlers_service`` is the demo stand-in of the LUNA handlers service as a Deployment whose pods
 ask for the sidecar by annotation, with a Service in front; ``reach`` gives an HTTP base URL of
-a Service from this machine (its ClusterIP on our node, a ``kubectl port-forward`` elsewhere).
+a Service from this machine (its ClusterIP on our node, a ``kubectl port-forward`` elsewhere);
+``steady_load`` keeps requests flowing to it and counts every answer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import contextlib
 import re
 import socket
 import subprocess
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import yaml
 from tests.node.conftest import NodeCluster
 from tests.node.pods import RESTRICTED_CONTAINER, get
 from tests.support.kube_fixtures import Kube
-from tests.support.sidecar_harness import wait_for
+from tests.support.sidecar_harness import http, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "luna-plugins"
@@ -242,3 +245,54 @@ def _port_forward(cluster: NodeCluster, namespace: str, target: str, port: int) 
     finally:
         forward.terminate()
         forward.wait(timeout=10)
+
+
+class Outcomes(Counter[str]):
+    """Answers counted by outcome while load threads add to them: read them in the block through
+    :meth:`total` and :meth:`now`, which take the threads' lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def add(self, outcome: str) -> None:
+        with self.lock:
+            self[outcome] += 1
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.values())
+
+    def now(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self)
+
+
+@contextlib.contextmanager
+def steady_load(urls: str | list[str], path: str, threads: int) -> Iterator[Outcomes]:
+    """``threads`` threads GET ``path`` from ``urls`` (taken in turn) until the block ends; yields
+    the count of every answer: the body of a 200, ``status N`` otherwise, ``error <type>: <reason>``
+    for a request that got no answer. Every request is counted, so a loss shows in the counts."""
+    bases = [urls] if isinstance(urls, str) else urls
+    outcomes = Outcomes()
+    stop = threading.Event()
+
+    def load(base: str) -> None:
+        while not stop.is_set():
+            try:
+                reply = http("GET", f"{base}{path}", timeout=10)
+                outcomes.add(reply.text if reply.status == 200 else f"status {reply.status}")
+            except OSError as exc:
+                outcomes.add(f"error {type(exc).__name__}: {getattr(exc, 'reason', exc)}")
+
+    workers = [
+        threading.Thread(target=load, args=(bases[n % len(bases)],), daemon=True) for n in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        yield outcomes
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
