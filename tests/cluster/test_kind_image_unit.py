@@ -278,3 +278,23 @@ def test_a_storage_manifest_without_its_provisioner_is_an_error() -> None:
     without = "\n---\n".join(part for part in STORAGE.split("---\n") if "kind: Deployment" not in part)
     with pytest.raises(ImageError, match="no Deployment"):
         kind_image.storage_manifest(without, IMAGES)
+
+
+@pytest.mark.parametrize("purpose, engine", [("image", "image"), ("kind-image", "kind")])
+def test_without_docker_both_engines_say_what_is_missing_for_which_command(
+    purpose: str, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither the image build nor the kind node image find an engine on a PATH without docker:
+    each says which command needed it and what to install, and starts nothing."""
+    from luna_cluster import image
+    from luna_cluster.image import EngineUnavailableError
+    from luna_cluster.state import StateDir
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    state = StateDir(tmp_path / "state")
+    find = image.engine if engine == "image" else kind_image.engine
+    with pytest.raises(EngineUnavailableError) as refused:
+        find(state, sys.stdout)
+    assert str(refused.value).startswith(f"{purpose} needs a container engine")
+    assert "apt-get install docker.io" in str(refused.value)
+    assert not (tmp_path / "state" / "run").exists() or not any((tmp_path / "state" / "run").iterdir())

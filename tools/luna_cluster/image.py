@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -104,47 +104,65 @@ def with_builder(cli: str, env: dict[str, str], *, private: bool = False) -> Eng
     return Engine(cli, env, buildkit=buildx, private=private)
 
 
-def engine(state: StateDir, out: TextIO) -> Engine:
-    """The user's Docker if it answers; else a private ``dockerd`` started for ``state``."""
+def find_engine(
+    state: StateDir,
+    purpose: str,
+    private: dict[str, str],
+    start: Callable[[str], tuple[str, subprocess.Popen[bytes]]],
+) -> Engine:
+    """The user's Docker if ``docker info`` answers; else the private daemon that the environment
+    ``private`` reaches, if it answers; else the one ``start(dockerd)`` starts (it returns the name
+    its pid file and log go under, and the process), once it answers. Raises
+    :class:`EngineUnavailableError`, naming ``purpose``, when no engine can be had (no Docker CLI or
+    dockerd, or not root)."""
     cli = shutil.which("docker")
     env = dict(os.environ)
     if cli and engine_answers(cli, env):
         return with_builder(cli, env)
-    private = _private_env(env)
     if cli and engine_answers(cli, private):
         return with_builder(cli, private, private=True)
     dockerd = shutil.which("dockerd")
     if cli is None or dockerd is None:
         raise EngineUnavailableError(
-            "image needs a container engine: no Docker daemon answers and dockerd is not "
+            f"{purpose} needs a container engine: no Docker daemon answers and dockerd is not "
             "installed (apt-get install docker.io)"
         )
     if os.geteuid() != 0:
         raise EngineUnavailableError(
-            "image needs a container engine: no Docker daemon answers, and starting one needs root"
+            f"{purpose} needs a container engine: no Docker daemon answers, and starting one needs root"
         )
-    print("starting a private Docker daemon for image builds", file=out, flush=True)
-    PRIVATE_DOCKER_DIR.mkdir(parents=True, exist_ok=True)
-    data_root = tools.cache_root() / "docker"
-    process = spawn(
-        state,
-        "dockerd",
-        [
-            dockerd,
-            f"--host=unix://{PRIVATE_DOCKER_DIR / 'docker.sock'}",
-            f"--data-root={data_root}",
-            f"--exec-root={PRIVATE_DOCKER_DIR / 'exec'}",
-            f"--pidfile={state.run / 'dockerd.own.pid'}",
-            # image builds only: no bridge, no NAT, no firewall rules, no forwarding changes
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-forward=false",
-            "--ip-masq=false",
-            "--storage-driver=overlay2",
-        ],
-    )
-    wait_until("dockerd to answer", lambda: engine_answers(cli, private), state, "dockerd", process, 120)
+    name, process = start(dockerd)
+    wait_until("dockerd to answer", lambda: engine_answers(cli, private), state, name, process, 120)
     return with_builder(cli, private, private=True)
+
+
+def engine(state: StateDir, out: TextIO) -> Engine:
+    """The user's Docker if it answers; else a private ``dockerd`` started for ``state``."""
+
+    def start(dockerd: str) -> tuple[str, subprocess.Popen[bytes]]:
+        print("starting a private Docker daemon for image builds", file=out, flush=True)
+        PRIVATE_DOCKER_DIR.mkdir(parents=True, exist_ok=True)
+        data_root = tools.cache_root() / "docker"
+        process = spawn(
+            state,
+            "dockerd",
+            [
+                dockerd,
+                f"--host=unix://{PRIVATE_DOCKER_DIR / 'docker.sock'}",
+                f"--data-root={data_root}",
+                f"--exec-root={PRIVATE_DOCKER_DIR / 'exec'}",
+                f"--pidfile={state.run / 'dockerd.own.pid'}",
+                # image builds only: no bridge, no NAT, no firewall rules, no forwarding changes
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--storage-driver=overlay2",
+            ],
+        )
+        return "dockerd", process
+
+    return find_engine(state, "image", _private_env(dict(os.environ)), start)
 
 
 # --- the base image -------------------------------------------------------------------------------

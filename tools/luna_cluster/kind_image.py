@@ -50,15 +50,13 @@ from . import oci, procs, tools
 from .image import (
     DEFAULT_MIRROR,
     Engine,
-    EngineUnavailableError,
     ImageError,
     debootstrap_root,
-    engine_answers,
+    find_engine,
     find_image_id,
     run_logged,
-    with_builder,
 )
-from .launch import spawn, wait_until
+from .launch import spawn
 from .node_config import PAUSE_IMAGE
 from .state import StateDir
 
@@ -697,53 +695,40 @@ def engine(state: StateDir, out: TextIO) -> Engine:
     reached from here over its network's bridge (the API server through the port docker's userland
     proxy publishes on 127.0.0.1); they reach nothing else, which an offline node image does not need.
     """
-    cli = shutil.which("docker")
-    if cli and engine_answers(cli, dict(os.environ)):
-        return with_builder(cli, dict(os.environ))
-    private = _kind_docker_env()
-    if cli and engine_answers(cli, private):
-        return with_builder(cli, private, private=True)
-    dockerd = shutil.which("dockerd")
-    if cli is None or dockerd is None:
-        raise EngineUnavailableError(
-            "kind-image needs a container engine: no Docker daemon answers and dockerd is not "
-            "installed (apt-get install docker.io)"
+
+    def start(dockerd: str) -> tuple[str, subprocess.Popen[bytes]]:
+        print(f"starting a Docker daemon for kind ({KIND_DOCKER_DIR / 'docker.sock'})", file=out, flush=True)
+        KIND_DOCKER_DIR.mkdir(parents=True, exist_ok=True)
+        runtime: list[str] = []
+        missing = missing_capabilities(Path("/proc/self/status").read_text())
+        runc = shutil.which("runc")
+        if missing and runc:
+            print(f"  (its containers run without {', '.join(missing)}: this machine has none)", file=out)
+            wrapper = KIND_DOCKER_DIR / "runc"
+            python = shutil.which("python3") or sys.executable
+            _write(wrapper, runc_wrapper(python, runc, missing), 0o755)
+            runtime = [f"--add-runtime=luna-runc={wrapper}", "--default-runtime=luna-runc"]
+        process = spawn(
+            state,
+            "kind-dockerd",
+            [
+                dockerd,
+                f"--host=unix://{KIND_DOCKER_DIR / 'docker.sock'}",
+                f"--data-root={tools.cache_root() / 'kind-docker'}",
+                f"--exec-root={KIND_DOCKER_DIR / 'exec'}",
+                f"--pidfile={state.run / 'kind-dockerd.own.pid'}",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--storage-driver=overlay2",
+                *runtime,
+            ],
         )
-    if os.geteuid() != 0:
-        raise EngineUnavailableError(
-            "kind-image needs a container engine: no Docker daemon answers, and starting one needs root"
-        )
-    print(f"starting a Docker daemon for kind ({KIND_DOCKER_DIR / 'docker.sock'})", file=out, flush=True)
-    KIND_DOCKER_DIR.mkdir(parents=True, exist_ok=True)
-    runtime: list[str] = []
-    missing = missing_capabilities(Path("/proc/self/status").read_text())
-    runc = shutil.which("runc")
-    if missing and runc:
-        print(f"  (its containers run without {', '.join(missing)}: this machine has none)", file=out)
-        wrapper = KIND_DOCKER_DIR / "runc"
-        python = shutil.which("python3") or sys.executable
-        _write(wrapper, runc_wrapper(python, runc, missing), 0o755)
-        runtime = [f"--add-runtime=luna-runc={wrapper}", "--default-runtime=luna-runc"]
-    process = spawn(
-        state,
-        "kind-dockerd",
-        [
-            dockerd,
-            f"--host=unix://{KIND_DOCKER_DIR / 'docker.sock'}",
-            f"--data-root={tools.cache_root() / 'kind-docker'}",
-            f"--exec-root={KIND_DOCKER_DIR / 'exec'}",
-            f"--pidfile={state.run / 'kind-dockerd.own.pid'}",
-            "--bridge=none",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--ip-forward=false",
-            "--ip-masq=false",
-            "--storage-driver=overlay2",
-            *runtime,
-        ],
-    )
-    wait_until("dockerd to answer", lambda: engine_answers(cli, private), state, "kind-dockerd", process, 120)
-    return with_builder(cli, private, private=True)
+        return "kind-dockerd", process
+
+    return find_engine(state, "kind-image", _kind_docker_env(), start)
 
 
 def stop_engine(state: StateDir, out: TextIO) -> bool:
