@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv docs demo demo-node test test-compat lint typecheck unit bench bench-kube bench-scale clean cluster-tools system-deps e2e-kind kind-image
+.PHONY: venv docs demo demo-node test test-compat test-kind lint typecheck unit bench bench-kube bench-scale clean cluster-tools system-deps e2e-kind kind-image
 
 venv: $(STAMP)
 
@@ -30,10 +30,20 @@ demo: venv
 demo-node: venv system-deps
 	$(BIN)/python examples/demo_node.py
 
-## test: lint, type-check and run every test
+## test: lint, type-check and run every test: the main suite, where the pod tests that need our own
+## node (marked own_node) run on it; the oldest supported Kubernetes minor (test-compat); then the
+## other pod tests on a kind cluster (test-kind). Each pod test runs once: on kind, as users run it,
+## unless it needs our own node
 test: venv system-deps lint typecheck cluster-tools
-	$(BIN)/python -m pytest -q -ra
+	LUNA_POD_SUITE=own-node $(BIN)/python -m pytest -q -ra --durations=15
 	$(MAKE) --no-print-directory test-compat
+	$(MAKE) --no-print-directory test-kind
+
+## test-kind: the pod suite on kind (e2e-kind; own_node tests skip there). Where kind cannot run
+## (no Docker, no root for the local node image) it is skipped with the reason, unless
+## LUNA_REQUIRE_NODE=1 (CI): then it fails
+test-kind: venv
+	KIND_OPTIONAL=$(if $(filter-out 0 false no,$(LUNA_REQUIRE_NODE)),0,1) bash scripts/e2e-kind.sh
 
 ## test-compat: the oldest Kubernetes minor the chart supports (kubeVersion >=1.30.0-0), tested.
 ## Builds kube-apiserver and kube-controller-manager $(COMPAT_KUBE) (tools/kube-$(COMPAT_KUBE)), then cached;
@@ -108,7 +118,7 @@ bench-kube: venv cluster-tools
 bench-scale: venv cluster-tools
 	$(BIN)/python bench/operator_scale.py --reports compact,full
 
-## e2e-kind: the pod suite (tests/node) on a kind cluster (not part of `make test`). KIND_NODE=stock
+## e2e-kind: the pod suite (tests/node) on a kind cluster (`make test` runs it as test-kind). KIND_NODE=stock
 ## uses kind's node image (needs Docker and kind), KIND_NODE=local one built here without a registry
 ## (`luna-cluster kind-image`: needs root, go, debootstrap, docker.io), auto (default) picks;
 ## KIND_CLUSTER names the cluster, KEEP_CLUSTER=1 keeps it

@@ -15,6 +15,9 @@
 #      chart itself, as `make test` does on the local node (extra arguments go to pytest)
 #   5. deletes the cluster, unless KEEP_CLUSTER=1, also when a step fails or on Ctrl-C
 #
+# Where kind cannot run (no container engine, no kind, no root for the local image) it exits 2
+# with the reason; with KIND_OPTIONAL=1 (`make test` outside CI) it says so and exits 0 instead.
+#
 # The kubeconfig lives in a temporary directory: your own kubeconfig is never changed.
 set -euo pipefail
 
@@ -47,8 +50,12 @@ esac
 
 # Only bash builtins until docker and kind are found: the check must work with any PATH.
 cannot_run() {
-    printf "make e2e-kind needs %s; \`make test\` runs the same pod suite on a local node instead\n" "$1" >&2
+    printf "make e2e-kind needs %s; \`LUNA_POD_SUITE=all pytest tests/node\` runs the whole pod suite on a local node instead\n" "$1" >&2
     printf 'e2e-kind: it runs the end-to-end suite against a kind cluster, which needs Docker and kind\n' >&2
+    if [[ "${KIND_OPTIONAL:-0}" == 1 ]]; then
+        printf 'e2e-kind: skipped: the pod tests not marked own_node did not run (KIND_OPTIONAL=1)\n' >&2
+        exit 0
+    fi
     exit 2
 }
 

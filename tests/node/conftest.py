@@ -8,6 +8,10 @@ torn down at the end. With ``LUNA_TEST_KUBECONFIG`` the suite runs against that 
 When this machine cannot run a node (no root, no runc...), the suite is skipped, unless
 ``LUNA_REQUIRE_NODE=1`` (CI sets it): then it fails. A node that could start but did not always
 fails the suite.
+
+Tests marked ``own_node`` need our own node (its host, bridge, kubelet or image engine) and are
+skipped on another cluster. ``LUNA_POD_SUITE=own-node`` keeps only them (``make test`` runs the
+others on kind, ``make e2e-kind``); ``all`` (the default) runs the whole suite.
 """
 
 from __future__ import annotations
@@ -74,6 +78,36 @@ def run_cluster(*args: str, timeout: float = UP_TIMEOUT) -> subprocess.Completed
     if result.returncode != 0:
         pytest.fail(f"luna-cluster {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
+
+
+POD_SUITES = ("all", "own-node")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``own_node`` tests on another cluster; with ``LUNA_POD_SUITE=own-node`` deselect
+    the pod tests that are not marked so."""
+    here = Path(__file__).parent
+    suite = os.environ.get("LUNA_POD_SUITE", "all") or "all"
+    if suite not in POD_SUITES:
+        raise pytest.UsageError(f"LUNA_POD_SUITE={suite}: use one of {', '.join(POD_SUITES)}")
+    external = bool(os.environ.get("LUNA_TEST_KUBECONFIG"))
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        if here not in item.path.parents:
+            kept.append(item)
+            continue
+        mark = item.get_closest_marker("own_node")
+        if suite == "own-node" and mark is None:
+            dropped.append(item)
+            continue
+        if mark is not None and external:
+            reason = str(mark.args[0]) if mark.args else "needs our own node"
+            item.add_marker(pytest.mark.skip(reason=f"our own node only: {reason}"))
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def _node_required() -> bool:

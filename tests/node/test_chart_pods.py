@@ -336,11 +336,10 @@ def dashboard_queries(namespace: str) -> list[str]:
 ALWAYS_THERE = ("luna_plugins{", "luna_plugin_info{", "luna_event_loop_lag_seconds{", "luna_requests_total{")
 
 
+@pytest.mark.own_node("Prometheus on this machine reaches pod addresses only on our own node")
 def test_the_docs_promql_reads_the_same_through_the_service_monitor_the_pod_monitor_and_annotations(
     node_cluster: NodeCluster, handlers: str, tmp_path: Path
 ) -> None:
-    if node_cluster.state_dir is None:
-        pytest.skip("Prometheus on this machine reaches pod addresses only on our own node")
     kube = node_cluster.kube
     namespace = handlers
     promtool = required_tool("promtool")
@@ -546,6 +545,9 @@ def test_a_staged_rollout_on_four_pods_promotes_a_good_version_and_rolls_back_a_
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+@pytest.mark.own_node(
+    "Prometheus listens on our own node's address, which pods of another cluster do not reach"
+)
 def test_a_rollout_whose_prometheus_stops_mid_analysis_is_held_not_promoted(
     node_cluster: NodeCluster, release: str, tmp_path: Path
 ) -> None:
@@ -553,10 +555,6 @@ def test_a_rollout_whose_prometheus_stops_mid_analysis_is_held_not_promoted(
     rollout query: the query's figure shows in status; Prometheus stopped mid-rollout, the
     judgements are inconclusive and the rollout is held (onInconclusive: Hold), never promoted,
     while the version in service keeps serving."""
-    if node_cluster.state_dir is None:
-        pytest.skip(
-            "Prometheus listens on our own node's address, which pods of another cluster do not reach"
-        )
     kube = node_cluster.kube
     config = tmp_path / "prometheus.yml"
     config.write_text("global: {evaluation_interval: 1s}\n")

@@ -18,9 +18,8 @@ from tests.support.sidecar_harness import http
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo_node.py"
 
 
+@pytest.mark.own_node("the demo runs on our own node")
 def test_the_node_demo_serves_what_it_prints_and_uninstalls_on_interrupt(node_cluster: NodeCluster) -> None:
-    if node_cluster.state_dir is None:
-        pytest.skip("the demo runs on our own node")
     demo = subprocess.Popen(
         [sys.executable, str(DEMO), "--state-dir", str(node_cluster.state_dir), "--keep-cluster"],
         stdout=subprocess.PIPE,

@@ -24,9 +24,8 @@ def test_the_node_is_ready_and_schedulable(node_cluster: NodeCluster) -> None:
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://2.")
 
 
+@pytest.mark.own_node("the kubelet's address is known only for our own node")
 def test_the_kubelet_refuses_anonymous_callers(node_cluster: NodeCluster) -> None:
-    if node_cluster.state_dir is None:
-        pytest.skip("the kubelet's address is known only for our own node")
     (node,) = get(node_cluster.kube, "default", "nodes")["items"]
     (address,) = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
     context = ssl.create_default_context(cafile=str(node_cluster.state_dir / "pki" / "ca.crt"))
@@ -103,24 +102,22 @@ def test_the_image_starts_the_operator_and_the_sidecar_as_10001_read_only(
     assert log.split() == ["operator", "ok", "sidecar", "ok"]
 
 
+@pytest.mark.own_node("our own node's bridge")
 def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(node_cluster: NodeCluster) -> None:
     """A bridge whose address was never set takes its lowest port's, which changes with pod churn
     and breaks pods' ARP entries for the gateway for a moment (seen as "No route to host")."""
-    if node_cluster.state_dir is None:
-        pytest.skip("our own node's bridge")
     from luna_cluster.node_config import BRIDGE
 
     # /sys/class/net/<if>/addr_assign_type: 3 is NET_ADDR_SET (set by userspace: never recomputed)
     assert (Path("/sys/class/net") / BRIDGE / "addr_assign_type").read_text().strip() == "3"
 
 
+@pytest.mark.own_node("the engine that built our own node's image")
 def test_a_rebuilt_image_replaces_the_one_it_supersedes_in_the_engine(
     node_cluster: NodeCluster, tmp_path: Path
 ) -> None:
     """Each ``cluster image`` used to leave the image it replaced behind: the engine's data in
     the cache directory grew by the image's size on every rebuild."""
-    if node_cluster.state_dir is None:
-        pytest.skip("the engine that built our own node's image")
     import io
 
     from luna_cluster import image

@@ -20,10 +20,11 @@ from tests.node.pods import python_pod, run_pod
 from tests.support.host import snapshot
 from tests.support.sidecar_harness import wait_for
 
+pytestmark = pytest.mark.own_node("it stops and starts our own node")
+
 
 def test_a_second_up_reuses_the_running_node(node_cluster: NodeCluster) -> None:
-    if node_cluster.state_dir is None:
-        pytest.skip("our own node only")
+    assert node_cluster.state_dir is not None
     again = node_cluster.cluster_command("up", "--node")
     assert "cluster with its node already running" in again.stderr, again.stderr
 
@@ -31,8 +32,7 @@ def test_a_second_up_reuses_the_running_node(node_cluster: NodeCluster) -> None:
 def test_down_removes_everything_the_node_made_and_up_brings_it_back(
     node_cluster: NodeCluster, node_namespace: str
 ) -> None:
-    if node_cluster.state_dir is None or node_cluster.host_before is None:
-        pytest.skip("our own node only")
+    assert node_cluster.state_dir is not None and node_cluster.host_before is not None
     kube = node_cluster.kube
     # a pod running while the node goes down: its processes, mounts and network must go too
     pod = python_pod("running", node_cluster.image, "import time; time.sleep(3600)")
@@ -60,8 +60,7 @@ def test_a_node_whose_processes_were_killed_is_cleaned_up_by_the_next_up_elsewhe
 ) -> None:
     """As when a session ends without `down` (its processes killed) and a fresh checkout runs the
     tests: the next `up --node`, from another state directory, removes what the dead node left."""
-    if node_cluster.state_dir is None or node_cluster.host_before is None:
-        pytest.skip("our own node only")
+    assert node_cluster.state_dir is not None and node_cluster.host_before is not None
     from luna_cluster.node import _processes_of
 
     kube = node_cluster.kube

@@ -39,8 +39,7 @@ class UsesPackage(BaseBackgroundPlugin):
 
 @pytest.fixture
 def node_index(node_cluster: NodeCluster, tmp_path: Path) -> Iterator[PackageIndex]:
-    if node_cluster.state_dir is None:
-        pytest.skip("the index is served on our own node's bridge")
+    assert node_cluster.state_dir is not None
     from luna_cluster.node_config import NODE_IP
 
     root = tmp_path / "index"
@@ -54,6 +53,7 @@ def node_index(node_cluster: NodeCluster, tmp_path: Path) -> Iterator[PackageInd
         index.stop()
 
 
+@pytest.mark.own_node("the index is served on our own node's bridge")
 def test_a_plugins_packages_are_installed_in_its_pod_and_an_index_outage_keeps_it_serving(
     node_cluster: NodeCluster, node_index: PackageIndex
 ) -> None:
