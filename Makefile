@@ -42,7 +42,10 @@ test: venv system-deps lint typecheck cluster-tools
 ## test-kind: the pod suite on kind (e2e-kind; own_node tests skip there). Where kind cannot run
 ## (no Docker, no root for the local node image) it is skipped with the reason, unless
 ## LUNA_REQUIRE_NODE=1 (CI): then it fails
-test-kind: venv
+## (kubectl and helm: the versions the project builds, not whichever are on PATH)
+test-kind: venv cluster-tools
+	LUNA_TEST_KUBECTL="$$($(BIN)/python -c 'from luna_cluster import tools; print(tools.cached_binaries()["kubectl"])')" \
+	LUNA_TEST_HELM="$$($(BIN)/python -c 'from luna_cluster import tools; print(tools.cached_binaries()["helm"])')" \
 	KIND_OPTIONAL=$(if $(filter-out 0 false no,$(LUNA_REQUIRE_NODE)),0,1) bash scripts/e2e-kind.sh
 
 ## test-compat: the oldest Kubernetes minor the chart supports (kubeVersion >=1.30.0-0), tested.
