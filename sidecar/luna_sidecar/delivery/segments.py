@@ -17,11 +17,12 @@ grow by one within a segment. What callers may rely on:
   full disk gets its space back once the backlog is delivered); it is durable once a sync job
   that started after it has run (:mod:`luna_sidecar.delivery.commit`); only durable records are
   handed to the reader.
-* Opening a log reads every segment as a stream (one record in memory at a time) and checks each
-  record's frame, checksum and sequence. A segment with bad bytes (a torn tail after a crash,
-  random bytes) is copied to ``quarantine/``, counted and logged once, and cut back to its last
-  good record; the records after the bad bytes of that segment are lost, the other segments are
-  delivered.
+* Opening a log reads every segment front to back through a :class:`SegmentReader` (reads of
+  :data:`READ_CHUNK` bytes, the only memory it holds besides a record larger than that) and
+  checks each record's frame, checksum and sequence; delivery reads records the same way. A
+  segment with bad bytes (a torn tail after a crash, random bytes) is copied to ``quarantine/``,
+  counted and logged once, and cut back to its last good record; the records after the bad bytes
+  of that segment are lost, the other segments are delivered.
 * The cursor is written by sync jobs too (to the page cache at every round: it survives a
   SIGKILL of the process; fsynced at most every :data:`CURSOR_SYNC_INTERVAL` seconds and at
   close: a power loss can take it back that far). Segments wholly before a written cursor are
@@ -81,8 +82,9 @@ def encode_record(seq: int, enqueued_at: float, delivery_id: str, body: bytes) -
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode_payload(payload: bytes) -> tuple[int, float, str, bytes]:
-    """(seq, enqueued_at, delivery id, body) of a checked payload; raises on a bad shape."""
+def _parse_payload(payload: memoryview) -> tuple[int, float, str, int]:
+    """(seq, enqueued_at, delivery id, offset of the body) of a checked payload; raises on a bad
+    shape. Copies nothing but the delivery id."""
     if len(payload) < META.size:
         raise CorruptRecordError("payload shorter than its header")
     seq, enqueued_at, id_length = META.unpack_from(payload)
@@ -90,30 +92,111 @@ def decode_payload(payload: bytes) -> tuple[int, float, str, bytes]:
     if id_length > MAX_ID_BYTES or end > len(payload):
         raise CorruptRecordError("bad delivery id length")
     try:
-        delivery_id = payload[META.size : end].decode()
+        delivery_id = str(payload[META.size : end], "utf-8")
     except UnicodeDecodeError:
         raise CorruptRecordError("delivery id is not UTF-8") from None
-    return seq, enqueued_at, delivery_id, payload[end:]
+    return seq, enqueued_at, delivery_id, end
+
+
+def decode_payload(payload: bytes | memoryview) -> tuple[int, float, str, bytes]:
+    """(seq, enqueued_at, delivery id, body) of a checked payload; raises on a bad shape."""
+    view = memoryview(payload)
+    seq, enqueued_at, delivery_id, end = _parse_payload(view)
+    return seq, enqueued_at, delivery_id, bytes(view[end:])
 
 
 def read_record(fd: int, offset: int, limit: int) -> Record | None:
     """The record at ``offset`` of the open file ``fd`` whose valid bytes end at ``limit``; None
-    at ``limit``; raises :class:`CorruptRecordError` for bytes that are not an intact record."""
-    if offset >= limit:
-        return None
-    header = os.pread(fd, HEADER.size, offset)
-    if len(header) < HEADER.size or offset + HEADER.size > limit:
-        raise CorruptRecordError("truncated header")
-    length, crc = HEADER.unpack(header)
-    if length < META.size or length > MAX_PAYLOAD or offset + HEADER.size + length > limit:
-        raise CorruptRecordError("bad length")
-    payload = os.pread(fd, length, offset + HEADER.size)
-    if len(payload) < length:
-        raise CorruptRecordError("truncated payload")
-    if zlib.crc32(payload) != crc:
-        raise CorruptRecordError("checksum mismatch")
-    seq, enqueued_at, delivery_id, body = decode_payload(payload)
-    return Record(seq, enqueued_at, delivery_id, body, HEADER.size + length)
+    at ``limit``; raises :class:`CorruptRecordError` for bytes that are not an intact record.
+    Reads just that record (two ``pread`` calls); :class:`SegmentReader` reads a file's records in
+    order through a read-ahead buffer, with the same checks."""
+    return SegmentReader(fd, chunk=0).read(offset, limit)
+
+
+#: bytes a :class:`SegmentReader` reads from its file at once: the queue's reads of a backlog
+#: (start-up scan, delivery) go at the disk's sequential speed with reads this large, while a
+#: read per record (about 115 KB for a batch of 1000 points, below the kernel's 128 KiB
+#: read-ahead) got about 0.4 of it
+READ_CHUNK = 4 << 20
+
+
+class SegmentReader:
+    """Reads the records of one open segment file in order, through a read-ahead buffer.
+
+    What callers may rely on:
+
+    * :meth:`read` and :meth:`check` make the same checks as :func:`read_record` (frame within
+      ``limit``, length, CRC-32, the payload's shape) and raise :class:`CorruptRecordError` with
+      the same messages; the caller checks the sequence number.
+    * Memory: the buffer holds at most ``chunk`` bytes (the bytes of one read); a record larger
+      than ``chunk`` is read on its own, into memory of its size, and not kept in the buffer.
+    * It never reads at or past the ``limit`` of the call, so ``limit`` may grow between calls
+      (a segment being appended to), as long as the bytes below a limit given once do not change
+      (the log only appends, and cuts back only bytes it never counted in a segment's size).
+    * Reads in order are cheapest (one ``pread`` per ``chunk`` bytes); any offset works (a
+      record outside the buffer refills it from that offset).
+    """
+
+    def __init__(self, fd: int, *, chunk: int | None = None) -> None:
+        self._fd = fd
+        self._chunk = READ_CHUNK if chunk is None else chunk
+        """bytes read at once; :data:`READ_CHUNK` unless given"""
+        self._buffer = memoryview(b"")
+        self._start = 0
+        """file offset of the buffer's first byte"""
+
+    def read(self, offset: int, limit: int) -> Record | None:
+        """The record at ``offset`` (its body copied out of the buffer once); None at ``limit``."""
+        frame = self._frame(offset, limit)
+        if frame is None:
+            return None
+        seq, enqueued_at, delivery_id, end = _parse_payload(frame[HEADER.size :])
+        return Record(seq, enqueued_at, delivery_id, bytes(frame[HEADER.size + end :]), len(frame))
+
+    def check(self, offset: int, limit: int) -> tuple[int, int] | None:
+        """(seq, framed size) of the record at ``offset``, checked as :meth:`read` checks it,
+        without copying its body; None at ``limit``."""
+        frame = self._frame(offset, limit)
+        if frame is None:
+            return None
+        seq, _, _, _ = _parse_payload(frame[HEADER.size :])
+        return seq, len(frame)
+
+    def _frame(self, offset: int, limit: int) -> memoryview | None:
+        """The header and payload of the record at ``offset``, length and checksum checked."""
+        if offset >= limit:
+            return None
+        if offset + HEADER.size > limit:
+            raise CorruptRecordError("truncated header")
+        view = self._bytes(offset, HEADER.size, limit)
+        if len(view) < HEADER.size:
+            raise CorruptRecordError("truncated header")
+        length, crc = HEADER.unpack_from(view)
+        if length < META.size or length > MAX_PAYLOAD or offset + HEADER.size + length > limit:
+            raise CorruptRecordError("bad length")
+        size = HEADER.size + length
+        if len(view) < size:
+            view.release()  # no reference to the buffer left: a refill frees it before it reads
+            view = self._bytes(offset, size, limit)
+            if len(view) < size:
+                raise CorruptRecordError("truncated payload")
+        frame = view[:size]
+        if zlib.crc32(frame[HEADER.size :]) != crc:
+            raise CorruptRecordError("checksum mismatch")
+        return frame
+
+    def _bytes(self, offset: int, size: int, limit: int) -> memoryview:
+        """The file's bytes from ``offset``: at least ``size`` of them (``offset + size <=
+        limit``) unless the file is shorter. From the buffer if it holds them, else read: ``size``
+        bytes on their own when more than ``chunk``, else a refill of up to ``chunk`` bytes."""
+        start = offset - self._start
+        if start < 0 or start + size > len(self._buffer):
+            if size > self._chunk:
+                return memoryview(os.pread(self._fd, size, offset))
+            self._buffer = memoryview(b"")  # the old buffer goes before the new one is read
+            self._buffer = memoryview(os.pread(self._fd, min(self._chunk, limit - offset), offset))
+            self._start, start = offset, 0
+        return self._buffer[start:]
 
 
 @dataclass(slots=True)
@@ -209,6 +292,7 @@ class SegmentLog:
         self._new_file = False
         self._read_seg: Segment | None = None
         self._read_fd: int | None = None
+        self._reader: SegmentReader | None = None
         self._read_offset = 0
         self._read_next = 1
         self._cursor_fd: int | None = None
@@ -218,8 +302,8 @@ class SegmentLog:
     # -- opening
 
     def open(self) -> None:
-        """Create or recover the queue (see the module's docstring); never loads records into
-        memory beyond one at a time."""
+        """Create or recover the queue (see the module's docstring); holds at most one read of
+        :data:`READ_CHUNK` bytes (or one larger record) in memory at a time."""
         self.directory.mkdir(parents=True, exist_ok=True)
         cursor = self._read_cursor()
         id_file = self.directory / "id"
@@ -283,21 +367,23 @@ class SegmentLog:
         fd = os.open(segment.path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
+            reader = SegmentReader(fd)
             while good < size:
                 try:
-                    record = read_record(fd, good, size)
+                    checked = reader.check(good, size)
                 except CorruptRecordError as exc:
                     problem = str(exc)
                     break
-                if record is None:
+                if checked is None:
                     break
-                if record.seq != expected:
-                    problem = f"sequence {record.seq} where {expected} was expected"
+                seq, framed = checked
+                if seq != expected:
+                    problem = f"sequence {seq} where {expected} was expected"
                     break
-                good += record.size
+                good += framed
                 expected += 1
-                if record.seq < cursor:
-                    self.done_bytes += record.size
+                if seq < cursor:
+                    self.done_bytes += framed
         finally:
             os.close(fd)
         if problem:
@@ -442,10 +528,11 @@ class SegmentLog:
                     return None
                 self._read_seg, self._read_offset = segment, 0
                 self._read_fd = os.open(segment.path, os.O_RDONLY)
-            fd = self._read_fd
-            assert fd is not None
+                self._reader = SegmentReader(self._read_fd)
+            reader = self._reader
+            assert reader is not None
             try:
-                record = read_record(fd, self._read_offset, segment.size)
+                record = reader.read(self._read_offset, segment.size)
             except CorruptRecordError as exc:
                 self._close_reader()
                 self._drop_damaged(segment, str(exc))
@@ -486,7 +573,7 @@ class SegmentLog:
     def _close_reader(self) -> None:
         if self._read_fd is not None:
             os.close(self._read_fd)
-        self._read_fd, self._read_seg, self._read_offset = None, None, 0
+        self._read_fd, self._reader, self._read_seg, self._read_offset = None, None, None, 0
 
     # -- the cursor
 
