@@ -30,22 +30,18 @@ demo: venv
 demo-node: venv system-deps
 	$(BIN)/python examples/demo_node.py
 
-## test: lint, type-check and run every test: the main suite, where the pod tests that need our own
-## node (marked own_node) run on it; the oldest supported Kubernetes minor (test-compat); then the
-## other pod tests on a kind cluster (test-kind). Each pod test runs once: on kind, as users run it,
-## unless it needs our own node
+## test: lint, type-check and run every test, each pod test once (scripts/test-suites.sh): the pod
+## tests that need our own node (marked own_node) on it, kind's node image built or reused, then the
+## other pod tests on a kind cluster in the background while the main suite runs; then the oldest
+## supported Kubernetes minor (test-compat)
 test: venv system-deps lint typecheck cluster-tools
-	LUNA_POD_SUITE=own-node $(BIN)/python -m pytest -q -ra --durations=15
+	bash scripts/test-suites.sh
 	$(MAKE) --no-print-directory test-compat
-	$(MAKE) --no-print-directory test-kind
 
-## test-kind: the pod suite on kind (e2e-kind; own_node tests skip there). Where kind cannot run
-## (no Docker, no root for the local node image) it is skipped with the reason, unless
+## test-kind: the pod suite on kind alone (e2e-kind; own_node tests skip there). Where kind cannot
+## run (no Docker, no root for the local node image) it is skipped with the reason, unless
 ## LUNA_REQUIRE_NODE=1 (CI): then it fails
-## (kubectl and helm: the versions the project builds, not whichever are on PATH)
 test-kind: venv cluster-tools
-	LUNA_TEST_KUBECTL="$$($(BIN)/python -c 'from luna_cluster import tools; print(tools.cached_binaries()["kubectl"])')" \
-	LUNA_TEST_HELM="$$($(BIN)/python -c 'from luna_cluster import tools; print(tools.cached_binaries()["helm"])')" \
 	KIND_OPTIONAL=$(if $(filter-out 0 false no,$(LUNA_REQUIRE_NODE)),0,1) bash scripts/e2e-kind.sh
 
 ## test-compat: the oldest Kubernetes minor the chart supports (kubeVersion >=1.30.0-0), tested.

@@ -17,6 +17,7 @@
 #
 # Where kind cannot run (no container engine, no kind, no root for the local image) it exits 2
 # with the reason; with KIND_OPTIONAL=1 (`make test` outside CI) it says so and exits 0 instead.
+# KIND_PREPARE_ONLY=1 stops after step 1 (kind and the node image built or found in the cache).
 #
 # The kubeconfig lives in a temporary directory: your own kubeconfig is never changed.
 set -euo pipefail
@@ -88,11 +89,15 @@ if [[ ! -x "$PYTHON" ]]; then
     exit 2
 fi
 
-# kubectl and helm: $LUNA_TEST_KUBECTL/$LUNA_TEST_HELM, else PATH, else the ones the project builds
+# kubectl and helm: $LUNA_TEST_KUBECTL/$LUNA_TEST_HELM, else the versions the project pins when
+# they are built (make cluster-tools), else PATH, else the project builds them
 client() {
-    local name="$1" override="$2"
+    local name="$1" override="$2" pinned
+    pinned="$("$PYTHON" -c 'import sys; from luna_cluster import tools; print((tools.cached_binaries() or {}).get(sys.argv[1], ""))' "$name" 2>/dev/null || true)"
     if [[ -n "$override" ]]; then
         printf '%s\n' "$override"
+    elif [[ -n "$pinned" && -x "$pinned" ]]; then
+        printf '%s\n' "$pinned"
     elif command -v "$name" >/dev/null 2>&1; then
         command -v "$name"
     else
@@ -157,6 +162,11 @@ if [[ "$NODE" == local ]]; then
     done <"$WORKDIR/kind.env"
     step "  kind: $KIND"
     step "  ${create_args[*]}"
+fi
+
+if [[ "${KIND_PREPARE_ONLY:-0}" == 1 ]]; then
+    step "kind and its node image are ready (KIND_PREPARE_ONLY=1: no cluster now)"
+    exit 0
 fi
 
 cluster_in_use=1
