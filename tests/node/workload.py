@@ -190,7 +190,10 @@ def _connects(address: str, port: int) -> bool:
 
 @contextlib.contextmanager
 def reach(cluster: NodeCluster, namespace: str, service: str, port: int) -> Iterator[str]:
-    """An HTTP base URL for ``service:port`` from this machine."""
+    """An HTTP base URL for ``service:port`` from this machine, through kube-proxy (which spreads
+    requests over the Service's pods): its ClusterIP on our own node; on another cluster a node
+    port of it on a node's address this machine reaches (kind's nodes: over its network's
+    bridge), else a ``kubectl port-forward`` (which reaches one pod, and can break under load)."""
     if cluster.state_dir is not None:
         address = get(cluster.kube, namespace, "service", service)["spec"]["clusterIP"]
         wait_for(
@@ -200,16 +203,51 @@ def reach(cluster: NodeCluster, namespace: str, service: str, port: int) -> Iter
         )
         yield f"http://{address}:{port}"
         return
+    node_url = _node_port_url(cluster, namespace, service, port)
+    if node_url is not None:
+        yield node_url
+        return
     with _port_forward(cluster, namespace, f"svc/{service}", port) as url:
         yield url
+
+
+def _node_port_url(cluster: NodeCluster, namespace: str, service: str, port: int) -> str | None:
+    """``http://NODE:NODEPORT`` for ``service:port`` made a NodePort Service, when this machine
+    reaches a node's InternalIP (as it does kind's nodes); None otherwise (a remote cluster)."""
+    kube = cluster.kube
+    nodes = get(kube, namespace, "nodes")["items"]
+    addresses = [
+        entry["address"]
+        for node in nodes
+        for entry in node.get("status", {}).get("addresses") or []
+        if entry.get("type") == "InternalIP"
+    ]
+    if not addresses:
+        return None
+    spec = get(kube, namespace, "service", service)["spec"]
+    if spec.get("type") != "NodePort":
+        kube.kubectl("patch", "service", service, "-n", namespace, "-p", '{"spec": {"type": "NodePort"}}')
+        spec = get(kube, namespace, "service", service)["spec"]
+    node_port = next((entry.get("nodePort") for entry in spec["ports"] if entry["port"] == port), None)
+    if not node_port:
+        return None
+    # kube-proxy opens the port within seconds; a node this machine cannot route to never answers
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for address in addresses:
+            if _connects(address, node_port):
+                return f"http://{address}:{node_port}"
+        time.sleep(0.5)
+    return None
 
 
 @contextlib.contextmanager
 def reach_every_pod(cluster: NodeCluster, namespace: str, service: str, port: int) -> Iterator[list[str]]:
     """HTTP base URLs that together reach every pod behind ``service:port`` from this machine: the
-    Service's address on our own node (kube-proxy spreads requests over its pods); on another
-    cluster a port-forward to each of its pods now (one to the Service reaches a single pod)."""
-    if cluster.state_dir is not None:
+    Service through kube-proxy where :func:`reach` gets there (our own node, or a node port on a
+    node this machine reaches); else a port-forward to each of its pods now (one to the Service
+    reaches a single pod)."""
+    if cluster.state_dir is not None or _node_port_url(cluster, namespace, service, port) is not None:
         with reach(cluster, namespace, service, port) as url:
             yield [url]
         return
