@@ -133,7 +133,14 @@ def test_helm_upgrade_to_a_new_image_tag_rolls_the_operator_and_loses_no_plugin(
             except OSError:
                 return False
 
-        wait_for(serves_the_change, timeout=120, what="the new operator to roll out a change")
+        try:
+            wait_for(serves_the_change, timeout=120, what="the new operator to roll out a change")
+        except AssertionError as exc:
+            plugin = get(kube, namespace, "lunaplugin", "kettle").get("status")
+            raise AssertionError(
+                f"{exc}\nanswers so far: {outcomes.now()}\nkettle's status: {plugin}\n"
+                f"events:\n{recent_events(kube, namespace)}"
+            ) from None
     assert phase(node_cluster, namespace, "kettle") == "Ready"
     failures = {outcome: count for outcome, count in outcomes.items() if not outcome.startswith("kettle ")}
     assert failures == {}, f"{outcomes}\nevents:\n{recent_events(kube, namespace)}"
