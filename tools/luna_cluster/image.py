@@ -136,31 +136,39 @@ def find_engine(
     return with_builder(cli, private, private=True)
 
 
+def spawn_private_dockerd(
+    state: StateDir, name: str, dockerd: str, directory: Path, data_root: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    """Start a Docker daemon of ours, logged and pid-filed under ``name``: its socket and runtime
+    state in ``directory``, its images in ``data_root``; it changes nothing on this machine's
+    network (no bridge, no NAT, no firewall rules, no forwarding changes). ``extra`` flags follow."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return spawn(
+        state,
+        name,
+        [
+            dockerd,
+            f"--host=unix://{directory / 'docker.sock'}",
+            f"--data-root={data_root}",
+            f"--exec-root={directory / 'exec'}",
+            f"--pidfile={state.run / f'{name}.own.pid'}",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-forward=false",
+            "--ip-masq=false",
+            "--storage-driver=overlay2",
+            *extra,
+        ],
+    )
+
+
 def engine(state: StateDir, out: TextIO) -> Engine:
     """The user's Docker if it answers; else a private ``dockerd`` started for ``state``."""
 
     def start(dockerd: str) -> tuple[str, subprocess.Popen[bytes]]:
         print("starting a private Docker daemon for image builds", file=out, flush=True)
-        PRIVATE_DOCKER_DIR.mkdir(parents=True, exist_ok=True)
         data_root = tools.cache_root() / "docker"
-        process = spawn(
-            state,
-            "dockerd",
-            [
-                dockerd,
-                f"--host=unix://{PRIVATE_DOCKER_DIR / 'docker.sock'}",
-                f"--data-root={data_root}",
-                f"--exec-root={PRIVATE_DOCKER_DIR / 'exec'}",
-                f"--pidfile={state.run / 'dockerd.own.pid'}",
-                # image builds only: no bridge, no NAT, no firewall rules, no forwarding changes
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-                "--storage-driver=overlay2",
-            ],
-        )
-        return "dockerd", process
+        return "dockerd", spawn_private_dockerd(state, "dockerd", dockerd, PRIVATE_DOCKER_DIR, data_root)
 
     return find_engine(state, "image", _private_env(dict(os.environ)), start)
 

@@ -55,8 +55,8 @@ from .image import (
     find_engine,
     find_image_id,
     run_logged,
+    spawn_private_dockerd,
 )
-from .launch import spawn
 from .node_config import PAUSE_IMAGE
 from .state import StateDir
 
@@ -708,23 +708,9 @@ def engine(state: StateDir, out: TextIO) -> Engine:
             python = shutil.which("python3") or sys.executable
             _write(wrapper, runc_wrapper(python, runc, missing), 0o755)
             runtime = [f"--add-runtime=luna-runc={wrapper}", "--default-runtime=luna-runc"]
-        process = spawn(
-            state,
-            "kind-dockerd",
-            [
-                dockerd,
-                f"--host=unix://{KIND_DOCKER_DIR / 'docker.sock'}",
-                f"--data-root={tools.cache_root() / 'kind-docker'}",
-                f"--exec-root={KIND_DOCKER_DIR / 'exec'}",
-                f"--pidfile={state.run / 'kind-dockerd.own.pid'}",
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-                "--storage-driver=overlay2",
-                *runtime,
-            ],
+        data_root = tools.cache_root() / "kind-docker"
+        process = spawn_private_dockerd(
+            state, "kind-dockerd", dockerd, KIND_DOCKER_DIR, data_root, "--ip6tables=false", *runtime
         )
         return "kind-dockerd", process
 
