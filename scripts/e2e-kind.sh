@@ -92,8 +92,10 @@ fi
 # kubectl and helm: $LUNA_TEST_KUBECTL/$LUNA_TEST_HELM, else the versions the project pins when
 # they are built (make cluster-tools), else PATH, else the project builds them
 client() {
-    local name="$1" override="$2" pinned
-    pinned="$("$PYTHON" -c 'import sys; from luna_cluster import tools; print((tools.cached_binaries() or {}).get(sys.argv[1], ""))' "$name" 2>/dev/null || true)"
+    local name="$1" override="$2" pinned=""
+    if [[ -z "$override" ]]; then
+        pinned="$("$PYTHON" -c 'import sys; from luna_cluster import tools; print((tools.cached_binaries() or {}).get(sys.argv[1], ""))' "$name" 2>/dev/null || true)"
+    fi
     if [[ -n "$override" ]]; then
         printf '%s\n' "$override"
     elif [[ -n "$pinned" && -x "$pinned" ]]; then

@@ -247,9 +247,13 @@ def reach_every_pod(cluster: NodeCluster, namespace: str, service: str, port: in
     Service through kube-proxy where :func:`reach` gets there (our own node, or a node port on a
     node this machine reaches); else a port-forward to each of its pods now (one to the Service
     reaches a single pod)."""
-    if cluster.state_dir is not None or _node_port_url(cluster, namespace, service, port) is not None:
+    if cluster.state_dir is not None:
         with reach(cluster, namespace, service, port) as url:
             yield [url]
+        return
+    node_url = _node_port_url(cluster, namespace, service, port)
+    if node_url is not None:
+        yield [node_url]
         return
     selector = get(cluster.kube, namespace, "service", service)["spec"]["selector"]
     labels = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))

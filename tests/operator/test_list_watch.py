@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from luna_operator.list_watch import ListWatch
+from tests.support.runtime import wait_until
 
 
 class FakeAPI:
@@ -56,13 +57,6 @@ class Follower(ListWatch):
         pass
 
 
-async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_a_quiet_watch_is_healthy_and_an_api_that_goes_away_is_not() -> None:
     api = FakeAPI()
     runner = web.AppRunner(api.app)
@@ -74,24 +68,30 @@ async def test_a_quiet_watch_is_healthy_and_an_api_that_goes_away_is_not() -> No
         feed = Follower(session, f"http://127.0.0.1:{port}/objects", client_timeout=30.0)
         task = asyncio.create_task(feed.run())
         try:
-            await until(lambda: feed.watching == 1, "the watch to open")
+            await wait_until(lambda: feed.watching == 1, timeout=10.0, what="the watch to open")
             contact = feed.last_contact
             # no byte on the stream for longer than the liveness bound: still healthy
-            await until(lambda: asyncio.get_running_loop().time() > contact + 0.3, "time to pass")
+            await wait_until(
+                lambda: asyncio.get_running_loop().time() > contact + 0.3, timeout=10.0, what="time to pass"
+            )
             assert feed.healthy(within=0.1)
 
             # the API server goes away: the stream ends, every request fails
             api.up = False
             api.closing.set()
-            await until(lambda: feed.watching == 0, "the watch to end")
-            await until(lambda: not feed.healthy(within=0.1), "the feed to turn unhealthy")
+            await wait_until(lambda: feed.watching == 0, timeout=10.0, what="the watch to end")
+            await wait_until(
+                lambda: not feed.healthy(within=0.1), timeout=10.0, what="the feed to turn unhealthy"
+            )
 
             # and comes back: listed and watching again
             api.closing = asyncio.Event()
             api.up = True
             opened = api.watches_opened
-            await until(lambda: api.watches_opened > opened, "a new watch", timeout=20.0)
-            await until(lambda: feed.healthy(within=0.1), "the feed to be healthy again")
+            await wait_until(lambda: api.watches_opened > opened, timeout=20.0, what="a new watch")
+            await wait_until(
+                lambda: feed.healthy(within=0.1), timeout=10.0, what="the feed to be healthy again"
+            )
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -106,7 +106,9 @@ async def test_a_feed_that_never_listed_is_unhealthy_once_the_bound_passes() -> 
         task = asyncio.create_task(feed.run())
         try:
             start = feed.last_contact
-            await until(lambda: asyncio.get_running_loop().time() > start + 0.2, "time to pass")
+            await wait_until(
+                lambda: asyncio.get_running_loop().time() > start + 0.2, timeout=10.0, what="time to pass"
+            )
             assert not feed.synced.is_set()
             assert not feed.healthy(within=0.1)
         finally:
